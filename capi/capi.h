@@ -1,0 +1,81 @@
+// The C boundary's internals: the opaque structs behind the handles, the try/catch macro pair
+// every entry point is wrapped in, and the struct_size-aware copying of option structs.
+#pragma once
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "core/config/config.h"
+#include "core/error.h"
+#include "core/model.h"
+#include "olm.h"
+
+struct olm_error {
+  olm_error_code_t code;
+  std::string message;
+};
+
+struct olm_buffer {
+  std::vector<uint8_t> bytes;  // JSON buffers carry a trailing NUL not counted in `size`
+  size_t size = 0;
+};
+
+struct olm_config {
+  olm::Config config;
+};
+
+struct olm_tensor {
+  at::Tensor tensor;
+};
+
+struct olm_model {
+  std::shared_ptr<olm::Model> model;
+};
+
+namespace olm::capi {
+
+// Converts the exception in flight into an error object; never throws.
+olm_error* current_exception_to_error() noexcept;
+olm_error* make_error(olm_error_code_t code, const std::string& message) noexcept;
+
+at::ScalarType to_scalar_type(olm_dtype dtype, const char* argument);
+olm_dtype to_olm_dtype(at::ScalarType type);
+
+inline void require_arg(const void* pointer, const char* name) {
+  require(pointer != nullptr, ErrorCode::kInvalidArgument, std::string(name) + ": NULL");
+}
+
+// Reads a caller's option struct: defaults first, then the bytes the caller's struct_size
+// covers, so older callers (smaller structs) get defaults for fields they do not know.
+template <class T>
+T read_options(const T* user, void (*init)(T*), const char* name) {
+  T options;
+  init(&options);
+  if (user == nullptr) return options;
+  require(user->struct_size >= sizeof(size_t), ErrorCode::kInvalidArgument,
+          std::string(name) + ".struct_size is " + std::to_string(user->struct_size) +
+              ": initialize the struct with its _options_init function");
+  const size_t n = user->struct_size < sizeof(T) ? user->struct_size : sizeof(T);
+  std::memcpy(static_cast<void*>(&options), user, n);
+  options.struct_size = sizeof(T);
+  return options;
+}
+
+// Writes a result struct into the caller's, up to the caller's struct_size.
+template <class T>
+void write_result(T* user, const T& result) {
+  const size_t n = user->struct_size < sizeof(T) ? user->struct_size : sizeof(T);
+  if (n <= sizeof(size_t)) return;
+  std::memcpy(reinterpret_cast<char*>(user) + sizeof(size_t),
+              reinterpret_cast<const char*>(&result) + sizeof(size_t), n - sizeof(size_t));
+}
+
+}  // namespace olm::capi
+
+#define OLM_API_BEGIN try {
+#define OLM_API_END                                    \
+  }                                                    \
+  catch (...) {                                        \
+    return ::olm::capi::current_exception_to_error(); \
+  }                                                    \
+  return nullptr;

@@ -1,0 +1,204 @@
+#include <cmath>
+
+#include "capi/capi.h"
+
+using olm::ErrorCode;
+using olm::require;
+using olm::capi::read_options;
+using olm::capi::require_arg;
+
+namespace {
+
+olm_tensor* wrap(at::Tensor t) { return new olm_tensor{std::move(t)}; }
+
+double scalar_value(const at::Tensor& t) { return t.to(at::kCPU).to(at::kDouble).item<double>(); }
+
+}  // namespace
+
+extern "C" {
+
+void olm_model_options_init(olm_model_options* options) {
+  if (!options) return;
+  options->struct_size = sizeof(olm_model_options);
+  options->param_dtype = -1;
+  options->init_weights = 1;
+}
+
+void olm_forward_options_init(olm_forward_options* options) {
+  if (!options) return;
+  options->struct_size = sizeof(olm_forward_options);
+  options->logits_to_keep = 0;
+}
+
+void olm_loss_options_init(olm_loss_options* options) {
+  if (!options) return;
+  options->struct_size = sizeof(olm_loss_options);
+  options->ignore_index = -100;
+  options->loss_reduction = OLM_LOSS_REDUCTION_MEAN;
+  options->z_loss_multiplier = 0.0;
+  options->loss_div_factor = 1.0;
+  options->return_logits = 0;
+  options->logits_to_keep = 0;
+}
+
+olm_error* olm_model_create(const olm_config* config, const char* device,
+                            const olm_model_options* options, olm_model** out) {
+  OLM_API_BEGIN
+  require_arg(config, "config");
+  require_arg(device, "device");
+  require_arg(out, "out");
+  const auto opts = read_options(options, olm_model_options_init, "options");
+  olm::ModelOptions model_options;
+  if (opts.param_dtype != -1) {
+    require(opts.param_dtype == OLM_DTYPE_FLOAT32 || opts.param_dtype == OLM_DTYPE_BFLOAT16,
+            ErrorCode::kInvalidArgument,
+            "options.param_dtype must be -1, OLM_DTYPE_FLOAT32 or OLM_DTYPE_BFLOAT16 (got " +
+                std::to_string(opts.param_dtype) + ")");
+    model_options.param_dtype = olm::capi::to_scalar_type(opts.param_dtype, "options.param_dtype");
+  }
+  model_options.init_weights = opts.init_weights != 0;
+  auto model = std::make_shared<olm::Model>(config->config, device, model_options);
+  *out = new olm_model{std::move(model)};
+  OLM_API_END
+}
+
+olm_error* olm_model_forward(olm_model* model, const olm_tensor* input_ids,
+                             const olm_forward_options* options, olm_tensor** logits) {
+  OLM_API_BEGIN
+  require_arg(model, "model");
+  require_arg(input_ids, "input_ids");
+  require_arg(logits, "logits");
+  const auto opts = read_options(options, olm_forward_options_init, "options");
+  *logits = wrap(model->model->forward(input_ids->tensor, opts.logits_to_keep));
+  OLM_API_END
+}
+
+olm_error* olm_model_loss(olm_model* model, const olm_tensor* input_ids, const olm_tensor* labels,
+                          const olm_loss_options* options, olm_loss_result* out) {
+  OLM_API_BEGIN
+  require_arg(model, "model");
+  require_arg(input_ids, "input_ids");
+  require_arg(labels, "labels");
+  require_arg(out, "out");
+  require(out->struct_size >= offsetof(olm_loss_result, ce_loss), ErrorCode::kInvalidArgument,
+          "out->struct_size is " + std::to_string(out->struct_size) +
+              ": set it to sizeof(olm_loss_result)");
+  const auto opts = read_options(options, olm_loss_options_init, "options");
+  olm::nn::LossOptions loss_options;
+  loss_options.ignore_index = opts.ignore_index;
+  switch (opts.loss_reduction) {
+    case OLM_LOSS_REDUCTION_MEAN: loss_options.reduction = olm::nn::LossReduction::kMean; break;
+    case OLM_LOSS_REDUCTION_SUM: loss_options.reduction = olm::nn::LossReduction::kSum; break;
+    case OLM_LOSS_REDUCTION_NONE: loss_options.reduction = olm::nn::LossReduction::kNone; break;
+    default:
+      olm::fail(ErrorCode::kInvalidArgument,
+                "options.loss_reduction: unknown value " + std::to_string(opts.loss_reduction));
+  }
+  require(std::isfinite(opts.z_loss_multiplier) && opts.z_loss_multiplier >= 0,
+          ErrorCode::kInvalidArgument, "options.z_loss_multiplier must be finite and >= 0");
+  if (opts.z_loss_multiplier > 0) loss_options.z_loss_multiplier = opts.z_loss_multiplier;
+  loss_options.loss_div_factor = opts.loss_div_factor;
+  loss_options.return_logits = opts.return_logits != 0;
+  loss_options.logits_to_keep = opts.logits_to_keep;
+
+  const auto result = model->model->loss(input_ids->tensor, labels->tensor, loss_options);
+
+  // Fill a full-size local struct; only the part the caller's struct_size covers is copied
+  // out, and tensors that would not be copied are never allocated.
+  olm_loss_result full{};
+  full.struct_size = sizeof(olm_loss_result);
+  const size_t size = out->struct_size;
+  auto fits = [&](size_t offset, size_t field_size) { return offset + field_size <= size; };
+  std::vector<olm_tensor*> allocated;
+  try {
+    auto give = [&](olm_tensor*& slot, size_t offset, const at::Tensor& t) {
+      if (!fits(offset, sizeof(olm_tensor*))) return;
+      slot = wrap(t);
+      allocated.push_back(slot);
+    };
+    give(full.loss, offsetof(olm_loss_result, loss), result.loss.detach());
+    give(full.ce_loss, offsetof(olm_loss_result, ce_loss), result.ce_loss);
+    if (result.z_loss) give(full.z_loss, offsetof(olm_loss_result, z_loss), *result.z_loss);
+    if (result.logits) give(full.logits, offsetof(olm_loss_result, logits), *result.logits);
+    if (loss_options.reduction != olm::nn::LossReduction::kNone) {
+      full.loss_value = scalar_value(result.loss);
+      full.ce_loss_value = scalar_value(result.ce_loss);
+      full.z_loss_value = result.z_loss ? scalar_value(*result.z_loss) : 0.0;
+    }
+  } catch (...) {
+    for (auto* t : allocated) delete t;
+    throw;
+  }
+  olm::capi::write_result(out, full);
+  OLM_API_END
+}
+
+void olm_loss_result_free(olm_loss_result* result) {
+  if (!result) return;
+  const size_t size = result->struct_size;
+  auto release = [&](olm_tensor*& slot, size_t offset) {
+    if (offset + sizeof(olm_tensor*) <= size) {
+      delete slot;
+      slot = nullptr;
+    }
+  };
+  release(result->loss, offsetof(olm_loss_result, loss));
+  release(result->ce_loss, offsetof(olm_loss_result, ce_loss));
+  release(result->z_loss, offsetof(olm_loss_result, z_loss));
+  release(result->logits, offsetof(olm_loss_result, logits));
+}
+
+olm_error* olm_model_num_params(const olm_model* model, int64_t* out) {
+  OLM_API_BEGIN
+  require_arg(model, "model");
+  require_arg(out, "out");
+  *out = model->model->num_params();
+  OLM_API_END
+}
+
+olm_error* olm_model_parameter_count(const olm_model* model, size_t* out) {
+  OLM_API_BEGIN
+  require_arg(model, "model");
+  require_arg(out, "out");
+  *out = model->model->parameters().size();
+  OLM_API_END
+}
+
+olm_error* olm_model_parameter_info(const olm_model* model, size_t index, olm_parameter_info* out) {
+  OLM_API_BEGIN
+  require_arg(model, "model");
+  require_arg(out, "out");
+  const auto& params = model->model->parameters();
+  require(index < params.size(), ErrorCode::kInvalidArgument,
+          "index: " + std::to_string(index) + " is out of range (the model has " +
+              std::to_string(params.size()) + " parameters)");
+  const auto& p = params[index];
+  olm_parameter_info full{};
+  full.struct_size = sizeof(olm_parameter_info);
+  full.name = p.name.c_str();
+  full.dtype = olm::capi::to_olm_dtype(p.dtype);
+  full.ndim = p.shape.size();
+  full.shape = p.shape.data();
+  olm::capi::write_result(out, full);
+  OLM_API_END
+}
+
+olm_error* olm_model_load_safetensors(olm_model* model, const char* path) {
+  OLM_API_BEGIN
+  require_arg(model, "model");
+  require_arg(path, "path");
+  model->model->load_safetensors(path);
+  OLM_API_END
+}
+
+olm_error* olm_model_save_safetensors(const olm_model* model, const char* path) {
+  OLM_API_BEGIN
+  require_arg(model, "model");
+  require_arg(path, "path");
+  model->model->save_safetensors(path);
+  OLM_API_END
+}
+
+void olm_model_free(olm_model* model) { delete model; }
+
+}  // extern "C"

@@ -1,0 +1,69 @@
+// Parameter and FLOP accounting, mirroring OLMo-core's num_params (config side) and
+// num_flops_per_token (module side) formulas term by term.
+#include "core/config/config.h"
+#include "core/error.h"
+
+namespace olm {
+
+int64_t LayerNormSpec::num_params(int64_t size) const {
+  if (!elementwise_affine) return 0;
+  return bias ? 2 * size : size;
+}
+
+int64_t AttentionSpec::num_params(int64_t d_model) const {
+  int64_t params = d_model * n_heads * head_dim;  // w_q
+  if (bias) params += n_heads * head_dim;
+  params += 2 * d_model * n_kv_heads * head_dim;  // w_k, w_v
+  if (bias) params += 2 * n_kv_heads * head_dim;
+  if (qk_norm) {
+    if (use_head_qk_norm) {
+      params += 2 * qk_norm->num_params(head_dim);
+    } else {
+      params += qk_norm->num_params(n_heads * head_dim);
+      params += qk_norm->num_params(n_kv_heads * head_dim);
+    }
+  }
+  params += n_heads * head_dim * d_model;  // w_out
+  if (bias) params += d_model;
+  return params;
+}
+
+int64_t FeedForwardSpec::num_params(int64_t d_model) const {
+  int64_t params = 3 * d_model * hidden_size;
+  if (bias) params += 2 * hidden_size + d_model;
+  return params;
+}
+
+int64_t BlockSpec::num_params(int64_t d_model) const {
+  return attention.num_params(d_model) + feed_forward.num_params(d_model) +
+         2 * layer_norm.num_params(d_model);
+}
+
+int64_t LMHeadSpec::num_params(int64_t d_model, int64_t vocab_size) const {
+  int64_t params = layer_norm ? layer_norm->num_params(d_model) : 0;
+  params += d_model * vocab_size;
+  if (bias) params += vocab_size;
+  return params;
+}
+
+int64_t Config::num_flops_per_token(int64_t seq_len) const {
+  require(seq_len > 0, ErrorCode::kInvalidArgument,
+          "seq_len must be positive (got " + std::to_string(seq_len) + ")");
+  const ModelSpec& s = spec();
+  // 6 FLOPs per parameter (2 for the matmul, times 3 for forward and backward); the block's
+  // own norms are not counted, as in OLMo-core, while the LM head's norm is.
+  int64_t flops = 0;
+  for (const auto& block : s.blocks) {
+    const auto& a = block.attention;
+    flops += 6 * a.num_params(s.d_model);
+    // QK^T and AV (2 matmuls x 2 ops x 3 for forward and backward) over the (query, key) pairs
+    // a causal mask keeps, per token, as OLMo-core 3.x counts them.
+    const int64_t causal_pairs = seq_len * (seq_len + 1) / 2;
+    flops += 12 * a.n_heads * a.head_dim * causal_pairs / seq_len;
+    flops += 6 * block.feed_forward.num_params(s.d_model);
+  }
+  flops += 6 * s.lm_head.num_params(s.d_model, s.vocab_size);
+  return flops;
+}
+
+}  // namespace olm

@@ -1,0 +1,270 @@
+#include "core/config/config.h"
+
+#include <flatbuffers/idl.h>
+
+#include <cmath>
+#include <sstream>
+
+#include "core/error.h"
+#include "olm_schema_text.h"
+
+namespace olm {
+namespace {
+
+// A fresh parser per call: FlatBuffers parsers are not thread-safe and ours is cheap to build.
+std::unique_ptr<flatbuffers::Parser> make_parser() {
+  flatbuffers::IDLOptions opts;
+  opts.strict_json = true;  // quoted field names: the output is standard JSON
+  opts.indent_step = 2;
+  opts.skip_unexpected_fields_in_json = false;  // unknown fields are errors
+  opts.output_default_scalars_in_json = false;
+  auto parser = std::make_unique<flatbuffers::Parser>(opts);
+  if (!parser->Parse(schema_text::kOlmFbs)) {
+    fail(ErrorCode::kInternal, "embedded schema failed to parse: " + parser->error_);
+  }
+  return parser;
+}
+
+std::string join(const std::vector<std::string>& names) {
+  std::string out;
+  for (size_t i = 0; i < names.size(); ++i) out += (i ? ", " : "") + names[i];
+  return out;
+}
+
+void require_one_of(const std::string& value, const std::vector<std::string>& known,
+                    const std::string& field) {
+  for (const auto& k : known)
+    if (value == k) return;
+  fail(ErrorCode::kInvalidConfig,
+       field + ": unknown value '" + value + "' (known: " + join(known) + ")");
+}
+
+std::string or_default(const std::string& value, const char* fallback) {
+  return value.empty() ? std::string(fallback) : value;
+}
+
+void require_positive(int64_t value, const std::string& field) {
+  require(value > 0, ErrorCode::kInvalidConfig,
+          field + " must be positive (got " + std::to_string(value) + ")");
+}
+
+void require_positive_finite(double value, const std::string& field) {
+  std::ostringstream os;
+  os << field << " must be a positive finite number (got " << value << ")";
+  require(std::isfinite(value) && value > 0, ErrorCode::kInvalidConfig, os.str());
+}
+
+void require_probability(double value, const std::string& field) {
+  std::ostringstream os;
+  os << field << " must be in [0, 1) (got " << value << ")";
+  require(std::isfinite(value) && value >= 0 && value < 1, ErrorCode::kInvalidConfig, os.str());
+}
+
+LayerNormSpec resolve_layer_norm(const fb::LayerNormConfigT& in, const std::string& field) {
+  LayerNormSpec out;
+  out.name = or_default(in.name, "default");
+  require_one_of(out.name, {"default", "rms"}, field + ".name");
+  out.eps = in.eps.has_value() ? *in.eps : 1e-5;
+  require_positive_finite(out.eps, field + ".eps");
+  out.elementwise_affine = in.elementwise_affine.has_value() ? *in.elementwise_affine : true;
+  out.bias = in.bias.has_value() ? *in.bias : true;
+  out.full_precision = in.full_precision.has_value() ? *in.full_precision : true;
+  return out;
+}
+
+AttentionSpec resolve_attention(const fb::AttentionConfigT& in, int64_t d_model,
+                                const std::string& field) {
+  AttentionSpec out;
+  require_one_of(or_default(in.name, "default"), {"default"}, field + ".name");
+  out.n_heads = in.n_heads;
+  require_positive(out.n_heads, field + ".n_heads");
+  out.n_kv_heads = in.n_kv_heads.has_value() ? *in.n_kv_heads : out.n_heads;
+  require_positive(out.n_kv_heads, field + ".n_kv_heads");
+  require(out.n_heads % out.n_kv_heads == 0, ErrorCode::kInvalidConfig,
+          field + ".n_heads (" + std::to_string(out.n_heads) +
+              ") must be divisible by " + field + ".n_kv_heads (" +
+              std::to_string(out.n_kv_heads) + ")");
+  if (in.head_dim.has_value()) {
+    out.head_dim = *in.head_dim;
+    require_positive(out.head_dim, field + ".head_dim");
+  } else {
+    require(d_model % out.n_heads == 0, ErrorCode::kInvalidConfig,
+            "d_model (" + std::to_string(d_model) + ") must be divisible by " + field +
+                ".n_heads (" + std::to_string(out.n_heads) + ") when " + field +
+                ".head_dim is not set");
+    out.head_dim = d_model / out.n_heads;
+  }
+  out.bias = in.bias.has_value() ? *in.bias : true;
+  if (in.rope) {
+    RoPESpec rope;
+    rope.name = or_default(in.rope->name, "default");
+    require_one_of(rope.name, {"default"}, field + ".rope.name");
+    rope.theta = in.rope->theta;
+    require_positive_finite(rope.theta, field + ".rope.theta");
+    rope.full_precision = in.rope->full_precision;
+    require(!in.rope->no_global_rope, ErrorCode::kInvalidConfig,
+            field + ".rope.no_global_rope requires sliding-window attention, which this "
+                    "configuration does not use");
+    require(out.head_dim % 2 == 0, ErrorCode::kInvalidConfig,
+            field + ".head_dim (" + std::to_string(out.head_dim) +
+                ") must be even to apply RoPE");
+    out.rope = rope;
+  }
+  if (in.clip_qkv.has_value()) {
+    require_positive_finite(*in.clip_qkv, field + ".clip_qkv");
+    out.clip_qkv = *in.clip_qkv;
+  }
+  if (in.qk_norm) out.qk_norm = resolve_layer_norm(*in.qk_norm, field + ".qk_norm");
+  out.use_head_qk_norm = in.use_head_qk_norm.has_value() ? *in.use_head_qk_norm : false;
+  out.dropout = in.dropout.has_value() ? *in.dropout : 0.0;
+  require_probability(out.dropout, field + ".dropout");
+  out.backend = or_default(in.backend, "torch");
+  require_one_of(out.backend, {"torch"}, field + ".backend");
+  return out;
+}
+
+FeedForwardSpec resolve_feed_forward(const fb::FeedForwardConfigT& in, const std::string& field) {
+  FeedForwardSpec out;
+  require_one_of(or_default(in.name, "default"), {"default"}, field + ".name");
+  out.hidden_size = in.hidden_size;
+  require_positive(out.hidden_size, field + ".hidden_size");
+  out.bias = in.bias.has_value() ? *in.bias : true;
+  out.activation = or_default(in.activation, "silu");
+  require_one_of(out.activation, {"silu", "gelu_tanh"}, field + ".activation");
+  return out;
+}
+
+}  // namespace
+
+ModelSpec resolve(const fb::TransformerConfigT& in) {
+  ModelSpec spec;
+  spec.d_model = in.d_model;
+  spec.vocab_size = in.vocab_size;
+  spec.n_layers = in.n_layers;
+  require_positive(spec.d_model, "d_model");
+  require_positive(spec.vocab_size, "vocab_size");
+  require_positive(spec.n_layers, "n_layers");
+  require_one_of(or_default(in.name, "default"), {"default"}, "name");
+  require(in.block != nullptr, ErrorCode::kInvalidConfig, "block: required field is missing");
+  require(in.lm_head != nullptr, ErrorCode::kInvalidConfig, "lm_head: required field is missing");
+  const auto& block = *in.block;
+  require(block.attention != nullptr, ErrorCode::kInvalidConfig,
+          "block.attention: required field is missing");
+  require(block.layer_norm != nullptr, ErrorCode::kInvalidConfig,
+          "block.layer_norm: required field is missing");
+  require(block.feed_forward != nullptr, ErrorCode::kInvalidConfig,
+          "block.feed_forward: required field is missing");
+
+  BlockSpec b;
+  b.name = or_default(block.name, "default");
+  require_one_of(b.name, {"default", "reordered_norm"}, "block.name");
+  b.attention = resolve_attention(*block.attention, spec.d_model, "block.attention");
+  b.layer_norm = resolve_layer_norm(*block.layer_norm, "block.layer_norm");
+  b.feed_forward = resolve_feed_forward(*block.feed_forward, "block.feed_forward");
+  b.dropout = block.dropout.has_value() ? *block.dropout : 0.0;
+  require_probability(b.dropout, "block.dropout");
+  // n_layers is validated positive above; cap it so the per-layer vector stays sane before
+  // the parameter-count check below gets to run.
+  require(spec.n_layers <= 100000, ErrorCode::kInvalidConfig,
+          "n_layers (" + std::to_string(spec.n_layers) + ") is larger than 100000");
+  spec.blocks.assign(static_cast<size_t>(spec.n_layers), b);
+
+  require_one_of(or_default(in.lm_head->name, "default"), {"default"}, "lm_head.name");
+  if (in.lm_head->layer_norm)
+    spec.lm_head.layer_norm = resolve_layer_norm(*in.lm_head->layer_norm, "lm_head.layer_norm");
+  spec.lm_head.bias = in.lm_head->bias.has_value() ? *in.lm_head->bias : true;
+
+  const std::string dtype = or_default(in.dtype, "float32");
+  require_one_of(dtype, {"float32", "bfloat16"}, "dtype");
+  spec.dtype = dtype == "bfloat16" ? c10::ScalarType::BFloat16 : c10::ScalarType::Float;
+  spec.init_method = or_default(in.init_method, "normal");
+  require_one_of(spec.init_method, {"normal", "llama", "llama_depth", "fan_in"}, "init_method");
+  spec.init_seed = in.init_seed;
+  spec.init_std = in.init_std;
+  require_positive_finite(spec.init_std, "init_std");
+  spec.embedding_init_std =
+      in.embedding_init_std.has_value() ? *in.embedding_init_std : spec.init_std;
+  require_positive_finite(spec.embedding_init_std, "embedding_init_std");
+
+  // Parameter counts must fit in int64 with room to spare: reject absurd shapes here rather
+  // than overflow later. (Whether they fit in this machine's memory is checked when a model
+  // is created.) Each factor is < 2^31, so every product of two is exact in long double.
+  long double total = static_cast<long double>(spec.d_model) * spec.vocab_size * 2;
+  const auto& a = b.attention;
+  total += static_cast<long double>(spec.n_layers) *
+           (static_cast<long double>(spec.d_model) * a.head_dim * (2 * a.n_heads + 2 * a.n_kv_heads) +
+            3.0L * spec.d_model * b.feed_forward.hidden_size);
+  require(total < 1e15L, ErrorCode::kInvalidConfig,
+          "the configuration has more than 1e15 parameters (d_model, vocab_size, n_layers, "
+          "n_heads, head_dim or hidden_size is absurdly large)");
+  return spec;
+}
+
+Config Config::from_native(const fb::TransformerConfigT& native) {
+  Config config;
+  config.spec_ = std::make_shared<const ModelSpec>(resolve(native));
+  config.native_ = std::make_shared<const fb::TransformerConfigT>(native);
+  return config;
+}
+
+Config Config::from_flatbuffer(const void* data, size_t size) {
+  require(data != nullptr || size == 0, ErrorCode::kInvalidArgument, "data: NULL");
+  const auto* bytes = static_cast<const uint8_t*>(data);
+  require(size >= 8, ErrorCode::kParse,
+          "config FlatBuffer: " + std::to_string(size) + " bytes is too short to be a buffer");
+  require(size < (1ull << 31), ErrorCode::kParse, "config FlatBuffer: larger than 2 GiB");
+  require(fb::TransformerConfigBufferHasIdentifier(bytes), ErrorCode::kParse,
+          "config FlatBuffer: wrong file identifier (expected \"OLMC\")");
+  // Verify an aligned copy: the verifier checks alignment of scalars against the base.
+  std::vector<uint8_t> aligned(bytes, bytes + size);
+  flatbuffers::Verifier verifier(aligned.data(), aligned.size(), /*max_depth=*/64,
+                                 /*max_tables=*/100000);
+  require(fb::VerifyTransformerConfigBuffer(verifier), ErrorCode::kParse,
+          "config FlatBuffer: verification failed (truncated or corrupt buffer)");
+  fb::TransformerConfigT native;
+  fb::GetTransformerConfig(aligned.data())->UnPackTo(&native);
+  return from_native(native);
+}
+
+Config Config::from_json(std::string_view text) {
+  auto parser = make_parser();
+  const std::string source(text);  // the parser wants NUL-terminated text
+  require(source.find('\0') == std::string::npos, ErrorCode::kParse,
+          "config JSON: contains a NUL byte");
+  if (!parser->ParseJson(source.c_str())) {
+    std::string message = parser->error_;
+    fail(ErrorCode::kParse, "config JSON: " + message);
+  }
+  const uint8_t* buf = parser->builder_.GetBufferPointer();
+  const size_t size = parser->builder_.GetSize();
+  return from_flatbuffer(buf, size);
+}
+
+std::vector<uint8_t> Config::to_flatbuffer() const {
+  flatbuffers::FlatBufferBuilder builder;
+  builder.Finish(fb::TransformerConfig::Pack(builder, native_.get()),
+                 fb::TransformerConfigIdentifier());
+  return {builder.GetBufferPointer(), builder.GetBufferPointer() + builder.GetSize()};
+}
+
+std::string Config::to_json() const {
+  auto parser = make_parser();
+  const auto buffer = to_flatbuffer();
+  std::string text;
+  if (!flatbuffers::GenerateText(*parser, buffer.data(), &text)) {
+    fail(ErrorCode::kInternal, "config: could not generate JSON text");
+  }
+  return text;
+}
+
+ParamCounts Config::num_params() const {
+  const ModelSpec& s = *spec_;
+  ParamCounts counts;
+  counts.total = s.d_model * s.vocab_size;
+  for (const auto& block : s.blocks) counts.total += block.num_params(s.d_model);
+  counts.total += s.lm_head.num_params(s.d_model, s.vocab_size);
+  counts.non_embedding = counts.total - s.d_model * s.vocab_size;
+  return counts;
+}
+
+}  // namespace olm

@@ -1,0 +1,116 @@
+// Model configuration: the FlatBuffers object (schema/olm.fbs) as the user wrote it, plus the
+// resolved specification the model is built from (every default filled in, every field
+// validated). Only this file and config.cpp know how optional fields default.
+#pragma once
+#include <c10/core/ScalarType.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "olm_generated.h"
+
+namespace olm {
+
+struct LayerNormSpec {
+  std::string name;  // "default" | "rms"
+  double eps = 1e-5;
+  bool elementwise_affine = true;
+  bool bias = true;
+  bool full_precision = true;
+  int64_t num_params(int64_t size) const;
+};
+
+struct RoPESpec {
+  std::string name;  // "default"
+  double theta = 500000;
+  bool full_precision = true;
+};
+
+struct AttentionSpec {
+  int64_t n_heads = 0;
+  int64_t n_kv_heads = 0;
+  int64_t head_dim = 0;
+  bool bias = true;
+  std::optional<RoPESpec> rope;
+  std::optional<double> clip_qkv;
+  std::optional<LayerNormSpec> qk_norm;
+  bool use_head_qk_norm = false;
+  double dropout = 0.0;
+  std::string backend;  // "torch"
+  int64_t num_params(int64_t d_model) const;
+};
+
+struct FeedForwardSpec {
+  int64_t hidden_size = 0;
+  bool bias = true;
+  std::string activation;  // "silu" | "gelu_tanh"
+  int64_t num_params(int64_t d_model) const;
+};
+
+struct BlockSpec {
+  std::string name;  // "default" | "reordered_norm"
+  AttentionSpec attention;
+  LayerNormSpec layer_norm;
+  FeedForwardSpec feed_forward;
+  double dropout = 0.0;
+  int64_t num_params(int64_t d_model) const;
+};
+
+struct LMHeadSpec {
+  std::optional<LayerNormSpec> layer_norm;
+  bool bias = true;
+  int64_t num_params(int64_t d_model, int64_t vocab_size) const;
+};
+
+struct ModelSpec {
+  int64_t d_model = 0;
+  int64_t vocab_size = 0;
+  int64_t n_layers = 0;
+  std::vector<BlockSpec> blocks;  // one per layer
+  LMHeadSpec lm_head;
+  c10::ScalarType dtype = c10::ScalarType::Float;
+  std::string init_method;  // "normal" | "llama" | "llama_depth" | "fan_in"
+  int64_t init_seed = 0;
+  double init_std = 0.02;
+  double embedding_init_std = 0.02;
+};
+
+struct ParamCounts {
+  int64_t total = 0;
+  int64_t non_embedding = 0;
+};
+
+class Config {
+ public:
+  // Each validates and throws olm::Error (kParse for malformed input, kInvalidConfig for an
+  // impossible configuration, naming the field).
+  static Config from_json(std::string_view text);
+  static Config from_flatbuffer(const void* data, size_t size);
+  static Config from_native(const fb::TransformerConfigT& native);
+
+  std::string to_json() const;
+  std::vector<uint8_t> to_flatbuffer() const;
+
+  const fb::TransformerConfigT& native() const { return *native_; }
+  const ModelSpec& spec() const { return *spec_; }
+
+  ParamCounts num_params() const;
+  int64_t num_flops_per_token(int64_t seq_len) const;
+
+ private:
+  std::shared_ptr<const fb::TransformerConfigT> native_;
+  std::shared_ptr<const ModelSpec> spec_;
+};
+
+// OLMo-core's presets (TransformerConfig.olmo2_30M(vocab_size) etc.).
+Config preset(const std::string& name, int64_t vocab_size);
+const std::vector<std::string>& preset_names();
+
+// Resolves and validates; exposed for tests.
+ModelSpec resolve(const fb::TransformerConfigT& native);
+
+}  // namespace olm

@@ -1,0 +1,35 @@
+// The core's one exception type. The C boundary maps its code to OLM_ERR_*; every message
+// names the argument, config field, file or tensor it is about.
+#pragma once
+#include <stdexcept>
+#include <string>
+
+namespace olm {
+
+enum class ErrorCode : int {
+  kInvalidArgument = 1,
+  kInvalidConfig = 2,
+  kParse = 3,
+  kIo = 4,
+  kOutOfMemory = 5,
+  kDeviceUnavailable = 6,
+  kMismatch = 7,
+  kInternal = 8,
+};
+
+class Error : public std::runtime_error {
+ public:
+  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  ErrorCode code() const noexcept { return code_; }
+
+ private:
+  ErrorCode code_;
+};
+
+[[noreturn]] inline void fail(ErrorCode code, const std::string& message) { throw Error(code, message); }
+
+inline void require(bool ok, ErrorCode code, const std::string& message) {
+  if (!ok) fail(code, message);
+}
+
+}  // namespace olm

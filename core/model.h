@@ -1,0 +1,51 @@
+// A model as the outside world sees it: a config, its transformer on a device, input checks
+// on every entry point, and weights in and out of safetensors files with OLMo-core's names.
+#pragma once
+#include "core/config/config.h"
+#include "core/nn/transformer.h"
+
+namespace olm {
+
+struct ModelOptions {
+  std::optional<at::ScalarType> param_dtype;  // default: the config's dtype
+  bool init_weights = true;
+};
+
+struct ParameterInfo {
+  std::string name;
+  at::ScalarType dtype;
+  std::vector<int64_t> shape;
+};
+
+class Model {
+ public:
+  // Throws kOutOfMemory when the parameters would not fit in the device's memory,
+  // kDeviceUnavailable / kInvalidArgument for bad devices.
+  Model(const Config& config, const std::string& device, const ModelOptions& options);
+
+  // input_ids: int32/int64 (B, T), ids in [0, vocab). Returns float32 logits.
+  at::Tensor forward(const at::Tensor& input_ids, int64_t logits_to_keep) const;
+  nn::LossOutput loss(const at::Tensor& input_ids, const at::Tensor& labels,
+                      const nn::LossOptions& options) const;
+
+  const Config& config() const { return config_; }
+  const at::Device& device() const { return device_; }
+  int64_t num_params() const;
+  const std::vector<ParameterInfo>& parameters() const { return parameter_info_; }
+
+  void load_safetensors(const std::string& path);
+  void save_safetensors(const std::string& path) const;
+
+  nn::Transformer& module() { return *module_; }
+
+ private:
+  at::Tensor checked_tokens(const at::Tensor& ids, const char* argument,
+                            std::optional<int64_t> ignore_index) const;
+
+  Config config_;
+  at::Device device_;
+  std::unique_ptr<nn::Transformer> module_;
+  std::vector<ParameterInfo> parameter_info_;
+};
+
+}  // namespace olm

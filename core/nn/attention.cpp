@@ -1,0 +1,63 @@
+#include "core/nn/attention.h"
+
+namespace olm::nn {
+
+Attention::Attention(int64_t d_model, const AttentionSpec& spec, std::shared_ptr<BufferCache> cache,
+                     const at::TensorOptions& options)
+    : spec_(spec) {
+  const int64_t q_dim = spec.n_heads * spec.head_dim;
+  const int64_t kv_dim = spec.n_kv_heads * spec.head_dim;
+  // Registration order is OLMo-core's: w_q, w_k, w_v, w_out, q_norm, k_norm.
+  w_q_ = register_module("w_q", std::make_shared<Linear>(d_model, q_dim, spec.bias, options));
+  w_k_ = register_module("w_k", std::make_shared<Linear>(d_model, kv_dim, spec.bias, options));
+  w_v_ = register_module("w_v", std::make_shared<Linear>(d_model, kv_dim, spec.bias, options));
+  w_out_ = register_module("w_out", std::make_shared<Linear>(q_dim, d_model, spec.bias, options));
+  if (spec.qk_norm) {
+    const int64_t q_size = spec.use_head_qk_norm ? spec.head_dim : q_dim;
+    const int64_t k_size = spec.use_head_qk_norm ? spec.head_dim : kv_dim;
+    q_norm_ = register_module("q_norm", std::make_shared<LayerNorm>(q_size, *spec.qk_norm, options));
+    k_norm_ = register_module("k_norm", std::make_shared<LayerNorm>(k_size, *spec.qk_norm, options));
+  }
+  if (spec.rope) rope_.emplace(spec.head_dim, *spec.rope, std::move(cache));
+}
+
+at::Tensor Attention::forward(const at::Tensor& x) const {
+  const int64_t B = x.size(0), T = x.size(1);
+  at::Tensor q = w_q_->forward(x), k = w_k_->forward(x), v = w_v_->forward(x);
+  if (spec_.clip_qkv) {
+    const double c = *spec_.clip_qkv;
+    q = q.clamp(-c, c);
+    k = k.clamp(-c, c);
+    v = v.clamp(-c, c);
+  }
+  if (q_norm_ && !spec_.use_head_qk_norm) {
+    q = q_norm_->forward(q);
+    k = k_norm_->forward(k);
+  }
+  q = q.view({B, T, -1, spec_.head_dim});
+  k = k.view({B, T, -1, spec_.head_dim});
+  v = v.view({B, T, -1, spec_.head_dim});
+  if (q_norm_ && spec_.use_head_qk_norm) {
+    q = q_norm_->forward(q);
+    k = k_norm_->forward(k);
+  }
+  if (rope_) std::tie(q, k) = rope_->apply(q, k);
+
+  // GQA: repeat each KV head for its group of query heads, as OLMo-core's torch backend does.
+  const int64_t n_rep = spec_.n_heads / spec_.n_kv_heads;
+  if (n_rep > 1) {
+    k = k.unsqueeze(3).expand({B, T, spec_.n_kv_heads, n_rep, spec_.head_dim})
+            .reshape({B, T, spec_.n_heads, spec_.head_dim});
+    v = v.unsqueeze(3).expand({B, T, spec_.n_kv_heads, n_rep, spec_.head_dim})
+            .reshape({B, T, spec_.n_heads, spec_.head_dim});
+  }
+  // SDPA wants (B, H, T, D).
+  const double dropout = at::GradMode::is_enabled() ? spec_.dropout : 0.0;
+  auto att = at::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                              v.transpose(1, 2), /*attn_mask=*/std::nullopt,
+                                              dropout, /*is_causal=*/true);
+  att = att.transpose(1, 2).contiguous().view({B, T, -1});
+  return w_out_->forward(att);
+}
+
+}  // namespace olm::nn

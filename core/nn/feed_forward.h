@@ -1,0 +1,23 @@
+// olmo_core.nn.feed_forward.FeedForward: w2(act(w1 x) * w3 x), act = silu (SwiGLU) or
+// tanh-approximated GELU (GeGLU).
+#pragma once
+#include "core/config/config.h"
+#include "core/nn/module.h"
+
+namespace olm::nn {
+
+class FeedForward : public Module {
+ public:
+  FeedForward(int64_t d_model, const FeedForwardSpec& spec, const at::TensorOptions& options);
+  at::Tensor forward(const at::Tensor& x) const;
+
+  Linear& w1() { return *w1_; }
+  Linear& w2() { return *w2_; }
+  Linear& w3() { return *w3_; }
+
+ private:
+  FeedForwardSpec spec_;
+  std::shared_ptr<Linear> w1_, w2_, w3_;
+};
+
+}  // namespace olm::nn

@@ -1,0 +1,32 @@
+#include "core/nn/layer_norm.h"
+
+
+#include "kernels/rms_norm.h"
+
+namespace olm::nn {
+
+LayerNorm::LayerNorm(int64_t size, const LayerNormSpec& spec, const at::TensorOptions& options)
+    : spec_(spec), size_(size) {
+  if (spec.elementwise_affine) {
+    weight_ = &register_parameter("weight", at::ones({size}, options));
+    if (spec.bias) bias_ = &register_parameter("bias", at::zeros({size}, options));
+  }
+}
+
+at::Tensor LayerNorm::forward(const at::Tensor& input) const {
+  const auto og_dtype = input.scalar_type();
+  const at::Tensor x = spec_.full_precision ? input.to(at::kFloat) : input;
+  std::optional<at::Tensor> weight, bias;
+  if (weight_) weight = weight_->to(x.scalar_type());
+  if (bias_) bias = bias_->to(x.scalar_type());
+  at::Tensor y;
+  if (spec_.name == "rms") {
+    y = kernels::rms_norm(x, weight, spec_.eps);
+    if (bias) y = y + *bias;
+  } else {
+    y = at::layer_norm(x, {size_}, weight, bias, spec_.eps);
+  }
+  return y.to(og_dtype);
+}
+
+}  // namespace olm::nn

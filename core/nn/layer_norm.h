@@ -1,0 +1,21 @@
+// olmo_core.nn.layer_norm: LayerNorm ("default") and RMSNorm ("rms"), computed in float32
+// (full_precision) and cast back to the input dtype.
+#pragma once
+#include "core/config/config.h"
+#include "core/nn/module.h"
+
+namespace olm::nn {
+
+class LayerNorm : public Module {
+ public:
+  LayerNorm(int64_t size, const LayerNormSpec& spec, const at::TensorOptions& options);
+  at::Tensor forward(const at::Tensor& x) const;
+
+ private:
+  LayerNormSpec spec_;
+  int64_t size_;
+  at::Tensor* weight_ = nullptr;
+  at::Tensor* bias_ = nullptr;
+};
+
+}  // namespace olm::nn

@@ -1,0 +1,50 @@
+// olmo_core.nn.lm_head.LMHead: optional final norm, w_out, and the loss: cross-entropy on
+// float32 logits plus the optional z-loss, with OLMo-core's reductions and loss_div_factor.
+#pragma once
+#include "core/nn/layer_norm.h"
+
+namespace olm::nn {
+
+enum class LossReduction { kMean, kSum, kNone };
+
+struct LossOptions {
+  int64_t ignore_index = -100;
+  LossReduction reduction = LossReduction::kMean;
+  std::optional<double> z_loss_multiplier;  // nullopt: no z-loss
+  double loss_div_factor = 1.0;
+  bool return_logits = false;
+  int64_t logits_to_keep = 0;  // 0: all positions
+};
+
+struct LossOutput {
+  at::Tensor loss;     // ce_loss + z_loss, reduced and divided
+  at::Tensor ce_loss;  // detached
+  std::optional<at::Tensor> z_loss;  // detached
+  std::optional<at::Tensor> logits;
+};
+
+// olmo_core.nn.functional.cross_entropy_loss on (N, V) logits and (N,) labels.
+std::pair<at::Tensor, std::optional<at::Tensor>> cross_entropy_loss(
+    const at::Tensor& logits, const at::Tensor& labels, int64_t ignore_index,
+    LossReduction reduction, std::optional<double> z_loss_multiplier);
+
+class LMHead : public Module {
+ public:
+  LMHead(int64_t d_model, int64_t vocab_size, const LMHeadSpec& spec,
+         const at::TensorOptions& options);
+
+  // h: (B, T, d_model) -> logits (B, T', V) over the last logits_to_keep positions.
+  at::Tensor logits(const at::Tensor& h, int64_t logits_to_keep) const;
+  LossOutput loss(const at::Tensor& h, const at::Tensor& labels, const LossOptions& options) const;
+
+  Linear& w_out() { return *w_out_; }
+
+ private:
+  at::Tensor keep_last(const at::Tensor& t, int64_t logits_to_keep) const;
+
+  int64_t vocab_size_;
+  std::shared_ptr<LayerNorm> norm_;
+  std::shared_ptr<Linear> w_out_;
+};
+
+}  // namespace olm::nn

@@ -1,0 +1,45 @@
+#include "core/nn/transformer.h"
+
+namespace olm::nn {
+static const at::TensorOptions kBuildOptions = at::TensorOptions().dtype(at::kFloat).device(at::kCPU);
+
+Transformer::Transformer(const ModelSpec& spec)
+    : spec_(spec),
+      embeddings_(register_module("embeddings",
+                                  std::make_shared<Embedding>(spec.vocab_size, spec.d_model, kBuildOptions))
+                      ->weight()) {
+  auto cache = std::make_shared<BufferCache>();
+  for (int64_t i = 0; i < spec.n_layers; ++i) {
+    // Registered as "blocks.<i>" like OLMo-core's ModuleDict.
+    blocks_.push_back(register_module(
+        "blocks." + std::to_string(i),
+        std::make_shared<TransformerBlock>(spec.d_model, spec.blocks[i], cache, kBuildOptions)));
+  }
+  lm_head_ = register_module(
+      "lm_head", std::make_shared<LMHead>(spec.d_model, spec.vocab_size, spec.lm_head, kBuildOptions));
+}
+
+void Transformer::to(const at::Device& device, at::ScalarType dtype) {
+  for (auto& p : named_parameters()) {
+    at::Tensor moved = p.tensor->detach().to(device, dtype);
+    moved.set_requires_grad(true);
+    *p.tensor = moved;
+  }
+}
+
+at::Tensor Transformer::hidden_states(const at::Tensor& input_ids) const {
+  auto h = at::embedding(embeddings_, input_ids);
+  for (const auto& block : blocks_) h = block->forward(h);
+  return h;
+}
+
+at::Tensor Transformer::forward(const at::Tensor& input_ids, int64_t logits_to_keep) const {
+  return lm_head_->logits(hidden_states(input_ids), logits_to_keep);
+}
+
+LossOutput Transformer::loss(const at::Tensor& input_ids, const at::Tensor& labels,
+                             const LossOptions& options) const {
+  return lm_head_->loss(hidden_states(input_ids), labels, options);
+}
+
+}  // namespace olm::nn

@@ -1,0 +1,52 @@
+// olmo_core.nn.transformer.Transformer: embeddings -> blocks -> LM head.
+#pragma once
+#include "core/nn/block.h"
+#include "core/nn/lm_head.h"
+
+namespace olm::nn {
+
+class Transformer : public Module {
+ public:
+  // Builds on the CPU in float32; call init_weights() and then to() to place it.
+  explicit Transformer(const ModelSpec& spec);
+
+  // Moves every parameter to `device` and `dtype` and marks it trainable.
+  void to(const at::Device& device, at::ScalarType dtype);
+
+  at::Tensor hidden_states(const at::Tensor& input_ids) const;  // (B, T, d_model)
+  at::Tensor forward(const at::Tensor& input_ids, int64_t logits_to_keep = 0) const;
+  LossOutput loss(const at::Tensor& input_ids, const at::Tensor& labels,
+                  const LossOptions& options) const;
+
+  const ModelSpec& spec() const { return spec_; }
+  at::Tensor& embeddings() { return embeddings_; }
+  std::vector<std::shared_ptr<TransformerBlock>>& blocks() { return blocks_; }
+  LMHead& lm_head() { return *lm_head_; }
+
+ private:
+  ModelSpec spec_;
+  at::Tensor& embeddings_;
+  std::vector<std::shared_ptr<TransformerBlock>> blocks_;
+  std::shared_ptr<LMHead> lm_head_;
+};
+
+// The embedding table is a module of its own in OLMo-core ("embeddings.weight").
+class Embedding : public Module {
+ public:
+  Embedding(int64_t vocab_size, int64_t d_model, const at::TensorOptions& options)
+      : weight_(register_parameter("weight", at::zeros({vocab_size, d_model}, options))) {}
+  at::Tensor& weight() { return weight_; }
+
+ private:
+  at::Tensor& weight_;
+};
+
+// olmo_core.nn.transformer.init: the configured init method, drawing from a CPU generator
+// seeded with spec.init_seed in OLMo-core's order (embeddings; per block w_q, w_k, w_v, w_out,
+// w1, w3, w2; the LM head's w_out), so CPU weights equal OLMo-core's for the same seed.
+void init_weights(Transformer& model);
+
+// nn.init.trunc_normal_(t, mean=0, std, a=-3 std, b=3 std, generator) step for step.
+void trunc_normal_(at::Tensor& t, double std, at::Generator& generator);
+
+}  // namespace olm::nn

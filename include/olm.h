@@ -1,0 +1,580 @@
+/*
+ * olm.h - the C ABI of libolm: transformer language models on LibTorch.
+ *
+ * Conventions (see docs in README.md and design.md):
+ *  - Every fallible function returns an `olm_error*`. NULL means success. On error the
+ *    out parameters are left untouched and the caller owns the returned error, which it
+ *    releases with olm_error_free().
+ *  - Objects are opaque handles created by olm_<type>_create / _from_* and released by
+ *    olm_<type>_free, which accepts NULL. Objects that depend on others keep them alive
+ *    internally, so handles may be freed in any order.
+ *  - Option structs begin with `size_t struct_size`; fill them with olm_<x>_options_init()
+ *    and then change the fields you need. The library reads only the fields that fit in
+ *    the caller's struct_size, so programs built against an older header keep working.
+ *  - Strings are UTF-8 and NUL-terminated. Strings returned by the library are borrowed
+ *    from the object that returned them and stay valid until that object is freed.
+ *  - Threads: a single handle must not be used from two threads at once; different
+ *    handles may be used concurrently from different threads.
+ *  - No C++ exception, signal or undefined behaviour crosses this boundary: bad input
+ *    produces an error whose message names the offending argument or config field.
+ */
+#ifndef OLM_H
+#define OLM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(_WIN32)
+#define OLM_API __declspec(dllexport)
+#else
+#define OLM_API __attribute__((visibility("default")))
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define OLM_MUST_USE __attribute__((warn_unused_result))
+#else
+#define OLM_MUST_USE
+#endif
+
+/* ------------------------------------------------------------------------------------ */
+/* Versions                                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+#define OLM_VERSION_MAJOR 0
+#define OLM_VERSION_MINOR 1
+#define OLM_VERSION_PATCH 0
+
+/**
+ * The library's version as "MAJOR.MINOR.PATCH".
+ *
+ * @return A static string owned by the library; never NULL.
+ */
+OLM_API const char* olm_version(void);
+
+/* ------------------------------------------------------------------------------------ */
+/* Errors                                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+/** An error: a code and a message. Owned by the caller; release with olm_error_free(). */
+typedef struct olm_error olm_error;
+
+/** Error codes returned by olm_error_code(). New codes are only ever appended. */
+typedef int32_t olm_error_code_t;
+#define OLM_OK 0
+/** An argument is NULL, out of range, or of the wrong dtype or shape. */
+#define OLM_ERR_INVALID_ARGUMENT 1
+/** A configuration is well-formed but impossible (the message names the field). */
+#define OLM_ERR_INVALID_CONFIG 2
+/** JSON, FlatBuffers or safetensors input could not be parsed or verified. */
+#define OLM_ERR_PARSE 3
+/** A file could not be opened, read, written or renamed. */
+#define OLM_ERR_IO 4
+/** Host or device memory ran out, or a requested size would not fit. */
+#define OLM_ERR_OUT_OF_MEMORY 5
+/** The requested device (for example "cuda") is not available. */
+#define OLM_ERR_DEVICE_UNAVAILABLE 6
+/** A file holds tensors that do not match the model (names, shapes or dtypes). */
+#define OLM_ERR_MISMATCH 7
+/** An unexpected failure inside the library; the message says what happened. */
+#define OLM_ERR_INTERNAL 8
+
+/**
+ * The code of an error.
+ *
+ * @param error An error, or NULL.
+ * @return One of the OLM_ERR_* codes; OLM_OK when error is NULL.
+ */
+OLM_API olm_error_code_t olm_error_code(const olm_error* error);
+
+/**
+ * The message of an error.
+ *
+ * @param error An error, or NULL.
+ * @return A NUL-terminated UTF-8 string borrowed from the error (valid until
+ *         olm_error_free); an empty string when error is NULL.
+ */
+OLM_API const char* olm_error_message(const olm_error* error);
+
+/**
+ * Release an error.
+ *
+ * @param error An error returned by any olm function, or NULL (no-op).
+ */
+OLM_API void olm_error_free(olm_error* error);
+
+/* ------------------------------------------------------------------------------------ */
+/* Byte buffers                                                                          */
+/* ------------------------------------------------------------------------------------ */
+
+/** A library-owned byte buffer (serialized configs). Release with olm_buffer_free(). */
+typedef struct olm_buffer olm_buffer;
+
+/**
+ * The bytes of a buffer.
+ *
+ * @param buffer A buffer, or NULL.
+ * @return A pointer to olm_buffer_size() bytes, borrowed from the buffer; NULL when buffer
+ *         is NULL. JSON text is also NUL-terminated (the NUL is not counted in the size).
+ */
+OLM_API const uint8_t* olm_buffer_data(const olm_buffer* buffer);
+
+/**
+ * The number of bytes in a buffer.
+ *
+ * @param buffer A buffer, or NULL.
+ * @return The size in bytes; 0 when buffer is NULL.
+ */
+OLM_API size_t olm_buffer_size(const olm_buffer* buffer);
+
+/**
+ * Release a buffer.
+ *
+ * @param buffer A buffer, or NULL (no-op).
+ */
+OLM_API void olm_buffer_free(olm_buffer* buffer);
+
+/* ------------------------------------------------------------------------------------ */
+/* Model configurations                                                                  */
+/* ------------------------------------------------------------------------------------ */
+
+/**
+ * A validated transformer configuration (schema/olm.fbs, table TransformerConfig).
+ * Immutable once created. Release with olm_config_free().
+ */
+typedef struct olm_config olm_config;
+
+/**
+ * Build one of OLMo-core's preset configurations.
+ *
+ * Known names: olmo2_1M, olmo2_14M, olmo2_30M, olmo2_60M, olmo2_100M, olmo2_190M,
+ * olmo2_370M, olmo2_600M, olmo2_760M, olmo2_1B, olmo2_1B_v2, olmo2_3B, olmo2_7B,
+ * olmo2_13B, olmo2_32B, llama2_271M, llama2_1B, llama2_7B, llama2_13B, llama2_26B,
+ * llama2_70B, llama3_1B, llama3_8B, llama3_70B, llama3_405B.
+ *
+ * @param name The preset name (see above).
+ * @param vocab_size The vocabulary size, > 0.
+ * @param out On success, receives a new config owned by the caller.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for a NULL or unknown name (the
+ *         message lists the known names) or a non-positive vocab_size.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_config_from_preset(const char* name, int64_t vocab_size,
+                                                       olm_config** out);
+
+/**
+ * Parse and validate a JSON configuration (the JSON form of schema/olm.fbs).
+ *
+ * Unknown fields, wrong types and impossible values are errors.
+ *
+ * @param text UTF-8 JSON text; need not be NUL-terminated.
+ * @param len The number of bytes of text.
+ * @param out On success, receives a new config owned by the caller.
+ * @return NULL on success; OLM_ERR_PARSE for malformed JSON, unknown fields or wrong
+ *         types; OLM_ERR_INVALID_CONFIG for an impossible configuration (the message names
+ *         the field); OLM_ERR_INVALID_ARGUMENT for NULL pointers.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_config_from_json(const char* text, size_t len,
+                                                     olm_config** out);
+
+/**
+ * Verify and validate a binary FlatBuffers configuration (file identifier "OLMC").
+ *
+ * @param data The buffer's bytes; copied, so the caller may release them afterwards.
+ * @param len The number of bytes.
+ * @param out On success, receives a new config owned by the caller.
+ * @return NULL on success; OLM_ERR_PARSE when the buffer fails verification or carries
+ *         the wrong file identifier; OLM_ERR_INVALID_CONFIG for an impossible configuration.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_config_from_flatbuffer(const void* data, size_t len,
+                                                           olm_config** out);
+
+/**
+ * Serialize a configuration as JSON text.
+ *
+ * @param config The config.
+ * @param out On success, receives a new buffer (JSON, NUL-terminated) owned by the caller.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_config_to_json(const olm_config* config, olm_buffer** out);
+
+/**
+ * Serialize a configuration as a binary FlatBuffer (file identifier "OLMC").
+ *
+ * @param config The config.
+ * @param out On success, receives a new buffer owned by the caller.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_config_to_flatbuffer(const olm_config* config,
+                                                         olm_buffer** out);
+
+/**
+ * The number of parameters a model built from this config has, counted as OLMo-core's
+ * TransformerConfig.num_params and num_non_embedding_params count them.
+ *
+ * @param config The config.
+ * @param total Receives the total parameter count (may be NULL).
+ * @param non_embedding Receives the count without the embedding table (may be NULL).
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT when config is NULL.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_config_num_params(const olm_config* config, int64_t* total,
+                                                      int64_t* non_embedding);
+
+/**
+ * The idealized training FLOPs per token at a sequence length, as OLMo-core's
+ * Transformer.num_flops_per_token computes them (6 per parameter plus attention).
+ *
+ * @param config The config.
+ * @param seq_len The sequence length, > 0.
+ * @param flops Receives the FLOPs per token.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers or seq_len <= 0.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_config_num_flops_per_token(const olm_config* config,
+                                                               int64_t seq_len, int64_t* flops);
+
+/**
+ * Release a config. Models built from it keep their own copy.
+ *
+ * @param config A config, or NULL (no-op).
+ */
+OLM_API void olm_config_free(olm_config* config);
+
+/* ------------------------------------------------------------------------------------ */
+/* Tensors                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+/** Element types. Values are fixed forever. */
+typedef int32_t olm_dtype;
+#define OLM_DTYPE_INT32 0
+#define OLM_DTYPE_INT64 1
+#define OLM_DTYPE_FLOAT32 2
+#define OLM_DTYPE_BFLOAT16 3
+#define OLM_DTYPE_FLOAT16 4
+
+/** The most dimensions a tensor may have. */
+#define OLM_MAX_DIMS 8
+
+/** A dense tensor (on the host or a device). Release with olm_tensor_free(). */
+typedef struct olm_tensor olm_tensor;
+
+/**
+ * Create a host tensor by copying from host memory.
+ *
+ * @param dtype One of the OLM_DTYPE_* values.
+ * @param shape ndim sizes, each >= 0; may be NULL when ndim is 0 (a scalar).
+ * @param ndim The number of dimensions, 0..OLM_MAX_DIMS.
+ * @param data Row-major elements; copied. May be NULL only when the tensor is empty.
+ * @param data_size The number of bytes at data; must equal the product of the shape times
+ *        the element size.
+ * @param out On success, receives a new tensor owned by the caller.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for an unknown dtype, a negative size,
+ *         too many dimensions, a size overflow or a data_size mismatch (the message gives
+ *         both sizes).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_tensor_create(olm_dtype dtype, const int64_t* shape,
+                                                  size_t ndim, const void* data,
+                                                  size_t data_size, olm_tensor** out);
+
+/**
+ * The element type of a tensor.
+ *
+ * @param tensor The tensor.
+ * @param out Receives the OLM_DTYPE_* value.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_tensor_dtype(const olm_tensor* tensor, olm_dtype* out);
+
+/**
+ * The number of dimensions of a tensor.
+ *
+ * @param tensor The tensor.
+ * @param out Receives the number of dimensions.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_tensor_ndim(const olm_tensor* tensor, size_t* out);
+
+/**
+ * The shape of a tensor.
+ *
+ * @param tensor The tensor.
+ * @param shape Receives olm_tensor_ndim() sizes.
+ * @param capacity The number of elements shape can hold; must be >= the tensor's ndim.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers or a too small
+ *         capacity.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_tensor_shape(const olm_tensor* tensor, int64_t* shape,
+                                                 size_t capacity);
+
+/**
+ * The number of bytes the tensor's elements occupy (numel times element size).
+ *
+ * @param tensor The tensor.
+ * @param out Receives the byte count.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_tensor_nbytes(const olm_tensor* tensor, size_t* out);
+
+/**
+ * Copy a tensor's elements, row-major, into host memory (from any device).
+ *
+ * @param tensor The tensor.
+ * @param dst Destination host memory.
+ * @param dst_size The number of bytes at dst; must be >= olm_tensor_nbytes().
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers or a too small
+ *         dst_size (nothing is written then).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_tensor_copy_to_host(const olm_tensor* tensor, void* dst,
+                                                        size_t dst_size);
+
+/**
+ * Release a tensor.
+ *
+ * @param tensor A tensor, or NULL (no-op).
+ */
+OLM_API void olm_tensor_free(olm_tensor* tensor);
+
+/* ------------------------------------------------------------------------------------ */
+/* Devices                                                                               */
+/* ------------------------------------------------------------------------------------ */
+
+/**
+ * The number of CUDA devices this process can use.
+ *
+ * @return 0 when CUDA is not available (no GPU, no driver, or a CPU-only build).
+ */
+OLM_API int32_t olm_cuda_device_count(void);
+
+/* ------------------------------------------------------------------------------------ */
+/* Models                                                                                */
+/* ------------------------------------------------------------------------------------ */
+
+/** A transformer language model. Release with olm_model_free(). */
+typedef struct olm_model olm_model;
+
+/** Options for olm_model_create(). Fill with olm_model_options_init(). */
+typedef struct olm_model_options {
+    size_t struct_size;
+    /** Parameter dtype: -1 (the default) takes the config's dtype; otherwise
+     *  OLM_DTYPE_FLOAT32 or OLM_DTYPE_BFLOAT16. */
+    olm_dtype param_dtype;
+    /** Non-zero (the default) initializes weights with the config's init_method and
+     *  init_seed; zero leaves them zero-filled, for callers that load weights next. */
+    int32_t init_weights;
+} olm_model_options;
+
+/**
+ * Fill model options with their defaults.
+ *
+ * @param options The options to fill; ignored when NULL.
+ */
+OLM_API void olm_model_options_init(olm_model_options* options);
+
+/**
+ * Build a model from a config on a device and initialize its weights.
+ *
+ * @param config The config; the model keeps its own copy.
+ * @param device "cpu", "cuda" or "cuda:N".
+ * @param options Options, or NULL for the defaults.
+ * @param out On success, receives a new model owned by the caller.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers, a malformed device
+ *         string or a bad option; OLM_ERR_DEVICE_UNAVAILABLE when CUDA (or device N) is not
+ *         available; OLM_ERR_OUT_OF_MEMORY when the parameters would not fit in memory.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_model_create(const olm_config* config, const char* device,
+                                                 const olm_model_options* options,
+                                                 olm_model** out);
+
+/** Options for olm_model_forward(). Fill with olm_forward_options_init(). */
+typedef struct olm_forward_options {
+    size_t struct_size;
+    /** Keep only the logits of the last N positions; 0 (the default) keeps all. */
+    int64_t logits_to_keep;
+} olm_forward_options;
+
+/**
+ * Fill forward options with their defaults.
+ *
+ * @param options The options to fill; ignored when NULL.
+ */
+OLM_API void olm_forward_options_init(olm_forward_options* options);
+
+/**
+ * Run the model on token ids and return the logits.
+ *
+ * @param model The model.
+ * @param input_ids Token ids, int32 or int64, shape (batch, seq_len), each in
+ *        [0, vocab_size); on any device (moved to the model's device).
+ * @param options Options, or NULL for the defaults.
+ * @param logits On success, receives a new float32 tensor of shape
+ *        (batch, kept positions, vocab_size) on the model's device, owned by the caller.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers, a wrong dtype or
+ *         shape, a token id outside the vocabulary or a bad logits_to_keep.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_model_forward(olm_model* model, const olm_tensor* input_ids,
+                                                  const olm_forward_options* options,
+                                                  olm_tensor** logits);
+
+/** Loss reductions. */
+typedef int32_t olm_loss_reduction;
+#define OLM_LOSS_REDUCTION_MEAN 0
+#define OLM_LOSS_REDUCTION_SUM 1
+#define OLM_LOSS_REDUCTION_NONE 2
+
+/** Options for olm_model_loss(). Fill with olm_loss_options_init(). */
+typedef struct olm_loss_options {
+    size_t struct_size;
+    /** Labels equal to this are ignored (default -100). */
+    int64_t ignore_index;
+    /** OLM_LOSS_REDUCTION_MEAN (default), _SUM or _NONE. */
+    olm_loss_reduction loss_reduction;
+    /** The z-loss multiplier; 0 (the default) disables the z-loss. */
+    double z_loss_multiplier;
+    /** Every loss is divided by this; 1 (the default) leaves them as they are. */
+    double loss_div_factor;
+    /** Non-zero returns the float32 logits in olm_loss_result.logits (default 0). */
+    int32_t return_logits;
+    /** Compute the loss over the last N positions only; 0 (the default) uses all. */
+    int64_t logits_to_keep;
+} olm_loss_options;
+
+/**
+ * Fill loss options with their defaults.
+ *
+ * @param options The options to fill; ignored when NULL.
+ */
+OLM_API void olm_loss_options_init(olm_loss_options* options);
+
+/**
+ * The results of olm_model_loss(). The tensors are owned by the caller; release them all
+ * with olm_loss_result_free().
+ */
+typedef struct olm_loss_result {
+    size_t struct_size;
+    /** The loss to optimize: ce_loss + z_loss, divided by loss_div_factor. A scalar for
+     *  mean and sum reductions, shape (batch, positions) for none. */
+    olm_tensor* loss;
+    /** The cross-entropy part, shaped like loss. */
+    olm_tensor* ce_loss;
+    /** The z-loss part, shaped like loss; NULL when the z-loss is disabled. */
+    olm_tensor* z_loss;
+    /** The float32 logits when requested; NULL otherwise. */
+    olm_tensor* logits;
+    /** loss, ce_loss and z_loss as numbers for mean and sum reductions (0 for none, and
+     *  z_loss_value is 0 when the z-loss is disabled). */
+    double loss_value;
+    double ce_loss_value;
+    double z_loss_value;
+} olm_loss_result;
+
+/**
+ * Run the model on token ids and compute the language-modeling loss against labels.
+ *
+ * Labels are not shifted inside the model: labels[b][t] is the target for position t.
+ *
+ * @param model The model.
+ * @param input_ids Token ids, int32 or int64, shape (batch, seq_len).
+ * @param labels Targets, int32 or int64, shape (batch, seq_len); each in [0, vocab_size)
+ *        or equal to ignore_index.
+ * @param options Options, or NULL for the defaults.
+ * @param out The caller's result struct; its struct_size must be set (for example with
+ *        sizeof(olm_loss_result)). Filled only on success.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers, wrong dtypes or
+ *         shapes, out-of-vocabulary ids or labels, an unknown reduction or a zero
+ *         loss_div_factor.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_model_loss(olm_model* model, const olm_tensor* input_ids,
+                                               const olm_tensor* labels,
+                                               const olm_loss_options* options,
+                                               olm_loss_result* out);
+
+/**
+ * Release the tensors held by a loss result and set those fields to NULL.
+ *
+ * @param result A result, or NULL (no-op).
+ */
+OLM_API void olm_loss_result_free(olm_loss_result* result);
+
+/**
+ * The number of parameters (elements) in a model.
+ *
+ * @param model The model.
+ * @param out Receives the count.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_model_num_params(const olm_model* model, int64_t* out);
+
+/**
+ * The number of named parameter tensors in a model (OLMo-core state-dict entries).
+ *
+ * @param model The model.
+ * @param out Receives the count.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_model_parameter_count(const olm_model* model, size_t* out);
+
+/** A description of one parameter tensor. Pointers are borrowed from the model. */
+typedef struct olm_parameter_info {
+    size_t struct_size;
+    /** The OLMo-core state-dict name, e.g. "blocks.0.attention.w_q.weight". */
+    const char* name;
+    olm_dtype dtype;
+    size_t ndim;
+    /** ndim sizes. */
+    const int64_t* shape;
+} olm_parameter_info;
+
+/**
+ * Describe the parameter at an index, in the model's state-dict order.
+ *
+ * @param model The model.
+ * @param index 0 <= index < olm_model_parameter_count().
+ * @param out The caller's struct; its struct_size must be set. The name and shape
+ *        pointers stay valid until the model is freed.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers or an index out of
+ *         range.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_model_parameter_info(const olm_model* model, size_t index,
+                                                         olm_parameter_info* out);
+
+/**
+ * Load weights from a safetensors file with OLMo-core state-dict names.
+ *
+ * Every parameter of the model must be present with the same shape; dtypes are converted.
+ * The file is validated completely before any weight changes: on error the model is
+ * unchanged.
+ *
+ * @param model The model.
+ * @param path The file's path.
+ * @return NULL on success; OLM_ERR_IO when the file cannot be read; OLM_ERR_PARSE for a
+ *         malformed or truncated file; OLM_ERR_MISMATCH for missing, unexpected or
+ *         wrongly shaped tensors (the message names the tensor).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_model_load_safetensors(olm_model* model, const char* path);
+
+/**
+ * Save the weights to a safetensors file with OLMo-core state-dict names.
+ *
+ * The file is written to a temporary file in the same directory, flushed to disk and then
+ * renamed over path, so path holds either the old or the new file, never a partial one.
+ *
+ * @param model The model.
+ * @param path The file's path.
+ * @return NULL on success; OLM_ERR_IO when the file cannot be written.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_model_save_safetensors(const olm_model* model,
+                                                           const char* path);
+
+/**
+ * Release a model.
+ *
+ * @param model A model, or NULL (no-op).
+ */
+OLM_API void olm_model_free(olm_model* model);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* OLM_H */

@@ -1,0 +1,198 @@
+"""A thin ctypes view of libolm's C API for the Python-driven tests.
+
+Deliberately independent of the project's own bindings: the parity tests exercise the C ABI as
+a foreign caller sees it.
+"""
+import ctypes as C
+import json
+
+import numpy as np
+
+OLM_DTYPE_INT32, OLM_DTYPE_INT64, OLM_DTYPE_FLOAT32 = 0, 1, 2
+REDUCTIONS = {"mean": 0, "sum": 1, "none": 2}
+
+
+class OlmError(RuntimeError):
+    def __init__(self, code, message):
+        super().__init__(f"olm error {code}: {message}")
+        self.code = code
+        self.message = message
+
+
+class ModelOptions(C.Structure):
+    _fields_ = [("struct_size", C.c_size_t), ("param_dtype", C.c_int32), ("init_weights", C.c_int32)]
+
+
+class LossOptions(C.Structure):
+    _fields_ = [
+        ("struct_size", C.c_size_t),
+        ("ignore_index", C.c_int64),
+        ("loss_reduction", C.c_int32),
+        ("z_loss_multiplier", C.c_double),
+        ("loss_div_factor", C.c_double),
+        ("return_logits", C.c_int32),
+        ("logits_to_keep", C.c_int64),
+    ]
+
+
+class LossResult(C.Structure):
+    _fields_ = [
+        ("struct_size", C.c_size_t),
+        ("loss", C.c_void_p),
+        ("ce_loss", C.c_void_p),
+        ("z_loss", C.c_void_p),
+        ("logits", C.c_void_p),
+        ("loss_value", C.c_double),
+        ("ce_loss_value", C.c_double),
+        ("z_loss_value", C.c_double),
+    ]
+
+
+class Olm:
+    def __init__(self, path):
+        lib = C.CDLL(path)
+        self.lib = lib
+        vp, sz, i64, i32 = C.c_void_p, C.c_size_t, C.c_int64, C.c_int32
+        pvp = C.POINTER(vp)
+        sigs = {
+            "olm_error_code": (i32, [vp]),
+            "olm_error_message": (C.c_char_p, [vp]),
+            "olm_error_free": (None, [vp]),
+            "olm_buffer_data": (vp, [vp]),
+            "olm_buffer_size": (sz, [vp]),
+            "olm_buffer_free": (None, [vp]),
+            "olm_config_from_preset": (vp, [C.c_char_p, i64, pvp]),
+            "olm_config_from_json": (vp, [C.c_char_p, sz, pvp]),
+            "olm_config_to_json": (vp, [vp, pvp]),
+            "olm_config_num_params": (vp, [vp, C.POINTER(i64), C.POINTER(i64)]),
+            "olm_config_num_flops_per_token": (vp, [vp, i64, C.POINTER(i64)]),
+            "olm_config_free": (None, [vp]),
+            "olm_tensor_create": (vp, [i32, C.POINTER(i64), sz, vp, sz, pvp]),
+            "olm_tensor_ndim": (vp, [vp, C.POINTER(sz)]),
+            "olm_tensor_shape": (vp, [vp, C.POINTER(i64), sz]),
+            "olm_tensor_nbytes": (vp, [vp, C.POINTER(sz)]),
+            "olm_tensor_copy_to_host": (vp, [vp, vp, sz]),
+            "olm_tensor_free": (None, [vp]),
+            "olm_model_options_init": (None, [C.POINTER(ModelOptions)]),
+            "olm_model_create": (vp, [vp, C.c_char_p, C.POINTER(ModelOptions), pvp]),
+            "olm_model_forward": (vp, [vp, vp, vp, pvp]),
+            "olm_loss_options_init": (None, [C.POINTER(LossOptions)]),
+            "olm_model_loss": (vp, [vp, vp, vp, C.POINTER(LossOptions), C.POINTER(LossResult)]),
+            "olm_loss_result_free": (None, [C.POINTER(LossResult)]),
+            "olm_model_load_safetensors": (vp, [vp, C.c_char_p]),
+            "olm_model_save_safetensors": (vp, [vp, C.c_char_p]),
+            "olm_model_free": (None, [vp]),
+        }
+        for name, (res, args) in sigs.items():
+            fn = getattr(lib, name)
+            fn.restype = res
+            fn.argtypes = args
+
+    def check(self, err):
+        if err:
+            code = self.lib.olm_error_code(err)
+            msg = self.lib.olm_error_message(err).decode()
+            self.lib.olm_error_free(err)
+            raise OlmError(code, msg)
+
+    # configs
+    def config_from_preset(self, name, vocab):
+        out = C.c_void_p()
+        self.check(self.lib.olm_config_from_preset(name.encode(), vocab, C.byref(out)))
+        return out
+
+    def config_from_json(self, text):
+        raw = text.encode()
+        out = C.c_void_p()
+        self.check(self.lib.olm_config_from_json(raw, len(raw), C.byref(out)))
+        return out
+
+    def config_to_dict(self, cfg):
+        buf = C.c_void_p()
+        self.check(self.lib.olm_config_to_json(cfg, C.byref(buf)))
+        text = C.string_at(self.lib.olm_buffer_data(buf), self.lib.olm_buffer_size(buf)).decode()
+        self.lib.olm_buffer_free(buf)
+        return json.loads(text)
+
+    def num_params(self, cfg):
+        total, non_emb = C.c_int64(), C.c_int64()
+        self.check(self.lib.olm_config_num_params(cfg, C.byref(total), C.byref(non_emb)))
+        return total.value, non_emb.value
+
+    def flops(self, cfg, seq_len):
+        out = C.c_int64()
+        self.check(self.lib.olm_config_num_flops_per_token(cfg, seq_len, C.byref(out)))
+        return out.value
+
+    # tensors
+    def tensor(self, array):
+        array = np.ascontiguousarray(array)
+        dtype = {np.dtype(np.int64): OLM_DTYPE_INT64, np.dtype(np.int32): OLM_DTYPE_INT32,
+                 np.dtype(np.float32): OLM_DTYPE_FLOAT32}[array.dtype]
+        shape = (C.c_int64 * array.ndim)(*array.shape)
+        out = C.c_void_p()
+        self.check(self.lib.olm_tensor_create(dtype, shape, array.ndim, array.ctypes.data,
+                                              array.nbytes, C.byref(out)))
+        return out
+
+    def to_numpy(self, t, dtype=np.float32):
+        ndim = C.c_size_t()
+        self.check(self.lib.olm_tensor_ndim(t, C.byref(ndim)))
+        shape = (C.c_int64 * max(ndim.value, 1))()
+        self.check(self.lib.olm_tensor_shape(t, shape, ndim.value))
+        out = np.empty(tuple(shape[: ndim.value]), dtype=dtype)
+        self.check(self.lib.olm_tensor_copy_to_host(t, out.ctypes.data, out.nbytes))
+        return out
+
+    # models
+    def model(self, cfg, device="cpu", init_weights=True):
+        opts = ModelOptions()
+        self.lib.olm_model_options_init(C.byref(opts))
+        opts.init_weights = 1 if init_weights else 0
+        out = C.c_void_p()
+        self.check(self.lib.olm_model_create(cfg, device.encode(), C.byref(opts), C.byref(out)))
+        return out
+
+    def forward(self, model, ids):
+        t = self.tensor(ids)
+        out = C.c_void_p()
+        try:
+            self.check(self.lib.olm_model_forward(model, t, None, C.byref(out)))
+        finally:
+            self.lib.olm_tensor_free(t)
+        logits = self.to_numpy(out)
+        self.lib.olm_tensor_free(out)
+        return logits
+
+    def loss(self, model, ids, labels, *, reduction="mean", z_loss_multiplier=0.0,
+             loss_div_factor=1.0, ignore_index=-100, return_logits=False):
+        opts = LossOptions()
+        self.lib.olm_loss_options_init(C.byref(opts))
+        opts.loss_reduction = REDUCTIONS[reduction]
+        opts.z_loss_multiplier = z_loss_multiplier
+        opts.loss_div_factor = loss_div_factor
+        opts.ignore_index = ignore_index
+        opts.return_logits = 1 if return_logits else 0
+        res = LossResult()
+        res.struct_size = C.sizeof(LossResult)
+        ti, tl = self.tensor(ids), self.tensor(labels)
+        try:
+            self.check(self.lib.olm_model_loss(model, ti, tl, C.byref(opts), C.byref(res)))
+        finally:
+            self.lib.olm_tensor_free(ti)
+            self.lib.olm_tensor_free(tl)
+        out = {
+            "loss": self.to_numpy(res.loss),
+            "ce_loss": self.to_numpy(res.ce_loss),
+            "z_loss": None if not res.z_loss else self.to_numpy(res.z_loss),
+            "logits": None if not res.logits else self.to_numpy(res.logits),
+            "values": (res.loss_value, res.ce_loss_value, res.z_loss_value),
+        }
+        self.lib.olm_loss_result_free(C.byref(res))
+        return out
+
+    def load(self, model, path):
+        self.check(self.lib.olm_model_load_safetensors(model, str(path).encode()))
+
+    def save(self, model, path):
+        self.check(self.lib.olm_model_save_safetensors(model, str(path).encode()))

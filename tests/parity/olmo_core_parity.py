@@ -1,0 +1,222 @@
+#!/usr/bin/env python3
+"""Parity between olm (through its C ABI) and the real OLMo-core (pip ai2-olmo-core).
+
+For each config: build it in both, check parameter counts and FLOPs, check that the same
+init seed gives the same CPU weights, move weights through safetensors files in both
+directions, and compare logits, loss, ce_loss and z_loss on random tokens with ignored
+positions. Float32 logits must agree to 1e-5 (max absolute difference); the measured
+maxima are printed.
+"""
+import argparse
+import os
+import sys
+import tempfile
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from olm_ctypes import Olm  # noqa: E402
+
+from olmo_core.nn.transformer import TransformerConfig  # noqa: E402
+
+LOGIT_TOL = 1e-5
+# Losses are means over many float32 terms; 1e-5 absolute on values around 7 is ~1.5 ulp-scale
+# accumulated rounding, the same order as the logits.
+LOSS_TOL = 1e-5
+
+PRESETS = ["olmo2_1M", "olmo2_14M", "olmo2_30M", "olmo2_60M", "olmo2_100M", "olmo2_190M",
+           "olmo2_370M", "olmo2_600M", "olmo2_760M", "olmo2_1B", "olmo2_1B_v2", "olmo2_3B",
+           "olmo2_7B", "olmo2_13B", "olmo2_32B", "llama2_271M", "llama2_1B", "llama2_7B",
+           "llama2_13B", "llama2_26B", "llama2_70B", "llama3_1B", "llama3_8B", "llama3_70B",
+           "llama3_405B"]
+
+
+def norm_json(ln):
+    if ln is None:
+        return None
+    out = {"name": str(ln.name)}
+    for field in ("eps", "elementwise_affine", "bias", "full_precision"):
+        value = getattr(ln, field)
+        if value is not None:
+            out[field] = value
+    return out
+
+
+def to_olm_json(cfg):
+    """Translate an OLMo-core TransformerConfig into olm's JSON config, field by field."""
+    block = cfg.block
+    att = block.sequence_mixer
+    attention = {"n_heads": att.n_heads}
+    for field in ("n_kv_heads", "head_dim", "bias", "clip_qkv", "use_head_qk_norm"):
+        value = getattr(att, field)
+        if value is not None:
+            attention[field] = value
+    if att.rope is not None:
+        attention["rope"] = {"theta": att.rope.theta, "full_precision": att.rope.full_precision}
+    if att.qk_norm is not None:
+        attention["qk_norm"] = norm_json(att.qk_norm)
+    ff = {"hidden_size": block.feed_forward.hidden_size,
+          "activation": str(block.feed_forward.activation)}
+    if block.feed_forward.bias is not None:
+        ff["bias"] = block.feed_forward.bias
+    out = {
+        "d_model": cfg.d_model,
+        "vocab_size": cfg.vocab_size,
+        "n_layers": cfg.n_layers,
+        "block": {"name": str(block.name), "attention": attention,
+                  "layer_norm": norm_json(block.layer_norm), "feed_forward": ff},
+        "lm_head": {"layer_norm": norm_json(cfg.lm_head.layer_norm)},
+        "init_seed": cfg.init_seed,
+        "init_std": cfg.init_std,
+    }
+    if cfg.lm_head.bias is not None:
+        out["lm_head"]["bias"] = cfg.lm_head.bias
+    return out
+
+
+def check(cond, message):
+    if not cond:
+        raise AssertionError(message)
+    print("  ok:", message)
+
+
+def compare_presets(olm):
+    for vocab in (100278, 50304):
+        for name in PRESETS:
+            ref = getattr(TransformerConfig, name)(vocab_size=vocab)
+            cfg = olm.config_from_preset(name, vocab)
+            total, non_emb = olm.num_params(cfg)
+            assert (total, non_emb) == (ref.num_params, ref.num_non_embedding_params), (
+                name, vocab, (total, non_emb), (ref.num_params, ref.num_non_embedding_params))
+            olm.lib.olm_config_free(cfg)
+    print(f"  ok: parameter counts of {len(PRESETS)} presets equal OLMo-core's at two vocab sizes")
+    # FLOPs come from a built model in OLMo-core: check the small presets (meta device).
+    for name in ["olmo2_1M", "olmo2_30M", "olmo2_190M", "llama2_271M", "llama3_1B", "olmo2_1B", "olmo2_7B"]:
+        ref = getattr(TransformerConfig, name)(vocab_size=100278)
+        model = ref.build(init_device="meta")
+        cfg = olm.config_from_preset(name, 100278)
+        for seq_len in (256, 4096):
+            ours, theirs = olm.flops(cfg, seq_len), model.num_flops_per_token(seq_len)
+            assert ours == theirs, (name, seq_len, ours, theirs)
+        olm.lib.olm_config_free(cfg)
+    print("  ok: FLOPs per token equal OLMo-core's for 7 presets at seq_len 256 and 4096")
+
+
+def run_config(olm, label, ref_cfg, tmp):
+    print(f"[{label}]")
+    cfg = olm.config_from_json(__import__("json").dumps(to_olm_json(ref_cfg)))
+    total, _ = olm.num_params(cfg)
+    check(total == ref_cfg.num_params, f"num_params {total} == OLMo-core {ref_cfg.num_params}")
+
+    torch.manual_seed(0)
+    ref = ref_cfg.build(init_device="cpu")
+    ref.init_weights(device=torch.device("cpu"))
+    ref.eval()
+
+    # Same seed, same CPU weights (OLMo-core's draw order and trunc_normal_ steps).
+    ours = olm.model(cfg)
+    ours_path = os.path.join(tmp, f"{label}_olm_init.safetensors")
+    olm.save(ours, ours_path)
+    ours_state = load_file(ours_path)
+    ref_state = {k: v.detach() for k, v in ref.state_dict().items()}
+    check(sorted(ours_state) == sorted(ref_state), f"state-dict names equal ({len(ref_state)} tensors)")
+    init_diff = max((ours_state[k] - ref_state[k]).abs().max().item() for k in ref_state)
+    check(init_diff == 0.0, f"init with seed {ref_cfg.init_seed} equals OLMo-core's (max diff {init_diff})")
+
+    rng = np.random.default_rng(1234)
+    B, T = 3, 24
+    ids = rng.integers(0, ref_cfg.vocab_size, size=(B, T), dtype=np.int64)
+    labels = rng.integers(0, ref_cfg.vocab_size, size=(B, T), dtype=np.int64)
+    labels[rng.random((B, T)) < 0.25] = -100
+    labels[0, :3] = -100
+    t_ids, t_labels = torch.from_numpy(ids), torch.from_numpy(labels)
+
+    def compare(model_olm, model_ref, direction):
+        with torch.no_grad():
+            ref_logits = model_ref(t_ids).float().numpy()
+        logits = olm.forward(model_olm, ids)
+        diff = float(np.abs(logits - ref_logits).max())
+        check(diff <= LOGIT_TOL, f"{direction}: logits max |diff| = {diff:.3e} <= {LOGIT_TOL}")
+        worst = 0.0
+        for reduction in ("mean", "sum", "none"):
+            for z in (0.0, 1e-4):
+                for div in (1.0, 7.0):
+                    with torch.no_grad():
+                        r = model_ref(t_ids, labels=t_labels, loss_reduction=reduction,
+                                      z_loss_multiplier=z if z > 0 else None,
+                                      loss_div_factor=div if div != 1.0 else None)
+                    o = olm.loss(model_olm, ids, labels, reduction=reduction, z_loss_multiplier=z,
+                                 loss_div_factor=div)
+                    scale = 1.0 if reduction != "sum" else float((labels != -100).sum())
+                    for key in ("loss", "ce_loss", "z_loss"):
+                        theirs = getattr(r, key)
+                        if theirs is None:
+                            assert o[key] is None, (key, reduction, z)
+                            continue
+                        d = float(np.abs(o[key] - theirs.float().numpy()).max()) / scale
+                        worst = max(worst, d)
+                        assert d <= LOSS_TOL, (direction, reduction, z, div, key, d)
+                    if reduction != "none":
+                        assert abs(o["values"][0] - float(r.loss)) / scale <= LOSS_TOL
+        check(True, f"{direction}: loss/ce_loss/z_loss (mean, sum per token, none; z on/off; "
+                    f"div 1/7) max |diff| = {worst:.3e} <= {LOSS_TOL}")
+        return diff, worst
+
+    # Direction 1: OLMo-core weights -> safetensors -> olm.
+    with torch.no_grad():
+        for p in ref.parameters():  # move away from the shared init so the copy is what's tested
+            p.add_(torch.randn_like(p) * 0.01)
+    ref_path = os.path.join(tmp, f"{label}_olmo_core.safetensors")
+    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, ref_path)
+    loaded = olm.model(cfg, init_weights=False)
+    olm.load(loaded, ref_path)
+    d1 = compare(loaded, ref, "OLMo-core -> olm")
+
+    # Direction 2: olm weights -> safetensors -> OLMo-core.
+    ours2 = olm.model(cfg)
+    ours2_path = os.path.join(tmp, f"{label}_olm.safetensors")
+    # Perturb on the olm side too: load OLMo-core's perturbed weights then save them again, so the
+    # file olm wrote is what OLMo-core reads.
+    olm.load(ours2, ref_path)
+    olm.save(ours2, ours2_path)
+    ref2 = ref_cfg.build(init_device="cpu")
+    ref2.load_state_dict(load_file(ours2_path))
+    ref2.eval()
+    d2 = compare(ours2, ref2, "olm -> OLMo-core")
+
+    for m in (ours, loaded, ours2):
+        olm.lib.olm_model_free(m)
+    olm.lib.olm_config_free(cfg)
+    return max(d1[0], d2[0]), max(d1[1], d2[1])
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lib", required=True)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    olm = Olm(args.lib)
+    print("[presets]")
+    compare_presets(olm)
+    configs = {
+        "olmo2_30M_2layers": TransformerConfig.olmo2_30M(vocab_size=1024, n_layers=2),
+        "llama_like_gqa": TransformerConfig.llama_like(
+            d_model=128, vocab_size=1000, n_layers=2, n_heads=8, n_kv_heads=2, rope_theta=10_000),
+        "llama_like_head_qk_norm_clip": TransformerConfig.llama_like(
+            d_model=96, vocab_size=500, n_layers=2, n_heads=4, n_kv_heads=1, qk_norm=True,
+            use_head_qk_norm=True, init_seed=7),
+    }
+    configs["llama_like_head_qk_norm_clip"].block.sequence_mixer.clip_qkv = 0.5
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for label, cfg in configs.items():
+            results[label] = run_config(olm, label, cfg, tmp)
+    print("\nmaximum differences (logits, losses):")
+    for label, (dl, dloss) in results.items():
+        print(f"  {label:32s} logits {dl:.3e}  losses {dloss:.3e}")
+
+
+if __name__ == "__main__":
+    main()
