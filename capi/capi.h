@@ -8,6 +8,8 @@
 #include "core/config/config.h"
 #include "core/error.h"
 #include "core/model.h"
+#include "core/checkpoint/checkpoint.h"
+#include "core/train/trainer.h"
 #include "olm.h"
 
 struct olm_error {
@@ -32,7 +34,19 @@ struct olm_model {
   std::shared_ptr<olm::Model> model;
 };
 
+struct olm_train_config {
+  olm::train::TrainConfig config;
+};
+
+struct olm_trainer {
+  std::unique_ptr<olm::train::Trainer> trainer;
+  // Where the training data stood at the last checkpoint load or fit; saved with checkpoints.
+  olm::checkpoint::DataPosition data_position;
+};
+
 namespace olm::capi {
+
+olm_buffer* make_buffer(const uint8_t* data, size_t size, bool nul_terminate);
 
 // Converts the exception in flight into an error object; never throws.
 olm_error* current_exception_to_error() noexcept;

@@ -2,17 +2,15 @@
 
 using olm::capi::require_arg;
 
-namespace {
+using olm::capi::make_buffer;
 
-olm_buffer* make_buffer(const uint8_t* data, size_t size, bool nul_terminate) {
+olm_buffer* olm::capi::make_buffer(const uint8_t* data, size_t size, bool nul_terminate) {
   auto buffer = std::make_unique<olm_buffer>();
   buffer->bytes.assign(data, data + size);
   if (nul_terminate) buffer->bytes.push_back(0);
   buffer->size = size;
   return buffer.release();
 }
-
-}  // namespace
 
 extern "C" {
 

@@ -573,6 +573,223 @@ OLM_API OLM_MUST_USE olm_error* olm_model_save_safetensors(const olm_model* mode
  */
 OLM_API void olm_model_free(olm_model* model);
 
+/* ------------------------------------------------------------------------------------ */
+/* Generation                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+/**
+ * Called with each generated token. Return 0 to continue, non-zero to stop after this token.
+ * Must not call back into the same model. Exceptions or longjmp must not escape it.
+ */
+typedef int32_t (*olm_token_callback)(int64_t token, void* user_data);
+
+/** Options for olm_model_generate(). Fill with olm_generate_options_init(). */
+typedef struct olm_generate_options {
+    size_t struct_size;
+    /** The most tokens to generate (default 32). */
+    int64_t max_new_tokens;
+    /** Sampling temperature; 0 means greedy decoding (default 1). */
+    double temperature;
+    /** Sample only among the k most likely tokens; 0 (default) disables. */
+    int64_t top_k;
+    /** Nucleus sampling: the smallest set of tokens with this much mass; 1 (default) disables. */
+    double top_p;
+    /** Seed of the sampler's random generator (default 0). */
+    uint64_t seed;
+    /** Generation ends after one of these tokens is produced; may be NULL. Copied. */
+    const int64_t* stop_tokens;
+    size_t num_stop_tokens;
+    /** Streaming: called for each token as it is produced; may be NULL. */
+    olm_token_callback on_token;
+    void* user_data;
+    /** Non-zero (default) decodes with the KV cache; zero re-runs the whole sequence per token. */
+    int32_t use_kv_cache;
+} olm_generate_options;
+
+/**
+ * Fill generation options with their defaults.
+ *
+ * @param options The options to fill; ignored when NULL.
+ */
+OLM_API void olm_generate_options_init(olm_generate_options* options);
+
+/**
+ * Generate tokens after a prompt.
+ *
+ * @param model The model.
+ * @param prompt Token ids, int32 or int64, shape (T,) or (1, T), T >= 1.
+ * @param options Options, or NULL for the defaults.
+ * @param out On success, receives a new 1-D int64 host tensor with the generated tokens (not
+ *        including the prompt), owned by the caller.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers, a bad prompt, token
+ *         ids outside the vocabulary or bad options (temperature < 0, top_p outside (0, 1]).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_model_generate(olm_model* model, const olm_tensor* prompt,
+                                                   const olm_generate_options* options,
+                                                   olm_tensor** out);
+
+/* ------------------------------------------------------------------------------------ */
+/* Training                                                                              */
+/* ------------------------------------------------------------------------------------ */
+
+/**
+ * A validated training configuration (schema/olm.fbs, table TrainConfig; binary buffers carry
+ * the file identifier "OLMT"). Immutable. Release with olm_train_config_free().
+ */
+typedef struct olm_train_config olm_train_config;
+
+/**
+ * Parse and validate a JSON training configuration.
+ *
+ * @param text UTF-8 JSON text; need not be NUL-terminated.
+ * @param len The number of bytes of text.
+ * @param out On success, receives a new train config owned by the caller.
+ * @return NULL on success; OLM_ERR_PARSE for malformed JSON, unknown fields or wrong types;
+ *         OLM_ERR_INVALID_CONFIG for impossible values (the message names the field).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_train_config_from_json(const char* text, size_t len,
+                                                           olm_train_config** out);
+
+/**
+ * Verify and validate a binary training configuration (identifier "OLMT").
+ *
+ * @param data The buffer's bytes (copied).
+ * @param len The number of bytes.
+ * @param out On success, receives a new train config owned by the caller.
+ * @return NULL on success; OLM_ERR_PARSE or OLM_ERR_INVALID_CONFIG as for JSON.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_train_config_from_flatbuffer(const void* data, size_t len,
+                                                                 olm_train_config** out);
+
+/**
+ * Serialize a training configuration as JSON (NUL-terminated).
+ *
+ * @param config The train config.
+ * @param out On success, receives a new buffer owned by the caller.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_train_config_to_json(const olm_train_config* config,
+                                                         olm_buffer** out);
+
+/**
+ * Serialize a training configuration as a binary FlatBuffer (identifier "OLMT").
+ *
+ * @param config The train config.
+ * @param out On success, receives a new buffer owned by the caller.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_train_config_to_flatbuffer(const olm_train_config* config,
+                                                               olm_buffer** out);
+
+/**
+ * The model configuration a training configuration names (its `model` or `model_preset`).
+ *
+ * @param config The train config.
+ * @param out On success, receives a new model config owned by the caller.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT when the train config names no model.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_train_config_model(const olm_train_config* config,
+                                                       olm_config** out);
+
+/**
+ * Release a train config.
+ *
+ * @param config A train config, or NULL (no-op).
+ */
+OLM_API void olm_train_config_free(olm_train_config* config);
+
+/** A training session over a model: optimizer, scheduler, counters. Release with
+ *  olm_trainer_free(). The trainer keeps its model alive and updates its weights in place;
+ *  do not use the model from another thread while the trainer works. */
+typedef struct olm_trainer olm_trainer;
+
+/** The metrics of one optimizer step. */
+typedef struct olm_step_metrics {
+    size_t struct_size;
+    /** Optimizer steps taken so far, this one included. */
+    int64_t step;
+    /** ce_loss + z_loss: the mean over the batch's target tokens. */
+    double loss;
+    double ce_loss;
+    double z_loss;
+    /** The total gradient norm before clipping. */
+    double grad_norm;
+    /** The learning rate of the default parameter group for this step. */
+    double lr;
+    int64_t tokens;
+    int64_t tokens_seen;
+    double tokens_per_second;
+    double step_seconds;
+    /** Non-zero when the step was skipped (NaN/Inf loss or gradients, or the skip-step rule):
+     *  the parameters were left unchanged. */
+    int32_t skipped;
+    int64_t skipped_steps;
+} olm_step_metrics;
+
+/**
+ * Create a trainer for a model.
+ *
+ * @param model The model; kept alive by the trainer.
+ * @param config The train config (copied). If it names a model, it must equal the model's.
+ * @param out On success, receives a new trainer owned by the caller.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers; OLM_ERR_INVALID_CONFIG
+ *         when the train config's model differs from the model's.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_trainer_create(olm_model* model,
+                                                   const olm_train_config* config,
+                                                   olm_trainer** out);
+
+/**
+ * Take one optimizer step on a batch, split into micro-batches of rank_microbatch_size
+ * tokens whose losses are normalized as OLMo-core does (the summed loss divided by the whole
+ * batch's target-token count).
+ *
+ * @param trainer The trainer.
+ * @param input_ids int32 or int64, shape (B, sequence_length) with B * sequence_length equal
+ *        to the config's global_batch_size.
+ * @param labels Targets shaped like input_ids (-100 ignores a position), or NULL for
+ *        OLMo-core's default: input_ids shifted left by one, the last position ignored.
+ * @param out Receives the step's metrics; its struct_size must be set.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers, shapes that do not
+ *         match the config, or ids outside the vocabulary (nothing is updated then).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_trainer_step(olm_trainer* trainer, const olm_tensor* input_ids,
+                                                 const olm_tensor* labels, olm_step_metrics* out);
+
+/**
+ * Save a checkpoint: <folder>/step<N>/ with model.safetensors (OLMo-core names),
+ * optim.safetensors and meta.olmk. Written to a temporary directory and renamed into place;
+ * only the newest keep_last_n checkpoints of the train config are kept.
+ *
+ * @param trainer The trainer.
+ * @param folder The save folder (created if missing).
+ * @param out_path Receives the checkpoint directory's path as a NUL-terminated buffer owned
+ *        by the caller; may be NULL.
+ * @return NULL on success; OLM_ERR_IO when writing fails (earlier checkpoints stay intact).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_trainer_save_checkpoint(olm_trainer* trainer,
+                                                            const char* folder,
+                                                            olm_buffer** out_path);
+
+/**
+ * Restore weights, optimizer state, counters and RNG state from a checkpoint.
+ *
+ * @param trainer A trainer whose model has the checkpoint's model config.
+ * @param path A checkpoint directory, or a save folder (its newest checkpoint is used).
+ * @return NULL on success; OLM_ERR_IO when no checkpoint is found; OLM_ERR_PARSE for a
+ *         corrupt checkpoint (checksum or shape mismatch); OLM_ERR_MISMATCH for a checkpoint
+ *         of another model config. The trainer is unchanged on error.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_trainer_load_checkpoint(olm_trainer* trainer,
+                                                            const char* path);
+
+/**
+ * Release a trainer (the model lives on while other handles hold it).
+ *
+ * @param trainer A trainer, or NULL (no-op).
+ */
+OLM_API void olm_trainer_free(olm_trainer* trainer);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

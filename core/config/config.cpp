@@ -12,14 +12,14 @@ namespace olm {
 namespace {
 
 // A fresh parser per call: FlatBuffers parsers are not thread-safe and ours is cheap to build.
-std::unique_ptr<flatbuffers::Parser> make_parser() {
+std::unique_ptr<flatbuffers::Parser> make_parser(const char* root_type) {
   flatbuffers::IDLOptions opts;
   opts.strict_json = true;  // quoted field names: the output is standard JSON
   opts.indent_step = 2;
   opts.skip_unexpected_fields_in_json = false;  // unknown fields are errors
   opts.output_default_scalars_in_json = false;
   auto parser = std::make_unique<flatbuffers::Parser>(opts);
-  if (!parser->Parse(schema_text::kOlmFbs)) {
+  if (!parser->Parse(schema_text::kOlmFbs) || !parser->SetRootType(root_type)) {
     fail(ErrorCode::kInternal, "embedded schema failed to parse: " + parser->error_);
   }
   return parser;
@@ -136,6 +136,24 @@ FeedForwardSpec resolve_feed_forward(const fb::FeedForwardConfigT& in, const std
 
 }  // namespace
 
+std::vector<uint8_t> json_to_flatbuffer(std::string_view text, const char* root_type,
+                                        const std::string& what) {
+  auto parser = make_parser(root_type);
+  const std::string source(text);  // the parser wants NUL-terminated text
+  require(source.find('\0') == std::string::npos, ErrorCode::kParse, what + ": contains a NUL byte");
+  if (!parser->ParseJson(source.c_str())) fail(ErrorCode::kParse, what + ": " + parser->error_);
+  const uint8_t* buf = parser->builder_.GetBufferPointer();
+  return {buf, buf + parser->builder_.GetSize()};
+}
+
+std::string flatbuffer_to_json(const uint8_t* buffer, const char* root_type) {
+  auto parser = make_parser(root_type);
+  std::string text;
+  require(flatbuffers::GenerateText(*parser, buffer, &text), ErrorCode::kInternal,
+          std::string("could not generate JSON text for ") + root_type);
+  return text;
+}
+
 ModelSpec resolve(const fb::TransformerConfigT& in) {
   ModelSpec spec;
   spec.d_model = in.d_model;
@@ -227,17 +245,8 @@ Config Config::from_flatbuffer(const void* data, size_t size) {
 }
 
 Config Config::from_json(std::string_view text) {
-  auto parser = make_parser();
-  const std::string source(text);  // the parser wants NUL-terminated text
-  require(source.find('\0') == std::string::npos, ErrorCode::kParse,
-          "config JSON: contains a NUL byte");
-  if (!parser->ParseJson(source.c_str())) {
-    std::string message = parser->error_;
-    fail(ErrorCode::kParse, "config JSON: " + message);
-  }
-  const uint8_t* buf = parser->builder_.GetBufferPointer();
-  const size_t size = parser->builder_.GetSize();
-  return from_flatbuffer(buf, size);
+  const auto buffer = json_to_flatbuffer(text, "TransformerConfig", "config JSON");
+  return from_flatbuffer(buffer.data(), buffer.size());
 }
 
 std::vector<uint8_t> Config::to_flatbuffer() const {
@@ -248,13 +257,7 @@ std::vector<uint8_t> Config::to_flatbuffer() const {
 }
 
 std::string Config::to_json() const {
-  auto parser = make_parser();
-  const auto buffer = to_flatbuffer();
-  std::string text;
-  if (!flatbuffers::GenerateText(*parser, buffer.data(), &text)) {
-    fail(ErrorCode::kInternal, "config: could not generate JSON text");
-  }
-  return text;
+  return flatbuffer_to_json(to_flatbuffer().data(), "TransformerConfig");
 }
 
 ParamCounts Config::num_params() const {

@@ -110,6 +110,12 @@ class Config {
 Config preset(const std::string& name, int64_t vocab_size);
 const std::vector<std::string>& preset_names();
 
+// JSON text <-> FlatBuffer through the embedded schema, for any root table of schema/olm.fbs.
+// Malformed JSON, unknown fields and wrong types are Error(kParse) prefixed with `what`.
+std::vector<uint8_t> json_to_flatbuffer(std::string_view text, const char* root_type,
+                                        const std::string& what);
+std::string flatbuffer_to_json(const uint8_t* buffer, const char* root_type);
+
 // Resolves and validates; exposed for tests.
 ModelSpec resolve(const fb::TransformerConfigT& native);
 

@@ -21,7 +21,7 @@ Attention::Attention(int64_t d_model, const AttentionSpec& spec, std::shared_ptr
   if (spec.rope) rope_.emplace(spec.head_dim, *spec.rope, std::move(cache));
 }
 
-at::Tensor Attention::forward(const at::Tensor& x) const {
+at::Tensor Attention::forward(const at::Tensor& x, KVCache* cache) const {
   const int64_t B = x.size(0), T = x.size(1);
   at::Tensor q = w_q_->forward(x), k = w_k_->forward(x), v = w_v_->forward(x);
   if (spec_.clip_qkv) {
@@ -41,21 +41,40 @@ at::Tensor Attention::forward(const at::Tensor& x) const {
     q = q_norm_->forward(q);
     k = k_norm_->forward(k);
   }
-  if (rope_) std::tie(q, k) = rope_->apply(q, k);
+  const int64_t start = cache ? cache->length : 0;
+  if (rope_) std::tie(q, k) = rope_->apply(q, k, start);
+  if (cache) {
+    TORCH_CHECK(start + T <= cache->k.size(1), "KV cache overflow");
+    cache->k.slice(1, start, start + T).copy_(k);
+    cache->v.slice(1, start, start + T).copy_(v);
+    cache->length = start + T;
+    k = cache->k.slice(1, 0, start + T);
+    v = cache->v.slice(1, 0, start + T);
+  }
+  const int64_t S = k.size(1);
 
   // GQA: repeat each KV head for its group of query heads, as OLMo-core's torch backend does.
   const int64_t n_rep = spec_.n_heads / spec_.n_kv_heads;
   if (n_rep > 1) {
-    k = k.unsqueeze(3).expand({B, T, spec_.n_kv_heads, n_rep, spec_.head_dim})
-            .reshape({B, T, spec_.n_heads, spec_.head_dim});
-    v = v.unsqueeze(3).expand({B, T, spec_.n_kv_heads, n_rep, spec_.head_dim})
-            .reshape({B, T, spec_.n_heads, spec_.head_dim});
+    k = k.unsqueeze(3).expand({B, S, spec_.n_kv_heads, n_rep, spec_.head_dim})
+            .reshape({B, S, spec_.n_heads, spec_.head_dim});
+    v = v.unsqueeze(3).expand({B, S, spec_.n_kv_heads, n_rep, spec_.head_dim})
+            .reshape({B, S, spec_.n_heads, spec_.head_dim});
   }
   // SDPA wants (B, H, T, D).
   const double dropout = at::GradMode::is_enabled() ? spec_.dropout : 0.0;
+  // Query i sits at absolute position start + i and sees keys 0..start+i. Without a cache
+  // prefix that is SDPA's causal mask; with one, a single query sees everything, and several
+  // need the mask shifted by `start`.
+  std::optional<at::Tensor> mask;
+  const bool is_causal = start == 0;
+  if (start > 0 && T > 1) {
+    auto rows = at::arange(T, x.options().dtype(at::kLong)).unsqueeze(1) + start;
+    auto cols = at::arange(S, x.options().dtype(at::kLong)).unsqueeze(0);
+    mask = cols.le(rows);
+  }
   auto att = at::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
-                                              v.transpose(1, 2), /*attn_mask=*/std::nullopt,
-                                              dropout, /*is_causal=*/true);
+                                              v.transpose(1, 2), mask, dropout, is_causal && T > 1);
   att = att.transpose(1, 2).contiguous().view({B, T, -1});
   return w_out_->forward(att);
 }

@@ -6,13 +6,24 @@
 
 namespace olm::nn {
 
+// Keys and values of the positions decoded so far, for one layer: (B, max_len, n_kv_heads,
+// head_dim), filled up to `length`.
+struct KVCache {
+  at::Tensor k, v;
+  int64_t length = 0;
+};
+
 class Attention : public Module {
  public:
   Attention(int64_t d_model, const AttentionSpec& spec, std::shared_ptr<BufferCache> cache,
             const at::TensorOptions& options);
 
-  // x: (B, T, d_model) -> (B, T, d_model)
-  at::Tensor forward(const at::Tensor& x) const;
+  // x: (B, T, d_model) -> (B, T, d_model). With a cache, x holds the T positions after the
+  // cache's `length` ones; their keys and values are appended to the cache.
+  at::Tensor forward(const at::Tensor& x, KVCache* cache = nullptr) const;
+
+  int64_t n_kv_heads() const { return spec_.n_kv_heads; }
+  int64_t head_dim() const { return spec_.head_dim; }
 
   Linear& w_q() { return *w_q_; }
   Linear& w_k() { return *w_k_; }

@@ -21,12 +21,12 @@ at::Tensor TransformerBlock::residual(const at::Tensor& residual, const at::Tens
   return residual + (train ? at::dropout(x, spec_.dropout, /*train=*/true) : x);
 }
 
-at::Tensor TransformerBlock::forward(const at::Tensor& x) const {
+at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache) const {
   if (spec_.name == "reordered_norm") {
-    auto h = residual(x, attention_norm_->forward(attention_->forward(x)));
+    auto h = residual(x, attention_norm_->forward(attention_->forward(x, cache)));
     return residual(h, feed_forward_norm_->forward(feed_forward_->forward(h)));
   }
-  auto h = residual(x, attention_->forward(attention_norm_->forward(x)));
+  auto h = residual(x, attention_->forward(attention_norm_->forward(x), cache));
   return residual(h, feed_forward_->forward(feed_forward_norm_->forward(h)));
 }
 

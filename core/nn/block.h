@@ -10,7 +10,7 @@ class TransformerBlock : public Module {
  public:
   TransformerBlock(int64_t d_model, const BlockSpec& spec, std::shared_ptr<BufferCache> cache,
                    const at::TensorOptions& options);
-  at::Tensor forward(const at::Tensor& x) const;
+  at::Tensor forward(const at::Tensor& x, KVCache* cache = nullptr) const;
 
   Attention& attention() { return *attention_; }
   FeedForward& feed_forward() { return *feed_forward_; }

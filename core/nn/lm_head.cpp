@@ -52,7 +52,11 @@ LossOutput LMHead::loss(const at::Tensor& h, const at::Tensor& labels_in,
 
   auto finalize = [&](at::Tensor t) {
     if (options.reduction == LossReduction::kNone) t = t.view({B, -1});
-    if (options.loss_div_factor != 1.0) t = t / options.loss_div_factor;
+    if (options.loss_div_tensor.defined()) {
+      t = t / options.loss_div_tensor;
+    } else if (options.loss_div_factor != 1.0) {
+      t = t / options.loss_div_factor;
+    }
     return t;
   };
   LossOutput out;

@@ -12,6 +12,7 @@ struct LossOptions {
   LossReduction reduction = LossReduction::kMean;
   std::optional<double> z_loss_multiplier;  // nullopt: no z-loss
   double loss_div_factor = 1.0;
+  at::Tensor loss_div_tensor;  // when defined, used instead of loss_div_factor
   bool return_logits = false;
   int64_t logits_to_keep = 0;  // 0: all positions
 };

@@ -27,14 +27,37 @@ void Transformer::to(const at::Device& device, at::ScalarType dtype) {
   }
 }
 
-at::Tensor Transformer::hidden_states(const at::Tensor& input_ids) const {
+at::Tensor Transformer::hidden_states(const at::Tensor& input_ids, std::vector<KVCache>* caches) const {
   auto h = at::embedding(embeddings_, input_ids);
-  for (const auto& block : blocks_) h = block->forward(h);
+  const bool grad = at::GradMode::is_enabled();
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    if (caches) {
+      h = blocks_[i]->forward(h, &(*caches)[i]);
+    } else if (grad && block_runner_ && i < checkpointed_.size() && checkpointed_[i]) {
+      h = block_runner_(*blocks_[i], h);
+    } else {
+      h = blocks_[i]->forward(h);
+    }
+  }
   return h;
 }
 
-at::Tensor Transformer::forward(const at::Tensor& input_ids, int64_t logits_to_keep) const {
-  return lm_head_->logits(hidden_states(input_ids), logits_to_keep);
+at::Tensor Transformer::forward(const at::Tensor& input_ids, int64_t logits_to_keep,
+                                std::vector<KVCache>* caches) const {
+  return lm_head_->logits(hidden_states(input_ids, caches), logits_to_keep);
+}
+
+std::vector<KVCache> Transformer::make_kv_caches(int64_t batch, int64_t max_len) const {
+  std::vector<KVCache> caches;
+  for (const auto& block : blocks_) {
+    auto& att = block->attention();
+    const auto options = embeddings_.options().requires_grad(false);
+    KVCache c;
+    c.k = at::zeros({batch, max_len, att.n_kv_heads(), att.head_dim()}, options);
+    c.v = at::zeros_like(c.k);
+    caches.push_back(std::move(c));
+  }
+  return caches;
 }
 
 LossOutput Transformer::loss(const at::Tensor& input_ids, const at::Tensor& labels,

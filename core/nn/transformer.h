@@ -1,6 +1,8 @@
 // olmo_core.nn.transformer.Transformer: embeddings -> blocks -> LM head.
 #pragma once
 #include "core/nn/block.h"
+#include <functional>
+
 #include "core/nn/lm_head.h"
 
 namespace olm::nn {
@@ -13,10 +15,22 @@ class Transformer : public Module {
   // Moves every parameter to `device` and `dtype` and marks it trainable.
   void to(const at::Device& device, at::ScalarType dtype);
 
-  at::Tensor hidden_states(const at::Tensor& input_ids) const;  // (B, T, d_model)
-  at::Tensor forward(const at::Tensor& input_ids, int64_t logits_to_keep = 0) const;
+  // (B, T, d_model). With caches (one per block), input_ids continue the cached positions.
+  at::Tensor hidden_states(const at::Tensor& input_ids, std::vector<KVCache>* caches = nullptr) const;
+  at::Tensor forward(const at::Tensor& input_ids, int64_t logits_to_keep = 0,
+                     std::vector<KVCache>* caches = nullptr) const;
+  // Empty caches for `batch` sequences of up to max_len positions.
+  std::vector<KVCache> make_kv_caches(int64_t batch, int64_t max_len) const;
   LossOutput loss(const at::Tensor& input_ids, const at::Tensor& labels,
                   const LossOptions& options) const;
+
+  // Runs block i through `runner` instead of directly when checkpointed[i] is set and grad
+  // mode is on (activation checkpointing lives in core/train; nn does not depend on it).
+  using BlockRunner = std::function<at::Tensor(TransformerBlock&, const at::Tensor&)>;
+  void set_block_runner(BlockRunner runner, std::vector<bool> checkpointed) {
+    block_runner_ = std::move(runner);
+    checkpointed_ = std::move(checkpointed);
+  }
 
   const ModelSpec& spec() const { return spec_; }
   at::Tensor& embeddings() { return embeddings_; }
@@ -28,6 +42,8 @@ class Transformer : public Module {
   at::Tensor& embeddings_;
   std::vector<std::shared_ptr<TransformerBlock>> blocks_;
   std::shared_ptr<LMHead> lm_head_;
+  BlockRunner block_runner_;
+  std::vector<bool> checkpointed_;
 };
 
 // The embedding table is a module of its own in OLMo-core ("embeddings.weight").

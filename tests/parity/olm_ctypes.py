@@ -48,6 +48,24 @@ class LossResult(C.Structure):
     ]
 
 
+class StepMetrics(C.Structure):
+    _fields_ = [
+        ("struct_size", C.c_size_t),
+        ("step", C.c_int64),
+        ("loss", C.c_double),
+        ("ce_loss", C.c_double),
+        ("z_loss", C.c_double),
+        ("grad_norm", C.c_double),
+        ("lr", C.c_double),
+        ("tokens", C.c_int64),
+        ("tokens_seen", C.c_int64),
+        ("tokens_per_second", C.c_double),
+        ("step_seconds", C.c_double),
+        ("skipped", C.c_int32),
+        ("skipped_steps", C.c_int64),
+    ]
+
+
 class Olm:
     def __init__(self, path):
         lib = C.CDLL(path)
@@ -82,6 +100,13 @@ class Olm:
             "olm_model_load_safetensors": (vp, [vp, C.c_char_p]),
             "olm_model_save_safetensors": (vp, [vp, C.c_char_p]),
             "olm_model_free": (None, [vp]),
+            "olm_train_config_from_json": (vp, [C.c_char_p, sz, pvp]),
+            "olm_train_config_free": (None, [vp]),
+            "olm_trainer_create": (vp, [vp, vp, pvp]),
+            "olm_trainer_step": (vp, [vp, vp, vp, C.POINTER(StepMetrics)]),
+            "olm_trainer_save_checkpoint": (vp, [vp, C.c_char_p, pvp]),
+            "olm_trainer_load_checkpoint": (vp, [vp, C.c_char_p]),
+            "olm_trainer_free": (None, [vp]),
         }
         for name, (res, args) in sigs.items():
             fn = getattr(lib, name)
@@ -196,3 +221,38 @@ class Olm:
 
     def save(self, model, path):
         self.check(self.lib.olm_model_save_safetensors(model, str(path).encode()))
+
+    # training
+    def train_config(self, text):
+        raw = text.encode()
+        out = C.c_void_p()
+        self.check(self.lib.olm_train_config_from_json(raw, len(raw), C.byref(out)))
+        return out
+
+    def trainer(self, model, train_config):
+        out = C.c_void_p()
+        self.check(self.lib.olm_trainer_create(model, train_config, C.byref(out)))
+        return out
+
+    def step(self, trainer, ids, labels=None):
+        m = StepMetrics()
+        m.struct_size = C.sizeof(StepMetrics)
+        ti = self.tensor(ids)
+        tl = self.tensor(labels) if labels is not None else None
+        try:
+            self.check(self.lib.olm_trainer_step(trainer, ti, tl, C.byref(m)))
+        finally:
+            self.lib.olm_tensor_free(ti)
+            if tl is not None:
+                self.lib.olm_tensor_free(tl)
+        return m
+
+    def save_checkpoint(self, trainer, folder):
+        buf = C.c_void_p()
+        self.check(self.lib.olm_trainer_save_checkpoint(trainer, str(folder).encode(), C.byref(buf)))
+        path = C.string_at(self.lib.olm_buffer_data(buf), self.lib.olm_buffer_size(buf)).decode()
+        self.lib.olm_buffer_free(buf)
+        return path
+
+    def load_checkpoint(self, trainer, path):
+        self.check(self.lib.olm_trainer_load_checkpoint(trainer, str(path).encode()))

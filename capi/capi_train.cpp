@@ -1,0 +1,166 @@
+#include <cmath>
+
+#include "capi/capi.h"
+#include "core/checkpoint/checkpoint.h"
+#include "core/generate.h"
+
+using olm::ErrorCode;
+using olm::require;
+using olm::capi::make_buffer;
+using olm::capi::read_options;
+using olm::capi::require_arg;
+
+extern "C" {
+
+void olm_generate_options_init(olm_generate_options* options) {
+  if (!options) return;
+  options->struct_size = sizeof(olm_generate_options);
+  options->max_new_tokens = 32;
+  options->temperature = 1.0;
+  options->top_k = 0;
+  options->top_p = 1.0;
+  options->seed = 0;
+  options->stop_tokens = nullptr;
+  options->num_stop_tokens = 0;
+  options->on_token = nullptr;
+  options->user_data = nullptr;
+  options->use_kv_cache = 1;
+}
+
+olm_error* olm_model_generate(olm_model* model, const olm_tensor* prompt,
+                              const olm_generate_options* options, olm_tensor** out) {
+  OLM_API_BEGIN
+  require_arg(model, "model");
+  require_arg(prompt, "prompt");
+  require_arg(out, "out");
+  const auto opts = read_options(options, olm_generate_options_init, "options");
+  olm::GenerateOptions g;
+  g.max_new_tokens = opts.max_new_tokens;
+  g.temperature = opts.temperature;
+  g.top_k = opts.top_k;
+  g.top_p = opts.top_p;
+  g.seed = opts.seed;
+  require(opts.num_stop_tokens == 0 || opts.stop_tokens != nullptr, ErrorCode::kInvalidArgument,
+          "options.stop_tokens: NULL with num_stop_tokens > 0");
+  require(opts.num_stop_tokens <= (1u << 20), ErrorCode::kInvalidArgument,
+          "options.num_stop_tokens: too many");
+  g.stop_tokens.assign(opts.stop_tokens, opts.stop_tokens + opts.num_stop_tokens);
+  g.use_kv_cache = opts.use_kv_cache != 0;
+  if (opts.on_token) {
+    auto callback = opts.on_token;
+    void* user_data = opts.user_data;
+    g.on_token = [callback, user_data](int64_t token) { return callback(token, user_data) == 0; };
+  }
+  const auto tokens = olm::generate(*model->model, prompt->tensor, g);
+  auto t = at::empty({static_cast<int64_t>(tokens.size())}, at::kLong);
+  if (!tokens.empty()) std::memcpy(t.data_ptr(), tokens.data(), tokens.size() * sizeof(int64_t));
+  *out = new olm_tensor{t};
+  OLM_API_END
+}
+
+olm_error* olm_train_config_from_json(const char* text, size_t len, olm_train_config** out) {
+  OLM_API_BEGIN
+  require_arg(text, "text");
+  require_arg(out, "out");
+  *out = new olm_train_config{olm::train::TrainConfig::from_json(std::string_view(text, len))};
+  OLM_API_END
+}
+
+olm_error* olm_train_config_from_flatbuffer(const void* data, size_t len, olm_train_config** out) {
+  OLM_API_BEGIN
+  require_arg(data, "data");
+  require_arg(out, "out");
+  *out = new olm_train_config{olm::train::TrainConfig::from_flatbuffer(data, len)};
+  OLM_API_END
+}
+
+olm_error* olm_train_config_to_json(const olm_train_config* config, olm_buffer** out) {
+  OLM_API_BEGIN
+  require_arg(config, "config");
+  require_arg(out, "out");
+  const std::string text = config->config.to_json();
+  *out = make_buffer(reinterpret_cast<const uint8_t*>(text.data()), text.size(), true);
+  OLM_API_END
+}
+
+olm_error* olm_train_config_to_flatbuffer(const olm_train_config* config, olm_buffer** out) {
+  OLM_API_BEGIN
+  require_arg(config, "config");
+  require_arg(out, "out");
+  const auto bytes = config->config.to_flatbuffer();
+  *out = make_buffer(bytes.data(), bytes.size(), false);
+  OLM_API_END
+}
+
+olm_error* olm_train_config_model(const olm_train_config* config, olm_config** out) {
+  OLM_API_BEGIN
+  require_arg(config, "config");
+  require_arg(out, "out");
+  const auto& model = config->config.spec().model;
+  require(model.has_value(), ErrorCode::kInvalidArgument,
+          "config: the train config has neither `model` nor `model_preset`");
+  *out = new olm_config{*model};
+  OLM_API_END
+}
+
+void olm_train_config_free(olm_train_config* config) { delete config; }
+
+olm_error* olm_trainer_create(olm_model* model, const olm_train_config* config, olm_trainer** out) {
+  OLM_API_BEGIN
+  require_arg(model, "model");
+  require_arg(config, "config");
+  require_arg(out, "out");
+  auto trainer = std::make_unique<olm::train::Trainer>(model->model, config->config);
+  *out = new olm_trainer{std::move(trainer)};
+  OLM_API_END
+}
+
+olm_error* olm_trainer_step(olm_trainer* trainer, const olm_tensor* input_ids, const olm_tensor* labels,
+                            olm_step_metrics* out) {
+  OLM_API_BEGIN
+  require_arg(trainer, "trainer");
+  require_arg(input_ids, "input_ids");
+  require_arg(out, "out");
+  require(out->struct_size >= sizeof(size_t) + sizeof(int64_t), ErrorCode::kInvalidArgument,
+          "out->struct_size is " + std::to_string(out->struct_size) + ": set it to sizeof(olm_step_metrics)");
+  const auto m = trainer->trainer->train_batch(input_ids->tensor, labels ? labels->tensor : at::Tensor());
+  olm_step_metrics full{};
+  full.struct_size = sizeof(olm_step_metrics);
+  full.step = m.step;
+  full.loss = m.loss;
+  full.ce_loss = m.ce_loss;
+  full.z_loss = m.z_loss;
+  full.grad_norm = m.grad_norm;
+  full.lr = m.lr;
+  full.tokens = m.tokens;
+  full.tokens_seen = m.tokens_seen;
+  full.tokens_per_second = m.tokens_per_second;
+  full.step_seconds = m.step_seconds;
+  full.skipped = m.skipped ? 1 : 0;
+  full.skipped_steps = m.skipped_steps;
+  olm::capi::write_result(out, full);
+  OLM_API_END
+}
+
+olm_error* olm_trainer_save_checkpoint(olm_trainer* trainer, const char* folder, olm_buffer** out_path) {
+  OLM_API_BEGIN
+  require_arg(trainer, "trainer");
+  require_arg(folder, "folder");
+  const auto& spec = trainer->trainer->config().spec();
+  const std::string dir = olm::checkpoint::save(*trainer->trainer, folder, trainer->data_position,
+                                                spec.keep_last_n);
+  if (out_path) *out_path = make_buffer(reinterpret_cast<const uint8_t*>(dir.data()), dir.size(), true);
+  OLM_API_END
+}
+
+olm_error* olm_trainer_load_checkpoint(olm_trainer* trainer, const char* path) {
+  OLM_API_BEGIN
+  require_arg(trainer, "trainer");
+  require_arg(path, "path");
+  trainer->data_position = olm::checkpoint::load(*trainer->trainer, path);
+  OLM_API_END
+}
+
+void olm_trainer_free(olm_trainer* trainer) { delete trainer; }
+
+}  // extern "C"

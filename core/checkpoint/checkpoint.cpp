@@ -1,0 +1,266 @@
+#include "core/checkpoint/checkpoint.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <set>
+
+#include "core/error.h"
+#include "core/io/atomic_file.h"
+#include "core/io/crc32.h"
+#include "core/io/safetensors.h"
+
+namespace olm::checkpoint {
+namespace {
+
+[[noreturn]] void fail_errno(const std::string& what, const std::string& path) {
+  fail(ErrorCode::kIo, what + " '" + path + "': " + std::strerror(errno));
+}
+
+bool is_dir(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+bool is_file(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+void make_dirs(const std::string& path) {
+  std::string partial;
+  for (size_t i = 0; i <= path.size(); ++i) {
+    if (i == path.size() || path[i] == '/') {
+      if (!partial.empty() && !is_dir(partial) && ::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST)
+        fail_errno("cannot create directory", partial);
+    }
+    if (i < path.size()) partial.push_back(path[i]);
+  }
+}
+
+void fsync_dir(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd < 0) fail_errno("cannot open directory", path);
+  ::fsync(fd);
+  ::close(fd);
+}
+
+void remove_tree(const std::string& path) {
+  if (DIR* dir = ::opendir(path.c_str())) {
+    while (dirent* e = ::readdir(dir)) {
+      const std::string name = e->d_name;
+      if (name == "." || name == "..") continue;
+      const std::string child = path + "/" + name;
+      if (is_dir(child)) remove_tree(child);
+      else ::unlink(child.c_str());
+    }
+    ::closedir(dir);
+  }
+  ::rmdir(path.c_str());
+}
+
+// step<N> directory names, parsed.
+std::vector<std::pair<int64_t, std::string>> step_dirs(const std::string& folder) {
+  std::vector<std::pair<int64_t, std::string>> out;
+  DIR* dir = ::opendir(folder.c_str());
+  if (!dir) return out;
+  while (dirent* e = ::readdir(dir)) {
+    const std::string name = e->d_name;
+    if (name.size() < 5 || name.rfind("step", 0) != 0) continue;
+    const std::string digits = name.substr(4);
+    if (digits.size() > 18 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) continue;
+    const std::string path = folder + "/" + name;
+    if (is_file(path + "/" + kMetaFile)) out.emplace_back(std::stoll(digits), path);
+  }
+  ::closedir(dir);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+std::string random_suffix() {
+  std::random_device rd;
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%d-%08x", static_cast<int>(::getpid()), rd());
+  return buf;
+}
+
+uint32_t tensor_crc(const at::Tensor& t) {
+  const auto host = t.detach().to(at::kCPU).contiguous();
+  return io::crc32(host.data_ptr(), static_cast<size_t>(host.numel()) * host.element_size());
+}
+
+std::vector<uint8_t> read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) fail(ErrorCode::kIo, "cannot open '" + path + "'");
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::unique_ptr<fb::CheckpointMetaT> read_meta_native(const std::string& dir) {
+  const std::string path = dir + "/" + kMetaFile;
+  auto bytes = read_file(path);
+  require(bytes.size() >= 8 && flatbuffers::BufferHasIdentifier(bytes.data(), kMetaIdentifier),
+          ErrorCode::kParse, "checkpoint metadata '" + path + "': not an olm checkpoint (identifier \"OLMK\")");
+  flatbuffers::Verifier verifier(bytes.data(), bytes.size(), 64, 1000000);
+  require(verifier.VerifyBuffer<fb::CheckpointMeta>(kMetaIdentifier), ErrorCode::kParse,
+          "checkpoint metadata '" + path + "': verification failed (corrupt file)");
+  auto meta = std::make_unique<fb::CheckpointMetaT>();
+  flatbuffers::GetRoot<fb::CheckpointMeta>(bytes.data())->UnPackTo(meta.get());
+  require(meta->schema_version == 1, ErrorCode::kParse,
+          "checkpoint metadata '" + path + "': unsupported schema_version " +
+              std::to_string(meta->schema_version));
+  return meta;
+}
+
+}  // namespace
+
+std::string resolve(const std::string& path) {
+  if (is_file(path + "/" + kMetaFile)) return path;
+  const std::string newest = latest(path);
+  require(!newest.empty(), ErrorCode::kIo, "no checkpoint found at '" + path + "'");
+  return newest;
+}
+
+std::string latest(const std::string& folder) {
+  auto dirs = step_dirs(folder);
+  return dirs.empty() ? std::string() : dirs.back().second;
+}
+
+std::string save(train::Trainer& trainer, const std::string& folder, const DataPosition& data,
+                 int64_t keep_last_n) {
+  require(!folder.empty(), ErrorCode::kInvalidArgument, "save_folder: empty");
+  make_dirs(folder);
+  const std::string final_dir = folder + "/step" + std::to_string(trainer.step());
+  const std::string tmp_dir = folder + "/.tmp-step" + std::to_string(trainer.step()) + "-" + random_suffix();
+  if (::mkdir(tmp_dir.c_str(), 0755) != 0) fail_errno("cannot create directory", tmp_dir);
+  try {
+    fb::CheckpointMetaT meta;
+    meta.schema_version = 1;
+    meta.step = trainer.step();
+    meta.tokens_seen = trainer.tokens_seen();
+    meta.skipped_steps = trainer.skipped_steps();
+    meta.model_config = trainer.model().config().to_flatbuffer();
+    meta.train_config = trainer.config().to_flatbuffer();
+    meta.data_epoch = data.epoch;
+    meta.data_batch_in_epoch = data.batch_in_epoch;
+    const auto rng = at::detail::getDefaultCPUGenerator().get_state();
+    meta.rng_state.assign(rng.data_ptr<uint8_t>(), rng.data_ptr<uint8_t>() + rng.numel());
+    meta.recent_losses = trainer.optimizer().recent_losses();
+    meta.recent_grad_norms = trainer.optimizer().recent_grad_norms();
+
+    auto record = [&](const std::string& file, const std::vector<std::pair<std::string, at::Tensor>>& tensors) {
+      for (const auto& [name, t] : tensors) {
+        auto r = std::make_unique<fb::TensorRecordT>();
+        r->name = name;
+        r->file = file;
+        r->dtype = c10::toString(t.scalar_type());
+        r->shape = t.sizes().vec();
+        r->crc32 = tensor_crc(t);
+        meta.tensors.push_back(std::move(r));
+      }
+      io::save_safetensors(tmp_dir + "/" + file, tensors);
+    };
+    std::vector<std::pair<std::string, at::Tensor>> model_tensors;
+    for (auto& p : trainer.model().module().named_parameters()) model_tensors.emplace_back(p.name, *p.tensor);
+    record(kModelFile, model_tensors);
+    record(kOptimFile, trainer.optimizer().state());
+
+    flatbuffers::FlatBufferBuilder builder;
+    builder.Finish(fb::CheckpointMeta::Pack(builder, &meta), kMetaIdentifier);
+    io::write_file_atomically(tmp_dir + "/" + kMetaFile, [&](int fd) {
+      io::write_all(fd, builder.GetBufferPointer(), builder.GetSize(), tmp_dir + "/" + kMetaFile);
+    });
+    fsync_dir(tmp_dir);
+
+    std::string old_dir;
+    if (is_dir(final_dir)) {
+      old_dir = folder + "/.old-step" + std::to_string(trainer.step()) + "-" + random_suffix();
+      if (::rename(final_dir.c_str(), old_dir.c_str()) != 0) fail_errno("cannot move aside", final_dir);
+    }
+    if (::rename(tmp_dir.c_str(), final_dir.c_str()) != 0) fail_errno("cannot rename checkpoint to", final_dir);
+    fsync_dir(folder);
+    if (!old_dir.empty()) remove_tree(old_dir);
+  } catch (...) {
+    remove_tree(tmp_dir);
+    throw;
+  }
+  auto dirs = step_dirs(folder);
+  for (size_t i = 0; i + static_cast<size_t>(keep_last_n) < dirs.size(); ++i) remove_tree(dirs[i].second);
+  return final_dir;
+}
+
+Meta read_meta(const std::string& path) {
+  const std::string dir = resolve(path);
+  auto native = read_meta_native(dir);
+  Meta meta;
+  meta.schema_version = native->schema_version;
+  meta.step = native->step;
+  meta.tokens_seen = native->tokens_seen;
+  meta.skipped_steps = native->skipped_steps;
+  meta.model_config = Config::from_flatbuffer(native->model_config.data(), native->model_config.size());
+  meta.train_config = train::TrainConfig::from_flatbuffer(native->train_config.data(), native->train_config.size());
+  meta.data = {native->data_epoch, native->data_batch_in_epoch};
+  return meta;
+}
+
+DataPosition load(train::Trainer& trainer, const std::string& path) {
+  const std::string dir = resolve(path);
+  auto native = read_meta_native(dir);
+  const auto expected = trainer.model().config().to_flatbuffer();
+  require(native->model_config == expected, ErrorCode::kMismatch,
+          "checkpoint '" + dir + "' was written for a different model config");
+
+  // Read and verify every tensor before touching the trainer.
+  std::map<std::string, std::map<std::string, at::Tensor>> by_file;
+  std::map<std::string, std::unique_ptr<io::SafetensorsFile>> files;
+  for (const auto& r : native->tensors) {
+    auto& file = files[r->file];
+    require(r->file == kModelFile || r->file == kOptimFile, ErrorCode::kParse,
+            "checkpoint '" + dir + "': unknown tensor file '" + r->file + "'");
+    if (!file) file = std::make_unique<io::SafetensorsFile>(dir + "/" + r->file);
+    const io::SafetensorsEntry* entry = nullptr;
+    for (const auto& e : file->entries())
+      if (e.name == r->name) entry = &e;
+    require(entry != nullptr, ErrorCode::kParse,
+            "checkpoint '" + dir + "': tensor '" + r->name + "' is missing from " + r->file);
+    require(entry->shape == r->shape, ErrorCode::kParse,
+            "checkpoint '" + dir + "': tensor '" + r->name + "' has a different shape than recorded");
+    auto t = file->read(*entry);
+    require(tensor_crc(t) == r->crc32, ErrorCode::kParse,
+            "checkpoint '" + dir + "': checksum mismatch for tensor '" + r->name + "' in " + r->file +
+                " (corrupt file)");
+    by_file[r->file][r->name] = t;
+  }
+  auto params = trainer.model().module().named_parameters();
+  for (const auto& p : params) {
+    auto it = by_file[kModelFile].find(p.name);
+    require(it != by_file[kModelFile].end(), ErrorCode::kMismatch,
+            "checkpoint '" + dir + "': parameter '" + p.name + "' is missing");
+    require(it->second.sizes() == p.tensor->sizes(), ErrorCode::kMismatch,
+            "checkpoint '" + dir + "': parameter '" + p.name + "' has the wrong shape");
+  }
+  at::NoGradGuard no_grad;
+  for (auto& p : params) p.tensor->copy_(by_file[kModelFile][p.name]);
+  std::map<std::string, at::Tensor> optim_state;
+  for (auto& [name, t] : by_file[kOptimFile]) optim_state[name] = t;
+  trainer.optimizer().load_state(optim_state);
+  trainer.optimizer().restore_history(native->recent_losses, native->recent_grad_norms);
+  trainer.restore_counters(native->step, native->tokens_seen, native->skipped_steps);
+  if (!native->rng_state.empty()) {
+    auto state = at::empty({static_cast<int64_t>(native->rng_state.size())}, at::kByte);
+    std::memcpy(state.data_ptr(), native->rng_state.data(), native->rng_state.size());
+    at::Generator generator = at::detail::getDefaultCPUGenerator();
+    std::lock_guard<std::mutex> lock(generator.mutex());
+    generator.set_state(state);
+  }
+  return {native->data_epoch, native->data_batch_in_epoch};
+}
+
+}  // namespace olm::checkpoint

@@ -1,0 +1,89 @@
+#include "core/generate.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+
+#include <cmath>
+
+#include "core/error.h"
+
+namespace olm {
+
+int64_t sample_token(const at::Tensor& logits_in, const GenerateOptions& options, at::Generator& generator) {
+  auto logits = logits_in.to(at::kCPU, at::kDouble);
+  if (options.temperature == 0.0) return logits.argmax().item<int64_t>();
+  logits = logits / options.temperature;
+  if (options.top_k > 0 && options.top_k < logits.size(0)) {
+    auto kth = std::get<0>(logits.topk(options.top_k)).min();
+    logits = logits.masked_fill(logits < kth, -INFINITY);
+  }
+  auto probs = at::softmax(logits, 0);
+  if (options.top_p < 1.0) {
+    // Keep the smallest set of most likely tokens whose mass reaches top_p.
+    auto [sorted, order] = probs.sort(0, /*descending=*/true);
+    auto before = sorted.cumsum(0) - sorted;  // mass strictly above each token
+    auto drop = before >= options.top_p;
+    sorted = sorted.masked_fill(drop, 0.0);
+    probs = at::zeros_like(probs).scatter(0, order, sorted);
+    probs = probs / probs.sum();
+  }
+  return at::multinomial(probs, 1, /*replacement=*/false, generator).item<int64_t>();
+}
+
+std::vector<int64_t> generate(Model& model, const at::Tensor& prompt_in, const GenerateOptions& options) {
+  require(prompt_in.defined(), ErrorCode::kInvalidArgument, "prompt: NULL");
+  at::Tensor prompt = prompt_in;
+  if (prompt.dim() == 2) {
+    require(prompt.size(0) == 1, ErrorCode::kInvalidArgument, "prompt: batch size must be 1");
+    prompt = prompt.squeeze(0);
+  }
+  require(prompt.dim() == 1 && prompt.size(0) > 0, ErrorCode::kInvalidArgument,
+          "prompt: must hold at least one token id (shape (T,) or (1, T))");
+  require(options.max_new_tokens >= 0 && options.max_new_tokens <= (1 << 24), ErrorCode::kInvalidArgument,
+          "max_new_tokens must be in [0, 2^24]");
+  require(std::isfinite(options.temperature) && options.temperature >= 0, ErrorCode::kInvalidArgument,
+          "temperature must be >= 0");
+  require(options.top_k >= 0, ErrorCode::kInvalidArgument, "top_k must be >= 0");
+  require(options.top_p > 0 && options.top_p <= 1, ErrorCode::kInvalidArgument, "top_p must be in (0, 1]");
+  const int64_t vocab = model.config().spec().vocab_size;
+  for (int64_t t : options.stop_tokens)
+    require(t >= 0 && t < vocab, ErrorCode::kInvalidArgument,
+            "stop_tokens: " + std::to_string(t) + " is outside the vocabulary");
+
+  // Validates the ids (dtype, range) with the model's own checks.
+  (void)model.forward(prompt.unsqueeze(0), 1);
+
+  c10::InferenceMode guard;
+  at::Generator generator = at::detail::createCPUGenerator(options.seed);
+  auto& module = model.module();
+  const auto device = model.device();
+  auto ids = prompt.to(device, at::kLong).unsqueeze(0);
+  std::vector<int64_t> out;
+  if (options.max_new_tokens == 0) return out;
+
+  std::vector<nn::KVCache> caches;
+  at::Tensor logits;
+  if (options.use_kv_cache) {
+    caches = module.make_kv_caches(1, ids.size(1) + options.max_new_tokens);
+    logits = module.forward(ids, 1, &caches);
+  } else {
+    logits = module.forward(ids, 1);
+  }
+  for (int64_t i = 0; i < options.max_new_tokens; ++i) {
+    const int64_t token = sample_token(logits[0][-1], options, generator);
+    out.push_back(token);
+    const bool stop = std::find(options.stop_tokens.begin(), options.stop_tokens.end(), token) !=
+                      options.stop_tokens.end();
+    if (options.on_token && !options.on_token(token)) break;
+    if (stop || i + 1 == options.max_new_tokens) break;
+    auto next = at::full({1, 1}, token, ids.options());
+    if (options.use_kv_cache) {
+      logits = module.forward(next, 1, &caches);
+    } else {
+      ids = at::cat({ids, next}, 1);
+      logits = module.forward(ids, 1);
+    }
+  }
+  return out;
+}
+
+}  // namespace olm

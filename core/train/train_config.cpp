@@ -1,0 +1,287 @@
+#include "core/train/train_config.h"
+
+#include <cfenv>
+#include <cmath>
+#include <sstream>
+
+#include "core/error.h"
+
+namespace olm::train {
+namespace {
+
+std::string text(double v) {
+  std::ostringstream os;
+  os << v;
+  return os.str();
+}
+
+void require_in(double v, double lo, double hi, const std::string& field) {
+  require(std::isfinite(v) && v >= lo && v <= hi, ErrorCode::kInvalidConfig,
+          field + " must be in [" + text(lo) + ", " + text(hi) + "] (got " + text(v) + ")");
+}
+
+void require_one_of(const std::string& value, const std::vector<std::string>& known,
+                    const std::string& field) {
+  for (const auto& k : known)
+    if (value == k) return;
+  std::string list;
+  for (const auto& k : known) list += (list.empty() ? "" : ", ") + k;
+  fail(ErrorCode::kInvalidConfig, field + ": unknown value '" + value + "' (known: " + list + ")");
+}
+
+// Python's round(): halves to even.
+int64_t round_half_even(double x) {
+  const int saved = std::fegetround();
+  std::fesetround(FE_TONEAREST);
+  const double r = std::nearbyint(x);
+  std::fesetround(saved);
+  return static_cast<int64_t>(r);
+}
+
+DataSpec resolve_data(const fb::DataConfigT& in, const std::string& field) {
+  DataSpec out;
+  out.paths = in.paths;
+  require(!out.paths.empty(), ErrorCode::kInvalidConfig, field + ".paths: at least one file is required");
+  out.raw_dtype = in.raw_dtype.empty() ? "uint16" : in.raw_dtype;
+  require_one_of(out.raw_dtype, {"uint16", "uint32"}, field + ".raw_dtype");
+  if (in.eos_token_id.has_value()) out.eos_token_id = *in.eos_token_id;
+  out.masked_token_ids = in.masked_token_ids;
+  return out;
+}
+
+TrainSpec resolve_train(const fb::TrainConfigT& in) {
+  TrainSpec s;
+  require(!(in.model && !in.model_preset.empty()), ErrorCode::kInvalidConfig,
+          "model and model_preset: give one, not both");
+  if (in.model) {
+    s.model = Config::from_native(*in.model);
+  } else if (!in.model_preset.empty()) {
+    require(in.model_vocab_size > 0, ErrorCode::kInvalidConfig,
+            "model_vocab_size must be positive with model_preset (got " +
+                std::to_string(in.model_vocab_size) + ")");
+    s.model = preset(in.model_preset, in.model_vocab_size);
+  }
+
+  if (in.optimizer) {
+    const auto& o = *in.optimizer;
+    auto& out = s.optimizer;
+    out.name = o.name.empty() ? "adamw" : o.name;
+    require_one_of(out.name, {"adamw", "adam", "lion", "skip_step_adamw", "sgd"}, "optimizer.name");
+    out.lr = o.lr;
+    require_in(out.lr, 0, 1e3, "optimizer.lr");
+    out.beta1 = o.beta1;
+    out.beta2 = o.beta2;
+    require_in(out.beta1, 0, 1, "optimizer.beta1");
+    require_in(out.beta2, 0, 1, "optimizer.beta2");
+    out.eps = o.eps;
+    require_in(out.eps, 0, 1, "optimizer.eps");
+    out.weight_decay = o.weight_decay;
+    require_in(out.weight_decay, 0, 1e3, "optimizer.weight_decay");
+    out.momentum = o.momentum;
+    require_in(out.momentum, 0, 1, "optimizer.momentum");
+    out.rolling_interval_length = o.rolling_interval_length;
+    require(out.rolling_interval_length >= 2, ErrorCode::kInvalidConfig,
+            "optimizer.rolling_interval_length must be >= 2");
+    out.sigma_factor = o.sigma_factor;
+    require_in(out.sigma_factor, 0, 1e6, "optimizer.sigma_factor");
+    for (size_t i = 0; i < o.group_overrides.size(); ++i) {
+      const auto& g = *o.group_overrides[i];
+      const std::string f = "optimizer.group_overrides[" + std::to_string(i) + "]";
+      require(!g.params.empty(), ErrorCode::kInvalidConfig, f + ".params: empty");
+      GroupOverride go;
+      go.params = g.params;
+      if (g.lr.has_value()) {
+        require_in(*g.lr, 0, 1e3, f + ".lr");
+        go.lr = *g.lr;
+      }
+      if (g.weight_decay.has_value()) {
+        require_in(*g.weight_decay, 0, 1e3, f + ".weight_decay");
+        go.weight_decay = *g.weight_decay;
+      }
+      out.group_overrides.push_back(go);
+    }
+  }
+  if (s.optimizer.group_overrides.empty()) {
+    // OLMo-core's recipes: no weight decay on the embeddings.
+    s.optimizer.group_overrides.push_back({{"embeddings.weight"}, std::nullopt, 0.0});
+  }
+
+  if (in.scheduler) {
+    const auto& c = *in.scheduler;
+    auto& out = s.scheduler;
+    out.name = c.name.empty() ? "constant" : c.name;
+    require_one_of(out.name,
+                   {"constant", "constant_with_warmup", "linear_with_warmup", "cos_with_warmup",
+                    "wsd", "inv_sqrt_with_warmup"},
+                   "scheduler.name");
+    const std::string units = c.units.empty() ? "steps" : c.units;
+    require_one_of(units, {"steps", "tokens"}, "scheduler.units");
+    out.units_tokens = units == "tokens";
+    if (c.warmup.has_value()) out.warmup = *c.warmup;
+    if (c.warmup_fraction.has_value()) out.warmup_fraction = *c.warmup_fraction;
+    if (out.name != "constant") {
+      require(out.warmup.has_value() != out.warmup_fraction.has_value(), ErrorCode::kInvalidConfig,
+              "scheduler: give exactly one of warmup and warmup_fraction");
+    }
+    if (out.warmup) require(*out.warmup >= 0, ErrorCode::kInvalidConfig, "scheduler.warmup must be >= 0");
+    if (out.warmup_fraction) require_in(*out.warmup_fraction, 0, 1, "scheduler.warmup_fraction");
+    out.warmup_min_lr = c.warmup_min_lr;
+    require(out.warmup_min_lr >= 0 && out.warmup_min_lr < s.optimizer.lr, ErrorCode::kInvalidConfig,
+            "scheduler.warmup_min_lr must be in [0, optimizer.lr)");
+    out.alpha_f = c.alpha_f;
+    require_in(out.alpha_f, 0, 1, "scheduler.alpha_f");
+    if (c.t_max.has_value()) {
+      require(*c.t_max > 0, ErrorCode::kInvalidConfig, "scheduler.t_max must be positive");
+      out.t_max = *c.t_max;
+    }
+    if (c.decay.has_value()) out.decay = *c.decay;
+    if (c.decay_fraction.has_value()) out.decay_fraction = *c.decay_fraction;
+    if (out.name == "wsd") {
+      if (!out.decay && !out.decay_fraction) out.decay_fraction = 0.1;
+      require(out.decay.has_value() != out.decay_fraction.has_value(), ErrorCode::kInvalidConfig,
+              "scheduler: give exactly one of decay and decay_fraction");
+      if (out.decay) require(*out.decay > 0, ErrorCode::kInvalidConfig, "scheduler.decay must be positive");
+      if (out.decay_fraction) require_in(*out.decay_fraction, 0, 1, "scheduler.decay_fraction");
+    }
+    out.decay_min_lr = c.decay_min_lr;
+    require(out.decay_min_lr >= 0 && out.decay_min_lr < s.optimizer.lr, ErrorCode::kInvalidConfig,
+            "scheduler.decay_min_lr must be in [0, optimizer.lr)");
+  }
+
+  s.sequence_length = in.sequence_length;
+  require(s.sequence_length > 0, ErrorCode::kInvalidConfig,
+          "sequence_length must be positive (got " + std::to_string(s.sequence_length) + ")");
+  s.global_batch_size = in.global_batch_size;
+  require(s.global_batch_size > 0 && s.global_batch_size % s.sequence_length == 0,
+          ErrorCode::kInvalidConfig,
+          "global_batch_size (" + std::to_string(s.global_batch_size) +
+              " tokens) must be a positive multiple of sequence_length (" +
+              std::to_string(s.sequence_length) + ")");
+  s.rank_microbatch_size = in.rank_microbatch_size.has_value() ? *in.rank_microbatch_size : s.global_batch_size;
+  require(s.rank_microbatch_size > 0 && s.rank_microbatch_size % s.sequence_length == 0,
+          ErrorCode::kInvalidConfig,
+          "rank_microbatch_size (" + std::to_string(s.rank_microbatch_size) +
+              " tokens) must be a positive multiple of sequence_length (" +
+              std::to_string(s.sequence_length) + ")");
+  s.max_steps = in.max_steps;
+  require(s.max_steps >= 0, ErrorCode::kInvalidConfig, "max_steps must be >= 0");
+  if (in.max_grad_norm.has_value()) {
+    require(std::isfinite(*in.max_grad_norm) && *in.max_grad_norm > 0, ErrorCode::kInvalidConfig,
+            "max_grad_norm must be positive");
+    s.max_grad_norm = *in.max_grad_norm;
+  }
+  if (in.z_loss_multiplier.has_value()) {
+    require(std::isfinite(*in.z_loss_multiplier) && *in.z_loss_multiplier > 0,
+            ErrorCode::kInvalidConfig, "z_loss_multiplier must be positive");
+    s.z_loss_multiplier = *in.z_loss_multiplier;
+  }
+  if (!in.autocast_precision.empty()) {
+    require_one_of(in.autocast_precision, {"float32", "bfloat16"}, "autocast_precision");
+    s.bf16_autocast = in.autocast_precision == "bfloat16";
+  }
+  s.ac_mode = in.ac_mode.empty() ? "none" : in.ac_mode;
+  require_one_of(s.ac_mode, {"none", "full", "selected_blocks"}, "ac_mode");
+  s.ac_block_interval = in.ac_block_interval;
+  require(s.ac_block_interval >= 1, ErrorCode::kInvalidConfig, "ac_block_interval must be >= 1");
+  s.seed = in.seed;
+  if (in.data) s.data = resolve_data(*in.data, "data");
+  if (in.eval_data) s.eval_data = resolve_data(*in.eval_data, "eval_data");
+  s.eval_interval = in.eval_interval;
+  s.eval_batches = in.eval_batches;
+  require(s.eval_interval >= 0 && s.eval_batches >= 0, ErrorCode::kInvalidConfig,
+          "eval_interval and eval_batches must be >= 0");
+  s.save_folder = in.save_folder;
+  s.save_interval = in.save_interval;
+  require(s.save_interval >= 0, ErrorCode::kInvalidConfig, "save_interval must be >= 0");
+  s.keep_last_n = in.keep_last_n;
+  require(s.keep_last_n >= 1, ErrorCode::kInvalidConfig, "keep_last_n must be >= 1");
+  s.metrics_path = in.metrics_path;
+  s.log_interval = in.log_interval;
+  require(s.log_interval >= 1, ErrorCode::kInvalidConfig, "log_interval must be >= 1");
+  return s;
+}
+
+}  // namespace
+
+double SchedulerSpec::lr(double initial_lr, int64_t current, int64_t t_max_in) const {
+  auto linear_warmup = [&](int64_t w) {
+    if (w <= 0) return initial_lr;  // OLMo-core would divide by zero here
+    return warmup_min_lr + (initial_lr - warmup_min_lr) * static_cast<double>(std::min(current, w)) /
+                               static_cast<double>(w);
+  };
+  auto resolve_warmup = [&](int64_t t) {
+    return warmup ? *warmup : round_half_even(static_cast<double>(t) * warmup_fraction.value_or(0.0));
+  };
+  if (name == "constant") return initial_lr;
+  if (name == "constant_with_warmup") {
+    const int64_t w = resolve_warmup(t_max_in);
+    return current <= w ? linear_warmup(w) : initial_lr;
+  }
+  if (name == "wsd") {
+    const int64_t w = resolve_warmup(t_max_in);
+    if (current <= w) return linear_warmup(w);
+    const int64_t d = decay ? *decay : round_half_even(static_cast<double>(t_max_in) * *decay_fraction);
+    if (current >= t_max_in - d) {
+      if (d <= 0) return decay_min_lr;
+      const int64_t from_end = t_max_in - current;
+      return decay_min_lr + (initial_lr - decay_min_lr) * static_cast<double>(std::min(from_end, d)) /
+                                static_cast<double>(d);
+    }
+    return initial_lr;
+  }
+  if (name == "inv_sqrt_with_warmup") {
+    const int64_t w = resolve_warmup(t_max_in);
+    if (current < w) return linear_warmup(w);
+    const double eta_min = initial_lr * alpha_f;
+    if (current == 0) return initial_lr;  // warmup 0 at step 0: sqrt(0/0)
+    return eta_min + (initial_lr - eta_min) * std::sqrt(static_cast<double>(w) / static_cast<double>(current));
+  }
+  // linear_with_warmup and cos_with_warmup
+  const int64_t t_max = this->t_max ? *this->t_max : t_max_in;
+  const double eta_min = initial_lr * alpha_f;
+  const int64_t w = resolve_warmup(t_max);
+  if (current < w) return linear_warmup(w);
+  if (current >= t_max) return eta_min;
+  const double progress = static_cast<double>(current - w) / static_cast<double>(t_max - w);
+  if (name == "linear_with_warmup") return initial_lr - (initial_lr - eta_min) * progress;
+  return eta_min + (initial_lr - eta_min) * (1 + std::cos(M_PI * progress)) / 2;
+}
+
+TrainConfig TrainConfig::from_native(const fb::TrainConfigT& native) {
+  TrainConfig config;
+  config.spec_ = std::make_shared<const TrainSpec>(resolve_train(native));
+  config.native_ = std::make_shared<const fb::TrainConfigT>(native);
+  return config;
+}
+
+TrainConfig TrainConfig::from_flatbuffer(const void* data, size_t size) {
+  require(data != nullptr, ErrorCode::kInvalidArgument, "data: NULL");
+  require(size >= 8 && size < (1ull << 31), ErrorCode::kParse,
+          "train config FlatBuffer: " + std::to_string(size) + " bytes is not a valid buffer size");
+  std::vector<uint8_t> aligned(static_cast<const uint8_t*>(data), static_cast<const uint8_t*>(data) + size);
+  require(flatbuffers::BufferHasIdentifier(aligned.data(), kTrainConfigIdentifier), ErrorCode::kParse,
+          "train config FlatBuffer: wrong file identifier (expected \"OLMT\")");
+  flatbuffers::Verifier verifier(aligned.data(), aligned.size(), 64, 100000);
+  require(verifier.VerifyBuffer<fb::TrainConfig>(kTrainConfigIdentifier), ErrorCode::kParse,
+          "train config FlatBuffer: verification failed (truncated or corrupt buffer)");
+  fb::TrainConfigT native;
+  flatbuffers::GetRoot<fb::TrainConfig>(aligned.data())->UnPackTo(&native);
+  return from_native(native);
+}
+
+TrainConfig TrainConfig::from_json(std::string_view text) {
+  const auto buffer = json_to_flatbuffer(text, "TrainConfig", "train config JSON");
+  fb::TrainConfigT native;
+  flatbuffers::GetRoot<fb::TrainConfig>(buffer.data())->UnPackTo(&native);
+  return from_native(native);
+}
+
+std::vector<uint8_t> TrainConfig::to_flatbuffer() const {
+  flatbuffers::FlatBufferBuilder builder;
+  builder.Finish(fb::TrainConfig::Pack(builder, native_.get()), kTrainConfigIdentifier);
+  return {builder.GetBufferPointer(), builder.GetBufferPointer() + builder.GetSize()};
+}
+
+std::string TrainConfig::to_json() const { return flatbuffer_to_json(to_flatbuffer().data(), "TrainConfig"); }
+
+}  // namespace olm::train

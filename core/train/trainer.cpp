@@ -1,0 +1,203 @@
+#include "core/train/trainer.h"
+
+#include <ATen/autocast_mode.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/train/activation_checkpointing.h"
+
+namespace olm::train {
+namespace {
+
+constexpr int64_t kIgnoreIndex = -100;
+
+// bf16 autocast for the forward (olmo_core's autocast_precision), restored on exit.
+class AutocastScope {
+ public:
+  AutocastScope(bool enabled, at::DeviceType device) : enabled_(enabled), device_(device) {
+    if (!enabled_) return;
+    prev_enabled_ = at::autocast::is_autocast_enabled(device_);
+    prev_dtype_ = at::autocast::get_autocast_dtype(device_);
+    at::autocast::set_autocast_enabled(device_, true);
+    at::autocast::set_autocast_dtype(device_, at::kBFloat16);
+    at::autocast::increment_nesting();
+  }
+  ~AutocastScope() {
+    if (!enabled_) return;
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_autocast_enabled(device_, prev_enabled_);
+    at::autocast::set_autocast_dtype(device_, prev_dtype_);
+  }
+
+ private:
+  bool enabled_;
+  at::DeviceType device_;
+  bool prev_enabled_ = false;
+  at::ScalarType prev_dtype_ = at::kBFloat16;
+};
+
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
+at::Tensor default_labels(const at::Tensor& input_ids, int64_t ignore_index) {
+  auto labels = at::full_like(input_ids, ignore_index);
+  labels.slice(1, 0, input_ids.size(1) - 1).copy_(input_ids.slice(1, 1));
+  return labels;
+}
+
+Trainer::Trainer(std::shared_ptr<Model> model, TrainConfig config)
+    : model_(std::move(model)), config_(std::move(config)) {
+  require(model_ != nullptr, ErrorCode::kInvalidArgument, "model: NULL");
+  const TrainSpec& spec = config_.spec();
+  if (spec.model) {
+    require(spec.model->to_flatbuffer() == model_->config().to_flatbuffer(), ErrorCode::kInvalidConfig,
+            "the train config's model differs from the model given to the trainer");
+  }
+  params_ = model_->module().named_parameters();
+  optimizer_ = make_optimizer(spec.optimizer, params_);
+  if (spec.ac_mode != "none") {
+    const auto n = model_->module().blocks().size();
+    std::vector<bool> mask(n, spec.ac_mode == "full");
+    if (spec.ac_mode == "selected_blocks")
+      for (size_t i = 0; i < n; i += static_cast<size_t>(spec.ac_block_interval)) mask[i] = true;
+    model_->module().set_block_runner(checkpointed_block_forward, mask);
+  }
+}
+
+void Trainer::restore_counters(int64_t step, int64_t tokens_seen, int64_t skipped_steps) {
+  step_ = step;
+  tokens_seen_ = tokens_seen;
+  skipped_steps_ = skipped_steps;
+}
+
+StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tensor& labels_in) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const TrainSpec& spec = config_.spec();
+  const int64_t vocab = model_->config().spec().vocab_size;
+  require(input_ids_in.defined() && input_ids_in.dim() == 2, ErrorCode::kInvalidArgument,
+          "input_ids: shape must be (batch, sequence_length)");
+  require(input_ids_in.size(1) == spec.sequence_length, ErrorCode::kInvalidArgument,
+          "input_ids: sequence length " + std::to_string(input_ids_in.size(1)) +
+              " differs from the train config's sequence_length " + std::to_string(spec.sequence_length));
+  require(input_ids_in.numel() == spec.global_batch_size, ErrorCode::kInvalidArgument,
+          "input_ids: " + std::to_string(input_ids_in.numel()) +
+              " tokens differ from the train config's global_batch_size " +
+              std::to_string(spec.global_batch_size));
+  require(input_ids_in.scalar_type() == at::kLong || input_ids_in.scalar_type() == at::kInt,
+          ErrorCode::kInvalidArgument, "input_ids: dtype must be int32 or int64");
+  const auto device = model_->device();
+  auto input_ids = input_ids_in.to(device, at::kLong);
+  require(input_ids.ge(0).logical_and(input_ids.lt(vocab)).all().item<bool>(), ErrorCode::kInvalidArgument,
+          "input_ids: a token id is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+  at::Tensor labels;
+  if (labels_in.defined()) {
+    require(labels_in.sizes() == input_ids_in.sizes(), ErrorCode::kInvalidArgument,
+            "labels: shape differs from input_ids");
+    require(labels_in.scalar_type() == at::kLong || labels_in.scalar_type() == at::kInt,
+            ErrorCode::kInvalidArgument, "labels: dtype must be int32 or int64");
+    labels = labels_in.to(device, at::kLong);
+    require(labels.eq(kIgnoreIndex).logical_or(labels.ge(0).logical_and(labels.lt(vocab))).all().item<bool>(),
+            ErrorCode::kInvalidArgument,
+            "labels: a label is outside the vocabulary and is not -100");
+  } else {
+    labels = default_labels(input_ids, kIgnoreIndex);
+  }
+
+  // OLMo-core: every micro-batch's summed loss is divided by the whole batch's target count,
+  // so the accumulated gradient equals one big batch's mean-loss gradient.
+  const auto num_tokens_for_loss = labels.ne(kIgnoreIndex).sum();
+  nn::LossOptions loss_options;
+  loss_options.reduction = nn::LossReduction::kSum;
+  loss_options.z_loss_multiplier = spec.z_loss_multiplier;
+  loss_options.loss_div_tensor = num_tokens_for_loss;
+  loss_options.ignore_index = kIgnoreIndex;
+
+  auto ce_batch = at::zeros({}, at::TensorOptions().device(device).dtype(at::kFloat));
+  auto z_batch = at::zeros({}, at::TensorOptions().device(device).dtype(at::kFloat));
+  const int64_t micro = spec.microbatch_instances();
+  {
+    at::AutoGradMode grad(true);
+    for (int64_t start = 0; start < input_ids.size(0); start += micro) {
+      const int64_t end = std::min(start + micro, input_ids.size(0));
+      nn::LossOutput out;
+      {
+        AutocastScope autocast(spec.bf16_autocast, device.type());
+        out = model_->module().loss(input_ids.slice(0, start, end), labels.slice(0, start, end), loss_options);
+      }
+      ce_batch += out.ce_loss.to(at::kFloat);
+      if (out.z_loss) z_batch += out.z_loss->to(at::kFloat);
+      out.loss.backward();
+    }
+  }
+
+  at::NoGradGuard no_grad;
+  std::vector<at::Tensor> grads;
+  for (auto& p : params_)
+    if (p.tensor->grad().defined()) grads.push_back(p.tensor->grad());
+  at::Tensor grad_norm = grads.empty() ? at::zeros({}, ce_batch.options())
+                                       : at::stack(at::_foreach_norm(grads, 2.0)).norm(2.0);
+  if (spec.max_grad_norm && !grads.empty()) {
+    // torch.nn.utils.clip_grad_norm_.
+    auto coef = at::clamp_max(*spec.max_grad_norm / (grad_norm + 1e-6), 1.0);
+    at::_foreach_mul_(grads, coef);
+  }
+  const auto total_loss = ce_batch + z_batch;
+  auto step_factor = at::logical_and(at::isfinite(total_loss), at::isfinite(grad_norm)).to(at::kFloat);
+  step_factor = step_factor * optimizer_->step_factor(ce_batch, spec.max_grad_norm ? grad_norm : at::Tensor());
+
+  ++step_;
+  tokens_seen_ += input_ids.numel();
+  const int64_t t_max = spec.scheduler.units_tokens ? spec.max_steps * spec.global_batch_size : spec.max_steps;
+  const int64_t current = spec.scheduler.units_tokens ? tokens_seen_ : step_;
+  for (auto& group : optimizer_->groups())
+    group.lr = spec.scheduler.lr(group.initial_lr, current, std::max<int64_t>(t_max, 1));
+  optimizer_->step(step_factor);
+  for (auto& p : params_) p.tensor->mutable_grad().reset();
+
+  StepMetrics m;
+  m.step = step_;
+  m.ce_loss = ce_batch.item<double>();
+  m.z_loss = z_batch.item<double>();
+  m.loss = m.ce_loss + m.z_loss;
+  m.grad_norm = grad_norm.item<double>();
+  m.lr = optimizer_->groups().back().lr;
+  m.skipped = step_factor.item<float>() == 0.0f;
+  if (m.skipped) ++skipped_steps_;
+  m.skipped_steps = skipped_steps_;
+  m.tokens = input_ids.numel();
+  m.tokens_seen = tokens_seen_;
+  m.step_seconds = seconds_since(t0);
+  m.tokens_per_second = m.step_seconds > 0 ? static_cast<double>(m.tokens) / m.step_seconds : 0;
+  return m;
+}
+
+EvalMetrics Trainer::evaluate(const std::function<bool(at::Tensor&, at::Tensor&)>& next_batch) {
+  c10::InferenceMode guard;
+  const auto device = model_->device();
+  double total = 0;
+  int64_t tokens = 0;
+  nn::LossOptions options;
+  options.reduction = nn::LossReduction::kSum;
+  at::Tensor ids, labels;
+  while (next_batch(ids, labels)) {
+    ids = ids.to(device, at::kLong);
+    labels = labels.defined() ? labels.to(device, at::kLong) : default_labels(ids, kIgnoreIndex);
+    AutocastScope autocast(config_.spec().bf16_autocast, device.type());
+    auto out = model_->module().loss(ids, labels, options);
+    total += out.ce_loss.item<double>();
+    tokens += labels.ne(kIgnoreIndex).sum().item<int64_t>();
+    ids = at::Tensor();
+    labels = at::Tensor();
+  }
+  EvalMetrics m;
+  m.tokens = tokens;
+  m.loss = tokens > 0 ? total / static_cast<double>(tokens) : std::nan("");
+  m.perplexity = std::exp(m.loss);
+  return m;
+}
+
+}  // namespace olm::train

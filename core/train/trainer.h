@@ -1,0 +1,73 @@
+// The training loop of olmo_core.train (Trainer + TransformerTrainModule) for one process:
+// micro-batching with OLMo-core's loss normalization, gradient clipping, LR scheduling,
+// bf16 autocast, activation checkpointing, skipped steps on NaN/Inf, metrics.
+#pragma once
+#include <chrono>
+#include <functional>
+#include <memory>
+
+#include "core/model.h"
+#include "core/train/optimizer.h"
+#include "core/train/train_config.h"
+
+namespace olm::data {
+class DataLoader;
+}
+
+namespace olm::train {
+
+struct StepMetrics {
+  int64_t step = 0;           // optimizer steps taken so far, this one included
+  double loss = 0;            // ce_loss + z_loss, mean over the batch's target tokens
+  double ce_loss = 0;
+  double z_loss = 0;          // 0 without z-loss
+  double grad_norm = 0;       // before clipping
+  double lr = 0;              // of the default parameter group
+  int64_t tokens = 0;         // tokens in this batch
+  int64_t tokens_seen = 0;    // all tokens trained on so far
+  double tokens_per_second = 0;
+  double step_seconds = 0;
+  bool skipped = false;       // NaN/Inf or the skip-step rule: parameters untouched
+  int64_t skipped_steps = 0;  // so far
+};
+
+struct EvalMetrics {
+  double loss = 0;        // mean cross-entropy per target token
+  double perplexity = 0;  // exp(loss)
+  int64_t tokens = 0;
+};
+
+class Trainer {
+ public:
+  Trainer(std::shared_ptr<Model> model, TrainConfig config);
+
+  // One optimizer step on a batch of input_ids (B, sequence_length), B*L = global_batch_size.
+  // Labels default to OLMo-core's (inputs shifted left, last position ignored).
+  StepMetrics train_batch(const at::Tensor& input_ids, const at::Tensor& labels = at::Tensor());
+
+  // Mean cross-entropy over the batches (each (B, L) input_ids with optional labels).
+  EvalMetrics evaluate(const std::function<bool(at::Tensor& input_ids, at::Tensor& labels)>& next_batch);
+
+  Model& model() { return *model_; }
+  std::shared_ptr<Model> model_ptr() { return model_; }
+  const TrainConfig& config() const { return config_; }
+  Optimizer& optimizer() { return *optimizer_; }
+  int64_t step() const { return step_; }
+  int64_t tokens_seen() const { return tokens_seen_; }
+  int64_t skipped_steps() const { return skipped_steps_; }
+  void restore_counters(int64_t step, int64_t tokens_seen, int64_t skipped_steps);
+
+ private:
+  std::shared_ptr<Model> model_;
+  TrainConfig config_;
+  std::unique_ptr<Optimizer> optimizer_;
+  std::vector<nn::NamedParameter> params_;
+  int64_t step_ = 0;
+  int64_t tokens_seen_ = 0;
+  int64_t skipped_steps_ = 0;
+};
+
+// OLMo-core's get_labels: input_ids shifted left by one, the last position ignore_index.
+at::Tensor default_labels(const at::Tensor& input_ids, int64_t ignore_index = -100);
+
+}  // namespace olm::train
