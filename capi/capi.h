@@ -47,6 +47,7 @@ struct olm_trainer {
 namespace olm::capi {
 
 olm_buffer* make_buffer(const uint8_t* data, size_t size, bool nul_terminate);
+olm_step_metrics step_metrics_to_c(const olm::train::StepMetrics& m);
 
 // Converts the exception in flight into an error object; never throws.
 olm_error* current_exception_to_error() noexcept;

@@ -10,6 +10,24 @@ using olm::capi::make_buffer;
 using olm::capi::read_options;
 using olm::capi::require_arg;
 
+olm_step_metrics olm::capi::step_metrics_to_c(const olm::train::StepMetrics& m) {
+  olm_step_metrics c{};
+  c.struct_size = sizeof(olm_step_metrics);
+  c.step = m.step;
+  c.loss = m.loss;
+  c.ce_loss = m.ce_loss;
+  c.z_loss = m.z_loss;
+  c.grad_norm = m.grad_norm;
+  c.lr = m.lr;
+  c.tokens = m.tokens;
+  c.tokens_seen = m.tokens_seen;
+  c.tokens_per_second = m.tokens_per_second;
+  c.step_seconds = m.step_seconds;
+  c.skipped = m.skipped ? 1 : 0;
+  c.skipped_steps = m.skipped_steps;
+  return c;
+}
+
 extern "C" {
 
 void olm_generate_options_init(olm_generate_options* options) {
@@ -124,21 +142,7 @@ olm_error* olm_trainer_step(olm_trainer* trainer, const olm_tensor* input_ids, c
   require(out->struct_size >= sizeof(size_t) + sizeof(int64_t), ErrorCode::kInvalidArgument,
           "out->struct_size is " + std::to_string(out->struct_size) + ": set it to sizeof(olm_step_metrics)");
   const auto m = trainer->trainer->train_batch(input_ids->tensor, labels ? labels->tensor : at::Tensor());
-  olm_step_metrics full{};
-  full.struct_size = sizeof(olm_step_metrics);
-  full.step = m.step;
-  full.loss = m.loss;
-  full.ce_loss = m.ce_loss;
-  full.z_loss = m.z_loss;
-  full.grad_norm = m.grad_norm;
-  full.lr = m.lr;
-  full.tokens = m.tokens;
-  full.tokens_seen = m.tokens_seen;
-  full.tokens_per_second = m.tokens_per_second;
-  full.step_seconds = m.step_seconds;
-  full.skipped = m.skipped ? 1 : 0;
-  full.skipped_steps = m.skipped_steps;
-  olm::capi::write_result(out, full);
+  olm::capi::write_result(out, olm::capi::step_metrics_to_c(m));
   OLM_API_END
 }
 

@@ -790,6 +790,193 @@ OLM_API OLM_MUST_USE olm_error* olm_trainer_load_checkpoint(olm_trainer* trainer
  */
 OLM_API void olm_trainer_free(olm_trainer* trainer);
 
+/* ------------------------------------------------------------------------------------ */
+/* Token data                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+/** A token dataset: one token stream cut into fixed-length training instances.
+ *  Immutable and safe to share between threads. Release with olm_dataset_free(). */
+typedef struct olm_dataset olm_dataset;
+
+/** Options for the olm_dataset_* constructors. Fill with olm_dataset_options_init(). */
+typedef struct olm_dataset_options {
+    size_t struct_size;
+    /** Tokens per training instance, > 0 (required). */
+    int64_t sequence_length;
+    /** Every token must be < vocab_size, > 0 (required). */
+    int64_t vocab_size;
+    /** Documents end after this token (batches then carry document boundaries); -1 (the
+     *  default) for none. */
+    int64_t eos_token_id;
+    /** Tokens never used as targets (their label positions become -100); may be NULL. */
+    const int64_t* masked_token_ids;
+    size_t num_masked_token_ids;
+    /** Element type of raw (non-.npy) token files: "uint16" (default) or "uint32". */
+    const char* raw_dtype;
+} olm_dataset_options;
+
+/**
+ * Fill dataset options with their defaults.
+ *
+ * @param options The options to fill; ignored when NULL.
+ */
+OLM_API void olm_dataset_options_init(olm_dataset_options* options);
+
+/**
+ * Open token files as one stream, memory-mapped: raw little-endian uint16/uint32 arrays
+ * (numpy memmap files, no header) and 1-D .npy files. Every token is checked against the
+ * vocabulary when the files are opened.
+ *
+ * @param paths num_paths file paths.
+ * @param num_paths The number of files, > 0.
+ * @param options The options (sequence_length and vocab_size are required).
+ * @param out On success, receives a new dataset owned by the caller.
+ * @return NULL on success; OLM_ERR_IO when a file cannot be opened; OLM_ERR_PARSE for a
+ *         malformed file (a byte count that is not a multiple of the element size, a bad
+ *         .npy header, an empty file, a token outside the vocabulary; the message names the
+ *         file and offset); OLM_ERR_INVALID_ARGUMENT for bad options.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_dataset_from_files(const char* const* paths, size_t num_paths,
+                                                       const olm_dataset_options* options,
+                                                       olm_dataset** out);
+
+/**
+ * Build a dataset from host token ids (for callers with their own tokenizer). Copied.
+ *
+ * @param tokens num_tokens ids, each in [0, vocab_size).
+ * @param num_tokens The number of tokens, >= sequence_length.
+ * @param options The options (sequence_length and vocab_size are required).
+ * @param out On success, receives a new dataset owned by the caller.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for bad options, too few tokens or a
+ *         token outside the vocabulary.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_dataset_from_tokens(const int64_t* tokens, size_t num_tokens,
+                                                        const olm_dataset_options* options,
+                                                        olm_dataset** out);
+
+/**
+ * The number of tokens and of fixed-length instances in a dataset.
+ *
+ * @param dataset The dataset.
+ * @param num_tokens Receives the token count (may be NULL).
+ * @param num_instances Receives the instance count, num_tokens / sequence_length (may be NULL).
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT when dataset is NULL.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_dataset_size(const olm_dataset* dataset, int64_t* num_tokens,
+                                                 int64_t* num_instances);
+
+/** A training batch built from dataset instances. Tensors are owned by the caller: release
+ *  them with olm_batch_free(). */
+typedef struct olm_batch {
+    size_t struct_size;
+    /** (B, sequence_length) int64. */
+    olm_tensor* input_ids;
+    /** (B, sequence_length) int64: input_ids shifted left, -100 where nothing is predicted
+     *  (the last position, masked tokens), as OLMo-core makes labels. */
+    olm_tensor* labels;
+    /** int32 cumulative document lengths over the flattened batch, starting at 0; NULL when
+     *  the dataset has no eos_token_id. */
+    olm_tensor* cu_doc_lens;
+    /** The longest document in the batch (0 without eos_token_id). */
+    int64_t max_doc_len;
+} olm_batch;
+
+/**
+ * Build a batch from instance indices.
+ *
+ * @param dataset The dataset.
+ * @param indices num_indices instance indices, each in [0, num_instances).
+ * @param num_indices The batch size, > 0.
+ * @param out The caller's struct; its struct_size must be set. Filled only on success.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers or an index out of range.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_dataset_batch(const olm_dataset* dataset, const int64_t* indices,
+                                                  size_t num_indices, olm_batch* out);
+
+/**
+ * Release the tensors of a batch and set those fields to NULL.
+ *
+ * @param batch A batch, or NULL (no-op).
+ */
+OLM_API void olm_batch_free(olm_batch* batch);
+
+/**
+ * Release a dataset.
+ *
+ * @param dataset A dataset, or NULL (no-op).
+ */
+OLM_API void olm_dataset_free(olm_dataset* dataset);
+
+/* ------------------------------------------------------------------------------------ */
+/* Training loops                                                                        */
+/* ------------------------------------------------------------------------------------ */
+
+/**
+ * Called after every optimizer step of olm_trainer_fit(). Return 0 to continue, non-zero to
+ * stop cleanly (a checkpoint is saved first when the config has a save_folder).
+ */
+typedef int32_t (*olm_metrics_callback)(const olm_step_metrics* metrics, void* user_data);
+
+/** Called with the library's progress messages (checkpoints saved, evaluations). */
+typedef void (*olm_log_callback)(const char* message, void* user_data);
+
+/** The result of an evaluation. */
+typedef struct olm_eval_metrics {
+    size_t struct_size;
+    /** Mean cross-entropy per target token. */
+    double loss;
+    double perplexity;
+    int64_t tokens;
+} olm_eval_metrics;
+
+/** Options for olm_trainer_fit(). Fill with olm_fit_options_init(). */
+typedef struct olm_fit_options {
+    size_t struct_size;
+    /** Evaluated every eval_interval steps and at the end; may be NULL. */
+    const olm_dataset* eval_data;
+    olm_metrics_callback on_step;
+    olm_log_callback on_log;
+    void* user_data;
+} olm_fit_options;
+
+/**
+ * Fill fit options with their defaults.
+ *
+ * @param options The options to fill; ignored when NULL.
+ */
+OLM_API void olm_fit_options_init(olm_fit_options* options);
+
+/**
+ * Train until the config's max_steps on batches drawn from a dataset in a deterministic
+ * order (the config's seed and the epoch), evaluating and checkpointing as configured and
+ * writing JSON-lines metrics to the config's metrics_path. After olm_trainer_load_checkpoint()
+ * the data order continues where the checkpoint left off.
+ *
+ * @param trainer The trainer.
+ * @param train_data The training data; its sequence_length must equal the config's.
+ * @param options Options, or NULL for the defaults.
+ * @param out Receives the last evaluation (zeroed when none ran); may be NULL.
+ * @return NULL on success, including a stop requested by a callback; OLM_ERR_INVALID_ARGUMENT
+ *         for NULL pointers or a dataset that does not fit the config; OLM_ERR_IO when a
+ *         checkpoint or the metrics file cannot be written.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_trainer_fit(olm_trainer* trainer, const olm_dataset* train_data,
+                                                const olm_fit_options* options,
+                                                olm_eval_metrics* out);
+
+/**
+ * Validation loss and perplexity over a dataset's instances, in order.
+ *
+ * @param trainer The trainer (its model and precision are used).
+ * @param data The dataset.
+ * @param max_batches Evaluate at most this many batches of the config's global batch size;
+ *        0 for all.
+ * @param out Receives the metrics; its struct_size must be set.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers or max_batches < 0.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_trainer_evaluate(olm_trainer* trainer, const olm_dataset* data,
+                                                     int64_t max_batches, olm_eval_metrics* out);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -35,17 +35,6 @@ bool is_file(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
 }
 
-void make_dirs(const std::string& path) {
-  std::string partial;
-  for (size_t i = 0; i <= path.size(); ++i) {
-    if (i == path.size() || path[i] == '/') {
-      if (!partial.empty() && !is_dir(partial) && ::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST)
-        fail_errno("cannot create directory", partial);
-    }
-    if (i < path.size()) partial.push_back(path[i]);
-  }
-}
-
 void fsync_dir(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY);
   if (fd < 0) fail_errno("cannot open directory", path);
@@ -136,7 +125,7 @@ std::string latest(const std::string& folder) {
 std::string save(train::Trainer& trainer, const std::string& folder, const DataPosition& data,
                  int64_t keep_last_n) {
   require(!folder.empty(), ErrorCode::kInvalidArgument, "save_folder: empty");
-  make_dirs(folder);
+  io::make_directories(folder);
   const std::string final_dir = folder + "/step" + std::to_string(trainer.step());
   const std::string tmp_dir = folder + "/.tmp-step" + std::to_string(trainer.step()) + "-" + random_suffix();
   if (::mkdir(tmp_dir.c_str(), 0755) != 0) fail_errno("cannot create directory", tmp_dir);

@@ -26,6 +26,18 @@ std::string dirname_of(const std::string& path) {
 
 }  // namespace
 
+void make_directories(const std::string& path) {
+  std::string partial;
+  for (size_t i = 0; i <= path.size(); ++i) {
+    if ((i == path.size() || path[i] == '/') && !partial.empty()) {
+      struct stat st {};
+      if (::stat(partial.c_str(), &st) != 0 && ::mkdir(partial.c_str(), 0755) != 0 && errno != EEXIST)
+        fail_errno("cannot create directory", partial);
+    }
+    if (i < path.size()) partial.push_back(path[i]);
+  }
+}
+
 void write_all(int fd, const void* data, size_t size, const std::string& path_for_errors) {
   const auto* p = static_cast<const char*>(data);
   while (size > 0) {

@@ -11,6 +11,9 @@ namespace olm::io {
 // file removed.
 void write_file_atomically(const std::string& path, const std::function<void(int fd)>& write);
 
+// mkdir -p; throws Error(kIo) naming the directory that could not be created.
+void make_directories(const std::string& path);
+
 void write_all(int fd, const void* data, size_t size, const std::string& path_for_errors);
 
 }  // namespace olm::io

@@ -1,0 +1,106 @@
+#include "core/train/fit.h"
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/io/atomic_file.h"
+
+namespace olm::train {
+namespace {
+
+std::string json_number(double v) {
+  if (!std::isfinite(v)) return "null";
+  std::ostringstream os;
+  os.precision(9);
+  os << v;
+  return os.str();
+}
+
+std::string metrics_json(const StepMetrics& m) {
+  std::ostringstream os;
+  os << "{\"step\":" << m.step << ",\"loss\":" << json_number(m.loss) << ",\"ce_loss\":" << json_number(m.ce_loss)
+     << ",\"z_loss\":" << json_number(m.z_loss) << ",\"grad_norm\":" << json_number(m.grad_norm)
+     << ",\"lr\":" << json_number(m.lr) << ",\"tokens\":" << m.tokens << ",\"tokens_seen\":" << m.tokens_seen
+     << ",\"tokens_per_second\":" << json_number(m.tokens_per_second)
+     << ",\"step_seconds\":" << json_number(m.step_seconds) << ",\"skipped\":" << (m.skipped ? "true" : "false")
+     << ",\"skipped_steps\":" << m.skipped_steps << "}";
+  return os.str();
+}
+
+}  // namespace
+
+EvalMetrics evaluate_dataset(Trainer& trainer, const data::TokenDataset& dataset, int64_t batch_instances,
+                             int64_t max_batches) {
+  const int64_t n = dataset.num_instances();
+  require(batch_instances > 0, ErrorCode::kInvalidArgument, "batch_instances must be positive");
+  int64_t next = 0, batches = 0;
+  return trainer.evaluate([&](at::Tensor& ids, at::Tensor& labels) {
+    if (next >= n || (max_batches > 0 && batches >= max_batches)) return false;
+    std::vector<int64_t> indices;
+    for (int64_t i = next; i < std::min(n, next + batch_instances); ++i) indices.push_back(i);
+    next += batch_instances;
+    ++batches;
+    auto batch = data::make_batch(dataset, indices);
+    ids = batch.input_ids;
+    labels = batch.labels;
+    return true;
+  });
+}
+
+FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const data::TokenDataset> eval,
+              const FitCallbacks& callbacks) {
+  const TrainSpec& spec = trainer.config().spec();
+  std::unique_ptr<std::ofstream> metrics;
+  if (!spec.metrics_path.empty()) {
+    const auto slash = spec.metrics_path.find_last_of('/');
+    if (slash != std::string::npos && slash > 0) io::make_directories(spec.metrics_path.substr(0, slash));
+    metrics = std::make_unique<std::ofstream>(spec.metrics_path, std::ios::app);
+    require(metrics->good(), ErrorCode::kIo, "cannot open metrics_path '" + spec.metrics_path + "'");
+  }
+  auto log = [&](const std::string& message) {
+    if (callbacks.on_log) callbacks.on_log(message);
+  };
+  FitResult result;
+  auto save = [&]() {
+    if (spec.save_folder.empty()) return;
+    const auto pos = loader.position();
+    result.last_checkpoint =
+        checkpoint::save(trainer, spec.save_folder, {pos.epoch, pos.batch_in_epoch}, spec.keep_last_n);
+    log("saved checkpoint " + result.last_checkpoint);
+  };
+  auto run_eval = [&]() {
+    if (!eval) return;
+    result.last_eval = evaluate_dataset(trainer, *eval, spec.global_batch_instances(), spec.eval_batches);
+    if (metrics)
+      *metrics << "{\"step\":" << trainer.step() << ",\"eval_loss\":" << json_number(result.last_eval->loss)
+               << ",\"eval_perplexity\":" << json_number(result.last_eval->perplexity) << "}\n";
+    if (callbacks.on_eval) callbacks.on_eval(*result.last_eval, trainer.step());
+  };
+
+  while (trainer.step() < spec.max_steps) {
+    if (callbacks.stop_requested && callbacks.stop_requested->load()) {
+      result.stopped_early = true;
+      break;
+    }
+    auto batch = loader.next();
+    const auto m = trainer.train_batch(batch.input_ids, batch.labels);
+    if (metrics && (m.step % spec.log_interval == 0 || m.step == spec.max_steps)) {
+      *metrics << metrics_json(m) << "\n";
+      metrics->flush();
+    }
+    if (callbacks.on_step && !callbacks.on_step(m)) {
+      result.stopped_early = true;
+      break;
+    }
+    if (spec.eval_interval > 0 && m.step % spec.eval_interval == 0 && m.step < spec.max_steps) run_eval();
+    if (spec.save_interval > 0 && m.step % spec.save_interval == 0 && m.step < spec.max_steps) save();
+  }
+  if (!result.stopped_early) run_eval();
+  save();
+  result.steps = trainer.step();
+  return result;
+}
+
+}  // namespace olm::train

@@ -1,0 +1,44 @@
+// The outer training loop (olmo_core.train.Trainer.fit): batches from a data loader, metrics
+// (callbacks and a JSON-lines file), periodic evaluation and checkpoints, and a clean stop on
+// request that saves a checkpoint first.
+#pragma once
+#include <atomic>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/checkpoint/checkpoint.h"
+#include "core/data/token_data.h"
+#include "core/train/trainer.h"
+
+namespace olm::train {
+
+struct FitCallbacks {
+  // After each step; returning false stops training (a checkpoint is saved first when the
+  // config has a save_folder).
+  std::function<bool(const StepMetrics&)> on_step;
+  std::function<void(const EvalMetrics&, int64_t step)> on_eval;
+  std::function<void(const std::string& message)> on_log;
+  const std::atomic<bool>* stop_requested = nullptr;  // polled between steps (e.g. SIGINT)
+};
+
+struct FitResult {
+  int64_t steps = 0;          // the trainer's step count at the end
+  bool stopped_early = false; // by a callback or stop_requested
+  std::string last_checkpoint;
+  std::optional<EvalMetrics> last_eval;
+};
+
+// Trains until the config's max_steps. `loader` supplies the training batches and its
+// position is saved in checkpoints; `eval` (may be null) is evaluated every eval_interval steps
+// and at the end.
+FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const data::TokenDataset> eval,
+              const FitCallbacks& callbacks);
+
+// Mean loss over a dataset's instances in order, `max_batches` batches of `batch_instances`
+// (0: all).
+EvalMetrics evaluate_dataset(Trainer& trainer, const data::TokenDataset& dataset, int64_t batch_instances,
+                             int64_t max_batches);
+
+}  // namespace olm::train

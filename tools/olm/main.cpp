@@ -1,0 +1,598 @@
+// olm: train, resume, evaluate, sample from, inspect, convert and benchmark models.
+//
+// Exit codes: 0 success, 1 a failure reported on stderr, 2 a usage error, 130 interrupted
+// (Ctrl-C; a checkpoint was saved first when the run has a save folder).
+//
+// Reads no environment variables: everything comes from the command line and config files,
+// so `torchrun --no-python olm train ...` behaves like a plain launch on one process.
+#include <cxxopts.hpp>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <dirent.h>
+#include <fstream>
+#include <iostream>
+#include <sstream>
+
+#include "core/checkpoint/checkpoint.h"
+#include "core/config/config.h"
+#include "core/error.h"
+#include "core/generate.h"
+#include "core/io/hf_names.h"
+#include "core/io/safetensors.h"
+#include "core/model.h"
+#include "core/train/fit.h"
+#include "olm.h"
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+void on_sigint(int) { g_stop.store(true); }
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw olm::Error(olm::ErrorCode::kIo, "cannot read '" + path + "'");
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::string human_seconds(double s) {
+  if (!std::isfinite(s) || s < 0) return "?";
+  const auto total = static_cast<int64_t>(s);
+  char buf[32];
+  if (total >= 3600) std::snprintf(buf, sizeof buf, "%ldh%02ldm", total / 3600, (total % 3600) / 60);
+  else std::snprintf(buf, sizeof buf, "%ldm%02lds", total / 60, total % 60);
+  return buf;
+}
+
+double peak_rss_mib() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return static_cast<double>(usage.ru_maxrss) / 1024.0;
+}
+
+// A one-line progress display on a terminal, plain lines otherwise.
+class Progress {
+ public:
+  Progress(int64_t total, int64_t first) : total_(total), first_(first), tty_(isatty(STDERR_FILENO)) {}
+  void update(const olm::train::StepMetrics& m) {
+    const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const double per_step = elapsed / static_cast<double>(std::max<int64_t>(1, m.step - first_));
+    const double eta = per_step * static_cast<double>(total_ - m.step);
+    const int width = 24;
+    const int filled = static_cast<int>(width * static_cast<double>(m.step) / static_cast<double>(total_));
+    std::string bar(static_cast<size_t>(filled), '=');
+    if (filled < width) bar += '>' + std::string(static_cast<size_t>(width - filled - 1), ' ');
+    char line[256];
+    std::snprintf(line, sizeof line, "step %ld/%ld [%s] loss %.4f | %.0f tok/s | lr %.2e | ETA %s%s",
+                  m.step, total_, bar.c_str(), m.loss, m.tokens_per_second, m.lr, human_seconds(eta).c_str(),
+                  m.skipped ? " | skipped" : "");
+    if (tty_) {
+      std::fprintf(stderr, "\r%s\033[K", line);
+    } else if (m.step == first_ + 1 || m.step % 10 == 0 || m.step == total_) {
+      std::fprintf(stderr, "%s\n", line);
+    }
+  }
+  void finish() {
+    if (tty_) std::fprintf(stderr, "\n");
+  }
+
+ private:
+  int64_t total_, first_;
+  bool tty_;
+  std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
+};
+
+std::shared_ptr<olm::data::TokenDataset> open_dataset(const olm::train::DataSpec& d, int64_t seq_len,
+                                                      int64_t vocab) {
+  olm::data::DatasetOptions o;
+  o.sequence_length = seq_len;
+  o.vocab_size = vocab;
+  o.eos_token_id = d.eos_token_id;
+  o.masked_token_ids = d.masked_token_ids;
+  o.raw_dtype = d.raw_dtype;
+  return olm::data::TokenDataset::from_files(d.paths, o);
+}
+
+// Shared by train and resume: builds data, fits, reports.
+int run_fit(olm::train::Trainer& trainer, const olm::checkpoint::DataPosition& position, const std::string& device) {
+  const auto& spec = trainer.config().spec();
+  if (!spec.data) throw UsageError("the train config has no `data` section");
+  const int64_t vocab = trainer.model().config().spec().vocab_size;
+  auto train_data = open_dataset(*spec.data, spec.sequence_length, vocab);
+  std::shared_ptr<const olm::data::TokenDataset> eval_data;
+  if (spec.eval_data) eval_data = open_dataset(*spec.eval_data, spec.sequence_length, vocab);
+  olm::data::DataLoader loader(train_data, spec.global_batch_instances(), static_cast<uint64_t>(spec.seed));
+  loader.restore({position.epoch, position.batch_in_epoch});
+  const auto counts = trainer.model().config().num_params();
+  std::fprintf(stderr, "olm: %ld parameters (%ld non-embedding) on %s; %ld training tokens, %ld instances of %ld\n",
+               counts.total, counts.non_embedding, device.c_str(), train_data->num_tokens(),
+               train_data->num_instances(), spec.sequence_length);
+
+  Progress progress(spec.max_steps, trainer.step());
+  olm::train::FitCallbacks callbacks;
+  callbacks.stop_requested = &g_stop;
+  double first_loss = NAN, last_loss = NAN;
+  callbacks.on_step = [&](const olm::train::StepMetrics& m) {
+    if (std::isnan(first_loss)) first_loss = m.loss;
+    last_loss = m.loss;
+    progress.update(m);
+    return true;
+  };
+  callbacks.on_eval = [&](const olm::train::EvalMetrics& e, int64_t step) {
+    std::fprintf(stderr, "%seval at step %ld: loss %.4f, perplexity %.2f\n", isatty(STDERR_FILENO) ? "\n" : "",
+                 step, e.loss, e.perplexity);
+  };
+  callbacks.on_log = [&](const std::string& message) {
+    std::fprintf(stderr, "%s%s\n", isatty(STDERR_FILENO) ? "\n" : "", message.c_str());
+  };
+  std::signal(SIGINT, on_sigint);
+  auto result = olm::train::fit(trainer, loader, eval_data, callbacks);
+  std::signal(SIGINT, SIG_DFL);
+  progress.finish();
+  std::printf("trained to step %ld: loss %.4f -> %.4f%s\n", result.steps, first_loss, last_loss,
+              result.stopped_early ? " (interrupted)" : "");
+  if (!result.last_checkpoint.empty()) std::printf("checkpoint: %s\n", result.last_checkpoint.c_str());
+  return result.stopped_early ? 130 : 0;
+}
+
+int cmd_train(int argc, char** argv) {
+  cxxopts::Options options("olm train", "Train a model from a train config (JSON, schema/olm.fbs TrainConfig).");
+  options.add_options()("c,config", "train config JSON", cxxopts::value<std::string>())(
+      "d,device", "cpu, cuda or cuda:N", cxxopts::value<std::string>()->default_value("cpu"))(
+      "save-folder", "override save_folder", cxxopts::value<std::string>())(
+      "max-steps", "override max_steps", cxxopts::value<int64_t>())("h,help", "show this help");
+  auto args = options.parse(argc, argv);
+  if (args.count("help")) {
+    std::cout << options.help() << "\nCtrl-C saves a checkpoint (with a save folder) and exits with 130.\n";
+    return 0;
+  }
+  if (!args.count("config")) throw UsageError("--config is required\n" + options.help());
+  auto native_config = olm::train::TrainConfig::from_json(read_text(args["config"].as<std::string>())).native();
+  if (args.count("save-folder")) native_config.save_folder = args["save-folder"].as<std::string>();
+  if (args.count("max-steps")) native_config.max_steps = args["max-steps"].as<int64_t>();
+  auto config = olm::train::TrainConfig::from_native(native_config);
+  if (!config.spec().model) throw UsageError("the train config names no model (`model` or `model_preset`)");
+  const std::string device = args["device"].as<std::string>();
+  auto model = std::make_shared<olm::Model>(*config.spec().model, device, olm::ModelOptions{});
+  olm::train::Trainer trainer(model, config);
+  return run_fit(trainer, {}, device);
+}
+
+int cmd_resume(int argc, char** argv) {
+  cxxopts::Options options("olm resume", "Resume training from a checkpoint directory or save folder.");
+  options.add_options()("dir", "checkpoint directory or save folder", cxxopts::value<std::string>())(
+      "d,device", "cpu, cuda or cuda:N", cxxopts::value<std::string>()->default_value("cpu"))(
+      "max-steps", "override max_steps", cxxopts::value<int64_t>())("h,help", "show this help");
+  options.parse_positional({"dir"});
+  options.positional_help("DIR");
+  auto args = options.parse(argc, argv);
+  if (args.count("help")) {
+    std::cout << options.help() << "\n";
+    return 0;
+  }
+  if (!args.count("dir")) throw UsageError("a checkpoint directory is required\n" + options.help());
+  const auto dir = olm::checkpoint::resolve(args["dir"].as<std::string>());
+  auto meta = olm::checkpoint::read_meta(dir);
+  auto native = meta.train_config.native();
+  if (args.count("max-steps")) native.max_steps = args["max-steps"].as<int64_t>();
+  auto config = olm::train::TrainConfig::from_native(native);
+  const std::string device = args["device"].as<std::string>();
+  olm::ModelOptions model_options;
+  model_options.init_weights = false;
+  auto model = std::make_shared<olm::Model>(meta.model_config, device, model_options);
+  olm::train::Trainer trainer(model, config);
+  const auto position = olm::checkpoint::load(trainer, dir);
+  std::fprintf(stderr, "olm: resumed %s at step %ld\n", dir.c_str(), trainer.step());
+  return run_fit(trainer, position, device);
+}
+
+// A model and trainer restored from a checkpoint, for eval and generate.
+struct Restored {
+  std::shared_ptr<olm::Model> model;
+  std::unique_ptr<olm::train::Trainer> trainer;
+};
+
+Restored restore(const std::string& path, const std::string& device) {
+  const auto dir = olm::checkpoint::resolve(path);
+  auto meta = olm::checkpoint::read_meta(dir);
+  olm::ModelOptions model_options;
+  model_options.init_weights = false;
+  Restored r;
+  r.model = std::make_shared<olm::Model>(meta.model_config, device, model_options);
+  r.trainer = std::make_unique<olm::train::Trainer>(r.model, meta.train_config);
+  olm::checkpoint::load(*r.trainer, dir);
+  return r;
+}
+
+int cmd_eval(int argc, char** argv) {
+  cxxopts::Options options("olm eval", "Validation loss and perplexity of a checkpoint over token files.");
+  options.add_options()("checkpoint", "checkpoint directory or save folder", cxxopts::value<std::string>())(
+      "data", "token files (default: the train config's eval_data)", cxxopts::value<std::vector<std::string>>())(
+      "raw-dtype", "uint16 or uint32", cxxopts::value<std::string>()->default_value("uint16"))(
+      "batches", "at most this many batches (0: all)", cxxopts::value<int64_t>()->default_value("0"))(
+      "d,device", "cpu, cuda or cuda:N", cxxopts::value<std::string>()->default_value("cpu"))("h,help", "show this help");
+  auto args = options.parse(argc, argv);
+  if (args.count("help")) {
+    std::cout << options.help() << "\n";
+    return 0;
+  }
+  if (!args.count("checkpoint")) throw UsageError("--checkpoint is required\n" + options.help());
+  auto r = restore(args["checkpoint"].as<std::string>(), args["device"].as<std::string>());
+  const auto& spec = r.trainer->config().spec();
+  olm::train::DataSpec data;
+  if (args.count("data")) {
+    data.paths = args["data"].as<std::vector<std::string>>();
+    data.raw_dtype = args["raw-dtype"].as<std::string>();
+  } else if (spec.eval_data) {
+    data = *spec.eval_data;
+  } else {
+    throw UsageError("no --data and the train config has no eval_data");
+  }
+  auto dataset = open_dataset(data, spec.sequence_length, r.model->config().spec().vocab_size);
+  auto m = olm::train::evaluate_dataset(*r.trainer, *dataset, spec.global_batch_instances(),
+                                        args["batches"].as<int64_t>());
+  std::printf("eval: loss %.6f perplexity %.4f over %ld tokens\n", m.loss, m.perplexity, m.tokens);
+  return 0;
+}
+
+std::vector<int64_t> parse_ids(const std::string& text) {
+  std::vector<int64_t> ids;
+  std::stringstream ss(text);
+  std::string item;
+  while (std::getline(ss, item, ',')) ids.push_back(std::stoll(item));
+  return ids;
+}
+
+int cmd_generate(int argc, char** argv) {
+  cxxopts::Options options("olm generate", "Sample text from a checkpoint with the KV cache.");
+  options.add_options()("checkpoint", "checkpoint directory or save folder", cxxopts::value<std::string>())(
+      "prompt", "prompt text (byte-level tokens)", cxxopts::value<std::string>())(
+      "prompt-ids", "prompt as comma-separated token ids", cxxopts::value<std::string>())(
+      "max-new-tokens", "token budget", cxxopts::value<int64_t>()->default_value("64"))(
+      "temperature", "0 is greedy", cxxopts::value<double>()->default_value("0.8"))(
+      "top-k", "0 disables", cxxopts::value<int64_t>()->default_value("0"))(
+      "top-p", "1 disables", cxxopts::value<double>()->default_value("1.0"))(
+      "seed", "sampler seed", cxxopts::value<uint64_t>()->default_value("0"))(
+      "stop", "stop token ids, comma-separated", cxxopts::value<std::string>())(
+      "d,device", "cpu, cuda or cuda:N", cxxopts::value<std::string>()->default_value("cpu"))("h,help", "show this help");
+  auto args = options.parse(argc, argv);
+  if (args.count("help")) {
+    std::cout << options.help() << "\nWith --prompt, tokens are bytes and ids >= 256 print as nothing.\n";
+    return 0;
+  }
+  if (!args.count("checkpoint")) throw UsageError("--checkpoint is required\n" + options.help());
+  if (args.count("prompt") == args.count("prompt-ids")) throw UsageError("give exactly one of --prompt and --prompt-ids");
+  auto r = restore(args["checkpoint"].as<std::string>(), args["device"].as<std::string>());
+  const bool bytes = args.count("prompt") > 0;
+  std::vector<int64_t> prompt;
+  if (bytes) {
+    for (unsigned char c : args["prompt"].as<std::string>()) prompt.push_back(c);
+  } else {
+    prompt = parse_ids(args["prompt-ids"].as<std::string>());
+  }
+  olm::GenerateOptions g;
+  g.max_new_tokens = args["max-new-tokens"].as<int64_t>();
+  g.temperature = args["temperature"].as<double>();
+  g.top_k = args["top-k"].as<int64_t>();
+  g.top_p = args["top-p"].as<double>();
+  g.seed = args["seed"].as<uint64_t>();
+  if (args.count("stop")) g.stop_tokens = parse_ids(args["stop"].as<std::string>());
+  if (bytes) std::fwrite(args["prompt"].as<std::string>().data(), 1, args["prompt"].as<std::string>().size(), stdout);
+  g.on_token = [&](int64_t token) {
+    if (bytes) {
+      if (token < 256) std::fputc(static_cast<int>(token), stdout);
+    } else {
+      std::printf("%ld ", token);
+    }
+    std::fflush(stdout);
+    return true;
+  };
+  auto prompt_tensor = at::tensor(prompt, at::kLong);
+  olm::generate(*r.model, prompt_tensor, g);
+  std::printf("\n");
+  return 0;
+}
+
+olm::Config config_from_args(const cxxopts::ParseResult& args) {
+  if (args.count("config")) {
+    const std::string text = read_text(args["config"].as<std::string>());
+    // A train config carries its model; a model config is the model.
+    try {
+      auto train = olm::train::TrainConfig::from_json(text);
+      if (train.spec().model) return *train.spec().model;
+    } catch (const olm::Error&) {
+    }
+    return olm::Config::from_json(text);
+  }
+  if (args.count("preset")) return olm::preset(args["preset"].as<std::string>(), args["vocab"].as<int64_t>());
+  throw UsageError("give --config or --preset");
+}
+
+int cmd_info(int argc, char** argv) {
+  cxxopts::Options options("olm info", "Parameters, FLOPs per token and a memory estimate for a config.");
+  options.add_options()("config", "model or train config JSON", cxxopts::value<std::string>())(
+      "preset", "a preset name", cxxopts::value<std::string>())(
+      "vocab", "vocabulary size for --preset", cxxopts::value<int64_t>()->default_value("100278"))(
+      "seq-len", "sequence length for FLOPs", cxxopts::value<int64_t>()->default_value("4096"))(
+      "json", "print the config as JSON too")("h,help", "show this help");
+  auto args = options.parse(argc, argv);
+  if (args.count("help")) {
+    std::cout << options.help() << "\n";
+    return 0;
+  }
+  auto config = config_from_args(args);
+  const auto counts = config.num_params();
+  const int64_t seq = args["seq-len"].as<int64_t>();
+  const double gib = 1024.0 * 1024.0 * 1024.0;
+  std::printf("parameters:               %ld\n", counts.total);
+  std::printf("non-embedding parameters: %ld\n", counts.non_embedding);
+  std::printf("FLOPs per token (seq %ld): %ld\n", seq, config.num_flops_per_token(seq));
+  std::printf("memory, float32 weights:  %.2f GiB\n", static_cast<double>(counts.total) * 4 / gib);
+  std::printf("memory, bfloat16 weights: %.2f GiB\n", static_cast<double>(counts.total) * 2 / gib);
+  std::printf("memory, AdamW training:   %.2f GiB (float32 weights, gradients and two moments; "
+              "activations extra)\n",
+              static_cast<double>(counts.total) * 16 / gib);
+  if (args.count("json")) std::printf("%s", config.to_json().c_str());
+  return 0;
+}
+
+int cmd_convert(int argc, char** argv) {
+  cxxopts::Options options("olm convert",
+                           "Convert between olm checkpoints and OLMo-core / Hugging Face safetensors state dicts.");
+  options.add_options()("checkpoint", "olm checkpoint to export", cxxopts::value<std::string>())(
+      "input", "safetensors state dict to import", cxxopts::value<std::string>())(
+      "train-config", "train config for an imported checkpoint", cxxopts::value<std::string>())(
+      "names", "olmo-core (default) or hf", cxxopts::value<std::string>()->default_value("olmo-core"))(
+      "o,output", "output file (export) or save folder (import)", cxxopts::value<std::string>())(
+      "h,help", "show this help");
+  auto args = options.parse(argc, argv);
+  if (args.count("help")) {
+    std::cout << options.help()
+              << "\nExport: olm convert --checkpoint DIR --output model.safetensors [--names hf]\n"
+                 "Import: olm convert --input model.safetensors --train-config train.json --output FOLDER [--names hf]\n";
+    return 0;
+  }
+  if (!args.count("output")) throw UsageError("--output is required");
+  const std::string names = args["names"].as<std::string>();
+  if (names != "olmo-core" && names != "hf") throw UsageError("--names must be olmo-core or hf");
+  const bool hf = names == "hf";
+  if (args.count("checkpoint")) {
+    auto r = restore(args["checkpoint"].as<std::string>(), "cpu");
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (auto& p : r.model->module().named_parameters())
+      tensors.emplace_back(hf ? olm::io::to_hf_name(p.name, r.model->config().spec()) : p.name, *p.tensor);
+    olm::io::save_safetensors(args["output"].as<std::string>(), tensors);
+    std::printf("wrote %zu tensors to %s\n", tensors.size(), args["output"].as<std::string>().c_str());
+    return 0;
+  }
+  if (!args.count("input") || !args.count("train-config"))
+    throw UsageError("give --checkpoint (export) or --input with --train-config (import)");
+  auto config = olm::train::TrainConfig::from_json(read_text(args["train-config"].as<std::string>()));
+  if (!config.spec().model) throw UsageError("the train config names no model");
+  olm::ModelOptions model_options;
+  model_options.init_weights = false;
+  auto model = std::make_shared<olm::Model>(*config.spec().model, "cpu", model_options);
+  std::string input = args["input"].as<std::string>();
+  if (hf) {
+    // Rename into a temporary OLMo-core-named file, then load with the model's checks.
+    olm::io::SafetensorsFile file(input);
+    std::vector<std::pair<std::string, at::Tensor>> tensors;
+    for (const auto& e : file.entries())
+      tensors.emplace_back(olm::io::from_hf_name(e.name, model->config().spec()), file.read(e));
+    input = args["output"].as<std::string>() + ".import.safetensors";
+    olm::io::save_safetensors(input, tensors);
+  }
+  model->load_safetensors(input);
+  if (hf) std::remove(input.c_str());
+  olm::train::Trainer trainer(model, config);
+  const auto dir = olm::checkpoint::save(trainer, args["output"].as<std::string>(), {}, config.spec().keep_last_n);
+  std::printf("wrote checkpoint %s\n", dir.c_str());
+  return 0;
+}
+
+int cmd_bench(int argc, char** argv) {
+  cxxopts::Options options("olm bench", "Training throughput: tokens/s, step time, peak memory, MFU.");
+  options.add_options()("config", "model or train config JSON", cxxopts::value<std::string>())(
+      "preset", "a preset name", cxxopts::value<std::string>())(
+      "vocab", "vocabulary size for --preset", cxxopts::value<int64_t>()->default_value("16384"))(
+      "seq-len", "sequence length", cxxopts::value<int64_t>()->default_value("256"))(
+      "batch", "instances per step", cxxopts::value<int64_t>()->default_value("16"))(
+      "steps", "measured steps", cxxopts::value<int64_t>()->default_value("10"))(
+      "warmup", "unmeasured steps first", cxxopts::value<int64_t>()->default_value("2"))(
+      "lr", "AdamW learning rate", cxxopts::value<double>()->default_value("1e-3"))(
+      "batches", "raw int64 file of (warmup+steps, batch, seq-len) token ids (default: random)",
+      cxxopts::value<std::string>())("losses", "write each step's loss to this file", cxxopts::value<std::string>())(
+      "peak-tflops", "device peak for MFU", cxxopts::value<double>()->default_value("0"))(
+      "d,device", "cpu, cuda or cuda:N", cxxopts::value<std::string>()->default_value("cpu"))(
+      "bf16", "bfloat16 autocast")("h,help", "show this help");
+  auto args = options.parse(argc, argv);
+  if (args.count("help")) {
+    std::cout << options.help() << "\n";
+    return 0;
+  }
+  auto config = config_from_args(args);
+  const int64_t seq = args["seq-len"].as<int64_t>(), batch = args["batch"].as<int64_t>();
+  const int64_t steps = args["steps"].as<int64_t>(), warmup = args["warmup"].as<int64_t>();
+  olm::fb::TrainConfigT native;
+  native.sequence_length = seq;
+  native.global_batch_size = seq * batch;
+  native.max_steps = warmup + steps;
+  native.optimizer = std::make_unique<olm::fb::OptimizerConfigT>();
+  native.optimizer->name = "adamw";
+  native.optimizer->lr = args["lr"].as<double>();
+  if (args.count("bf16")) native.autocast_precision = "bfloat16";
+  auto train_config = olm::train::TrainConfig::from_native(native);
+  const std::string device = args["device"].as<std::string>();
+  auto model = std::make_shared<olm::Model>(config, device, olm::ModelOptions{});
+  olm::train::Trainer trainer(model, train_config);
+
+  at::Tensor all;
+  const int64_t vocab = config.spec().vocab_size;
+  if (args.count("batches")) {
+    const std::string raw = read_text(args["batches"].as<std::string>());
+    const int64_t expected = (warmup + steps) * batch * seq;
+    if (static_cast<int64_t>(raw.size()) != expected * 8)
+      throw UsageError("--batches file holds " + std::to_string(raw.size() / 8) + " ids, expected " +
+                       std::to_string(expected));
+    all = at::empty({warmup + steps, batch, seq}, at::kLong);
+    std::memcpy(all.data_ptr(), raw.data(), raw.size());
+  } else {
+    at::Generator gen = at::detail::createCPUGenerator(1234);
+    all = at::randint(vocab, {warmup + steps, batch, seq}, gen, at::kLong);
+  }
+  std::unique_ptr<std::ofstream> losses;
+  if (args.count("losses")) losses = std::make_unique<std::ofstream>(args["losses"].as<std::string>());
+  double measured = 0;
+  for (int64_t i = 0; i < warmup + steps; ++i) {
+    const auto m = trainer.train_batch(all[i]);
+    if (losses) *losses << std::setprecision(9) << m.ce_loss << "\n";
+    if (i >= warmup) measured += m.step_seconds;
+  }
+  const double step_time = measured / static_cast<double>(std::max<int64_t>(steps, 1));
+  const double tps = static_cast<double>(batch * seq) / step_time;
+  const double flops = static_cast<double>(config.num_flops_per_token(seq)) * tps;
+  const double peak = args["peak-tflops"].as<double>() * 1e12;
+  std::printf("{\"tokens_per_second\": %.1f, \"step_seconds\": %.5f, \"peak_rss_mib\": %.1f, \"tflops\": %.4f%s}\n",
+              tps, step_time, peak_rss_mib(), flops / 1e12,
+              peak > 0 ? (", \"mfu\": " + std::to_string(flops / peak)).c_str() : "");
+  return 0;
+}
+
+// Byte-level tokenization of text files into a raw uint16 token file; documents end with EOS.
+// Fortune files ("%" lines between entries) give one document per fortune.
+int cmd_tokenize(int argc, char** argv) {
+  cxxopts::Options options("olm tokenize", "Byte-level tokenization of text files into a uint16 token file.");
+  options.add_options()("o,output", "output token file", cxxopts::value<std::string>())(
+      "eos", "end-of-document token id", cxxopts::value<int64_t>()->default_value("256"))(
+      "fortunes", "split documents at lines holding a single %")(
+      "inputs", "text files or directories", cxxopts::value<std::vector<std::string>>())("h,help", "show this help");
+  options.parse_positional({"inputs"});
+  options.positional_help("FILES...");
+  auto args = options.parse(argc, argv);
+  if (args.count("help")) {
+    std::cout << options.help() << "\n";
+    return 0;
+  }
+  if (!args.count("output") || !args.count("inputs")) throw UsageError("--output and input files are required");
+  const int64_t eos = args["eos"].as<int64_t>();
+  if (eos < 256 || eos > 65535) throw UsageError("--eos must be in [256, 65535]");
+  std::vector<std::string> files;
+  for (const auto& path : args["inputs"].as<std::vector<std::string>>()) {
+    if (DIR* dir = opendir(path.c_str())) {
+      std::vector<std::string> names;
+      while (dirent* e = readdir(dir)) {
+        const std::string name = e->d_name;
+        if (name[0] == '.' || name.size() > 4 && (name.substr(name.size() - 4) == ".dat" || name.substr(name.size() - 3) == ".u8"))
+          continue;
+        const std::string full = path + "/" + name;
+        struct stat st {};
+        if (stat(full.c_str(), &st) == 0 && S_ISREG(st.st_mode)) names.push_back(full);
+      }
+      closedir(dir);
+      std::sort(names.begin(), names.end());
+      files.insert(files.end(), names.begin(), names.end());
+    } else {
+      files.push_back(path);
+    }
+  }
+  std::vector<uint16_t> tokens;
+  int64_t documents = 0;
+  const bool fortunes = args.count("fortunes") > 0;
+  for (const auto& file : files) {
+    std::istringstream in(read_text(file));
+    std::string line, doc;
+    auto flush = [&]() {
+      if (doc.find_first_not_of(" \t\n") == std::string::npos) {
+        doc.clear();
+        return;
+      }
+      for (unsigned char c : doc) tokens.push_back(c);
+      tokens.push_back(static_cast<uint16_t>(eos));
+      ++documents;
+      doc.clear();
+    };
+    while (std::getline(in, line)) {
+      if (fortunes && line == "%") {
+        flush();
+      } else {
+        doc += line + "\n";
+      }
+    }
+    flush();
+  }
+  const std::string out = args["output"].as<std::string>();
+  std::ofstream os(out, std::ios::binary);
+  os.write(reinterpret_cast<const char*>(tokens.data()), static_cast<std::streamsize>(tokens.size() * 2));
+  if (!os) throw olm::Error(olm::ErrorCode::kIo, "cannot write '" + out + "'");
+  std::printf("%zu files, %ld documents, %zu tokens -> %s\n", files.size(), documents, tokens.size(), out.c_str());
+  return 0;
+}
+
+void usage() {
+  std::printf(
+      "usage: olm <command> [options]   (olm <command> --help for details)\n\n"
+      "commands:\n"
+      "  train      train a model from a train config\n"
+      "  resume     resume training from a checkpoint\n"
+      "  eval       validation loss and perplexity of a checkpoint\n"
+      "  generate   sample from a checkpoint\n"
+      "  info       parameters, FLOPs per token and memory for a config\n"
+      "  convert    olm checkpoints to and from OLMo-core / Hugging Face safetensors\n"
+      "  bench      training throughput\n"
+      "  tokenize   byte-level tokenization of text files\n"
+      "  version    print the library version\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+    usage();
+    return argc < 2 ? 2 : 0;
+  }
+  const std::string command = argv[1];
+  try {
+    if (command == "train") return cmd_train(argc - 1, argv + 1);
+    if (command == "resume") return cmd_resume(argc - 1, argv + 1);
+    if (command == "eval") return cmd_eval(argc - 1, argv + 1);
+    if (command == "generate") return cmd_generate(argc - 1, argv + 1);
+    if (command == "info") return cmd_info(argc - 1, argv + 1);
+    if (command == "convert") return cmd_convert(argc - 1, argv + 1);
+    if (command == "bench") return cmd_bench(argc - 1, argv + 1);
+    if (command == "tokenize") return cmd_tokenize(argc - 1, argv + 1);
+    if (command == "version") {
+      std::printf("olm %d.%d.%d\n", OLM_VERSION_MAJOR, OLM_VERSION_MINOR, OLM_VERSION_PATCH);
+      return 0;
+    }
+    std::fprintf(stderr, "olm: unknown command '%s'\n\n", command.c_str());
+    usage();
+    return 2;
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "olm %s: %s\n", command.c_str(), e.what());
+    return 2;
+  } catch (const cxxopts::exceptions::exception& e) {
+    std::fprintf(stderr, "olm %s: %s\n", command.c_str(), e.what());
+    return 2;
+  } catch (const olm::Error& e) {
+    std::fprintf(stderr, "olm %s: error: %s\n", command.c_str(), e.what());
+    return 1;
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "olm %s: error: %s\n", command.c_str(), e.what_without_backtrace());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "olm %s: error: %s\n", command.c_str(), e.what());
+    return 1;
+  }
+}
