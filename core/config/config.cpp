@@ -2,7 +2,9 @@
 
 #include <flatbuffers/idl.h>
 
+#include <cctype>
 #include <cmath>
+#include <cstdio>
 #include <sstream>
 
 #include "core/error.h"
@@ -134,6 +136,36 @@ FeedForwardSpec resolve_feed_forward(const fb::FeedForwardConfigT& in, const std
   return out;
 }
 
+// FlatBuffers reports "LINE: COL: error: ..." without the field; name the last JSON key
+// before that position so "wrong type" errors say which field is wrong.
+std::string with_field_name(const std::string& source, const std::string& error) {
+  // These already name their field, which is not the last key before the position.
+  if (error.find("required field is missing") != std::string::npos ||
+      error.find("unknown field") != std::string::npos)
+    return error;
+  int line = 0, col = 0;
+  if (std::sscanf(error.c_str(), "%d: %d:", &line, &col) != 2 || line < 1) return error;
+  size_t offset = 0;
+  for (int l = 1; l < line && offset != std::string::npos; ++l) {
+    offset = source.find('\n', offset);
+    if (offset != std::string::npos) ++offset;
+  }
+  if (offset == std::string::npos) return error;
+  offset = std::min(source.size(), offset + static_cast<size_t>(std::max(col, 0)));
+  // Walk back to the nearest `"key" :`.
+  for (size_t i = offset; i-- > 0;) {
+    if (source[i] != ':') continue;
+    size_t q = i;
+    while (q > 0 && std::isspace(static_cast<unsigned char>(source[q - 1]))) --q;
+    if (q == 0 || source[q - 1] != '"') continue;
+    const size_t end = q - 1;
+    const size_t start = source.rfind('"', end - 1);
+    if (start == std::string::npos) break;
+    return "field '" + source.substr(start + 1, end - start - 1) + "': " + error;
+  }
+  return error;
+}
+
 }  // namespace
 
 std::vector<uint8_t> json_to_flatbuffer(std::string_view text, const char* root_type,
@@ -141,7 +173,9 @@ std::vector<uint8_t> json_to_flatbuffer(std::string_view text, const char* root_
   auto parser = make_parser(root_type);
   const std::string source(text);  // the parser wants NUL-terminated text
   require(source.find('\0') == std::string::npos, ErrorCode::kParse, what + ": contains a NUL byte");
-  if (!parser->ParseJson(source.c_str())) fail(ErrorCode::kParse, what + ": " + parser->error_);
+  if (!parser->ParseJson(source.c_str())) {
+    fail(ErrorCode::kParse, what + ": " + with_field_name(source, parser->error_));
+  }
   const uint8_t* buf = parser->builder_.GetBufferPointer();
   return {buf, buf + parser->builder_.GetSize()};
 }
