@@ -7,7 +7,7 @@ Each side runs in its own process so peak resident memory is its own. Reports to
 step time, the olm/OLMo-core ratios, and checks that the first 10 losses agree (float32,
 1e-4 relative).
 
-    python benchmarks/bench_vs_olmo_core.py --olm build/olm [--device cuda] [--results benchmarks/RESULTS.md]
+    python benchmarks/bench_vs_olmo_core.py --olm build/bin/olm [--device cuda] [--results benchmarks/RESULTS.md]
 """
 import argparse
 import json
@@ -88,7 +88,7 @@ def run_olmo_core(args, preset, vocab, seq, batch, batches_path):
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--olm", default="build/olm")
+    p.add_argument("--olm", default="build/bin/olm")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=os.cpu_count())
     p.add_argument("--results", help="append a results section to this Markdown file")

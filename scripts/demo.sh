@@ -6,7 +6,7 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/setup.sh"
 "$root/scripts/build.sh"
-olm="$root/build/olm"
+olm="$root/build/bin/olm"
 work="${OLM_DEMO_DIR:-$root/build/demo}"
 mkdir -p "$work/demo-data"
 cd "$work"

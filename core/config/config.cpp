@@ -161,7 +161,13 @@ std::string with_field_name(const std::string& source, const std::string& error)
     const size_t end = q - 1;
     const size_t start = source.rfind('"', end - 1);
     if (start == std::string::npos) break;
-    return "field '" + source.substr(start + 1, end - start - 1) + "': " + error;
+    std::string message = error;
+    // FlatBuffers' wording when a string stands where a number or boolean belongs.
+    const std::string enum_hint = "enum values need to be qualified by an enum type";
+    const auto hint = message.find(enum_hint);
+    if (hint != std::string::npos)
+      message.replace(hint, enum_hint.size(), "wrong type: a string where a number or boolean is expected");
+    return "field '" + source.substr(start + 1, end - start - 1) + "': " + message;
   }
   return error;
 }
