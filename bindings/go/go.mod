@@ -1,0 +1,3 @@
+module olm.dev/olm
+
+go 1.19

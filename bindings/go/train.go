@@ -1,0 +1,235 @@
+package olm
+
+/*
+#include <stdlib.h>
+#include <olm.h>
+#include "helpers.h"
+*/
+import "C"
+
+import (
+	"runtime"
+	"runtime/cgo"
+	"unsafe"
+)
+
+// TrainConfig is a validated training configuration (schema/olm.fbs TrainConfig).
+type TrainConfig struct {
+	c *C.olm_train_config
+}
+
+func newTrainConfig(c *C.olm_train_config) *TrainConfig {
+	t := &TrainConfig{c: c}
+	runtime.SetFinalizer(t, (*TrainConfig).Close)
+	return t
+}
+
+// TrainConfigFromJSON parses and validates a JSON training configuration.
+func TrainConfigFromJSON(text string) (*TrainConfig, error) {
+	ctext := C.CString(text)
+	defer C.free(unsafe.Pointer(ctext))
+	var out *C.olm_train_config
+	if err := takeError(C.olm_train_config_from_json(ctext, C.size_t(len(text)), &out)); err != nil {
+		return nil, err
+	}
+	return newTrainConfig(out), nil
+}
+
+// TrainConfigFromFlatBuffer verifies a binary training configuration (identifier "OLMT").
+func TrainConfigFromFlatBuffer(data []byte) (*TrainConfig, error) {
+	buf := append([]byte{}, data...)
+	if len(buf) == 0 {
+		buf = []byte{0}
+	}
+	var out *C.olm_train_config
+	if err := takeError(C.olm_train_config_from_flatbuffer(unsafe.Pointer(&buf[0]), C.size_t(len(data)), &out)); err != nil {
+		return nil, err
+	}
+	return newTrainConfig(out), nil
+}
+
+// JSON serializes the training configuration.
+func (t *TrainConfig) JSON() (string, error) {
+	var buf *C.olm_buffer
+	err := takeError(C.olm_train_config_to_json(t.c, &buf))
+	runtime.KeepAlive(t)
+	if err != nil {
+		return "", err
+	}
+	return string(takeBuffer(buf)), nil
+}
+
+// FlatBuffer serializes the training configuration.
+func (t *TrainConfig) FlatBuffer() ([]byte, error) {
+	var buf *C.olm_buffer
+	err := takeError(C.olm_train_config_to_flatbuffer(t.c, &buf))
+	runtime.KeepAlive(t)
+	if err != nil {
+		return nil, err
+	}
+	return takeBuffer(buf), nil
+}
+
+// Model is the model configuration the training configuration names.
+func (t *TrainConfig) Model() (*Config, error) {
+	var out *C.olm_config
+	err := takeError(C.olm_train_config_model(t.c, &out))
+	runtime.KeepAlive(t)
+	if err != nil {
+		return nil, err
+	}
+	return newConfig(out), nil
+}
+
+// Close releases the training configuration. Safe to call twice.
+func (t *TrainConfig) Close() {
+	if t != nil && t.c != nil {
+		C.olm_train_config_free(t.c)
+		t.c = nil
+		runtime.SetFinalizer(t, nil)
+	}
+}
+
+// StepMetrics are the metrics of one optimizer step.
+type StepMetrics struct {
+	Step            int64
+	Loss            float64
+	CELoss          float64
+	ZLoss           float64
+	GradNorm        float64
+	LR              float64
+	Tokens          int64
+	TokensSeen      int64
+	TokensPerSecond float64
+	StepSeconds     float64
+	Skipped         bool
+	SkippedSteps    int64
+}
+
+func stepMetricsFromC(m *C.olm_step_metrics) StepMetrics {
+	return StepMetrics{Step: int64(m.step), Loss: float64(m.loss), CELoss: float64(m.ce_loss),
+		ZLoss: float64(m.z_loss), GradNorm: float64(m.grad_norm), LR: float64(m.lr), Tokens: int64(m.tokens),
+		TokensSeen: int64(m.tokens_seen), TokensPerSecond: float64(m.tokens_per_second),
+		StepSeconds: float64(m.step_seconds), Skipped: m.skipped != 0, SkippedSteps: int64(m.skipped_steps)}
+}
+
+// EvalMetrics is a validation loss.
+type EvalMetrics struct {
+	Loss       float64
+	Perplexity float64
+	Tokens     int64
+}
+
+// Trainer trains a model in place (it keeps the model alive).
+type Trainer struct {
+	c *C.olm_trainer
+}
+
+// NewTrainer creates a trainer for a model.
+func NewTrainer(m *Model, cfg *TrainConfig) (*Trainer, error) {
+	var out *C.olm_trainer
+	err := takeError(C.olm_trainer_create(m.c, cfg.c, &out))
+	runtime.KeepAlive(m)
+	runtime.KeepAlive(cfg)
+	if err != nil {
+		return nil, err
+	}
+	t := &Trainer{c: out}
+	runtime.SetFinalizer(t, (*Trainer).Close)
+	return t, nil
+}
+
+// Step takes one optimizer step; labels may be nil for OLMo-core's shifted labels.
+func (t *Trainer) Step(ids, labels *Tensor) (StepMetrics, error) {
+	var m C.olm_step_metrics
+	m.struct_size = C.size_t(unsafe.Sizeof(m))
+	var cl *C.olm_tensor
+	if labels != nil {
+		cl = labels.c
+	}
+	err := takeError(C.olm_trainer_step(t.c, ids.c, cl, &m))
+	runtime.KeepAlive(t)
+	runtime.KeepAlive(ids)
+	runtime.KeepAlive(labels)
+	if err != nil {
+		return StepMetrics{}, err
+	}
+	return stepMetricsFromC(&m), nil
+}
+
+// SaveCheckpoint writes <folder>/step<N> atomically and returns its path.
+func (t *Trainer) SaveCheckpoint(folder string) (string, error) {
+	cfolder := C.CString(folder)
+	defer C.free(unsafe.Pointer(cfolder))
+	var buf *C.olm_buffer
+	err := takeError(C.olm_trainer_save_checkpoint(t.c, cfolder, &buf))
+	runtime.KeepAlive(t)
+	if err != nil {
+		return "", err
+	}
+	return string(takeBuffer(buf)), nil
+}
+
+// LoadCheckpoint restores a checkpoint directory or a save folder's newest checkpoint.
+func (t *Trainer) LoadCheckpoint(path string) error {
+	cpath := C.CString(path)
+	defer C.free(unsafe.Pointer(cpath))
+	err := takeError(C.olm_trainer_load_checkpoint(t.c, cpath))
+	runtime.KeepAlive(t)
+	return err
+}
+
+// FitOptions configures Fit.
+type FitOptions struct {
+	EvalData *Dataset
+	// OnStep sees each step's metrics; returning false stops training cleanly.
+	OnStep func(StepMetrics) bool
+	OnLog  func(message string)
+}
+
+// Fit trains until the config's max_steps and returns the last evaluation.
+func (t *Trainer) Fit(data *Dataset, opts *FitOptions) (EvalMetrics, error) {
+	var co C.olm_fit_options
+	C.olm_fit_options_init(&co)
+	var handle cgo.Handle
+	var state *callbackState
+	if opts != nil {
+		if opts.EvalData != nil {
+			co.eval_data = opts.EvalData.c
+		}
+		if opts.OnStep != nil || opts.OnLog != nil {
+			state = &callbackState{onStep: opts.OnStep, onLog: opts.OnLog}
+			handle = cgo.NewHandle(state)
+			defer handle.Delete()
+		}
+	}
+	var out C.olm_eval_metrics
+	out.struct_size = C.size_t(unsafe.Sizeof(out))
+	err := takeError(C.olm_go_fit(t.c, data.c, &co, C.uintptr_t(handle), &out))
+	runtime.KeepAlive(t)
+	runtime.KeepAlive(data)
+	runtime.KeepAlive(opts)
+	if state != nil && state.panicked != nil {
+		panic(state.panicked)
+	}
+	return EvalMetrics{Loss: float64(out.loss), Perplexity: float64(out.perplexity), Tokens: int64(out.tokens)}, err
+}
+
+// Evaluate is the mean loss over a dataset (maxBatches 0: all of it).
+func (t *Trainer) Evaluate(data *Dataset, maxBatches int64) (EvalMetrics, error) {
+	var out C.olm_eval_metrics
+	out.struct_size = C.size_t(unsafe.Sizeof(out))
+	err := takeError(C.olm_trainer_evaluate(t.c, data.c, C.int64_t(maxBatches), &out))
+	runtime.KeepAlive(t)
+	runtime.KeepAlive(data)
+	return EvalMetrics{Loss: float64(out.loss), Perplexity: float64(out.perplexity), Tokens: int64(out.tokens)}, err
+}
+
+// Close releases the trainer. Safe to call twice.
+func (t *Trainer) Close() {
+	if t != nil && t.c != nil {
+		C.olm_trainer_free(t.c)
+		t.c = nil
+		runtime.SetFinalizer(t, nil)
+	}
+}
