@@ -1,0 +1,270 @@
+use olm::{
+    Config, Dataset, DatasetOptions, Dtype, ErrorCode, FitCallbacks, GenerateOptions, LossOptions, Model, ModelOptions,
+    Reduction, Tensor, TrainConfig, Trainer,
+};
+
+const TINY: &str = r#"{"d_model": 32, "vocab_size": 64, "n_layers": 2,
+ "block": {"name": "reordered_norm",
+   "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 500000}, "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+   "feed_forward": {"hidden_size": 96, "bias": false},
+   "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+ "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}}"#;
+
+fn ids(n: usize, modulo: i64) -> Vec<i64> {
+    (0..n as i64).map(|i| (i * 7 + 3) % modulo).collect()
+}
+
+fn expect_err<T>(result: olm::Result<T>, code: ErrorCode, needle: &str) {
+    match result {
+        Ok(_) => panic!("expected an error with {needle:?}"),
+        Err(e) => {
+            assert_eq!(e.code, code, "{}", e.message);
+            assert!(e.message.contains(needle), "{:?} does not contain {needle:?}", e.message);
+        }
+    }
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("olm-rust-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn version_and_devices() {
+    assert_eq!(olm::version(), "0.1.0");
+    assert!(olm::cuda_device_count() >= 0);
+}
+
+#[test]
+fn configs() {
+    let cfg = Config::from_preset("olmo2_30M", 16384).unwrap();
+    // The numbers OLMo-core computes for this preset and vocabulary.
+    assert_eq!(cfg.num_params().unwrap(), (11800832, 7606528));
+    assert!(cfg.num_flops_per_token(256).unwrap() > 6 * 7606528);
+    expect_err(cfg.num_flops_per_token(0), ErrorCode::InvalidArgument, "seq_len");
+    let json = cfg.to_json().unwrap();
+    assert_eq!(Config::from_json(&json).unwrap().to_json().unwrap(), json);
+    let fb = cfg.to_flatbuffer().unwrap();
+    assert_eq!(Config::from_flatbuffer(&fb).unwrap().to_flatbuffer().unwrap(), fb);
+
+    expect_err(Config::from_preset("olmo9_1T", 100), ErrorCode::InvalidArgument, "olmo2_30M");
+    expect_err(Config::from_preset("bad\0name", 100), ErrorCode::InvalidArgument, "NUL");
+    expect_err(Config::from_json("{\"d_model\": 8,"), ErrorCode::Parse, "config JSON");
+    expect_err(Config::from_json(&TINY.replace("\"n_layers\": 2", "\"n_layers\": 2, \"bogus\": 1")), ErrorCode::Parse, "bogus");
+    expect_err(Config::from_json(&TINY.replace("\"d_model\": 32", "\"d_model\": \"x\"")), ErrorCode::Parse, "d_model");
+    expect_err(Config::from_json(&TINY.replace("\"d_model\": 32", "\"d_model\": 30")), ErrorCode::InvalidConfig, "d_model");
+    expect_err(Config::from_flatbuffer(b"not a flatbuffer"), ErrorCode::Parse, "FlatBuffer");
+    expect_err(Config::from_flatbuffer(&fb[..fb.len() / 2]), ErrorCode::Parse, "FlatBuffer");
+    expect_err(Config::from_flatbuffer(&[]), ErrorCode::Parse, "FlatBuffer");
+}
+
+#[test]
+fn tensors() {
+    let t = Tensor::from_i64(&[1, 2, 3, 4, 5, 6], &[2, 3]).unwrap();
+    assert_eq!(t.dtype().unwrap(), Dtype::Int64);
+    assert_eq!(t.shape().unwrap(), vec![2, 3]);
+    assert_eq!(t.to_vec_i64().unwrap(), vec![1, 2, 3, 4, 5, 6]);
+    let f = Tensor::from_f32(&[1.5, -2.0], &[2]).unwrap();
+    assert_eq!(f.to_vec_f32().unwrap(), vec![1.5, -2.0]);
+    assert_eq!(Tensor::from_i32(&[7], &[1]).unwrap().to_vec_i32().unwrap(), vec![7]);
+    let scalar = Tensor::from_f32(&[3.0], &[]).unwrap();
+    assert_eq!(scalar.shape().unwrap(), Vec::<i64>::new());
+    expect_err(f.to_vec_i64(), ErrorCode::InvalidArgument, "dtype");
+    expect_err(Tensor::from_i64(&[1, 2, 3], &[2, 2]), ErrorCode::InvalidArgument, "data_size");
+    expect_err(Tensor::from_i64(&[], &[-1]), ErrorCode::InvalidArgument, "negative");
+    expect_err(Tensor::from_i64(&[0; 1], &[1; 9]), ErrorCode::InvalidArgument, "OLM_MAX_DIMS");
+}
+
+#[test]
+fn model_forward_loss_and_weights() {
+    let cfg = Config::from_json(TINY).unwrap();
+    let model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let x = Tensor::from_i64(&ids(16, 64), &[2, 8]).unwrap();
+    let logits = model.forward(&x, 0).unwrap();
+    assert_eq!(logits.shape().unwrap(), vec![2, 8, 64]);
+    let values = logits.to_vec_f32().unwrap();
+    assert!(values.iter().all(|v| v.is_finite()));
+    let last = model.forward(&x, 3).unwrap();
+    assert_eq!(last.shape().unwrap(), vec![2, 3, 64]);
+    // The last 3 positions of the full logits.
+    let tail = last.to_vec_f32().unwrap();
+    assert_eq!(&tail[..3 * 64], &values[5 * 64..8 * 64]);
+
+    // One target per row; mean over targets equals the mean of the 'none' losses there.
+    let mut lab = ids(16, 64);
+    for (i, l) in lab.iter_mut().enumerate() {
+        if i % 8 != 2 {
+            *l = -100;
+        }
+    }
+    let labels = Tensor::from_i64(&lab, &[2, 8]).unwrap();
+    let mean = model.loss(&x, &labels, &LossOptions::default().z_loss_multiplier(1e-4)).unwrap();
+    let none = model.loss(&x, &labels, &LossOptions::default().reduction(Reduction::None)).unwrap();
+    let per = none.ce_loss.to_vec_f32().unwrap();
+    assert_eq!(none.ce_loss.shape().unwrap(), vec![2, 8]);
+    let want = (per[2] as f64 + per[10] as f64) / 2.0;
+    assert!((mean.ce_loss_value - want).abs() < 1e-5, "{} vs {want}", mean.ce_loss_value);
+    assert!(mean.z_loss.is_some() && mean.z_loss_value > 0.0);
+    assert!((mean.loss_value - mean.ce_loss_value - mean.z_loss_value).abs() < 1e-6);
+    assert!(none.z_loss.is_none() && none.logits.is_none());
+    let divided = model.loss(&x, &labels, &LossOptions::default().loss_div_factor(4.0).return_logits(true)).unwrap();
+    assert!((divided.ce_loss_value * 4.0 - mean.ce_loss_value).abs() < 1e-5);
+    assert_eq!(divided.logits.unwrap().to_vec_f32().unwrap(), values);
+
+    let oov = Tensor::from_i64(&[1, 2, 64, 3], &[1, 4]).unwrap();
+    expect_err(model.forward(&oov, 0), ErrorCode::InvalidArgument, "input_ids");
+    expect_err(model.forward(&Tensor::from_i64(&[1, 2], &[2]).unwrap(), 0), ErrorCode::InvalidArgument, "shape");
+    expect_err(model.forward(&Tensor::from_f32(&[1.0], &[1, 1]).unwrap(), 0), ErrorCode::InvalidArgument, "dtype");
+    expect_err(model.forward(&x, 9), ErrorCode::InvalidArgument, "logits_to_keep");
+    let bad_labels = Tensor::from_i64(&vec![-5; 16], &[2, 8]).unwrap();
+    expect_err(model.loss(&x, &bad_labels, &LossOptions::default()), ErrorCode::InvalidArgument, "labels");
+    expect_err(model.loss(&x, &labels, &LossOptions::default().loss_div_factor(0.0)), ErrorCode::InvalidArgument, "loss_div_factor");
+
+    let params = model.parameters().unwrap();
+    assert_eq!(params[0].name, "embeddings.weight");
+    assert!(params.iter().any(|p| p.name == "blocks.1.attention.q_norm.weight"));
+    let total: i64 = params.iter().map(|p| p.shape.iter().product::<i64>()).sum();
+    assert_eq!(total, model.num_params().unwrap());
+    assert_eq!(total, cfg.num_params().unwrap().0);
+
+    let dir = temp_dir("weights");
+    let path = dir.join("w.safetensors");
+    model.save_safetensors(&path).unwrap();
+    let mut empty = Model::new(&cfg, "cpu", &ModelOptions::default().init_weights(false)).unwrap();
+    empty.load_safetensors(&path).unwrap();
+    assert_eq!(empty.forward(&x, 0).unwrap().to_vec_f32().unwrap(), values, "save/load must be exact");
+    expect_err(empty.load_safetensors(dir.join("missing.safetensors")), ErrorCode::Io, "missing.safetensors");
+    let other = Model::new(&Config::from_preset("olmo2_1M", 64).unwrap(), "cpu", &ModelOptions::default()).unwrap();
+    let other_path = dir.join("other.safetensors");
+    other.save_safetensors(&other_path).unwrap();
+    expect_err(empty.load_safetensors(&other_path), ErrorCode::Mismatch, "tensor");
+    assert_eq!(empty.forward(&x, 0).unwrap().to_vec_f32().unwrap(), values, "a failed load leaves the model alone");
+    expect_err(Model::new(&cfg, "gpu", &ModelOptions::default()), ErrorCode::InvalidArgument, "device");
+    if olm::cuda_device_count() == 0 {
+        expect_err(Model::new(&cfg, "cuda", &ModelOptions::default()), ErrorCode::DeviceUnavailable, "CUDA");
+    }
+    let bf16 = Model::new(&cfg, "cpu", &ModelOptions::default().param_dtype(Some(Dtype::BFloat16))).unwrap();
+    assert_eq!(bf16.parameters().unwrap()[0].dtype, Dtype::BFloat16);
+}
+
+#[test]
+fn generation_streams_and_stops() {
+    let cfg = Config::from_json(TINY).unwrap();
+    let model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let prompt = Tensor::from_i64(&[1, 2, 3], &[3]).unwrap();
+    let greedy = GenerateOptions::default().max_new_tokens(10).temperature(0.0);
+    let mut streamed = Vec::new();
+    let mut collect = |t: i64| {
+        streamed.push(t);
+        true
+    };
+    let out = model.generate(&prompt, &greedy, Some(&mut collect)).unwrap();
+    assert_eq!(out.len(), 10);
+    assert_eq!(out, streamed);
+    let uncached = model.generate(&prompt, &greedy.clone().use_kv_cache(false), None).unwrap();
+    assert_eq!(uncached, out);
+    let mut stop_now = |_t: i64| false;
+    assert_eq!(model.generate(&prompt, &greedy, Some(&mut stop_now)).unwrap().len(), 1);
+    let stopped = model.generate(&prompt, &greedy.clone().stop_tokens(&[out[4]]), None).unwrap();
+    assert_eq!(*stopped.last().unwrap(), out[4]);
+    assert!(stopped.len() <= 5);
+    let sampled = GenerateOptions::default().max_new_tokens(20).temperature(1.0).top_k(10).top_p(0.9).seed(3);
+    assert_eq!(model.generate(&prompt, &sampled, None).unwrap(), model.generate(&prompt, &sampled, None).unwrap());
+    expect_err(model.generate(&prompt, &greedy.clone().temperature(-1.0), None), ErrorCode::InvalidArgument, "temperature");
+    // A panic in the callback never crosses C: it comes back here once libolm returns.
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let mut boom = |_t: i64| -> bool { panic!("boom") };
+        let _ = model.generate(&prompt, &greedy, Some(&mut boom));
+    }));
+    assert!(caught.is_err());
+    assert_eq!(model.generate(&prompt, &greedy, None).unwrap(), out, "the model still works");
+}
+
+fn train_json(extra: &str) -> String {
+    format!(
+        r#"{{"model": {TINY}, "sequence_length": 8, "global_batch_size": 32, "rank_microbatch_size": 16,
+        "max_steps": 4, "optimizer": {{"name": "adamw", "lr": 0.01}}{extra}}}"#
+    )
+}
+
+#[test]
+fn training_data_and_checkpoints() {
+    let tcfg = TrainConfig::from_json(&train_json("")).unwrap();
+    let fb = tcfg.to_flatbuffer().unwrap();
+    assert_eq!(TrainConfig::from_flatbuffer(&fb).unwrap().to_flatbuffer().unwrap(), fb);
+    assert!(tcfg.to_json().unwrap().contains("sequence_length"));
+    expect_err(TrainConfig::from_json(&train_json(r#", "ac_mode": "sometimes""#)), ErrorCode::InvalidConfig, "ac_mode");
+    expect_err(TrainConfig::from_flatbuffer(&[1, 2, 3]), ErrorCode::Parse, "train config");
+    let cfg = tcfg.model().unwrap();
+    let mut model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let mut trainer = Trainer::new(&mut model, &tcfg).unwrap();
+    drop(model); // the trainer keeps the model alive
+
+    let x = Tensor::from_i64(&ids(32, 64), &[4, 8]).unwrap();
+    let first = trainer.step(&x, None).unwrap();
+    let second = trainer.step(&x, None).unwrap();
+    assert_eq!((first.step, second.step, first.tokens), (1, 2, 32));
+    assert!(second.loss < first.loss && !first.skipped);
+    let wrong = Tensor::from_i64(&ids(32, 64), &[2, 16]).unwrap();
+    expect_err(trainer.step(&wrong, None), ErrorCode::InvalidArgument, "sequence_length");
+    let no_targets = Tensor::from_i64(&vec![-100; 32], &[4, 8]).unwrap();
+    let skipped = trainer.step(&x, Some(&no_targets)).unwrap();
+    assert!(skipped.skipped && skipped.loss.is_nan() && skipped.skipped_steps == 1);
+
+    let dir = temp_dir("ckpt");
+    let path = trainer.save_checkpoint(&dir).unwrap();
+    assert!(path.ends_with("step3"), "{path}");
+    let next = trainer.step(&x, None).unwrap();
+    let mut model2 = Model::new(&cfg, "cpu", &ModelOptions::default().init_weights(false)).unwrap();
+    let mut trainer2 = Trainer::new(&mut model2, &tcfg).unwrap();
+    trainer2.load_checkpoint(&dir).unwrap();
+    let resumed = trainer2.step(&x, None).unwrap();
+    assert_eq!((resumed.step, resumed.loss), (next.step, next.loss), "resume must be exact");
+    expect_err(trainer2.load_checkpoint(dir.join("nothing")), ErrorCode::Io, "no checkpoint");
+
+    let data = Dataset::from_tokens(&ids(8 * 20, 64), &DatasetOptions::new(8, 64).eos_token_id(0)).unwrap();
+    assert_eq!(data.size().unwrap(), (160, 20));
+    let batch = data.batch(&[0, 1]).unwrap();
+    let (inputs, labels) = (batch.input_ids.to_vec_i64().unwrap(), batch.labels.to_vec_i64().unwrap());
+    assert_eq!(labels[0], inputs[1]);
+    assert_eq!(labels[7], -100);
+    assert!(batch.cu_doc_lens.is_some());
+    expect_err(data.batch(&[20]), ErrorCode::InvalidArgument, "indices[0]");
+    expect_err(Dataset::from_tokens(&[1, 2, 99], &DatasetOptions::new(2, 64)), ErrorCode::InvalidArgument, "tokens[2]");
+    let file = dir.join("tokens.bin");
+    let bytes: Vec<u8> = ids(32, 64).iter().flat_map(|&t| (t as u16).to_le_bytes()).collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let from_files = Dataset::from_files(&[&file, &file], &DatasetOptions::new(8, 64)).unwrap();
+    assert_eq!(from_files.size().unwrap(), (64, 8));
+    std::fs::write(dir.join("odd.bin"), &bytes[..3]).unwrap();
+    expect_err(Dataset::from_files(&[dir.join("odd.bin")], &DatasetOptions::new(8, 64)), ErrorCode::Parse, "multiple of 2");
+    expect_err(Dataset::from_files(&[dir.join("none.bin")], &DatasetOptions::new(8, 64)), ErrorCode::Io, "none.bin");
+
+    let mut model3 = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let mut trainer3 = Trainer::new(&mut model3, &tcfg).unwrap();
+    let mut losses = Vec::new();
+    let mut on_step = |m: &olm::StepMetrics| {
+        losses.push(m.loss);
+        m.step < 3
+    };
+    let mut logs = Vec::new();
+    let mut on_log = |s: &str| logs.push(s.to_string());
+    trainer3
+        .fit(&data, Some(&data), FitCallbacks { on_step: Some(&mut on_step), on_log: Some(&mut on_log) })
+        .unwrap();
+    assert_eq!(losses.len(), 3, "the step callback stops training");
+    let eval = trainer3.evaluate(&data, 1).unwrap();
+    assert!(eval.tokens > 0 && (eval.perplexity - eval.loss.exp()).abs() < 1e-6 * eval.perplexity);
+}
+
+#[test]
+fn handles_move_between_threads() {
+    let cfg = Config::from_json(TINY).unwrap();
+    let model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let x = Tensor::from_i64(&ids(8, 64), &[1, 8]).unwrap();
+    let here = model.forward(&x, 0).unwrap().to_vec_f32().unwrap();
+    let there = std::thread::spawn(move || model.forward(&x, 0).unwrap().to_vec_f32().unwrap()).join().unwrap();
+    assert_eq!(here, there);
+}
