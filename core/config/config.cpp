@@ -143,15 +143,31 @@ std::string with_field_name(const std::string& source, const std::string& error)
   if (error.find("required field is missing") != std::string::npos ||
       error.find("unknown field") != std::string::npos)
     return error;
-  int line = 0, col = 0;
-  if (std::sscanf(error.c_str(), "%d: %d:", &line, &col) != 2 || line < 1) return error;
-  size_t offset = 0;
-  for (int l = 1; l < line && offset != std::string::npos; ++l) {
-    offset = source.find('\n', offset);
-    if (offset != std::string::npos) ++offset;
+  size_t offset = std::string::npos;
+  // Range errors are raised when the table ends, far from the field: find the bad constant.
+  const std::string marker = "invalid number: \"";
+  const auto m = error.find(marker);
+  if (m != std::string::npos) {
+    const auto end = error.find('"', m + marker.size());
+    const auto value = error.substr(m + marker.size(), end - m - marker.size());
+    // The value as a JSON string, else as a bare token (not inside a longer word or number).
+    offset = value.empty() ? std::string::npos : source.find('"' + value + '"');
+    for (size_t at = source.find(value); offset == std::string::npos && at != std::string::npos;
+         at = source.find(value, at + 1)) {
+      const auto bare = [&](size_t i) { return i >= source.size() || !(std::isalnum(static_cast<unsigned char>(source[i])) || source[i] == '.' || source[i] == '_'); };
+      if ((at == 0 || bare(at - 1)) && bare(at + value.size())) offset = at;
+    }
+  } else {
+    int line = 0, col = 0;
+    if (std::sscanf(error.c_str(), "%d: %d:", &line, &col) != 2 || line < 1) return error;
+    offset = 0;
+    for (int l = 1; l < line && offset != std::string::npos; ++l) {
+      offset = source.find('\n', offset);
+      if (offset != std::string::npos) ++offset;
+    }
+    if (offset != std::string::npos) offset = std::min(source.size(), offset + static_cast<size_t>(std::max(col, 0)));
   }
   if (offset == std::string::npos) return error;
-  offset = std::min(source.size(), offset + static_cast<size_t>(std::max(col, 0)));
   // Walk back to the nearest `"key" :`.
   for (size_t i = offset; i-- > 0;) {
     if (source[i] != ':') continue;
