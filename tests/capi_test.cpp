@@ -1,0 +1,627 @@
+// The C ABI as a C caller uses it: every bad input gives an error object with a precise
+// message, outputs stay untouched, nothing crashes.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "olm.h"
+
+using ::testing::HasSubstr;
+
+namespace {
+
+const char* kTiny = R"({"d_model": 64, "vocab_size": 256, "n_layers": 2,
+ "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 500000},
+   "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+   "feed_forward": {"hidden_size": 192, "bias": false},
+   "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+ "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})";
+
+struct Err {
+  int32_t code;
+  std::string message;
+};
+
+// Takes ownership of an error. A NULL error is a test failure here.
+Err take(olm_error* e) {
+  EXPECT_NE(e, nullptr) << "expected an error";
+  Err out{olm_error_code(e), olm_error_message(e)};
+  olm_error_free(e);
+  return out;
+}
+
+void expect(olm_error* e, int32_t code, const std::string& needle) {
+  const Err err = take(e);
+  EXPECT_EQ(err.code, code) << err.message;
+  EXPECT_THAT(err.message, HasSubstr(needle));
+}
+
+#define ASSERT_OK(expr)                                  \
+  do {                                                   \
+    olm_error* err_ = (expr);                            \
+    ASSERT_EQ(err_, nullptr) << olm_error_message(err_); \
+  } while (0)
+
+template <class T>
+T* sentinel() {
+  return reinterpret_cast<T*>(static_cast<uintptr_t>(0x51));
+}
+
+std::string temp_dir() {
+  const char* base = std::getenv("OLM_TEST_TMPDIR");
+  std::string dir = std::string(base ? base : "/tmp") + "/capi_XXXXXX";
+  std::vector<char> buf(dir.begin(), dir.end());
+  buf.push_back(0);
+  return mkdtemp(buf.data());
+}
+
+struct Tiny : ::testing::Test {
+  olm_config* cfg = nullptr;
+  olm_model* model = nullptr;
+  void SetUp() override {
+    ASSERT_OK(olm_config_from_json(kTiny, std::strlen(kTiny), &cfg));
+    ASSERT_OK(olm_model_create(cfg, "cpu", nullptr, &model));
+  }
+  void TearDown() override {
+    olm_model_free(model);
+    olm_config_free(cfg);
+  }
+  olm_tensor* ids(std::vector<int64_t> v, int64_t rows, int64_t cols) {
+    olm_tensor* t = nullptr;
+    int64_t shape[2] = {rows, cols};
+    olm_error* e = olm_tensor_create(OLM_DTYPE_INT64, shape, 2, v.data(), v.size() * 8, &t);
+    EXPECT_EQ(e, nullptr) << olm_error_message(e);
+    olm_error_free(e);
+    return t;
+  }
+  std::vector<float> logits(olm_tensor* input, int64_t keep = 0) {
+    olm_forward_options o;
+    olm_forward_options_init(&o);
+    o.logits_to_keep = keep;
+    olm_tensor* out = nullptr;
+    olm_error* e = olm_model_forward(model, input, &o, &out);
+    EXPECT_EQ(e, nullptr) << olm_error_message(e);
+    olm_error_free(e);
+    size_t n = 0;
+    olm_error_free(olm_tensor_nbytes(out, &n));
+    std::vector<float> v(n / 4);
+    olm_error_free(olm_tensor_copy_to_host(out, v.data(), n));
+    olm_tensor_free(out);
+    return v;
+  }
+};
+
+std::vector<int64_t> seq(int64_t n, int64_t mod = 256) {
+  std::vector<int64_t> v(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) v[static_cast<size_t>(i)] = (i * 37 + 11) % mod;
+  return v;
+}
+
+TEST(CapiBasics, VersionErrorsAndNullReleases) {
+  char expected[32];
+  std::snprintf(expected, sizeof expected, "%d.%d.%d", OLM_VERSION_MAJOR, OLM_VERSION_MINOR, OLM_VERSION_PATCH);
+  EXPECT_STREQ(olm_version(), expected);
+  EXPECT_EQ(olm_error_code(nullptr), OLM_OK);
+  EXPECT_STREQ(olm_error_message(nullptr), "");
+  EXPECT_EQ(olm_buffer_data(nullptr), nullptr);
+  EXPECT_EQ(olm_buffer_size(nullptr), 0u);
+  olm_error_free(nullptr);
+  olm_buffer_free(nullptr);
+  olm_config_free(nullptr);
+  olm_tensor_free(nullptr);
+  olm_model_free(nullptr);
+  olm_loss_result_free(nullptr);
+  olm_train_config_free(nullptr);
+  olm_trainer_free(nullptr);
+  olm_dataset_free(nullptr);
+  olm_model_options_init(nullptr);
+  olm_forward_options_init(nullptr);
+  olm_loss_options_init(nullptr);
+  olm_generate_options_init(nullptr);
+  EXPECT_GE(olm_cuda_device_count(), 0);
+}
+
+TEST(CapiBasics, NullArgumentsAreNamed) {
+  olm_config* cfg = sentinel<olm_config>();
+  expect(olm_config_from_preset(nullptr, 10, &cfg), OLM_ERR_INVALID_ARGUMENT, "name: NULL");
+  expect(olm_config_from_preset("olmo2_1M", 10, nullptr), OLM_ERR_INVALID_ARGUMENT, "out: NULL");
+  expect(olm_config_from_json(nullptr, 3, &cfg), OLM_ERR_INVALID_ARGUMENT, "text: NULL");
+  expect(olm_config_from_flatbuffer(nullptr, 3, &cfg), OLM_ERR_INVALID_ARGUMENT, "data: NULL");
+  EXPECT_EQ(cfg, sentinel<olm_config>());
+  olm_buffer* buf = nullptr;
+  expect(olm_config_to_json(nullptr, &buf), OLM_ERR_INVALID_ARGUMENT, "config: NULL");
+  expect(olm_config_to_flatbuffer(nullptr, &buf), OLM_ERR_INVALID_ARGUMENT, "config: NULL");
+  int64_t n = 0;
+  expect(olm_config_num_params(nullptr, &n, &n), OLM_ERR_INVALID_ARGUMENT, "config: NULL");
+  expect(olm_config_num_flops_per_token(nullptr, 1, &n), OLM_ERR_INVALID_ARGUMENT, "config: NULL");
+  olm_dtype d = 0;
+  size_t s = 0;
+  expect(olm_tensor_dtype(nullptr, &d), OLM_ERR_INVALID_ARGUMENT, "tensor: NULL");
+  expect(olm_tensor_ndim(nullptr, &s), OLM_ERR_INVALID_ARGUMENT, "tensor: NULL");
+  expect(olm_tensor_shape(nullptr, &n, 1), OLM_ERR_INVALID_ARGUMENT, "tensor: NULL");
+  expect(olm_tensor_nbytes(nullptr, &s), OLM_ERR_INVALID_ARGUMENT, "tensor: NULL");
+  expect(olm_tensor_copy_to_host(nullptr, &n, 8), OLM_ERR_INVALID_ARGUMENT, "tensor: NULL");
+  olm_model* m = sentinel<olm_model>();
+  expect(olm_model_create(nullptr, "cpu", nullptr, &m), OLM_ERR_INVALID_ARGUMENT, "config: NULL");
+  EXPECT_EQ(m, sentinel<olm_model>());
+  olm_tensor* t = nullptr;
+  expect(olm_model_forward(nullptr, nullptr, nullptr, &t), OLM_ERR_INVALID_ARGUMENT, "model: NULL");
+  olm_loss_result r{};
+  r.struct_size = sizeof r;
+  expect(olm_model_loss(nullptr, nullptr, nullptr, nullptr, &r), OLM_ERR_INVALID_ARGUMENT, "model: NULL");
+  expect(olm_model_num_params(nullptr, &n), OLM_ERR_INVALID_ARGUMENT, "model: NULL");
+  expect(olm_model_parameter_count(nullptr, &s), OLM_ERR_INVALID_ARGUMENT, "model: NULL");
+  olm_parameter_info info{};
+  info.struct_size = sizeof info;
+  expect(olm_model_parameter_info(nullptr, 0, &info), OLM_ERR_INVALID_ARGUMENT, "model: NULL");
+  expect(olm_model_load_safetensors(nullptr, "x"), OLM_ERR_INVALID_ARGUMENT, "model: NULL");
+  expect(olm_model_save_safetensors(nullptr, "x"), OLM_ERR_INVALID_ARGUMENT, "model: NULL");
+  expect(olm_model_generate(nullptr, nullptr, nullptr, &t), OLM_ERR_INVALID_ARGUMENT, "model: NULL");
+}
+
+TEST(CapiConfig, JsonPresetsRoundTripsAndBadInput) {
+  olm_config* cfg = nullptr;
+  ASSERT_OK(olm_config_from_preset("olmo2_30M", 16384, &cfg));
+  int64_t total = 0, non_emb = 0, flops = 0;
+  ASSERT_OK(olm_config_num_params(cfg, &total, &non_emb));
+  EXPECT_EQ(total, 11800832);  // OLMo-core's count
+  EXPECT_EQ(non_emb, 7606528);
+  ASSERT_OK(olm_config_num_params(cfg, nullptr, nullptr));
+  ASSERT_OK(olm_config_num_flops_per_token(cfg, 256, &flops));
+  EXPECT_EQ(flops, 47205888);  // OLMo-core's Transformer.num_flops_per_token(256)
+  expect(olm_config_num_flops_per_token(cfg, 0, &flops), OLM_ERR_INVALID_ARGUMENT, "seq_len");
+  expect(olm_config_num_flops_per_token(cfg, 5, nullptr), OLM_ERR_INVALID_ARGUMENT, "flops: NULL");
+  // JSON -> config -> JSON -> config -> JSON is stable; FlatBuffers byte-identical.
+  olm_buffer* json = nullptr;
+  ASSERT_OK(olm_config_to_json(cfg, &json));
+  const std::string text(reinterpret_cast<const char*>(olm_buffer_data(json)), olm_buffer_size(json));
+  EXPECT_EQ(olm_buffer_data(json)[olm_buffer_size(json)], 0) << "JSON buffers are NUL-terminated";
+  olm_config* again = nullptr;
+  ASSERT_OK(olm_config_from_json(text.data(), text.size(), &again));
+  olm_buffer* json2 = nullptr;
+  ASSERT_OK(olm_config_to_json(again, &json2));
+  EXPECT_EQ(text, std::string(reinterpret_cast<const char*>(olm_buffer_data(json2)), olm_buffer_size(json2)));
+  olm_buffer *fb = nullptr, *fb2 = nullptr;
+  ASSERT_OK(olm_config_to_flatbuffer(cfg, &fb));
+  olm_config* from_fb = nullptr;
+  ASSERT_OK(olm_config_from_flatbuffer(olm_buffer_data(fb), olm_buffer_size(fb), &from_fb));
+  ASSERT_OK(olm_config_to_flatbuffer(from_fb, &fb2));
+  ASSERT_EQ(olm_buffer_size(fb), olm_buffer_size(fb2));
+  EXPECT_EQ(0, std::memcmp(olm_buffer_data(fb), olm_buffer_data(fb2), olm_buffer_size(fb)));
+
+  // Every prefix of a valid buffer fails cleanly or (losing only padding) reads the same.
+  const std::vector<uint8_t> bytes(olm_buffer_data(fb), olm_buffer_data(fb) + olm_buffer_size(fb));
+  for (size_t n = 0; n < bytes.size(); ++n) {
+    olm_config* out = sentinel<olm_config>();
+    olm_error* e = olm_config_from_flatbuffer(bytes.data(), n, &out);
+    if (e) {
+      EXPECT_EQ(olm_error_code(e), OLM_ERR_PARSE) << n;
+      EXPECT_EQ(out, sentinel<olm_config>());
+      olm_error_free(e);
+    } else {
+      olm_config_free(out);
+    }
+  }
+  // Seeded garbage never crashes.
+  uint64_t state = 99;
+  for (int trial = 0; trial < 300; ++trial) {
+    std::vector<uint8_t> junk(16 + trial % 200);
+    for (auto& b : junk) {
+      state = state * 6364136223846793005ull + 1;
+      b = static_cast<uint8_t>(state >> 56);
+    }
+    if (trial % 2) std::memcpy(junk.data() + 4, "OLMC", 4);
+    olm_config* out = nullptr;
+    olm_error* e = olm_config_from_flatbuffer(junk.data(), junk.size(), &out);
+    if (e) {
+      EXPECT_TRUE(olm_error_code(e) == OLM_ERR_PARSE || olm_error_code(e) == OLM_ERR_INVALID_CONFIG);
+      olm_error_free(e);
+    }
+    olm_config_free(out);
+  }
+  auto wrong_id = bytes;
+  std::memcpy(wrong_id.data() + 4, "NOPE", 4);
+  expect(olm_config_from_flatbuffer(wrong_id.data(), wrong_id.size(), &cfg), OLM_ERR_PARSE, "file identifier");
+  expect(olm_config_from_flatbuffer(bytes.data(), 0, &cfg), OLM_ERR_PARSE, "too short");
+
+  olm_config* bad = sentinel<olm_config>();
+  expect(olm_config_from_preset("gpt5", 100, &bad), OLM_ERR_INVALID_ARGUMENT, "known: ");
+  expect(olm_config_from_preset("olmo2_1M", 0, &bad), OLM_ERR_INVALID_ARGUMENT, "vocab_size");
+  const std::string tiny = kTiny;
+  auto edited = [&](const std::string& from, const std::string& to) {
+    std::string s = tiny;
+    s.replace(s.find(from), from.size(), to);
+    return s;
+  };
+  struct Case {
+    std::string json;
+    int32_t code;
+    std::string needle;
+  };
+  for (const auto& c : std::vector<Case>{
+           {"{", OLM_ERR_PARSE, "config JSON"},
+           {edited("\"n_layers\": 2", "\"n_layers\": 2, \"surprise\": true"), OLM_ERR_PARSE, "unknown field: surprise"},
+           {edited("\"d_model\": 64", "\"d_model\": \"wide\""), OLM_ERR_PARSE, "field 'd_model'"},
+           {edited("\"d_model\": 64", "\"d_model\": 1e40"), OLM_ERR_PARSE, "d_model"},
+           {R"({"d_model": 64, "vocab_size": 10, "n_layers": 1})", OLM_ERR_PARSE, "required field is missing: block"},
+           {edited("\"d_model\": 64", "\"d_model\": 63"), OLM_ERR_INVALID_CONFIG, "d_model (63) must be divisible"},
+           {edited("\"n_heads\": 4", "\"n_heads\": 4, \"n_kv_heads\": 3"), OLM_ERR_INVALID_CONFIG, "n_kv_heads (3)"},
+           {edited("\"n_layers\": 2", "\"n_layers\": 0"), OLM_ERR_INVALID_CONFIG, "n_layers must be positive"},
+           {edited("\"reordered_norm\"", "\"upside_down\""), OLM_ERR_INVALID_CONFIG, "block.name"},
+           {edited("\"hidden_size\": 192", "\"hidden_size\": 192, \"activation\": \"relu6\""), OLM_ERR_INVALID_CONFIG, "activation"},
+           {edited("\"n_layers\": 2", "\"n_layers\": 2, \"dtype\": \"int4\""), OLM_ERR_INVALID_CONFIG, "dtype"},
+       }) {
+    olm_config* out = sentinel<olm_config>();
+    expect(olm_config_from_json(c.json.data(), c.json.size(), &out), c.code, c.needle);
+    EXPECT_EQ(out, sentinel<olm_config>());
+  }
+  for (auto* b : {json, json2, fb, fb2}) olm_buffer_free(b);
+  for (auto* c : {cfg, again, from_fb}) olm_config_free(c);
+}
+
+TEST(CapiTensor, EveryDtypeAndEveryMistake) {
+  struct Dt {
+    olm_dtype dtype;
+    size_t size;
+  };
+  for (auto d : {Dt{OLM_DTYPE_INT32, 4}, Dt{OLM_DTYPE_INT64, 8}, Dt{OLM_DTYPE_FLOAT32, 4}, Dt{OLM_DTYPE_BFLOAT16, 2},
+                 Dt{OLM_DTYPE_FLOAT16, 2}}) {
+    std::vector<uint8_t> data(6 * d.size);
+    for (size_t i = 0; i < data.size(); ++i) data[i] = static_cast<uint8_t>(i * 13 + 1);
+    int64_t shape[2] = {2, 3};
+    olm_tensor* t = nullptr;
+    ASSERT_OK(olm_tensor_create(d.dtype, shape, 2, data.data(), data.size(), &t));
+    olm_dtype got = -1;
+    ASSERT_OK(olm_tensor_dtype(t, &got));
+    EXPECT_EQ(got, d.dtype);
+    size_t ndim = 0, nbytes = 0;
+    ASSERT_OK(olm_tensor_ndim(t, &ndim));
+    ASSERT_OK(olm_tensor_nbytes(t, &nbytes));
+    EXPECT_EQ(ndim, 2u);
+    EXPECT_EQ(nbytes, data.size());
+    int64_t dims[2] = {0, 0};
+    ASSERT_OK(olm_tensor_shape(t, dims, 2));
+    EXPECT_EQ(dims[0], 2);
+    EXPECT_EQ(dims[1], 3);
+    std::vector<uint8_t> back(data.size() + 4, 0xEE);
+    ASSERT_OK(olm_tensor_copy_to_host(t, back.data(), back.size()));
+    EXPECT_TRUE(std::equal(data.begin(), data.end(), back.begin())) << "bytes round trip exactly";
+    EXPECT_EQ(back[data.size()], 0xEE) << "nothing written past nbytes";
+    std::vector<uint8_t> small(data.size() - 1, 0xAB);
+    expect(olm_tensor_copy_to_host(t, small.data(), small.size()), OLM_ERR_INVALID_ARGUMENT, "dst_size");
+    EXPECT_EQ(small[0], 0xAB) << "a refused copy writes nothing";
+    int64_t one = 0;
+    expect(olm_tensor_shape(t, &one, 1), OLM_ERR_INVALID_ARGUMENT, "capacity");
+    olm_tensor_free(t);
+  }
+  int64_t shape[2] = {2, 2}, neg[1] = {-1}, huge[2] = {INT64_MAX / 2, 16}, big[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};
+  float data[4] = {1, 2, 3, 4};
+  olm_tensor* t = sentinel<olm_tensor>();
+  expect(olm_tensor_create(OLM_DTYPE_FLOAT32, shape, 2, data, 12, &t), OLM_ERR_INVALID_ARGUMENT, "data_size: 12 bytes given but the dtype and shape need 16");
+  expect(olm_tensor_create(42, shape, 2, data, 16, &t), OLM_ERR_INVALID_ARGUMENT, "unknown dtype 42");
+  expect(olm_tensor_create(OLM_DTYPE_FLOAT32, neg, 1, data, 0, &t), OLM_ERR_INVALID_ARGUMENT, "shape[0]: negative");
+  expect(olm_tensor_create(OLM_DTYPE_FLOAT32, huge, 2, data, 16, &t), OLM_ERR_INVALID_ARGUMENT, "overflows");
+  expect(olm_tensor_create(OLM_DTYPE_FLOAT32, big, 9, data, 4, &t), OLM_ERR_INVALID_ARGUMENT, "OLM_MAX_DIMS");
+  expect(olm_tensor_create(OLM_DTYPE_FLOAT32, nullptr, 2, data, 16, &t), OLM_ERR_INVALID_ARGUMENT, "shape: NULL");
+  expect(olm_tensor_create(OLM_DTYPE_FLOAT32, shape, 2, nullptr, 16, &t), OLM_ERR_INVALID_ARGUMENT, "data: NULL");
+  EXPECT_EQ(t, sentinel<olm_tensor>());
+  // A scalar and an empty tensor are fine.
+  ASSERT_OK(olm_tensor_create(OLM_DTYPE_FLOAT32, nullptr, 0, data, 4, &t));
+  olm_tensor_free(t);
+  int64_t empty[1] = {0};
+  ASSERT_OK(olm_tensor_create(OLM_DTYPE_INT64, empty, 1, nullptr, 0, &t));
+  ASSERT_OK(olm_tensor_copy_to_host(t, nullptr, 0));
+  olm_tensor_free(t);
+}
+
+TEST_F(Tiny, ForwardShapesKeepAndDtypes) {
+  auto* x = ids(seq(10), 2, 5);
+  auto full = logits(x);
+  ASSERT_EQ(full.size(), 2u * 5 * 256);
+  for (float v : full) ASSERT_TRUE(std::isfinite(v));
+  auto last2 = logits(x, 2);
+  ASSERT_EQ(last2.size(), 2u * 2 * 256);
+  for (int b = 0; b < 2; ++b)
+    for (int i = 0; i < 2 * 256; ++i)
+      // The head's matmul on 2 rows instead of 5 may block the sum differently: float32 ulps.
+      EXPECT_NEAR(last2[static_cast<size_t>(b * 512 + i)], full[static_cast<size_t>(b * 5 * 256 + 3 * 256 + i)], 1e-5);
+  std::vector<int32_t> v32;
+  for (auto v : seq(10)) v32.push_back(static_cast<int32_t>(v));
+  int64_t shape[2] = {2, 5};
+  olm_tensor* x32 = nullptr;
+  ASSERT_OK(olm_tensor_create(OLM_DTYPE_INT32, shape, 2, v32.data(), v32.size() * 4, &x32));
+  EXPECT_EQ(logits(x32), full);
+
+  olm_tensor* out = sentinel<olm_tensor>();
+  auto bad = seq(10);
+  bad[7] = 256;
+  auto* oov = ids(bad, 2, 5);
+  expect(olm_model_forward(model, oov, nullptr, &out), OLM_ERR_INVALID_ARGUMENT, "input_ids: value 256 is outside the vocabulary");
+  bad[7] = -1;
+  auto* neg = ids(bad, 2, 5);
+  expect(olm_model_forward(model, neg, nullptr, &out), OLM_ERR_INVALID_ARGUMENT, "value -1");
+  float fdata[2] = {1, 2};
+  int64_t fshape[2] = {1, 2};
+  olm_tensor* f = nullptr;
+  ASSERT_OK(olm_tensor_create(OLM_DTYPE_FLOAT32, fshape, 2, fdata, 8, &f));
+  expect(olm_model_forward(model, f, nullptr, &out), OLM_ERR_INVALID_ARGUMENT, "dtype must be int32 or int64");
+  int64_t flat_shape[1] = {10};
+  olm_tensor* flat = nullptr;
+  auto sv = seq(10);
+  ASSERT_OK(olm_tensor_create(OLM_DTYPE_INT64, flat_shape, 1, sv.data(), 80, &flat));
+  expect(olm_model_forward(model, flat, nullptr, &out), OLM_ERR_INVALID_ARGUMENT, "(batch, seq_len)");
+  int64_t zero_shape[2] = {0, 5};
+  olm_tensor* zero = nullptr;
+  ASSERT_OK(olm_tensor_create(OLM_DTYPE_INT64, zero_shape, 2, nullptr, 0, &zero));
+  expect(olm_model_forward(model, zero, nullptr, &out), OLM_ERR_INVALID_ARGUMENT, "positive");
+  olm_forward_options o;
+  olm_forward_options_init(&o);
+  o.logits_to_keep = 6;
+  expect(olm_model_forward(model, x, &o, &out), OLM_ERR_INVALID_ARGUMENT, "logits_to_keep");
+  o.logits_to_keep = -1;
+  expect(olm_model_forward(model, x, &o, &out), OLM_ERR_INVALID_ARGUMENT, "logits_to_keep");
+  o.struct_size = 0;
+  expect(olm_model_forward(model, x, &o, &out), OLM_ERR_INVALID_ARGUMENT, "options.struct_size");
+  EXPECT_EQ(out, sentinel<olm_tensor>());
+  for (auto* t : {x, x32, oov, neg, f, flat, zero}) olm_tensor_free(t);
+}
+
+TEST_F(Tiny, LossReductionsZLossAndDivisor) {
+  auto* x = ids(seq(12), 2, 6);
+  auto lab = seq(12, 256);
+  for (size_t i : {0u, 5u, 7u}) lab[i] = -100;
+  auto* labels = ids(lab, 2, 6);
+  auto run = [&](int32_t reduction, double z, double div, int32_t ret_logits = 0) {
+    olm_loss_options o;
+    olm_loss_options_init(&o);
+    o.loss_reduction = reduction;
+    o.z_loss_multiplier = z;
+    o.loss_div_factor = div;
+    o.return_logits = ret_logits;
+    olm_loss_result r{};
+    r.struct_size = sizeof r;
+    olm_error* e = olm_model_loss(model, x, labels, &o, &r);
+    EXPECT_EQ(e, nullptr) << olm_error_message(e);
+    olm_error_free(e);
+    return r;
+  };
+  auto read = [](olm_tensor* t) {
+    size_t n = 0;
+    olm_error_free(olm_tensor_nbytes(t, &n));
+    std::vector<float> v(n / 4);
+    olm_error_free(olm_tensor_copy_to_host(t, v.data(), n));
+    return v;
+  };
+  auto none = run(OLM_LOSS_REDUCTION_NONE, 1e-3, 1.0);
+  auto per = read(none.ce_loss);
+  ASSERT_EQ(per.size(), 12u);
+  double sum = 0;
+  for (size_t i = 0; i < 12; ++i) {
+    if (lab[i] == -100) EXPECT_EQ(per[i], 0.0f);
+    sum += per[i];
+  }
+  auto mean = run(OLM_LOSS_REDUCTION_MEAN, 1e-3, 1.0);
+  EXPECT_NEAR(mean.ce_loss_value, sum / 9, 1e-5);
+  auto total = run(OLM_LOSS_REDUCTION_SUM, 1e-3, 1.0);
+  EXPECT_NEAR(total.ce_loss_value, sum, 1e-4);
+  EXPECT_GT(mean.z_loss_value, 0);
+  EXPECT_NEAR(mean.loss_value, mean.ce_loss_value + mean.z_loss_value, 1e-6);
+  auto halved = run(OLM_LOSS_REDUCTION_MEAN, 1e-3, 2.0, 1);
+  EXPECT_NEAR(halved.loss_value * 2, mean.loss_value, 1e-6);
+  EXPECT_NEAR(halved.z_loss_value * 2, mean.z_loss_value, 1e-7);
+  EXPECT_EQ(read(halved.logits), logits(x)) << "returned logits equal olm_model_forward's";
+  auto no_z = run(OLM_LOSS_REDUCTION_MEAN, 0.0, 1.0);
+  EXPECT_EQ(no_z.z_loss, nullptr);
+  EXPECT_EQ(no_z.logits, nullptr);
+  EXPECT_EQ(no_z.z_loss_value, 0.0);
+  for (auto* r : {&none, &mean, &total, &halved, &no_z}) {
+    olm_loss_result_free(r);
+    EXPECT_EQ(r->loss, nullptr);
+  }
+
+  // Bad inputs, each with the output struct untouched.
+  olm_loss_options o;
+  olm_loss_options_init(&o);
+  olm_loss_result r{};
+  r.struct_size = sizeof r;
+  r.loss_value = 123;
+  auto bad_lab = lab;
+  bad_lab[3] = -7;
+  auto* neg = ids(bad_lab, 2, 6);
+  expect(olm_model_loss(model, x, neg, &o, &r), OLM_ERR_INVALID_ARGUMENT, "labels: value -7");
+  auto* other_shape = ids(seq(12), 3, 4);
+  expect(olm_model_loss(model, x, other_shape, &o, &r), OLM_ERR_INVALID_ARGUMENT, "differs from input_ids shape");
+  o.loss_div_factor = 0;
+  expect(olm_model_loss(model, x, labels, &o, &r), OLM_ERR_INVALID_ARGUMENT, "loss_div_factor");
+  olm_loss_options_init(&o);
+  o.loss_reduction = 9;
+  expect(olm_model_loss(model, x, labels, &o, &r), OLM_ERR_INVALID_ARGUMENT, "loss_reduction");
+  olm_loss_options_init(&o);
+  o.z_loss_multiplier = -1;
+  expect(olm_model_loss(model, x, labels, &o, &r), OLM_ERR_INVALID_ARGUMENT, "z_loss_multiplier");
+  EXPECT_EQ(r.loss_value, 123);
+  EXPECT_EQ(r.loss, nullptr);
+  // An older caller's smaller result struct: only the fields it has are written.
+  struct OldResult {
+    size_t struct_size;
+    olm_tensor* loss;
+    olm_tensor* ce_loss;
+  } old{sizeof(OldResult), nullptr, nullptr};
+  olm_loss_options_init(&o);
+  ASSERT_OK(olm_model_loss(model, x, labels, &o, reinterpret_cast<olm_loss_result*>(&old)));
+  EXPECT_NE(old.loss, nullptr);
+  EXPECT_NE(old.ce_loss, nullptr);
+  olm_loss_result_free(reinterpret_cast<olm_loss_result*>(&old));
+  EXPECT_EQ(old.loss, nullptr);
+  olm_loss_result zeroed{};
+  olm_loss_result_free(&zeroed);
+  // An older caller's smaller options struct (only up to loss_reduction): defaults for the rest.
+  olm_loss_options_init(&o);
+  o.struct_size = offsetof(olm_loss_options, z_loss_multiplier);
+  o.loss_reduction = OLM_LOSS_REDUCTION_SUM;
+  o.loss_div_factor = 0;  // beyond struct_size: must be ignored
+  olm_loss_result r2{};
+  r2.struct_size = sizeof r2;
+  ASSERT_OK(olm_model_loss(model, x, labels, &o, &r2));
+  EXPECT_NEAR(r2.ce_loss_value, sum, 1e-4);
+  olm_loss_result_free(&r2);
+  for (auto* t : {x, labels, neg, other_shape}) olm_tensor_free(t);
+}
+
+TEST_F(Tiny, ModelOptionsDevicesAndMemory) {
+  olm_model* m = sentinel<olm_model>();
+  for (const char* device : {"gpu", "cuda:x", "cuda:-1", "", "cpu0", "cuda:123456"})
+    expect(olm_model_create(cfg, device, nullptr, &m), OLM_ERR_INVALID_ARGUMENT, "device");
+  if (olm_cuda_device_count() == 0) {
+    expect(olm_model_create(cfg, "cuda", nullptr, &m), OLM_ERR_DEVICE_UNAVAILABLE, "CUDA is not available");
+    expect(olm_model_create(cfg, "cuda:1", nullptr, &m), OLM_ERR_DEVICE_UNAVAILABLE, "cuda:1");
+  }
+  olm_model_options o;
+  olm_model_options_init(&o);
+  o.param_dtype = OLM_DTYPE_INT32;
+  expect(olm_model_create(cfg, "cpu", &o, &m), OLM_ERR_INVALID_ARGUMENT, "param_dtype");
+  o.struct_size = 0;
+  expect(olm_model_create(cfg, "cpu", &o, &m), OLM_ERR_INVALID_ARGUMENT, "options.struct_size");
+  olm_config* huge = nullptr;
+  ASSERT_OK(olm_config_from_preset("llama3_405B", 128256, &huge));
+  expect(olm_model_create(huge, "cpu", nullptr, &m), OLM_ERR_OUT_OF_MEMORY, "parameters need");
+  EXPECT_EQ(m, sentinel<olm_model>());
+  olm_config_free(huge);
+  // An older caller's options (struct_size + param_dtype only): init_weights keeps its default.
+  olm_model_options_init(&o);
+  o.struct_size = offsetof(olm_model_options, init_weights);
+  o.param_dtype = OLM_DTYPE_BFLOAT16;
+  o.init_weights = 0;  // not covered by struct_size: ignored
+  ASSERT_OK(olm_model_create(cfg, "cpu", &o, &m));
+  olm_parameter_info info{};
+  info.struct_size = sizeof info;
+  ASSERT_OK(olm_model_parameter_info(m, 0, &info));
+  EXPECT_EQ(info.dtype, OLM_DTYPE_BFLOAT16);
+  olm_model_free(m);
+  // The config may be freed before the model.
+  olm_config* c2 = nullptr;
+  ASSERT_OK(olm_config_from_json(kTiny, std::strlen(kTiny), &c2));
+  ASSERT_OK(olm_model_create(c2, "cpu", nullptr, &m));
+  olm_config_free(c2);
+  int64_t n = 0;
+  ASSERT_OK(olm_model_num_params(m, &n));
+  EXPECT_GT(n, 0);
+  olm_model_free(m);
+}
+
+TEST_F(Tiny, ParameterListing) {
+  size_t count = 0;
+  ASSERT_OK(olm_model_parameter_count(model, &count));
+  int64_t sum = 0, total = 0;
+  std::vector<std::string> names;
+  for (size_t i = 0; i < count; ++i) {
+    olm_parameter_info info{};
+    info.struct_size = sizeof info;
+    ASSERT_OK(olm_model_parameter_info(model, i, &info));
+    names.emplace_back(info.name);
+    int64_t numel = 1;
+    for (size_t d = 0; d < info.ndim; ++d) numel *= info.shape[d];
+    sum += numel;
+  }
+  ASSERT_OK(olm_model_num_params(model, &total));
+  int64_t cfg_total = 0;
+  ASSERT_OK(olm_config_num_params(cfg, &cfg_total, nullptr));
+  EXPECT_EQ(sum, total);
+  EXPECT_EQ(total, cfg_total);
+  EXPECT_EQ(names.front(), "embeddings.weight");
+  EXPECT_EQ(names.back(), "lm_head.w_out.weight");
+  for (const char* name : {"blocks.0.attention.w_q.weight", "blocks.0.attention.q_norm.weight",
+                           "blocks.1.feed_forward.w3.weight", "blocks.1.feed_forward_norm.weight", "lm_head.norm.weight"})
+    EXPECT_NE(std::find(names.begin(), names.end(), name), names.end()) << name;
+  olm_parameter_info info{};
+  info.struct_size = sizeof info;
+  expect(olm_model_parameter_info(model, count, &info), OLM_ERR_INVALID_ARGUMENT, "out of range");
+}
+
+TEST_F(Tiny, SafetensorsThroughTheAbi) {
+  const std::string dir = temp_dir();
+  auto* x = ids(seq(8), 1, 8);
+  const auto before = logits(x);
+  const std::string path = dir + "/model.safetensors";
+  ASSERT_OK(olm_model_save_safetensors(model, path.c_str()));
+  olm_model_options o;
+  olm_model_options_init(&o);
+  o.init_weights = 0;
+  olm_model* loaded = nullptr;
+  ASSERT_OK(olm_model_create(cfg, "cpu", &o, &loaded));
+  ASSERT_OK(olm_model_load_safetensors(loaded, path.c_str()));
+  std::swap(model, loaded);
+  EXPECT_EQ(logits(x), before) << "save then load is exact";
+  std::swap(model, loaded);
+  olm_model_free(loaded);
+
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  const std::string bytes = ss.str();
+  auto write = [&](const std::string& name, const std::string& content) {
+    std::ofstream(dir + "/" + name, std::ios::binary) << content;
+    return dir + "/" + name;
+  };
+  expect(olm_model_load_safetensors(model, (dir + "/nope.safetensors").c_str()), OLM_ERR_IO, "nope.safetensors");
+  expect(olm_model_load_safetensors(model, write("half.safetensors", bytes.substr(0, bytes.size() / 2)).c_str()),
+         OLM_ERR_PARSE, "truncated");
+  std::string lying = bytes;
+  lying[6] = '\x7f';  // the header length now claims far more bytes than the file has
+  expect(olm_model_load_safetensors(model, write("lying.safetensors", lying).c_str()), OLM_ERR_PARSE, "claims");
+  std::string garbage = bytes;
+  std::memset(&garbage[8], '#', 32);
+  expect(olm_model_load_safetensors(model, write("garbage.safetensors", garbage).c_str()), OLM_ERR_PARSE, "JSON");
+  olm_config* other_cfg = nullptr;
+  ASSERT_OK(olm_config_from_preset("olmo2_1M", 256, &other_cfg));
+  olm_model* other = nullptr;
+  ASSERT_OK(olm_model_create(other_cfg, "cpu", nullptr, &other));
+  ASSERT_OK(olm_model_save_safetensors(other, (dir + "/other.safetensors").c_str()));
+  expect(olm_model_load_safetensors(model, (dir + "/other.safetensors").c_str()), OLM_ERR_MISMATCH, "tensor '");
+  EXPECT_EQ(logits(x), before) << "failed loads leave the model unchanged";
+  expect(olm_model_save_safetensors(model, (dir + "/no/dir/m.safetensors").c_str()), OLM_ERR_IO, "no/dir");
+  olm_model_free(other);
+  olm_config_free(other_cfg);
+  olm_tensor_free(x);
+}
+
+TEST_F(Tiny, DifferentHandlesOnDifferentThreads) {
+  olm_model* second = nullptr;
+  ASSERT_OK(olm_model_create(cfg, "cpu", nullptr, &second));
+  auto* x = ids(seq(16), 2, 8);
+  const auto expected = logits(x);
+  std::vector<float> a, b;
+  auto run = [&](olm_model* m, std::vector<float>& out) {
+    for (int rep = 0; rep < 5; ++rep) {
+      olm_tensor* l = nullptr;
+      olm_error* e = olm_model_forward(m, x, nullptr, &l);
+      if (e) {
+        olm_error_free(e);
+        return;
+      }
+      size_t n = 0;
+      olm_error_free(olm_tensor_nbytes(l, &n));
+      out.resize(n / 4);
+      olm_error_free(olm_tensor_copy_to_host(l, out.data(), n));
+      olm_tensor_free(l);
+    }
+  };
+  std::thread t1(run, model, std::ref(a)), t2(run, second, std::ref(b));
+  t1.join();
+  t2.join();
+  EXPECT_EQ(a, expected);
+  EXPECT_EQ(b, expected) << "same seed, same weights, same logits";
+  olm_model_free(second);
+  olm_tensor_free(x);
+}
+
+}  // namespace
