@@ -126,6 +126,25 @@ std::string save(train::Trainer& trainer, const std::string& folder, const DataP
                  int64_t keep_last_n) {
   require(!folder.empty(), ErrorCode::kInvalidArgument, "save_folder: empty");
   io::make_directories(folder);
+  // A writer killed mid-save leaves a .tmp-step* directory, which never became a checkpoint,
+  // or (re-saving a step) a .old-stepN one, which is the previous stepN if the new one never
+  // arrived. (One writer per save folder.)
+  if (DIR* d = ::opendir(folder.c_str())) {
+    std::vector<std::string> names;
+    while (dirent* e = ::readdir(d)) names.emplace_back(e->d_name);
+    ::closedir(d);
+    for (const auto& name : names) {
+      const std::string path = folder + "/" + name;
+      if (name.rfind(".tmp-step", 0) == 0) {
+        remove_tree(path);
+      } else if (name.rfind(".old-step", 0) == 0) {
+        const std::string step = name.substr(5, name.find('-', 5) - 5);  // "stepN"
+        const std::string original = folder + "/" + step;
+        if (is_dir(original)) remove_tree(path);
+        else ::rename(path.c_str(), original.c_str());
+      }
+    }
+  }
   const std::string final_dir = folder + "/step" + std::to_string(trainer.step());
   const std::string tmp_dir = folder + "/.tmp-step" + std::to_string(trainer.step()) + "-" + random_suffix();
   if (::mkdir(tmp_dir.c_str(), 0755) != 0) fail_errno("cannot create directory", tmp_dir);

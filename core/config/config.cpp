@@ -141,7 +141,8 @@ FeedForwardSpec resolve_feed_forward(const fb::FeedForwardConfigT& in, const std
 std::string with_field_name(const std::string& source, const std::string& error) {
   // These already name their field, which is not the last key before the position.
   if (error.find("required field is missing") != std::string::npos ||
-      error.find("unknown field") != std::string::npos)
+      error.find("unknown field") != std::string::npos ||
+      error.find("field set more than once") != std::string::npos)
     return error;
   size_t offset = std::string::npos;
   // Range errors are raised when the table ends, far from the field: find the bad constant.

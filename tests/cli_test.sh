@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# The olm command end to end on a tiny model: every subcommand, its exit codes and outputs.
+# usage: cli_test.sh OLM_BINARY
+set -euo pipefail
+olm="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+work="$(mktemp -d)"
+trap 'rm -rf "$work"' EXIT
+cd "$work"
+fail() { echo "cli: FAILED: $*" >&2; exit 1; }
+expect_exit() {  # expect_exit CODE command...
+  local want="$1"; shift
+  set +e; "$@" >out.txt 2>err.txt; local got=$?; set -e
+  [ "$got" = "$want" ] || { cat out.txt err.txt >&2; fail "'$*' exited $got, expected $want"; }
+}
+
+printf 'The quick brown fox jumps over the lazy dog.\n%%\nPack my box with five dozen liquor jugs.\n%%\n' > a.txt
+for i in $(seq 40); do printf 'Line %d of some text to train on, with a little variety %d.\n%%\n' "$i" "$((i * i))" >> a.txt; done
+"$olm" tokenize --fortunes --output train.bin a.txt | grep -q "documents" || fail "tokenize"
+cat > train.json <<'JSON'
+{"model": {"d_model": 32, "vocab_size": 264, "n_layers": 2,
+   "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 10000}},
+     "feed_forward": {"hidden_size": 64, "bias": false}, "layer_norm": {"name": "rms", "bias": false}},
+   "lm_head": {"layer_norm": {"name": "rms", "bias": false}, "bias": false}},
+ "sequence_length": 16, "global_batch_size": 64, "max_steps": 3,
+ "optimizer": {"name": "adamw", "lr": 0.003},
+ "data": {"paths": ["train.bin"], "eos_token_id": 256},
+ "eval_data": {"paths": ["train.bin"], "eos_token_id": 256}, "eval_batches": 2,
+ "save_folder": "runs/tiny", "metrics_path": "runs/metrics.jsonl"}
+JSON
+expect_exit 0 "$olm" train --config train.json
+grep -q "trained to step 3" out.txt || fail "train output"
+[ -f runs/tiny/step3/meta.olmk ] && [ -f runs/tiny/step3/model.safetensors ] || fail "checkpoint files"
+[ "$(grep -c '"step"' runs/metrics.jsonl)" -ge 3 ] || fail "metrics file"
+expect_exit 0 "$olm" resume runs/tiny --max-steps 4
+grep -q "trained to step 4" out.txt || fail "resume output"
+expect_exit 0 "$olm" eval --checkpoint runs/tiny --batches 1
+grep -qE "eval: loss [0-9.]+ perplexity" out.txt || fail "eval output"
+expect_exit 0 "$olm" generate --checkpoint runs/tiny --prompt "The " --max-new-tokens 8 --temperature 0
+expect_exit 0 "$olm" generate --checkpoint runs/tiny --prompt-ids 1,2,3 --max-new-tokens 4 --seed 3
+[ "$(wc -w < out.txt)" = 4 ] || fail "generate ids"
+expect_exit 0 "$olm" info --config train.json
+grep -q "parameters:" out.txt || fail "info"
+expect_exit 0 "$olm" convert --checkpoint runs/tiny --output model.safetensors
+expect_exit 0 "$olm" convert --checkpoint runs/tiny --output hf.safetensors --names hf
+expect_exit 0 "$olm" convert --input hf.safetensors --names hf --train-config train.json --output imported
+expect_exit 0 "$olm" convert --input model.safetensors --train-config train.json --output imported2
+cmp imported/step0/model.safetensors imported2/step0/model.safetensors || fail "HF and OLMo-core imports differ"
+expect_exit 0 "$olm" bench --config train.json --seq-len 16 --batch 2 --steps 1 --warmup 0
+grep -q tokens_per_second out.txt || fail "bench"
+expect_exit 2 "$olm" nonsense
+expect_exit 2 "$olm" train
+expect_exit 2 "$olm" train --frobnicate
+echo '{"sequence_length": 0}' > bad.json
+expect_exit 1 "$olm" train --config bad.json
+grep -q "sequence_length must be positive" err.txt || fail "config error message"
+expect_exit 1 "$olm" resume does-not-exist
+for cmd in train resume eval generate info convert bench tokenize; do
+  expect_exit 0 "$olm" "$cmd" --help
+done
+echo "1 passed, 0 failed"

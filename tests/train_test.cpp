@@ -1,0 +1,137 @@
+// core/train: precision, activation checkpointing, parameter groups and the skip-step rule.
+// (Optimizer and scheduler values against OLMo-core's own classes are in parity/train_parity.py.)
+#include <ATen/CPUGeneratorImpl.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+
+#include "core/error.h"
+#include "core/train/trainer.h"
+
+namespace {
+
+olm::Config config() {
+  return olm::Config::from_json(R"({"d_model": 32, "vocab_size": 50, "n_layers": 3,
+    "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "n_kv_heads": 2, "bias": false,
+      "rope": {"theta": 10000}, "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+      "feed_forward": {"hidden_size": 64, "bias": false},
+      "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+    "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
+}
+
+// SGD at lr 0.5 unless `extra` names another optimizer.
+olm::train::TrainConfig train_config(const std::string& extra) {
+  const bool own_optimizer = extra.find("\"optimizer\"") != std::string::npos;
+  return olm::train::TrainConfig::from_json(R"({"sequence_length": 8, "global_batch_size": 32,
+      "rank_microbatch_size": 16, "max_steps": 10)" +
+      std::string(own_optimizer ? "" : R"(, "optimizer": {"name": "sgd", "lr": 0.5})") + extra + "}");
+}
+
+at::Tensor batch(uint64_t seed) {
+  auto g = at::detail::createCPUGenerator(seed);
+  return at::randint(50, {4, 8}, g, at::kLong);
+}
+
+std::map<std::string, at::Tensor> weights(olm::Model& m) {
+  std::map<std::string, at::Tensor> out;
+  for (auto& p : m.module().named_parameters()) out[p.name] = p.tensor->detach().clone();
+  return out;
+}
+
+double max_weight_diff(olm::Model& a, olm::Model& b) {
+  auto wa = weights(a), wb = weights(b);
+  double d = 0;
+  for (auto& [name, t] : wa) d = std::max(d, (t - wb[name]).abs().max().item<double>());
+  return d;
+}
+
+// Recomputing blocks in backward gives the same gradients: with SGD at lr 0.5 the weight
+// change is the gradient, so the weights after two steps agree to float32 rounding.
+TEST(Training, ActivationCheckpointingKeepsGradients) {
+  for (const std::string& ac : {R"(, "ac_mode": "full")", R"(, "ac_mode": "selected_blocks", "ac_block_interval": 2)"}) {
+    auto plain = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+    auto checkpointed = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+    olm::train::Trainer a(plain, train_config("")), b(checkpointed, train_config(ac));
+    for (uint64_t s = 0; s < 2; ++s) {
+      const auto ma = a.train_batch(batch(s)), mb = b.train_batch(batch(s));
+      EXPECT_NEAR(ma.loss, mb.loss, 1e-6 * std::abs(ma.loss));
+      EXPECT_NEAR(ma.grad_norm, mb.grad_norm, 1e-5 * ma.grad_norm);
+    }
+    EXPECT_LT(max_weight_diff(*plain, *checkpointed), 1e-6) << ac;
+  }
+}
+
+// bfloat16 autocast keeps float32 master weights and tracks the float32 run: bf16 has 8
+// mantissa bits, so losses agree to ~1e-2 relative over a few steps.
+TEST(Training, Bf16AutocastTracksFloat32) {
+  auto f32 = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+  auto bf16 = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+  olm::train::Trainer a(f32, train_config("")), b(bf16, train_config(R"(, "autocast_precision": "bfloat16")"));
+  for (uint64_t s = 0; s < 3; ++s) {
+    const auto ma = a.train_batch(batch(s)), mb = b.train_batch(batch(s));
+    EXPECT_NEAR(ma.loss, mb.loss, 2e-2 * ma.loss) << "step " << s;
+    EXPECT_FALSE(mb.skipped);
+  }
+  for (auto& p : bf16->module().named_parameters()) EXPECT_EQ(p.tensor->scalar_type(), at::kFloat) << p.name;
+}
+
+// OLMo-core's default group override: no weight decay on the embeddings. With zero
+// gradients for unseen tokens and AdamW's decoupled decay, rows of never-seen tokens stay
+// exactly as they were, while other matrices shrink.
+TEST(Training, EmbeddingsHaveNoWeightDecayByDefault) {
+  auto m = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+  auto before = weights(*m);
+  olm::train::Trainer t(m, train_config(R"(, "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.5})"));
+  auto ids = at::randint(10, {4, 8}, at::kLong);  // tokens 0..9 only
+  t.train_batch(ids);
+  auto after = weights(*m);
+  EXPECT_TRUE(at::equal(before["embeddings.weight"].slice(0, 10), after["embeddings.weight"].slice(0, 10)));
+  ASSERT_EQ(t.optimizer().groups().size(), 2u);
+  EXPECT_EQ(t.optimizer().groups()[0].names, std::vector<std::string>{"embeddings.weight"});
+  EXPECT_EQ(t.optimizer().groups()[0].weight_decay, 0.0);
+  EXPECT_EQ(t.optimizer().groups()[1].weight_decay, 0.5);
+  // An explicit override by glob: the attention projections get their own learning rate.
+  auto m2 = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+  olm::train::Trainer t2(m2, train_config(R"(, "optimizer": {"name": "adamw", "lr": 0.01,
+      "group_overrides": [{"params": ["blocks.*.attention.w_*"], "lr": 0.001}]})"));
+  ASSERT_EQ(t2.optimizer().groups().size(), 2u);
+  EXPECT_EQ(t2.optimizer().groups()[0].names.size(), 3u * 4);
+  EXPECT_EQ(t2.optimizer().groups()[0].initial_lr, 0.001);
+}
+
+// SkipStepAdamW skips a step whose loss jumps beyond mean + 6 sigma of the recent window;
+// the weights stay as they were and the skip is counted.
+TEST(Training, SkipStepAdamWSkipsALossSpike) {
+  auto m = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+  olm::train::Trainer t(m, train_config(R"(, "max_grad_norm": 1.0, "optimizer": {"name": "skip_step_adamw",
+      "lr": 0.0001, "rolling_interval_length": 8, "sigma_factor": 6})"));
+  const auto ids = batch(1);
+  for (int i = 0; i < 8; ++i) EXPECT_FALSE(t.train_batch(ids).skipped) << i;
+  auto before = weights(*m);
+  // The same batch with the output layer scaled up: logits x40, a far larger loss.
+  {
+    at::NoGradGuard g;
+    m->module().lm_head().w_out().weight().mul_(40);
+  }
+  auto spiked = weights(*m);
+  const auto s = t.train_batch(ids);
+  EXPECT_TRUE(s.skipped) << "loss " << s.loss;
+  EXPECT_EQ(s.skipped_steps, 1);
+  auto after = weights(*m);
+  for (auto& [name, w] : spiked) EXPECT_TRUE(at::equal(w, after[name])) << name;
+}
+
+TEST(Training, BatchChecks) {
+  auto m = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+  olm::train::Trainer t(m, train_config(""));
+  EXPECT_THROW(t.train_batch(at::zeros({2, 8}, at::kLong)), olm::Error);   // 16 tokens, not 32
+  EXPECT_THROW(t.train_batch(at::zeros({4, 8}, at::kFloat)), olm::Error);  // dtype
+  EXPECT_THROW(t.train_batch(at::full({4, 8}, 50, at::kLong)), olm::Error);  // vocabulary
+  EXPECT_EQ(t.step(), 0) << "refused batches take no step";
+  // Labels default to OLMo-core's: shifted left, last position ignored.
+  auto ids = at::arange(8, at::kLong).view({1, 8});
+  auto labels = olm::train::default_labels(ids);
+  EXPECT_TRUE(at::equal(labels, at::tensor(std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, -100}, at::kLong).view({1, 8})));
+}
+
+}  // namespace
