@@ -25,10 +25,16 @@ cat > train.json <<'JSON'
  "save_folder": "ckpt", "save_interval": 1, "keep_last_n": 2}
 JSON
 for delay in 0.35 0.8 1.3 0.05 2.1; do
-  "$olm" train --config train.json >/dev/null 2>&1 &
+  before="$(ls ckpt 2>/dev/null | tr '\n' ' ' || true)"
+  # The first run starts training; later ones resume from the newest checkpoint.
+  if ls -d ckpt/step* >/dev/null 2>&1; then
+    "$olm" resume ckpt >/dev/null 2>&1 &
+  else
+    "$olm" train --config train.json >/dev/null 2>&1 &
+  fi
   pid=$!
-  # Let it write at least one checkpoint, then kill it at an arbitrary moment.
-  for _ in $(seq 200); do ls -d ckpt/step* >/dev/null 2>&1 && break; sleep 0.05; done
+  # Let it write at least one new checkpoint, then kill it at an arbitrary moment.
+  for _ in $(seq 200); do [ "$(ls ckpt 2>/dev/null | tr '\n' ' ' || true)" != "$before" ] && break; sleep 0.05; done
   sleep "$delay"
   kill -9 "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
