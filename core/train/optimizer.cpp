@@ -113,6 +113,20 @@ class ManualOptimizer : public Optimizer {
  public:
   explicit ManualOptimizer(OptimizerSpec spec) : spec_(std::move(spec)) {}
 
+  // Visits every parameter with a gradient. The gradient handed to update() is zeroed on a
+  // skipped step, so NaN/Inf never reaches the optimizer state.
+  void step(const at::Tensor& factor) override {
+    at::NoGradGuard no_grad;
+    for (size_t g = 0; g < groups_.size(); ++g) {
+      for (size_t i = 0; i < groups_[g].params.size(); ++i) {
+        at::Tensor& p = *groups_[g].params[i];
+        if (!p.grad().defined()) continue;
+        const auto grad = at::where(factor > 0, p.grad(), at::zeros_like(p.grad()));
+        update(groups_[g], g, i, p, grad, factor);
+      }
+    }
+  }
+
   std::vector<std::pair<std::string, at::Tensor>> state() const override {
     std::vector<std::pair<std::string, at::Tensor>> out;
     for (size_t g = 0; g < groups_.size(); ++g)
@@ -137,6 +151,8 @@ class ManualOptimizer : public Optimizer {
   }
 
  protected:
+  virtual void update(const ParamGroup& group, size_t g, size_t i, at::Tensor& p, const at::Tensor& grad,
+                      const at::Tensor& factor) = 0;
   virtual std::vector<std::string> state_keys() const = 0;
 
   at::Tensor& slot(size_t g, size_t i, const std::string& key, const at::Tensor& p) {
@@ -163,26 +179,17 @@ class ManualOptimizer : public Optimizer {
 class Lion : public ManualOptimizer {
  public:
   using ManualOptimizer::ManualOptimizer;
-  void step(const at::Tensor& factor) override {
-    at::NoGradGuard no_grad;
-    for (size_t g = 0; g < groups_.size(); ++g) {
-      auto& group = groups_[g];
-      for (size_t i = 0; i < group.params.size(); ++i) {
-        at::Tensor& p = *group.params[i];
-        if (!p.grad().defined()) continue;
-        // A skipped step must not let NaN gradients reach the state.
-        const auto grad = at::where(factor > 0, p.grad(), at::zeros_like(p.grad()));
-        auto& exp_avg = slot(g, i, "exp_avg", p);
-        p.mul_(1 - factor * (group.lr * group.weight_decay));
-        auto update = exp_avg * spec_.beta1 + grad * (1 - spec_.beta1);
-        update.mul_(factor);
-        p.add_(at::sign(update), -group.lr);
-        exp_avg.mul_(1 - factor * (1 - spec_.beta2)).add_(factor * grad, 1 - spec_.beta2);
-      }
-    }
-  }
 
  protected:
+  void update(const ParamGroup& group, size_t g, size_t i, at::Tensor& p, const at::Tensor& grad,
+              const at::Tensor& factor) override {
+    auto& exp_avg = slot(g, i, "exp_avg", p);
+    p.mul_(1 - factor * (group.lr * group.weight_decay));
+    auto step = exp_avg * spec_.beta1 + grad * (1 - spec_.beta1);
+    step.mul_(factor);
+    p.add_(at::sign(step), -group.lr);
+    exp_avg.mul_(1 - factor * (1 - spec_.beta2)).add_(factor * grad, 1 - spec_.beta2);
+  }
   std::vector<std::string> state_keys() const override { return {"exp_avg"}; }
 };
 
@@ -190,32 +197,25 @@ class Lion : public ManualOptimizer {
 class Sgd : public ManualOptimizer {
  public:
   using ManualOptimizer::ManualOptimizer;
-  void step(const at::Tensor& factor) override {
-    at::NoGradGuard no_grad;
-    for (size_t g = 0; g < groups_.size(); ++g) {
-      auto& group = groups_[g];
-      for (size_t i = 0; i < group.params.size(); ++i) {
-        at::Tensor& p = *group.params[i];
-        if (!p.grad().defined()) continue;
-        auto d_p = at::where(factor > 0, p.grad(), at::zeros_like(p.grad()));
-        if (group.weight_decay != 0) d_p = d_p + group.weight_decay * p;
-        if (spec_.momentum != 0) {
-          const bool first = !has_slot(g, i, "momentum_buffer");
-          auto& buf = slot(g, i, "momentum_buffer", p);
-          if (first) {
-            buf.copy_(d_p * factor);
-          } else {
-            // buf = momentum * buf + d_p on a real step; unchanged on a skipped one.
-            buf.copy_(at::where(factor > 0, buf * spec_.momentum + d_p, buf));
-          }
-          d_p = buf;
-        }
-        p.add_(d_p * factor, -group.lr);
-      }
-    }
-  }
 
  protected:
+  void update(const ParamGroup& group, size_t g, size_t i, at::Tensor& p, const at::Tensor& grad,
+              const at::Tensor& factor) override {
+    auto d_p = group.weight_decay != 0 ? grad + group.weight_decay * p : grad;
+    if (spec_.momentum != 0) {
+      const bool first = !has_slot(g, i, "momentum_buffer");
+      auto& buf = slot(g, i, "momentum_buffer", p);
+      if (first) {
+        buf.copy_(d_p * factor);
+      } else {
+        // buf = momentum * buf + d_p on a real step; unchanged on a skipped one.
+        buf.copy_(at::where(factor > 0, buf * spec_.momentum + d_p, buf));
+      }
+      d_p = buf;
+    }
+    p.add_(d_p * factor, -group.lr);
+  }
+
   std::vector<std::string> state_keys() const override { return {"momentum_buffer"}; }
 };
 
@@ -242,33 +242,6 @@ class SkipStepAdamW : public ManualOptimizer {
     return ok.to(at::kFloat);
   }
 
-  void step(const at::Tensor& factor) override {
-    at::NoGradGuard no_grad;
-    for (size_t g = 0; g < groups_.size(); ++g) {
-      auto& group = groups_[g];
-      for (size_t i = 0; i < group.params.size(); ++i) {
-        at::Tensor& p = *group.params[i];
-        if (!p.grad().defined()) continue;
-        const auto grad = at::where(factor > 0, p.grad(), at::zeros_like(p.grad()));
-        auto& exp_avg = slot(g, i, "exp_avg", p);
-        auto& exp_avg_sq = slot(g, i, "exp_avg_sq", p);
-        auto& step = slot(g, i, "step", p);
-        const double lr = group.lr, beta1 = spec_.beta1, beta2 = spec_.beta2;
-        p.mul_(1 - factor * (lr * group.weight_decay));
-        exp_avg.lerp_(grad.to(exp_avg.scalar_type()), (factor * (1 - beta1)).to(exp_avg.scalar_type()));
-        exp_avg_sq.mul_(1 - factor * (1 - beta2));
-        exp_avg_sq.add_(factor * grad * grad, 1 - beta2);
-        auto bias_correction1 = 1 - at::pow(beta1, step + 1);
-        auto bias_correction2 = 1 - at::pow(beta2, step + 1);
-        auto step_size = lr / bias_correction1;
-        auto denom = (exp_avg_sq.sqrt() / bias_correction2.sqrt()).add_(spec_.eps);
-        auto update = -step_size * at::div(exp_avg, denom);
-        update.mul_(factor);
-        p.add_(update);
-        step.add_(factor);
-      }
-    }
-  }
 
   std::vector<double> recent_losses() const override { return to_doubles(losses_); }
   std::vector<double> recent_grad_norms() const override { return to_doubles(grad_norms_); }
@@ -282,6 +255,26 @@ class SkipStepAdamW : public ManualOptimizer {
   }
 
  protected:
+  // olmo_core.optim.adamw.adamw_step.
+  void update(const ParamGroup& group, size_t g, size_t i, at::Tensor& p, const at::Tensor& grad,
+              const at::Tensor& factor) override {
+    auto& exp_avg = slot(g, i, "exp_avg", p);
+    auto& exp_avg_sq = slot(g, i, "exp_avg_sq", p);
+    auto& step = slot(g, i, "step", p);
+    const double lr = group.lr, beta1 = spec_.beta1, beta2 = spec_.beta2;
+    p.mul_(1 - factor * (lr * group.weight_decay));
+    exp_avg.lerp_(grad.to(exp_avg.scalar_type()), (factor * (1 - beta1)).to(exp_avg.scalar_type()));
+    exp_avg_sq.mul_(1 - factor * (1 - beta2));
+    exp_avg_sq.add_(factor * grad * grad, 1 - beta2);
+    auto bias_correction1 = 1 - at::pow(beta1, step + 1);
+    auto bias_correction2 = 1 - at::pow(beta2, step + 1);
+    auto step_size = lr / bias_correction1;
+    auto denom = (exp_avg_sq.sqrt() / bias_correction2.sqrt()).add_(spec_.eps);
+    auto change = -step_size * at::div(exp_avg, denom);
+    change.mul_(factor);
+    p.add_(change);
+    step.add_(factor);
+  }
   std::vector<std::string> state_keys() const override { return {"exp_avg", "exp_avg_sq", "step"}; }
 
  private:
