@@ -13,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "olm.h"
+#include "capi_test_util.h"
 
 using ::testing::HasSubstr;
 
@@ -45,24 +45,12 @@ void expect(olm_error* e, int32_t code, const std::string& needle) {
   EXPECT_THAT(err.message, HasSubstr(needle));
 }
 
-#define ASSERT_OK(expr)                                  \
-  do {                                                   \
-    olm_error* err_ = (expr);                            \
-    ASSERT_EQ(err_, nullptr) << olm_error_message(err_); \
-  } while (0)
 
 template <class T>
 T* sentinel() {
   return reinterpret_cast<T*>(static_cast<uintptr_t>(0x51));
 }
 
-std::string temp_dir() {
-  const char* base = std::getenv("OLM_TEST_TMPDIR");
-  std::string dir = std::string(base ? base : "/tmp") + "/capi_XXXXXX";
-  std::vector<char> buf(dir.begin(), dir.end());
-  buf.push_back(0);
-  return mkdtemp(buf.data());
-}
 
 struct Tiny : ::testing::Test {
   olm_config* cfg = nullptr;
@@ -548,7 +536,7 @@ TEST_F(Tiny, ParameterListing) {
 }
 
 TEST_F(Tiny, SafetensorsThroughTheAbi) {
-  const std::string dir = temp_dir();
+  const std::string dir = olm_testing::temp_dir("capi");
   auto* x = ids(seq(8), 1, 8);
   const auto before = logits(x);
   const std::string path = dir + "/model.safetensors";

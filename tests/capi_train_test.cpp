@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "olm.h"
+#include "capi_test_util.h"
 
 using ::testing::HasSubstr;
 
@@ -25,11 +25,6 @@ std::string consume(olm_error* err, int32_t* code = nullptr) {
   return message;
 }
 
-#define ASSERT_OK(expr)                                      \
-  do {                                                       \
-    olm_error* err_ = (expr);                                \
-    ASSERT_EQ(err_, nullptr) << olm_error_message(err_);     \
-  } while (0)
 
 const char* kModel = R"({"d_model": 32, "vocab_size": 64, "n_layers": 2,
   "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 500000},
@@ -46,13 +41,6 @@ std::string train_json(const std::string& extra = "") {
          extra + "}";
 }
 
-std::string temp_dir(const std::string& name) {
-  const char* base = std::getenv("OLM_TEST_TMPDIR");
-  std::string dir = std::string(base ? base : "/tmp") + "/capi_train_" + name + "_XXXXXX";
-  std::vector<char> buf(dir.begin(), dir.end());
-  buf.push_back(0);
-  return mkdtemp(buf.data());
-}
 
 struct Fixture : ::testing::Test {
   olm_train_config* tcfg = nullptr;
@@ -186,7 +174,7 @@ TEST_F(Fixture, StepsTrainAndRejectBadBatches) {
 }
 
 TEST_F(Fixture, CheckpointRoundTripAndRefusals) {
-  const std::string dir = temp_dir("ckpt");
+  const std::string dir = olm_testing::temp_dir("capi_train_ckpt");
   auto* ids = ids_tensor(pattern(32), 4, 8);
   olm_step_metrics m{};
   m.struct_size = sizeof m;
@@ -298,7 +286,7 @@ TEST(CapiData, FromTokensFilesAndBatches) {
   olm_dataset_free(ds);
 
   // Files: a raw uint16 file with an odd byte count, a missing file, and a good file.
-  const std::string dir = temp_dir("data");
+  const std::string dir = olm_testing::temp_dir("capi_train_data");
   const std::string odd = dir + "/odd.bin", good = dir + "/good.bin";
   std::ofstream(odd, std::ios::binary) << "abc";
   {
@@ -338,7 +326,7 @@ int32_t on_step(const olm_step_metrics* m, void* user) {
 void on_log(const char* message, void* user) { static_cast<FitLog*>(user)->messages.push_back(message); }
 
 TEST(CapiFit, TrainsEvaluatesStopsAndResumesTheDataOrder) {
-  const std::string dir = temp_dir("fit");
+  const std::string dir = olm_testing::temp_dir("capi_train_fit");
   const std::string json = train_json(R"(, "save_folder": ")" + dir + R"(", "eval_interval": 3, "eval_batches": 2,
       "metrics_path": ")" + dir + R"(/metrics.jsonl")");
   olm_train_config* tcfg = nullptr;
@@ -385,7 +373,7 @@ TEST(CapiFit, TrainsEvaluatesStopsAndResumesTheDataOrder) {
   // Stopped by the callback after 3 steps (a checkpoint is saved), then resumed in a new
   // trainer: the remaining losses equal the uninterrupted run's, because the data order and
   // every state continue exactly.
-  const std::string dir2 = temp_dir("fit2");
+  const std::string dir2 = olm_testing::temp_dir("capi_train_fit2");
   const std::string json2 = train_json(R"(, "save_folder": ")" + dir2 + R"(")");
   olm_train_config* tcfg2 = nullptr;
   ASSERT_OK(olm_train_config_from_json(json2.data(), json2.size(), &tcfg2));

@@ -4,10 +4,13 @@
 
 #include "core/config/config.h"
 #include "core/error.h"
+#include "test_util.h"
 
 using ::testing::HasSubstr;
 
 namespace {
+
+using olm::testing::expect_error;
 
 const std::string kTiny = R"({"d_model": 64, "vocab_size": 256, "n_layers": 2,
   "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 500000},
@@ -22,15 +25,6 @@ std::string replace(std::string s, const std::string& from, const std::string& t
   return s.replace(at, from.size(), to);
 }
 
-void expect_error(const std::function<void()>& f, olm::ErrorCode code, const std::string& needle) {
-  try {
-    f();
-    FAIL() << "expected an error containing '" << needle << "'";
-  } catch (const olm::Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_THAT(e.what(), HasSubstr(needle));
-  }
-}
 
 TEST(Config, JsonAndFlatBufferRoundTripsAreExact) {
   for (const auto& config : {olm::Config::from_json(kTiny), olm::preset("olmo2_7B", 100278),

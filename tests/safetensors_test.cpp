@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "test_util.h"
 #include "core/io/safetensors.h"
 #include "core/model.h"
 
@@ -16,12 +17,9 @@ using ::testing::HasSubstr;
 
 namespace {
 
-std::string temp_dir() {
-  std::string dir = ::testing::TempDir() + "/safetensors_XXXXXX";
-  std::vector<char> buf(dir.begin(), dir.end());
-  buf.push_back(0);
-  return mkdtemp(buf.data());
-}
+using olm::testing::expect_error;
+using olm::testing::temp_dir;
+
 
 std::string read_bytes(const std::string& path) {
   std::ifstream f(path, std::ios::binary);
@@ -42,15 +40,6 @@ std::string file_with_header(const std::string& header, const std::string& data,
   return out + header + data;
 }
 
-void expect_error(const std::function<void()>& f, olm::ErrorCode code, const std::string& needle) {
-  try {
-    f();
-    FAIL() << "expected an error containing '" << needle << "'";
-  } catch (const olm::Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_THAT(e.what(), HasSubstr(needle));
-  }
-}
 
 std::vector<std::string> list_dir(const std::string& dir) {
   std::vector<std::string> names;
@@ -62,7 +51,7 @@ std::vector<std::string> list_dir(const std::string& dir) {
 }
 
 TEST(Safetensors, RoundTripKeepsValuesDtypesAndLayout) {
-  const auto dir = temp_dir();
+  const auto dir = temp_dir("safetensors");
   const std::string path = dir + "/t.safetensors";
   auto g = at::detail::createCPUGenerator(1);
   std::vector<std::pair<std::string, at::Tensor>> tensors = {
@@ -94,7 +83,7 @@ TEST(Safetensors, RoundTripKeepsValuesDtypesAndLayout) {
 }
 
 TEST(Safetensors, MalformedFilesAreRefusedWithTheReason) {
-  const auto dir = temp_dir();
+  const auto dir = temp_dir("safetensors");
   auto open = [&](const std::string& bytes) {
     write_bytes(dir + "/bad.safetensors", bytes);
     olm::io::SafetensorsFile f(dir + "/bad.safetensors");
@@ -131,7 +120,7 @@ olm::Config tiny(int64_t d_model) {
 }
 
 TEST(Safetensors, ModelLoadRefusesOtherConfigsAndLeavesWeightsAlone) {
-  const auto dir = temp_dir();
+  const auto dir = temp_dir("safetensors");
   olm::Model model(tiny(16), "cpu", {});
   const auto ids = at::arange(8, at::kLong).view({1, 8});
   const auto before = model.forward(ids, 0);
@@ -166,7 +155,7 @@ TEST(Safetensors, ModelLoadRefusesOtherConfigsAndLeavesWeightsAlone) {
 }
 
 TEST(Safetensors, SavesAreAtomic) {
-  const auto dir = temp_dir();
+  const auto dir = temp_dir("safetensors");
   olm::Model a(tiny(16), "cpu", {});
   const std::string path = dir + "/model.safetensors";
   write_bytes(path, "old content");

@@ -8,17 +8,15 @@
 
 #include "core/data/token_data.h"
 #include "core/error.h"
+#include "test_util.h"
 
 using ::testing::HasSubstr;
 
 namespace {
 
-std::string temp_dir() {
-  std::string dir = ::testing::TempDir() + "/token_data_XXXXXX";
-  std::vector<char> buf(dir.begin(), dir.end());
-  buf.push_back(0);
-  return mkdtemp(buf.data());
-}
+using olm::testing::expect_error;
+using olm::testing::temp_dir;
+
 
 template <class T>
 std::string write_raw(const std::string& path, const std::vector<T>& values) {
@@ -57,18 +55,9 @@ std::vector<int64_t> to_vector(const at::Tensor& t) {
   return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
 }
 
-void expect_error(const std::function<void()>& f, olm::ErrorCode code, const std::string& needle) {
-  try {
-    f();
-    FAIL() << "expected an error containing '" << needle << "'";
-  } catch (const olm::Error& e) {
-    EXPECT_EQ(e.code(), code) << e.what();
-    EXPECT_THAT(e.what(), HasSubstr(needle));
-  }
-}
 
 TEST(DataFiles, RawAndNpyFilesFormOneStream) {
-  const auto dir = temp_dir();
+  const auto dir = temp_dir("token_data");
   const auto a = write_raw<uint16_t>(dir + "/a.bin", {1, 2, 3, 4, 5});
   const auto b = write_npy<uint32_t>(dir + "/b.npy", {6, 7, 8}, "<u4");
   const auto c = write_npy<int64_t>(dir + "/c.npy", {9, 10, 11, 12}, "<i8");
@@ -86,7 +75,7 @@ TEST(DataFiles, RawAndNpyFilesFormOneStream) {
 }
 
 TEST(DataFiles, MalformedFilesAreClearErrors) {
-  const auto dir = temp_dir();
+  const auto dir = temp_dir("token_data");
   const auto o = options(2, 50);
   expect_error([&] { olm::data::TokenDataset::from_files({dir + "/missing.bin"}, o); }, olm::ErrorCode::kIo,
                "missing.bin");
