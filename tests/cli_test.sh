@@ -47,6 +47,19 @@ expect_exit 0 "$olm" convert --input model.safetensors --train-config train.json
 cmp imported/step0/model.safetensors imported2/step0/model.safetensors || fail "HF and OLMo-core imports differ"
 expect_exit 0 "$olm" bench --config train.json --seq-len 16 --batch 2 --steps 1 --warmup 0
 grep -q tokens_per_second out.txt || fail "bench"
+# Ctrl-C: the run saves a checkpoint at the step it reached and exits with 130.
+sed 's/"max_steps": 3/"max_steps": 100000/; s#runs/tiny#runs/interrupted#' train.json > long.json
+"$olm" train --config long.json >long.out 2>&1 &
+pid=$!
+for _ in $(seq 100); do grep -q "step" long.out 2>/dev/null && break; sleep 0.1; done
+sleep 0.5
+kill -INT "$pid"
+set +e; wait "$pid"; code=$?; set -e
+[ "$code" = 130 ] || { cat long.out >&2; fail "Ctrl-C exit code $code, expected 130"; }
+grep -q "(interrupted)" long.out || fail "no interruption message"
+ls -d runs/interrupted/step* >/dev/null 2>&1 || fail "Ctrl-C saved no checkpoint"
+expect_exit 0 "$olm" eval --checkpoint runs/interrupted --batches 1
+
 expect_exit 2 "$olm" nonsense
 expect_exit 2 "$olm" train
 expect_exit 2 "$olm" train --frobnicate
