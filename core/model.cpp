@@ -109,7 +109,7 @@ void Model::load_safetensors(const std::string& path) {
   std::map<std::string, const io::SafetensorsEntry*> by_name;
   for (const auto& e : file.entries()) by_name[e.name] = &e;
 
-  auto params = module_->named_parameters();
+  auto params = module_->named_state();
   std::set<std::string> expected;
   for (const auto& p : params) expected.insert(p.name);
   for (const auto& e : file.entries()) {
@@ -140,7 +140,7 @@ void Model::load_safetensors(const std::string& path) {
 
 void Model::save_safetensors(const std::string& path) const {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (auto& p : module_->named_parameters()) tensors.emplace_back(p.name, *p.tensor);
+  for (auto& p : module_->named_state()) tensors.emplace_back(p.name, *p.tensor);
   io::save_safetensors(path, tensors);
 }
 

@@ -8,11 +8,12 @@
 
 namespace {
 
-olm::Config tiny_config(const std::string& block = "reordered_norm", int n_kv_heads = 2) {
+olm::Config tiny_config(const std::string& block = "reordered_norm", int n_kv_heads = 2,
+                        const std::string& attention_extra = "") {
   const std::string json = R"({"d_model": 32, "vocab_size": 50, "n_layers": 2,
     "block": {"name": ")" + block + R"(", "attention": {"n_heads": 4, "n_kv_heads": )" +
                            std::to_string(n_kv_heads) + R"(, "bias": false, "rope": {"theta": 10000},
-      "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+      "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false})" + attention_extra + R"(},
       "feed_forward": {"hidden_size": 64, "bias": false},
       "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
     "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false},
@@ -43,6 +44,28 @@ TEST(KVCache, ChunkedDecodingEqualsFullForward) {
         EXPECT_LT((cached - full).abs().max().item<double>(), 1e-5)
             << "block " << block << " kv " << kv << " chunk " << chunk;
       }
+    }
+  }
+}
+
+// The same with sliding windows (smaller than the sequence, so cached keys fall out of view)
+// and attention gates.
+TEST(KVCache, SlidingWindowAndGatesEqualFullForward) {
+  const std::string extra = R"(, "gate": {"granularity": "elementwise"},
+      "sliding_window": {"pattern": [3, -1], "force_full_attention_on_first_layer": false})";
+  for (const auto& block : {"default", "peri_norm", "default_scaled"}) {
+    olm::Model model(tiny_config(block, 2, extra), "cpu", {});
+    auto& module = model.module();
+    c10::InferenceMode guard;
+    at::Generator gen = at::detail::createCPUGenerator(8);
+    auto ids = at::randint(50, {1, 11}, gen, at::kLong);
+    auto full = module.forward(ids);
+    for (int64_t chunk : {1, 4}) {
+      auto caches = module.make_kv_caches(1, 11);
+      std::vector<at::Tensor> pieces;
+      for (int64_t start = 0; start < 11; start += chunk)
+        pieces.push_back(module.forward(ids.slice(1, start, std::min<int64_t>(11, start + chunk)), 0, &caches));
+      EXPECT_LT((at::cat(pieces, 1) - full).abs().max().item<double>(), 1e-5) << block << " chunk " << chunk;
     }
   }
 }

@@ -176,7 +176,7 @@ std::string save(train::Trainer& trainer, const std::string& folder, const DataP
       io::save_safetensors(tmp_dir + "/" + file, tensors);
     };
     std::vector<std::pair<std::string, at::Tensor>> model_tensors;
-    for (auto& p : trainer.model().module().named_parameters()) model_tensors.emplace_back(p.name, *p.tensor);
+    for (auto& p : trainer.model().module().named_state()) model_tensors.emplace_back(p.name, *p.tensor);
     record(kModelFile, model_tensors);
     record(kOptimFile, trainer.optimizer().state());
 
@@ -246,7 +246,7 @@ DataPosition load(train::Trainer& trainer, const std::string& path) {
                 " (corrupt file)");
     by_file[r->file][r->name] = t;
   }
-  auto params = trainer.model().module().named_parameters();
+  auto params = trainer.model().module().named_state();
   for (const auto& p : params) {
     auto it = by_file[kModelFile].find(p.name);
     require(it != by_file[kModelFile].end(), ErrorCode::kMismatch,

@@ -25,6 +25,11 @@ int64_t AttentionSpec::num_params(int64_t d_model) const {
   }
   params += n_heads * head_dim * d_model;  // w_out
   if (bias) params += d_model;
+  if (gate) {
+    const int64_t outputs = gate->elementwise ? n_heads * head_dim : n_heads;  // w_g
+    params += d_model * outputs;
+    if (bias) params += outputs;
+  }
   return params;
 }
 
@@ -35,8 +40,9 @@ int64_t FeedForwardSpec::num_params(int64_t d_model) const {
 }
 
 int64_t BlockSpec::num_params(int64_t d_model) const {
+  const int64_t norms = name == "peri_norm" ? 4 : 2;
   return attention.num_params(d_model) + feed_forward.num_params(d_model) +
-         2 * layer_norm.num_params(d_model);
+         norms * layer_norm.num_params(d_model);
 }
 
 int64_t LMHeadSpec::num_params(int64_t d_model, int64_t vocab_size) const {
@@ -57,9 +63,10 @@ int64_t Config::num_flops_per_token(int64_t seq_len) const {
     const auto& a = block.attention;
     flops += 6 * a.num_params(s.d_model);
     // QK^T and AV (2 matmuls x 2 ops x 3 for forward and backward) over the (query, key) pairs
-    // a causal mask keeps, per token, as OLMo-core 3.x counts them.
-    const int64_t causal_pairs = seq_len * (seq_len + 1) / 2;
-    flops += 12 * a.n_heads * a.head_dim * causal_pairs / seq_len;
+    // a causal (sliding-window) mask keeps, per token, as OLMo-core 3.x counts them.
+    const int64_t w = a.window_size.value_or(seq_len);
+    const int64_t pairs = w >= seq_len ? seq_len * (seq_len + 1) / 2 : w * (w + 1) / 2 + (seq_len - w) * w;
+    flops += 12 * a.n_heads * a.head_dim * pairs / seq_len;
     flops += 6 * block.feed_forward.num_params(s.d_model);
   }
   flops += 6 * s.lm_head.num_params(s.d_model, s.vocab_size);

@@ -65,7 +65,7 @@ void require_probability(double value, const std::string& field) {
 LayerNormSpec resolve_layer_norm(const fb::LayerNormConfigT& in, const std::string& field) {
   LayerNormSpec out;
   out.name = or_default(in.name, "default");
-  require_one_of(out.name, {"default", "rms"}, field + ".name");
+  require_one_of(out.name, {"default", "rms", "qwen_rms"}, field + ".name");
   out.eps = in.eps.has_value() ? *in.eps : 1e-5;
   require_positive_finite(out.eps, field + ".eps");
   out.elementwise_affine = in.elementwise_affine.has_value() ? *in.elementwise_affine : true;
@@ -104,9 +104,8 @@ AttentionSpec resolve_attention(const fb::AttentionConfigT& in, int64_t d_model,
     rope.theta = in.rope->theta;
     require_positive_finite(rope.theta, field + ".rope.theta");
     rope.full_precision = in.rope->full_precision;
-    require(!in.rope->no_global_rope, ErrorCode::kInvalidConfig,
-            field + ".rope.no_global_rope requires sliding-window attention, which this "
-                    "configuration does not use");
+    require(!in.rope->no_global_rope || in.sliding_window, ErrorCode::kInvalidConfig,
+            field + ".rope.no_global_rope requires " + field + ".sliding_window");
     require(out.head_dim % 2 == 0, ErrorCode::kInvalidConfig,
             field + ".head_dim (" + std::to_string(out.head_dim) +
                 ") must be even to apply RoPE");
@@ -122,7 +121,31 @@ AttentionSpec resolve_attention(const fb::AttentionConfigT& in, int64_t d_model,
   require_probability(out.dropout, field + ".dropout");
   out.backend = or_default(in.backend, "torch");
   require_one_of(out.backend, {"torch"}, field + ".backend");
+  if (in.gate) {
+    GateSpec gate;
+    const std::string granularity = or_default(in.gate->granularity, "headwise");
+    require_one_of(granularity, {"headwise", "elementwise"}, field + ".gate.granularity");
+    gate.elementwise = granularity == "elementwise";
+    gate.full_precision = in.gate->full_precision;
+    out.gate = gate;
+  }
   return out;
+}
+
+// olmo_core.nn.attention.SlidingWindowAttentionConfig._get_window_size: -1 is full attention.
+int64_t window_for_layer(const fb::SlidingWindowAttentionConfigT& sw, int64_t layer, int64_t n_layers,
+                         const std::string& field) {
+  // The whole pattern is checked before the early returns, so a bad entry fails whatever
+  // n_layers is.
+  require(!sw.pattern.empty(), ErrorCode::kInvalidConfig, field + ".pattern: empty");
+  for (int32_t window : sw.pattern)
+    require(window > 0 || window == -1, ErrorCode::kInvalidConfig,
+            field + ".pattern: window sizes must be positive or -1 (got " + std::to_string(window) + ")");
+  if (sw.force_full_attention_on_first_layer && layer == 0) return -1;
+  if (sw.force_full_attention_on_last_layer && layer == n_layers - 1) return -1;
+  const int64_t effective = sw.force_full_attention_on_first_layer ? layer - 1 : layer;
+  const auto n = static_cast<int64_t>(sw.pattern.size());
+  return sw.pattern[static_cast<size_t>(((effective % n) + n) % n)];
 }
 
 FeedForwardSpec resolve_feed_forward(const fb::FeedForwardConfigT& in, const std::string& field) {
@@ -232,17 +255,32 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
 
   BlockSpec b;
   b.name = or_default(block.name, "default");
-  require_one_of(b.name, {"default", "reordered_norm"}, "block.name");
+  require_one_of(b.name, {"default", "reordered_norm", "default_scaled", "peri_norm"}, "block.name");
   b.attention = resolve_attention(*block.attention, spec.d_model, "block.attention");
   b.layer_norm = resolve_layer_norm(*block.layer_norm, "block.layer_norm");
   b.feed_forward = resolve_feed_forward(*block.feed_forward, "block.feed_forward");
   b.dropout = block.dropout.has_value() ? *block.dropout : 0.0;
   require_probability(b.dropout, "block.dropout");
+  b.attention_residual_alpha = block.attention_residual_alpha.value_or(1.0);
+  b.feed_forward_residual_alpha = block.feed_forward_residual_alpha.value_or(1.0);
+  require(std::isfinite(b.attention_residual_alpha) && std::isfinite(b.feed_forward_residual_alpha),
+          ErrorCode::kInvalidConfig, "block.attention_residual_alpha and block.feed_forward_residual_alpha must be finite");
   // n_layers is validated positive above; cap it so the per-layer vector stays sane before
   // the parameter-count check below gets to run.
   require(spec.n_layers <= 100000, ErrorCode::kInvalidConfig,
           "n_layers (" + std::to_string(spec.n_layers) + ") is larger than 100000");
   spec.blocks.assign(static_cast<size_t>(spec.n_layers), b);
+  if (const auto* sw = block.attention->sliding_window.get()) {
+    for (int64_t i = 0; i < spec.n_layers; ++i) {
+      auto& att = spec.blocks[static_cast<size_t>(i)].attention;
+      const int64_t window = window_for_layer(*sw, i, spec.n_layers, "block.attention.sliding_window");
+      if (window != -1) {
+        att.window_size = window;
+      } else if (block.attention->rope && block.attention->rope->no_global_rope) {
+        att.rope.reset();  // OLMo-core: global (full-attention) layers drop RoPE
+      }
+    }
+  }
 
   require_one_of(or_default(in.lm_head->name, "default"), {"default"}, "lm_head.name");
   if (in.lm_head->layer_norm)
@@ -260,6 +298,11 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
   spec.embedding_init_std =
       in.embedding_init_std.has_value() ? *in.embedding_init_std : spec.init_std;
   require_positive_finite(spec.embedding_init_std, "embedding_init_std");
+  if (in.embedding_norm) spec.embedding_norm = resolve_layer_norm(*in.embedding_norm, "embedding_norm");
+  if (in.embed_scale.has_value()) {
+    require_positive_finite(*in.embed_scale, "embed_scale");
+    spec.embed_scale = *in.embed_scale;
+  }
 
   // Parameter counts must fit in int64 with room to spare: reject absurd shapes here rather
   // than overflow later. (Whether they fit in this machine's memory is checked when a model
@@ -321,6 +364,7 @@ ParamCounts Config::num_params() const {
   const ModelSpec& s = *spec_;
   ParamCounts counts;
   counts.total = s.d_model * s.vocab_size;
+  if (s.embedding_norm) counts.total += s.embedding_norm->num_params(s.d_model);
   for (const auto& block : s.blocks) counts.total += block.num_params(s.d_model);
   counts.total += s.lm_head.num_params(s.d_model, s.vocab_size);
   counts.non_embedding = counts.total - s.d_model * s.vocab_size;

@@ -30,6 +30,11 @@ struct RoPESpec {
   bool full_precision = true;
 };
 
+struct GateSpec {
+  bool elementwise = false;  // else headwise
+  bool full_precision = true;
+};
+
 struct AttentionSpec {
   int64_t n_heads = 0;
   int64_t n_kv_heads = 0;
@@ -41,6 +46,8 @@ struct AttentionSpec {
   bool use_head_qk_norm = false;
   double dropout = 0.0;
   std::string backend;  // "torch"
+  std::optional<GateSpec> gate;
+  std::optional<int64_t> window_size;  // this layer's sliding window; nullopt: full attention
   int64_t num_params(int64_t d_model) const;
 };
 
@@ -52,11 +59,13 @@ struct FeedForwardSpec {
 };
 
 struct BlockSpec {
-  std::string name;  // "default" | "reordered_norm"
+  std::string name;  // "default" | "reordered_norm" | "default_scaled" | "peri_norm"
   AttentionSpec attention;
   LayerNormSpec layer_norm;
   FeedForwardSpec feed_forward;
   double dropout = 0.0;
+  double attention_residual_alpha = 1.0;
+  double feed_forward_residual_alpha = 1.0;
   int64_t num_params(int64_t d_model) const;
 };
 
@@ -77,6 +86,8 @@ struct ModelSpec {
   int64_t init_seed = 0;
   double init_std = 0.02;
   double embedding_init_std = 0.02;
+  std::optional<LayerNormSpec> embedding_norm;
+  std::optional<double> embed_scale;
 };
 
 struct ParamCounts {

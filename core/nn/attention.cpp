@@ -12,6 +12,10 @@ Attention::Attention(int64_t d_model, const AttentionSpec& spec, std::shared_ptr
   w_k_ = register_module("w_k", std::make_shared<Linear>(d_model, kv_dim, spec.bias, options));
   w_v_ = register_module("w_v", std::make_shared<Linear>(d_model, kv_dim, spec.bias, options));
   w_out_ = register_module("w_out", std::make_shared<Linear>(q_dim, d_model, spec.bias, options));
+  if (spec.gate) {
+    const int64_t outputs = spec.gate->elementwise ? q_dim : spec.n_heads;
+    w_g_ = register_module("w_g", std::make_shared<Linear>(d_model, outputs, spec.bias, options));
+  }
   if (spec.qk_norm) {
     const int64_t q_size = spec.use_head_qk_norm ? spec.head_dim : q_dim;
     const int64_t k_size = spec.use_head_qk_norm ? spec.head_dim : kv_dim;
@@ -63,19 +67,29 @@ at::Tensor Attention::forward(const at::Tensor& x, KVCache* cache) const {
   }
   // SDPA wants (B, H, T, D).
   const double dropout = at::GradMode::is_enabled() ? spec_.dropout : 0.0;
-  // Query i sits at absolute position start + i and sees keys 0..start+i. Without a cache
-  // prefix that is SDPA's causal mask; with one, a single query sees everything, and several
-  // need the mask shifted by `start`.
+  // Query i sits at absolute position start + i and sees keys 0..start+i, and with a sliding
+  // window only the last `window` of them (OLMo-core's mask: window_size = (w - 1, 0)).
+  // Without a cache prefix or window that is SDPA's own causal mask.
   std::optional<at::Tensor> mask;
-  const bool is_causal = start == 0;
-  if (start > 0 && T > 1) {
+  const bool plain_causal = start == 0 && !spec_.window_size;
+  if (!plain_causal && (T > 1 || spec_.window_size)) {
     auto rows = at::arange(T, x.options().dtype(at::kLong)).unsqueeze(1) + start;
     auto cols = at::arange(S, x.options().dtype(at::kLong)).unsqueeze(0);
-    mask = cols.le(rows);
+    auto allowed = cols.le(rows);
+    if (spec_.window_size) allowed = allowed.logical_and(cols.gt(rows - *spec_.window_size));
+    mask = allowed;
   }
-  auto att = at::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
-                                              v.transpose(1, 2), mask, dropout, is_causal && T > 1);
-  att = att.transpose(1, 2).contiguous().view({B, T, -1});
+  auto att = at::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask,
+                                              dropout, plain_causal && T > 1);
+  att = att.transpose(1, 2);  // (B, T, H, D)
+  if (w_g_) {
+    // A sigmoid gate per head (broadcast over head_dim) or per element.
+    auto g = w_g_->forward(x);
+    if (spec_.gate->full_precision) g = g.to(at::kFloat);
+    auto gate = at::sigmoid(g).to(att.scalar_type());
+    att = spec_.gate->elementwise ? att.reshape({B, T, -1}) * gate : att * gate.unsqueeze(-1);
+  }
+  att = att.contiguous().view({B, T, -1});
   return w_out_->forward(att);
 }
 

@@ -29,10 +29,11 @@ class Attention : public Module {
   Linear& w_k() { return *w_k_; }
   Linear& w_v() { return *w_v_; }
   Linear& w_out() { return *w_out_; }
+  Linear* w_g() { return w_g_.get(); }
 
  private:
   AttentionSpec spec_;
-  std::shared_ptr<Linear> w_q_, w_k_, w_v_, w_out_;
+  std::shared_ptr<Linear> w_q_, w_k_, w_v_, w_out_, w_g_;
   std::shared_ptr<LayerNorm> q_norm_, k_norm_;
   std::optional<RotaryEmbedding> rope_;
 };

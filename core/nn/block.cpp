@@ -1,8 +1,10 @@
 #include "core/nn/block.h"
 
+#include <cmath>
+
 namespace olm::nn {
 
-TransformerBlock::TransformerBlock(int64_t d_model, const BlockSpec& spec,
+TransformerBlock::TransformerBlock(int64_t d_model, int64_t block_idx, const BlockSpec& spec,
                                    std::shared_ptr<BufferCache> cache,
                                    const at::TensorOptions& options)
     : spec_(spec) {
@@ -14,20 +16,40 @@ TransformerBlock::TransformerBlock(int64_t d_model, const BlockSpec& spec,
                                   std::make_shared<FeedForward>(d_model, spec.feed_forward, options));
   feed_forward_norm_ = register_module("feed_forward_norm",
                                        std::make_shared<LayerNorm>(d_model, spec.layer_norm, options));
+  if (spec.name == "peri_norm") {
+    post_attention_norm_ = register_module("post_attention_norm",
+                                           std::make_shared<LayerNorm>(d_model, spec.layer_norm, options));
+    post_feed_forward_norm_ = register_module("post_feed_forward_norm",
+                                              std::make_shared<LayerNorm>(d_model, spec.layer_norm, options));
+  }
+  if (spec.name == "default_scaled") {
+    const double scale = 1.0 / std::sqrt(static_cast<double>(block_idx + 1));
+    ln_scale_ = &register_buffer("ln_scale", at::scalar_tensor(scale, options.dtype(at::kFloat)));
+  }
 }
 
-at::Tensor TransformerBlock::residual(const at::Tensor& residual, const at::Tensor& x) const {
+at::Tensor TransformerBlock::residual(const at::Tensor& residual, const at::Tensor& x, double alpha) const {
   const bool train = at::GradMode::is_enabled() && spec_.dropout > 0.0;
-  return residual + (train ? at::dropout(x, spec_.dropout, /*train=*/true) : x);
+  return at::add(residual, train ? at::dropout(x, spec_.dropout, /*train=*/true) : x, alpha);
 }
 
 at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache) const {
+  const double a = spec_.attention_residual_alpha, f = spec_.feed_forward_residual_alpha;
   if (spec_.name == "reordered_norm") {
-    auto h = residual(x, attention_norm_->forward(attention_->forward(x, cache)));
-    return residual(h, feed_forward_norm_->forward(feed_forward_->forward(h)));
+    auto h = residual(x, attention_norm_->forward(attention_->forward(x, cache)), a);
+    return residual(h, feed_forward_norm_->forward(feed_forward_->forward(h)), f);
   }
-  auto h = residual(x, attention_->forward(attention_norm_->forward(x), cache));
-  return residual(h, feed_forward_->forward(feed_forward_norm_->forward(h)));
+  if (spec_.name == "peri_norm") {
+    auto h = residual(x, post_attention_norm_->forward(attention_->forward(attention_norm_->forward(x), cache)), a);
+    return residual(h, post_feed_forward_norm_->forward(feed_forward_->forward(feed_forward_norm_->forward(h))), f);
+  }
+  if (spec_.name == "default_scaled") {
+    const auto scale = ln_scale_->to(x.scalar_type());
+    auto h = residual(x, attention_->forward(attention_norm_->forward(x) * scale, cache), a);
+    return residual(h, feed_forward_->forward(feed_forward_norm_->forward(h) * scale), f);
+  }
+  auto h = residual(x, attention_->forward(attention_norm_->forward(x), cache), a);
+  return residual(h, feed_forward_->forward(feed_forward_norm_->forward(h)), f);
 }
 
 }  // namespace olm::nn

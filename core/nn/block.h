@@ -1,5 +1,7 @@
-// olmo_core.nn.transformer.block: TransformerBlock ("default", pre-norm) and
-// ReorderedNormTransformerBlock ("reordered_norm", OLMo-2: norms on the sublayer outputs).
+// olmo_core.nn.transformer.block: TransformerBlock ("default", pre-norm),
+// ReorderedNormTransformerBlock ("reordered_norm", OLMo-2: norms on the sublayer outputs),
+// LayerNormScaledTransformerBlock ("default_scaled": pre-norm outputs times 1/sqrt(layer)) and
+// PeriNormTransformerBlock ("peri_norm": norms on the sublayers' inputs and outputs).
 #pragma once
 #include "core/nn/attention.h"
 #include "core/nn/feed_forward.h"
@@ -8,22 +10,24 @@ namespace olm::nn {
 
 class TransformerBlock : public Module {
  public:
-  TransformerBlock(int64_t d_model, const BlockSpec& spec, std::shared_ptr<BufferCache> cache,
-                   const at::TensorOptions& options);
+  TransformerBlock(int64_t d_model, int64_t block_idx, const BlockSpec& spec,
+                   std::shared_ptr<BufferCache> cache, const at::TensorOptions& options);
   at::Tensor forward(const at::Tensor& x, KVCache* cache = nullptr) const;
 
   Attention& attention() { return *attention_; }
   FeedForward& feed_forward() { return *feed_forward_; }
 
  private:
-  // OLMo-core's ResidualStream: residual + dropout(x) (alpha is 1 for these block types).
-  at::Tensor residual(const at::Tensor& residual, const at::Tensor& x) const;
+  // OLMo-core's ResidualStream: residual + alpha * dropout(x).
+  at::Tensor residual(const at::Tensor& residual, const at::Tensor& x, double alpha) const;
 
   BlockSpec spec_;
   std::shared_ptr<Attention> attention_;
   std::shared_ptr<LayerNorm> attention_norm_;
   std::shared_ptr<FeedForward> feed_forward_;
   std::shared_ptr<LayerNorm> feed_forward_norm_;
+  std::shared_ptr<LayerNorm> post_attention_norm_, post_feed_forward_norm_;  // peri_norm
+  at::Tensor* ln_scale_ = nullptr;  // default_scaled: OLMo-core's float32 "ln_scale" buffer
 };
 
 }  // namespace olm::nn

@@ -37,7 +37,7 @@ void init_weights(Transformer& model) {
   if (method == "llama" || method == "llama_depth") {
     model.embeddings().normal_(0.0, 1.0, generator);
   } else if (method == "fan_in") {
-    model.embeddings().normal_(0.0, 1.0, generator);
+    model.embeddings().normal_(0.0, spec.embed_scale ? 1.0 / *spec.embed_scale : 1.0, generator);
   } else {
     trunc_normal_(model.embeddings(), spec.embedding_init_std, generator);
   }
@@ -51,6 +51,8 @@ void init_weights(Transformer& model) {
     for (Linear* w : {&att.w_q(), &att.w_k(), &att.w_v()}) {
       init_linear(*w, method == "fan_in" ? std::pow(w->in_features(), -0.5) : std, generator);
     }
+    if (Linear* w_g = att.w_g())
+      init_linear(*w_g, method == "fan_in" ? std::pow(w_g->in_features(), -0.5) : std, generator);
     double out_std = std;
     if (method == "fan_in") out_std = std::pow(att.w_out().in_features(), -0.5);
     else if (method == "llama") out_std = std / std::sqrt(2 * n_blocks);

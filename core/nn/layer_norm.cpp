@@ -20,7 +20,13 @@ at::Tensor LayerNorm::forward(const at::Tensor& input) const {
   if (weight_) weight = weight_->to(x.scalar_type());
   if (bias_) bias = bias_->to(x.scalar_type());
   at::Tensor y;
-  if (spec_.name == "rms") {
+  if (spec_.name == "qwen_rms") {
+    // QwenRMSNorm: normalize in float32, round to the input dtype, then apply the weight.
+    y = kernels::rms_norm(x, std::nullopt, spec_.eps).to(og_dtype);
+    if (weight_) y = y * weight_->to(og_dtype);
+    if (bias_) y = y + bias_->to(og_dtype);
+    return y;
+  } else if (spec_.name == "rms") {
     y = kernels::rms_norm(x, weight, spec_.eps);
     if (bias) y = y + *bias;
   } else {

@@ -35,10 +35,29 @@ class Module {
     return out;
   }
 
+  // Persistent buffers: part of the state dict (as in PyTorch), never trained or counted.
+  void collect_buffers(const std::string& prefix, std::vector<NamedParameter>& out) {
+    for (auto& [name, tensor] : buffers_) out.push_back({prefix + name, tensor.get()});
+    for (auto& [name, child] : children_) child->collect_buffers(prefix + name + ".", out);
+  }
+
+  // Parameters then buffers: everything a state-dict file holds.
+  std::vector<NamedParameter> named_state() {
+    std::vector<NamedParameter> out;
+    collect_parameters("", out);
+    collect_buffers("", out);
+    return out;
+  }
+
  protected:
   at::Tensor& register_parameter(const std::string& name, at::Tensor tensor) {
     parameters_.emplace_back(name, std::make_unique<at::Tensor>(std::move(tensor)));
     return *parameters_.back().second;
+  }
+
+  at::Tensor& register_buffer(const std::string& name, at::Tensor tensor) {
+    buffers_.emplace_back(name, std::make_unique<at::Tensor>(std::move(tensor)));
+    return *buffers_.back().second;
   }
 
   template <class M>
@@ -49,6 +68,7 @@ class Module {
 
  private:
   std::vector<std::pair<std::string, std::unique_ptr<at::Tensor>>> parameters_;
+  std::vector<std::pair<std::string, std::unique_ptr<at::Tensor>>> buffers_;
   std::vector<std::pair<std::string, std::shared_ptr<Module>>> children_;
 };
 

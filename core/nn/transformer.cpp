@@ -8,18 +8,24 @@ Transformer::Transformer(const ModelSpec& spec)
       embeddings_(register_module("embeddings",
                                   std::make_shared<Embedding>(spec.vocab_size, spec.d_model, kBuildOptions))
                       ->weight()) {
+  if (spec.embedding_norm)
+    embedding_norm_ = register_module("embedding_norm",
+                                      std::make_shared<LayerNorm>(spec.d_model, *spec.embedding_norm, kBuildOptions));
   auto cache = std::make_shared<BufferCache>();
   for (int64_t i = 0; i < spec.n_layers; ++i) {
     // Registered as "blocks.<i>" like OLMo-core's ModuleDict.
     blocks_.push_back(register_module(
         "blocks." + std::to_string(i),
-        std::make_shared<TransformerBlock>(spec.d_model, spec.blocks[i], cache, kBuildOptions)));
+        std::make_shared<TransformerBlock>(spec.d_model, i, spec.blocks[static_cast<size_t>(i)], cache, kBuildOptions)));
   }
   lm_head_ = register_module(
       "lm_head", std::make_shared<LMHead>(spec.d_model, spec.vocab_size, spec.lm_head, kBuildOptions));
 }
 
 void Transformer::to(const at::Device& device, at::ScalarType dtype) {
+  std::vector<NamedParameter> buffers;
+  collect_buffers("", buffers);
+  for (auto& b : buffers) *b.tensor = b.tensor->to(device);  // buffers keep their dtype
   for (auto& p : named_parameters()) {
     at::Tensor moved = p.tensor->detach().to(device, dtype);
     moved.set_requires_grad(true);
@@ -29,6 +35,8 @@ void Transformer::to(const at::Device& device, at::ScalarType dtype) {
 
 at::Tensor Transformer::hidden_states(const at::Tensor& input_ids, std::vector<KVCache>* caches) const {
   auto h = at::embedding(embeddings_, input_ids);
+  if (spec_.embed_scale) h = h * *spec_.embed_scale;
+  if (embedding_norm_) h = embedding_norm_->forward(h);
   const bool grad = at::GradMode::is_enabled();
   for (size_t i = 0; i < blocks_.size(); ++i) {
     if (caches) {

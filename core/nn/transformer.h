@@ -40,6 +40,7 @@ class Transformer : public Module {
  private:
   ModelSpec spec_;
   at::Tensor& embeddings_;
+  std::shared_ptr<LayerNorm> embedding_norm_;
   std::vector<std::shared_ptr<TransformerBlock>> blocks_;
   std::shared_ptr<LMHead> lm_head_;
   BlockRunner block_runner_;

@@ -54,9 +54,18 @@ def to_olm_json(cfg):
         if value is not None:
             attention[field] = value
     if att.rope is not None:
-        attention["rope"] = {"theta": att.rope.theta, "full_precision": att.rope.full_precision}
+        attention["rope"] = {"theta": att.rope.theta, "full_precision": att.rope.full_precision,
+                             "no_global_rope": att.rope.no_global_rope}
     if att.qk_norm is not None:
         attention["qk_norm"] = norm_json(att.qk_norm)
+    if att.gate is not None:
+        attention["gate"] = {"granularity": str(att.gate.granularity), "full_precision": att.gate.full_precision}
+    if att.sliding_window is not None:
+        sw = att.sliding_window
+        attention["sliding_window"] = {
+            "pattern": list(sw.pattern),
+            "force_full_attention_on_first_layer": sw.force_full_attention_on_first_layer,
+            "force_full_attention_on_last_layer": sw.force_full_attention_on_last_layer}
     ff = {"hidden_size": block.feed_forward.hidden_size,
           "activation": str(block.feed_forward.activation)}
     if block.feed_forward.bias is not None:
@@ -73,6 +82,13 @@ def to_olm_json(cfg):
     }
     if cfg.lm_head.bias is not None:
         out["lm_head"]["bias"] = cfg.lm_head.bias
+    for field in ("attention_residual_alpha", "feed_forward_residual_alpha"):
+        if getattr(block, field) is not None:
+            out["block"][field] = getattr(block, field)
+    if cfg.embedding_norm is not None:
+        out["embedding_norm"] = norm_json(cfg.embedding_norm)
+    if cfg.embed_scale is not None:
+        out["embed_scale"] = cfg.embed_scale
     return out
 
 
@@ -109,11 +125,19 @@ def run_config(olm, label, ref_cfg, tmp):
     cfg = olm.config_from_json(__import__("json").dumps(to_olm_json(ref_cfg)))
     total, _ = olm.num_params(cfg)
     check(total == ref_cfg.num_params, f"num_params {total} == OLMo-core {ref_cfg.num_params}")
+    meta = ref_cfg.build(init_device="meta")
+    flops = [(olm.flops(cfg, n), meta.num_flops_per_token(n)) for n in (24, 4096)]
+    check(all(a == b for a, b in flops), f"FLOPs per token at seq 24 and 4096 equal OLMo-core's {flops}")
 
     torch.manual_seed(0)
     ref = ref_cfg.build(init_device="cpu")
     ref.init_weights(device=torch.device("cpu"))
     ref.eval()
+    # OLMo-core 3.0.0's init_weights calls to_empty(), which leaves the default_scaled blocks'
+    # ln_scale buffers uninitialized; give them the values their constructor computes.
+    for idx, blk in ref.blocks.items():
+        if hasattr(blk, "ln_scale"):
+            blk.ln_scale.fill_(1.0 / (int(idx) + 1) ** 0.5)
 
     # Same seed, same CPU weights (OLMo-core's draw order and trunc_normal_ steps).
     ours = olm.model(cfg)
@@ -209,6 +233,27 @@ def main():
             use_head_qk_norm=True, init_seed=7),
     }
     configs["llama_like_head_qk_norm_clip"].block.sequence_mixer.clip_qkv = 0.5
+    # The catalogue: block types, gating, sliding windows, norms, residual scaling, embeddings.
+    from olmo_core.nn.attention import GateConfig, SlidingWindowAttentionConfig
+    from olmo_core.nn.layer_norm import LayerNormConfig
+    peri = TransformerConfig.llama_like(
+        d_model=64, vocab_size=300, n_layers=3, n_heads=4, n_kv_heads=2, qk_norm=True,
+        block_name="peri_norm", gate=GateConfig(granularity="headwise", full_precision=True))
+    peri.block.attention_residual_alpha = 0.7
+    peri.block.feed_forward_residual_alpha = 1.3
+    configs["peri_norm_headwise_gate_alphas"] = peri
+    configs["default_scaled_elementwise_gate_swa_qwen_rms"] = TransformerConfig.llama_like(
+        d_model=64, vocab_size=300, n_layers=4, n_heads=4, qk_norm=True, use_head_qk_norm=True,
+        layer_norm_name="qwen_rms", block_name="default_scaled",
+        gate=GateConfig(granularity="elementwise", full_precision=False),
+        sliding_window=SlidingWindowAttentionConfig(pattern=[5, -1], force_full_attention_on_first_layer=False))
+    olmo3 = TransformerConfig.llama_like(
+        d_model=64, vocab_size=300, n_layers=4, n_heads=4, n_kv_heads=1, qk_norm=True,
+        block_name="reordered_norm", no_global_rope=True,
+        sliding_window=SlidingWindowAttentionConfig(pattern=[4, 4, -1]))
+    olmo3.embed_scale = 2.0
+    olmo3.embedding_norm = LayerNormConfig(name="default", eps=1e-5, bias=True)
+    configs["swa_no_global_rope_embed_scale_norm"] = olmo3
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, cfg in configs.items():

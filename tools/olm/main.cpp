@@ -371,7 +371,9 @@ int cmd_convert(int argc, char** argv) {
   if (args.count("checkpoint")) {
     auto r = restore(args["checkpoint"].as<std::string>(), "cpu");
     std::vector<std::pair<std::string, at::Tensor>> tensors;
-    for (auto& p : r.model->module().named_parameters())
+    // OLMo-core's state dict includes persistent buffers; HF layouts have none of ours.
+    auto& module = r.model->module();
+    for (auto& p : hf ? module.named_parameters() : module.named_state())
       tensors.emplace_back(hf ? olm::io::to_hf_name(p.name, r.model->config().spec()) : p.name, *p.tensor);
     olm::io::save_safetensors(args["output"].as<std::string>(), tensors);
     std::printf("wrote %zu tensors to %s\n", tensors.size(), args["output"].as<std::string>().c_str());
