@@ -79,6 +79,7 @@ def to_olm_json(cfg):
         "lm_head": {"layer_norm": norm_json(cfg.lm_head.layer_norm)},
         "init_seed": cfg.init_seed,
         "init_std": cfg.init_std,
+        "init_method": str(cfg.init_method),
     }
     if cfg.lm_head.bias is not None:
         out["lm_head"]["bias"] = cfg.lm_head.bias
@@ -254,6 +255,18 @@ def main():
     olmo3.embed_scale = 2.0
     olmo3.embedding_norm = LayerNormConfig(name="default", eps=1e-5, bias=True)
     configs["swa_no_global_rope_embed_scale_norm"] = olmo3
+    # Biases everywhere and LayerNorm with bias (GPT-style), and OLMo-core's other inits.
+    biased = TransformerConfig.llama_like(d_model=48, vocab_size=200, n_layers=2, n_heads=4,
+                                          layer_norm_name="default", init_method="llama_depth")
+    biased.block.sequence_mixer.bias = True
+    biased.block.feed_forward.bias = True
+    biased.block.layer_norm.bias = True
+    biased.lm_head.bias = True
+    biased.lm_head.layer_norm.bias = True
+    configs["biases_layer_norm_llama_depth_init"] = biased
+    for method in ("llama", "fan_in"):
+        configs[f"init_{method}"] = TransformerConfig.llama_like(
+            d_model=48, vocab_size=200, n_layers=3, n_heads=4, n_kv_heads=2, init_method=method)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, cfg in configs.items():
