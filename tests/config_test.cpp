@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include "core/config/config.h"
+#include "core/model.h"
 #include "core/error.h"
 #include "test_util.h"
 
@@ -75,7 +76,7 @@ TEST(Config, ValidationNamesTheField) {
            {"\"n_heads\": 4", "\"n_heads\": 0", "block.attention.n_heads must be positive", ErrorCode::kInvalidConfig},
            {"\"hidden_size\": 192", "\"hidden_size\": 0", "block.feed_forward.hidden_size must be positive", ErrorCode::kInvalidConfig},
            {"\"name\": \"reordered_norm\"", "\"name\": \"sideways\"", "block.name: unknown value 'sideways' (known: default, reordered_norm, default_scaled, peri_norm)", ErrorCode::kInvalidConfig},
-           {"\"hidden_size\": 192", "\"hidden_size\": 192, \"activation\": \"swoosh\"", "block.feed_forward.activation: unknown value 'swoosh' (known: silu, gelu_tanh)", ErrorCode::kInvalidConfig},
+           {"\"hidden_size\": 192", "\"hidden_size\": 192, \"activation\": \"swoosh\"", "block.feed_forward.activation: unknown value 'swoosh' (known: elu, gelu, gelu_tanh, identity, leaky_relu, mish, relu, selu, sigmoid, silu, softmax, softplus, swish, tanh)", ErrorCode::kInvalidConfig},
            {"\"n_layers\": 2", "\"n_layers\": 2, \"dtype\": \"float8\"", "dtype: unknown value 'float8'", ErrorCode::kInvalidConfig},
            {"\"n_layers\": 2", "\"n_layers\": 2, \"init_method\": \"magic\"", "init_method: unknown value 'magic'", ErrorCode::kInvalidConfig},
            {"\"n_heads\": 4", "\"n_heads\": 4, \"head_dim\": 15", "head_dim (15) must be even to apply RoPE", ErrorCode::kInvalidConfig},
@@ -101,6 +102,23 @@ TEST(Config, ValidationNamesTheField) {
   expect_error([] { olm::Config::from_json("{\"d_model\": 8,"); }, ErrorCode::kParse, "config JSON");
   expect_error([] { olm::Config::from_json("{\"d_model\": 8}"); }, ErrorCode::kParse, "required field is missing: block");
   expect_error([] { olm::Config::from_json(""); }, ErrorCode::kParse, "config JSON");
+}
+
+// OLM-style models: a classic (ungated) feed-forward with any registered activation, a
+// LayerNorm with bias; the config's count is the built model's.
+TEST(Config, ClassicFeedForwardModelsBuildAndCount) {
+  for (const char* act : {"gelu", "relu", "mish"}) {
+    const std::string json = replace(replace(kTiny, "\"hidden_size\": 192, \"bias\": false",
+                                             std::string("\"hidden_size\": 256, \"name\": \"classic\", \"activation\": \"") + act + "\""),
+                                     "\"layer_norm\": {\"name\": \"rms\", \"eps\": 1e-6, \"bias\": false}},",
+                                     "\"layer_norm\": {\"name\": \"default\"}},");
+    const auto config = olm::Config::from_json(json);
+    olm::Model model(config, "cpu", {});
+    EXPECT_EQ(model.num_params(), config.num_params().total) << act;
+    auto logits = model.forward(at::arange(6, at::kLong).view({1, 6}), 0);
+    EXPECT_TRUE(at::isfinite(logits).all().item<bool>());
+    EXPECT_EQ(config.to_json().find("w3"), std::string::npos);
+  }
 }
 
 TEST(Config, MalformedFlatBuffersAreParseErrors) {

@@ -146,12 +146,33 @@ at::Tensor ref_attention(olm::nn::Attention& att, const olm::AttentionSpec& spec
   return dlinear(out.view({B, T, H * D}), att.w_out().weight(), att.w_out().bias());
 }
 
+// The activations' textbook formulas, in float64.
+at::Tensor ref_activation(const std::string& name, const at::Tensor& a) {
+  if (name == "silu" || name == "swish") return a / (1 + at::exp(-a));
+  if (name == "gelu_tanh") return 0.5 * a * (1 + at::tanh(std::sqrt(2 / M_PI) * (a + 0.044715 * a.pow(3))));
+  if (name == "gelu") return 0.5 * a * (1 + at::erf(a / std::sqrt(2.0)));
+  if (name == "relu") return a.clamp_min(0);
+  if (name == "leaky_relu") return at::where(a > 0, a, 0.01 * a);
+  if (name == "elu") return at::where(a > 0, a, at::exp(a) - 1);
+  if (name == "selu") {
+    const double alpha = 1.6732632423543772, scale = 1.0507009873554805;
+    return scale * at::where(a > 0, a, alpha * (at::exp(a) - 1));
+  }
+  if (name == "mish") return a * at::tanh(at::log1p(at::exp(a)));
+  if (name == "softplus") return at::log1p(at::exp(a));
+  if (name == "tanh") return (at::exp(a) - at::exp(-a)) / (at::exp(a) + at::exp(-a));
+  if (name == "sigmoid") return 1 / (1 + at::exp(-a));
+  if (name == "softmax") return at::exp(a) / at::exp(a).sum(-1, true);
+  if (name == "identity") return a;
+  ADD_FAILURE() << "no reference for " << name;
+  return a;
+}
+
 at::Tensor ref_ffn(olm::nn::FeedForward& ff, const std::string& activation, const at::Tensor& x) {
   auto xd = x.to(at::kDouble);
-  auto a = dlinear(xd, ff.w1().weight(), ff.w1().bias());
-  a = activation == "silu" ? a / (1 + at::exp(-a))
-                           : 0.5 * a * (1 + at::tanh(std::sqrt(2 / M_PI) * (a + 0.044715 * a.pow(3))));
-  return dlinear(a * dlinear(xd, ff.w3().weight(), ff.w3().bias()), ff.w2().weight(), ff.w2().bias());
+  auto h = ref_activation(activation, dlinear(xd, ff.w1().weight(), ff.w1().bias()));
+  if (ff.w3()) h = h * dlinear(xd, ff.w3()->weight(), ff.w3()->bias());
+  return dlinear(h, ff.w2().weight(), ff.w2().bias());
 }
 
 // ---- tests -----------------------------------------------------------------------------
@@ -210,17 +231,27 @@ TEST(Rope, TablesAndRotationMatchFloat64) {
   EXPECT_LT(max_diff(qr.norm(2, -1), q.norm(2, -1)), 1e-5);
 }
 
-TEST(FeedForward, SwiGluAndGeGluMatchFloat64) {
-  for (const auto& act : {"silu", "gelu_tanh"}) {
-    for (bool bias : {false, true}) {
-      olm::FeedForwardSpec spec;
-      spec.hidden_size = 24;
-      spec.bias = bias;
-      spec.activation = act;
-      olm::nn::FeedForward ff(16, spec, at::TensorOptions().dtype(at::kFloat));
-      randomize(ff, 11);
-      auto x = randn({2, 5, 16}, 12);
-      EXPECT_LT(max_diff(ff.forward(x), ref_ffn(ff, act, x)), 1e-5) << act << " bias " << bias;
+// Gated (SwiGLU, GeGLU, ReGLU, LiGLU, GLU, ...) and classic feed-forwards with every
+// registered activation.
+TEST(FeedForward, EveryActivationGatedAndClassicMatchFloat64) {
+  ASSERT_EQ(olm::activation_names().size(), 14u);
+  for (const auto& act : olm::activation_names()) {
+    for (const auto& name : {"default", "classic"}) {
+      for (bool bias : {false, true}) {
+        olm::FeedForwardSpec spec;
+        spec.name = name;
+        spec.hidden_size = 24;
+        spec.bias = bias;
+        spec.activation = act;
+        olm::nn::FeedForward ff(16, spec, at::TensorOptions().dtype(at::kFloat));
+        randomize(ff, 11);
+        EXPECT_EQ(ff.named_parameters().size(), (std::string(name) == "default" ? 3u : 2u) * (bias ? 2 : 1));
+        int64_t count = 0;
+        for (auto& p : ff.named_parameters()) count += p.tensor->numel();
+        EXPECT_EQ(count, spec.num_params(16)) << name;
+        auto x = randn({2, 5, 16}, 12);
+        EXPECT_LT(max_diff(ff.forward(x), ref_ffn(ff, act, x)), 1e-5) << act << " " << name << " bias " << bias;
+      }
     }
   }
 }

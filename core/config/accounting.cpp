@@ -34,8 +34,9 @@ int64_t AttentionSpec::num_params(int64_t d_model) const {
 }
 
 int64_t FeedForwardSpec::num_params(int64_t d_model) const {
-  int64_t params = 3 * d_model * hidden_size;
-  if (bias) params += 2 * hidden_size + d_model;
+  const bool gated = name == "default";
+  int64_t params = (gated ? 3 : 2) * d_model * hidden_size;
+  if (bias) params += (gated ? 2 : 1) * hidden_size + d_model;
   return params;
 }
 

@@ -150,12 +150,13 @@ int64_t window_for_layer(const fb::SlidingWindowAttentionConfigT& sw, int64_t la
 
 FeedForwardSpec resolve_feed_forward(const fb::FeedForwardConfigT& in, const std::string& field) {
   FeedForwardSpec out;
-  require_one_of(or_default(in.name, "default"), {"default"}, field + ".name");
+  out.name = or_default(in.name, "default");
+  require_one_of(out.name, {"default", "classic"}, field + ".name");
   out.hidden_size = in.hidden_size;
   require_positive(out.hidden_size, field + ".hidden_size");
   out.bias = in.bias.has_value() ? *in.bias : true;
   out.activation = or_default(in.activation, "silu");
-  require_one_of(out.activation, {"silu", "gelu_tanh"}, field + ".activation");
+  require_one_of(out.activation, activation_names(), field + ".activation");
   return out;
 }
 

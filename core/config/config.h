@@ -52,9 +52,10 @@ struct AttentionSpec {
 };
 
 struct FeedForwardSpec {
+  std::string name = "default";  // "default" (gated) | "classic"
   int64_t hidden_size = 0;
   bool bias = true;
-  std::string activation;  // "silu" | "gelu_tanh"
+  std::string activation;  // one of activation_names()
   int64_t num_params(int64_t d_model) const;
 };
 
@@ -116,6 +117,9 @@ class Config {
   std::shared_ptr<const fb::TransformerConfigT> native_;
   std::shared_ptr<const ModelSpec> spec_;
 };
+
+// The activation registry's names (core/nn/activation.cpp implements them).
+const std::vector<std::string>& activation_names();
 
 // OLMo-core's presets (TransformerConfig.olmo2_30M(vocab_size) etc.).
 Config preset(const std::string& name, int64_t vocab_size);

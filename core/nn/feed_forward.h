@@ -1,5 +1,5 @@
-// olmo_core.nn.feed_forward.FeedForward: w2(act(w1 x) * w3 x), act = silu (SwiGLU) or
-// tanh-approximated GELU (GeGLU).
+// olmo_core.nn.feed_forward.FeedForward ("default", gated): w2(act(w1 x) * w3 x) — SwiGLU,
+// GeGLU, ReGLU, LiGLU or GLU by the activation; OLM's ClassicFFN ("classic"): w2(act(w1 x)).
 #pragma once
 #include "core/config/config.h"
 #include "core/nn/module.h"
@@ -13,7 +13,7 @@ class FeedForward : public Module {
 
   Linear& w1() { return *w1_; }
   Linear& w2() { return *w2_; }
-  Linear& w3() { return *w3_; }
+  Linear* w3() { return w3_.get(); }  // NULL for "classic"
 
  private:
   FeedForwardSpec spec_;

@@ -62,11 +62,12 @@ void init_weights(Transformer& model) {
     auto& ff = block.feed_forward();
     init_linear(ff.w1(), method == "fan_in" ? std::pow(ff.w1().in_features(), -0.5) : std, generator);
     double w3_std = std;
-    if (method == "fan_in") w3_std = std::pow(ff.w3().in_features(), -0.5);
-    else if (method == "llama") w3_std = std / std::sqrt(2 * n_blocks);
+    if (method == "llama") w3_std = std / std::sqrt(2 * n_blocks);
     else if (method == "llama_depth") w3_std = std / std::sqrt(2 * depth);
-    init_linear(ff.w3(), w3_std, generator);
-    // OLMo-core reuses the w3 std for w2 (except fan_in, which uses w2's own fan-in).
+    if (Linear* w3 = ff.w3())
+      init_linear(*w3, method == "fan_in" ? std::pow(w3->in_features(), -0.5) : w3_std, generator);
+    // OLMo-core reuses the w3 std for w2 (except fan_in, which uses w2's own fan-in); the
+    // classic feed-forward, which has no w3, scales its output layer the same way.
     init_linear(ff.w2(), method == "fan_in" ? std::pow(ff.w2().in_features(), -0.5) : w3_std,
                 generator);
   }
