@@ -79,7 +79,7 @@ TEST(Config, ValidationNamesTheField) {
            {"\"hidden_size\": 192", "\"hidden_size\": 192, \"activation\": \"swoosh\"", "block.feed_forward.activation: unknown value 'swoosh' (known: elu, gelu, gelu_tanh, identity, leaky_relu, mish, relu, selu, sigmoid, silu, softmax, softplus, swish, tanh)", ErrorCode::kInvalidConfig},
            {"\"n_layers\": 2", "\"n_layers\": 2, \"dtype\": \"float8\"", "dtype: unknown value 'float8'", ErrorCode::kInvalidConfig},
            {"\"n_layers\": 2", "\"n_layers\": 2, \"init_method\": \"magic\"", "init_method: unknown value 'magic'", ErrorCode::kInvalidConfig},
-           {"\"n_heads\": 4", "\"n_heads\": 4, \"head_dim\": 15", "head_dim (15) must be even to apply RoPE", ErrorCode::kInvalidConfig},
+           {"\"n_heads\": 4", "\"n_heads\": 4, \"head_dim\": 15", "head_dim (15) times rope.partial_rotary_factor gives 15 rotary dimensions", ErrorCode::kInvalidConfig},
            {"\"n_heads\": 4", "\"n_heads\": 4, \"dropout\": 1.5", "block.attention.dropout must be in [0, 1)", ErrorCode::kInvalidConfig},
            {"\"theta\": 500000", "\"theta\": -1", "block.attention.rope.theta", ErrorCode::kInvalidConfig},
            {"\"n_layers\": 2", "\"n_layers\": 2, \"bogus\": 1", "unknown field: bogus", ErrorCode::kParse},

@@ -104,11 +104,41 @@ AttentionSpec resolve_attention(const fb::AttentionConfigT& in, int64_t d_model,
     rope.theta = in.rope->theta;
     require_positive_finite(rope.theta, field + ".rope.theta");
     rope.full_precision = in.rope->full_precision;
+    rope.partial_rotary_factor = in.rope->partial_rotary_factor;
+    require(std::isfinite(rope.partial_rotary_factor) && rope.partial_rotary_factor > 0 &&
+                rope.partial_rotary_factor <= 1,
+            ErrorCode::kInvalidConfig, field + ".rope.partial_rotary_factor must be in (0, 1]");
+    if (const auto* sc = in.rope->scaling.get()) {
+      const std::string f = field + ".rope.scaling";
+      RoPEScalingSpec scaling;
+      scaling.name = sc->name;
+      require_one_of(scaling.name, {"abf", "pi", "stepwise", "yarn"}, f + ".name");
+      scaling.attention_rescale_factor = sc->attention_rescale_factor;
+      require_positive_finite(scaling.attention_rescale_factor, f + ".attention_rescale_factor");
+      scaling.new_theta = sc->new_theta;
+      require_positive_finite(scaling.new_theta, f + ".new_theta");
+      const double default_factor = scaling.name == "pi" ? 2.0 : scaling.name == "stepwise" ? 32.0 : 8.0;
+      scaling.factor = sc->factor.value_or(default_factor);
+      require_positive_finite(scaling.factor, f + ".factor");
+      scaling.low_freq_proportion = sc->low_freq_proportion;
+      scaling.high_freq_proportion = sc->high_freq_proportion;
+      require(scaling.low_freq_proportion >= 0 && scaling.low_freq_proportion < 1 &&
+                  scaling.high_freq_proportion > 0 && scaling.high_freq_proportion <= 1,
+              ErrorCode::kInvalidConfig, f + ": low_freq_proportion must be in [0, 1) and high_freq_proportion in (0, 1]");
+      scaling.old_context_len = sc->old_context_len;
+      require_positive(scaling.old_context_len, f + ".old_context_len");
+      scaling.beta_fast = sc->beta_fast;
+      scaling.beta_slow = sc->beta_slow;
+      require_positive(scaling.beta_fast, f + ".beta_fast");
+      require_positive(scaling.beta_slow, f + ".beta_slow");
+      rope.scaling = scaling;
+    }
     require(!in.rope->no_global_rope || in.sliding_window, ErrorCode::kInvalidConfig,
             field + ".rope.no_global_rope requires " + field + ".sliding_window");
-    require(out.head_dim % 2 == 0, ErrorCode::kInvalidConfig,
-            field + ".head_dim (" + std::to_string(out.head_dim) +
-                ") must be even to apply RoPE");
+    const auto rotary_dim = static_cast<int64_t>(static_cast<double>(out.head_dim) * rope.partial_rotary_factor);
+    require(rotary_dim % 2 == 0 && rotary_dim > 0, ErrorCode::kInvalidConfig,
+            field + ".head_dim (" + std::to_string(out.head_dim) + ") times rope.partial_rotary_factor gives " +
+                std::to_string(rotary_dim) + " rotary dimensions; RoPE needs a positive even number");
     out.rope = rope;
   }
   if (in.clip_qkv.has_value()) {

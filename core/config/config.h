@@ -24,10 +24,24 @@ struct LayerNormSpec {
   int64_t num_params(int64_t size) const;
 };
 
+struct RoPEScalingSpec {
+  std::string name;  // "abf" | "pi" | "stepwise" | "yarn"
+  double attention_rescale_factor = 1.0;
+  double new_theta = 8000000;
+  double factor = 1.0;
+  double low_freq_proportion = 0.0;
+  double high_freq_proportion = 0.25;
+  int64_t old_context_len = 8192;
+  int64_t beta_fast = 32;
+  int64_t beta_slow = 1;
+};
+
 struct RoPESpec {
   std::string name;  // "default"
   double theta = 500000;
   bool full_precision = true;
+  double partial_rotary_factor = 1.0;
+  std::optional<RoPEScalingSpec> scaling;
 };
 
 struct GateSpec {

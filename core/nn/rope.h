@@ -26,7 +26,8 @@ class RotaryEmbedding {
  public:
   RotaryEmbedding(int64_t head_dim, const RoPESpec& spec, std::shared_ptr<BufferCache> cache);
 
-  // (sin, cos), each (seq_len, head_dim) float32 on `device`.
+  // (sin, cos), each (seq_len, rotary_dim) float32 on `device`, times the scaling's
+  // attention rescale factor.
   std::pair<at::Tensor, at::Tensor> tables(int64_t seq_len, const at::Device& device) const;
 
   // q: (B, T, n_heads, head_dim), k: (B, T, n_kv_heads, head_dim); positions start at
@@ -36,8 +37,16 @@ class RotaryEmbedding {
 
   static at::Tensor rotate_half(const at::Tensor& x);
 
+  // The (possibly scaled) inverse frequencies and the attention rescale factor, as
+  // olmo_core.nn.rope's compute_scaled_inv_freq returns them.
+  std::pair<at::Tensor, double> inverse_frequencies(const at::Device& device) const;
+  int64_t rotary_dim() const { return rotary_dim_; }
+
  private:
+  at::Tensor rotate(const at::Tensor& t, const at::Tensor& sin, const at::Tensor& cos) const;
+
   int64_t dim_;
+  int64_t rotary_dim_;
   RoPESpec spec_;
   std::shared_ptr<BufferCache> cache_;
 };

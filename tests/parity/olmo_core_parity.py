@@ -55,7 +55,18 @@ def to_olm_json(cfg):
             attention[field] = value
     if att.rope is not None:
         attention["rope"] = {"theta": att.rope.theta, "full_precision": att.rope.full_precision,
-                             "no_global_rope": att.rope.no_global_rope}
+                             "no_global_rope": att.rope.no_global_rope,
+                             "partial_rotary_factor": att.rope.partial_rotary_factor}
+        sc = att.rope.scaling
+        if sc is not None:
+            name = {"ABFRoPEScalingConfig": "abf", "PIRoPEScalingConfig": "pi",
+                    "StepwiseRoPEScalingConfig": "stepwise", "YaRNRoPEScalingConfig": "yarn"}[type(sc).__name__]
+            scaling = {"name": name}
+            for field in ("attention_rescale_factor", "new_theta", "factor", "low_freq_proportion",
+                          "high_freq_proportion", "old_context_len", "beta_fast", "beta_slow"):
+                if hasattr(sc, field) and not (name == "yarn" and field == "attention_rescale_factor"):
+                    scaling[field] = getattr(sc, field)
+            attention["rope"]["scaling"] = scaling
     if att.qk_norm is not None:
         attention["qk_norm"] = norm_json(att.qk_norm)
     if att.gate is not None:
@@ -264,6 +275,18 @@ def main():
     biased.lm_head.bias = True
     biased.lm_head.layer_norm.bias = True
     configs["biases_layer_norm_llama_depth_init"] = biased
+    # RoPE scaling and partial rotary embeddings.
+    from olmo_core.nn.rope import (ABFRoPEScalingConfig, PIRoPEScalingConfig,
+                                   StepwiseRoPEScalingConfig, YaRNRoPEScalingConfig)
+    for label, scaling, partial in (
+            ("rope_abf", ABFRoPEScalingConfig(new_theta=1_000_000, attention_rescale_factor=1.1), 1.0),
+            ("rope_pi_partial", PIRoPEScalingConfig(factor=4.0), 0.5),
+            ("rope_stepwise", StepwiseRoPEScalingConfig(factor=8.0, old_context_len=16, low_freq_proportion=0.1), 1.0),
+            ("rope_yarn_partial", YaRNRoPEScalingConfig(factor=4.0, old_context_len=16), 0.75)):
+        c = TransformerConfig.llama_like(d_model=64, vocab_size=200, n_layers=2, n_heads=2, n_kv_heads=1,
+                                         rope_theta=10_000, rope_scaling=scaling)
+        c.block.sequence_mixer.rope.partial_rotary_factor = partial
+        configs[label] = c
     for method in ("llama", "fan_in"):
         configs[f"init_{method}"] = TransformerConfig.llama_like(
             d_model=48, vocab_size=200, n_layers=3, n_heads=4, n_kv_heads=2, init_method=method)
