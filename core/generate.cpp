@@ -2,6 +2,8 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <unistd.h>
+
 #include <cmath>
 
 #include "core/error.h"
@@ -44,7 +46,8 @@ std::vector<int64_t> generate(Model& model, const at::Tensor& prompt_in, const G
           "temperature must be >= 0");
   require(options.top_k >= 0, ErrorCode::kInvalidArgument, "top_k must be >= 0");
   require(options.top_p > 0 && options.top_p <= 1, ErrorCode::kInvalidArgument, "top_p must be in (0, 1]");
-  const int64_t vocab = model.config().spec().vocab_size;
+  const ModelSpec& spec = model.config().spec();
+  const int64_t vocab = spec.vocab_size;
   for (int64_t t : options.stop_tokens)
     require(t >= 0 && t < vocab, ErrorCode::kInvalidArgument,
             "stop_tokens: " + std::to_string(t) + " is outside the vocabulary");
@@ -63,6 +66,17 @@ std::vector<int64_t> generate(Model& model, const at::Tensor& prompt_in, const G
   std::vector<nn::KVCache> caches;
   at::Tensor logits;
   if (options.use_kv_cache) {
+    // Refuse a cache that could never fit rather than let the system run out of memory.
+    long double cache_bytes = 0;
+    for (const auto& block : spec.blocks)
+      cache_bytes += 2.0L * static_cast<long double>(ids.size(1) + options.max_new_tokens) *
+                     block.attention.n_kv_heads * block.attention.head_dim * c10::elementSize(module.embeddings().scalar_type());
+    const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+    const long double memory = pages > 0 && page > 0 ? static_cast<long double>(pages) * page : 0;
+    require(memory == 0 || cache_bytes < memory, ErrorCode::kOutOfMemory,
+            "max_new_tokens: a KV cache for " + std::to_string(ids.size(1) + options.max_new_tokens) +
+                " positions needs " + std::to_string(static_cast<uint64_t>(cache_bytes / (1 << 20))) +
+                " MiB, more than this machine's memory");
     caches = module.make_kv_caches(1, ids.size(1) + options.max_new_tokens);
     logits = module.forward(ids, 1, &caches);
   } else {

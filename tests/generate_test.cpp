@@ -163,6 +163,17 @@ TEST(Generate, RejectsBadArguments) {
   expect_error(bad, prompt, "stop_tokens");
   expect_error(o, at::tensor(std::vector<int64_t>{50}, at::kLong), "input_ids");
   expect_error(o, at::empty({0}, at::kLong), "prompt");
+  // A KV cache that could never fit is refused up front, not discovered by the OOM killer.
+  olm::Model wide(olm::preset("olmo2_30M", 64), "cpu", {});
+  auto huge = o;
+  huge.max_new_tokens = 1 << 24;
+  try {
+    olm::generate(wide, prompt, huge);
+    FAIL() << "expected an out-of-memory error";
+  } catch (const olm::Error& e) {
+    EXPECT_EQ(e.code(), olm::ErrorCode::kOutOfMemory);
+    EXPECT_NE(std::string(e.what()).find("KV cache"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

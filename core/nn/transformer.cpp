@@ -61,8 +61,10 @@ std::vector<KVCache> Transformer::make_kv_caches(int64_t batch, int64_t max_len)
     auto& att = block->attention();
     const auto options = embeddings_.options().requires_grad(false);
     KVCache c;
-    c.k = at::zeros({batch, max_len, att.n_kv_heads(), att.head_dim()}, options);
-    c.v = at::zeros_like(c.k);
+    // Uninitialized: only the filled prefix [0, length) is ever read, and untouched pages of a
+    // long cache cost no memory.
+    c.k = at::empty({batch, max_len, att.n_kv_heads(), att.head_dim()}, options);
+    c.v = at::empty_like(c.k);
     caches.push_back(std::move(c));
   }
   return caches;
