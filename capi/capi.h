@@ -47,6 +47,19 @@ struct olm_trainer {
 namespace olm::capi {
 
 olm_buffer* make_buffer(const uint8_t* data, size_t size, bool nul_terminate);
+
+// A config (model or train) serialized into a new buffer: JSON text (NUL-terminated) or the
+// binary FlatBuffer.
+template <class Config>
+olm_buffer* json_buffer(const Config& config) {
+  const std::string text = config.to_json();
+  return make_buffer(reinterpret_cast<const uint8_t*>(text.data()), text.size(), true);
+}
+template <class Config>
+olm_buffer* flatbuffer_buffer(const Config& config) {
+  const auto bytes = config.to_flatbuffer();
+  return make_buffer(bytes.data(), bytes.size(), false);
+}
 olm_step_metrics step_metrics_to_c(const olm::train::StepMetrics& m);
 
 // Converts the exception in flight into an error object; never throws.

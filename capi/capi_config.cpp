@@ -2,7 +2,6 @@
 
 using olm::capi::require_arg;
 
-using olm::capi::make_buffer;
 
 olm_buffer* olm::capi::make_buffer(const uint8_t* data, size_t size, bool nul_terminate) {
   auto buffer = std::make_unique<olm_buffer>();
@@ -44,8 +43,7 @@ olm_error* olm_config_to_json(const olm_config* config, olm_buffer** out) {
   OLM_API_BEGIN
   require_arg(config, "config");
   require_arg(out, "out");
-  const std::string text = config->config.to_json();
-  *out = make_buffer(reinterpret_cast<const uint8_t*>(text.data()), text.size(), true);
+  *out = olm::capi::json_buffer(config->config);
   OLM_API_END
 }
 
@@ -53,8 +51,7 @@ olm_error* olm_config_to_flatbuffer(const olm_config* config, olm_buffer** out) 
   OLM_API_BEGIN
   require_arg(config, "config");
   require_arg(out, "out");
-  const auto bytes = config->config.to_flatbuffer();
-  *out = make_buffer(bytes.data(), bytes.size(), false);
+  *out = olm::capi::flatbuffer_buffer(config->config);
   OLM_API_END
 }
 

@@ -96,8 +96,7 @@ olm_error* olm_train_config_to_json(const olm_train_config* config, olm_buffer**
   OLM_API_BEGIN
   require_arg(config, "config");
   require_arg(out, "out");
-  const std::string text = config->config.to_json();
-  *out = make_buffer(reinterpret_cast<const uint8_t*>(text.data()), text.size(), true);
+  *out = olm::capi::json_buffer(config->config);
   OLM_API_END
 }
 
@@ -105,8 +104,7 @@ olm_error* olm_train_config_to_flatbuffer(const olm_train_config* config, olm_bu
   OLM_API_BEGIN
   require_arg(config, "config");
   require_arg(out, "out");
-  const auto bytes = config->config.to_flatbuffer();
-  *out = make_buffer(bytes.data(), bytes.size(), false);
+  *out = olm::capi::flatbuffer_buffer(config->config);
   OLM_API_END
 }
 
