@@ -124,6 +124,7 @@ NpyHeader parse_npy(const uint8_t* bytes, size_t size, const std::string& path) 
     auto colon = header.find(':', k);
     require(colon != std::string::npos, ErrorCode::kParse, ctx + ": malformed header");
     auto start = header.find_first_not_of(' ', colon + 1);
+    require(start != std::string::npos, ErrorCode::kParse, ctx + ": header has no value for '" + key + "'");
     return header.substr(start);
   };
   NpyHeader out;
