@@ -52,6 +52,14 @@ func withOptions(o DatasetOptions, f func(*C.olm_dataset_options) error) error {
 	return f(&co)
 }
 
+// ptr is the C handle; NULL for a nil or closed dataset.
+func (d *Dataset) ptr() *C.olm_dataset {
+	if d == nil {
+		return nil
+	}
+	return d.c
+}
+
 func newDataset(c *C.olm_dataset) *Dataset {
 	d := &Dataset{c: c}
 	runtime.SetFinalizer(d, (*Dataset).Close)
@@ -98,7 +106,7 @@ func DatasetFromFiles(paths []string, o DatasetOptions) (*Dataset, error) {
 // Size is the number of tokens and of instances.
 func (d *Dataset) Size() (tokens, instances int64, err error) {
 	var t, n C.int64_t
-	err = takeError(C.olm_dataset_size(d.c, &t, &n))
+	err = takeError(C.olm_dataset_size(d.ptr(), &t, &n))
 	runtime.KeepAlive(d)
 	return int64(t), int64(n), err
 }
@@ -109,8 +117,11 @@ type Batch struct {
 	MaxDocLen                   int64
 }
 
-// Close releases the batch's tensors.
+// Close releases the batch's tensors. It is safe to call more than once and on nil.
 func (b *Batch) Close() {
+	if b == nil {
+		return
+	}
 	b.InputIDs.Close()
 	b.Labels.Close()
 	b.CuDocLens.Close()
@@ -125,7 +136,7 @@ func (d *Dataset) Batch(indices []int64) (*Batch, error) {
 		buf = []int64{0}
 	}
 	p := (*C.int64_t)(unsafe.Pointer(&buf[0]))
-	err := takeError(C.olm_dataset_batch(d.c, p, C.size_t(len(indices)), &b))
+	err := takeError(C.olm_dataset_batch(d.ptr(), p, C.size_t(len(indices)), &b))
 	runtime.KeepAlive(d)
 	runtime.KeepAlive(indices)
 	if err != nil {

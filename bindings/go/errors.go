@@ -44,13 +44,26 @@ func (c Code) String() string {
 	return fmt.Sprintf("code %d", int32(c))
 }
 
-// Error is an error reported by libolm. Use errors.As to inspect the code.
+// Error is an error reported by libolm (or by this package for a misuse it can see before
+// calling C, such as a dtype mismatch on copy-out). Use errors.As to inspect the code:
+//
+//	var e *olm.Error
+//	if errors.As(err, &e) && e.Code == olm.ErrParse { ... }
+//
+// errors.Is(err, &olm.Error{Code: olm.ErrIO}) also matches on the code alone.
 type Error struct {
 	Code    Code
 	Message string
 }
 
-func (e *Error) Error() string { return "olm: " + e.Message }
+func (e *Error) Error() string { return "olm: " + e.Code.String() + ": " + e.Message }
+
+// Is reports whether target is an *Error with the same code and either an empty or the same
+// message, so that errors.Is(err, &olm.Error{Code: olm.ErrParse}) matches any parse error.
+func (e *Error) Is(target error) bool {
+	t, ok := target.(*Error)
+	return ok && t.Code == e.Code && (t.Message == "" || t.Message == e.Message)
+}
 
 // takeError converts and releases a C error; nil for success.
 func takeError(err *C.olm_error) error {

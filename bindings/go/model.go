@@ -10,28 +10,43 @@ import "C"
 import (
 	"runtime"
 	"runtime/cgo"
+	"sync/atomic"
 	"unsafe"
 )
 
-// Model is a transformer language model.
+// Model is a transformer language model. Close releases its parameters (device memory
+// included) at once; a finalizer only backs Close up.
 type Model struct {
 	c *C.olm_model
 }
 
-// ModelOptions configures NewModel. Start from DefaultModelOptions.
-type ModelOptions struct {
-	ParamDtype  Dtype // -1: the config's dtype; Float32 or BFloat16
-	InitWeights bool  // initialize with the config's init method and seed
+// liveModels counts the models not yet released (by Close or the finalizer).
+var liveModels atomic.Int64
+
+// ptr is the C handle; NULL for a nil or closed model (the library then reports
+// ErrInvalidArgument).
+func (m *Model) ptr() *C.olm_model {
+	if m == nil {
+		return nil
+	}
+	return m.c
 }
 
-// DefaultModelOptions are libolm's defaults.
+// ModelOptions configures NewModel. The zero value is not the default (its ParamDtype is
+// Int32, which the library rejects): start from DefaultModelOptions.
+type ModelOptions struct {
+	ParamDtype  Dtype // ConfigDtype (the default): the config's dtype; or Float32, BFloat16
+	InitWeights bool  // initialize with the config's init method and seed (default true)
+}
+
+// DefaultModelOptions are libolm's defaults (olm_model_options_init).
 func DefaultModelOptions() ModelOptions {
 	var o C.olm_model_options
 	C.olm_model_options_init(&o)
 	return ModelOptions{ParamDtype: Dtype(o.param_dtype), InitWeights: o.init_weights != 0}
 }
 
-// NewModel builds a model on "cpu", "cuda" or "cuda:N". opts may be nil.
+// NewModel builds a model on "cpu", "cuda" or "cuda:N". opts may be nil for the defaults.
 func NewModel(cfg *Config, device string, opts *ModelOptions) (*Model, error) {
 	var o C.olm_model_options
 	C.olm_model_options_init(&o)
@@ -45,24 +60,39 @@ func NewModel(cfg *Config, device string, opts *ModelOptions) (*Model, error) {
 	cdev := C.CString(device)
 	defer C.free(unsafe.Pointer(cdev))
 	var out *C.olm_model
-	err := takeError(C.olm_model_create(cfg.c, cdev, &o, &out))
+	err := takeError(C.olm_model_create(cfg.ptr(), cdev, &o, &out))
 	runtime.KeepAlive(cfg)
 	if err != nil {
 		return nil, err
 	}
 	m := &Model{c: out}
+	liveModels.Add(1)
 	runtime.SetFinalizer(m, (*Model).Close)
 	return m, nil
 }
 
-// Forward returns float32 logits (batch, positions, vocab) for int32/int64 ids (batch, seq).
-// logitsToKeep > 0 keeps only the last positions.
-func (m *Model) Forward(ids *Tensor, logitsToKeep int64) (*Tensor, error) {
+// ForwardOptions configures Forward. Start from DefaultForwardOptions.
+type ForwardOptions struct {
+	LogitsToKeep int64 // keep the logits of the last N positions; 0 (the default) keeps all
+}
+
+// DefaultForwardOptions are libolm's defaults (olm_forward_options_init).
+func DefaultForwardOptions() ForwardOptions {
 	var o C.olm_forward_options
 	C.olm_forward_options_init(&o)
-	o.logits_to_keep = C.int64_t(logitsToKeep)
+	return ForwardOptions{LogitsToKeep: int64(o.logits_to_keep)}
+}
+
+// Forward returns float32 logits (batch, positions, vocab), on the model's device, for
+// int32/int64 ids of shape (batch, seq). opts may be nil for the defaults.
+func (m *Model) Forward(ids *Tensor, opts *ForwardOptions) (*Tensor, error) {
+	var o C.olm_forward_options
+	C.olm_forward_options_init(&o)
+	if opts != nil {
+		o.logits_to_keep = C.int64_t(opts.LogitsToKeep)
+	}
 	var out *C.olm_tensor
-	err := takeError(C.olm_model_forward(m.c, ids.c, &o, &out))
+	err := takeError(C.olm_model_forward(m.ptr(), ids.ptr(), &o, &out))
 	runtime.KeepAlive(m)
 	runtime.KeepAlive(ids)
 	if err != nil {
@@ -80,17 +110,19 @@ const (
 	None Reduction = C.OLM_LOSS_REDUCTION_NONE
 )
 
-// LossOptions configures Loss. Start from DefaultLossOptions.
+// LossOptions configures Loss. The zero value is not the default (a zero LossDivFactor is
+// rejected and IgnoreIndex 0 would ignore token 0): start from DefaultLossOptions.
 type LossOptions struct {
-	IgnoreIndex     int64
-	Reduction       Reduction
-	ZLossMultiplier float64 // 0 disables the z-loss
-	LossDivFactor   float64
-	ReturnLogits    bool
-	LogitsToKeep    int64
+	IgnoreIndex     int64     // labels equal to this are ignored (default -100)
+	Reduction       Reduction // Mean (default), Sum or None
+	ZLossMultiplier float64   // 0 (the default) disables the z-loss
+	LossDivFactor   float64   // every loss is divided by this (default 1)
+	ReturnLogits    bool      // also return the float32 logits (default false)
+	LogitsToKeep    int64     // the loss over the last N positions only; 0 (default): all
 }
 
-// DefaultLossOptions are libolm's defaults (ignore -100, mean, no z-loss, divide by 1).
+// DefaultLossOptions are libolm's defaults (olm_loss_options_init): ignore -100, mean, no
+// z-loss, divide by 1.
 func DefaultLossOptions() LossOptions {
 	var o C.olm_loss_options
 	C.olm_loss_options_init(&o)
@@ -99,20 +131,30 @@ func DefaultLossOptions() LossOptions {
 		ReturnLogits: o.return_logits != 0, LogitsToKeep: int64(o.logits_to_keep)}
 }
 
-// LossResult holds the losses (tensors and, for mean/sum, numbers). Close releases them.
+// LossResult holds the losses: tensors (scalars for Mean and Sum, (batch, positions) for
+// None) and, for Mean and Sum, the same numbers as float64 (0 for None). Close releases the
+// tensors.
 type LossResult struct {
-	Loss, CELoss, ZLoss, Logits        *Tensor // ZLoss and Logits may be nil
+	Loss   *Tensor // CELoss + ZLoss, divided by LossDivFactor
+	CELoss *Tensor
+	ZLoss  *Tensor // nil when the z-loss is disabled
+	Logits *Tensor // nil unless ReturnLogits
+
 	LossValue, CELossValue, ZLossValue float64
 }
 
-// Close releases the result's tensors.
+// Close releases the result's tensors. It is safe to call more than once and on nil.
 func (r *LossResult) Close() {
+	if r == nil {
+		return
+	}
 	for _, t := range []*Tensor{r.Loss, r.CELoss, r.ZLoss, r.Logits} {
 		t.Close()
 	}
 }
 
-// Loss runs the model and computes cross-entropy (+ z-loss) against labels (not shifted).
+// Loss runs the model and computes cross-entropy (plus the z-loss) against labels, which are
+// not shifted: labels[b][t] is the target of position t. opts may be nil for the defaults.
 func (m *Model) Loss(ids, labels *Tensor, opts *LossOptions) (*LossResult, error) {
 	o := DefaultLossOptions()
 	if opts != nil {
@@ -130,7 +172,7 @@ func (m *Model) Loss(ids, labels *Tensor, opts *LossOptions) (*LossResult, error
 	co.logits_to_keep = C.int64_t(o.LogitsToKeep)
 	var res C.olm_loss_result
 	res.struct_size = C.size_t(unsafe.Sizeof(res))
-	err := takeError(C.olm_model_loss(m.c, ids.c, labels.c, &co, &res))
+	err := takeError(C.olm_model_loss(m.ptr(), ids.ptr(), labels.ptr(), &co, &res))
 	runtime.KeepAlive(m)
 	runtime.KeepAlive(ids)
 	runtime.KeepAlive(labels)
@@ -145,9 +187,12 @@ func (m *Model) Loss(ids, labels *Tensor, opts *LossOptions) (*LossResult, error
 // NumParams is the number of parameter elements.
 func (m *Model) NumParams() (int64, error) {
 	var n C.int64_t
-	err := takeError(C.olm_model_num_params(m.c, &n))
+	err := takeError(C.olm_model_num_params(m.ptr(), &n))
 	runtime.KeepAlive(m)
-	return int64(n), err
+	if err != nil {
+		return 0, err
+	}
+	return int64(n), nil
 }
 
 // ParameterInfo describes one parameter tensor (OLMo-core state-dict name).
@@ -159,41 +204,48 @@ type ParameterInfo struct {
 
 // Parameters lists the model's parameters in state-dict order.
 func (m *Model) Parameters() ([]ParameterInfo, error) {
-	defer runtime.KeepAlive(m)
 	var n C.size_t
-	if err := takeError(C.olm_model_parameter_count(m.c, &n)); err != nil {
+	err := takeError(C.olm_model_parameter_count(m.ptr(), &n))
+	runtime.KeepAlive(m)
+	if err != nil {
 		return nil, err
 	}
 	out := make([]ParameterInfo, 0, int(n))
 	for i := C.size_t(0); i < n; i++ {
 		var info C.olm_parameter_info
 		info.struct_size = C.size_t(unsafe.Sizeof(info))
-		if err := takeError(C.olm_model_parameter_info(m.c, i, &info)); err != nil {
+		if err := takeError(C.olm_model_parameter_info(m.ptr(), i, &info)); err != nil {
+			runtime.KeepAlive(m)
 			return nil, err
 		}
+		// The name and shape are borrowed from the model: copy them while it is alive.
 		shape := make([]int64, int(info.ndim))
 		if info.ndim > 0 {
 			copy(shape, unsafe.Slice((*int64)(unsafe.Pointer(info.shape)), int(info.ndim)))
 		}
 		out = append(out, ParameterInfo{Name: C.GoString(info.name), Dtype: Dtype(info.dtype), Shape: shape})
+		runtime.KeepAlive(m)
 	}
 	return out, nil
 }
 
-// LoadSafetensors loads OLMo-core-named weights; the model is unchanged on error.
+// LoadSafetensors loads OLMo-core-named weights (dtypes are converted). The model is
+// unchanged on error: ErrIO (unreadable file), ErrParse (malformed), ErrMismatch (missing,
+// unexpected or wrongly shaped tensors).
 func (m *Model) LoadSafetensors(path string) error {
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
-	err := takeError(C.olm_model_load_safetensors(m.c, cpath))
+	err := takeError(C.olm_model_load_safetensors(m.ptr(), cpath))
 	runtime.KeepAlive(m)
 	return err
 }
 
-// SaveSafetensors writes the weights atomically with OLMo-core names.
+// SaveSafetensors writes the weights with OLMo-core names, atomically (a temporary file
+// renamed over path).
 func (m *Model) SaveSafetensors(path string) error {
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
-	err := takeError(C.olm_model_save_safetensors(m.c, cpath))
+	err := takeError(C.olm_model_save_safetensors(m.ptr(), cpath))
 	runtime.KeepAlive(m)
 	return err
 }
@@ -252,7 +304,7 @@ func (m *Model) Generate(prompt *Tensor, opts *GenerateOptions) ([]int64, error)
 		defer handle.Delete()
 	}
 	var out *C.olm_tensor
-	err := takeError(C.olm_go_generate(m.c, prompt.c, &co, C.uintptr_t(handle), &out))
+	err := takeError(C.olm_go_generate(m.ptr(), prompt.ptr(), &co, C.uintptr_t(handle), &out))
 	runtime.KeepAlive(m)
 	runtime.KeepAlive(prompt)
 	if err != nil {
@@ -275,6 +327,7 @@ func (m *Model) Close() {
 	if m != nil && m.c != nil {
 		C.olm_model_free(m.c)
 		m.c = nil
+		liveModels.Add(-1)
 		runtime.SetFinalizer(m, nil)
 	}
 }

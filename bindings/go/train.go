@@ -18,6 +18,14 @@ type TrainConfig struct {
 	c *C.olm_train_config
 }
 
+// ptr is the C handle; NULL for a nil or closed train config.
+func (t *TrainConfig) ptr() *C.olm_train_config {
+	if t == nil {
+		return nil
+	}
+	return t.c
+}
+
 func newTrainConfig(c *C.olm_train_config) *TrainConfig {
 	t := &TrainConfig{c: c}
 	runtime.SetFinalizer(t, (*TrainConfig).Close)
@@ -37,12 +45,10 @@ func TrainConfigFromJSON(text string) (*TrainConfig, error) {
 
 // TrainConfigFromFlatBuffer verifies a binary training configuration (identifier "OLMT").
 func TrainConfigFromFlatBuffer(data []byte) (*TrainConfig, error) {
-	buf := append([]byte{}, data...)
-	if len(buf) == 0 {
-		buf = []byte{0}
-	}
 	var out *C.olm_train_config
-	if err := takeError(C.olm_train_config_from_flatbuffer(unsafe.Pointer(&buf[0]), C.size_t(len(data)), &out)); err != nil {
+	err := takeError(C.olm_train_config_from_flatbuffer(bytesPtr(data), C.size_t(len(data)), &out))
+	runtime.KeepAlive(data)
+	if err != nil {
 		return nil, err
 	}
 	return newTrainConfig(out), nil
@@ -51,7 +57,7 @@ func TrainConfigFromFlatBuffer(data []byte) (*TrainConfig, error) {
 // JSON serializes the training configuration.
 func (t *TrainConfig) JSON() (string, error) {
 	var buf *C.olm_buffer
-	err := takeError(C.olm_train_config_to_json(t.c, &buf))
+	err := takeError(C.olm_train_config_to_json(t.ptr(), &buf))
 	runtime.KeepAlive(t)
 	if err != nil {
 		return "", err
@@ -62,7 +68,7 @@ func (t *TrainConfig) JSON() (string, error) {
 // FlatBuffer serializes the training configuration.
 func (t *TrainConfig) FlatBuffer() ([]byte, error) {
 	var buf *C.olm_buffer
-	err := takeError(C.olm_train_config_to_flatbuffer(t.c, &buf))
+	err := takeError(C.olm_train_config_to_flatbuffer(t.ptr(), &buf))
 	runtime.KeepAlive(t)
 	if err != nil {
 		return nil, err
@@ -73,7 +79,7 @@ func (t *TrainConfig) FlatBuffer() ([]byte, error) {
 // Model is the model configuration the training configuration names.
 func (t *TrainConfig) Model() (*Config, error) {
 	var out *C.olm_config
-	err := takeError(C.olm_train_config_model(t.c, &out))
+	err := takeError(C.olm_train_config_model(t.ptr(), &out))
 	runtime.KeepAlive(t)
 	if err != nil {
 		return nil, err
@@ -125,10 +131,18 @@ type Trainer struct {
 	c *C.olm_trainer
 }
 
+// ptr is the C handle; NULL for a nil or closed trainer.
+func (t *Trainer) ptr() *C.olm_trainer {
+	if t == nil {
+		return nil
+	}
+	return t.c
+}
+
 // NewTrainer creates a trainer for a model.
 func NewTrainer(m *Model, cfg *TrainConfig) (*Trainer, error) {
 	var out *C.olm_trainer
-	err := takeError(C.olm_trainer_create(m.c, cfg.c, &out))
+	err := takeError(C.olm_trainer_create(m.ptr(), cfg.ptr(), &out))
 	runtime.KeepAlive(m)
 	runtime.KeepAlive(cfg)
 	if err != nil {
@@ -143,11 +157,7 @@ func NewTrainer(m *Model, cfg *TrainConfig) (*Trainer, error) {
 func (t *Trainer) Step(ids, labels *Tensor) (StepMetrics, error) {
 	var m C.olm_step_metrics
 	m.struct_size = C.size_t(unsafe.Sizeof(m))
-	var cl *C.olm_tensor
-	if labels != nil {
-		cl = labels.c
-	}
-	err := takeError(C.olm_trainer_step(t.c, ids.c, cl, &m))
+	err := takeError(C.olm_trainer_step(t.ptr(), ids.ptr(), labels.ptr(), &m))
 	runtime.KeepAlive(t)
 	runtime.KeepAlive(ids)
 	runtime.KeepAlive(labels)
@@ -162,7 +172,7 @@ func (t *Trainer) SaveCheckpoint(folder string) (string, error) {
 	cfolder := C.CString(folder)
 	defer C.free(unsafe.Pointer(cfolder))
 	var buf *C.olm_buffer
-	err := takeError(C.olm_trainer_save_checkpoint(t.c, cfolder, &buf))
+	err := takeError(C.olm_trainer_save_checkpoint(t.ptr(), cfolder, &buf))
 	runtime.KeepAlive(t)
 	if err != nil {
 		return "", err
@@ -174,7 +184,7 @@ func (t *Trainer) SaveCheckpoint(folder string) (string, error) {
 func (t *Trainer) LoadCheckpoint(path string) error {
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))
-	err := takeError(C.olm_trainer_load_checkpoint(t.c, cpath))
+	err := takeError(C.olm_trainer_load_checkpoint(t.ptr(), cpath))
 	runtime.KeepAlive(t)
 	return err
 }
@@ -194,9 +204,7 @@ func (t *Trainer) Fit(data *Dataset, opts *FitOptions) (EvalMetrics, error) {
 	var handle cgo.Handle
 	var state *callbackState
 	if opts != nil {
-		if opts.EvalData != nil {
-			co.eval_data = opts.EvalData.c
-		}
+		co.eval_data = opts.EvalData.ptr()
 		if opts.OnStep != nil || opts.OnLog != nil {
 			state = &callbackState{onStep: opts.OnStep, onLog: opts.OnLog}
 			handle = cgo.NewHandle(state)
@@ -205,7 +213,7 @@ func (t *Trainer) Fit(data *Dataset, opts *FitOptions) (EvalMetrics, error) {
 	}
 	var out C.olm_eval_metrics
 	out.struct_size = C.size_t(unsafe.Sizeof(out))
-	err := takeError(C.olm_go_fit(t.c, data.c, &co, C.uintptr_t(handle), &out))
+	err := takeError(C.olm_go_fit(t.ptr(), data.ptr(), &co, C.uintptr_t(handle), &out))
 	runtime.KeepAlive(t)
 	runtime.KeepAlive(data)
 	runtime.KeepAlive(opts)
@@ -219,7 +227,7 @@ func (t *Trainer) Fit(data *Dataset, opts *FitOptions) (EvalMetrics, error) {
 func (t *Trainer) Evaluate(data *Dataset, maxBatches int64) (EvalMetrics, error) {
 	var out C.olm_eval_metrics
 	out.struct_size = C.size_t(unsafe.Sizeof(out))
-	err := takeError(C.olm_trainer_evaluate(t.c, data.c, C.int64_t(maxBatches), &out))
+	err := takeError(C.olm_trainer_evaluate(t.ptr(), data.ptr(), C.int64_t(maxBatches), &out))
 	runtime.KeepAlive(t)
 	runtime.KeepAlive(data)
 	return EvalMetrics{Loss: float64(out.loss), Perplexity: float64(out.perplexity), Tokens: int64(out.tokens)}, err

@@ -24,13 +24,16 @@ func run() error {
 	}
 	defer model.Close()
 
-	tokens := []int64{72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100}
+	var tokens []int64 // the bytes of "Hello, world" as token ids
+	for _, b := range []byte("Hello, world") {
+		tokens = append(tokens, int64(b))
+	}
 	ids, err := olm.NewTensorInt64(tokens, 1, int64(len(tokens)))
 	if err != nil {
 		return err
 	}
 	defer ids.Close()
-	logits, err := model.Forward(ids, 0)
+	logits, err := model.Forward(ids, nil)
 	if err != nil {
 		return err
 	}

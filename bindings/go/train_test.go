@@ -1,0 +1,120 @@
+package olm
+
+import (
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func trainJSON(extra string) string {
+	return `{"model": ` + tinyJSON + `, "sequence_length": 8, "global_batch_size": 32, "rank_microbatch_size": 16,
+	 "max_steps": 4, "optimizer": {"name": "adamw", "lr": 0.01}` + extra + `}`
+}
+
+func TestTrainingDataAndCheckpoints(t *testing.T) {
+	tcfg := must(TrainConfigFromJSON(trainJSON("")))
+	defer tcfg.Close()
+	fb := must(tcfg.FlatBuffer())
+	again := must(TrainConfigFromFlatBuffer(fb))
+	defer again.Close()
+	if !strings.Contains(must(again.JSON()), "sequence_length") {
+		t.Fatal("train config JSON")
+	}
+	_, err := TrainConfigFromJSON(trainJSON(`, "ac_mode": "sometimes"`))
+	wantCode(t, err, ErrInvalidConfig, "ac_mode")
+	cfg := must(tcfg.Model())
+	defer cfg.Close()
+	m := must(NewModel(cfg, "cpu", nil))
+	defer m.Close()
+	tr := must(NewTrainer(m, tcfg))
+	defer tr.Close()
+
+	x := must(NewTensorInt64(ids(32, 64), 4, 8))
+	defer x.Close()
+	first := must(tr.Step(x, nil))
+	second := must(tr.Step(x, nil))
+	if first.Step != 1 || second.Step != 2 || !(second.Loss < first.Loss) || first.Tokens != 32 {
+		t.Fatalf("steps %+v %+v", first, second)
+	}
+	wrong := must(NewTensorInt64(ids(32, 64), 2, 16))
+	defer wrong.Close()
+	_, err = tr.Step(wrong, nil)
+	wantCode(t, err, ErrInvalidArgument, "sequence_length")
+
+	dir := t.TempDir()
+	path := must(tr.SaveCheckpoint(dir))
+	if !strings.HasSuffix(path, "step2") {
+		t.Fatalf("checkpoint path %q", path)
+	}
+	next := must(tr.Step(x, nil))
+	m2 := must(NewModel(cfg, "cpu", nil))
+	defer m2.Close()
+	tr2 := must(NewTrainer(m2, tcfg))
+	defer tr2.Close()
+	if err := tr2.LoadCheckpoint(dir); err != nil {
+		t.Fatal(err)
+	}
+	if resumed := must(tr2.Step(x, nil)); resumed.Loss != next.Loss || resumed.Step != 3 {
+		t.Fatalf("resume: %+v vs %+v", resumed, next)
+	}
+	wantCode(t, tr2.LoadCheckpoint(filepath.Join(dir, "nothing")), ErrIO, "no checkpoint")
+
+	o := DefaultDatasetOptions(8, 64)
+	o.EOSTokenID = 0
+	data := must(DatasetFromTokens(ids(8*20, 64), o))
+	defer data.Close()
+	tokens, instances := must2(t)(data.Size())
+	if tokens != 160 || instances != 20 {
+		t.Fatalf("size %d %d", tokens, instances)
+	}
+	batch := must(data.Batch([]int64{0, 1}))
+	defer batch.Close()
+	lab := must(batch.Labels.Int64s())
+	in := must(batch.InputIDs.Int64s())
+	if lab[0] != in[1] || lab[7] != -100 || batch.CuDocLens == nil {
+		t.Fatalf("labels %v inputs %v", lab, in)
+	}
+	_, err = data.Batch([]int64{20})
+	wantCode(t, err, ErrInvalidArgument, "indices[0]")
+	_, err = DatasetFromTokens([]int64{1, 2, 99}, DefaultDatasetOptions(2, 64))
+	wantCode(t, err, ErrInvalidArgument, "tokens[2]")
+
+	file := filepath.Join(dir, "tokens.bin")
+	raw := make([]byte, 0, 64)
+	for _, v := range ids(32, 64) {
+		raw = append(raw, byte(v), 0)
+	}
+	if err := os.WriteFile(file, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fromFile := must(DatasetFromFiles([]string{file, file}, DefaultDatasetOptions(8, 64)))
+	defer fromFile.Close()
+	if tok, _ := must2(t)(fromFile.Size()); tok != 64 {
+		t.Fatalf("file tokens %d", tok)
+	}
+	if err := os.WriteFile(file+".odd", raw[:3], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = DatasetFromFiles([]string{file + ".odd"}, DefaultDatasetOptions(8, 64))
+	wantCode(t, err, ErrParse, "multiple of 2")
+
+	m3 := must(NewModel(cfg, "cpu", nil))
+	defer m3.Close()
+	tr3 := must(NewTrainer(m3, tcfg))
+	defer tr3.Close()
+	var losses []float64
+	eval := must(tr3.Fit(data, &FitOptions{EvalData: data, OnStep: func(s StepMetrics) bool {
+		losses = append(losses, s.Loss)
+		return s.Step < 3
+	}}))
+	if len(losses) != 3 {
+		t.Fatalf("the step callback stops training: %v", losses)
+	}
+	_ = eval
+	ev := must(tr3.Evaluate(data, 1))
+	if ev.Tokens <= 0 || math.Abs(ev.Perplexity-math.Exp(ev.Loss)) > 1e-6*ev.Perplexity {
+		t.Fatalf("eval %+v", ev)
+	}
+}
