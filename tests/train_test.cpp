@@ -61,6 +61,23 @@ TEST(Training, ActivationCheckpointingKeepsGradients) {
   }
 }
 
+// Inference first (forward, loss, generate run under inference mode) must not poison the
+// cached RoPE tables that a later training step saves for backward; a longer sequence than
+// training uses makes the forward grow the tables.
+TEST(Training, InferenceBeforeTrainingLeavesTrainingIntact) {
+  auto warmed = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+  auto fresh = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+  auto g = at::detail::createCPUGenerator(7);
+  warmed->forward(at::randint(50, {1, 16}, g, at::kLong), 0);
+  olm::train::Trainer a(warmed, train_config("")), b(fresh, train_config(""));
+  for (uint64_t s = 0; s < 2; ++s) {
+    const auto ma = a.train_batch(batch(s)), mb = b.train_batch(batch(s));
+    EXPECT_EQ(ma.loss, mb.loss);
+    warmed->forward(at::randint(50, {1, 24}, g, at::kLong), 0);
+  }
+  EXPECT_EQ(max_weight_diff(*warmed, *fresh), 0.0);
+}
+
 // bfloat16 autocast keeps float32 master weights and tracks the float32 run: bf16 has 8
 // mantissa bits, so losses agree to ~1e-2 relative over a few steps.
 TEST(Training, Bf16AutocastTracksFloat32) {

@@ -75,6 +75,9 @@ std::pair<at::Tensor, at::Tensor> RotaryEmbedding::tables(int64_t seq_len,
   at::Tensor sin = cache_->get(key.str() + "_sin");
   at::Tensor cos = cache_->get(key.str() + "_cos");
   if (!sin.defined() || sin.size(0) < seq_len) {
+    // The tables outlive this call: built under inference mode they would be inference
+    // tensors, which autograd refuses to save when a later training step reuses them.
+    c10::InferenceMode not_inference(false);
     const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
     auto [inv_freq, rescale] = inverse_frequencies(device);
     auto seq = at::arange(seq_len, f32);
