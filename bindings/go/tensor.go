@@ -194,11 +194,12 @@ func (t *Tensor) copyOut(want Dtype, elemSize int, alloc func(n int) unsafe.Poin
 	return err
 }
 
-// Float32s copies a float32 tensor's elements out, row-major (from any device).
-func (t *Tensor) Float32s() ([]float32, error) {
-	var out []float32
-	err := t.copyOut(Float32, 4, func(n int) unsafe.Pointer {
-		out = make([]float32, n)
+// copyOutAs copies the tensor's elements into a new []T; dtype names T's C element type.
+func copyOutAs[T float32 | int64 | int32](t *Tensor, dtype Dtype) ([]T, error) {
+	var out []T
+	var zero T
+	err := t.copyOut(dtype, int(unsafe.Sizeof(zero)), func(n int) unsafe.Pointer {
+		out = make([]T, n)
 		if n == 0 {
 			return nil
 		}
@@ -209,38 +210,15 @@ func (t *Tensor) Float32s() ([]float32, error) {
 	}
 	return out, nil
 }
+
+// Float32s copies a float32 tensor's elements out, row-major (from any device).
+func (t *Tensor) Float32s() ([]float32, error) { return copyOutAs[float32](t, Float32) }
 
 // Int64s copies an int64 tensor's elements out, row-major (from any device).
-func (t *Tensor) Int64s() ([]int64, error) {
-	var out []int64
-	err := t.copyOut(Int64, 8, func(n int) unsafe.Pointer {
-		out = make([]int64, n)
-		if n == 0 {
-			return nil
-		}
-		return unsafe.Pointer(&out[0])
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
+func (t *Tensor) Int64s() ([]int64, error) { return copyOutAs[int64](t, Int64) }
 
 // Int32s copies an int32 tensor's elements out, row-major (from any device).
-func (t *Tensor) Int32s() ([]int32, error) {
-	var out []int32
-	err := t.copyOut(Int32, 4, func(n int) unsafe.Pointer {
-		out = make([]int32, n)
-		if n == 0 {
-			return nil
-		}
-		return unsafe.Pointer(&out[0])
-	})
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
+func (t *Tensor) Int32s() ([]int32, error) { return copyOutAs[int32](t, Int32) }
 
 // Close releases the tensor. It is safe to call more than once and on nil.
 func (t *Tensor) Close() {
