@@ -108,6 +108,13 @@ TEST(Safetensors, MalformedFilesAreRefusedWithTheReason) {
                ErrorCode::kParse, "more bytes than the file holds");
   expect_error([&] { open(file_with_header(R"({"x":{"dtype":"F32","shape":[1]}})", "1234")); }, ErrorCode::kParse,
                "data_offsets");
+  // The tensors must tile the data section: no shared bytes, no gaps, nothing after the last.
+  expect_error([&] { open(file_with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", "12345678")); },
+               ErrorCode::kParse, "overlapping data_offsets");
+  expect_error([&] { open(file_with_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", "12345678")); },
+               ErrorCode::kParse, "starts at byte 4 of the data section but the previous tensor ends at 0 (a gap");
+  expect_error([&] { open(file_with_header(R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", "12345678")); },
+               ErrorCode::kParse, "cover 4 bytes but the data section holds 8 (trailing bytes)");
   std::string deep(100, '[');
   expect_error([&] { open(file_with_header("{\"x\":" + deep, "")); }, ErrorCode::kParse, "nesting too deep");
 }

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <limits>
@@ -324,6 +325,25 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
                   " bytes but its dtype and shape need " + std::to_string(nbytes));
       entries_.push_back(std::move(entry));
     }
+    // As the safetensors reference reader: the tensors tile the data section exactly, so no two
+    // share bytes and no bytes hide between them.
+    std::vector<const SafetensorsEntry*> by_offset;
+    for (const auto& e : entries_) by_offset.push_back(&e);
+    std::stable_sort(by_offset.begin(), by_offset.end(),
+                     [](const SafetensorsEntry* a, const SafetensorsEntry* b) {
+                       return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
+                     });
+    uint64_t expected = 0;
+    for (const auto* e : by_offset) {
+      require(e->begin == expected, ErrorCode::kParse,
+              ctx + ": tensor '" + e->name + "' starts at byte " + std::to_string(e->begin) +
+                  " of the data section but the previous tensor ends at " + std::to_string(expected) +
+                  (e->begin < expected ? " (overlapping data_offsets)" : " (a gap between tensors)"));
+      expected = e->end;
+    }
+    require(expected == data_size, ErrorCode::kParse,
+            ctx + ": the tensors cover " + std::to_string(expected) + " bytes but the data section holds " +
+                std::to_string(data_size) + " (trailing bytes)");
   } catch (...) {
     ::munmap(map_, size_);
     map_ = nullptr;
