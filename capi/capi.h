@@ -73,6 +73,18 @@ inline void require_arg(const void* pointer, const char* name) {
   require(pointer != nullptr, ErrorCode::kInvalidArgument, std::string(name) + ": NULL");
 }
 
+// The body of every olm_<x>_options_init_sized: the library's defaults, written only as far
+// as the caller's struct reaches (a program built against an older header has a smaller one).
+template <class T>
+void init_options(T* user, size_t struct_size, void (*defaults)(T*)) {
+  if (user == nullptr || struct_size < sizeof(size_t)) return;
+  T full;
+  defaults(&full);
+  const size_t n = struct_size < sizeof(T) ? struct_size : sizeof(T);
+  full.struct_size = n;
+  std::memcpy(static_cast<void*>(user), &full, n);
+}
+
 // Reads a caller's option struct: defaults first, then the bytes the caller's struct_size
 // covers, so older callers (smaller structs) get defaults for fields they do not know.
 template <class T>

@@ -3,6 +3,7 @@
 
 using olm::ErrorCode;
 using olm::require;
+using olm::capi::init_options;
 using olm::capi::read_options;
 using olm::capi::require_arg;
 
@@ -12,9 +13,20 @@ struct olm_dataset {
 
 namespace {
 
+void dataset_defaults(olm_dataset_options* options) {
+  if (!options) return;
+  options->struct_size = sizeof(olm_dataset_options);
+  options->sequence_length = 0;
+  options->vocab_size = 0;
+  options->eos_token_id = -1;
+  options->masked_token_ids = nullptr;
+  options->num_masked_token_ids = 0;
+  options->raw_dtype = "uint16";
+}
+
 olm::data::DatasetOptions to_core(const olm_dataset_options* user) {
   require_arg(user, "options");
-  const auto o = read_options(user, olm_dataset_options_init, "options");
+  const auto o = read_options(user, dataset_defaults, "options");
   olm::data::DatasetOptions out;
   out.sequence_length = o.sequence_length;
   out.vocab_size = o.vocab_size;
@@ -41,16 +53,12 @@ olm_eval_metrics to_c(const olm::train::EvalMetrics& m) {
 
 extern "C" {
 
-void olm_dataset_options_init(olm_dataset_options* options) {
-  if (!options) return;
-  options->struct_size = sizeof(olm_dataset_options);
-  options->sequence_length = 0;
-  options->vocab_size = 0;
-  options->eos_token_id = -1;
-  options->masked_token_ids = nullptr;
-  options->num_masked_token_ids = 0;
-  options->raw_dtype = "uint16";
+
+void olm_dataset_options_init_sized(olm_dataset_options* options, size_t struct_size) {
+  init_options(options, struct_size, dataset_defaults);
 }
+
+void(olm_dataset_options_init)(olm_dataset_options* options) { init_options(options, sizeof *options, dataset_defaults); }
 
 olm_error* olm_dataset_from_files(const char* const* paths, size_t num_paths, const olm_dataset_options* options,
                                   olm_dataset** out) {
@@ -127,7 +135,7 @@ void olm_batch_free(olm_batch* batch) {
 
 void olm_dataset_free(olm_dataset* dataset) { delete dataset; }
 
-void olm_fit_options_init(olm_fit_options* options) {
+static void fit_defaults(olm_fit_options* options) {
   if (!options) return;
   options->struct_size = sizeof(olm_fit_options);
   options->eval_data = nullptr;
@@ -136,12 +144,18 @@ void olm_fit_options_init(olm_fit_options* options) {
   options->user_data = nullptr;
 }
 
+void olm_fit_options_init_sized(olm_fit_options* options, size_t struct_size) {
+  init_options(options, struct_size, fit_defaults);
+}
+
+void(olm_fit_options_init)(olm_fit_options* options) { init_options(options, sizeof *options, fit_defaults); }
+
 olm_error* olm_trainer_fit(olm_trainer* trainer, const olm_dataset* train_data, const olm_fit_options* options,
                            olm_eval_metrics* out) {
   OLM_API_BEGIN
   require_arg(trainer, "trainer");
   require_arg(train_data, "train_data");
-  const auto opts = read_options(options, olm_fit_options_init, "options");
+  const auto opts = read_options(options, fit_defaults, "options");
   auto& t = *trainer->trainer;
   const auto& spec = t.config().spec();
   require(train_data->dataset->options().sequence_length == spec.sequence_length, ErrorCode::kInvalidArgument,

@@ -4,6 +4,7 @@
 
 using olm::ErrorCode;
 using olm::require;
+using olm::capi::init_options;
 using olm::capi::read_options;
 using olm::capi::require_arg;
 
@@ -17,20 +18,32 @@ double scalar_value(const at::Tensor& t) { return t.to(at::kCPU).to(at::kDouble)
 
 extern "C" {
 
-void olm_model_options_init(olm_model_options* options) {
+static void model_defaults(olm_model_options* options) {
   if (!options) return;
   options->struct_size = sizeof(olm_model_options);
   options->param_dtype = -1;
   options->init_weights = 1;
 }
 
-void olm_forward_options_init(olm_forward_options* options) {
+void olm_model_options_init_sized(olm_model_options* options, size_t struct_size) {
+  init_options(options, struct_size, model_defaults);
+}
+
+void(olm_model_options_init)(olm_model_options* options) { init_options(options, sizeof *options, model_defaults); }
+
+static void forward_defaults(olm_forward_options* options) {
   if (!options) return;
   options->struct_size = sizeof(olm_forward_options);
   options->logits_to_keep = 0;
 }
 
-void olm_loss_options_init(olm_loss_options* options) {
+void olm_forward_options_init_sized(olm_forward_options* options, size_t struct_size) {
+  init_options(options, struct_size, forward_defaults);
+}
+
+void(olm_forward_options_init)(olm_forward_options* options) { init_options(options, sizeof *options, forward_defaults); }
+
+static void loss_defaults(olm_loss_options* options) {
   if (!options) return;
   options->struct_size = sizeof(olm_loss_options);
   options->ignore_index = -100;
@@ -41,13 +54,19 @@ void olm_loss_options_init(olm_loss_options* options) {
   options->logits_to_keep = 0;
 }
 
+void olm_loss_options_init_sized(olm_loss_options* options, size_t struct_size) {
+  init_options(options, struct_size, loss_defaults);
+}
+
+void(olm_loss_options_init)(olm_loss_options* options) { init_options(options, sizeof *options, loss_defaults); }
+
 olm_error* olm_model_create(const olm_config* config, const char* device,
                             const olm_model_options* options, olm_model** out) {
   OLM_API_BEGIN
   require_arg(config, "config");
   require_arg(device, "device");
   require_arg(out, "out");
-  const auto opts = read_options(options, olm_model_options_init, "options");
+  const auto opts = read_options(options, model_defaults, "options");
   olm::ModelOptions model_options;
   if (opts.param_dtype != -1) {
     require(opts.param_dtype == OLM_DTYPE_FLOAT32 || opts.param_dtype == OLM_DTYPE_BFLOAT16,
@@ -68,7 +87,7 @@ olm_error* olm_model_forward(olm_model* model, const olm_tensor* input_ids,
   require_arg(model, "model");
   require_arg(input_ids, "input_ids");
   require_arg(logits, "logits");
-  const auto opts = read_options(options, olm_forward_options_init, "options");
+  const auto opts = read_options(options, forward_defaults, "options");
   *logits = wrap(model->model->forward(input_ids->tensor, opts.logits_to_keep));
   OLM_API_END
 }
@@ -83,7 +102,7 @@ olm_error* olm_model_loss(olm_model* model, const olm_tensor* input_ids, const o
   require(out->struct_size >= offsetof(olm_loss_result, ce_loss), ErrorCode::kInvalidArgument,
           "out->struct_size is " + std::to_string(out->struct_size) +
               ": set it to sizeof(olm_loss_result)");
-  const auto opts = read_options(options, olm_loss_options_init, "options");
+  const auto opts = read_options(options, loss_defaults, "options");
   olm::nn::LossOptions loss_options;
   loss_options.ignore_index = opts.ignore_index;
   switch (opts.loss_reduction) {

@@ -7,6 +7,7 @@
 using olm::ErrorCode;
 using olm::require;
 using olm::capi::make_buffer;
+using olm::capi::init_options;
 using olm::capi::read_options;
 using olm::capi::require_arg;
 
@@ -30,7 +31,7 @@ olm_step_metrics olm::capi::step_metrics_to_c(const olm::train::StepMetrics& m) 
 
 extern "C" {
 
-void olm_generate_options_init(olm_generate_options* options) {
+static void generate_defaults(olm_generate_options* options) {
   if (!options) return;
   options->struct_size = sizeof(olm_generate_options);
   options->max_new_tokens = 32;
@@ -45,13 +46,19 @@ void olm_generate_options_init(olm_generate_options* options) {
   options->use_kv_cache = 1;
 }
 
+void olm_generate_options_init_sized(olm_generate_options* options, size_t struct_size) {
+  init_options(options, struct_size, generate_defaults);
+}
+
+void(olm_generate_options_init)(olm_generate_options* options) { init_options(options, sizeof *options, generate_defaults); }
+
 olm_error* olm_model_generate(olm_model* model, const olm_tensor* prompt,
                               const olm_generate_options* options, olm_tensor** out) {
   OLM_API_BEGIN
   require_arg(model, "model");
   require_arg(prompt, "prompt");
   require_arg(out, "out");
-  const auto opts = read_options(options, olm_generate_options_init, "options");
+  const auto opts = read_options(options, generate_defaults, "options");
   olm::GenerateOptions g;
   g.max_new_tokens = opts.max_new_tokens;
   g.temperature = opts.temperature;

@@ -365,11 +365,18 @@ typedef struct olm_model_options {
 } olm_model_options;
 
 /**
- * Fill model options with their defaults.
+ * Fill model options with their defaults, writing only the first struct_size bytes, so a program
+ * built against an older (smaller) struct is never overrun. Call it through the
+ * olm_model_options_init() macro, which passes sizeof *(options).
  *
  * @param options The options to fill; ignored when NULL.
+ * @param struct_size sizeof the caller's struct; ignored when smaller than a size_t.
  */
-OLM_API void olm_model_options_init(olm_model_options* options);
+OLM_API void olm_model_options_init_sized(olm_model_options* options, size_t struct_size);
+/** Fill model options with their defaults (see olm_model_options_init_sized()). */
+#define olm_model_options_init(options) olm_model_options_init_sized((options), sizeof *(options))
+/** The unsized entry point of olm 0.1, for binaries built against it; new code uses the macro. */
+OLM_API void (olm_model_options_init)(olm_model_options* options);
 
 /**
  * Build a model from a config on a device and initialize its weights.
@@ -394,11 +401,18 @@ typedef struct olm_forward_options {
 } olm_forward_options;
 
 /**
- * Fill forward options with their defaults.
+ * Fill forward options with their defaults, writing only the first struct_size bytes, so a program
+ * built against an older (smaller) struct is never overrun. Call it through the
+ * olm_forward_options_init() macro, which passes sizeof *(options).
  *
  * @param options The options to fill; ignored when NULL.
+ * @param struct_size sizeof the caller's struct; ignored when smaller than a size_t.
  */
-OLM_API void olm_forward_options_init(olm_forward_options* options);
+OLM_API void olm_forward_options_init_sized(olm_forward_options* options, size_t struct_size);
+/** Fill forward options with their defaults (see olm_forward_options_init_sized()). */
+#define olm_forward_options_init(options) olm_forward_options_init_sized((options), sizeof *(options))
+/** The unsized entry point of olm 0.1, for binaries built against it; new code uses the macro. */
+OLM_API void (olm_forward_options_init)(olm_forward_options* options);
 
 /**
  * Run the model on token ids and return the logits.
@@ -440,11 +454,18 @@ typedef struct olm_loss_options {
 } olm_loss_options;
 
 /**
- * Fill loss options with their defaults.
+ * Fill loss options with their defaults, writing only the first struct_size bytes, so a program
+ * built against an older (smaller) struct is never overrun. Call it through the
+ * olm_loss_options_init() macro, which passes sizeof *(options).
  *
  * @param options The options to fill; ignored when NULL.
+ * @param struct_size sizeof the caller's struct; ignored when smaller than a size_t.
  */
-OLM_API void olm_loss_options_init(olm_loss_options* options);
+OLM_API void olm_loss_options_init_sized(olm_loss_options* options, size_t struct_size);
+/** Fill loss options with their defaults (see olm_loss_options_init_sized()). */
+#define olm_loss_options_init(options) olm_loss_options_init_sized((options), sizeof *(options))
+/** The unsized entry point of olm 0.1, for binaries built against it; new code uses the macro. */
+OLM_API void (olm_loss_options_init)(olm_loss_options* options);
 
 /**
  * The results of olm_model_loss(). The tensors are owned by the caller; release them all
@@ -607,11 +628,18 @@ typedef struct olm_generate_options {
 } olm_generate_options;
 
 /**
- * Fill generation options with their defaults.
+ * Fill generation options with their defaults, writing only the first struct_size bytes, so a program
+ * built against an older (smaller) struct is never overrun. Call it through the
+ * olm_generate_options_init() macro, which passes sizeof *(options).
  *
  * @param options The options to fill; ignored when NULL.
+ * @param struct_size sizeof the caller's struct; ignored when smaller than a size_t.
  */
-OLM_API void olm_generate_options_init(olm_generate_options* options);
+OLM_API void olm_generate_options_init_sized(olm_generate_options* options, size_t struct_size);
+/** Fill generation options with their defaults (see olm_generate_options_init_sized()). */
+#define olm_generate_options_init(options) olm_generate_options_init_sized((options), sizeof *(options))
+/** The unsized entry point of olm 0.1, for binaries built against it; new code uses the macro. */
+OLM_API void (olm_generate_options_init)(olm_generate_options* options);
 
 /**
  * Generate tokens after a prompt.
@@ -816,11 +844,18 @@ typedef struct olm_dataset_options {
 } olm_dataset_options;
 
 /**
- * Fill dataset options with their defaults.
+ * Fill dataset options with their defaults, writing only the first struct_size bytes, so a program
+ * built against an older (smaller) struct is never overrun. Call it through the
+ * olm_dataset_options_init() macro, which passes sizeof *(options).
  *
  * @param options The options to fill; ignored when NULL.
+ * @param struct_size sizeof the caller's struct; ignored when smaller than a size_t.
  */
-OLM_API void olm_dataset_options_init(olm_dataset_options* options);
+OLM_API void olm_dataset_options_init_sized(olm_dataset_options* options, size_t struct_size);
+/** Fill dataset options with their defaults (see olm_dataset_options_init_sized()). */
+#define olm_dataset_options_init(options) olm_dataset_options_init_sized((options), sizeof *(options))
+/** The unsized entry point of olm 0.1, for binaries built against it; new code uses the macro. */
+OLM_API void (olm_dataset_options_init)(olm_dataset_options* options);
 
 /**
  * Open token files as one stream, memory-mapped: raw little-endian uint16/uint32 arrays
@@ -940,11 +975,18 @@ typedef struct olm_fit_options {
 } olm_fit_options;
 
 /**
- * Fill fit options with their defaults.
+ * Fill fit options with their defaults, writing only the first struct_size bytes, so a program
+ * built against an older (smaller) struct is never overrun. Call it through the
+ * olm_fit_options_init() macro, which passes sizeof *(options).
  *
  * @param options The options to fill; ignored when NULL.
+ * @param struct_size sizeof the caller's struct; ignored when smaller than a size_t.
  */
-OLM_API void olm_fit_options_init(olm_fit_options* options);
+OLM_API void olm_fit_options_init_sized(olm_fit_options* options, size_t struct_size);
+/** Fill fit options with their defaults (see olm_fit_options_init_sized()). */
+#define olm_fit_options_init(options) olm_fit_options_init_sized((options), sizeof *(options))
+/** The unsized entry point of olm 0.1, for binaries built against it; new code uses the macro. */
+OLM_API void (olm_fit_options_init)(olm_fit_options* options);
 
 /**
  * Train until the config's max_steps on batches drawn from a dataset in a deterministic

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -11,6 +12,7 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <vector>
 #include <vector>
 
 #include "capi_test_util.h"
@@ -111,10 +113,13 @@ TEST(CapiBasics, VersionErrorsAndNullReleases) {
   olm_train_config_free(nullptr);
   olm_trainer_free(nullptr);
   olm_dataset_free(nullptr);
-  olm_model_options_init(nullptr);
-  olm_forward_options_init(nullptr);
-  olm_loss_options_init(nullptr);
-  olm_generate_options_init(nullptr);
+  olm_model_options_init_sized(nullptr, sizeof(olm_model_options));
+  olm_forward_options_init_sized(nullptr, sizeof(olm_forward_options));
+  olm_loss_options_init_sized(nullptr, sizeof(olm_loss_options));
+  olm_generate_options_init_sized(nullptr, sizeof(olm_generate_options));
+  olm_dataset_options_init_sized(nullptr, sizeof(olm_dataset_options));
+  olm_fit_options_init_sized(nullptr, sizeof(olm_fit_options));
+  (olm_model_options_init)(nullptr);
   EXPECT_GE(olm_cuda_device_count(), 0);
 }
 
@@ -463,6 +468,33 @@ TEST_F(Tiny, LossReductionsZLossAndDivisor) {
   EXPECT_NEAR(r2.ce_loss_value, sum, 1e-4);
   olm_loss_result_free(&r2);
   for (auto* t : {x, labels, neg, other_shape}) olm_tensor_free(t);
+}
+
+TEST(CapiBasics, OptionsInitWritesOnlyTheCallersStruct) {
+  // A program built against an older header has a smaller struct: here the loss options up to
+  // loss_reduction, followed by bytes the library must not touch.
+  constexpr size_t old_size = offsetof(olm_loss_options, z_loss_multiplier);
+  std::vector<unsigned char> memory(sizeof(olm_loss_options) + 16, 0xAB);
+  auto* o = reinterpret_cast<olm_loss_options*>(memory.data());
+  olm_loss_options_init_sized(o, old_size);
+  EXPECT_EQ(o->struct_size, old_size);
+  EXPECT_EQ(o->ignore_index, -100);
+  EXPECT_EQ(o->loss_reduction, OLM_LOSS_REDUCTION_MEAN);
+  for (size_t i = old_size; i < memory.size(); ++i) ASSERT_EQ(memory[i], 0xAB) << "byte " << i << " was written";
+  // The macro passes the caller's own sizeof; the 0.1 entry point fills the whole struct.
+  olm_loss_options full;
+  olm_loss_options_init(&full);
+  EXPECT_EQ(full.struct_size, sizeof full);
+  EXPECT_EQ(full.loss_div_factor, 1.0);
+  olm_loss_options legacy{};
+  (olm_loss_options_init)(&legacy);
+  EXPECT_EQ(legacy.struct_size, sizeof legacy);
+  EXPECT_EQ(legacy.loss_div_factor, 1.0);
+  // Too small to hold struct_size, or NULL: nothing is written.
+  size_t tiny = 7;
+  olm_loss_options_init_sized(reinterpret_cast<olm_loss_options*>(&tiny), 4);
+  EXPECT_EQ(tiny, 7u);
+  olm_loss_options_init_sized(nullptr, sizeof full);
 }
 
 TEST_F(Tiny, ModelOptionsDevicesAndMemory) {

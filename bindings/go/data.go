@@ -33,7 +33,7 @@ type Dataset struct {
 // withOptions builds C options whose strings and arrays live in C memory for the call.
 func withOptions(o DatasetOptions, f func(*C.olm_dataset_options) error) error {
 	var co C.olm_dataset_options
-	C.olm_dataset_options_init(&co)
+	C.olm_dataset_options_init_sized(&co, C.sizeof_olm_dataset_options)
 	co.sequence_length = C.int64_t(o.SequenceLength)
 	co.vocab_size = C.int64_t(o.VocabSize)
 	co.eos_token_id = C.int64_t(o.EOSTokenID)

@@ -42,14 +42,14 @@ type ModelOptions struct {
 // DefaultModelOptions are libolm's defaults (olm_model_options_init).
 func DefaultModelOptions() ModelOptions {
 	var o C.olm_model_options
-	C.olm_model_options_init(&o)
+	C.olm_model_options_init_sized(&o, C.sizeof_olm_model_options)
 	return ModelOptions{ParamDtype: Dtype(o.param_dtype), InitWeights: o.init_weights != 0}
 }
 
 // NewModel builds a model on "cpu", "cuda" or "cuda:N". opts may be nil for the defaults.
 func NewModel(cfg *Config, device string, opts *ModelOptions) (*Model, error) {
 	var o C.olm_model_options
-	C.olm_model_options_init(&o)
+	C.olm_model_options_init_sized(&o, C.sizeof_olm_model_options)
 	if opts != nil {
 		o.param_dtype = C.olm_dtype(opts.ParamDtype)
 		o.init_weights = 0
@@ -79,7 +79,7 @@ type ForwardOptions struct {
 // DefaultForwardOptions are libolm's defaults (olm_forward_options_init).
 func DefaultForwardOptions() ForwardOptions {
 	var o C.olm_forward_options
-	C.olm_forward_options_init(&o)
+	C.olm_forward_options_init_sized(&o, C.sizeof_olm_forward_options)
 	return ForwardOptions{LogitsToKeep: int64(o.logits_to_keep)}
 }
 
@@ -87,7 +87,7 @@ func DefaultForwardOptions() ForwardOptions {
 // int32/int64 ids of shape (batch, seq). opts may be nil for the defaults.
 func (m *Model) Forward(ids *Tensor, opts *ForwardOptions) (*Tensor, error) {
 	var o C.olm_forward_options
-	C.olm_forward_options_init(&o)
+	C.olm_forward_options_init_sized(&o, C.sizeof_olm_forward_options)
 	if opts != nil {
 		o.logits_to_keep = C.int64_t(opts.LogitsToKeep)
 	}
@@ -125,7 +125,7 @@ type LossOptions struct {
 // z-loss, divide by 1.
 func DefaultLossOptions() LossOptions {
 	var o C.olm_loss_options
-	C.olm_loss_options_init(&o)
+	C.olm_loss_options_init_sized(&o, C.sizeof_olm_loss_options)
 	return LossOptions{IgnoreIndex: int64(o.ignore_index), Reduction: Reduction(o.loss_reduction),
 		ZLossMultiplier: float64(o.z_loss_multiplier), LossDivFactor: float64(o.loss_div_factor),
 		ReturnLogits: o.return_logits != 0, LogitsToKeep: int64(o.logits_to_keep)}
@@ -161,7 +161,7 @@ func (m *Model) Loss(ids, labels *Tensor, opts *LossOptions) (*LossResult, error
 		o = *opts
 	}
 	var co C.olm_loss_options
-	C.olm_loss_options_init(&co)
+	C.olm_loss_options_init_sized(&co, C.sizeof_olm_loss_options)
 	co.ignore_index = C.int64_t(o.IgnoreIndex)
 	co.loss_reduction = C.olm_loss_reduction(o.Reduction)
 	co.z_loss_multiplier = C.double(o.ZLossMultiplier)
@@ -266,7 +266,7 @@ type GenerateOptions struct {
 // DefaultGenerateOptions are libolm's defaults.
 func DefaultGenerateOptions() GenerateOptions {
 	var o C.olm_generate_options
-	C.olm_generate_options_init(&o)
+	C.olm_generate_options_init_sized(&o, C.sizeof_olm_generate_options)
 	return GenerateOptions{MaxNewTokens: int64(o.max_new_tokens), Temperature: float64(o.temperature),
 		TopK: int64(o.top_k), TopP: float64(o.top_p), Seed: uint64(o.seed), UseKVCache: o.use_kv_cache != 0}
 }
@@ -278,7 +278,7 @@ func (m *Model) Generate(prompt *Tensor, opts *GenerateOptions) ([]int64, error)
 		o = *opts
 	}
 	var co C.olm_generate_options
-	C.olm_generate_options_init(&co)
+	C.olm_generate_options_init_sized(&co, C.sizeof_olm_generate_options)
 	co.max_new_tokens = C.int64_t(o.MaxNewTokens)
 	co.temperature = C.double(o.Temperature)
 	co.top_k = C.int64_t(o.TopK)

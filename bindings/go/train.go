@@ -200,7 +200,7 @@ type FitOptions struct {
 // Fit trains until the config's max_steps and returns the last evaluation.
 func (t *Trainer) Fit(data *Dataset, opts *FitOptions) (EvalMetrics, error) {
 	var co C.olm_fit_options
-	C.olm_fit_options_init(&co)
+	C.olm_fit_options_init_sized(&co, C.sizeof_olm_fit_options)
 	var handle cgo.Handle
 	var state *callbackState
 	if opts != nil {

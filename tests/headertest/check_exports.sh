@@ -16,7 +16,7 @@ if grep -v '^olm_' "$work/functions"; then
   exit 1
 fi
 python3 "$here/../abi/header_stub.py" "$header" "$work/stub.c" >/dev/null
-grep -oE '\bolm_[a-z0-9_]+\(' "$work/stub.c" | tr -d '(' | sort -u > "$work/declared"
+grep -oE '\bolm_[a-z0-9_]+\)?\(' "$work/stub.c" | tr -d '()' | sort -u > "$work/declared"
 if ! diff -u "$work/declared" "$work/functions"; then
   echo "exports: FAILED: exported functions differ from those olm.h declares (- declared, + exported)" >&2
   exit 1

@@ -91,10 +91,10 @@ class Olm:
             "olm_tensor_nbytes": (vp, [vp, C.POINTER(sz)]),
             "olm_tensor_copy_to_host": (vp, [vp, vp, sz]),
             "olm_tensor_free": (None, [vp]),
-            "olm_model_options_init": (None, [C.POINTER(ModelOptions)]),
+            "olm_model_options_init_sized": (None, [C.POINTER(ModelOptions), C.c_size_t]),
             "olm_model_create": (vp, [vp, C.c_char_p, C.POINTER(ModelOptions), pvp]),
             "olm_model_forward": (vp, [vp, vp, vp, pvp]),
-            "olm_loss_options_init": (None, [C.POINTER(LossOptions)]),
+            "olm_loss_options_init_sized": (None, [C.POINTER(LossOptions), C.c_size_t]),
             "olm_model_loss": (vp, [vp, vp, vp, C.POINTER(LossOptions), C.POINTER(LossResult)]),
             "olm_loss_result_free": (None, [C.POINTER(LossResult)]),
             "olm_model_load_safetensors": (vp, [vp, C.c_char_p]),
@@ -172,7 +172,7 @@ class Olm:
     # models
     def model(self, cfg, device="cpu", init_weights=True):
         opts = ModelOptions()
-        self.lib.olm_model_options_init(C.byref(opts))
+        self.lib.olm_model_options_init_sized(C.byref(opts), C.sizeof(opts))
         opts.init_weights = 1 if init_weights else 0
         out = C.c_void_p()
         self.check(self.lib.olm_model_create(cfg, device.encode(), C.byref(opts), C.byref(out)))
@@ -192,7 +192,7 @@ class Olm:
     def loss(self, model, ids, labels, *, reduction="mean", z_loss_multiplier=0.0,
              loss_div_factor=1.0, ignore_index=-100, return_logits=False):
         opts = LossOptions()
-        self.lib.olm_loss_options_init(C.byref(opts))
+        self.lib.olm_loss_options_init_sized(C.byref(opts), C.sizeof(opts))
         opts.loss_reduction = REDUCTIONS[reduction]
         opts.z_loss_multiplier = z_loss_multiplier
         opts.loss_div_factor = loss_div_factor

@@ -234,6 +234,9 @@ fn bindgen_test_layout_olm_model_options() {
     test_field_init_weights();
 }
 extern "C" {
+    pub fn olm_model_options_init_sized(options: *mut olm_model_options, struct_size: usize);
+}
+extern "C" {
     pub fn olm_model_options_init(options: *mut olm_model_options);
 }
 extern "C" {
@@ -296,6 +299,9 @@ fn bindgen_test_layout_olm_forward_options() {
         );
     }
     test_field_logits_to_keep();
+}
+extern "C" {
+    pub fn olm_forward_options_init_sized(options: *mut olm_forward_options, struct_size: usize);
 }
 extern "C" {
     pub fn olm_forward_options_init(options: *mut olm_forward_options);
@@ -451,6 +457,9 @@ fn bindgen_test_layout_olm_loss_options() {
         );
     }
     test_field_logits_to_keep();
+}
+extern "C" {
+    pub fn olm_loss_options_init_sized(options: *mut olm_loss_options, struct_size: usize);
 }
 extern "C" {
     pub fn olm_loss_options_init(options: *mut olm_loss_options);
@@ -982,6 +991,9 @@ fn bindgen_test_layout_olm_generate_options() {
     test_field_use_kv_cache();
 }
 extern "C" {
+    pub fn olm_generate_options_init_sized(options: *mut olm_generate_options, struct_size: usize);
+}
+extern "C" {
     pub fn olm_generate_options_init(options: *mut olm_generate_options);
 }
 extern "C" {
@@ -1468,6 +1480,9 @@ fn bindgen_test_layout_olm_dataset_options() {
     test_field_raw_dtype();
 }
 extern "C" {
+    pub fn olm_dataset_options_init_sized(options: *mut olm_dataset_options, struct_size: usize);
+}
+extern "C" {
     pub fn olm_dataset_options_init(options: *mut olm_dataset_options);
 }
 extern "C" {
@@ -1821,6 +1836,9 @@ fn bindgen_test_layout_olm_fit_options() {
         );
     }
     test_field_user_data();
+}
+extern "C" {
+    pub fn olm_fit_options_init_sized(options: *mut olm_fit_options, struct_size: usize);
 }
 extern "C" {
     pub fn olm_fit_options_init(options: *mut olm_fit_options);

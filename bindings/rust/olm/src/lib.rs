@@ -327,7 +327,7 @@ pub struct ModelOptions {
 impl Default for ModelOptions {
     fn default() -> Self {
         let mut raw: sys::olm_model_options = unsafe { std::mem::zeroed() };
-        unsafe { sys::olm_model_options_init(&mut raw) };
+        unsafe { sys::olm_model_options_init_sized(&mut raw, std::mem::size_of_val(&raw)) };
         ModelOptions { raw }
     }
 }
@@ -362,7 +362,7 @@ pub struct LossOptions {
 impl Default for LossOptions {
     fn default() -> Self {
         let mut raw: sys::olm_loss_options = unsafe { std::mem::zeroed() };
-        unsafe { sys::olm_loss_options_init(&mut raw) };
+        unsafe { sys::olm_loss_options_init_sized(&mut raw, std::mem::size_of_val(&raw)) };
         LossOptions { raw }
     }
 }
@@ -434,7 +434,7 @@ pub struct GenerateOptions {
 impl Default for GenerateOptions {
     fn default() -> Self {
         let mut raw: sys::olm_generate_options = unsafe { std::mem::zeroed() };
-        unsafe { sys::olm_generate_options_init(&mut raw) };
+        unsafe { sys::olm_generate_options_init_sized(&mut raw, std::mem::size_of_val(&raw)) };
         GenerateOptions {
             max_new_tokens: raw.max_new_tokens,
             temperature: raw.temperature,
@@ -521,7 +521,7 @@ impl Model {
     /// `logits_to_keep` keeps only the last positions.
     pub fn forward(&self, input_ids: &Tensor, logits_to_keep: i64) -> Result<Tensor> {
         let mut opts: sys::olm_forward_options = unsafe { std::mem::zeroed() };
-        unsafe { sys::olm_forward_options_init(&mut opts) };
+        unsafe { sys::olm_forward_options_init_sized(&mut opts, std::mem::size_of_val(&opts)) };
         opts.logits_to_keep = logits_to_keep;
         let mut out = ptr::null_mut();
         check(unsafe { sys::olm_model_forward(self.ptr.as_ptr(), input_ids.ptr.as_ptr(), &opts, &mut out) })?;
@@ -595,7 +595,7 @@ impl Model {
         on_token: Option<&mut dyn FnMut(i64) -> bool>,
     ) -> Result<Vec<i64>> {
         let mut raw: sys::olm_generate_options = unsafe { std::mem::zeroed() };
-        unsafe { sys::olm_generate_options_init(&mut raw) };
+        unsafe { sys::olm_generate_options_init_sized(&mut raw, std::mem::size_of_val(&raw)) };
         raw.max_new_tokens = options.max_new_tokens;
         raw.temperature = options.temperature;
         raw.top_k = options.top_k;
@@ -805,7 +805,7 @@ impl Trainer {
     pub fn fit(&mut self, data: &Dataset, eval_data: Option<&Dataset>, callbacks: FitCallbacks) -> Result<EvalMetrics> {
         let mut callbacks = callbacks;
         let mut opts: sys::olm_fit_options = unsafe { std::mem::zeroed() };
-        unsafe { sys::olm_fit_options_init(&mut opts) };
+        unsafe { sys::olm_fit_options_init_sized(&mut opts, std::mem::size_of_val(&opts)) };
         if let Some(e) = eval_data {
             opts.eval_data = e.ptr.as_ptr();
         }
@@ -865,7 +865,7 @@ impl DatasetOptions {
 
     fn with_raw<T>(&self, f: impl FnOnce(&sys::olm_dataset_options) -> T) -> Result<T> {
         let mut raw: sys::olm_dataset_options = unsafe { std::mem::zeroed() };
-        unsafe { sys::olm_dataset_options_init(&mut raw) };
+        unsafe { sys::olm_dataset_options_init_sized(&mut raw, std::mem::size_of_val(&raw)) };
         raw.sequence_length = self.sequence_length;
         raw.vocab_size = self.vocab_size;
         raw.eos_token_id = self.eos_token_id.unwrap_or(-1);
