@@ -61,6 +61,87 @@ TEST(Config, PresetsMatchOlmoCoreCounts) {
   expect_error([&] { c.num_flops_per_token(0); }, olm::ErrorCode::kInvalidArgument, "seq_len");
 }
 
+TEST(Config, Olmo3AndGemma3PresetsMatchOlmoCoreCounts) {
+  // OLMo-core 3.0.0: c = TransformerConfig.<preset>(vocab_size=V); c.num_params,
+  // c.num_non_embedding_params, c.build(init_device="meta").num_flops_per_token(4096 and 512).
+  // The FLOPs depend on the sliding windows (OLMo-3: 4096 on 3 of 4 layers; Gemma-3: 1024 on 5
+  // of 6), so a wrong per-layer window changes them.
+  struct Expected {
+    const char* name;
+    int64_t vocab, total, non_embedding, flops_4096, flops_512;
+  };
+  for (const auto& e : std::vector<Expected>{
+           {"olmo3_7B", 100278, 7298011136, 6887272448, 44544073728, 41725501440},
+           {"olmo3_30M", 16384, 11800832, 7606528, 70798848, 48778752},
+           {"olmo3_1B", 100278, 1484613632, 1279244288, 8480575488, 7775932416},
+           {"gemma3_1B", 262208, 3278793600, 2674666368, 16818181632, 16230945024},
+           {"gemma3_27B", 262208, 29698899552, 28289269344, 174055307328, 170753550912}}) {
+    SCOPED_TRACE(e.name);
+    const auto c = olm::preset(e.name, e.vocab);
+    EXPECT_EQ(c.num_params().total, e.total);
+    EXPECT_EQ(c.num_params().non_embedding, e.non_embedding);
+    EXPECT_EQ(c.num_flops_per_token(4096), e.flops_4096);
+    EXPECT_EQ(c.num_flops_per_token(512), e.flops_512);
+  }
+  // Gemma-3's layer kinds: local layers have the window and theta 10k, every sixth is global.
+  const auto& blocks = olm::preset("gemma3_1B", 1000).spec().blocks;
+  ASSERT_EQ(blocks.size(), 26u);
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const bool global = i % 6 == 5;
+    EXPECT_EQ(blocks[i].attention.window_size.has_value(), !global) << "layer " << i;
+    EXPECT_EQ(blocks[i].attention.rope->theta, global ? 1e6 : 1e4) << "layer " << i;
+  }
+}
+
+TEST(Config, NamedBlocksPatternsAndOverrides) {
+  using olm::ErrorCode;
+  const std::string block_a = R"({"name": "reordered_norm", "attention": {"n_heads": 4}, "layer_norm": {"name": "rms"},
+      "feed_forward": {"hidden_size": 32}})";
+  const std::string block_b = R"({"attention": {"n_heads": 2, "n_kv_heads": 1}, "layer_norm": {},
+      "feed_forward": {"hidden_size": 48, "name": "classic", "activation": "relu"}})";
+  const std::string head = R"("d_model": 16, "vocab_size": 50, "n_layers": 5, "lm_head": {})";
+  const auto named = olm::Config::from_json("{" + head + R"(, "named_blocks": [{"name": "a", "block": )" + block_a +
+                                            R"(}, {"name": "b", "block": )" + block_b +
+                                            R"(}], "block_pattern": ["a", "a", "b"]})");
+  const auto& blocks = named.spec().blocks;
+  ASSERT_EQ(blocks.size(), 5u);
+  for (size_t i = 0; i < 5; ++i) {
+    const bool is_b = i % 3 == 2;  // the pattern a a b cycled and cut at 5 layers: a a b a a
+    EXPECT_EQ(blocks[i].feed_forward.hidden_size, is_b ? 48 : 32) << "layer " << i;
+    EXPECT_EQ(blocks[i].attention.n_kv_heads, is_b ? 1 : 4) << "layer " << i;
+  }
+  // Per layer: a = attention 4*16*16 (+4*16 bias) + ff 3*16*32 (+2*32+16 bias) + 2 RMSNorms
+  // (weight and, by default, bias); b = attention 16*16 + 16*16 + 2*16*8 (+16+8+8+16 bias)
+  // + ff 2*16*48 (+48+16) + 2 LayerNorms.
+  const int64_t a = (4 * 16 * 16 + 4 * 16) + (3 * 16 * 32 + 2 * 32 + 16) + 2 * 2 * 16;
+  const int64_t b = (2 * 16 * 16 + 2 * 16 * 8 + 16 + 8 + 8 + 16) + (2 * 16 * 48 + 48 + 16) + 2 * 2 * 16;
+  const int64_t head_params = 16 * 50 + 50;  // w_out with bias, no final norm
+  EXPECT_EQ(named.num_params().total, 16 * 50 + 4 * a + b + head_params);
+  // The JSON round trip keeps the named blocks and the pattern.
+  EXPECT_EQ(olm::Config::from_json(named.to_json()).to_json(), named.to_json());
+  const auto overridden = olm::Config::from_json("{" + head + R"(, "block": )" + block_a +
+                                                 R"(, "block_overrides": [{"layer": 4, "block": )" + block_b + "}]}");
+  for (size_t i = 0; i < 5; ++i)
+    EXPECT_EQ(overridden.spec().blocks[i].feed_forward.hidden_size, i == 4 ? 48 : 32) << "layer " << i;
+  EXPECT_EQ(overridden.num_params().total, 16 * 50 + 4 * a + b + head_params);
+  // Each mistake names its field.
+  const std::string both = "{" + head + R"(, "block": )" + block_a + R"(, "named_blocks": [{"name": "a", "block": )" + block_a + R"(}], "block_pattern": ["a"]})";
+  expect_error([&] { olm::Config::from_json(both); }, ErrorCode::kInvalidConfig, "block: give either block or named_blocks");
+  expect_error([&] { olm::Config::from_json("{" + head + "}"); }, ErrorCode::kInvalidConfig, "block: required field is missing");
+  expect_error([&] { olm::Config::from_json("{" + head + R"(, "named_blocks": [{"name": "a", "block": )" + block_a + "}]}"); },
+               ErrorCode::kInvalidConfig, "block_pattern: required and non-empty");
+  expect_error([&] { olm::Config::from_json("{" + head + R"(, "named_blocks": [{"name": "a", "block": )" + block_a + R"(}], "block_pattern": ["a", "c"]})"); },
+               ErrorCode::kInvalidConfig, "block_pattern[1]: unknown block 'c' (named_blocks: a)");
+  expect_error([&] { olm::Config::from_json("{" + head + R"(, "named_blocks": [{"name": "a", "block": )" + block_a + R"(}, {"name": "a", "block": )" + block_b + R"(}], "block_pattern": ["a"]})"); },
+               ErrorCode::kInvalidConfig, "named_blocks[1].name: 'a' is used twice");
+  expect_error([&] { olm::Config::from_json("{" + head + R"(, "block": )" + block_a + R"(, "block_pattern": ["a"]})"); },
+               ErrorCode::kInvalidConfig, "block_pattern: needs named_blocks");
+  expect_error([&] { olm::Config::from_json("{" + head + R"(, "block": )" + block_a + R"(, "block_overrides": [{"layer": 5, "block": )" + block_b + "}]}"); },
+               ErrorCode::kInvalidConfig, "block_overrides[0].layer must be in [0, n_layers) = [0, 5) (got 5)");
+  expect_error([&] { olm::Config::from_json("{" + head + R"(, "named_blocks": [{"name": "a", "block": {"attention": {"n_heads": 0}, "layer_norm": {}, "feed_forward": {"hidden_size": 8}}}], "block_pattern": ["a"]})"); },
+               ErrorCode::kInvalidConfig, "named_blocks[a].attention.n_heads must be positive");
+}
+
 TEST(Config, ValidationNamesTheField) {
   using olm::ErrorCode;
   struct Case {
@@ -100,7 +181,7 @@ TEST(Config, ValidationNamesTheField) {
                                    "\"n_layers\": 100000");
   expect_error([&] { olm::Config::from_json(huge); }, ErrorCode::kInvalidConfig, "1e15");
   expect_error([] { olm::Config::from_json("{\"d_model\": 8,"); }, ErrorCode::kParse, "config JSON");
-  expect_error([] { olm::Config::from_json("{\"d_model\": 8}"); }, ErrorCode::kParse, "required field is missing: block");
+  expect_error([] { olm::Config::from_json("{\"d_model\": 8}"); }, ErrorCode::kParse, "required field is missing: lm_head");
   expect_error([] { olm::Config::from_json(""); }, ErrorCode::kParse, "config JSON");
 }
 

@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cmath>
 #include <cstdio>
+#include <map>
 #include <sstream>
 
 #include "core/error.h"
@@ -190,6 +191,79 @@ FeedForwardSpec resolve_feed_forward(const fb::FeedForwardConfigT& in, const std
   return out;
 }
 
+BlockSpec resolve_block(const fb::TransformerBlockConfigT& block, int64_t d_model, const std::string& field) {
+  require(block.attention != nullptr, ErrorCode::kInvalidConfig, field + ".attention: required field is missing");
+  require(block.layer_norm != nullptr, ErrorCode::kInvalidConfig, field + ".layer_norm: required field is missing");
+  require(block.feed_forward != nullptr, ErrorCode::kInvalidConfig,
+          field + ".feed_forward: required field is missing");
+  BlockSpec b;
+  b.name = or_default(block.name, "default");
+  require_one_of(b.name, {"default", "reordered_norm", "default_scaled", "peri_norm"}, field + ".name");
+  b.attention = resolve_attention(*block.attention, d_model, field + ".attention");
+  b.layer_norm = resolve_layer_norm(*block.layer_norm, field + ".layer_norm");
+  b.feed_forward = resolve_feed_forward(*block.feed_forward, field + ".feed_forward");
+  b.dropout = block.dropout.has_value() ? *block.dropout : 0.0;
+  require_probability(b.dropout, field + ".dropout");
+  b.attention_residual_alpha = block.attention_residual_alpha.value_or(1.0);
+  b.feed_forward_residual_alpha = block.feed_forward_residual_alpha.value_or(1.0);
+  require(std::isfinite(b.attention_residual_alpha) && std::isfinite(b.feed_forward_residual_alpha),
+          ErrorCode::kInvalidConfig,
+          field + ".attention_residual_alpha and " + field + ".feed_forward_residual_alpha must be finite");
+  return b;
+}
+
+// olmo_core.nn.transformer.config.resolve_block_configs: one block config per layer, from
+// `block` (optionally replaced at some layers by `block_overrides`) or from `named_blocks`
+// cycled through `block_pattern`; paired with the config path that error messages name.
+std::vector<std::pair<const fb::TransformerBlockConfigT*, std::string>> block_configs_per_layer(
+    const fb::TransformerConfigT& in) {
+  const auto n_layers = static_cast<size_t>(in.n_layers);
+  std::vector<std::pair<const fb::TransformerBlockConfigT*, std::string>> out;
+  if (in.named_blocks.empty()) {
+    require(in.block != nullptr, ErrorCode::kInvalidConfig,
+            "block: required field is missing (or give named_blocks and block_pattern)");
+    require(in.block_pattern.empty(), ErrorCode::kInvalidConfig,
+            "block_pattern: needs named_blocks to choose from (it is not supported with a single block)");
+    out.assign(n_layers, {in.block.get(), "block"});
+    for (size_t k = 0; k < in.block_overrides.size(); ++k) {
+      const auto& o = in.block_overrides[k];
+      const std::string f = "block_overrides[" + std::to_string(k) + "]";
+      require(o && o->block, ErrorCode::kInvalidConfig, f + ".block: required field is missing");
+      require(o->layer >= 0 && static_cast<size_t>(o->layer) < n_layers, ErrorCode::kInvalidConfig,
+              f + ".layer must be in [0, n_layers) = [0, " + std::to_string(n_layers) + ") (got " +
+                  std::to_string(o->layer) + ")");
+      out[static_cast<size_t>(o->layer)] = {o->block.get(), f + ".block"};
+    }
+    return out;
+  }
+  require(in.block == nullptr, ErrorCode::kInvalidConfig,
+          "block: give either block or named_blocks, not both");
+  require(in.block_overrides.empty(), ErrorCode::kInvalidConfig,
+          "block_overrides: not supported with named_blocks; choose per-layer blocks with block_pattern");
+  require(!in.block_pattern.empty(), ErrorCode::kInvalidConfig,
+          "block_pattern: required and non-empty when named_blocks is given");
+  std::map<std::string, const fb::TransformerBlockConfigT*> by_name;
+  std::string known;
+  for (size_t k = 0; k < in.named_blocks.size(); ++k) {
+    const auto& nb = in.named_blocks[k];
+    const std::string f = "named_blocks[" + std::to_string(k) + "]";
+    require(nb && !nb->name.empty(), ErrorCode::kInvalidConfig, f + ".name: required and non-empty");
+    require(nb->block != nullptr, ErrorCode::kInvalidConfig, f + ".block: required field is missing");
+    require(by_name.emplace(nb->name, nb->block.get()).second, ErrorCode::kInvalidConfig,
+            f + ".name: '" + nb->name + "' is used twice");
+    known += (known.empty() ? "" : ", ") + nb->name;
+  }
+  for (size_t k = 0; k < in.block_pattern.size(); ++k)
+    require(by_name.count(in.block_pattern[k]) != 0, ErrorCode::kInvalidConfig,
+            "block_pattern[" + std::to_string(k) + "]: unknown block '" + in.block_pattern[k] +
+                "' (named_blocks: " + known + ")");
+  for (size_t i = 0; i < n_layers; ++i) {
+    const std::string& name = in.block_pattern[i % in.block_pattern.size()];
+    out.emplace_back(by_name.at(name), "named_blocks[" + name + "]");
+  }
+  return out;
+}
+
 // FlatBuffers reports "LINE: COL: error: ..." without the field; name the last JSON key
 // before that position so "wrong type" errors say which field is wrong.
 std::string with_field_name(const std::string& source, const std::string& error) {
@@ -274,43 +348,23 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
   require_positive(spec.vocab_size, "vocab_size");
   require_positive(spec.n_layers, "n_layers");
   require_one_of(or_default(in.name, "default"), {"default"}, "name");
-  require(in.block != nullptr, ErrorCode::kInvalidConfig, "block: required field is missing");
   require(in.lm_head != nullptr, ErrorCode::kInvalidConfig, "lm_head: required field is missing");
-  const auto& block = *in.block;
-  require(block.attention != nullptr, ErrorCode::kInvalidConfig,
-          "block.attention: required field is missing");
-  require(block.layer_norm != nullptr, ErrorCode::kInvalidConfig,
-          "block.layer_norm: required field is missing");
-  require(block.feed_forward != nullptr, ErrorCode::kInvalidConfig,
-          "block.feed_forward: required field is missing");
-
-  BlockSpec b;
-  b.name = or_default(block.name, "default");
-  require_one_of(b.name, {"default", "reordered_norm", "default_scaled", "peri_norm"}, "block.name");
-  b.attention = resolve_attention(*block.attention, spec.d_model, "block.attention");
-  b.layer_norm = resolve_layer_norm(*block.layer_norm, "block.layer_norm");
-  b.feed_forward = resolve_feed_forward(*block.feed_forward, "block.feed_forward");
-  b.dropout = block.dropout.has_value() ? *block.dropout : 0.0;
-  require_probability(b.dropout, "block.dropout");
-  b.attention_residual_alpha = block.attention_residual_alpha.value_or(1.0);
-  b.feed_forward_residual_alpha = block.feed_forward_residual_alpha.value_or(1.0);
-  require(std::isfinite(b.attention_residual_alpha) && std::isfinite(b.feed_forward_residual_alpha),
-          ErrorCode::kInvalidConfig, "block.attention_residual_alpha and block.feed_forward_residual_alpha must be finite");
   // n_layers is validated positive above; cap it so the per-layer vector stays sane before
   // the parameter-count check below gets to run.
   require(spec.n_layers <= 100000, ErrorCode::kInvalidConfig,
           "n_layers (" + std::to_string(spec.n_layers) + ") is larger than 100000");
-  spec.blocks.assign(static_cast<size_t>(spec.n_layers), b);
-  if (const auto* sw = block.attention->sliding_window.get()) {
-    for (int64_t i = 0; i < spec.n_layers; ++i) {
-      auto& att = spec.blocks[static_cast<size_t>(i)].attention;
-      const int64_t window = window_for_layer(*sw, i, spec.n_layers, "block.attention.sliding_window");
+  for (const auto& [config, field] : block_configs_per_layer(in)) {
+    const int64_t i = static_cast<int64_t>(spec.blocks.size());
+    BlockSpec b = resolve_block(*config, spec.d_model, field);
+    if (const auto* sw = config->attention->sliding_window.get()) {
+      const int64_t window = window_for_layer(*sw, i, spec.n_layers, field + ".attention.sliding_window");
       if (window != -1) {
-        att.window_size = window;
-      } else if (block.attention->rope && block.attention->rope->no_global_rope) {
-        att.rope.reset();  // OLMo-core: global (full-attention) layers drop RoPE
+        b.attention.window_size = window;
+      } else if (config->attention->rope && config->attention->rope->no_global_rope) {
+        b.attention.rope.reset();  // OLMo-core: global (full-attention) layers drop RoPE
       }
     }
+    spec.blocks.push_back(std::move(b));
   }
 
   require_one_of(or_default(in.lm_head->name, "default"), {"default"}, "lm_head.name");
@@ -339,10 +393,11 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
   // than overflow later. (Whether they fit in this machine's memory is checked when a model
   // is created.) Each factor is < 2^31, so every product of two is exact in long double.
   long double total = static_cast<long double>(spec.d_model) * spec.vocab_size * 2;
-  const auto& a = b.attention;
-  total += static_cast<long double>(spec.n_layers) *
-           (static_cast<long double>(spec.d_model) * a.head_dim * (2 * a.n_heads + 2 * a.n_kv_heads) +
-            3.0L * spec.d_model * b.feed_forward.hidden_size);
+  for (const auto& b : spec.blocks) {
+    const auto& a = b.attention;
+    total += static_cast<long double>(spec.d_model) * a.head_dim * (2 * a.n_heads + 2 * a.n_kv_heads) +
+             3.0L * spec.d_model * b.feed_forward.hidden_size;
+  }
   require(total < 1e15L, ErrorCode::kInvalidConfig,
           "the configuration has more than 1e15 parameters (d_model, vocab_size, n_layers, "
           "n_heads, head_dim or hidden_size is absurdly large)");

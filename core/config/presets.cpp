@@ -1,6 +1,7 @@
 // OLMo-core's preset configurations (olmo_core.nn.transformer.TransformerConfig classmethods),
 // built the way OLMo-core's `llama_like` builds them, including its float arithmetic for the
 // feed-forward hidden size.
+#include <algorithm>
 #include <cmath>
 #include <functional>
 #include <map>
@@ -23,6 +24,8 @@ struct LlamaLike {
   int64_t hidden_size_multiple_of = 256;
   std::optional<double> hidden_size_multiplier;
   std::string block_name = "default";
+  // OLMo-3: sliding windows of 4096 on three layers of every four, the last layer full.
+  bool olmo3_sliding_window = false;
 };
 
 // OLMo-core: hidden = int(8 * d_model / 3); hidden = int(multiplier * hidden);
@@ -66,6 +69,12 @@ fb::TransformerConfigT llama_like(const LlamaLike& a, int64_t vocab_size) {
   if (a.qk_norm) {
     attention->qk_norm = rms_norm(a.layer_norm_eps);
     attention->use_head_qk_norm = false;
+  }
+  if (a.olmo3_sliding_window) {
+    attention->sliding_window = std::make_unique<fb::SlidingWindowAttentionConfigT>();
+    attention->sliding_window->pattern = {4096, 4096, 4096, -1};
+    attention->sliding_window->force_full_attention_on_first_layer = false;
+    attention->sliding_window->force_full_attention_on_last_layer = true;
   }
 
   auto feed_forward = std::make_unique<fb::FeedForwardConfigT>();
@@ -124,6 +133,15 @@ LlamaLike as_olmo2(LlamaLike a) {
   return a;
 }
 
+const std::map<std::string, std::function<LlamaLike()>>& registry();
+
+// OLMo-3 presets are the OLMo-2 preset of the same size with OLMo-3's sliding windows.
+LlamaLike registry_olmo2(const std::string& name) { return registry().at(name)(); }
+LlamaLike as_olmo3(LlamaLike a) {
+  a.olmo3_sliding_window = true;
+  return a;
+}
+
 const std::map<std::string, std::function<LlamaLike()>>& registry() {
   static const std::map<std::string, std::function<LlamaLike()>> presets = {
       {"olmo2_1M",
@@ -163,6 +181,25 @@ const std::map<std::string, std::function<LlamaLike()>>& registry() {
          a.hidden_size_multiple_of = 512;
          return a;
        }},
+      {"olmo3_1M", [] { return as_olmo3(registry_olmo2("olmo2_1M")); }},
+      {"olmo3_14M", [] { return as_olmo3(registry_olmo2("olmo2_14M")); }},
+      {"olmo3_30M", [] { return as_olmo3(registry_olmo2("olmo2_30M")); }},
+      {"olmo3_60M", [] { return as_olmo3(registry_olmo2("olmo2_60M")); }},
+      {"olmo3_100M", [] { return as_olmo3(registry_olmo2("olmo2_100M")); }},
+      {"olmo3_190M", [] { return as_olmo3(registry_olmo2("olmo2_190M")); }},
+      {"olmo3_370M", [] { return as_olmo3(registry_olmo2("olmo2_370M")); }},
+      {"olmo3_600M",
+       [] {
+         auto a = as_olmo3(registry_olmo2("olmo2_600M"));
+         a.d_model = 1280;  // OLMo-core narrows OLMo-3's 600M model
+         return a;
+       }},
+      {"olmo3_760M", [] { return as_olmo3(registry_olmo2("olmo2_760M")); }},
+      {"olmo3_3B", [] { return as_olmo3(registry_olmo2("olmo2_3B")); }},
+      {"olmo3_7B", [] { return as_olmo3(registry_olmo2("olmo2_7B")); }},
+      {"olmo3_13B", [] { return as_olmo3(registry_olmo2("olmo2_13B")); }},
+      {"olmo3_32B", [] { return as_olmo3(registry_olmo2("olmo2_32B")); }},
+      {"olmo3_1B", [] { return as_olmo3(registry_olmo2("olmo2_1B_v2")); }},
       {"llama2_271M", [] { return llama(1024, 16, 8, 10000); }},
       {"llama2_1B", [] { return llama(2048, 18, 16, 10000); }},
       {"llama2_7B", [] { return llama(4096, 32, 32, 10000); }},
@@ -184,18 +221,89 @@ const std::map<std::string, std::function<LlamaLike()>>& registry() {
   return presets;
 }
 
+// TransformerConfig.gemma3_like: peri-norm blocks, five local layers (sliding window 1024,
+// RoPE theta 10k) per global one (full attention, theta 1M), per-head QK-norm, GeGLU with
+// tanh GELU, embeddings scaled by sqrt(d_model).
+fb::TransformerConfigT gemma3_like(int64_t d_model, int64_t n_layers, int64_t n_heads, int64_t n_kv_heads,
+                                   int64_t hidden_size, int64_t vocab_size) {
+  require(vocab_size > 0 && vocab_size < (int64_t{1} << 31), ErrorCode::kInvalidArgument,
+          "vocab_size must be in [1, 2^31) (got " + std::to_string(vocab_size) + ")");
+  constexpr double eps = 1e-6;
+  auto block = [&](bool local) {
+    auto b = std::make_unique<fb::TransformerBlockConfigT>();
+    b->name = "peri_norm";
+    b->attention = std::make_unique<fb::AttentionConfigT>();
+    auto& att = *b->attention;
+    att.name = "default";
+    att.n_heads = static_cast<int32_t>(n_heads);
+    att.n_kv_heads = static_cast<int32_t>(n_kv_heads);
+    att.bias = false;
+    att.rope = std::make_unique<fb::RoPEConfigT>();
+    att.rope->name = "default";
+    att.rope->theta = local ? 10000 : 1000000;
+    att.qk_norm = rms_norm(eps);
+    att.use_head_qk_norm = true;
+    if (local) {
+      att.sliding_window = std::make_unique<fb::SlidingWindowAttentionConfigT>();
+      att.sliding_window->pattern = {1024};
+      att.sliding_window->force_full_attention_on_first_layer = false;
+      att.sliding_window->force_full_attention_on_last_layer = false;
+    }
+    b->feed_forward = std::make_unique<fb::FeedForwardConfigT>();
+    b->feed_forward->hidden_size = static_cast<int32_t>(hidden_size);
+    b->feed_forward->bias = false;
+    b->feed_forward->activation = "gelu_tanh";
+    b->layer_norm = rms_norm(eps);
+    return b;
+  };
+  fb::TransformerConfigT c;
+  c.d_model = static_cast<int32_t>(d_model);
+  c.vocab_size = static_cast<int32_t>(vocab_size);
+  c.n_layers = static_cast<int32_t>(n_layers);
+  c.dtype = "float32";
+  c.init_method = "normal";
+  for (const char* name : {"local", "global"}) {
+    auto named = std::make_unique<fb::NamedTransformerBlockConfigT>();
+    named->name = name;
+    named->block = block(std::string(name) == "local");
+    c.named_blocks.push_back(std::move(named));
+  }
+  c.block_pattern = {"local", "local", "local", "local", "local", "global"};
+  c.lm_head = std::make_unique<fb::LMHeadConfigT>();
+  c.lm_head->name = "default";
+  c.lm_head->layer_norm = rms_norm(eps);
+  c.lm_head->bias = false;
+  c.embed_scale = std::sqrt(static_cast<double>(d_model));
+  return c;
+}
+
+// Presets that are not llama-like.
+const std::map<std::string, std::function<fb::TransformerConfigT(int64_t)>>& other_registry() {
+  static const std::map<std::string, std::function<fb::TransformerConfigT(int64_t)>> presets = {
+      {"gemma3_1B", [](int64_t v) { return gemma3_like(2304, 26, 8, 4, 9216, v); }},
+      {"gemma3_4B", [](int64_t v) { return gemma3_like(2560, 34, 16, 4, 10240, v); }},
+      {"gemma3_12B", [](int64_t v) { return gemma3_like(3840, 48, 24, 8, 15360, v); }},
+      {"gemma3_27B", [](int64_t v) { return gemma3_like(5376, 62, 32, 16, 21504, v); }},
+  };
+  return presets;
+}
+
 }  // namespace
 
 const std::vector<std::string>& preset_names() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> out;
     for (const auto& entry : registry()) out.push_back(entry.first);
+    for (const auto& entry : other_registry()) out.push_back(entry.first);
+    std::sort(out.begin(), out.end());
     return out;
   }();
   return names;
 }
 
 Config preset(const std::string& name, int64_t vocab_size) {
+  const auto& others = other_registry();
+  if (auto other = others.find(name); other != others.end()) return Config::from_native(other->second(vocab_size));
   const auto& presets = registry();
   auto it = presets.find(name);
   if (it == presets.end()) {

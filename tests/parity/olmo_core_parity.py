@@ -30,7 +30,9 @@ PRESETS = ["olmo2_1M", "olmo2_14M", "olmo2_30M", "olmo2_60M", "olmo2_100M", "olm
            "olmo2_370M", "olmo2_600M", "olmo2_760M", "olmo2_1B", "olmo2_1B_v2", "olmo2_3B",
            "olmo2_7B", "olmo2_13B", "olmo2_32B", "llama2_271M", "llama2_1B", "llama2_7B",
            "llama2_13B", "llama2_26B", "llama2_70B", "llama3_1B", "llama3_8B", "llama3_70B",
-           "llama3_405B"]
+           "llama3_405B", "olmo3_1M", "olmo3_14M", "olmo3_30M", "olmo3_60M", "olmo3_100M",
+           "olmo3_190M", "olmo3_370M", "olmo3_600M", "olmo3_760M", "olmo3_1B", "olmo3_3B", "olmo3_7B",
+           "olmo3_13B", "olmo3_32B", "gemma3_1B", "gemma3_4B", "gemma3_12B", "gemma3_27B"]
 
 
 def norm_json(ln):
@@ -44,9 +46,8 @@ def norm_json(ln):
     return out
 
 
-def to_olm_json(cfg):
-    """Translate an OLMo-core TransformerConfig into olm's JSON config, field by field."""
-    block = cfg.block
+def block_json(block):
+    """Translate an OLMo-core TransformerBlockConfig into olm's JSON, field by field."""
     att = block.sequence_mixer
     attention = {"n_heads": att.n_heads}
     for field in ("n_kv_heads", "head_dim", "bias", "clip_qkv", "use_head_qk_norm"):
@@ -81,22 +82,34 @@ def to_olm_json(cfg):
           "activation": str(block.feed_forward.activation)}
     if block.feed_forward.bias is not None:
         ff["bias"] = block.feed_forward.bias
+    out = {"name": str(block.name), "attention": attention,
+           "layer_norm": norm_json(block.layer_norm), "feed_forward": ff}
+    for field in ("attention_residual_alpha", "feed_forward_residual_alpha"):
+        if getattr(block, field) is not None:
+            out[field] = getattr(block, field)
+    return out
+
+
+def to_olm_json(cfg):
+    """Translate an OLMo-core TransformerConfig into olm's JSON config, field by field."""
     out = {
         "d_model": cfg.d_model,
         "vocab_size": cfg.vocab_size,
         "n_layers": cfg.n_layers,
-        "block": {"name": str(block.name), "attention": attention,
-                  "layer_norm": norm_json(block.layer_norm), "feed_forward": ff},
         "lm_head": {"layer_norm": norm_json(cfg.lm_head.layer_norm)},
         "init_seed": cfg.init_seed,
         "init_std": cfg.init_std,
         "init_method": str(cfg.init_method),
     }
+    if isinstance(cfg.block, dict):
+        out["named_blocks"] = [{"name": k, "block": block_json(v)} for k, v in cfg.block.items()]
+        out["block_pattern"] = list(cfg.block_pattern)
+    else:
+        out["block"] = block_json(cfg.block)
+    if cfg.block_overrides:
+        out["block_overrides"] = [{"layer": k, "block": block_json(v)} for k, v in cfg.block_overrides.items()]
     if cfg.lm_head.bias is not None:
         out["lm_head"]["bias"] = cfg.lm_head.bias
-    for field in ("attention_residual_alpha", "feed_forward_residual_alpha"):
-        if getattr(block, field) is not None:
-            out["block"][field] = getattr(block, field)
     if cfg.embedding_norm is not None:
         out["embedding_norm"] = norm_json(cfg.embedding_norm)
     if cfg.embed_scale is not None:
@@ -121,7 +134,9 @@ def compare_presets(olm):
             olm.lib.olm_config_free(cfg)
     print(f"  ok: parameter counts of {len(PRESETS)} presets equal OLMo-core's at two vocab sizes")
     # FLOPs come from a built model in OLMo-core: check the small presets (meta device).
-    for name in ["olmo2_1M", "olmo2_30M", "olmo2_190M", "llama2_271M", "llama3_1B", "olmo2_1B", "olmo2_7B"]:
+    flops_presets = ["olmo2_1M", "olmo2_30M", "olmo2_190M", "llama2_271M", "llama3_1B", "olmo2_1B", "olmo2_7B",
+                     "olmo3_30M", "olmo3_7B", "gemma3_1B"]
+    for name in flops_presets:
         ref = getattr(TransformerConfig, name)(vocab_size=100278)
         model = ref.build(init_device="meta")
         cfg = olm.config_from_preset(name, 100278)
@@ -129,7 +144,7 @@ def compare_presets(olm):
             ours, theirs = olm.flops(cfg, seq_len), model.num_flops_per_token(seq_len)
             assert ours == theirs, (name, seq_len, ours, theirs)
         olm.lib.olm_config_free(cfg)
-    print("  ok: FLOPs per token equal OLMo-core's for 7 presets at seq_len 256 and 4096")
+    print(f"  ok: FLOPs per token equal OLMo-core's for {len(flops_presets)} presets at seq_len 256 and 4096")
 
 
 def run_config(olm, label, ref_cfg, tmp):
@@ -290,6 +305,15 @@ def main():
     for method in ("llama", "fan_in"):
         configs[f"init_{method}"] = TransformerConfig.llama_like(
             d_model=48, vocab_size=200, n_layers=3, n_heads=4, n_kv_heads=2, init_method=method)
+    # Gemma-3-like named blocks (5 local sliding-window layers per global one, two RoPE thetas,
+    # per-head QK-norm, GeGLU with tanh GELU, embed scale), cut mid-pattern at 7 layers.
+    configs["gemma3_like_named_blocks"] = TransformerConfig.gemma3_like(
+        d_model=64, vocab_size=300, n_layers=7, n_heads=4, n_kv_heads=2, hidden_size=96, local_window_size=5)
+    # block_overrides: one layer of another kind inside a llama-like stack.
+    overridden = TransformerConfig.llama_like(d_model=64, vocab_size=300, n_layers=3, n_heads=4)
+    other = peri.block.copy()
+    overridden.block_overrides = {1: other}
+    configs["llama_like_block_override"] = overridden
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, cfg in configs.items():
