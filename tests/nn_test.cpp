@@ -13,6 +13,7 @@
 
 #include "core/error.h"
 #include "core/model.h"
+#include "core/nn/fused_linear_loss.h"
 #include "core/nn/transformer.h"
 #include "kernels/rms_norm.h"
 
@@ -369,6 +370,97 @@ TEST(Loss, CrossEntropyAndZLossMatchFloat64) {
   auto [plain, no_z] = olm::nn::cross_entropy_loss(logits, labels, -100, LossReduction::kMean, std::nullopt);
   EXPECT_FALSE(no_z.has_value());
   EXPECT_EQ(plain.item<double>(), mean.item<double>());
+}
+
+TEST(Loss, FusedLinearEqualsFloat64InValueAndGradients) {
+  // A vocabulary large enough that the fused loss works in several chunks (the last partial).
+  const int64_t d = 16, V = 300000, B = 2, T = 50;
+  ASSERT_LT(olm::nn::fused_linear_chunk_rows(V), B * T / 3);
+  olm::LMHeadSpec spec;
+  olm::LayerNormSpec norm;
+  norm.name = "rms";
+  norm.eps = 1e-6;
+  norm.bias = false;
+  spec.layer_norm = norm;
+  spec.bias = true;
+  spec.loss_implementation = "fused_linear";
+  const auto options = at::TensorOptions().dtype(at::kFloat);
+  olm::nn::LMHead head(d, V, spec, options);
+  auto params = head.named_parameters();  // norm.weight, w_out.weight, w_out.bias
+  ASSERT_EQ(params.size(), 3u);
+  uint64_t seed = 3;
+  for (auto& p : params) {
+    *p.tensor = (randn(p.tensor->sizes(), seed++) * 0.5 + (p.name == "norm.weight" ? 1.0 : 0.0)).set_requires_grad(true);
+  }
+  auto h = (randn({B, T, d}, 11) * 2).set_requires_grad(true);
+  auto labels = at::randint(V, {B, T}, gen(5), at::TensorOptions().dtype(at::kLong));
+  labels.index_put_({0, at::indexing::Slice(0, 7)}, -100);
+  labels.index_put_({1, 30}, -100);
+
+  // The reference: the same head in float64, plain ATen ops, autograd.
+  std::vector<at::Tensor> p64;
+  for (auto& p : params) p64.push_back(p.tensor->detach().to(at::kDouble).set_requires_grad(true));
+  auto h64 = h.detach().to(at::kDouble).set_requires_grad(true);
+  auto x64 = h64 * (h64.pow(2).mean(-1, true) + 1e-6).rsqrt() * p64[0];
+  auto logits64 = at::linear(x64, p64[1], p64[2]).view({-1, V});
+  auto flat = labels.view({-1});
+  auto mask = flat.ne(-100);
+  auto lse64 = logits64.logsumexp(-1);
+  auto ce64 = ((lse64 - logits64.gather(1, flat.clamp_min(0).unsqueeze(1)).squeeze(1)) * mask).sum() / mask.sum();
+  auto z64 = 1e-4 * (lse64.pow(2) * mask).sum() / mask.sum();
+  (ce64 + z64).backward();
+
+  olm::nn::LossOptions lo;
+  lo.z_loss_multiplier = 1e-4;
+  auto out = head.loss(h, labels, lo);
+  out.loss.backward();
+  // Float32 sums over ~100 rows of 300000-term logsumexps: 1e-5 relative is ~100 ulp headroom.
+  EXPECT_NEAR(out.ce_loss.item<double>(), ce64.item<double>(), 1e-5 * ce64.item<double>());
+  EXPECT_NEAR(out.z_loss->item<double>(), z64.item<double>(), 1e-5 * z64.item<double>());
+  auto max_rel = [](const at::Tensor& got, const at::Tensor& want) {
+    return ((got.to(at::kDouble) - want).abs().max() / want.abs().max()).item<double>();
+  };
+  EXPECT_LT(max_rel(h.grad(), h64.grad()), 1e-5);
+  for (size_t i = 0; i < params.size(); ++i)
+    EXPECT_LT(max_rel(params[i].tensor->grad(), p64[i].grad()), 1e-5) << params[i].name;
+
+  // The sum and none reductions, and the logits when asked for, equal the default head's.
+  olm::LMHeadSpec plain_spec = spec;
+  plain_spec.loss_implementation = "default";
+  olm::nn::LMHead plain(d, V, plain_spec, options);
+  auto plain_params = plain.named_parameters();
+  for (size_t i = 0; i < params.size(); ++i) *plain_params[i].tensor = params[i].tensor->detach();
+  for (auto reduction : {olm::nn::LossReduction::kSum, olm::nn::LossReduction::kNone}) {
+    lo.reduction = reduction;
+    lo.return_logits = reduction == olm::nn::LossReduction::kNone;
+    at::NoGradGuard no_grad;
+    auto fused = head.loss(h, labels, lo);
+    auto ref = plain.loss(h, labels, lo);
+    EXPECT_TRUE(at::allclose(fused.loss, ref.loss, 1e-5, 1e-5));
+    EXPECT_TRUE(at::allclose(fused.z_loss.value(), ref.z_loss.value(), 1e-5, 1e-6));
+    if (lo.return_logits) EXPECT_TRUE(at::equal(fused.logits.value(), ref.logits.value()));
+  }
+  // Without a bias or a final norm, gradients too equal the default head's.
+  olm::LMHeadSpec bare;
+  bare.bias = false;
+  bare.loss_implementation = "fused_linear";
+  olm::nn::LMHead fused_bare(d, 1000, bare, options);
+  bare.loss_implementation = "default";
+  olm::nn::LMHead plain_bare(d, 1000, bare, options);
+  auto w = randn({1000, d}, 21) * 0.3;
+  *fused_bare.named_parameters()[0].tensor = w.clone().set_requires_grad(true);
+  *plain_bare.named_parameters()[0].tensor = w.clone().set_requires_grad(true);
+  auto small_labels = at::remainder(labels, 1000).masked_fill(labels.eq(-100), -100);
+  std::vector<at::Tensor> grads;
+  for (auto* m : {&fused_bare, &plain_bare}) {
+    auto x = h.detach().clone().set_requires_grad(true);
+    olm::nn::LossOptions o;
+    m->loss(x, small_labels, o).loss.backward();
+    grads.push_back(x.grad());
+    grads.push_back(m->named_parameters()[0].tensor->grad());
+  }
+  EXPECT_TRUE(at::allclose(grads[0], grads[2], 1e-5, 1e-7));
+  EXPECT_TRUE(at::allclose(grads[1], grads[3], 1e-5, 1e-7));
 }
 
 TEST(Init, TruncatedNormalAndSeeds) {

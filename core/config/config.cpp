@@ -371,6 +371,8 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
   if (in.lm_head->layer_norm)
     spec.lm_head.layer_norm = resolve_layer_norm(*in.lm_head->layer_norm, "lm_head.layer_norm");
   spec.lm_head.bias = in.lm_head->bias.has_value() ? *in.lm_head->bias : true;
+  spec.lm_head.loss_implementation = or_default(in.lm_head->loss_implementation, "default");
+  require_one_of(spec.lm_head.loss_implementation, {"default", "fused_linear"}, "lm_head.loss_implementation");
 
   const std::string dtype = or_default(in.dtype, "float32");
   require_one_of(dtype, {"float32", "bfloat16"}, "dtype");

@@ -87,6 +87,7 @@ struct BlockSpec {
 struct LMHeadSpec {
   std::optional<LayerNormSpec> layer_norm;
   bool bias = true;
+  std::string loss_implementation = "default";  // "default" | "fused_linear"
   int64_t num_params(int64_t d_model, int64_t vocab_size) const;
 };
 

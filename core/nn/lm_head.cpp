@@ -1,5 +1,7 @@
 #include "core/nn/lm_head.h"
 
+#include "core/nn/fused_linear_loss.h"
+
 namespace olm::nn {
 
 std::pair<at::Tensor, std::optional<at::Tensor>> cross_entropy_loss(
@@ -12,20 +14,24 @@ std::pair<at::Tensor, std::optional<at::Tensor>> cross_entropy_loss(
   auto loss = at::cross_entropy_loss(logits, labels, /*weight=*/std::nullopt, aten_reduction,
                                      ignore_index, /*label_smoothing=*/0.0);
   if (!z_loss_multiplier) return {loss, std::nullopt};
-  auto z_squared = logits.logsumexp(-1).pow(2);
+  return {loss, z_loss_from_logsumexp(logits.logsumexp(-1), labels != ignore_index, reduction, *z_loss_multiplier)};
+}
+
+at::Tensor z_loss_from_logsumexp(const at::Tensor& lse, const at::Tensor& mask, LossReduction reduction,
+                                 double multiplier) {
+  auto z_squared = lse.pow(2);
   // As OLMo-core: ignored positions are masked out of the mean and sum, not out of "none".
-  auto mask = labels != ignore_index;
   if (reduction == LossReduction::kMean) {
     z_squared = (z_squared * mask).sum() / mask.sum();
   } else if (reduction == LossReduction::kSum) {
     z_squared = (z_squared * mask).sum();
   }
-  return {loss, *z_loss_multiplier * z_squared};
+  return multiplier * z_squared;
 }
 
 LMHead::LMHead(int64_t d_model, int64_t vocab_size, const LMHeadSpec& spec,
                const at::TensorOptions& options)
-    : vocab_size_(vocab_size) {
+    : vocab_size_(vocab_size), fused_linear_loss_(spec.loss_implementation == "fused_linear") {
   if (spec.layer_norm)
     norm_ = register_module("norm", std::make_shared<LayerNorm>(d_model, *spec.layer_norm, options));
   w_out_ = register_module("w_out", std::make_shared<Linear>(d_model, vocab_size, spec.bias, options));
@@ -44,10 +50,30 @@ LossOutput LMHead::loss(const at::Tensor& h, const at::Tensor& labels_in,
                         const LossOptions& options) const {
   const int64_t B = h.size(0);
   auto labels = keep_last(labels_in, options.logits_to_keep);
-  auto logits = this->logits(h, options.logits_to_keep);
-  auto [ce_loss, z_loss] =
-      cross_entropy_loss(logits.view({-1, vocab_size_}), labels.contiguous().view({-1}),
-                         options.ignore_index, options.reduction, options.z_loss_multiplier);
+  at::Tensor logits, ce_loss;
+  std::optional<at::Tensor> z_loss;
+  if (fused_linear_loss_) {
+    auto x = keep_last(norm_ ? norm_->forward(h) : h, options.logits_to_keep);
+    const auto flat_labels = labels.contiguous().view({-1});
+    auto* bias = w_out_->bias();
+    auto [ce_rows, lse] = fused_linear_cross_entropy(x.reshape({-1, x.size(-1)}), w_out_->weight(),
+                                                     bias ? *bias : at::Tensor(), flat_labels, options.ignore_index);
+    const auto mask = flat_labels != options.ignore_index;
+    ce_loss = options.reduction == LossReduction::kMean  ? ce_rows.sum() / mask.sum()
+              : options.reduction == LossReduction::kSum ? ce_rows.sum()
+                                                         : ce_rows;
+    if (options.z_loss_multiplier)
+      z_loss = z_loss_from_logsumexp(lse, mask, options.reduction, *options.z_loss_multiplier);
+    if (options.return_logits) {
+      at::NoGradGuard no_grad;  // asked for, so materialized, but outside the graph
+      logits = w_out_->forward(x);
+    }
+  } else {
+    logits = this->logits(h, options.logits_to_keep);
+    std::tie(ce_loss, z_loss) =
+        cross_entropy_loss(logits.view({-1, vocab_size_}), labels.contiguous().view({-1}),
+                           options.ignore_index, options.reduction, options.z_loss_multiplier);
+  }
   at::Tensor loss = z_loss ? ce_loss + *z_loss : ce_loss;
 
   auto finalize = [&](at::Tensor t) {

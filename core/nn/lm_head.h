@@ -29,6 +29,10 @@ std::pair<at::Tensor, std::optional<at::Tensor>> cross_entropy_loss(
     const at::Tensor& logits, const at::Tensor& labels, int64_t ignore_index,
     LossReduction reduction, std::optional<double> z_loss_multiplier);
 
+// lse: (N) logsumexp of the logits; mask: (N) true where the label is not ignored.
+at::Tensor z_loss_from_logsumexp(const at::Tensor& lse, const at::Tensor& mask, LossReduction reduction,
+                                 double multiplier);
+
 class LMHead : public Module {
  public:
   LMHead(int64_t d_model, int64_t vocab_size, const LMHeadSpec& spec,
@@ -44,6 +48,7 @@ class LMHead : public Module {
   at::Tensor keep_last(const at::Tensor& t, int64_t logits_to_keep) const;
 
   int64_t vocab_size_;
+  bool fused_linear_loss_;
   std::shared_ptr<LayerNorm> norm_;
   std::shared_ptr<Linear> w_out_;
 };
