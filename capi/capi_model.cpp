@@ -198,6 +198,7 @@ olm_error* olm_model_parameter_info(const olm_model* model, size_t index, olm_pa
   full.dtype = olm::capi::to_olm_dtype(p.dtype);
   full.ndim = p.shape.size();
   full.shape = p.shape.data();
+  full.trainable = p.trainable ? 1 : 0;
   olm::capi::write_result(out, full);
   OLM_API_END
 }

@@ -1,5 +1,6 @@
 #include "core/model.h"
 
+#include <fnmatch.h>
 #include <unistd.h>
 
 #include <set>
@@ -42,7 +43,11 @@ Model::Model(const Config& config, const std::string& device, const ModelOptions
   if (options.init_weights) nn::init_weights(*module_);
   module_->to(device_, dtype);
   for (auto& p : module_->named_parameters()) {
-    parameter_info_.push_back({p.name, p.tensor->scalar_type(), p.tensor->sizes().vec()});
+    // OLMo-core's freeze_params: fnmatch without FNM_PATHNAME, so `*` also matches dots.
+    bool frozen = false;
+    for (const auto& pattern : spec.freeze_params) frozen = frozen || ::fnmatch(pattern.c_str(), p.name.c_str(), 0) == 0;
+    if (frozen) p.tensor->set_requires_grad(false);
+    parameter_info_.push_back({p.name, p.tensor->scalar_type(), p.tensor->sizes().vec(), !frozen});
   }
 }
 

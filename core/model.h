@@ -15,6 +15,7 @@ struct ParameterInfo {
   std::string name;
   at::ScalarType dtype;
   std::vector<int64_t> shape;
+  bool trainable = true;  // false when the config's freeze_params matches the name
 };
 
 class Model {

@@ -544,6 +544,8 @@ typedef struct olm_parameter_info {
     size_t ndim;
     /** ndim sizes. */
     const int64_t* shape;
+    /** 0 when the config's freeze_params matches the name: no gradient, no updates. */
+    int32_t trainable;
 } olm_parameter_info;
 
 /**

@@ -548,6 +548,7 @@ TEST_F(Tiny, ParameterListing) {
     info.struct_size = sizeof info;
     ASSERT_OK(olm_model_parameter_info(model, i, &info));
     names.emplace_back(info.name);
+    EXPECT_EQ(info.trainable, 1) << info.name;
     int64_t numel = 1;
     for (size_t d = 0; d < info.ndim; ++d) numel *= info.shape[d];
     sum += numel;
@@ -565,6 +566,19 @@ TEST_F(Tiny, ParameterListing) {
   olm_parameter_info info{};
   info.struct_size = sizeof info;
   expect(olm_model_parameter_info(model, count, &info), OLM_ERR_INVALID_ARGUMENT, "out of range");
+  // freeze_params shows in the listing.
+  std::string frozen_json = kTiny;
+  frozen_json.replace(frozen_json.find("\"n_layers\": 2"), 13, "\"n_layers\": 2, \"freeze_params\": [\"lm_head.*\"]");
+  olm_config* frozen_cfg = nullptr;
+  olm_model* frozen = nullptr;
+  ASSERT_OK(olm_config_from_json(frozen_json.c_str(), frozen_json.size(), &frozen_cfg));
+  ASSERT_OK(olm_model_create(frozen_cfg, "cpu", nullptr, &frozen));
+  for (size_t i = 0; i < count; ++i) {
+    ASSERT_OK(olm_model_parameter_info(frozen, i, &info));
+    EXPECT_EQ(info.trainable, std::string(info.name).rfind("lm_head.", 0) == 0 ? 0 : 1) << info.name;
+  }
+  olm_model_free(frozen);
+  olm_config_free(frozen_cfg);
 }
 
 TEST_F(Tiny, SafetensorsThroughTheAbi) {

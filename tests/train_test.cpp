@@ -4,11 +4,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <sstream>
 
 #include "core/error.h"
+#include "test_util.h"
 #include "core/train/trainer.h"
 
 namespace {
+
+using olm::testing::expect_error;
 
 olm::Config config() {
   return olm::Config::from_json(R"({"d_model": 32, "vocab_size": 50, "n_layers": 3,
@@ -114,6 +118,39 @@ TEST(Training, EmbeddingsHaveNoWeightDecayByDefault) {
   ASSERT_EQ(t2.optimizer().groups().size(), 2u);
   EXPECT_EQ(t2.optimizer().groups()[0].names.size(), 3u * 4);
   EXPECT_EQ(t2.optimizer().groups()[0].initial_lr, 0.001);
+}
+
+TEST(Training, FrozenParametersStayPutWhileTheRestTrains) {
+  auto frozen_config = [](const std::string& patterns) {
+    auto native = config().native();
+    native.freeze_params = {};
+    std::stringstream ss(patterns);
+    for (std::string p; std::getline(ss, p, ',');) native.freeze_params.push_back(p);
+    return olm::Config::from_native(native);
+  };
+  // `*` crosses dots as in Python's fnmatch: "blocks.1*" freezes all of block 1.
+  auto m = std::make_shared<olm::Model>(frozen_config("embeddings.weight,blocks.1*,*.q_norm.weight"), "cpu",
+                                        olm::ModelOptions{});
+  int64_t frozen = 0;
+  for (const auto& p : m->parameters()) frozen += p.trainable ? 0 : 1;
+  // The embeddings, block 1's eleven tensors and the q_norms of blocks 0 and 2.
+  EXPECT_EQ(frozen, 1 + 11 + 2);
+  auto before = weights(*m);
+  olm::train::Trainer t(m, train_config(R"(, "optimizer": {"name": "adamw", "lr": 0.01, "weight_decay": 0.1})"));
+  t.train_batch(batch(1));
+  t.train_batch(batch(2));
+  auto after = weights(*m);
+  for (const auto& p : m->parameters()) {
+    EXPECT_EQ(at::equal(before[p.name], after[p.name]), !p.trainable) << p.name;
+  }
+  // The frozen embeddings still take part in the forward pass: the loss is the unfrozen
+  // model's on the first step.
+  auto m2 = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+  auto m3 = std::make_shared<olm::Model>(frozen_config("embeddings.weight"), "cpu", olm::ModelOptions{});
+  olm::train::Trainer t2(m2, train_config(""));
+  olm::train::Trainer t3(m3, train_config(""));
+  EXPECT_EQ(t2.train_batch(batch(1)).loss, t3.train_batch(batch(1)).loss);
+  expect_error([&] { frozen_config(",x"); }, olm::ErrorCode::kInvalidConfig, "freeze_params[0]: empty pattern");
 }
 
 // SkipStepAdamW skips a step whose loss jumps beyond mean + 6 sigma of the recent window;

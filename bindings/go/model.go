@@ -200,6 +200,8 @@ type ParameterInfo struct {
 	Name  string
 	Dtype Dtype
 	Shape []int64
+	// Trainable is false when the config's freeze_params matches the name.
+	Trainable bool
 }
 
 // Parameters lists the model's parameters in state-dict order.
@@ -223,7 +225,8 @@ func (m *Model) Parameters() ([]ParameterInfo, error) {
 		if info.ndim > 0 {
 			copy(shape, unsafe.Slice((*int64)(unsafe.Pointer(info.shape)), int(info.ndim)))
 		}
-		out = append(out, ParameterInfo{Name: C.GoString(info.name), Dtype: Dtype(info.dtype), Shape: shape})
+		out = append(out, ParameterInfo{Name: C.GoString(info.name), Dtype: Dtype(info.dtype), Shape: shape,
+			Trainable: info.trainable != 0})
 		runtime.KeepAlive(m)
 	}
 	return out, nil

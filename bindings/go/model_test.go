@@ -4,6 +4,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 )
@@ -314,8 +315,17 @@ func TestParametersAndSafetensors(t *testing.T) {
 		}
 		sum += n
 		names[p.Name] = true
-		if p.Dtype != Float32 {
-			t.Fatalf("%s: %v", p.Name, p.Dtype)
+		if p.Dtype != Float32 || !p.Trainable {
+			t.Fatalf("%s: %v, trainable %v", p.Name, p.Dtype, p.Trainable)
+		}
+	}
+	frozenCfg := must(ConfigFromJSON(strings.Replace(tinyJSON, `"n_layers": 2`, `"n_layers": 2, "freeze_params": ["blocks.0.*"]`, 1)))
+	defer frozenCfg.Close()
+	frozen := must(NewModel(frozenCfg, "cpu", nil))
+	defer frozen.Close()
+	for _, p := range must(frozen.Parameters()) {
+		if p.Trainable == strings.HasPrefix(p.Name, "blocks.0.") {
+			t.Fatalf("%s: trainable %v", p.Name, p.Trainable)
 		}
 	}
 	if params[0].Name != "embeddings.weight" || params[0].Shape[0] != 64 || params[0].Shape[1] != 32 {

@@ -386,6 +386,10 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
       in.embedding_init_std.has_value() ? *in.embedding_init_std : spec.init_std;
   require_positive_finite(spec.embedding_init_std, "embedding_init_std");
   if (in.embedding_norm) spec.embedding_norm = resolve_layer_norm(*in.embedding_norm, "embedding_norm");
+  for (size_t k = 0; k < in.freeze_params.size(); ++k)
+    require(!in.freeze_params[k].empty(), ErrorCode::kInvalidConfig,
+            "freeze_params[" + std::to_string(k) + "]: empty pattern");
+  spec.freeze_params = in.freeze_params;
   if (in.embed_scale.has_value()) {
     require_positive_finite(*in.embed_scale, "embed_scale");
     spec.embed_scale = *in.embed_scale;

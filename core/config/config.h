@@ -104,6 +104,7 @@ struct ModelSpec {
   double embedding_init_std = 0.02;
   std::optional<LayerNormSpec> embedding_norm;
   std::optional<double> embed_scale;
+  std::vector<std::string> freeze_params;  // fnmatch globs over parameter names
 };
 
 struct ParamCounts {

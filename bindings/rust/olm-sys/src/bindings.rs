@@ -651,12 +651,13 @@ pub struct olm_parameter_info {
     pub dtype: olm_dtype,
     pub ndim: usize,
     pub shape: *const i64,
+    pub trainable: i32,
 }
 #[test]
 fn bindgen_test_layout_olm_parameter_info() {
     assert_eq!(
         ::std::mem::size_of::<olm_parameter_info>(),
-        40usize,
+        48usize,
         concat!("Size of: ", stringify!(olm_parameter_info))
     );
     assert_eq!(
@@ -749,6 +750,23 @@ fn bindgen_test_layout_olm_parameter_info() {
         );
     }
     test_field_shape();
+    fn test_field_trainable() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_parameter_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).trainable) as usize - ptr as usize
+            },
+            40usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_parameter_info),
+                "::",
+                stringify!(trainable)
+            )
+        );
+    }
+    test_field_trainable();
 }
 extern "C" {
     pub fn olm_model_parameter_info(

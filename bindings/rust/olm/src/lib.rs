@@ -417,6 +417,8 @@ pub struct ParameterInfo {
     pub name: String,
     pub dtype: Dtype,
     pub shape: Vec<i64>,
+    /// False when the config's `freeze_params` matches the name.
+    pub trainable: bool,
 }
 
 /// Options for [`Model::generate`]; `Default` is libolm's.
@@ -568,7 +570,7 @@ impl Model {
                     if info.ndim == 0 { Vec::new() } else { std::slice::from_raw_parts(info.shape, info.ndim).to_vec() },
                 )
             };
-            out.push(ParameterInfo { name, dtype: Dtype::from_raw(info.dtype)?, shape });
+            out.push(ParameterInfo { name, dtype: Dtype::from_raw(info.dtype)?, shape, trainable: info.trainable != 0 });
         }
         Ok(out)
     }

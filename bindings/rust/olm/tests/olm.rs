@@ -147,6 +147,12 @@ fn model_forward_loss_and_weights() {
     }
     let bf16 = Model::new(&cfg, "cpu", &ModelOptions::default().param_dtype(Some(Dtype::BFloat16))).unwrap();
     assert_eq!(bf16.parameters().unwrap()[0].dtype, Dtype::BFloat16);
+    assert!(params.iter().all(|p| p.trainable));
+    let frozen_cfg = Config::from_json(&TINY.replace("\"n_layers\": 2", "\"n_layers\": 2, \"freeze_params\": [\"blocks.0.*\"]")).unwrap();
+    let frozen = Model::new(&frozen_cfg, "cpu", &ModelOptions::default()).unwrap();
+    for p in frozen.parameters().unwrap() {
+        assert_eq!(p.trainable, !p.name.starts_with("blocks.0."), "{}", p.name);
+    }
 }
 
 #[test]
