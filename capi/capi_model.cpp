@@ -175,6 +175,15 @@ olm_error* olm_model_num_params(const olm_model* model, int64_t* out) {
   OLM_API_END
 }
 
+olm_error* olm_model_normalize_matrices(olm_model* model) {
+  OLM_API_BEGIN
+  require_arg(model, "model");
+  require(model->model->config().spec().normalized, ErrorCode::kInvalidArgument,
+          "model: not a normalized (nGPT) transformer; only config name \"normalized\" has unit-norm matrices");
+  model->model->module().normalize_matrices();
+  OLM_API_END
+}
+
 olm_error* olm_model_parameter_count(const olm_model* model, size_t* out) {
   OLM_API_BEGIN
   require_arg(model, "model");

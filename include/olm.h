@@ -527,6 +527,18 @@ OLM_API void olm_loss_result_free(olm_loss_result* result);
 OLM_API OLM_MUST_USE olm_error* olm_model_num_params(const olm_model* model, int64_t* out);
 
 /**
+ * Renormalize an nGPT model's embeddings and weight matrices to unit norm, as OLMo-core's
+ * NormalizedTransformer.normalize_matrices(). olm_trainer_step() and olm_trainer_fit() do
+ * this after every optimizer step; call it yourself after changing weights by other means
+ * (an optimizer of your own, a loaded file that was not normalized).
+ *
+ * @param model A model whose config has name "normalized".
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL or a model that is not
+ *         normalized (its weights are left as they are).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_model_normalize_matrices(olm_model* model);
+
+/**
  * The number of named parameter tensors in a model (OLMo-core state-dict entries).
  *
  * @param model The model.

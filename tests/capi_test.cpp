@@ -581,6 +581,32 @@ TEST_F(Tiny, ParameterListing) {
   olm_config_free(frozen_cfg);
 }
 
+TEST_F(Tiny, NormalizeMatricesOnlyForNormalizedModels) {
+  expect(olm_model_normalize_matrices(model), OLM_ERR_INVALID_ARGUMENT, "not a normalized");
+  expect(olm_model_normalize_matrices(nullptr), OLM_ERR_INVALID_ARGUMENT, "model");
+  const char* ngpt = R"({"name": "normalized", "d_model": 32, "vocab_size": 64, "n_layers": 2, "init_method": "normalized",
+ "block": {"name": "normalized", "attention": {"name": "normalized", "n_heads": 4, "qk_norm": {"name": "l2_norm"},
+   "rope": {"theta": 500000}}, "feed_forward": {"name": "normalized", "hidden_size": 96}},
+ "lm_head": {"name": "normalized"}})";
+  olm_config* c = nullptr;
+  olm_model* m = nullptr;
+  ASSERT_OK(olm_config_from_json(ngpt, std::strlen(ngpt), &c));
+  ASSERT_OK(olm_model_create(c, "cpu", nullptr, &m));
+  auto* x = ids(seq(8), 1, 8);
+  olm_tensor *a = nullptr, *b = nullptr;
+  ASSERT_OK(olm_model_forward(m, x, nullptr, &a));
+  // Initialization already normalized the matrices: doing it again changes logits by rounding only.
+  ASSERT_OK(olm_model_normalize_matrices(m));
+  ASSERT_OK(olm_model_forward(m, x, nullptr, &b));
+  std::vector<float> va(8 * 64), vb(8 * 64);
+  ASSERT_OK(olm_tensor_copy_to_host(a, va.data(), va.size() * sizeof(float)));
+  ASSERT_OK(olm_tensor_copy_to_host(b, vb.data(), vb.size() * sizeof(float)));
+  for (size_t i = 0; i < va.size(); ++i) ASSERT_NEAR(va[i], vb[i], 1e-4) << i;
+  for (auto* t : {x, a, b}) olm_tensor_free(t);
+  olm_model_free(m);
+  olm_config_free(c);
+}
+
 TEST_F(Tiny, SafetensorsThroughTheAbi) {
   const std::string dir = olm_testing::temp_dir("capi");
   auto* x = ids(seq(8), 1, 8);

@@ -142,6 +142,38 @@ TEST(Config, NamedBlocksPatternsAndOverrides) {
                ErrorCode::kInvalidConfig, "named_blocks[a].attention.n_heads must be positive");
 }
 
+TEST(Config, NormalizedTransformerIsConsistentOrRefused) {
+  using olm::ErrorCode;
+  const std::string ngpt = R"({"name": "normalized", "d_model": 32, "vocab_size": 64, "n_layers": 2,
+    "init_method": "normalized", "block": {"name": "normalized", "attention": {"name": "normalized", "n_heads": 4,
+    "qk_norm": {"name": "l2_norm"}, "rope": {"theta": 500000}}, "feed_forward": {"name": "normalized", "hidden_size": 96}},
+    "lm_head": {"name": "normalized"}})";
+  const auto c = olm::Config::from_json(ngpt);
+  // OLMo-core's counts: attention 4 x 32 x 32 + sq, sk (32 + 32); feed-forward 3 x 32 x 96 + sw1, sw3
+  // (2 x 96); attn_alpha, mlp_alpha (2 x 32); head 32 x 64 + sz (64); no biases, no norms.
+  const int64_t block = (4 * 32 * 32 + 64) + (3 * 32 * 96 + 2 * 96) + 2 * 32;
+  EXPECT_EQ(c.num_params().total, 64 * 32 + 2 * block + 32 * 64 + 64);
+  EXPECT_EQ(olm::Config::from_json(c.to_json()).to_json(), c.to_json());
+  auto with = [&](const std::string& from, const std::string& to) {
+    std::string s = ngpt;
+    s.replace(s.find(from), from.size(), to);
+    return s;
+  };
+  for (const auto& [json, needle] : std::vector<std::pair<std::string, std::string>>{
+           {with("\"name\": \"normalized\", \"d_model\"", "\"d_model\""), "block.name: normalized blocks need the normalized transformer"},
+           {with("\"lm_head\": {\"name\": \"normalized\"}", "\"lm_head\": {}"), "lm_head.name: the normalized transformer needs the normalized head"},
+           {with("\"name\": \"normalized\", \"hidden_size\"", "\"hidden_size\""), "block.feed_forward.name: normalized blocks need the normalized feed-forward"},
+           {with("\"hidden_size\": 96", "\"hidden_size\": 96, \"activation\": \"gelu\""), "block.feed_forward.activation: the normalized feed-forward supports only 'silu'"},
+           {with("\"n_heads\": 4", "\"n_heads\": 4, \"bias\": true"), "block.attention.bias: normalized attention has no biases"},
+           {with("\"n_heads\": 4", "\"n_heads\": 4, \"head_dim\": 4"), "block.attention.head_dim"},
+           {with("\"lm_head\": {\"name\": \"normalized\"}", "\"lm_head\": {\"name\": \"normalized\", \"layer_norm\": {}}"), "lm_head.layer_norm: the normalized head has no final norm"},
+           {with("\"init_method\"", "\"embed_scale\": 2.0, \"init_method\""), "embed_scale are not supported by the normalized transformer"},
+           {with("{\"name\": \"l2_norm\"}", "{\"name\": \"l2_norm\", \"bias\": true}"), "l2_norm has no weight or bias"}}) {
+    SCOPED_TRACE(json);
+    expect_error([&] { olm::Config::from_json(json); }, ErrorCode::kInvalidConfig, needle);
+  }
+}
+
 TEST(Config, ValidationNamesTheField) {
   using olm::ErrorCode;
   struct Case {
@@ -156,7 +188,7 @@ TEST(Config, ValidationNamesTheField) {
            {"\"n_layers\": 2", "\"n_layers\": 0", "n_layers must be positive", ErrorCode::kInvalidConfig},
            {"\"n_heads\": 4", "\"n_heads\": 0", "block.attention.n_heads must be positive", ErrorCode::kInvalidConfig},
            {"\"hidden_size\": 192", "\"hidden_size\": 0", "block.feed_forward.hidden_size must be positive", ErrorCode::kInvalidConfig},
-           {"\"name\": \"reordered_norm\"", "\"name\": \"sideways\"", "block.name: unknown value 'sideways' (known: default, reordered_norm, default_scaled, peri_norm)", ErrorCode::kInvalidConfig},
+           {"\"name\": \"reordered_norm\"", "\"name\": \"sideways\"", "block.name: unknown value 'sideways' (known: default, reordered_norm, default_scaled, peri_norm, normalized)", ErrorCode::kInvalidConfig},
            {"\"hidden_size\": 192", "\"hidden_size\": 192, \"activation\": \"swoosh\"", "block.feed_forward.activation: unknown value 'swoosh' (known: elu, gelu, gelu_tanh, identity, leaky_relu, mish, relu, selu, sigmoid, silu, softmax, softplus, swish, tanh)", ErrorCode::kInvalidConfig},
            {"\"n_layers\": 2", "\"n_layers\": 2, \"dtype\": \"float8\"", "dtype: unknown value 'float8'", ErrorCode::kInvalidConfig},
            {"\"n_layers\": 2", "\"n_layers\": 2, \"init_method\": \"magic\"", "init_method: unknown value 'magic'", ErrorCode::kInvalidConfig},

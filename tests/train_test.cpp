@@ -153,6 +153,36 @@ TEST(Training, FrozenParametersStayPutWhileTheRestTrains) {
   expect_error([&] { frozen_config(",x"); }, olm::ErrorCode::kInvalidConfig, "freeze_params[0]: empty pattern");
 }
 
+TEST(Training, NormalizedTransformerStaysOnTheUnitSphere) {
+  auto m = std::make_shared<olm::Model>(olm::Config::from_json(R"({"name": "normalized", "d_model": 32, "vocab_size": 64, "n_layers": 2, "init_method": "normalized",
+ "block": {"name": "normalized", "attention": {"name": "normalized", "n_heads": 4, "qk_norm": {"name": "l2_norm"},
+   "rope": {"theta": 500000}}, "feed_forward": {"name": "normalized", "hidden_size": 96}},
+ "lm_head": {"name": "normalized"}})"), "cpu",
+                                        olm::ModelOptions{});
+  // OLMo-core's NormalizedTransformer matrices: unit rows, except the output projections of
+  // attention (w_out) and feed-forward (w2), whose columns are unit vectors.
+  auto max_norm_error = [&] {
+    double worst = 0;
+    for (const auto& [name, w] : weights(*m)) {
+      if (w.dim() != 2) continue;
+      const bool columns = name.find("w_out") != std::string::npos && name.rfind("lm_head", 0) != 0;
+      const int64_t dim = columns || name.find(".w2.") != std::string::npos ? 0 : 1;
+      worst = std::max(worst, (at::linalg_vector_norm(w.to(at::kDouble), 2, {dim}) - 1).abs().max().item<double>());
+    }
+    return worst;
+  };
+  EXPECT_LT(max_norm_error(), 1e-6);  // after init
+  olm::train::Trainer t(m, train_config(R"(, "optimizer": {"name": "adamw", "lr": 0.01})"));
+  const auto before = weights(*m);
+  const auto s1 = t.train_batch(batch(1));
+  EXPECT_TRUE(std::isfinite(s1.loss));
+  EXPECT_FALSE(at::equal(before.at("blocks.0.attention.w_q.weight"), weights(*m).at("blocks.0.attention.w_q.weight")));
+  EXPECT_LT(max_norm_error(), 1e-6);  // after a step, renormalized
+  // The scale vectors train too and are not renormalized.
+  EXPECT_FALSE(at::equal(before.at("blocks.0.attn_alpha"), weights(*m).at("blocks.0.attn_alpha")));
+  EXPECT_TRUE(at::allclose(before.at("lm_head.sz"), at::full({64}, 1.0 / std::sqrt(32.0))));
+}
+
 // SkipStepAdamW skips a step whose loss jumps beyond mean + 6 sigma of the recent window;
 // the weights stay as they were and the skip is counted.
 TEST(Training, SkipStepAdamWSkipsALossSpike) {

@@ -195,6 +195,15 @@ func (m *Model) NumParams() (int64, error) {
 	return int64(n), nil
 }
 
+// NormalizeMatrices renormalizes an nGPT model's embeddings and matrices to unit norm (the
+// trainer does this after every step); ErrInvalidArgument for models whose config name is
+// not "normalized".
+func (m *Model) NormalizeMatrices() error {
+	err := takeError(C.olm_model_normalize_matrices(m.ptr()))
+	runtime.KeepAlive(m)
+	return err
+}
+
 // ParameterInfo describes one parameter tensor (OLMo-core state-dict name).
 type ParameterInfo struct {
 	Name  string

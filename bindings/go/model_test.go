@@ -417,6 +417,30 @@ func TestParametersAndSafetensors(t *testing.T) {
 }
 
 // Different models may be used from different goroutines at once (one handle each).
+func TestNormalizeMatrices(t *testing.T) {
+	cfg := must(ConfigFromJSON(`{"name": "normalized", "d_model": 32, "vocab_size": 64, "n_layers": 2, "init_method": "normalized",
+ "block": {"name": "normalized", "attention": {"name": "normalized", "n_heads": 4, "qk_norm": {"name": "l2_norm"},
+   "rope": {"theta": 500000}}, "feed_forward": {"name": "normalized", "hidden_size": 96}},
+ "lm_head": {"name": "normalized"}}`))
+	defer cfg.Close()
+	m := must(NewModel(cfg, "cpu", nil))
+	defer m.Close()
+	x := must(NewTensorInt64([]int64{1, 2, 3, 4, 5, 6, 7, 8}, 1, 8))
+	defer x.Close()
+	before := must(must(m.Forward(x, nil)).Float32s())
+	if err := m.NormalizeMatrices(); err != nil {
+		t.Fatal(err)
+	}
+	after := must(must(m.Forward(x, nil)).Float32s())
+	for i := range before {
+		if math.Abs(float64(before[i]-after[i])) > 1e-4 {
+			t.Fatalf("logit %d moved from %v to %v", i, before[i], after[i])
+		}
+	}
+	_, plain := tinyModel(t)
+	wantCode(t, plain.NormalizeMatrices(), ErrInvalidArgument, "not a normalized")
+}
+
 func TestModelsOnGoroutines(t *testing.T) {
 	cfg := must(ConfigFromJSON(tinyJSON))
 	defer cfg.Close()

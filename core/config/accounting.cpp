@@ -25,6 +25,7 @@ int64_t AttentionSpec::num_params(int64_t d_model) const {
   }
   params += n_heads * head_dim * d_model;  // w_out
   if (bias) params += d_model;
+  if (normalized) params += (n_heads + n_kv_heads) * head_dim;  // sq, sk
   if (gate) {
     const int64_t outputs = gate->elementwise ? n_heads * head_dim : n_heads;  // w_g
     params += d_model * outputs;
@@ -34,13 +35,16 @@ int64_t AttentionSpec::num_params(int64_t d_model) const {
 }
 
 int64_t FeedForwardSpec::num_params(int64_t d_model) const {
-  const bool gated = name == "default";
+  const bool gated = name != "classic";
   int64_t params = (gated ? 3 : 2) * d_model * hidden_size;
   if (bias) params += (gated ? 2 : 1) * hidden_size + d_model;
+  if (name == "normalized") params += 2 * hidden_size;  // sw1, sw3
   return params;
 }
 
 int64_t BlockSpec::num_params(int64_t d_model) const {
+  if (name == "normalized")  // no norms; attn_alpha and mlp_alpha
+    return attention.num_params(d_model) + feed_forward.num_params(d_model) + 2 * d_model;
   const int64_t norms = name == "peri_norm" ? 4 : 2;
   return attention.num_params(d_model) + feed_forward.num_params(d_model) +
          norms * layer_norm.num_params(d_model);
@@ -50,6 +54,7 @@ int64_t LMHeadSpec::num_params(int64_t d_model, int64_t vocab_size) const {
   int64_t params = layer_norm ? layer_norm->num_params(d_model) : 0;
   params += d_model * vocab_size;
   if (bias) params += vocab_size;
+  if (normalized) params += vocab_size;  // sz
   return params;
 }
 

@@ -66,19 +66,38 @@ void require_probability(double value, const std::string& field) {
 LayerNormSpec resolve_layer_norm(const fb::LayerNormConfigT& in, const std::string& field) {
   LayerNormSpec out;
   out.name = or_default(in.name, "default");
-  require_one_of(out.name, {"default", "rms", "qwen_rms"}, field + ".name");
+  require_one_of(out.name, {"default", "rms", "qwen_rms", "l2_norm"}, field + ".name");
   out.eps = in.eps.has_value() ? *in.eps : 1e-5;
   require_positive_finite(out.eps, field + ".eps");
   out.elementwise_affine = in.elementwise_affine.has_value() ? *in.elementwise_affine : true;
   out.bias = in.bias.has_value() ? *in.bias : true;
   out.full_precision = in.full_precision.has_value() ? *in.full_precision : true;
+  if (out.name == "l2_norm") {
+    // OLMo-core's L2Norm: x / ||x||, nothing learned.
+    require(!in.elementwise_affine.value_or(false) && !in.bias.value_or(false), ErrorCode::kInvalidConfig,
+            field + ": l2_norm has no weight or bias (elementwise_affine and bias must be unset or false)");
+    out.elementwise_affine = false;
+    out.bias = false;
+  }
   return out;
 }
 
 AttentionSpec resolve_attention(const fb::AttentionConfigT& in, int64_t d_model,
                                 const std::string& field) {
   AttentionSpec out;
-  require_one_of(or_default(in.name, "default"), {"default"}, field + ".name");
+  const std::string name = or_default(in.name, "default");
+  require_one_of(name, {"default", "normalized"}, field + ".name");
+  out.normalized = name == "normalized";
+  if (out.normalized) {
+    // OLMo-core's NormalizedAttention takes none of these.
+    require(!in.bias.value_or(false), ErrorCode::kInvalidConfig, field + ".bias: normalized attention has no biases");
+    require(!in.head_dim.has_value(), ErrorCode::kInvalidConfig,
+            field + ".head_dim: normalized attention uses d_model / n_heads");
+    require(!in.gate, ErrorCode::kInvalidConfig, field + ".gate: not supported by normalized attention");
+    require(!in.use_head_qk_norm.value_or(false), ErrorCode::kInvalidConfig,
+            field + ".use_head_qk_norm: not supported by normalized attention");
+    require(!in.clip_qkv.has_value(), ErrorCode::kInvalidConfig, field + ".clip_qkv: not supported by normalized attention");
+  }
   out.n_heads = in.n_heads;
   require_positive(out.n_heads, field + ".n_heads");
   out.n_kv_heads = in.n_kv_heads.has_value() ? *in.n_kv_heads : out.n_heads;
@@ -97,7 +116,7 @@ AttentionSpec resolve_attention(const fb::AttentionConfigT& in, int64_t d_model,
                 ".head_dim is not set");
     out.head_dim = d_model / out.n_heads;
   }
-  out.bias = in.bias.has_value() ? *in.bias : true;
+  out.bias = in.bias.has_value() ? *in.bias : !out.normalized;
   if (in.rope) {
     RoPESpec rope;
     rope.name = or_default(in.rope->name, "default");
@@ -182,28 +201,43 @@ int64_t window_for_layer(const fb::SlidingWindowAttentionConfigT& sw, int64_t la
 FeedForwardSpec resolve_feed_forward(const fb::FeedForwardConfigT& in, const std::string& field) {
   FeedForwardSpec out;
   out.name = or_default(in.name, "default");
-  require_one_of(out.name, {"default", "classic"}, field + ".name");
+  require_one_of(out.name, {"default", "classic", "normalized"}, field + ".name");
   out.hidden_size = in.hidden_size;
   require_positive(out.hidden_size, field + ".hidden_size");
-  out.bias = in.bias.has_value() ? *in.bias : true;
+  out.bias = in.bias.has_value() ? *in.bias : out.name != "normalized";
   out.activation = or_default(in.activation, "silu");
   require_one_of(out.activation, activation_names(), field + ".activation");
+  if (out.name == "normalized") {
+    require(!out.bias, ErrorCode::kInvalidConfig, field + ".bias: the normalized feed-forward has no biases");
+    require(out.activation == "silu", ErrorCode::kInvalidConfig,
+            field + ".activation: the normalized feed-forward supports only 'silu' (got '" + out.activation + "')");
+  }
   return out;
 }
 
 BlockSpec resolve_block(const fb::TransformerBlockConfigT& block, int64_t d_model, const std::string& field) {
   require(block.attention != nullptr, ErrorCode::kInvalidConfig, field + ".attention: required field is missing");
-  require(block.layer_norm != nullptr, ErrorCode::kInvalidConfig, field + ".layer_norm: required field is missing");
+  const bool normalized = block.name == "normalized";
+  require(normalized || block.layer_norm != nullptr, ErrorCode::kInvalidConfig,
+          field + ".layer_norm: required field is missing");
+  require(!normalized || block.layer_norm == nullptr, ErrorCode::kInvalidConfig,
+          field + ".layer_norm: normalized blocks have no layer norms");
   require(block.feed_forward != nullptr, ErrorCode::kInvalidConfig,
           field + ".feed_forward: required field is missing");
   BlockSpec b;
   b.name = or_default(block.name, "default");
-  require_one_of(b.name, {"default", "reordered_norm", "default_scaled", "peri_norm"}, field + ".name");
+  require_one_of(b.name, {"default", "reordered_norm", "default_scaled", "peri_norm", "normalized"}, field + ".name");
   b.attention = resolve_attention(*block.attention, d_model, field + ".attention");
-  b.layer_norm = resolve_layer_norm(*block.layer_norm, field + ".layer_norm");
+  if (block.layer_norm) b.layer_norm = resolve_layer_norm(*block.layer_norm, field + ".layer_norm");
   b.feed_forward = resolve_feed_forward(*block.feed_forward, field + ".feed_forward");
   b.dropout = block.dropout.has_value() ? *block.dropout : 0.0;
   require_probability(b.dropout, field + ".dropout");
+  if (normalized) {
+    require(b.attention.normalized, ErrorCode::kInvalidConfig,
+            field + ".attention.name: normalized blocks need normalized attention");
+    require(b.feed_forward.name == "normalized", ErrorCode::kInvalidConfig,
+            field + ".feed_forward.name: normalized blocks need the normalized feed-forward");
+  }
   b.attention_residual_alpha = block.attention_residual_alpha.value_or(1.0);
   b.feed_forward_residual_alpha = block.feed_forward_residual_alpha.value_or(1.0);
   require(std::isfinite(b.attention_residual_alpha) && std::isfinite(b.feed_forward_residual_alpha),
@@ -347,7 +381,9 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
   require_positive(spec.d_model, "d_model");
   require_positive(spec.vocab_size, "vocab_size");
   require_positive(spec.n_layers, "n_layers");
-  require_one_of(or_default(in.name, "default"), {"default"}, "name");
+  const std::string model_name = or_default(in.name, "default");
+  require_one_of(model_name, {"default", "normalized"}, "name");
+  spec.normalized = model_name == "normalized";
   require(in.lm_head != nullptr, ErrorCode::kInvalidConfig, "lm_head: required field is missing");
   // n_layers is validated positive above; cap it so the per-layer vector stays sane before
   // the parameter-count check below gets to run.
@@ -367,18 +403,34 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
     spec.blocks.push_back(std::move(b));
   }
 
-  require_one_of(or_default(in.lm_head->name, "default"), {"default"}, "lm_head.name");
+  for (size_t i = 0; i < spec.blocks.size(); ++i)
+    require((spec.blocks[i].name == "normalized") == spec.normalized, ErrorCode::kInvalidConfig,
+            spec.normalized ? "name: the normalized transformer needs normalized blocks (layer " + std::to_string(i) + " is '" + spec.blocks[i].name + "')"
+                            : "block.name: normalized blocks need the normalized transformer (name: \"normalized\")");
+  if (spec.normalized) {
+    require(!in.embedding_norm && !in.embed_scale.has_value(), ErrorCode::kInvalidConfig,
+            "embedding_norm and embed_scale are not supported by the normalized transformer");
+    require(or_default(in.lm_head->name, "default") == "normalized", ErrorCode::kInvalidConfig,
+            "lm_head.name: the normalized transformer needs the normalized head");
+  }
+  const std::string head_name = or_default(in.lm_head->name, "default");
+  require_one_of(head_name, {"default", "normalized"}, "lm_head.name");
+  spec.lm_head.normalized = head_name == "normalized";
+  require(!spec.lm_head.normalized || !in.lm_head->layer_norm, ErrorCode::kInvalidConfig,
+          "lm_head.layer_norm: the normalized head has no final norm");
   if (in.lm_head->layer_norm)
     spec.lm_head.layer_norm = resolve_layer_norm(*in.lm_head->layer_norm, "lm_head.layer_norm");
-  spec.lm_head.bias = in.lm_head->bias.has_value() ? *in.lm_head->bias : true;
+  spec.lm_head.bias = in.lm_head->bias.has_value() ? *in.lm_head->bias : !spec.lm_head.normalized;
   spec.lm_head.loss_implementation = or_default(in.lm_head->loss_implementation, "default");
   require_one_of(spec.lm_head.loss_implementation, {"default", "fused_linear"}, "lm_head.loss_implementation");
+  require(!spec.lm_head.normalized || spec.lm_head.loss_implementation == "default", ErrorCode::kInvalidConfig,
+          "lm_head.loss_implementation: the normalized head supports only 'default'");
 
   const std::string dtype = or_default(in.dtype, "float32");
   require_one_of(dtype, {"float32", "bfloat16"}, "dtype");
   spec.dtype = dtype == "bfloat16" ? c10::ScalarType::BFloat16 : c10::ScalarType::Float;
   spec.init_method = or_default(in.init_method, "normal");
-  require_one_of(spec.init_method, {"normal", "llama", "llama_depth", "fan_in"}, "init_method");
+  require_one_of(spec.init_method, {"normal", "llama", "llama_depth", "fan_in", "normalized"}, "init_method");
   spec.init_seed = in.init_seed;
   spec.init_std = in.init_std;
   require_positive_finite(spec.init_std, "init_std");

@@ -16,7 +16,7 @@
 namespace olm {
 
 struct LayerNormSpec {
-  std::string name;  // "default" | "rms"
+  std::string name;  // "default" | "rms" | "qwen_rms" | "l2_norm"
   double eps = 1e-5;
   bool elementwise_affine = true;
   bool bias = true;
@@ -50,6 +50,9 @@ struct GateSpec {
 };
 
 struct AttentionSpec {
+  // nGPT's NormalizedAttention: learned per-dimension q/k scales (sq, sk) and softmax scale
+  // sqrt(head_dim) instead of 1/sqrt(head_dim).
+  bool normalized = false;
   int64_t n_heads = 0;
   int64_t n_kv_heads = 0;
   int64_t head_dim = 0;
@@ -66,7 +69,7 @@ struct AttentionSpec {
 };
 
 struct FeedForwardSpec {
-  std::string name = "default";  // "default" (gated) | "classic"
+  std::string name = "default";  // "default" (gated) | "classic" | "normalized" (nGPT)
   int64_t hidden_size = 0;
   bool bias = true;
   std::string activation;  // one of activation_names()
@@ -74,7 +77,7 @@ struct FeedForwardSpec {
 };
 
 struct BlockSpec {
-  std::string name;  // "default" | "reordered_norm" | "default_scaled" | "peri_norm"
+  std::string name;  // "default" | "reordered_norm" | "default_scaled" | "peri_norm" | "normalized"
   AttentionSpec attention;
   LayerNormSpec layer_norm;
   FeedForwardSpec feed_forward;
@@ -85,6 +88,7 @@ struct BlockSpec {
 };
 
 struct LMHeadSpec {
+  bool normalized = false;  // nGPT: logits scaled by a learned per-token sz, no final norm
   std::optional<LayerNormSpec> layer_norm;
   bool bias = true;
   std::string loss_implementation = "default";  // "default" | "fused_linear"
@@ -92,13 +96,16 @@ struct LMHeadSpec {
 };
 
 struct ModelSpec {
+  // nGPT (OLMo-core's NormalizedTransformer): hidden states on the unit sphere; the weight
+  // matrices are renormalized after every optimizer step (Transformer::normalize_matrices).
+  bool normalized = false;
   int64_t d_model = 0;
   int64_t vocab_size = 0;
   int64_t n_layers = 0;
   std::vector<BlockSpec> blocks;  // one per layer
   LMHeadSpec lm_head;
   c10::ScalarType dtype = c10::ScalarType::Float;
-  std::string init_method;  // "normal" | "llama" | "llama_depth" | "fan_in"
+  std::string init_method;  // "normal" | "llama" | "llama_depth" | "fan_in" | "normalized"
   int64_t init_seed = 0;
   double init_std = 0.02;
   double embedding_init_std = 0.02;

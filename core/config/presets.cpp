@@ -277,10 +277,45 @@ fb::TransformerConfigT gemma3_like(int64_t d_model, int64_t n_layers, int64_t n_
   return c;
 }
 
+// TransformerConfig.ngpt_like: normalized (nGPT) transformer, blocks, attention with L2
+// QK-norm, feed-forward and head, the llama hidden-size rule, init "normalized".
+fb::TransformerConfigT ngpt_like(int64_t d_model, int64_t n_layers, int64_t n_heads, int64_t vocab_size) {
+  require(vocab_size > 0 && vocab_size < (int64_t{1} << 31), ErrorCode::kInvalidArgument,
+          "vocab_size must be in [1, 2^31) (got " + std::to_string(vocab_size) + ")");
+  LlamaLike shape;
+  shape.d_model = d_model;
+  fb::TransformerConfigT c;
+  c.name = "normalized";
+  c.d_model = static_cast<int32_t>(d_model);
+  c.vocab_size = static_cast<int32_t>(vocab_size);
+  c.n_layers = static_cast<int32_t>(n_layers);
+  c.dtype = "float32";
+  c.init_method = "normalized";
+  c.block = std::make_unique<fb::TransformerBlockConfigT>();
+  c.block->name = "normalized";
+  c.block->attention = std::make_unique<fb::AttentionConfigT>();
+  auto& att = *c.block->attention;
+  att.name = "normalized";
+  att.n_heads = static_cast<int32_t>(n_heads);
+  att.qk_norm = std::make_unique<fb::LayerNormConfigT>();
+  att.qk_norm->name = "l2_norm";
+  att.rope = std::make_unique<fb::RoPEConfigT>();
+  att.rope->name = "default";
+  att.rope->theta = 500000;
+  c.block->feed_forward = std::make_unique<fb::FeedForwardConfigT>();
+  c.block->feed_forward->name = "normalized";
+  c.block->feed_forward->hidden_size = static_cast<int32_t>(llama_hidden_size(shape));
+  c.lm_head = std::make_unique<fb::LMHeadConfigT>();
+  c.lm_head->name = "normalized";
+  return c;
+}
+
 // Presets that are not llama-like.
 const std::map<std::string, std::function<fb::TransformerConfigT(int64_t)>>& other_registry() {
   static const std::map<std::string, std::function<fb::TransformerConfigT(int64_t)>> presets = {
       {"gemma3_1B", [](int64_t v) { return gemma3_like(2304, 26, 8, 4, 9216, v); }},
+      {"ngpt_271M", [](int64_t v) { return ngpt_like(1024, 16, 16, v); }},
+      {"ngpt_1B", [](int64_t v) { return ngpt_like(2048, 18, 16, v); }},
       {"gemma3_4B", [](int64_t v) { return gemma3_like(2560, 34, 16, 4, 10240, v); }},
       {"gemma3_12B", [](int64_t v) { return gemma3_like(3840, 48, 24, 8, 15360, v); }},
       {"gemma3_27B", [](int64_t v) { return gemma3_like(5376, 62, 32, 16, 21504, v); }},

@@ -1,5 +1,7 @@
 #include "core/nn/attention.h"
 
+#include <cmath>
+
 namespace olm::nn {
 
 Attention::Attention(int64_t d_model, const AttentionSpec& spec, std::shared_ptr<BufferCache> cache,
@@ -22,7 +24,19 @@ Attention::Attention(int64_t d_model, const AttentionSpec& spec, std::shared_ptr
     q_norm_ = register_module("q_norm", std::make_shared<LayerNorm>(q_size, *spec.qk_norm, options));
     k_norm_ = register_module("k_norm", std::make_shared<LayerNorm>(k_size, *spec.qk_norm, options));
   }
+  if (spec.normalized) {
+    // OLMo-core's NormalizedAttention: ones scaled by 1/sqrt(d_model) at construction.
+    d_model_ = static_cast<double>(d_model);
+    const double scaling = 1.0 / std::sqrt(d_model_);
+    sq_ = &register_parameter("sq", at::ones({q_dim}, options).mul_(scaling));
+    sk_ = &register_parameter("sk", at::ones({kv_dim}, options).mul_(scaling));
+  }
   if (spec.rope) rope_.emplace(spec.head_dim, *spec.rope, std::move(cache));
+}
+
+void Attention::normalize_matrices() {
+  for (Linear* w : {w_q_.get(), w_k_.get(), w_v_.get()}) w->weight().copy_(l2_normalize(w->weight(), -1));
+  w_out_->weight().copy_(l2_normalize(w_out_->weight(), 0));
 }
 
 at::Tensor Attention::forward(const at::Tensor& x, KVCache* cache) const {
@@ -37,6 +51,12 @@ at::Tensor Attention::forward(const at::Tensor& x, KVCache* cache) const {
   if (q_norm_ && !spec_.use_head_qk_norm) {
     q = q_norm_->forward(q);
     k = k_norm_->forward(k);
+  }
+  if (sq_) {
+    // Effective scales sq * (init_value / init_scaling), with OLMo-core's Python-float factor.
+    const double factor = 1.0 / (1.0 / std::sqrt(d_model_));
+    q = (*sq_ * factor).view({1, 1, -1}) * q;
+    k = (*sk_ * factor).view({1, 1, -1}) * k;
   }
   q = q.view({B, T, -1, spec_.head_dim});
   k = k.view({B, T, -1, spec_.head_dim});
@@ -79,8 +99,12 @@ at::Tensor Attention::forward(const at::Tensor& x, KVCache* cache) const {
     if (spec_.window_size) allowed = allowed.logical_and(cols.gt(rows - *spec_.window_size));
     mask = allowed;
   }
+  // nGPT's unit-norm queries and keys want a softmax scale of sqrt(head_dim), OLMo-core's
+  // sqrt(d_model // n_heads); everything else SDPA's default 1/sqrt(head_dim).
+  std::optional<double> scale;
+  if (sq_) scale = std::sqrt(static_cast<double>(static_cast<int64_t>(d_model_) / spec_.n_heads));
   auto att = at::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask,
-                                              dropout, plain_causal && T > 1);
+                                              dropout, plain_causal && T > 1, scale);
   att = att.transpose(1, 2);  // (B, T, H, D)
   if (w_g_) {
     // A sigmoid gate per head (broadcast over head_dim) or per element.

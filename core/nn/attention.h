@@ -31,10 +31,16 @@ class Attention : public Module {
   Linear& w_out() { return *w_out_; }
   Linear* w_g() { return w_g_.get(); }
 
+  // nGPT: unit rows for w_q, w_k, w_v, unit columns for w_out.
+  void normalize_matrices();
+
  private:
   AttentionSpec spec_;
   std::shared_ptr<Linear> w_q_, w_k_, w_v_, w_out_, w_g_;
   std::shared_ptr<LayerNorm> q_norm_, k_norm_;
+  at::Tensor* sq_ = nullptr;  // normalized (nGPT) attention's learned query and key scales
+  at::Tensor* sk_ = nullptr;
+  double d_model_ = 0;
   std::optional<RotaryEmbedding> rope_;
 };
 

@@ -10,6 +10,16 @@ TransformerBlock::TransformerBlock(int64_t d_model, int64_t block_idx, const Blo
     : spec_(spec) {
   attention_ = register_module("attention",
                                std::make_shared<Attention>(d_model, spec.attention, std::move(cache), options));
+  if (spec.name == "normalized") {
+    feed_forward_ = register_module("feed_forward",
+                                    std::make_shared<FeedForward>(d_model, spec.feed_forward, options));
+    // OLMo-core keeps these float32 and sets them to ones / sqrt(d_model) at construction.
+    d_model_ = static_cast<double>(d_model);
+    const double scaling = 1.0 / std::sqrt(d_model_);
+    attn_alpha_ = &register_parameter("attn_alpha", at::ones({d_model}, options.dtype(at::kFloat)).mul_(scaling));
+    mlp_alpha_ = &register_parameter("mlp_alpha", at::ones({d_model}, options.dtype(at::kFloat)).mul_(scaling));
+    return;
+  }
   attention_norm_ = register_module("attention_norm",
                                     std::make_shared<LayerNorm>(d_model, spec.layer_norm, options));
   feed_forward_ = register_module("feed_forward",
@@ -33,7 +43,19 @@ at::Tensor TransformerBlock::residual(const at::Tensor& residual, const at::Tens
   return at::add(residual, train ? at::dropout(x, spec_.dropout, /*train=*/true) : x, alpha);
 }
 
+void TransformerBlock::normalize_matrices() {
+  attention_->normalize_matrices();
+  feed_forward_->normalize_matrices();
+}
+
 at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache) const {
+  if (attn_alpha_) {
+    // h = norm(lerp(x, norm(attention(x)), |alpha_eff|)), likewise for the feed-forward, with
+    // alpha_eff = alpha * (0.05 / (1 / sqrt(d_model))) as OLMo-core computes it.
+    const double factor = 0.05 / (1.0 / std::sqrt(d_model_));
+    auto h = l2_normalize(at::lerp(x, l2_normalize(attention_->forward(x, cache)), (*attn_alpha_ * factor).abs()));
+    return l2_normalize(at::lerp(h, l2_normalize(feed_forward_->forward(h)), (*mlp_alpha_ * factor).abs()));
+  }
   const double a = spec_.attention_residual_alpha, f = spec_.feed_forward_residual_alpha;
   if (spec_.name == "reordered_norm") {
     auto h = residual(x, attention_norm_->forward(attention_->forward(x, cache)), a);

@@ -1,7 +1,8 @@
 // olmo_core.nn.transformer.block: TransformerBlock ("default", pre-norm),
 // ReorderedNormTransformerBlock ("reordered_norm", OLMo-2: norms on the sublayer outputs),
 // LayerNormScaledTransformerBlock ("default_scaled": pre-norm outputs times 1/sqrt(layer)) and
-// PeriNormTransformerBlock ("peri_norm": norms on the sublayers' inputs and outputs).
+// PeriNormTransformerBlock ("peri_norm": norms on the sublayers' inputs and outputs) and
+// NormalizedTransformerBlock ("normalized", nGPT: hidden states stay on the unit sphere).
 #pragma once
 #include "core/nn/attention.h"
 #include "core/nn/feed_forward.h"
@@ -17,6 +18,9 @@ class TransformerBlock : public Module {
   Attention& attention() { return *attention_; }
   FeedForward& feed_forward() { return *feed_forward_; }
 
+  // nGPT: the attention's and the feed-forward's matrices back to unit rows/columns.
+  void normalize_matrices();
+
  private:
   // OLMo-core's ResidualStream: residual + alpha * dropout(x).
   at::Tensor residual(const at::Tensor& residual, const at::Tensor& x, double alpha) const;
@@ -28,6 +32,9 @@ class TransformerBlock : public Module {
   std::shared_ptr<LayerNorm> feed_forward_norm_;
   std::shared_ptr<LayerNorm> post_attention_norm_, post_feed_forward_norm_;  // peri_norm
   at::Tensor* ln_scale_ = nullptr;  // default_scaled: OLMo-core's float32 "ln_scale" buffer
+  at::Tensor* attn_alpha_ = nullptr;  // normalized: the learned step sizes toward each sublayer
+  at::Tensor* mlp_alpha_ = nullptr;
+  double d_model_ = 0;
 };
 
 }  // namespace olm::nn

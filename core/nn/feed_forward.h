@@ -15,9 +15,15 @@ class FeedForward : public Module {
   Linear& w2() { return *w2_; }
   Linear* w3() { return w3_.get(); }  // NULL for "classic"
 
+  // nGPT: unit rows for w1 and w3, unit columns for w2.
+  void normalize_matrices();
+
  private:
   FeedForwardSpec spec_;
   std::shared_ptr<Linear> w1_, w2_, w3_;
+  at::Tensor* sw1_ = nullptr;  // "normalized": learned scales of the gate and the value
+  at::Tensor* sw3_ = nullptr;
+  double sqrt_d_model_ = 0;
 };
 
 }  // namespace olm::nn

@@ -34,8 +34,11 @@ void init_weights(Transformer& model) {
   at::Generator generator = at::detail::createCPUGenerator(static_cast<uint64_t>(spec.init_seed));
 
   // Embeddings.
+  const double inv_sqrt_d = std::pow(static_cast<double>(spec.d_model), -0.5);
   if (method == "llama" || method == "llama_depth") {
     model.embeddings().normal_(0.0, 1.0, generator);
+  } else if (method == "normalized") {
+    model.embeddings().normal_(0.0, inv_sqrt_d, generator);
   } else if (method == "fan_in") {
     model.embeddings().normal_(0.0, spec.embed_scale ? 1.0 / *spec.embed_scale : 1.0, generator);
   } else {
@@ -47,7 +50,9 @@ void init_weights(Transformer& model) {
     auto& block = *model.blocks()[i];
     const double depth = static_cast<double>(i + 1);
     auto& att = block.attention();
-    double std = spec.init_std;
+    // OLMo-core's "normalized" replaces the base std by 1/sqrt(d_model) for the input
+    // projections and then derives the output projections' std from that replacement.
+    const double std = method == "normalized" ? inv_sqrt_d : spec.init_std;
     for (Linear* w : {&att.w_q(), &att.w_k(), &att.w_v()}) {
       init_linear(*w, method == "fan_in" ? std::pow(w->in_features(), -0.5) : std, generator);
     }
@@ -55,7 +60,7 @@ void init_weights(Transformer& model) {
       init_linear(*w_g, method == "fan_in" ? std::pow(w_g->in_features(), -0.5) : std, generator);
     double out_std = std;
     if (method == "fan_in") out_std = std::pow(att.w_out().in_features(), -0.5);
-    else if (method == "llama") out_std = std / std::sqrt(2 * n_blocks);
+    else if (method == "llama" || method == "normalized") out_std = std / std::sqrt(2 * n_blocks);
     else if (method == "llama_depth") out_std = std / std::sqrt(2 * depth);
     init_linear(att.w_out(), out_std, generator);
 
@@ -68,13 +73,15 @@ void init_weights(Transformer& model) {
       init_linear(*w3, method == "fan_in" ? std::pow(w3->in_features(), -0.5) : w3_std, generator);
     // OLMo-core reuses the w3 std for w2 (except fan_in, which uses w2's own fan-in); the
     // classic feed-forward, which has no w3, scales its output layer the same way.
-    init_linear(ff.w2(), method == "fan_in" ? std::pow(ff.w2().in_features(), -0.5) : w3_std,
+    const double w2_std = method == "normalized" ? std / std::sqrt(2 * n_blocks) : w3_std;
+    init_linear(ff.w2(), method == "fan_in" ? std::pow(ff.w2().in_features(), -0.5) : w2_std,
                 generator);
   }
 
   double final_std = spec.init_std;
   if (method != "normal") final_std = std::pow(static_cast<double>(spec.d_model), -0.5);
   init_linear(model.lm_head().w_out(), final_std, generator);
+  if (spec.normalized) model.normalize_matrices();
 }
 
 }  // namespace olm::nn

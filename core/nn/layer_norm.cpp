@@ -13,7 +13,12 @@ LayerNorm::LayerNorm(int64_t size, const LayerNormSpec& spec, const at::TensorOp
   }
 }
 
+at::Tensor l2_normalize(const at::Tensor& x, int64_t dim) {
+  return x / at::linalg_vector_norm(x, 2, {dim}, /*keepdim=*/true, at::kFloat).to(x.scalar_type());
+}
+
 at::Tensor LayerNorm::forward(const at::Tensor& input) const {
+  if (spec_.name == "l2_norm") return l2_normalize(input);
   const auto og_dtype = input.scalar_type();
   const at::Tensor x = spec_.full_precision ? input.to(at::kFloat) : input;
   std::optional<at::Tensor> weight, bias;

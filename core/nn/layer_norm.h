@@ -6,6 +6,9 @@
 
 namespace olm::nn {
 
+// olmo_core.nn.functional.l2_normalize: x / ||x|| along dim, the norm taken in float32.
+at::Tensor l2_normalize(const at::Tensor& x, int64_t dim = -1);
+
 class LayerNorm : public Module {
  public:
   LayerNorm(int64_t size, const LayerNormSpec& spec, const at::TensorOptions& options);

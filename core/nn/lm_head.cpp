@@ -1,5 +1,7 @@
 #include "core/nn/lm_head.h"
 
+#include <cmath>
+
 #include "core/nn/fused_linear_loss.h"
 
 namespace olm::nn {
@@ -35,7 +37,13 @@ LMHead::LMHead(int64_t d_model, int64_t vocab_size, const LMHeadSpec& spec,
   if (spec.layer_norm)
     norm_ = register_module("norm", std::make_shared<LayerNorm>(d_model, *spec.layer_norm, options));
   w_out_ = register_module("w_out", std::make_shared<Linear>(d_model, vocab_size, spec.bias, options));
+  if (spec.normalized) {
+    d_model_ = static_cast<double>(d_model);
+    sz_ = &register_parameter("sz", at::ones({vocab_size}, options).mul_(1.0 / std::sqrt(d_model_)));
+  }
 }
+
+void LMHead::normalize_matrices() { w_out_->weight().copy_(l2_normalize(w_out_->weight(), -1)); }
 
 at::Tensor LMHead::keep_last(const at::Tensor& t, int64_t logits_to_keep) const {
   return logits_to_keep > 0 ? t.slice(1, t.size(1) - logits_to_keep) : t;
@@ -43,7 +51,9 @@ at::Tensor LMHead::keep_last(const at::Tensor& t, int64_t logits_to_keep) const 
 
 at::Tensor LMHead::logits(const at::Tensor& h, int64_t logits_to_keep) const {
   auto x = norm_ ? norm_->forward(h) : h;
-  return w_out_->forward(keep_last(x, logits_to_keep));
+  auto logits = w_out_->forward(keep_last(x, logits_to_keep));
+  if (sz_) logits = *sz_ * (1.0 / (1.0 / std::sqrt(d_model_))) * logits;  // OLMo-core's NormalizedLMHead
+  return logits;
 }
 
 LossOutput LMHead::loss(const at::Tensor& h, const at::Tensor& labels_in,

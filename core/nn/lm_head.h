@@ -44,6 +44,9 @@ class LMHead : public Module {
 
   Linear& w_out() { return *w_out_; }
 
+  // nGPT: unit rows for w_out.
+  void normalize_matrices();
+
  private:
   at::Tensor keep_last(const at::Tensor& t, int64_t logits_to_keep) const;
 
@@ -51,6 +54,8 @@ class LMHead : public Module {
   bool fused_linear_loss_;
   std::shared_ptr<LayerNorm> norm_;
   std::shared_ptr<Linear> w_out_;
+  at::Tensor* sz_ = nullptr;  // normalized head: learned per-token logit scales
+  double d_model_ = 0;
 };
 
 }  // namespace olm::nn

@@ -33,6 +33,13 @@ void Transformer::to(const at::Device& device, at::ScalarType dtype) {
   }
 }
 
+void Transformer::normalize_matrices() {
+  at::NoGradGuard no_grad;
+  embeddings_.copy_(l2_normalize(embeddings_, -1));
+  for (auto& block : blocks_) block->normalize_matrices();
+  lm_head_->normalize_matrices();
+}
+
 at::Tensor Transformer::hidden_states(const at::Tensor& input_ids, std::vector<KVCache>* caches) const {
   auto h = at::embedding(embeddings_, input_ids);
   if (spec_.embed_scale) h = h * *spec_.embed_scale;

@@ -32,6 +32,10 @@ class Transformer : public Module {
     checkpointed_ = std::move(checkpointed);
   }
 
+  // nGPT (spec().normalized): embeddings and every weight matrix back to unit norm, as
+  // OLMo-core's NormalizedTransformer.normalize_matrices; called after each optimizer step.
+  void normalize_matrices();
+
   const ModelSpec& spec() const { return spec_; }
   at::Tensor& embeddings() { return embeddings_; }
   std::vector<std::shared_ptr<TransformerBlock>>& blocks() { return blocks_; }

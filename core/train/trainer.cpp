@@ -156,6 +156,8 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   for (auto& group : optimizer_->groups())
     group.lr = spec.scheduler.lr(group.initial_lr, current, std::max<int64_t>(t_max, 1));
   optimizer_->step(step_factor);
+  // OLMo-core's post_optim_step: nGPT's matrices go back to the unit sphere.
+  if (model_->config().spec().normalized) model_->module().normalize_matrices();
   for (auto& p : params_) p.tensor->mutable_grad().reset();
 
   StepMetrics m;

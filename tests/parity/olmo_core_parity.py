@@ -32,7 +32,7 @@ PRESETS = ["olmo2_1M", "olmo2_14M", "olmo2_30M", "olmo2_60M", "olmo2_100M", "olm
            "llama2_13B", "llama2_26B", "llama2_70B", "llama3_1B", "llama3_8B", "llama3_70B",
            "llama3_405B", "olmo3_1M", "olmo3_14M", "olmo3_30M", "olmo3_60M", "olmo3_100M",
            "olmo3_190M", "olmo3_370M", "olmo3_600M", "olmo3_760M", "olmo3_1B", "olmo3_3B", "olmo3_7B",
-           "olmo3_13B", "olmo3_32B", "gemma3_1B", "gemma3_4B", "gemma3_12B", "gemma3_27B"]
+           "olmo3_13B", "olmo3_32B", "gemma3_1B", "gemma3_4B", "gemma3_12B", "gemma3_27B", "ngpt_271M", "ngpt_1B"]
 
 
 def norm_json(ln):
@@ -49,7 +49,7 @@ def norm_json(ln):
 def block_json(block):
     """Translate an OLMo-core TransformerBlockConfig into olm's JSON, field by field."""
     att = block.sequence_mixer
-    attention = {"n_heads": att.n_heads}
+    attention = {"name": str(att.name), "n_heads": att.n_heads}
     for field in ("n_kv_heads", "head_dim", "bias", "clip_qkv", "use_head_qk_norm"):
         value = getattr(att, field)
         if value is not None:
@@ -78,12 +78,13 @@ def block_json(block):
             "pattern": list(sw.pattern),
             "force_full_attention_on_first_layer": sw.force_full_attention_on_first_layer,
             "force_full_attention_on_last_layer": sw.force_full_attention_on_last_layer}
-    ff = {"hidden_size": block.feed_forward.hidden_size,
+    ff = {"name": str(block.feed_forward.name), "hidden_size": block.feed_forward.hidden_size,
           "activation": str(block.feed_forward.activation)}
     if block.feed_forward.bias is not None:
         ff["bias"] = block.feed_forward.bias
-    out = {"name": str(block.name), "attention": attention,
-           "layer_norm": norm_json(block.layer_norm), "feed_forward": ff}
+    out = {"name": str(block.name), "attention": attention, "feed_forward": ff}
+    if block.layer_norm is not None:
+        out["layer_norm"] = norm_json(block.layer_norm)
     for field in ("attention_residual_alpha", "feed_forward_residual_alpha"):
         if getattr(block, field) is not None:
             out[field] = getattr(block, field)
@@ -96,7 +97,8 @@ def to_olm_json(cfg):
         "d_model": cfg.d_model,
         "vocab_size": cfg.vocab_size,
         "n_layers": cfg.n_layers,
-        "lm_head": {"layer_norm": norm_json(cfg.lm_head.layer_norm)},
+        "name": str(cfg.name),
+        "lm_head": {"name": str(cfg.lm_head.name)},
         "init_seed": cfg.init_seed,
         "init_std": cfg.init_std,
         "init_method": str(cfg.init_method),
@@ -108,6 +110,8 @@ def to_olm_json(cfg):
         out["block"] = block_json(cfg.block)
     if cfg.block_overrides:
         out["block_overrides"] = [{"layer": k, "block": block_json(v)} for k, v in cfg.block_overrides.items()]
+    if cfg.lm_head.layer_norm is not None:
+        out["lm_head"]["layer_norm"] = norm_json(cfg.lm_head.layer_norm)
     if cfg.lm_head.bias is not None:
         out["lm_head"]["bias"] = cfg.lm_head.bias
     if cfg.embedding_norm is not None:
@@ -135,7 +139,7 @@ def compare_presets(olm):
     print(f"  ok: parameter counts of {len(PRESETS)} presets equal OLMo-core's at two vocab sizes")
     # FLOPs come from a built model in OLMo-core: check the small presets (meta device).
     flops_presets = ["olmo2_1M", "olmo2_30M", "olmo2_190M", "llama2_271M", "llama3_1B", "olmo2_1B", "olmo2_7B",
-                     "olmo3_30M", "olmo3_7B", "gemma3_1B"]
+                     "olmo3_30M", "olmo3_7B", "gemma3_1B", "ngpt_271M"]
     for name in flops_presets:
         ref = getattr(TransformerConfig, name)(vocab_size=100278)
         model = ref.build(init_device="meta")
@@ -314,6 +318,8 @@ def main():
     other = peri.block.copy()
     overridden.block_overrides = {1: other}
     configs["llama_like_block_override"] = overridden
+    # nGPT: normalized transformer, blocks, attention (L2 QK-norm), feed-forward and head.
+    configs["ngpt_like"] = TransformerConfig.ngpt_like(d_model=64, vocab_size=300, n_layers=3, n_heads=4)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         for label, cfg in configs.items():

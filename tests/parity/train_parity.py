@@ -53,10 +53,10 @@ def train_json(model_json, optimizer, scheduler, micro_instances=2, extra=None):
     return json.dumps(cfg)
 
 
-def olmo_core_run(optimizer_factory, scheduler, data, micro_instances=2):
+def olmo_core_run(optimizer_factory, scheduler, data, micro_instances=2, config=model_config):
     """OLMo-core's TransformerTrainModule.train_batch + optim_step, written out."""
     torch.manual_seed(0)
-    model = model_config().build(init_device="cpu")
+    model = config().build(init_device="cpu")
     model.init_weights(device=torch.device("cpu"))
     emb = [p for n, p in model.named_parameters() if n == "embeddings.weight"]
     rest = [p for n, p in model.named_parameters() if n != "embeddings.weight"]
@@ -82,13 +82,14 @@ def olmo_core_run(optimizer_factory, scheduler, data, micro_instances=2):
         for g in optim.param_groups:
             g["lr"] = scheduler.get_lr(g["initial_lr"], step, STEPS)
         optim.step()
+        model.post_optim_step()  # nGPT renormalizes its matrices here; others do nothing
         optim.zero_grad(set_to_none=True)
         out.append((float(ce), float(grad_norm), optim.param_groups[-1]["lr"]))
     return out, {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
-def olm_run(olm, optimizer, scheduler, data, tmp, micro_instances=2, extra=None):
-    model_json = to_olm_json(model_config())
+def olm_run(olm, optimizer, scheduler, data, tmp, micro_instances=2, extra=None, config=model_config):
+    model_json = to_olm_json(config())
     cfg = olm.config_from_json(json.dumps(model_json))
     model = olm.model(cfg)
     tcfg = olm.train_config(train_json(model_json, optimizer, scheduler, micro_instances, extra))
@@ -146,6 +147,22 @@ def compare_training(olm, tmp):
         # float32 training: per-op rounding compounds over 6 steps; 1e-5 relative on the loss
         # and 1e-5 absolute on weights of scale ~0.02-1 is a few hundred ulps.
         assert loss_rel < 1e-5 and norm_rel < 1e-4 and lr_diff < 1e-12 and param_diff < 1e-5, oname
+
+
+def normalized_training(olm, tmp):
+    """nGPT: the trainer renormalizes the matrices after every step, as OLMo-core's post_optim_step."""
+    data = batches(11)
+    config = lambda: TransformerConfig.ngpt_like(d_model=64, vocab_size=VOCAB, n_layers=2, n_heads=4)  # noqa: E731
+    ojson = {"name": "adamw", "lr": 3e-3, "beta1": 0.9, "beta2": 0.95, "weight_decay": 0.1}
+    sjson = {"name": "cos_with_warmup", "warmup": 2, "alpha_f": 0.1}
+    ref, ref_state = olmo_core_run(
+        lambda groups: torch.optim.AdamW(groups, lr=3e-3, betas=(0.9, 0.95), weight_decay=0.1, eps=1e-8, fused=True),
+        CosWithWarmup(warmup=2, alpha_f=0.1), data, config=config)
+    ours, our_state = olm_run(olm, ojson, sjson, data, tmp, config=config)
+    loss_rel = max(abs(m.ce_loss - r[0]) / abs(r[0]) for m, r in zip(ours, ref))
+    param_diff = max((our_state[k] - ref_state[k]).abs().max().item() for k in ref_state)
+    print(f"  ngpt_like adamw cos_with_warmup: loss rel {loss_rel:.1e}  params |diff| {param_diff:.1e}")
+    assert loss_rel < 1e-5 and param_diff < 1e-5
 
 
 def micro_batch_equivalence(olm, tmp):
@@ -222,6 +239,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         print("[optimizers x schedulers vs OLMo-core]")
         compare_training(olm, tmp)
+        print("[nGPT]")
+        normalized_training(olm, tmp)
         print("[micro-batching]")
         micro_batch_equivalence(olm, tmp)
         print("[resume]")

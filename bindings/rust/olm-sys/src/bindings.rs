@@ -641,6 +641,9 @@ extern "C" {
     pub fn olm_model_num_params(model: *const olm_model, out: *mut i64) -> *mut olm_error;
 }
 extern "C" {
+    pub fn olm_model_normalize_matrices(model: *mut olm_model) -> *mut olm_error;
+}
+extern "C" {
     pub fn olm_model_parameter_count(model: *const olm_model, out: *mut usize) -> *mut olm_error;
 }
 #[repr(C)]

@@ -554,6 +554,12 @@ impl Model {
         Ok(n)
     }
 
+    /// Renormalizes an nGPT model's embeddings and matrices to unit norm (the trainer does
+    /// this after every step); an error for models whose config name is not "normalized".
+    pub fn normalize_matrices(&mut self) -> Result<()> {
+        check(unsafe { sys::olm_model_normalize_matrices(self.ptr.as_ptr()) })
+    }
+
     /// The parameters in state-dict order.
     pub fn parameters(&self) -> Result<Vec<ParameterInfo>> {
         let mut count = 0usize;

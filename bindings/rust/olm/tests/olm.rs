@@ -156,6 +156,23 @@ fn model_forward_loss_and_weights() {
 }
 
 #[test]
+fn normalized_transformer_renormalizes() {
+    let ngpt = r#"{"name": "normalized", "d_model": 32, "vocab_size": 64, "n_layers": 2, "init_method": "normalized",
+ "block": {"name": "normalized", "attention": {"name": "normalized", "n_heads": 4, "qk_norm": {"name": "l2_norm"},
+   "rope": {"theta": 500000}}, "feed_forward": {"name": "normalized", "hidden_size": 96}},
+ "lm_head": {"name": "normalized"}}"#;
+    let cfg = Config::from_json(ngpt).unwrap();
+    let mut model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let x = Tensor::from_i64(&ids(8, 64), &[1, 8]).unwrap();
+    let before = model.forward(&x, 0).unwrap().to_vec_f32().unwrap();
+    model.normalize_matrices().unwrap();
+    let after = model.forward(&x, 0).unwrap().to_vec_f32().unwrap();
+    assert!(before.iter().zip(&after).all(|(a, b)| (a - b).abs() < 1e-4));
+    let mut plain = Model::new(&Config::from_json(TINY).unwrap(), "cpu", &ModelOptions::default()).unwrap();
+    expect_err(plain.normalize_matrices(), ErrorCode::InvalidArgument, "not a normalized");
+}
+
+#[test]
 fn generation_streams_and_stops() {
     let cfg = Config::from_json(TINY).unwrap();
     let model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
