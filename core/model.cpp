@@ -76,18 +76,30 @@ at::Tensor Model::checked_tokens(const at::Tensor& ids, const char* argument,
   return values;
 }
 
-at::Tensor Model::forward(const at::Tensor& input_ids, int64_t logits_to_keep) const {
+at::Tensor Model::checked_doc_positions(const at::Tensor& ids, const at::Tensor& cu_doc_lens,
+                                        int64_t max_doc_len) const {
+  require(max_doc_len >= 0, ErrorCode::kInvalidArgument,
+          "max_doc_len must be >= 0 (got " + std::to_string(max_doc_len) + ")");
+  if (!cu_doc_lens.defined()) return at::Tensor();
+  return nn::document_positions(cu_doc_lens.to(device_), ids.size(0), ids.size(1), max_doc_len);
+}
+
+at::Tensor Model::forward(const at::Tensor& input_ids, int64_t logits_to_keep, const at::Tensor& cu_doc_lens,
+                          int64_t max_doc_len) const {
   auto ids = checked_tokens(input_ids, "input_ids", std::nullopt);
+  auto doc_positions = checked_doc_positions(ids, cu_doc_lens, max_doc_len);
   require(logits_to_keep >= 0 && logits_to_keep <= ids.size(1), ErrorCode::kInvalidArgument,
           "logits_to_keep must be in [0, seq_len=" + std::to_string(ids.size(1)) + "] (got " +
               std::to_string(logits_to_keep) + ")");
   c10::InferenceMode guard;
-  return module_->forward(ids, logits_to_keep).to(at::kFloat);
+  return module_->forward(ids, logits_to_keep, nullptr, doc_positions).to(at::kFloat);
 }
 
 nn::LossOutput Model::loss(const at::Tensor& input_ids, const at::Tensor& labels,
-                           const nn::LossOptions& options) const {
+                           const nn::LossOptions& options, const at::Tensor& cu_doc_lens,
+                           int64_t max_doc_len) const {
   auto ids = checked_tokens(input_ids, "input_ids", std::nullopt);
+  auto doc_positions = checked_doc_positions(ids, cu_doc_lens, max_doc_len);
   auto targets = checked_tokens(labels, "labels", options.ignore_index);
   require(ids.sizes() == targets.sizes(), ErrorCode::kInvalidArgument,
           "labels: shape " + shape_string(targets.sizes()) + " differs from input_ids shape " +
@@ -99,7 +111,7 @@ nn::LossOutput Model::loss(const at::Tensor& input_ids, const at::Tensor& labels
   require(options.loss_div_factor != 0.0 && std::isfinite(options.loss_div_factor),
           ErrorCode::kInvalidArgument, "loss_div_factor must be a non-zero finite number");
   c10::InferenceMode guard;
-  auto out = module_->loss(ids, targets, options);
+  auto out = module_->loss(ids, targets, options, doc_positions);
   if (out.logits) out.logits = out.logits->to(at::kFloat);
   return out;
 }

@@ -391,6 +391,17 @@ typedef struct olm_forward_options {
     size_t struct_size;
     /** Keep only the logits of the last N positions; 0 (the default) keeps all. */
     int64_t logits_to_keep;
+    /** Intra-document masking (OLMo-core's cu_doc_lens): NULL (the default) for none, else a
+     *  1-D int32 or int64 tensor of cumulative document lengths over the flattened
+     *  (batch, seq_len) tokens: it starts at 0, never decreases, ends at batch * seq_len and
+     *  holds every multiple of seq_len (documents do not cross rows), as olm_batch's
+     *  cu_doc_lens. Tokens attend only to earlier tokens of their own document and RoPE
+     *  positions restart at 0 in each document, so every document's logits equal those of a
+     *  separate forward over it. Not owned: the library only reads it during the call. */
+    const olm_tensor* cu_doc_lens;
+    /** With cu_doc_lens: 0 (the default), or an upper bound on the longest document (as
+     *  olm_batch's max_doc_len); a smaller value is an error. Ignored without cu_doc_lens. */
+    int64_t max_doc_len;
 } olm_forward_options;
 
 /**
@@ -410,7 +421,8 @@ OLM_API void olm_forward_options_init(olm_forward_options* options);
  * @param logits On success, receives a new float32 tensor of shape
  *        (batch, kept positions, vocab_size) on the model's device, owned by the caller.
  * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers, a wrong dtype or
- *         shape, a token id outside the vocabulary or a bad logits_to_keep.
+ *         shape, a token id outside the vocabulary, a bad logits_to_keep, or a cu_doc_lens
+ *         or max_doc_len that breaks the rules above.
  */
 OLM_API OLM_MUST_USE olm_error* olm_model_forward(olm_model* model, const olm_tensor* input_ids,
                                                   const olm_forward_options* options,
@@ -437,6 +449,17 @@ typedef struct olm_loss_options {
     int32_t return_logits;
     /** Compute the loss over the last N positions only; 0 (the default) uses all. */
     int64_t logits_to_keep;
+    /** Intra-document masking (OLMo-core's cu_doc_lens): NULL (the default) for none, else a
+     *  1-D int32 or int64 tensor of cumulative document lengths over the flattened
+     *  (batch, seq_len) tokens: it starts at 0, never decreases, ends at batch * seq_len and
+     *  holds every multiple of seq_len (documents do not cross rows), as olm_batch's
+     *  cu_doc_lens. Tokens attend only to earlier tokens of their own document and RoPE
+     *  positions restart at 0 in each document, so every document's logits equal those of a
+     *  separate forward over it. Not owned: the library only reads it during the call. */
+    const olm_tensor* cu_doc_lens;
+    /** With cu_doc_lens: 0 (the default), or an upper bound on the longest document (as
+     *  olm_batch's max_doc_len); a smaller value is an error. Ignored without cu_doc_lens. */
+    int64_t max_doc_len;
 } olm_loss_options;
 
 /**
@@ -481,8 +504,8 @@ typedef struct olm_loss_result {
  * @param out The caller's result struct; its struct_size must be set (for example with
  *        sizeof(olm_loss_result)). Filled only on success.
  * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers, wrong dtypes or
- *         shapes, out-of-vocabulary ids or labels, an unknown reduction or a zero
- *         loss_div_factor.
+ *         shapes, out-of-vocabulary ids or labels, an unknown reduction, a zero
+ *         loss_div_factor, or a bad cu_doc_lens or max_doc_len (see olm_forward_options).
  */
 OLM_API OLM_MUST_USE olm_error* olm_model_loss(olm_model* model, const olm_tensor* input_ids,
                                                const olm_tensor* labels,

@@ -119,6 +119,8 @@ TEST(CapiTrainConfig, RoundTripsAndNamesBadFields) {
            {R"(, "ac_mode": "sometimes")", OLM_ERR_INVALID_CONFIG, "ac_mode"},
            {R"(, "keep_last_n": 0)", OLM_ERR_INVALID_CONFIG, "keep_last_n"},
            {R"(, "autocast_precision": "fp8")", OLM_ERR_INVALID_CONFIG, "autocast_precision"},
+           {R"(, "data": {"paths": ["x.npy"], "generate_doc_lengths": true})", OLM_ERR_INVALID_CONFIG,
+            "data.generate_doc_lengths requires data.eos_token_id"},
        }) {
     const std::string bad = train_json(c.extra);
     olm_train_config* out = reinterpret_cast<olm_train_config*>(0x1);

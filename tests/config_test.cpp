@@ -88,6 +88,10 @@ TEST(Config, ValidationNamesTheField) {
            {"\"n_heads\": 4", "\"n_heads\": 4, \"sliding_window\": {\"pattern\": []}", "block.attention.sliding_window.pattern: empty", ErrorCode::kInvalidConfig},
            {"\"theta\": 500000", "\"theta\": 500000, \"no_global_rope\": true", "no_global_rope requires block.attention.sliding_window", ErrorCode::kInvalidConfig},
            {"\"n_layers\": 2", "\"n_layers\": 2, \"embed_scale\": -1", "embed_scale must be a positive finite number", ErrorCode::kInvalidConfig},
+           {"\"n_heads\": 4", "\"n_heads\": 4, \"backend\": \"flash_9\"", "block.attention.backend: unknown value 'flash_9' (known: torch, explicit)", ErrorCode::kInvalidConfig},
+           {"\"n_heads\": 4", "\"n_heads\": 4, \"softcap\": 0", "block.attention.softcap must be a positive finite number (got 0)", ErrorCode::kInvalidConfig},
+           {"\"n_heads\": 4", "\"n_heads\": 4, \"softcap\": -50", "block.attention.softcap must be a positive finite number", ErrorCode::kInvalidConfig},
+           {"\"n_heads\": 4", "\"n_heads\": 4, \"softcap\": 50, \"backend\": \"torch\"", "block.attention.softcap needs block.attention.backend \"explicit\"", ErrorCode::kInvalidConfig},
            {"\"d_model\": 64", "\"d_model\": \"wide\"", "field 'd_model'", ErrorCode::kParse},
            {"\"d_model\": 64", "\"d_model\": 99999999999", "d_model", ErrorCode::kParse},
            {"\"bias\": false}, \"bias\"", "\"bias\": \"no\"}, \"bias\"", "field 'bias'", ErrorCode::kParse},
@@ -102,6 +106,24 @@ TEST(Config, ValidationNamesTheField) {
   expect_error([] { olm::Config::from_json("{\"d_model\": 8,"); }, ErrorCode::kParse, "config JSON");
   expect_error([] { olm::Config::from_json("{\"d_model\": 8}"); }, ErrorCode::kParse, "required field is missing: block");
   expect_error([] { olm::Config::from_json(""); }, ErrorCode::kParse, "config JSON");
+}
+
+// The catalogue's attention fields survive JSON and FlatBuffer round trips and resolve.
+TEST(Config, AttentionBackendAndSoftcapRoundTrip) {
+  const auto config = olm::Config::from_json(replace(kTiny, "\"n_heads\": 4", "\"n_heads\": 4, \"softcap\": 50"));
+  const std::string json = config.to_json();
+  EXPECT_THAT(json, HasSubstr("\"softcap\": 50"));
+  EXPECT_EQ(olm::Config::from_json(json).to_json(), json);
+  const auto fb = config.to_flatbuffer();
+  EXPECT_EQ(olm::Config::from_flatbuffer(fb.data(), fb.size()).to_json(), json);
+  const auto& att = config.spec().blocks[0].attention;
+  EXPECT_EQ(att.softcap, 50.0);
+  EXPECT_EQ(att.backend, "explicit") << "soft-capping defaults to the explicit softmax";
+  EXPECT_EQ(olm::Config::from_json(kTiny).spec().blocks[0].attention.backend, "torch");
+  EXPECT_FALSE(olm::Config::from_json(kTiny).spec().blocks[0].attention.softcap);
+  const auto explicit_backend = olm::Config::from_json(replace(kTiny, "\"n_heads\": 4", "\"n_heads\": 4, \"backend\": \"explicit\""));
+  EXPECT_EQ(explicit_backend.spec().blocks[0].attention.backend, "explicit");
+  EXPECT_EQ(explicit_backend.num_params().total, olm::Config::from_json(kTiny).num_params().total);
 }
 
 // OLM-style models: a classic (ungated) feed-forward with any registered activation, a

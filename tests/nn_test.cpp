@@ -91,7 +91,8 @@ at::Tensor dlinear(const at::Tensor& x, at::Tensor& w, at::Tensor* b) {
   return b ? y + b->to(at::kDouble) : y;
 }
 
-// Causal softmax attention written out, with GQA head mapping h -> h / (H / Hkv).
+// Causal softmax attention written out, with GQA head mapping h -> h / (H / Hkv) and, when
+// spec.softcap is set, scores soft-capped as Gemma 2: cap * tanh(s / cap).
 at::Tensor ref_attention(olm::nn::Attention& att, const olm::AttentionSpec& spec, const at::Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1), H = spec.n_heads, Hkv = spec.n_kv_heads, D = spec.head_dim;
   auto xd = x.to(at::kDouble);
@@ -134,6 +135,7 @@ at::Tensor ref_attention(olm::nn::Attention& att, const olm::AttentionSpec& spec
         double mx = -1e300;
         for (int64_t j = 0; j <= i; ++j) {
           scores[static_cast<size_t>(j)] = (q[b][i][h] * k[b][j][kv]).sum().item<double>() * scale;
+          if (spec.softcap) scores[static_cast<size_t>(j)] = *spec.softcap * std::tanh(scores[static_cast<size_t>(j)] / *spec.softcap);
           mx = std::max(mx, scores[static_cast<size_t>(j)]);
         }
         double z = 0;
@@ -416,6 +418,131 @@ TEST(Model, RejectsBadTokenInputs) {
   auto ids = at::ones({1, 4}, at::kInt);
   EXPECT_TRUE(at::equal(model.forward(ids, 0), model.forward(ids.to(at::kLong), 0)));
   EXPECT_EQ(model.forward(ids, 2).size(1), 2);
+}
+
+
+// ---- intra-document masking, explicit softmax, soft-capping ---------------------------------
+
+olm::Config doc_config(const std::string& attention_extra) {
+  return olm::Config::from_json(R"({"d_model": 16, "vocab_size": 40, "n_layers": 2, "block": {"attention":
+      {"n_heads": 4, "n_kv_heads": 2, "bias": false, "rope": {"theta": 10000})" + attention_extra + R"(},
+      "feed_forward": {"hidden_size": 32, "bias": false}, "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+    "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
+}
+
+// OLMo-core's cu_doc_lens -> position inside the document, and every rule it checks.
+TEST(Documents, PositionsFromCumulativeLengths) {
+  auto cu = at::tensor(std::vector<int32_t>{0, 5, 12, 15, 19, 24}, at::kInt);
+  auto pos = olm::nn::document_positions(cu, 2, 12);
+  auto want = at::tensor(std::vector<int64_t>{0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6,
+                                              0, 1, 2, 0, 1, 2, 3, 0, 1, 2, 3, 4}, at::kLong).view({2, 12});
+  EXPECT_TRUE(at::equal(pos, want));
+  // Empty documents (repeated boundaries) are harmless, as in bucketize.
+  auto dup = at::tensor(std::vector<int64_t>{0, 5, 5, 12, 15, 19, 24}, at::kLong);
+  EXPECT_TRUE(at::equal(olm::nn::document_positions(dup, 2, 12), want));
+  auto expect_error = [](const at::Tensor& c, int64_t max_doc_len, const std::string& needle) {
+    try {
+      olm::nn::document_positions(c, 2, 12, max_doc_len);
+      ADD_FAILURE() << "expected an error mentioning " << needle;
+    } catch (const olm::Error& e) {
+      EXPECT_EQ(e.code(), olm::ErrorCode::kInvalidArgument);
+      EXPECT_THAT(e.what(), HasSubstr(needle));
+    }
+  };
+  auto i64 = [](std::vector<int64_t> v) { return at::tensor(v, at::kLong); };
+  expect_error(i64({1, 12, 24}), 0, "start at 0");
+  expect_error(i64({0, 12, 20}), 0, "end at batch * seq_len = 24");
+  expect_error(i64({0, 13, 12, 24}), 0, "non-decreasing");
+  expect_error(i64({0, 10, 24}), 0, "every row must start a document");
+  expect_error(i64({0, 24}).to(at::kFloat), 0, "int32 or int64");
+  expect_error(i64({0}), 0, "at least 2 elements");
+  expect_error(cu, 6, "max_doc_len (6) is less than the longest document (7)");
+  EXPECT_NO_THROW(olm::nn::document_positions(cu, 2, 12, 7));
+}
+
+// RoPE at per-token positions equals the float64 rotation at those positions.
+TEST(Documents, RopeRestartsInEveryDocument) {
+  olm::RoPESpec spec;
+  spec.theta = 10000;
+  olm::nn::RotaryEmbedding rope(8, spec, std::make_shared<olm::nn::BufferCache>());
+  auto q = randn({2, 12, 3, 8}, 61), k = randn({2, 12, 1, 8}, 62);
+  auto cu = at::tensor(std::vector<int64_t>{0, 5, 12, 15, 19, 24}, at::kLong);
+  auto [qr, kr] = rope.apply_at(q, k, olm::nn::document_positions(cu, 2, 12));
+  const std::vector<std::pair<int64_t, int64_t>> docs = {{0, 5}, {5, 12}, {12, 15}, {15, 19}, {19, 24}};
+  for (auto [s, e] : docs) {
+    const int64_t b = s / 12, t0 = s % 12, n = e - s;
+    auto slice = [&](const at::Tensor& t) { return t.select(0, b).slice(0, t0, t0 + n).unsqueeze(0); };
+    EXPECT_LT(max_diff(slice(qr), ref_rope(slice(q), 10000, 0)), 1e-5) << s;
+    EXPECT_LT(max_diff(slice(kr), ref_rope(slice(k), 10000, 0)), 1e-5) << s;
+  }
+}
+
+// A packed batch with cu_doc_lens gives each document the logits of a separate forward over
+// it alone: the same float32 operations on different shapes, so agreement is at float32
+// rounding (logits ~1-10: 1e-5).
+TEST(Documents, PackedForwardEqualsSeparateDocuments) {
+  for (const std::string& extra : {std::string(""), std::string(R"(, "backend": "explicit")"),
+                                   std::string(R"(, "sliding_window": {"pattern": [3]})"),
+                                   std::string(R"(, "softcap": 2.0)")}) {
+    olm::Model model(doc_config(extra), "cpu", {});
+    randomize(model.module(), 71);
+    auto g = gen(72);
+    auto ids = at::randint(40, {2, 12}, g, at::kLong);
+    auto cu = at::tensor(std::vector<int32_t>{0, 5, 12, 15, 19, 24}, at::kInt);
+    auto packed = model.forward(ids, 0, cu, 7);
+    auto plain = model.forward(ids, 0);
+    double worst = 0;
+    for (auto [s, e] : std::vector<std::pair<int64_t, int64_t>>{{0, 5}, {5, 12}, {12, 15}, {15, 19}, {19, 24}}) {
+      const int64_t b = s / 12, t0 = s % 12, n = e - s;
+      auto alone = model.forward(ids.select(0, b).slice(0, t0, t0 + n).unsqueeze(0), 0);
+      worst = std::max(worst, max_diff(packed.select(0, b).slice(0, t0, t0 + n).unsqueeze(0), alone));
+    }
+    EXPECT_LT(worst, 1e-5) << extra;
+    // The first document of each row sees what it saw unmasked; later ones differ.
+    EXPECT_LT(max_diff(packed.select(0, 0).slice(0, 0, 5), plain.select(0, 0).slice(0, 0, 5)), 1e-5);
+    EXPECT_GT(max_diff(packed.select(0, 0).slice(0, 5), plain.select(0, 0).slice(0, 5)), 1e-2) << extra;
+    // The loss takes the same inputs: ce over the packed logits.
+    olm::nn::LossOptions lo;
+    lo.return_logits = true;
+    auto labels = ids.roll(-1, 1);
+    auto out = model.loss(ids, labels, lo, cu, 0);
+    EXPECT_LT(max_diff(*out.logits, packed), 1e-6);
+    auto ce = at::cross_entropy_loss(packed.view({-1, 40}).to(at::kDouble), labels.view({-1}));
+    EXPECT_NEAR(out.loss.item<double>(), ce.item<double>(), 1e-5);
+  }
+  olm::Model model(doc_config(""), "cpu", {});
+  EXPECT_THROW(model.forward(at::ones({2, 12}, at::kLong), 0, at::tensor(std::vector<int64_t>{0, 24}, at::kLong), -1),
+               olm::Error);
+}
+
+// The explicit-softmax backend against SDPA and against the float64 reference; soft-capping
+// against the float64 reference (scores of magnitude ~1-5, so a cap of 1.5 really bites).
+TEST(Attention, ExplicitBackendAndSoftcapMatchFloat64) {
+  for (std::optional<double> cap : {std::optional<double>(), std::optional<double>(1.5)}) {
+    olm::AttentionSpec spec;
+    spec.n_heads = 4;
+    spec.n_kv_heads = 2;
+    spec.head_dim = 4;
+    spec.bias = false;
+    olm::RoPESpec rope;
+    rope.theta = 10000;
+    spec.rope = rope;
+    spec.backend = "explicit";
+    spec.softcap = cap;
+    olm::nn::Attention att(16, spec, std::make_shared<olm::nn::BufferCache>(), at::TensorOptions().dtype(at::kFloat));
+    randomize(att, 81);
+    at::NoGradGuard g;
+    auto x = randn({2, 7, 16}, 82) * 2;
+    auto y = att.forward(x);
+    EXPECT_LT(max_diff(y, ref_attention(att, spec, x)), 1e-5) << (cap ? "softcap" : "plain");
+    auto sdpa_spec = spec;
+    sdpa_spec.backend = "torch";
+    sdpa_spec.softcap.reset();
+    olm::nn::Attention sdpa(16, sdpa_spec, std::make_shared<olm::nn::BufferCache>(), at::TensorOptions().dtype(at::kFloat));
+    randomize(sdpa, 81);
+    if (!cap) EXPECT_LT(max_diff(y, sdpa.forward(x)), 1e-5);
+    else EXPECT_GT(max_diff(y, sdpa.forward(x)), 1e-3) << "the cap must change something";
+  }
 }
 
 }  // namespace

@@ -149,8 +149,15 @@ AttentionSpec resolve_attention(const fb::AttentionConfigT& in, int64_t d_model,
   out.use_head_qk_norm = in.use_head_qk_norm.has_value() ? *in.use_head_qk_norm : false;
   out.dropout = in.dropout.has_value() ? *in.dropout : 0.0;
   require_probability(out.dropout, field + ".dropout");
-  out.backend = or_default(in.backend, "torch");
-  require_one_of(out.backend, {"torch"}, field + ".backend");
+  if (in.softcap.has_value()) {
+    require_positive_finite(*in.softcap, field + ".softcap");
+    out.softcap = *in.softcap;
+  }
+  // SDPA cannot soft-cap scores: soft-capping defaults to the explicit softmax.
+  out.backend = or_default(in.backend, out.softcap ? "explicit" : "torch");
+  require_one_of(out.backend, {"torch", "explicit"}, field + ".backend");
+  require(!(out.softcap && out.backend == "torch"), ErrorCode::kInvalidConfig,
+          field + ".softcap needs " + field + ".backend \"explicit\" (SDPA cannot soft-cap scores)");
   if (in.gate) {
     GateSpec gate;
     const std::string granularity = or_default(in.gate->granularity, "headwise");

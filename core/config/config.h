@@ -59,9 +59,10 @@ struct AttentionSpec {
   std::optional<LayerNormSpec> qk_norm;
   bool use_head_qk_norm = false;
   double dropout = 0.0;
-  std::string backend;  // "torch"
+  std::string backend;  // "torch" (SDPA) | "explicit" (explicit softmax)
   std::optional<GateSpec> gate;
   std::optional<int64_t> window_size;  // this layer's sliding window; nullopt: full attention
+  std::optional<double> softcap;  // scores -> softcap * tanh(scores / softcap); "explicit" only
   int64_t num_params(int64_t d_model) const;
 };
 

@@ -33,22 +33,22 @@ at::Tensor TransformerBlock::residual(const at::Tensor& residual, const at::Tens
   return at::add(residual, train ? at::dropout(x, spec_.dropout, /*train=*/true) : x, alpha);
 }
 
-at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache) const {
+at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache, const at::Tensor& doc_positions) const {
   const double a = spec_.attention_residual_alpha, f = spec_.feed_forward_residual_alpha;
   if (spec_.name == "reordered_norm") {
-    auto h = residual(x, attention_norm_->forward(attention_->forward(x, cache)), a);
+    auto h = residual(x, attention_norm_->forward(attention_->forward(x, cache, doc_positions)), a);
     return residual(h, feed_forward_norm_->forward(feed_forward_->forward(h)), f);
   }
   if (spec_.name == "peri_norm") {
-    auto h = residual(x, post_attention_norm_->forward(attention_->forward(attention_norm_->forward(x), cache)), a);
+    auto h = residual(x, post_attention_norm_->forward(attention_->forward(attention_norm_->forward(x), cache, doc_positions)), a);
     return residual(h, post_feed_forward_norm_->forward(feed_forward_->forward(feed_forward_norm_->forward(h))), f);
   }
   if (spec_.name == "default_scaled") {
     const auto scale = ln_scale_->to(x.scalar_type());
-    auto h = residual(x, attention_->forward(attention_norm_->forward(x) * scale, cache), a);
+    auto h = residual(x, attention_->forward(attention_norm_->forward(x) * scale, cache, doc_positions), a);
     return residual(h, feed_forward_->forward(feed_forward_norm_->forward(h) * scale), f);
   }
-  auto h = residual(x, attention_->forward(attention_norm_->forward(x), cache), a);
+  auto h = residual(x, attention_->forward(attention_norm_->forward(x), cache, doc_positions), a);
   return residual(h, feed_forward_->forward(feed_forward_norm_->forward(h)), f);
 }
 

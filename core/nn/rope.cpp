@@ -124,6 +124,21 @@ std::pair<at::Tensor, at::Tensor> RotaryEmbedding::apply(const at::Tensor& q, co
   return {q_.to(q.scalar_type()), k_.to(k.scalar_type())};
 }
 
+std::pair<at::Tensor, at::Tensor> RotaryEmbedding::apply_at(const at::Tensor& q, const at::Tensor& k,
+                                                            const at::Tensor& positions) const {
+  const int64_t B = q.size(0), T = q.size(1);
+  at::Tensor q_ = spec_.full_precision ? q.to(at::kFloat) : q;
+  at::Tensor k_ = spec_.full_precision ? k.to(at::kFloat) : k;
+  auto [sin, cos] = tables(T, q.device());
+  // olmo_core.nn.rope: pos_sin.index_select(0, pos_idx.reshape(-1)).view(B, k_len, -1).
+  auto idx = positions.to(q.device(), at::kLong).reshape({-1});
+  auto sin_sel = sin.to(q_.scalar_type()).index_select(0, idx).view({B, T, 1, -1});
+  auto cos_sel = cos.to(q_.scalar_type()).index_select(0, idx).view({B, T, 1, -1});
+  q_ = rotate(q_, sin_sel, cos_sel);
+  k_ = rotate(k_, sin_sel, cos_sel);
+  return {q_.to(q.scalar_type()), k_.to(k.scalar_type())};
+}
+
 at::Tensor RotaryEmbedding::rotate(const at::Tensor& t, const at::Tensor& sin, const at::Tensor& cos) const {
   if (rotary_dim_ == t.size(-1)) return (t * cos + rotate_half(t) * sin).to(t.scalar_type());
   // Partial RoPE: rotate the leading rotary_dim dimensions, pass the rest through.

@@ -35,6 +35,11 @@ class RotaryEmbedding {
   std::pair<at::Tensor, at::Tensor> apply(const at::Tensor& q, const at::Tensor& k,
                                           int64_t start_pos = 0) const;
 
+  // As apply(), each token at its own position: positions (B, T) int64 (OLMo-core's
+  // intra-document RoPE, cu_doc_lens).
+  std::pair<at::Tensor, at::Tensor> apply_at(const at::Tensor& q, const at::Tensor& k,
+                                             const at::Tensor& positions) const;
+
   static at::Tensor rotate_half(const at::Tensor& x);
 
   // The (possibly scaled) inverse frequencies and the attention rescale factor, as

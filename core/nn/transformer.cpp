@@ -33,7 +33,8 @@ void Transformer::to(const at::Device& device, at::ScalarType dtype) {
   }
 }
 
-at::Tensor Transformer::hidden_states(const at::Tensor& input_ids, std::vector<KVCache>* caches) const {
+at::Tensor Transformer::hidden_states(const at::Tensor& input_ids, std::vector<KVCache>* caches,
+                                      const at::Tensor& doc_positions) const {
   auto h = at::embedding(embeddings_, input_ids);
   if (spec_.embed_scale) h = h * *spec_.embed_scale;
   if (embedding_norm_) h = embedding_norm_->forward(h);
@@ -42,17 +43,17 @@ at::Tensor Transformer::hidden_states(const at::Tensor& input_ids, std::vector<K
     if (caches) {
       h = blocks_[i]->forward(h, &(*caches)[i]);
     } else if (grad && block_runner_ && i < checkpointed_.size() && checkpointed_[i]) {
-      h = block_runner_(*blocks_[i], h);
+      h = block_runner_(*blocks_[i], h, doc_positions);
     } else {
-      h = blocks_[i]->forward(h);
+      h = blocks_[i]->forward(h, nullptr, doc_positions);
     }
   }
   return h;
 }
 
 at::Tensor Transformer::forward(const at::Tensor& input_ids, int64_t logits_to_keep,
-                                std::vector<KVCache>* caches) const {
-  return lm_head_->logits(hidden_states(input_ids, caches), logits_to_keep);
+                                std::vector<KVCache>* caches, const at::Tensor& doc_positions) const {
+  return lm_head_->logits(hidden_states(input_ids, caches, doc_positions), logits_to_keep);
 }
 
 std::vector<KVCache> Transformer::make_kv_caches(int64_t batch, int64_t max_len) const {
@@ -71,8 +72,8 @@ std::vector<KVCache> Transformer::make_kv_caches(int64_t batch, int64_t max_len)
 }
 
 LossOutput Transformer::loss(const at::Tensor& input_ids, const at::Tensor& labels,
-                             const LossOptions& options) const {
-  return lm_head_->loss(hidden_states(input_ids), labels, options);
+                             const LossOptions& options, const at::Tensor& doc_positions) const {
+  return lm_head_->loss(hidden_states(input_ids, nullptr, doc_positions), labels, options);
 }
 
 }  // namespace olm::nn

@@ -85,7 +85,8 @@ FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const 
       break;
     }
     auto batch = loader.next();
-    const auto m = trainer.train_batch(batch.input_ids, batch.labels);
+    const bool documents = spec.data && spec.data->generate_doc_lengths && batch.cu_doc_lens;
+    const auto m = trainer.train_batch(batch.input_ids, batch.labels, documents ? *batch.cu_doc_lens : at::Tensor());
     if (metrics && (m.step % spec.log_interval == 0 || m.step == spec.max_steps)) {
       *metrics << metrics_json(m) << "\n";
       metrics->flush();

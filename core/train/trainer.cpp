@@ -74,7 +74,8 @@ void Trainer::restore_counters(int64_t step, int64_t tokens_seen, int64_t skippe
   skipped_steps_ = skipped_steps;
 }
 
-StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tensor& labels_in) {
+StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tensor& labels_in,
+                                 const at::Tensor& cu_doc_lens) {
   const auto t0 = std::chrono::steady_clock::now();
   const TrainSpec& spec = config_.spec();
   const int64_t vocab = model_->config().spec().vocab_size;
@@ -106,6 +107,11 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   } else {
     labels = default_labels(input_ids, kIgnoreIndex);
   }
+  // Positions inside documents for the whole batch; micro-batches take their rows.
+  const at::Tensor doc_positions =
+      cu_doc_lens.defined()
+          ? nn::document_positions(cu_doc_lens.to(device), input_ids.size(0), input_ids.size(1))
+          : at::Tensor();
 
   // OLMo-core: every micro-batch's summed loss is divided by the whole batch's target count,
   // so the accumulated gradient equals one big batch's mean-loss gradient.
@@ -126,7 +132,8 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
       nn::LossOutput out;
       {
         AutocastScope autocast(spec.bf16_autocast, device.type());
-        out = model_->module().loss(input_ids.slice(0, start, end), labels.slice(0, start, end), loss_options);
+        out = model_->module().loss(input_ids.slice(0, start, end), labels.slice(0, start, end), loss_options,
+                                   doc_positions.defined() ? doc_positions.slice(0, start, end) : at::Tensor());
       }
       ce_batch += out.ce_loss.to(at::kFloat);
       if (out.z_loss) z_batch += out.z_loss->to(at::kFloat);

@@ -249,12 +249,14 @@ extern "C" {
 pub struct olm_forward_options {
     pub struct_size: usize,
     pub logits_to_keep: i64,
+    pub cu_doc_lens: *const olm_tensor,
+    pub max_doc_len: i64,
 }
 #[test]
 fn bindgen_test_layout_olm_forward_options() {
     assert_eq!(
         ::std::mem::size_of::<olm_forward_options>(),
-        16usize,
+        32usize,
         concat!("Size of: ", stringify!(olm_forward_options))
     );
     assert_eq!(
@@ -296,6 +298,40 @@ fn bindgen_test_layout_olm_forward_options() {
         );
     }
     test_field_logits_to_keep();
+    fn test_field_cu_doc_lens() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_forward_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).cu_doc_lens) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_forward_options),
+                "::",
+                stringify!(cu_doc_lens)
+            )
+        );
+    }
+    test_field_cu_doc_lens();
+    fn test_field_max_doc_len() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_forward_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).max_doc_len) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_forward_options),
+                "::",
+                stringify!(max_doc_len)
+            )
+        );
+    }
+    test_field_max_doc_len();
 }
 extern "C" {
     pub fn olm_forward_options_init(options: *mut olm_forward_options);
@@ -319,12 +355,14 @@ pub struct olm_loss_options {
     pub loss_div_factor: f64,
     pub return_logits: i32,
     pub logits_to_keep: i64,
+    pub cu_doc_lens: *const olm_tensor,
+    pub max_doc_len: i64,
 }
 #[test]
 fn bindgen_test_layout_olm_loss_options() {
     assert_eq!(
         ::std::mem::size_of::<olm_loss_options>(),
-        56usize,
+        72usize,
         concat!("Size of: ", stringify!(olm_loss_options))
     );
     assert_eq!(
@@ -451,6 +489,40 @@ fn bindgen_test_layout_olm_loss_options() {
         );
     }
     test_field_logits_to_keep();
+    fn test_field_cu_doc_lens() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_loss_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).cu_doc_lens) as usize - ptr as usize
+            },
+            56usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_loss_options),
+                "::",
+                stringify!(cu_doc_lens)
+            )
+        );
+    }
+    test_field_cu_doc_lens();
+    fn test_field_max_doc_len() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_loss_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).max_doc_len) as usize - ptr as usize
+            },
+            64usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_loss_options),
+                "::",
+                stringify!(max_doc_len)
+            )
+        );
+    }
+    test_field_max_doc_len();
 }
 extern "C" {
     pub fn olm_loss_options_init(options: *mut olm_loss_options);

@@ -353,21 +353,62 @@ pub enum Reduction {
     None,
 }
 
-/// Options for [`Model::loss`]; `Default` is libolm's (ignore -100, mean, no z-loss).
+/// Options for [`Model::forward_with`]; `Default` is libolm's (all logits, no documents).
+/// The lifetime ties the options to the `cu_doc_lens` tensor they borrow.
 #[derive(Clone, Debug)]
-pub struct LossOptions {
-    raw: sys::olm_loss_options,
+pub struct ForwardOptions<'a> {
+    raw: sys::olm_forward_options,
+    _documents: std::marker::PhantomData<&'a Tensor>,
 }
 
-impl Default for LossOptions {
+impl Default for ForwardOptions<'_> {
     fn default() -> Self {
-        let mut raw: sys::olm_loss_options = unsafe { std::mem::zeroed() };
-        unsafe { sys::olm_loss_options_init(&mut raw) };
-        LossOptions { raw }
+        let mut raw: sys::olm_forward_options = unsafe { std::mem::zeroed() };
+        unsafe { sys::olm_forward_options_init(&mut raw) };
+        ForwardOptions { raw, _documents: std::marker::PhantomData }
     }
 }
 
-impl LossOptions {
+impl<'a> ForwardOptions<'a> {
+    /// Keep only the logits of the last `n` positions; 0 keeps all.
+    pub fn logits_to_keep(mut self, n: i64) -> Self {
+        self.raw.logits_to_keep = n;
+        self
+    }
+    /// Intra-document masking: OLMo-core's cumulative document lengths (int32/int64, 1-D,
+    /// 0 ..= batch * seq_len, every row a boundary, as [`Batch`]'s) and an upper bound on the
+    /// longest document (0: computed). Attention stays inside documents and RoPE positions
+    /// restart in each.
+    pub fn documents(mut self, cu_doc_lens: &'a Tensor, max_doc_len: i64) -> Self {
+        self.raw.cu_doc_lens = cu_doc_lens.ptr.as_ptr();
+        self.raw.max_doc_len = max_doc_len;
+        self
+    }
+}
+
+/// Options for [`Model::loss`]; `Default` is libolm's (ignore -100, mean, no z-loss).
+/// The lifetime ties the options to the `cu_doc_lens` tensor they may borrow.
+#[derive(Clone, Debug)]
+pub struct LossOptions<'a> {
+    raw: sys::olm_loss_options,
+    _documents: std::marker::PhantomData<&'a Tensor>,
+}
+
+impl Default for LossOptions<'_> {
+    fn default() -> Self {
+        let mut raw: sys::olm_loss_options = unsafe { std::mem::zeroed() };
+        unsafe { sys::olm_loss_options_init(&mut raw) };
+        LossOptions { raw, _documents: std::marker::PhantomData }
+    }
+}
+
+impl<'a> LossOptions<'a> {
+    /// Intra-document masking, as [`ForwardOptions::documents`].
+    pub fn documents(mut self, cu_doc_lens: &'a Tensor, max_doc_len: i64) -> Self {
+        self.raw.cu_doc_lens = cu_doc_lens.ptr.as_ptr();
+        self.raw.max_doc_len = max_doc_len;
+        self
+    }
     pub fn ignore_index(mut self, index: i64) -> Self {
         self.raw.ignore_index = index;
         self
@@ -525,6 +566,13 @@ impl Model {
         opts.logits_to_keep = logits_to_keep;
         let mut out = ptr::null_mut();
         check(unsafe { sys::olm_model_forward(self.ptr.as_ptr(), input_ids.ptr.as_ptr(), &opts, &mut out) })?;
+        Ok(Tensor::from_raw(out))
+    }
+
+    /// float32 logits with [`ForwardOptions`] (logits to keep, intra-document masking).
+    pub fn forward_with(&self, input_ids: &Tensor, options: &ForwardOptions) -> Result<Tensor> {
+        let mut out = ptr::null_mut();
+        check(unsafe { sys::olm_model_forward(self.ptr.as_ptr(), input_ids.ptr.as_ptr(), &options.raw, &mut out) })?;
         Ok(Tensor::from_raw(out))
     }
 

@@ -1,6 +1,6 @@
 use olm::{
-    Config, Dataset, DatasetOptions, Dtype, ErrorCode, FitCallbacks, GenerateOptions, LossOptions, Model, ModelOptions,
-    Reduction, Tensor, TrainConfig, Trainer,
+    Config, Dataset, DatasetOptions, Dtype, ErrorCode, FitCallbacks, ForwardOptions, GenerateOptions, LossOptions, Model,
+    ModelOptions, Reduction, Tensor, TrainConfig, Trainer,
 };
 
 const TINY: &str = r#"{"d_model": 32, "vocab_size": 64, "n_layers": 2,
@@ -267,4 +267,41 @@ fn handles_move_between_threads() {
     let here = model.forward(&x, 0).unwrap().to_vec_f32().unwrap();
     let there = std::thread::spawn(move || model.forward(&x, 0).unwrap().to_vec_f32().unwrap()).join().unwrap();
     assert_eq!(here, there);
+}
+
+// Intra-document masking: each document of a packed row gets the logits of a forward over it
+// alone (float32 rounding), through ForwardOptions and LossOptions.
+#[test]
+fn document_masking_matches_separate_documents() {
+    let cfg = Config::from_json(TINY).unwrap();
+    let model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let tokens = ids(16, 64);
+    let x = Tensor::from_i64(&tokens, &[2, 8]).unwrap();
+    let cu = Tensor::from_i32(&[0, 3, 8, 10, 16], &[5]).unwrap();
+    let packed = model.forward_with(&x, &ForwardOptions::default().documents(&cu, 6)).unwrap().to_vec_f32().unwrap();
+    let plain = model.forward_with(&x, &ForwardOptions::default()).unwrap().to_vec_f32().unwrap();
+    assert_eq!(plain, model.forward(&x, 0).unwrap().to_vec_f32().unwrap());
+    let mut worst = 0f32;
+    for (s, e) in [(0usize, 3usize), (3, 8), (8, 10), (10, 16)] {
+        let alone = Tensor::from_i64(&tokens[s..e], &[1, (e - s) as i64]).unwrap();
+        let got = model.forward(&alone, 0).unwrap().to_vec_f32().unwrap();
+        for (i, v) in got.iter().enumerate() {
+            worst = worst.max((v - packed[s * 64 + i]).abs());
+        }
+    }
+    assert!(worst < 1e-5, "packed vs separate: {worst}");
+    assert!(plain.iter().zip(&packed).any(|(a, b)| (a - b).abs() > 1e-3), "masking must change later documents");
+    let kept = model.forward_with(&x, &ForwardOptions::default().logits_to_keep(2).documents(&cu, 0)).unwrap();
+    assert_eq!(kept.shape().unwrap(), vec![2, 2, 64]);
+
+    let labels = Tensor::from_i64(&tokens, &[2, 8]).unwrap();
+    let out = model.loss(&x, &labels, &LossOptions::default().return_logits(true).documents(&cu, 0)).unwrap();
+    assert_eq!(out.logits.unwrap().to_vec_f32().unwrap(), packed);
+    expect_err(model.forward_with(&x, &ForwardOptions::default().documents(&cu, 5)), ErrorCode::InvalidArgument, "max_doc_len");
+    let crossing = Tensor::from_i64(&[0, 4, 12, 16], &[4]).unwrap();
+    expect_err(
+        model.loss(&x, &labels, &LossOptions::default().documents(&crossing, 0)),
+        ErrorCode::InvalidArgument,
+        "cu_doc_lens",
+    );
 }
