@@ -124,6 +124,11 @@ void Model::load_safetensors(const std::string& path) {
   auto params = module_->named_state();
   std::set<std::string> expected;
   for (const auto& p : params) expected.insert(p.name);
+  // Tied embeddings: OLMo-core's state dict names the shared table twice; the second name is
+  // optional here and must hold the same values.
+  const bool tied = config_.spec().tie_word_embeddings;
+  const std::string tied_name = "lm_head.w_out.weight";
+  if (tied) expected.insert(tied_name);
   for (const auto& e : file.entries()) {
     require(expected.count(e.name) > 0, ErrorCode::kMismatch,
             "safetensors file '" + path + "': unexpected tensor '" + e.name +
@@ -146,6 +151,15 @@ void Model::load_safetensors(const std::string& path) {
                 c10::toString(entry.dtype));
     staged.push_back(file.read(entry).to(p.tensor->scalar_type()));
   }
+  if (tied && by_name.count(tied_name)) {
+    const auto& entry = *by_name[tied_name];
+    const at::Tensor& table = staged.front();  // embeddings.weight is the first parameter
+    require(params.front().name == "embeddings.weight" && at::IntArrayRef(entry.shape) == table.sizes() &&
+                file.read(entry).to(table.scalar_type()).equal(table),
+            ErrorCode::kMismatch,
+            "safetensors file '" + path + "': tensor '" + tied_name +
+                "' differs from 'embeddings.weight' but the config ties them (tie_word_embeddings)");
+  }
   at::NoGradGuard no_grad;
   for (size_t i = 0; i < params.size(); ++i) params[i].tensor->copy_(staged[i]);
 }
@@ -153,6 +167,9 @@ void Model::load_safetensors(const std::string& path) {
 void Model::save_safetensors(const std::string& path) const {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (auto& p : module_->named_state()) tensors.emplace_back(p.name, *p.tensor);
+  // Tied: written under both names, as OLMo-core's state dict lists them, so either side loads
+  // the file with its usual names.
+  if (config_.spec().tie_word_embeddings) tensors.emplace_back("lm_head.w_out.weight", module_->embeddings());
   io::save_safetensors(path, tensors);
 }
 

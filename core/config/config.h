@@ -16,7 +16,7 @@
 namespace olm {
 
 struct LayerNormSpec {
-  std::string name;  // "default" | "rms"
+  std::string name;  // "default" | "rms" | "qwen_rms" | "l2_norm"
   double eps = 1e-5;
   bool elementwise_affine = true;
   bool bias = true;
@@ -25,7 +25,7 @@ struct LayerNormSpec {
 };
 
 struct RoPEScalingSpec {
-  std::string name;  // "abf" | "pi" | "stepwise" | "yarn"
+  std::string name;  // "abf" | "pi" | "stepwise" | "yarn" | "dynamic_ntk"
   double attention_rescale_factor = 1.0;
   double new_theta = 8000000;
   double factor = 1.0;
@@ -42,6 +42,8 @@ struct RoPESpec {
   bool full_precision = true;
   double partial_rotary_factor = 1.0;
   std::optional<RoPEScalingSpec> scaling;
+  bool interleaved = false;               // pairs (2i, 2i+1) instead of (i, i + dim/2)
+  std::optional<double> xpos_scale_base;  // xPos; nullopt: none
 };
 
 struct GateSpec {
@@ -63,6 +65,7 @@ struct AttentionSpec {
   std::optional<GateSpec> gate;
   std::optional<int64_t> window_size;  // this layer's sliding window; nullopt: full attention
   std::optional<double> softcap;  // scores -> softcap * tanh(scores / softcap); "explicit" only
+  bool alibi = false;             // ALiBi score bias
   int64_t num_params(int64_t d_model) const;
 };
 
@@ -91,6 +94,11 @@ struct LMHeadSpec {
   int64_t num_params(int64_t d_model, int64_t vocab_size) const;
 };
 
+struct PositionEmbeddingSpec {
+  std::string name;                 // "learned" | "sinusoidal"
+  int64_t max_sequence_length = 0;  // learned: rows of the table; sinusoidal: 0 (unbounded)
+};
+
 struct ModelSpec {
   int64_t d_model = 0;
   int64_t vocab_size = 0;
@@ -104,6 +112,8 @@ struct ModelSpec {
   double embedding_init_std = 0.02;
   std::optional<LayerNormSpec> embedding_norm;
   std::optional<double> embed_scale;
+  std::optional<PositionEmbeddingSpec> position_embedding;
+  bool tie_word_embeddings = false;
 };
 
 struct ParamCounts {

@@ -31,6 +31,23 @@ Attention::Attention(int64_t d_model, const AttentionSpec& spec, std::shared_ptr
     k_norm_ = register_module("k_norm", std::make_shared<LayerNorm>(k_size, *spec.qk_norm, options));
   }
   if (spec.rope) rope_.emplace(spec.head_dim, *spec.rope, std::move(cache));
+  if (spec.alibi) alibi_slopes_ = alibi_slopes(spec.n_heads);
+}
+
+std::vector<double> alibi_slopes(int64_t n) {
+  auto power_of_two = [](int64_t m) {
+    std::vector<double> out;
+    const double start = std::pow(2.0, -8.0 / static_cast<double>(m));
+    for (int64_t i = 0; i < m; ++i) out.push_back(std::pow(start, static_cast<double>(i + 1)));
+    return out;
+  };
+  int64_t p = 1;
+  while (p * 2 <= n) p *= 2;
+  auto slopes = power_of_two(p);
+  if (p == n) return slopes;
+  const auto extra = alibi_slopes(2 * p);
+  for (int64_t i = 0; i < n - p; ++i) slopes.push_back(extra[static_cast<size_t>(2 * i)]);
+  return slopes;
 }
 
 at::Tensor document_positions(const at::Tensor& cu_doc_lens, int64_t batch, int64_t seq_len,
@@ -115,8 +132,10 @@ at::Tensor Attention::forward(const at::Tensor& x, KVCache* cache, const at::Ten
   // documents only keys of its own document (those at most doc_positions[b, i] before it).
   // Without a cache prefix, window or documents that is SDPA's own causal mask.
   std::optional<at::Tensor> mask;  // bool, (T, S) or (B, 1, T, S)
-  const bool plain_causal = start == 0 && !spec_.window_size && !docs;
-  if (explicit_softmax || (!plain_causal && (T > 1 || spec_.window_size))) {
+  const bool alibi = !alibi_slopes_.empty();
+  const bool plain_causal = start == 0 && !spec_.window_size && !docs && !alibi;
+  std::optional<at::Tensor> bias;  // ALiBi: float32 (1, H, T, S)
+  if (explicit_softmax || alibi || (!plain_causal && (T > 1 || spec_.window_size))) {
     auto rows = at::arange(T, x.options().dtype(at::kLong)).unsqueeze(1) + start;
     auto cols = at::arange(S, x.options().dtype(at::kLong)).unsqueeze(0);
     auto allowed = cols.le(rows);
@@ -126,6 +145,11 @@ at::Tensor Attention::forward(const at::Tensor& x, KVCache* cache, const at::Ten
       allowed = allowed.unsqueeze(0).logical_and(cols.unsqueeze(0).ge(first)).unsqueeze(1);
     }
     mask = allowed;
+    if (alibi) {
+      // slope_h * (key position - query position): 0 on the diagonal, more negative further back.
+      auto slopes = at::tensor(alibi_slopes_, at::TensorOptions().dtype(at::kDouble)).to(x.device(), at::kFloat);
+      bias = slopes.view({1, -1, 1, 1}) * (cols - rows).to(at::kFloat).unsqueeze(0).unsqueeze(0);
+    }
   }
   // (B, H, T, D) for the attention products.
   auto qh = q.transpose(1, 2), kh = k.transpose(1, 2), vh = v.transpose(1, 2);
@@ -135,11 +159,17 @@ at::Tensor Attention::forward(const at::Tensor& x, KVCache* cache, const at::Ten
     auto scores = at::matmul(qh.to(at::kFloat), kh.to(at::kFloat).transpose(-2, -1)) /
                   std::sqrt(static_cast<double>(spec_.head_dim));
     if (spec_.softcap) scores = at::tanh(scores / *spec_.softcap) * *spec_.softcap;
+    if (bias) scores = scores + *bias;
     scores = scores.masked_fill(mask->logical_not(), -std::numeric_limits<double>::infinity());
     auto probs = at::softmax(scores, -1);
     if (dropout > 0) probs = at::dropout(probs, dropout, /*train=*/true);
     att = at::matmul(probs.to(vh.scalar_type()), vh);
   } else {
+    if (bias) {
+      // SDPA takes one additive mask: the bias with -inf where the boolean mask forbids.
+      auto additive = bias->masked_fill(mask->logical_not(), -std::numeric_limits<double>::infinity());
+      mask = additive.to(qh.scalar_type());
+    }
     att = at::scaled_dot_product_attention(qh, kh, vh, mask, dropout, plain_causal && T > 1);
   }
   att = att.transpose(1, 2);  // (B, T, H, D)

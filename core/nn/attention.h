@@ -24,6 +24,11 @@ struct KVCache {
 at::Tensor document_positions(const at::Tensor& cu_doc_lens, int64_t batch, int64_t seq_len,
                               int64_t max_doc_len = 0, const std::string& argument = "cu_doc_lens");
 
+// ALiBi's head slopes (Press et al., their reference get_slopes): for a power of two n,
+// 2^(-8 (h + 1) / n); otherwise those of the largest power of two p below n, then every other
+// slope of 2p for the remaining n - p heads.
+std::vector<double> alibi_slopes(int64_t n_heads);
+
 class Attention : public Module {
  public:
   Attention(int64_t d_model, const AttentionSpec& spec, std::shared_ptr<BufferCache> cache,
@@ -50,6 +55,7 @@ class Attention : public Module {
   std::shared_ptr<Linear> w_q_, w_k_, w_v_, w_out_, w_g_;
   std::shared_ptr<LayerNorm> q_norm_, k_norm_;
   std::optional<RotaryEmbedding> rope_;
+  std::vector<double> alibi_slopes_;  // empty without ALiBi
 };
 
 }  // namespace olm::nn

@@ -24,11 +24,12 @@ std::pair<at::Tensor, std::optional<at::Tensor>> cross_entropy_loss(
 }
 
 LMHead::LMHead(int64_t d_model, int64_t vocab_size, const LMHeadSpec& spec,
-               const at::TensorOptions& options)
-    : vocab_size_(vocab_size) {
+               const at::TensorOptions& options, const at::Tensor* tied_weight)
+    : vocab_size_(vocab_size), tied_weight_(tied_weight) {
   if (spec.layer_norm)
     norm_ = register_module("norm", std::make_shared<LayerNorm>(d_model, *spec.layer_norm, options));
-  w_out_ = register_module("w_out", std::make_shared<Linear>(d_model, vocab_size, spec.bias, options));
+  if (!tied_weight)
+    w_out_ = register_module("w_out", std::make_shared<Linear>(d_model, vocab_size, spec.bias, options));
 }
 
 at::Tensor LMHead::keep_last(const at::Tensor& t, int64_t logits_to_keep) const {
@@ -37,6 +38,7 @@ at::Tensor LMHead::keep_last(const at::Tensor& t, int64_t logits_to_keep) const 
 
 at::Tensor LMHead::logits(const at::Tensor& h, int64_t logits_to_keep) const {
   auto x = norm_ ? norm_->forward(h) : h;
+  if (tied_weight_) return at::linear(keep_last(x, logits_to_keep), *tied_weight_);
   return w_out_->forward(keep_last(x, logits_to_keep));
 }
 

@@ -31,14 +31,17 @@ std::pair<at::Tensor, std::optional<at::Tensor>> cross_entropy_loss(
 
 class LMHead : public Module {
  public:
+  // tied_weight (tie_word_embeddings): w_out uses this (vocab_size, d_model) tensor, owned
+  // by the transformer, instead of a parameter of its own; the spec must have no bias.
   LMHead(int64_t d_model, int64_t vocab_size, const LMHeadSpec& spec,
-         const at::TensorOptions& options);
+         const at::TensorOptions& options, const at::Tensor* tied_weight = nullptr);
 
   // h: (B, T, d_model) -> logits (B, T', V) over the last logits_to_keep positions.
   at::Tensor logits(const at::Tensor& h, int64_t logits_to_keep) const;
   LossOutput loss(const at::Tensor& h, const at::Tensor& labels, const LossOptions& options) const;
 
-  Linear& w_out() { return *w_out_; }
+  Linear& w_out() { return *w_out_; }  // not with a tied weight
+  bool tied() const { return tied_weight_ != nullptr; }
 
  private:
   at::Tensor keep_last(const at::Tensor& t, int64_t logits_to_keep) const;
@@ -46,6 +49,7 @@ class LMHead : public Module {
   int64_t vocab_size_;
   std::shared_ptr<LayerNorm> norm_;
   std::shared_ptr<Linear> w_out_;
+  const at::Tensor* tied_weight_ = nullptr;
 };
 
 }  // namespace olm::nn

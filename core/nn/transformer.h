@@ -38,12 +38,14 @@ class Transformer : public Module {
 
   const ModelSpec& spec() const { return spec_; }
   at::Tensor& embeddings() { return embeddings_; }
+  at::Tensor* position_embeddings() { return position_embeddings_; }  // learned only
   std::vector<std::shared_ptr<TransformerBlock>>& blocks() { return blocks_; }
   LMHead& lm_head() { return *lm_head_; }
 
  private:
   ModelSpec spec_;
   at::Tensor& embeddings_;
+  at::Tensor* position_embeddings_ = nullptr;
   std::shared_ptr<LayerNorm> embedding_norm_;
   std::vector<std::shared_ptr<TransformerBlock>> blocks_;
   std::shared_ptr<LMHead> lm_head_;
@@ -61,6 +63,10 @@ class Embedding : public Module {
  private:
   at::Tensor& weight_;
 };
+
+// Vaswani et al.'s sinusoidal position encodings for integer positions (any shape), in
+// float32: [..., 2i] = sin(p / 10000^(2i/d)), [..., 2i+1] = cos(p / 10000^(2i/d)).
+at::Tensor sinusoidal_positions(const at::Tensor& positions, int64_t d_model);
 
 // olmo_core.nn.transformer.init: the configured init method, drawing from a CPU generator
 // seeded with spec.init_seed in OLMo-core's order (embeddings; per block w_q, w_k, w_v, w_out,

@@ -101,6 +101,8 @@ def to_olm_json(cfg):
         out["embedding_norm"] = norm_json(cfg.embedding_norm)
     if cfg.embed_scale is not None:
         out["embed_scale"] = cfg.embed_scale
+    if cfg.tie_word_embeddings:
+        out["tie_word_embeddings"] = True
     return out
 
 
@@ -205,7 +207,8 @@ def run_config(olm, label, ref_cfg, tmp):
         for p in ref.parameters():  # move away from the shared init so the copy is what's tested
             p.add_(torch.randn_like(p) * 0.01)
     ref_path = os.path.join(tmp, f"{label}_olmo_core.safetensors")
-    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, ref_path)
+    # clone(): tied embeddings share storage, which safetensors refuses to write twice.
+    save_file({k: v.detach().clone().contiguous() for k, v in ref.state_dict().items()}, ref_path)
     loaded = olm.model(cfg, init_weights=False)
     olm.load(loaded, ref_path)
     d1 = compare(loaded, ref, "OLMo-core -> olm")
@@ -324,6 +327,13 @@ def main():
                                          rope_theta=10_000, rope_scaling=scaling)
         c.block.sequence_mixer.rope.partial_rotary_factor = partial
         configs[label] = c
+    # Tied word embeddings (the LM head reads embeddings.weight) and OLMo-core's L2Norm as the
+    # QK-norm.
+    tied = TransformerConfig.llama_like(d_model=64, vocab_size=200, n_layers=2, n_heads=4, n_kv_heads=2,
+                                        qk_norm=True)
+    tied.tie_word_embeddings = True
+    tied.block.sequence_mixer.qk_norm = LayerNormConfig(name="l2_norm")
+    configs["tied_embeddings_l2_qk_norm"] = tied
     for method in ("llama", "fan_in"):
         configs[f"init_{method}"] = TransformerConfig.llama_like(
             d_model=48, vocab_size=200, n_layers=3, n_heads=4, n_kv_heads=2, init_method=method)
