@@ -780,6 +780,25 @@ OLM_API OLM_MUST_USE olm_error* olm_trainer_step(olm_trainer* trainer, const olm
                                                  const olm_tensor* labels, olm_step_metrics* out);
 
 /**
+ * As olm_trainer_step(), with intra-document masking: tokens attend only to earlier tokens of
+ * their own document and RoPE positions restart at 0 in each (OLMo-core's cu_doc_lens).
+ *
+ * @param trainer The trainer.
+ * @param input_ids As for olm_trainer_step().
+ * @param labels As for olm_trainer_step(); may be NULL.
+ * @param cu_doc_lens Cumulative document lengths over the flattened batch, int32 or int64,
+ *        following the rules of olm_forward_options.cu_doc_lens (olm_batch's cu_doc_lens
+ *        qualifies); NULL steps without masking, as olm_trainer_step(). Read during the call.
+ * @param out Receives the step's metrics; its struct_size must be set.
+ * @return As olm_trainer_step(); also OLM_ERR_INVALID_ARGUMENT for a cu_doc_lens that breaks
+ *         the rules (nothing is updated then).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_trainer_step_documents(olm_trainer* trainer, const olm_tensor* input_ids,
+                                                           const olm_tensor* labels,
+                                                           const olm_tensor* cu_doc_lens,
+                                                           olm_step_metrics* out);
+
+/**
  * Save a checkpoint: <folder>/step<N>/ with model.safetensors (OLMo-core names),
  * optim.safetensors and meta.olmk. Written to a temporary directory and renamed into place;
  * only the newest keep_last_n checkpoints of the train config are kept.

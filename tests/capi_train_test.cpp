@@ -137,6 +137,48 @@ TEST(CapiTrainConfig, RoundTripsAndNamesBadFields) {
   EXPECT_EQ(consume(olm_train_config_from_json(nullptr, 0, &out), &code), "text: NULL");
 }
 
+// A step with documents: its loss is the model's masked mean loss on the batch (before the
+// update), a NULL cu_doc_lens is a plain step, and broken boundaries change nothing.
+TEST_F(Fixture, StepWithDocumentsUsesTheMaskedLoss) {
+  auto tokens = pattern(32);
+  auto* ids = ids_tensor(tokens, 4, 8);
+  std::vector<int64_t> shifted(32, -100);
+  for (int r = 0; r < 4; ++r)
+    for (int t = 0; t < 7; ++t) shifted[static_cast<size_t>(r * 8 + t)] = tokens[static_cast<size_t>(r * 8 + t + 1)];
+  auto* labels = ids_tensor(shifted, 4, 8);
+  const std::vector<int32_t> cu = {0, 3, 8, 16, 17, 24, 28, 32};
+  int64_t cu_shape[1] = {8};
+  olm_tensor* cu_t = nullptr;
+  ASSERT_OK(olm_tensor_create(OLM_DTYPE_INT32, cu_shape, 1, cu.data(), cu.size() * 4, &cu_t));
+  olm_loss_options lo;
+  olm_loss_options_init(&lo);
+  lo.cu_doc_lens = cu_t;
+  olm_loss_result masked{};
+  masked.struct_size = sizeof masked;
+  ASSERT_OK(olm_model_loss(model, ids, labels, &lo, &masked));
+  olm_loss_result_free(&masked);
+
+  olm_step_metrics m{};
+  m.struct_size = sizeof m;
+  int32_t code = 0;
+  const std::vector<int64_t> crossing = {0, 12, 32};
+  int64_t crossing_shape[1] = {3};
+  olm_tensor* crossing_t = nullptr;
+  ASSERT_OK(olm_tensor_create(OLM_DTYPE_INT64, crossing_shape, 1, crossing.data(), 24, &crossing_t));
+  EXPECT_THAT(consume(olm_trainer_step_documents(trainer, ids, nullptr, crossing_t, &m), &code),
+              HasSubstr("cu_doc_lens: every row must start a document"));
+  EXPECT_EQ(code, OLM_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(m.step, 0) << "a refused batch takes no step";
+  ASSERT_OK(olm_trainer_step_documents(trainer, ids, nullptr, cu_t, &m));
+  EXPECT_EQ(m.step, 1);
+  EXPECT_NEAR(m.loss, masked.loss_value, 1e-5 * masked.loss_value);
+  olm_step_metrics plain{};
+  plain.struct_size = sizeof plain;
+  ASSERT_OK(olm_trainer_step_documents(trainer, ids, nullptr, nullptr, &plain));
+  EXPECT_EQ(plain.step, 2);
+  for (auto* t : {ids, labels, cu_t, crossing_t}) olm_tensor_free(t);
+}
+
 TEST_F(Fixture, StepsTrainAndRejectBadBatches) {
   olm_step_metrics m{};
   m.struct_size = sizeof m;

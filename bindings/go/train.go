@@ -167,6 +167,25 @@ func (t *Trainer) Step(ids, labels *Tensor) (StepMetrics, error) {
 	return stepMetricsFromC(&m), nil
 }
 
+// StepDocuments is Step with intra-document masking: cuDocLens as ForwardOptions.CuDocLens
+// (a Batch's CuDocLens qualifies); nil steps without masking.
+func (t *Trainer) StepDocuments(ids, labels, cuDocLens *Tensor) (StepMetrics, error) {
+	if cuDocLens != nil && cuDocLens.ptr() == nil {
+		return StepMetrics{}, closedDocLens()
+	}
+	var m C.olm_step_metrics
+	m.struct_size = C.size_t(unsafe.Sizeof(m))
+	err := takeError(C.olm_trainer_step_documents(t.ptr(), ids.ptr(), labels.ptr(), cuDocLens.ptr(), &m))
+	runtime.KeepAlive(t)
+	runtime.KeepAlive(ids)
+	runtime.KeepAlive(labels)
+	runtime.KeepAlive(cuDocLens)
+	if err != nil {
+		return StepMetrics{}, err
+	}
+	return stepMetricsFromC(&m), nil
+}
+
 // SaveCheckpoint writes <folder>/step<N> atomically and returns its path.
 func (t *Trainer) SaveCheckpoint(folder string) (string, error) {
 	cfolder := C.CString(folder)

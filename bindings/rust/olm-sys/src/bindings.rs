@@ -1376,6 +1376,15 @@ extern "C" {
     ) -> *mut olm_error;
 }
 extern "C" {
+    pub fn olm_trainer_step_documents(
+        trainer: *mut olm_trainer,
+        input_ids: *const olm_tensor,
+        labels: *const olm_tensor,
+        cu_doc_lens: *const olm_tensor,
+        out: *mut olm_step_metrics,
+    ) -> *mut olm_error;
+}
+extern "C" {
     pub fn olm_trainer_save_checkpoint(
         trainer: *mut olm_trainer,
         folder: *const ::std::os::raw::c_char,

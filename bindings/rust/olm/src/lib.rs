@@ -835,6 +835,18 @@ impl Trainer {
         Ok(StepMetrics::from(&m))
     }
 
+    /// One optimizer step with intra-document masking: `cu_doc_lens` as in
+    /// [`ForwardOptions::documents`] (a [`Batch`]'s qualifies).
+    pub fn step_documents(&mut self, input_ids: &Tensor, labels: Option<&Tensor>, cu_doc_lens: &Tensor) -> Result<StepMetrics> {
+        let mut m: sys::olm_step_metrics = unsafe { std::mem::zeroed() };
+        m.struct_size = std::mem::size_of::<sys::olm_step_metrics>();
+        let l = labels.map_or(ptr::null(), |t| t.ptr.as_ptr() as *const _);
+        check(unsafe {
+            sys::olm_trainer_step_documents(self.ptr.as_ptr(), input_ids.ptr.as_ptr(), l, cu_doc_lens.ptr.as_ptr(), &mut m)
+        })?;
+        Ok(StepMetrics::from(&m))
+    }
+
     /// Writes `<folder>/step<N>` atomically; returns its path.
     pub fn save_checkpoint(&mut self, folder: impl AsRef<Path>) -> Result<String> {
         let folder = path_cstring(folder.as_ref())?;

@@ -305,3 +305,30 @@ fn document_masking_matches_separate_documents() {
         "cu_doc_lens",
     );
 }
+
+// A training step with documents: its loss is the model's masked mean loss on that batch.
+#[test]
+fn trainer_step_with_documents() {
+    let tcfg = TrainConfig::from_json(&train_json("")).unwrap();
+    let cfg = tcfg.model().unwrap();
+    let reference = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let tokens = ids(32, 64);
+    let x = Tensor::from_i64(&tokens, &[4, 8]).unwrap();
+    let mut shifted = vec![-100i64; 32];
+    for r in 0..4 {
+        for t in 0..7 {
+            shifted[r * 8 + t] = tokens[r * 8 + t + 1];
+        }
+    }
+    let labels = Tensor::from_i64(&shifted, &[4, 8]).unwrap();
+    let cu = Tensor::from_i32(&[0, 3, 8, 16, 17, 24, 28, 32], &[8]).unwrap();
+    let masked = reference.loss(&x, &labels, &LossOptions::default().documents(&cu, 0)).unwrap().loss_value;
+    let plain = reference.loss(&x, &labels, &LossOptions::default()).unwrap().loss_value;
+    assert!((masked - plain).abs() > 1e-4);
+    let mut model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let mut trainer = Trainer::new(&mut model, &tcfg).unwrap();
+    let m = trainer.step_documents(&x, None, &cu).unwrap();
+    assert!((m.loss - masked).abs() < 1e-5 * masked, "{} vs {masked}", m.loss);
+    let crossing = Tensor::from_i64(&[0, 12, 32], &[3]).unwrap();
+    expect_err(trainer.step_documents(&x, None, &crossing), ErrorCode::InvalidArgument, "cu_doc_lens");
+}
