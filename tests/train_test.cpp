@@ -185,6 +185,12 @@ TEST(Training, FitUsesDocumentLengthsWhenAsked) {
   o.vocab_size = 50;
   o.eos_token_id = 0;
   auto ds = olm::data::TokenDataset::from_tokens(tokens, o);
+  // The field round-trips through JSON.
+  const auto with_docs = train_config(R"(, "data": {"paths": ["unused"], "eos_token_id": 0, "generate_doc_lengths": true})");
+  EXPECT_TRUE(with_docs.spec().data->generate_doc_lengths);
+  EXPECT_NE(with_docs.to_json().find("\"generate_doc_lengths\": true"), std::string::npos);
+  EXPECT_TRUE(olm::train::TrainConfig::from_json(with_docs.to_json()).spec().data->generate_doc_lengths);
+  EXPECT_FALSE(train_config(R"(, "data": {"paths": ["unused"], "eos_token_id": 0})").spec().data->generate_doc_lengths);
   auto first = olm::data::DataLoader(ds, 4, 0).next();
   ASSERT_TRUE(first.cu_doc_lens.has_value());
   auto reference = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
