@@ -157,7 +157,7 @@ TEST(Config, PositionsTyingAndL2NormRoundTripAndCount) {
   EXPECT_TRUE(rope.interleaved);
   EXPECT_EQ(rope.xpos_scale_base, 512.0);
   EXPECT_EQ(rope.scaling->name, "dynamic_ntk");
-  EXPECT_EQ(rope.scaling->factor, 2.0);
+  EXPECT_EQ(rope.scaling->factor, 1.0) << "OLM's dynamic NTK";
   EXPECT_TRUE(s.blocks[0].attention.alibi);
   EXPECT_TRUE(s.tie_word_embeddings);
   EXPECT_EQ(s.position_embedding->max_sequence_length, 128);

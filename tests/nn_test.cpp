@@ -644,25 +644,30 @@ TEST(Rope, InterleavedXposAndDynamicNtkMatchFloat64) {
         EXPECT_LT(max_diff(kr, ref_rope_variant(k, 10000, start, interleaved, xpos, -1.0)), 1e-5);
       }
     }
-  // Dynamic NTK: theta up to old_context_len, then theta * (f L / old - (f - 1))^(d / (d - 2)).
-  olm::RoPESpec spec;
-  spec.theta = 10000;
-  olm::RoPEScalingSpec sc;
-  sc.name = "dynamic_ntk";
-  sc.factor = 2;
-  sc.old_context_len = 8;
-  spec.scaling = sc;
-  olm::nn::RotaryEmbedding rope(8, spec, std::make_shared<olm::nn::BufferCache>());
-  for (int64_t len : {6, 8, 13, 20}) {
-    const double base = len <= 8 ? 10000.0 : 10000.0 * std::pow(2.0 * len / 8.0 - 1.0, 8.0 / 6.0);
-    auto [sin, cos] = rope.tables(len, at::Device(at::kCPU));
-    ASSERT_EQ(sin.size(0), len);
-    for (int64_t t : {int64_t{1}, len - 1})
-      for (int64_t i : {0, 1, 3}) {
-        const double angle = static_cast<double>(t) * std::pow(base, -2.0 * i / 8);
-        EXPECT_NEAR(sin[t][i].item<double>(), std::sin(angle), 4e-6) << "len " << len;
-        EXPECT_NEAR(cos[t][i + 4].item<double>(), std::cos(angle), 4e-6) << "len " << len;
-      }
+  // Dynamic NTK: theta up to old_context_len, then theta * (f L / old - (f - 1))^(d / (d - 2))
+  // (Hugging Face's; f = 1 is OLM's theta * (L / old)^(d / (d - 2))).
+  for (double f : {1.0, 2.0}) {
+    olm::RoPESpec spec;
+    spec.theta = 10000;
+    olm::RoPEScalingSpec sc;
+    sc.name = "dynamic_ntk";
+    sc.factor = f;
+    sc.old_context_len = 8;
+    spec.scaling = sc;
+    olm::nn::RotaryEmbedding rope(8, spec, std::make_shared<olm::nn::BufferCache>());
+    for (int64_t len : {6, 8, 13, 20}) {
+      const double base = len <= 8 ? 10000.0
+                          : f == 1.0 ? 10000.0 * std::pow(len / 8.0, 8.0 / 6.0)
+                                     : 10000.0 * std::pow(2.0 * len / 8.0 - 1.0, 8.0 / 6.0);
+      auto [sin, cos] = rope.tables(len, at::Device(at::kCPU));
+      ASSERT_EQ(sin.size(0), len);
+      for (int64_t t : {int64_t{1}, len - 1})
+        for (int64_t i : {0, 1, 3}) {
+          const double angle = static_cast<double>(t) * std::pow(base, -2.0 * i / 8);
+          EXPECT_NEAR(sin[t][i].item<double>(), std::sin(angle), 4e-6) << "len " << len;
+          EXPECT_NEAR(cos[t][i + 4].item<double>(), std::cos(angle), 4e-6) << "len " << len;
+        }
+    }
   }
 }
 

@@ -121,9 +121,11 @@ AttentionSpec resolve_attention(const fb::AttentionConfigT& in, int64_t d_model,
       require_positive_finite(scaling.attention_rescale_factor, f + ".attention_rescale_factor");
       scaling.new_theta = sc->new_theta;
       require_positive_finite(scaling.new_theta, f + ".new_theta");
-      const double default_factor = scaling.name == "pi" || scaling.name == "dynamic_ntk" ? 2.0
-                                    : scaling.name == "stepwise"                         ? 32.0
-                                                                                         : 8.0;
+      // dynamic_ntk's 1 is OLM's formula, base * (len / old_context_len)^(d / (d - 2)).
+      const double default_factor = scaling.name == "pi"          ? 2.0
+                                    : scaling.name == "stepwise"    ? 32.0
+                                    : scaling.name == "dynamic_ntk" ? 1.0
+                                                                    : 8.0;
       scaling.factor = sc->factor.value_or(default_factor);
       require_positive_finite(scaling.factor, f + ".factor");
       scaling.low_freq_proportion = sc->low_freq_proportion;
