@@ -979,6 +979,11 @@ typedef struct olm_fit_options {
     olm_metrics_callback on_step;
     olm_log_callback on_log;
     void* user_data;
+    /** Intra-document masking from the datasets' document boundaries (their eos_token_id):
+     *  -1 (the default) follows the train config (data.generate_doc_lengths for training,
+     *  eval_data.generate_doc_lengths for evaluation), 0 never, 1 for training and
+     *  evaluation. A dataset without an eos_token_id has no documents to mask. */
+    int32_t document_masking;
 } olm_fit_options;
 
 /**
@@ -1007,7 +1012,8 @@ OLM_API OLM_MUST_USE olm_error* olm_trainer_fit(olm_trainer* trainer, const olm_
                                                 olm_eval_metrics* out);
 
 /**
- * Validation loss and perplexity over a dataset's instances, in order.
+ * Validation loss and perplexity over a dataset's instances, in order, with intra-document
+ * masking when the train config's eval_data.generate_doc_lengths is set.
  *
  * @param trainer The trainer (its model and precision are used).
  * @param data The dataset.

@@ -369,6 +369,55 @@ int32_t on_step(const olm_step_metrics* m, void* user) {
 
 void on_log(const char* message, void* user) { static_cast<FitLog*>(user)->messages.push_back(message); }
 
+// olm_fit_options.document_masking: -1 follows the config (no generate_doc_lengths here, so
+// unmasked), 0 is unmasked, 1 masks documents (a different first loss); other values fail.
+TEST(CapiFit, DocumentMaskingOption) {
+  const std::string json = train_json();
+  olm_train_config* tcfg = nullptr;
+  ASSERT_OK(olm_train_config_from_json(json.data(), json.size(), &tcfg));
+  olm_config* cfg = nullptr;
+  ASSERT_OK(olm_train_config_model(tcfg, &cfg));
+  olm_dataset_options o;
+  olm_dataset_options_init(&o);
+  o.sequence_length = 8;
+  o.vocab_size = 64;
+  o.eos_token_id = 5;
+  std::vector<int64_t> tokens(8 * 8);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = i % 3 == 2 ? 5 : static_cast<int64_t>((i * 7 + 1) % 64);
+  olm_dataset* data = nullptr;
+  ASSERT_OK(olm_dataset_from_tokens(tokens.data(), tokens.size(), &o, &data));
+  auto first_loss = [&](int32_t masking, int32_t* code) {
+    olm_model* model = nullptr;
+    EXPECT_EQ(olm_model_create(cfg, "cpu", nullptr, &model), nullptr);
+    olm_trainer* trainer = nullptr;
+    EXPECT_EQ(olm_trainer_create(model, tcfg, &trainer), nullptr);
+    FitLog log;
+    log.stop_after = 1;
+    olm_fit_options fo;
+    olm_fit_options_init(&fo);
+    EXPECT_EQ(fo.document_masking, -1);
+    fo.on_step = on_step;
+    fo.user_data = &log;
+    fo.document_masking = masking;
+    olm_error* err = olm_trainer_fit(trainer, data, &fo, nullptr);
+    *code = err ? olm_error_code(err) : 0;
+    olm_error_free(err);
+    olm_trainer_free(trainer);
+    olm_model_free(model);
+    return log.losses.empty() ? std::nan("") : log.losses[0];
+  };
+  int32_t code = 0;
+  const double by_config = first_loss(-1, &code), off = first_loss(0, &code), on = first_loss(1, &code);
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(by_config, off);
+  EXPECT_GT(std::abs(on - off), 1e-4);
+  first_loss(2, &code);
+  EXPECT_EQ(code, OLM_ERR_INVALID_ARGUMENT);
+  olm_dataset_free(data);
+  olm_config_free(cfg);
+  olm_train_config_free(tcfg);
+}
+
 TEST(CapiFit, TrainsEvaluatesStopsAndResumesTheDataOrder) {
   const std::string dir = olm_testing::temp_dir("capi_train_fit");
   const std::string json = train_json(R"(, "save_folder": ")" + dir + R"(", "eval_interval": 3, "eval_batches": 2,

@@ -211,6 +211,30 @@ TEST(Training, FitUsesDocumentLengthsWhenAsked) {
     };
     olm::train::fit(t, loader, nullptr, callbacks);
     EXPECT_NEAR(loss, docs ? masked : unmasked, 1e-6 * loss) << "generate_doc_lengths " << docs;
+    // An explicit choice overrides the config.
+    auto m2 = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+    olm::train::Trainer t2(m2, train_config(R"(, "data": {"paths": ["unused"], "eos_token_id": 0})"));
+    olm::data::DataLoader loader2(ds, 4, 0);
+    olm::train::fit(t2, loader2, nullptr, callbacks, docs);
+    EXPECT_NEAR(loss, docs ? masked : unmasked, 1e-6 * loss) << "fit(documents=" << docs << ")";
+  }
+  // Evaluation masks documents on request: the mean of the masked losses.
+  {
+    auto m3 = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+    olm::train::Trainer t3(m3, train_config(""));
+    auto second = olm::data::make_batch(*ds, {4, 5, 6, 7});
+    auto first_in_order = olm::data::make_batch(*ds, {0, 1, 2, 3});
+    olm::nn::LossOptions sum;
+    sum.reduction = olm::nn::LossReduction::kSum;
+    double total = 0;
+    int64_t count = 0;
+    for (auto* b : {&first_in_order, &second}) {
+      total += reference->loss(b->input_ids, b->labels, sum, *b->cu_doc_lens).loss.item<double>();
+      count += b->labels.ne(-100).sum().item<int64_t>();
+    }
+    const auto eval = olm::train::evaluate_dataset(t3, *ds, 4, 0, true);
+    EXPECT_NEAR(eval.loss, total / static_cast<double>(count), 1e-6 * eval.loss);
+    EXPECT_GT(std::abs(olm::train::evaluate_dataset(t3, *ds, 4, 0, false).loss - eval.loss), 1e-5);
   }
 }
 

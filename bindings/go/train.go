@@ -214,6 +214,10 @@ type FitOptions struct {
 	// OnStep sees each step's metrics; returning false stops training cleanly.
 	OnStep func(StepMetrics) bool
 	OnLog  func(message string)
+	// DocumentMasking switches intra-document masking (from the datasets' document
+	// boundaries) on or off for training and evaluation; nil follows the train config
+	// (data.generate_doc_lengths, eval_data.generate_doc_lengths).
+	DocumentMasking *bool
 }
 
 // Fit trains until the config's max_steps and returns the last evaluation.
@@ -224,6 +228,12 @@ func (t *Trainer) Fit(data *Dataset, opts *FitOptions) (EvalMetrics, error) {
 	var state *callbackState
 	if opts != nil {
 		co.eval_data = opts.EvalData.ptr()
+		if opts.DocumentMasking != nil {
+			co.document_masking = 0
+			if *opts.DocumentMasking {
+				co.document_masking = 1
+			}
+		}
 		if opts.OnStep != nil || opts.OnLog != nil {
 			state = &callbackState{onStep: opts.OnStep, onLog: opts.OnLog}
 			handle = cgo.NewHandle(state)

@@ -163,3 +163,40 @@ func TestStepDocuments(t *testing.T) {
 	_, err := tr.StepDocuments(x, nil, crossing)
 	wantCode(t, err, ErrInvalidArgument, "cu_doc_lens")
 }
+
+// FitOptions.DocumentMasking: nil follows the config (no generate_doc_lengths: unmasked),
+// true masks documents and changes the first loss.
+func TestFitDocumentMasking(t *testing.T) {
+	tcfg := must(TrainConfigFromJSON(trainJSON("")))
+	defer tcfg.Close()
+	cfg := must(tcfg.Model())
+	defer cfg.Close()
+	tokens := make([]int64, 64)
+	for i := range tokens {
+		tokens[i] = int64((i*7 + 1) % 64)
+		if i%3 == 2 {
+			tokens[i] = 0
+		}
+	}
+	opts := DefaultDatasetOptions(8, 64)
+	opts.EOSTokenID = 0
+	data := must(DatasetFromTokens(tokens, opts))
+	defer data.Close()
+	firstLoss := func(masking *bool) float64 {
+		m := must(NewModel(cfg, "cpu", nil))
+		defer m.Close()
+		tr := must(NewTrainer(m, tcfg))
+		defer tr.Close()
+		var losses []float64
+		must(tr.Fit(data, &FitOptions{OnStep: func(s StepMetrics) bool {
+			losses = append(losses, s.Loss)
+			return false
+		}, DocumentMasking: masking}))
+		return losses[0]
+	}
+	off, on := false, true
+	byConfig, unmasked, masked := firstLoss(nil), firstLoss(&off), firstLoss(&on)
+	if byConfig != unmasked || math.Abs(masked-unmasked) < 1e-4 {
+		t.Fatalf("first losses: config %v, off %v, on %v", byConfig, unmasked, masked)
+	}
+}

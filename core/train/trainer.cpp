@@ -182,23 +182,26 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   return m;
 }
 
-EvalMetrics Trainer::evaluate(const std::function<bool(at::Tensor&, at::Tensor&)>& next_batch) {
+EvalMetrics Trainer::evaluate(const std::function<bool(at::Tensor&, at::Tensor&, at::Tensor&)>& next_batch) {
   c10::InferenceMode guard;
   const auto device = model_->device();
   double total = 0;
   int64_t tokens = 0;
   nn::LossOptions options;
   options.reduction = nn::LossReduction::kSum;
-  at::Tensor ids, labels;
-  while (next_batch(ids, labels)) {
+  at::Tensor ids, labels, cu_doc_lens;
+  while (next_batch(ids, labels, cu_doc_lens)) {
     ids = ids.to(device, at::kLong);
     labels = labels.defined() ? labels.to(device, at::kLong) : default_labels(ids, kIgnoreIndex);
+    const at::Tensor doc_positions =
+        cu_doc_lens.defined() ? nn::document_positions(cu_doc_lens.to(device), ids.size(0), ids.size(1)) : at::Tensor();
     AutocastScope autocast(config_.spec().bf16_autocast, device.type());
-    auto out = model_->module().loss(ids, labels, options);
+    auto out = model_->module().loss(ids, labels, options, doc_positions);
     total += out.ce_loss.item<double>();
     tokens += labels.ne(kIgnoreIndex).sum().item<int64_t>();
     ids = at::Tensor();
     labels = at::Tensor();
+    cu_doc_lens = at::Tensor();
   }
   EvalMetrics m;
   m.tokens = tokens;

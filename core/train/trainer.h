@@ -49,7 +49,10 @@ class Trainer {
                           const at::Tensor& cu_doc_lens = at::Tensor());
 
   // Mean cross-entropy over the batches (each (B, L) input_ids with optional labels).
-  EvalMetrics evaluate(const std::function<bool(at::Tensor& input_ids, at::Tensor& labels)>& next_batch);
+  // next_batch fills input_ids, labels (undefined: the default) and cu_doc_lens (undefined:
+  // no intra-document masking) and returns false when done.
+  EvalMetrics evaluate(
+      const std::function<bool(at::Tensor& input_ids, at::Tensor& labels, at::Tensor& cu_doc_lens)>& next_batch);
 
   Model& model() { return *model_; }
   std::shared_ptr<Model> model_ptr() { return model_; }

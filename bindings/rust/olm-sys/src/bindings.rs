@@ -1804,12 +1804,13 @@ pub struct olm_fit_options {
     pub on_step: olm_metrics_callback,
     pub on_log: olm_log_callback,
     pub user_data: *mut ::std::os::raw::c_void,
+    pub document_masking: i32,
 }
 #[test]
 fn bindgen_test_layout_olm_fit_options() {
     assert_eq!(
         ::std::mem::size_of::<olm_fit_options>(),
-        40usize,
+        48usize,
         concat!("Size of: ", stringify!(olm_fit_options))
     );
     assert_eq!(
@@ -1902,6 +1903,23 @@ fn bindgen_test_layout_olm_fit_options() {
         );
     }
     test_field_user_data();
+    fn test_field_document_masking() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_fit_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).document_masking) as usize - ptr as usize
+            },
+            40usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_fit_options),
+                "::",
+                stringify!(document_masking)
+            )
+        );
+    }
+    test_field_document_masking();
 }
 extern "C" {
     pub fn olm_fit_options_init(options: *mut olm_fit_options);

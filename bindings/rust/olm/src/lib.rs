@@ -863,9 +863,25 @@ impl Trainer {
 
     /// Trains until the config's max_steps; returns the last evaluation (default when none).
     pub fn fit(&mut self, data: &Dataset, eval_data: Option<&Dataset>, callbacks: FitCallbacks) -> Result<EvalMetrics> {
+        self.fit_with_documents(data, eval_data, callbacks, None)
+    }
+
+    /// [`Trainer::fit`] with intra-document masking from the datasets' document boundaries
+    /// switched on or off for training and evaluation; `None` follows the train config
+    /// (`data.generate_doc_lengths`, `eval_data.generate_doc_lengths`).
+    pub fn fit_with_documents(
+        &mut self,
+        data: &Dataset,
+        eval_data: Option<&Dataset>,
+        callbacks: FitCallbacks,
+        document_masking: Option<bool>,
+    ) -> Result<EvalMetrics> {
         let mut callbacks = callbacks;
         let mut opts: sys::olm_fit_options = unsafe { std::mem::zeroed() };
         unsafe { sys::olm_fit_options_init(&mut opts) };
+        if let Some(masking) = document_masking {
+            opts.document_masking = masking as i32;
+        }
         if let Some(e) = eval_data {
             opts.eval_data = e.ptr.as_ptr();
         }

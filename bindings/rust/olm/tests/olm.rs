@@ -332,3 +332,29 @@ fn trainer_step_with_documents() {
     let crossing = Tensor::from_i64(&[0, 12, 32], &[3]).unwrap();
     expect_err(trainer.step_documents(&x, None, &crossing), ErrorCode::InvalidArgument, "cu_doc_lens");
 }
+
+// Trainer::fit_with_documents: None follows the config (no generate_doc_lengths: unmasked),
+// Some(true) masks documents and changes the first loss.
+#[test]
+fn fit_with_document_masking() {
+    let tcfg = TrainConfig::from_json(&train_json("")).unwrap();
+    let cfg = tcfg.model().unwrap();
+    let tokens: Vec<i64> = (0..64i64).map(|i| if i % 3 == 2 { 0 } else { (i * 7 + 1) % 64 }).collect();
+    let data = Dataset::from_tokens(&tokens, &DatasetOptions::new(8, 64).eos_token_id(0)).unwrap();
+    let first_loss = |masking: Option<bool>| {
+        let mut model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+        let mut trainer = Trainer::new(&mut model, &tcfg).unwrap();
+        let mut losses = Vec::new();
+        let mut on_step = |m: &olm::StepMetrics| {
+            losses.push(m.loss);
+            false
+        };
+        trainer
+            .fit_with_documents(&data, None, FitCallbacks { on_step: Some(&mut on_step), on_log: None }, masking)
+            .unwrap();
+        losses[0]
+    };
+    let (config, off, on) = (first_loss(None), first_loss(Some(false)), first_loss(Some(true)));
+    assert_eq!(config, off);
+    assert!((on - off).abs() > 1e-4, "{on} vs {off}");
+}
