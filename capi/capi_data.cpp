@@ -142,6 +142,7 @@ static void fit_defaults(olm_fit_options* options) {
   options->on_step = nullptr;
   options->on_log = nullptr;
   options->user_data = nullptr;
+  options->document_masking = -1;
 }
 
 void olm_fit_options_init_sized(olm_fit_options* options, size_t struct_size) {
@@ -175,7 +176,11 @@ olm_error* olm_trainer_fit(olm_trainer* trainer, const olm_dataset* train_data, 
   }
   std::shared_ptr<const olm::data::TokenDataset> eval;
   if (opts.eval_data) eval = opts.eval_data->dataset;
-  const auto result = olm::train::fit(t, loader, eval, callbacks);
+  require(opts.document_masking >= -1 && opts.document_masking <= 1, ErrorCode::kInvalidArgument,
+          "options.document_masking must be -1, 0 or 1 (got " + std::to_string(opts.document_masking) + ")");
+  std::optional<bool> documents;
+  if (opts.document_masking != -1) documents = opts.document_masking == 1;
+  const auto result = olm::train::fit(t, loader, eval, callbacks, documents);
   const auto pos = loader.position();
   trainer->data_position = {pos.epoch, pos.batch_in_epoch};
   if (out) {
@@ -196,7 +201,7 @@ olm_error* olm_trainer_evaluate(olm_trainer* trainer, const olm_dataset* data, i
   require(max_batches >= 0, ErrorCode::kInvalidArgument, "max_batches must be >= 0");
   auto& t = *trainer->trainer;
   const auto m = olm::train::evaluate_dataset(t, *data->dataset, t.config().spec().global_batch_instances(),
-                                              max_batches);
+                                              max_batches, olm::train::eval_documents(t.config().spec()));
   olm::capi::write_result(out, to_c(m));
   OLM_API_END
 }

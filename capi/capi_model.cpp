@@ -35,6 +35,8 @@ static void forward_defaults(olm_forward_options* options) {
   if (!options) return;
   options->struct_size = sizeof(olm_forward_options);
   options->logits_to_keep = 0;
+  options->cu_doc_lens = nullptr;
+  options->max_doc_len = 0;
 }
 
 void olm_forward_options_init_sized(olm_forward_options* options, size_t struct_size) {
@@ -52,6 +54,8 @@ static void loss_defaults(olm_loss_options* options) {
   options->loss_div_factor = 1.0;
   options->return_logits = 0;
   options->logits_to_keep = 0;
+  options->cu_doc_lens = nullptr;
+  options->max_doc_len = 0;
 }
 
 void olm_loss_options_init_sized(olm_loss_options* options, size_t struct_size) {
@@ -88,7 +92,9 @@ olm_error* olm_model_forward(olm_model* model, const olm_tensor* input_ids,
   require_arg(input_ids, "input_ids");
   require_arg(logits, "logits");
   const auto opts = read_options(options, forward_defaults, "options");
-  *logits = wrap(model->model->forward(input_ids->tensor, opts.logits_to_keep));
+  *logits = wrap(model->model->forward(input_ids->tensor, opts.logits_to_keep,
+                                       opts.cu_doc_lens ? opts.cu_doc_lens->tensor : at::Tensor(),
+                                       opts.max_doc_len));
   OLM_API_END
 }
 
@@ -120,7 +126,9 @@ olm_error* olm_model_loss(olm_model* model, const olm_tensor* input_ids, const o
   loss_options.return_logits = opts.return_logits != 0;
   loss_options.logits_to_keep = opts.logits_to_keep;
 
-  const auto result = model->model->loss(input_ids->tensor, labels->tensor, loss_options);
+  const auto result = model->model->loss(input_ids->tensor, labels->tensor, loss_options,
+                                         opts.cu_doc_lens ? opts.cu_doc_lens->tensor : at::Tensor(),
+                                         opts.max_doc_len);
 
   // Fill a full-size local struct; only the part the caller's struct_size covers is copied
   // out, and tensors that would not be copied are never allocated.

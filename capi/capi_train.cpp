@@ -151,6 +151,20 @@ olm_error* olm_trainer_step(olm_trainer* trainer, const olm_tensor* input_ids, c
   OLM_API_END
 }
 
+olm_error* olm_trainer_step_documents(olm_trainer* trainer, const olm_tensor* input_ids, const olm_tensor* labels,
+                                      const olm_tensor* cu_doc_lens, olm_step_metrics* out) {
+  OLM_API_BEGIN
+  require_arg(trainer, "trainer");
+  require_arg(input_ids, "input_ids");
+  require_arg(out, "out");
+  require(out->struct_size >= sizeof(size_t) + sizeof(int64_t), ErrorCode::kInvalidArgument,
+          "out->struct_size is " + std::to_string(out->struct_size) + ": set it to sizeof(olm_step_metrics)");
+  const auto m = trainer->trainer->train_batch(input_ids->tensor, labels ? labels->tensor : at::Tensor(),
+                                               cu_doc_lens ? cu_doc_lens->tensor : at::Tensor());
+  olm::capi::write_result(out, olm::capi::step_metrics_to_c(m));
+  OLM_API_END
+}
+
 olm_error* olm_trainer_save_checkpoint(olm_trainer* trainer, const char* folder, olm_buffer** out_path) {
   OLM_API_BEGIN
   require_arg(trainer, "trainer");

@@ -81,18 +81,30 @@ at::Tensor Model::checked_tokens(const at::Tensor& ids, const char* argument,
   return values;
 }
 
-at::Tensor Model::forward(const at::Tensor& input_ids, int64_t logits_to_keep) const {
+at::Tensor Model::checked_doc_positions(const at::Tensor& ids, const at::Tensor& cu_doc_lens,
+                                        int64_t max_doc_len) const {
+  require(max_doc_len >= 0, ErrorCode::kInvalidArgument,
+          "max_doc_len must be >= 0 (got " + std::to_string(max_doc_len) + ")");
+  if (!cu_doc_lens.defined()) return at::Tensor();
+  return nn::document_positions(cu_doc_lens.to(device_), ids.size(0), ids.size(1), max_doc_len);
+}
+
+at::Tensor Model::forward(const at::Tensor& input_ids, int64_t logits_to_keep, const at::Tensor& cu_doc_lens,
+                          int64_t max_doc_len) const {
   auto ids = checked_tokens(input_ids, "input_ids", std::nullopt);
+  auto doc_positions = checked_doc_positions(ids, cu_doc_lens, max_doc_len);
   require(logits_to_keep >= 0 && logits_to_keep <= ids.size(1), ErrorCode::kInvalidArgument,
           "logits_to_keep must be in [0, seq_len=" + std::to_string(ids.size(1)) + "] (got " +
               std::to_string(logits_to_keep) + ")");
   c10::InferenceMode guard;
-  return module_->forward(ids, logits_to_keep).to(at::kFloat);
+  return module_->forward(ids, logits_to_keep, nullptr, doc_positions).to(at::kFloat);
 }
 
 nn::LossOutput Model::loss(const at::Tensor& input_ids, const at::Tensor& labels,
-                           const nn::LossOptions& options) const {
+                           const nn::LossOptions& options, const at::Tensor& cu_doc_lens,
+                           int64_t max_doc_len) const {
   auto ids = checked_tokens(input_ids, "input_ids", std::nullopt);
+  auto doc_positions = checked_doc_positions(ids, cu_doc_lens, max_doc_len);
   auto targets = checked_tokens(labels, "labels", options.ignore_index);
   require(ids.sizes() == targets.sizes(), ErrorCode::kInvalidArgument,
           "labels: shape " + shape_string(targets.sizes()) + " differs from input_ids shape " +
@@ -104,7 +116,7 @@ nn::LossOutput Model::loss(const at::Tensor& input_ids, const at::Tensor& labels
   require(options.loss_div_factor != 0.0 && std::isfinite(options.loss_div_factor),
           ErrorCode::kInvalidArgument, "loss_div_factor must be a non-zero finite number");
   c10::InferenceMode guard;
-  auto out = module_->loss(ids, targets, options);
+  auto out = module_->loss(ids, targets, options, doc_positions);
   if (out.logits) out.logits = out.logits->to(at::kFloat);
   return out;
 }
@@ -117,6 +129,11 @@ void Model::load_safetensors(const std::string& path) {
   auto params = module_->named_state();
   std::set<std::string> expected;
   for (const auto& p : params) expected.insert(p.name);
+  // Tied embeddings: OLMo-core's state dict names the shared table twice; the second name is
+  // optional here and must hold the same values.
+  const bool tied = config_.spec().tie_word_embeddings;
+  const std::string tied_name = "lm_head.w_out.weight";
+  if (tied) expected.insert(tied_name);
   for (const auto& e : file.entries()) {
     require(expected.count(e.name) > 0, ErrorCode::kMismatch,
             "safetensors file '" + path + "': unexpected tensor '" + e.name +
@@ -139,6 +156,15 @@ void Model::load_safetensors(const std::string& path) {
                 c10::toString(entry.dtype));
     staged.push_back(file.read(entry).to(p.tensor->scalar_type()));
   }
+  if (tied && by_name.count(tied_name)) {
+    const auto& entry = *by_name[tied_name];
+    const at::Tensor& table = staged.front();  // embeddings.weight is the first parameter
+    require(params.front().name == "embeddings.weight" && at::IntArrayRef(entry.shape) == table.sizes() &&
+                file.read(entry).to(table.scalar_type()).equal(table),
+            ErrorCode::kMismatch,
+            "safetensors file '" + path + "': tensor '" + tied_name +
+                "' differs from 'embeddings.weight' but the config ties them (tie_word_embeddings)");
+  }
   at::NoGradGuard no_grad;
   for (size_t i = 0; i < params.size(); ++i) params[i].tensor->copy_(staged[i]);
 }
@@ -146,6 +172,9 @@ void Model::load_safetensors(const std::string& path) {
 void Model::save_safetensors(const std::string& path) const {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (auto& p : module_->named_state()) tensors.emplace_back(p.name, *p.tensor);
+  // Tied: written under both names, as OLMo-core's state dict lists them, so either side loads
+  // the file with its usual names.
+  if (config_.spec().tie_word_embeddings) tensors.emplace_back("lm_head.w_out.weight", module_->embeddings());
   io::save_safetensors(path, tensors);
 }
 

@@ -25,9 +25,14 @@ class Model {
   Model(const Config& config, const std::string& device, const ModelOptions& options);
 
   // input_ids: int32/int64 (B, T), ids in [0, vocab). Returns float32 logits.
-  at::Tensor forward(const at::Tensor& input_ids, int64_t logits_to_keep) const;
+  // cu_doc_lens (optional): OLMo-core's cumulative document lengths over the flattened batch
+  // (nn::document_positions); attention stays inside documents and RoPE restarts in each.
+  // max_doc_len > 0 must bound the longest document.
+  at::Tensor forward(const at::Tensor& input_ids, int64_t logits_to_keep,
+                     const at::Tensor& cu_doc_lens = at::Tensor(), int64_t max_doc_len = 0) const;
   nn::LossOutput loss(const at::Tensor& input_ids, const at::Tensor& labels,
-                      const nn::LossOptions& options) const;
+                      const nn::LossOptions& options, const at::Tensor& cu_doc_lens = at::Tensor(),
+                      int64_t max_doc_len = 0) const;
 
   const Config& config() const { return config_; }
   const at::Device& device() const { return device_; }
@@ -40,6 +45,8 @@ class Model {
   nn::Transformer& module() { return *module_; }
 
  private:
+  at::Tensor checked_doc_positions(const at::Tensor& ids, const at::Tensor& cu_doc_lens,
+                                   int64_t max_doc_len) const;
   at::Tensor checked_tokens(const at::Tensor& ids, const char* argument,
                             std::optional<int64_t> ignore_index) const;
 

@@ -398,6 +398,17 @@ typedef struct olm_forward_options {
     size_t struct_size;
     /** Keep only the logits of the last N positions; 0 (the default) keeps all. */
     int64_t logits_to_keep;
+    /** Intra-document masking (OLMo-core's cu_doc_lens): NULL (the default) for none, else a
+     *  1-D int32 or int64 tensor of cumulative document lengths over the flattened
+     *  (batch, seq_len) tokens: it starts at 0, never decreases, ends at batch * seq_len and
+     *  holds every multiple of seq_len (documents do not cross rows), as olm_batch's
+     *  cu_doc_lens. Tokens attend only to earlier tokens of their own document and RoPE
+     *  positions restart at 0 in each document, so every document's logits equal those of a
+     *  separate forward over it. Not owned: the library only reads it during the call. */
+    const olm_tensor* cu_doc_lens;
+    /** With cu_doc_lens: 0 (the default), or an upper bound on the longest document (as
+     *  olm_batch's max_doc_len); a smaller value is an error. Ignored without cu_doc_lens. */
+    int64_t max_doc_len;
 } olm_forward_options;
 
 /**
@@ -424,7 +435,8 @@ OLM_API void (olm_forward_options_init)(olm_forward_options* options);
  * @param logits On success, receives a new float32 tensor of shape
  *        (batch, kept positions, vocab_size) on the model's device, owned by the caller.
  * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers, a wrong dtype or
- *         shape, a token id outside the vocabulary or a bad logits_to_keep.
+ *         shape, a token id outside the vocabulary, a bad logits_to_keep, or a cu_doc_lens
+ *         or max_doc_len that breaks the rules above.
  */
 OLM_API OLM_MUST_USE olm_error* olm_model_forward(olm_model* model, const olm_tensor* input_ids,
                                                   const olm_forward_options* options,
@@ -451,6 +463,17 @@ typedef struct olm_loss_options {
     int32_t return_logits;
     /** Compute the loss over the last N positions only; 0 (the default) uses all. */
     int64_t logits_to_keep;
+    /** Intra-document masking (OLMo-core's cu_doc_lens): NULL (the default) for none, else a
+     *  1-D int32 or int64 tensor of cumulative document lengths over the flattened
+     *  (batch, seq_len) tokens: it starts at 0, never decreases, ends at batch * seq_len and
+     *  holds every multiple of seq_len (documents do not cross rows), as olm_batch's
+     *  cu_doc_lens. Tokens attend only to earlier tokens of their own document and RoPE
+     *  positions restart at 0 in each document, so every document's logits equal those of a
+     *  separate forward over it. Not owned: the library only reads it during the call. */
+    const olm_tensor* cu_doc_lens;
+    /** With cu_doc_lens: 0 (the default), or an upper bound on the longest document (as
+     *  olm_batch's max_doc_len); a smaller value is an error. Ignored without cu_doc_lens. */
+    int64_t max_doc_len;
 } olm_loss_options;
 
 /**
@@ -502,8 +525,8 @@ typedef struct olm_loss_result {
  * @param out The caller's result struct; its struct_size must be set (for example with
  *        sizeof(olm_loss_result)). Filled only on success.
  * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers, wrong dtypes or
- *         shapes, out-of-vocabulary ids or labels, an unknown reduction or a zero
- *         loss_div_factor.
+ *         shapes, out-of-vocabulary ids or labels, an unknown reduction, a zero
+ *         loss_div_factor, or a bad cu_doc_lens or max_doc_len (see olm_forward_options).
  */
 OLM_API OLM_MUST_USE olm_error* olm_model_loss(olm_model* model, const olm_tensor* input_ids,
                                                const olm_tensor* labels,
@@ -799,6 +822,25 @@ OLM_API OLM_MUST_USE olm_error* olm_trainer_step(olm_trainer* trainer, const olm
                                                  const olm_tensor* labels, olm_step_metrics* out);
 
 /**
+ * As olm_trainer_step(), with intra-document masking: tokens attend only to earlier tokens of
+ * their own document and RoPE positions restart at 0 in each (OLMo-core's cu_doc_lens).
+ *
+ * @param trainer The trainer.
+ * @param input_ids As for olm_trainer_step().
+ * @param labels As for olm_trainer_step(); may be NULL.
+ * @param cu_doc_lens Cumulative document lengths over the flattened batch, int32 or int64,
+ *        following the rules of olm_forward_options.cu_doc_lens (olm_batch's cu_doc_lens
+ *        qualifies); NULL steps without masking, as olm_trainer_step(). Read during the call.
+ * @param out Receives the step's metrics; its struct_size must be set.
+ * @return As olm_trainer_step(); also OLM_ERR_INVALID_ARGUMENT for a cu_doc_lens that breaks
+ *         the rules (nothing is updated then).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_trainer_step_documents(olm_trainer* trainer, const olm_tensor* input_ids,
+                                                           const olm_tensor* labels,
+                                                           const olm_tensor* cu_doc_lens,
+                                                           olm_step_metrics* out);
+
+/**
  * Save a checkpoint: <folder>/step<N>/ with model.safetensors (OLMo-core names),
  * optim.safetensors and meta.olmk. Written to a temporary directory and renamed into place;
  * only the newest keep_last_n checkpoints of the train config are kept.
@@ -986,6 +1028,11 @@ typedef struct olm_fit_options {
     olm_metrics_callback on_step;
     olm_log_callback on_log;
     void* user_data;
+    /** Intra-document masking from the datasets' document boundaries (their eos_token_id):
+     *  -1 (the default) follows the train config (data.generate_doc_lengths for training,
+     *  eval_data.generate_doc_lengths for evaluation), 0 never, 1 for training and
+     *  evaluation. A dataset without an eos_token_id has no documents to mask. */
+    int32_t document_masking;
 } olm_fit_options;
 
 /**
@@ -1021,7 +1068,8 @@ OLM_API OLM_MUST_USE olm_error* olm_trainer_fit(olm_trainer* trainer, const olm_
                                                 olm_eval_metrics* out);
 
 /**
- * Validation loss and perplexity over a dataset's instances, in order.
+ * Validation loss and perplexity over a dataset's instances, in order, with intra-document
+ * masking when the train config's eval_data.generate_doc_lengths is set.
  *
  * @param trainer The trainer (its model and precision are used).
  * @param data The dataset.

@@ -3,6 +3,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdio>
@@ -245,7 +246,8 @@ TEST(CapiConfig, JsonPresetsRoundTripsAndBadInput) {
            {edited("\"n_layers\": 2", "\"n_layers\": 2, \"surprise\": true"), OLM_ERR_PARSE, "unknown field: surprise"},
            {edited("\"d_model\": 64", "\"d_model\": \"wide\""), OLM_ERR_PARSE, "field 'd_model'"},
            {edited("\"d_model\": 64", "\"d_model\": 1e40"), OLM_ERR_PARSE, "d_model"},
-           {R"({"d_model": 64, "vocab_size": 10, "n_layers": 1})", OLM_ERR_PARSE, "required field is missing: block"},
+           {R"({"d_model": 64, "vocab_size": 10, "n_layers": 1})", OLM_ERR_PARSE, "required field is missing: lm_head"},
+           {R"({"d_model": 64, "vocab_size": 10, "n_layers": 1, "lm_head": {}})", OLM_ERR_INVALID_CONFIG, "block: required field is missing"},
            {edited("\"d_model\": 64", "\"d_model\": 63"), OLM_ERR_INVALID_CONFIG, "d_model (63) must be divisible"},
            {edited("\"n_heads\": 4", "\"n_heads\": 4, \"n_kv_heads\": 3"), OLM_ERR_INVALID_CONFIG, "n_kv_heads (3)"},
            {edited("\"n_layers\": 2", "\"n_layers\": 0"), OLM_ERR_INVALID_CONFIG, "n_layers must be positive"},
@@ -366,6 +368,83 @@ TEST_F(Tiny, ForwardShapesKeepAndDtypes) {
   expect(olm_model_forward(model, x, &o, &out), OLM_ERR_INVALID_ARGUMENT, "options.struct_size");
   EXPECT_EQ(out, sentinel<olm_tensor>());
   for (auto* t : {x, x32, oov, neg, f, flat, zero}) olm_tensor_free(t);
+}
+
+// Intra-document masking through the ABI: each document of a packed row gets the logits of a
+// forward over it alone (float32 rounding: 1e-5), the loss takes the same option, and a
+// caller built before the field existed (a smaller struct_size) gets the unmasked forward.
+TEST_F(Tiny, DocumentMaskingMatchesSeparateDocuments) {
+  const int64_t T = 6;
+  auto tokens = seq(12);
+  auto* x = ids(tokens, 2, T);
+  const std::vector<int32_t> cu = {0, 2, 6, 9, 12};
+  int64_t cu_shape[1] = {5};
+  olm_tensor* cu_t = nullptr;
+  ASSERT_OK(olm_tensor_create(OLM_DTYPE_INT32, cu_shape, 1, cu.data(), cu.size() * 4, &cu_t));
+  olm_forward_options o;
+  olm_forward_options_init(&o);
+  EXPECT_EQ(o.cu_doc_lens, nullptr);
+  EXPECT_EQ(o.max_doc_len, 0);
+  o.cu_doc_lens = cu_t;
+  o.max_doc_len = 4;
+  olm_tensor* out = nullptr;
+  ASSERT_OK(olm_model_forward(model, x, &o, &out));
+  std::vector<float> packed(2 * T * 256);
+  ASSERT_OK(olm_tensor_copy_to_host(out, packed.data(), packed.size() * 4));
+  olm_tensor_free(out);
+  double worst = 0;
+  for (size_t d = 0; d + 1 < cu.size(); ++d) {
+    const int64_t s = cu[d], n = cu[d + 1] - cu[d];
+    auto* alone_ids = ids(std::vector<int64_t>(tokens.begin() + s, tokens.begin() + s + n), 1, n);
+    auto alone = logits(alone_ids);
+    for (int64_t i = 0; i < n * 256; ++i)
+      worst = std::max(worst, static_cast<double>(std::abs(alone[static_cast<size_t>(i)] - packed[static_cast<size_t>(s * 256 + i)])));
+    olm_tensor_free(alone_ids);
+  }
+  EXPECT_LT(worst, 1e-5);
+  auto plain = logits(x);
+  double changed = 0;
+  for (size_t i = 0; i < plain.size(); ++i) changed = std::max(changed, static_cast<double>(std::abs(plain[i] - packed[i])));
+  EXPECT_GT(changed, 1e-3) << "masking must change the later documents";
+
+  // A caller whose struct ends before cu_doc_lens: the library must not read the new fields.
+  o.struct_size = offsetof(olm_forward_options, cu_doc_lens);
+  ASSERT_OK(olm_model_forward(model, x, &o, &out));
+  std::vector<float> old(plain.size());
+  ASSERT_OK(olm_tensor_copy_to_host(out, old.data(), old.size() * 4));
+  olm_tensor_free(out);
+  EXPECT_EQ(old, plain);
+
+  // The loss with documents: its logits are the packed ones.
+  olm_loss_options lo;
+  olm_loss_options_init(&lo);
+  EXPECT_EQ(lo.cu_doc_lens, nullptr);
+  lo.cu_doc_lens = cu_t;
+  lo.return_logits = 1;
+  olm_loss_result res;
+  res.struct_size = sizeof res;
+  ASSERT_OK(olm_model_loss(model, x, x, &lo, &res));
+  std::vector<float> loss_logits(packed.size());
+  ASSERT_OK(olm_tensor_copy_to_host(res.logits, loss_logits.data(), loss_logits.size() * 4));
+  for (size_t i = 0; i < packed.size(); ++i) ASSERT_NEAR(loss_logits[i], packed[i], 1e-6);
+  olm_loss_result_free(&res);
+
+  // Broken boundaries are named errors.
+  o.struct_size = sizeof o;
+  o.max_doc_len = 3;
+  out = sentinel<olm_tensor>();
+  expect(olm_model_forward(model, x, &o, &out), OLM_ERR_INVALID_ARGUMENT, "max_doc_len (3) is less than the longest document (4)");
+  o.max_doc_len = 0;
+  const std::vector<int64_t> crossing = {0, 4, 8, 12};  // a document spans rows 0 and 1
+  int64_t crossing_shape[1] = {4};
+  olm_tensor* crossing_t = nullptr;
+  ASSERT_OK(olm_tensor_create(OLM_DTYPE_INT64, crossing_shape, 1, crossing.data(), 32, &crossing_t));
+  o.cu_doc_lens = crossing_t;
+  expect(olm_model_forward(model, x, &o, &out), OLM_ERR_INVALID_ARGUMENT, "cu_doc_lens: every row must start a document");
+  lo.cu_doc_lens = crossing_t;
+  expect(olm_model_loss(model, x, x, &lo, &res), OLM_ERR_INVALID_ARGUMENT, "cu_doc_lens");
+  EXPECT_EQ(out, sentinel<olm_tensor>());
+  for (auto* t : {x, cu_t, crossing_t}) olm_tensor_free(t);
 }
 
 TEST_F(Tiny, LossReductionsZLossAndDivisor) {
@@ -592,7 +671,7 @@ TEST_F(Tiny, NormalizeMatricesOnlyForNormalizedModels) {
   olm_model* m = nullptr;
   ASSERT_OK(olm_config_from_json(ngpt, std::strlen(ngpt), &c));
   ASSERT_OK(olm_model_create(c, "cpu", nullptr, &m));
-  auto* x = ids(seq(8), 1, 8);
+  auto* x = ids(seq(8, 64), 1, 8);
   olm_tensor *a = nullptr, *b = nullptr;
   ASSERT_OK(olm_model_forward(m, x, nullptr, &a));
   // Initialization already normalized the matrices: doing it again changes logits by rounding only.

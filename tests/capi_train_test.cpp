@@ -119,6 +119,8 @@ TEST(CapiTrainConfig, RoundTripsAndNamesBadFields) {
            {R"(, "ac_mode": "sometimes")", OLM_ERR_INVALID_CONFIG, "ac_mode"},
            {R"(, "keep_last_n": 0)", OLM_ERR_INVALID_CONFIG, "keep_last_n"},
            {R"(, "autocast_precision": "fp8")", OLM_ERR_INVALID_CONFIG, "autocast_precision"},
+           {R"(, "data": {"paths": ["x.npy"], "generate_doc_lengths": true})", OLM_ERR_INVALID_CONFIG,
+            "data.generate_doc_lengths requires data.eos_token_id"},
        }) {
     const std::string bad = train_json(c.extra);
     olm_train_config* out = reinterpret_cast<olm_train_config*>(0x1);
@@ -133,6 +135,48 @@ TEST(CapiTrainConfig, RoundTripsAndNamesBadFields) {
               HasSubstr("global_batch_size"));
   EXPECT_EQ(code, OLM_ERR_INVALID_CONFIG);
   EXPECT_EQ(consume(olm_train_config_from_json(nullptr, 0, &out), &code), "text: NULL");
+}
+
+// A step with documents: its loss is the model's masked mean loss on the batch (before the
+// update), a NULL cu_doc_lens is a plain step, and broken boundaries change nothing.
+TEST_F(Fixture, StepWithDocumentsUsesTheMaskedLoss) {
+  auto tokens = pattern(32);
+  auto* ids = ids_tensor(tokens, 4, 8);
+  std::vector<int64_t> shifted(32, -100);
+  for (int r = 0; r < 4; ++r)
+    for (int t = 0; t < 7; ++t) shifted[static_cast<size_t>(r * 8 + t)] = tokens[static_cast<size_t>(r * 8 + t + 1)];
+  auto* labels = ids_tensor(shifted, 4, 8);
+  const std::vector<int32_t> cu = {0, 3, 8, 16, 17, 24, 28, 32};
+  int64_t cu_shape[1] = {8};
+  olm_tensor* cu_t = nullptr;
+  ASSERT_OK(olm_tensor_create(OLM_DTYPE_INT32, cu_shape, 1, cu.data(), cu.size() * 4, &cu_t));
+  olm_loss_options lo;
+  olm_loss_options_init(&lo);
+  lo.cu_doc_lens = cu_t;
+  olm_loss_result masked{};
+  masked.struct_size = sizeof masked;
+  ASSERT_OK(olm_model_loss(model, ids, labels, &lo, &masked));
+  olm_loss_result_free(&masked);
+
+  olm_step_metrics m{};
+  m.struct_size = sizeof m;
+  int32_t code = 0;
+  const std::vector<int64_t> crossing = {0, 12, 32};
+  int64_t crossing_shape[1] = {3};
+  olm_tensor* crossing_t = nullptr;
+  ASSERT_OK(olm_tensor_create(OLM_DTYPE_INT64, crossing_shape, 1, crossing.data(), 24, &crossing_t));
+  EXPECT_THAT(consume(olm_trainer_step_documents(trainer, ids, nullptr, crossing_t, &m), &code),
+              HasSubstr("cu_doc_lens: every row must start a document"));
+  EXPECT_EQ(code, OLM_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(m.step, 0) << "a refused batch takes no step";
+  ASSERT_OK(olm_trainer_step_documents(trainer, ids, nullptr, cu_t, &m));
+  EXPECT_EQ(m.step, 1);
+  EXPECT_NEAR(m.loss, masked.loss_value, 1e-5 * masked.loss_value);
+  olm_step_metrics plain{};
+  plain.struct_size = sizeof plain;
+  ASSERT_OK(olm_trainer_step_documents(trainer, ids, nullptr, nullptr, &plain));
+  EXPECT_EQ(plain.step, 2);
+  for (auto* t : {ids, labels, cu_t, crossing_t}) olm_tensor_free(t);
 }
 
 TEST_F(Fixture, StepsTrainAndRejectBadBatches) {
@@ -324,6 +368,55 @@ int32_t on_step(const olm_step_metrics* m, void* user) {
 }
 
 void on_log(const char* message, void* user) { static_cast<FitLog*>(user)->messages.push_back(message); }
+
+// olm_fit_options.document_masking: -1 follows the config (no generate_doc_lengths here, so
+// unmasked), 0 is unmasked, 1 masks documents (a different first loss); other values fail.
+TEST(CapiFit, DocumentMaskingOption) {
+  const std::string json = train_json();
+  olm_train_config* tcfg = nullptr;
+  ASSERT_OK(olm_train_config_from_json(json.data(), json.size(), &tcfg));
+  olm_config* cfg = nullptr;
+  ASSERT_OK(olm_train_config_model(tcfg, &cfg));
+  olm_dataset_options o;
+  olm_dataset_options_init(&o);
+  o.sequence_length = 8;
+  o.vocab_size = 64;
+  o.eos_token_id = 5;
+  std::vector<int64_t> tokens(8 * 8);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = i % 3 == 2 ? 5 : static_cast<int64_t>((i * 7 + 1) % 64);
+  olm_dataset* data = nullptr;
+  ASSERT_OK(olm_dataset_from_tokens(tokens.data(), tokens.size(), &o, &data));
+  auto first_loss = [&](int32_t masking, int32_t* code) {
+    olm_model* model = nullptr;
+    EXPECT_EQ(olm_model_create(cfg, "cpu", nullptr, &model), nullptr);
+    olm_trainer* trainer = nullptr;
+    EXPECT_EQ(olm_trainer_create(model, tcfg, &trainer), nullptr);
+    FitLog log;
+    log.stop_after = 1;
+    olm_fit_options fo;
+    olm_fit_options_init(&fo);
+    EXPECT_EQ(fo.document_masking, -1);
+    fo.on_step = on_step;
+    fo.user_data = &log;
+    fo.document_masking = masking;
+    olm_error* err = olm_trainer_fit(trainer, data, &fo, nullptr);
+    *code = err ? olm_error_code(err) : 0;
+    olm_error_free(err);
+    olm_trainer_free(trainer);
+    olm_model_free(model);
+    return log.losses.empty() ? std::nan("") : log.losses[0];
+  };
+  int32_t code = 0;
+  const double by_config = first_loss(-1, &code), off = first_loss(0, &code), on = first_loss(1, &code);
+  EXPECT_EQ(code, 0);
+  EXPECT_EQ(by_config, off);
+  EXPECT_GT(std::abs(on - off), 1e-4);
+  first_loss(2, &code);
+  EXPECT_EQ(code, OLM_ERR_INVALID_ARGUMENT);
+  olm_dataset_free(data);
+  olm_config_free(cfg);
+  olm_train_config_free(tcfg);
+}
 
 TEST(CapiFit, TrainsEvaluatesStopsAndResumesTheDataOrder) {
   const std::string dir = olm_testing::temp_dir("capi_train_fit");

@@ -168,7 +168,7 @@ TEST(Config, NormalizedTransformerIsConsistentOrRefused) {
            {with("\"n_heads\": 4", "\"n_heads\": 4, \"head_dim\": 4"), "block.attention.head_dim"},
            {with("\"lm_head\": {\"name\": \"normalized\"}", "\"lm_head\": {\"name\": \"normalized\", \"layer_norm\": {}}"), "lm_head.layer_norm: the normalized head has no final norm"},
            {with("\"init_method\"", "\"embed_scale\": 2.0, \"init_method\""), "embed_scale are not supported by the normalized transformer"},
-           {with("{\"name\": \"l2_norm\"}", "{\"name\": \"l2_norm\", \"bias\": true}"), "l2_norm has no weight or bias"}}) {
+           {with("{\"name\": \"l2_norm\"}", "{\"name\": \"l2_norm\", \"bias\": true}"), "l2_norm has no parameters"}}) {
     SCOPED_TRACE(json);
     expect_error([&] { olm::Config::from_json(json); }, ErrorCode::kInvalidConfig, needle);
   }
@@ -201,6 +201,18 @@ TEST(Config, ValidationNamesTheField) {
            {"\"n_heads\": 4", "\"n_heads\": 4, \"sliding_window\": {\"pattern\": []}", "block.attention.sliding_window.pattern: empty", ErrorCode::kInvalidConfig},
            {"\"theta\": 500000", "\"theta\": 500000, \"no_global_rope\": true", "no_global_rope requires block.attention.sliding_window", ErrorCode::kInvalidConfig},
            {"\"n_layers\": 2", "\"n_layers\": 2, \"embed_scale\": -1", "embed_scale must be a positive finite number", ErrorCode::kInvalidConfig},
+           {"\"n_heads\": 4", "\"n_heads\": 4, \"backend\": \"flash_9\"", "block.attention.backend: unknown value 'flash_9' (known: torch, explicit)", ErrorCode::kInvalidConfig},
+           {"\"n_heads\": 4", "\"n_heads\": 4, \"softcap\": 0", "block.attention.softcap must be a positive finite number (got 0)", ErrorCode::kInvalidConfig},
+           {"\"n_heads\": 4", "\"n_heads\": 4, \"softcap\": -50", "block.attention.softcap must be a positive finite number", ErrorCode::kInvalidConfig},
+           {"\"n_heads\": 4", "\"n_heads\": 4, \"softcap\": 50, \"backend\": \"torch\"", "block.attention.softcap needs block.attention.backend \"explicit\"", ErrorCode::kInvalidConfig},
+           {"\"theta\": 500000", "\"theta\": 500000, \"xpos_scale_base\": 0", "block.attention.rope.xpos_scale_base must be a positive finite number", ErrorCode::kInvalidConfig},
+           {"\"theta\": 500000", "\"theta\": 500000, \"scaling\": {\"name\": \"dynamic_ntk\", \"factor\": 0.5}", "block.attention.rope.scaling.factor must be >= 1 for dynamic_ntk", ErrorCode::kInvalidConfig},
+           {"\"theta\": 500000", "\"theta\": 500000, \"scaling\": {\"name\": \"ntk\"}", "block.attention.rope.scaling.name: unknown value 'ntk' (known: abf, pi, stepwise, yarn, dynamic_ntk)", ErrorCode::kInvalidConfig},
+           {"\"n_layers\": 2", "\"n_layers\": 2, \"position_embedding\": {\"name\": \"rotary\"}", "position_embedding.name: unknown value 'rotary' (known: learned, sinusoidal)", ErrorCode::kInvalidConfig},
+           {"\"n_layers\": 2", "\"n_layers\": 2, \"position_embedding\": {\"name\": \"learned\"}", "position_embedding.max_sequence_length is required for learned", ErrorCode::kInvalidConfig},
+           {"\"n_layers\": 2", "\"n_layers\": 2, \"position_embedding\": {\"name\": \"learned\", \"max_sequence_length\": 0}", "position_embedding.max_sequence_length must be positive", ErrorCode::kInvalidConfig},
+           {"\"bias\": false}, \"bias\": false}", "\"bias\": false}, \"bias\": true}, \"tie_word_embeddings\": true", "tie_word_embeddings requires lm_head.bias false", ErrorCode::kInvalidConfig},
+           {"\"qk_norm\": {\"name\": \"rms\", \"eps\": 1e-6, \"bias\": false}", "\"qk_norm\": {\"name\": \"l2_norm\", \"elementwise_affine\": true}", "block.attention.qk_norm: l2_norm has no parameters", ErrorCode::kInvalidConfig},
            {"\"d_model\": 64", "\"d_model\": \"wide\"", "field 'd_model'", ErrorCode::kParse},
            {"\"d_model\": 64", "\"d_model\": 99999999999", "d_model", ErrorCode::kParse},
            {"\"bias\": false}, \"bias\"", "\"bias\": \"no\"}, \"bias\"", "field 'bias'", ErrorCode::kParse},
@@ -215,6 +227,63 @@ TEST(Config, ValidationNamesTheField) {
   expect_error([] { olm::Config::from_json("{\"d_model\": 8,"); }, ErrorCode::kParse, "config JSON");
   expect_error([] { olm::Config::from_json("{\"d_model\": 8}"); }, ErrorCode::kParse, "required field is missing: lm_head");
   expect_error([] { olm::Config::from_json(""); }, ErrorCode::kParse, "config JSON");
+}
+
+// The catalogue's attention fields survive JSON and FlatBuffer round trips and resolve.
+TEST(Config, AttentionBackendAndSoftcapRoundTrip) {
+  const auto config = olm::Config::from_json(replace(kTiny, "\"n_heads\": 4", "\"n_heads\": 4, \"softcap\": 50"));
+  const std::string json = config.to_json();
+  EXPECT_THAT(json, HasSubstr("\"softcap\": 50"));
+  EXPECT_EQ(olm::Config::from_json(json).to_json(), json);
+  const auto fb = config.to_flatbuffer();
+  EXPECT_EQ(olm::Config::from_flatbuffer(fb.data(), fb.size()).to_json(), json);
+  const auto& att = config.spec().blocks[0].attention;
+  EXPECT_EQ(att.softcap, 50.0);
+  EXPECT_EQ(att.backend, "explicit") << "soft-capping defaults to the explicit softmax";
+  EXPECT_EQ(olm::Config::from_json(kTiny).spec().blocks[0].attention.backend, "torch");
+  EXPECT_FALSE(olm::Config::from_json(kTiny).spec().blocks[0].attention.softcap);
+  const auto explicit_backend = olm::Config::from_json(replace(kTiny, "\"n_heads\": 4", "\"n_heads\": 4, \"backend\": \"explicit\""));
+  EXPECT_EQ(explicit_backend.spec().blocks[0].attention.backend, "explicit");
+  EXPECT_EQ(explicit_backend.num_params().total, olm::Config::from_json(kTiny).num_params().total);
+}
+
+// Position, tying and norm fields: round trips, resolution and parameter counts (tied: the
+// table once, as OLMo-core's num_params; learned positions: max_sequence_length x d_model,
+// outside the non-embedding count).
+TEST(Config, PositionsTyingAndL2NormRoundTripAndCount) {
+  const std::string json_in = replace(replace(replace(kTiny,
+      "\"theta\": 500000", "\"theta\": 500000, \"interleaved\": true, \"xpos_scale_base\": 512, "
+      "\"scaling\": {\"name\": \"dynamic_ntk\", \"old_context_len\": 2048}"),
+      "\"n_heads\": 4", "\"n_heads\": 4, \"alibi\": true"),
+      "\"n_layers\": 2", "\"n_layers\": 2, \"tie_word_embeddings\": true, "
+      "\"position_embedding\": {\"name\": \"learned\", \"max_sequence_length\": 128}");
+  const auto config = olm::Config::from_json(json_in);
+  const std::string json = config.to_json();
+  EXPECT_EQ(olm::Config::from_json(json).to_json(), json);
+  const auto fb = config.to_flatbuffer();
+  EXPECT_EQ(olm::Config::from_flatbuffer(fb.data(), fb.size()).to_json(), json);
+  for (const char* field : {"\"interleaved\": true", "\"xpos_scale_base\": 512", "\"dynamic_ntk\"", "\"alibi\": true",
+                            "\"tie_word_embeddings\": true", "\"max_sequence_length\": 128"})
+    EXPECT_THAT(json, HasSubstr(field));
+  const auto& s = config.spec();
+  const auto& rope = *s.blocks[0].attention.rope;
+  EXPECT_TRUE(rope.interleaved);
+  EXPECT_EQ(rope.xpos_scale_base, 512.0);
+  EXPECT_EQ(rope.scaling->name, "dynamic_ntk");
+  EXPECT_EQ(rope.scaling->factor, 1.0) << "OLM's dynamic NTK";
+  EXPECT_TRUE(s.blocks[0].attention.alibi);
+  EXPECT_TRUE(s.tie_word_embeddings);
+  EXPECT_EQ(s.position_embedding->max_sequence_length, 128);
+  const auto plain = olm::Config::from_json(kTiny).num_params();
+  EXPECT_EQ(config.num_params().total, plain.total - 64 * 256 + 128 * 64);
+  EXPECT_EQ(config.num_params().non_embedding, plain.non_embedding - 64 * 256);
+  olm::Model model(config, "cpu", {});
+  EXPECT_EQ(model.num_params(), config.num_params().total);
+  // l2_norm: no parameters.
+  const auto l2 = olm::Config::from_json(replace(kTiny, "\"qk_norm\": {\"name\": \"rms\", \"eps\": 1e-6, \"bias\": false}",
+                                                 "\"qk_norm\": {\"name\": \"l2_norm\"}"));
+  EXPECT_EQ(l2.num_params().total, plain.total - 2 * (64 + 64));  // q_norm and k_norm weights, 2 layers
+  EXPECT_FALSE(l2.spec().blocks[0].attention.qk_norm->elementwise_affine);
 }
 
 // OLM-style models: a classic (ungated) feed-forward with any registered activation, a

@@ -60,6 +60,43 @@ TEST(Cuda, ForwardMatchesCpu) {
   EXPECT_TRUE(at::isfinite(c).all().item<bool>());
 }
 
+olm::Config catalogue_config(const std::string& attention_extra, const std::string& rope) {
+  return olm::Config::from_json(R"({"d_model": 64, "vocab_size": 97, "n_layers": 2,
+    "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "n_kv_heads": 2, "bias": false,
+      "rope": )" + rope + R"(, "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false})" + attention_extra + R"(},
+      "feed_forward": {"hidden_size": 192, "bias": false},
+      "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+    "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
+}
+
+// The catalogue's mask and bias paths on the GPU: intra-document masking (boolean (B,1,T,S)
+// masks into SDPA), ALiBi (an additive float mask), the explicit softmax with soft-capping,
+// and xPos/interleaved RoPE, each against the CPU (same weights, 1e-4 as above), in float32
+// and in bfloat16 (finite only). The configs are built before the skip, so they are checked
+// everywhere.
+TEST(Cuda, CatalogueMatchesCpu) {
+  const std::string rope = R"({"theta": 500000})";
+  const std::vector<olm::Config> configs = {
+      catalogue_config("", rope), catalogue_config(R"(, "alibi": true)", rope),
+      catalogue_config(R"(, "backend": "explicit", "softcap": 5.0)", rope),
+      catalogue_config("", R"({"theta": 10000, "interleaved": true, "xpos_scale_base": 64})")};
+  SKIP_WITHOUT_CUDA();
+  const auto cu = at::tensor(std::vector<int32_t>{0, 5, 16, 40, 41, 80, 97, 120}, at::kInt);
+  for (size_t i = 0; i < configs.size(); ++i) {
+    olm::Model cpu(configs[i], "cpu", {});
+    olm::Model gpu(configs[i], "cuda", {});
+    at::Generator gen = at::detail::createCPUGenerator(11);
+    auto ids = at::randint(97, {3, 40}, gen, at::kLong);
+    for (bool docs : {false, true}) {
+      auto a = cpu.forward(ids, 0, docs ? cu : at::Tensor());
+      auto b = gpu.forward(ids, 0, docs ? cu : at::Tensor()).cpu();
+      EXPECT_LT((a - b).abs().max().item<double>(), 1e-4) << "config " << i << " documents " << docs;
+    }
+    olm::Model bf16(configs[i], "cuda", {at::kBFloat16, true});
+    EXPECT_TRUE(at::isfinite(bf16.forward(ids, 0, cu).cpu()).all().item<bool>()) << "config " << i;
+  }
+}
+
 TEST(Cuda, TrainingStepsMatchCpu) {
   SKIP_WITHOUT_CUDA();
   const std::string train = R"({"sequence_length": 16, "global_batch_size": 64, "rank_microbatch_size": 32,

@@ -12,6 +12,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "core/io/safetensors.h"
 #include "core/model.h"
 #include "core/nn/fused_linear_loss.h"
 #include "core/nn/transformer.h"
@@ -92,7 +93,20 @@ at::Tensor dlinear(const at::Tensor& x, at::Tensor& w, at::Tensor* b) {
   return b ? y + b->to(at::kDouble) : y;
 }
 
-// Causal softmax attention written out, with GQA head mapping h -> h / (H / Hkv).
+// Press et al.'s ALiBi slopes written from the paper: 2^(-8 (h + 1) / p) for the largest power
+// of two p <= n, then 2^(-4 (2k + 1) / p) (the odd slopes of 2p) for the other n - p heads.
+std::vector<double> ref_alibi_slopes(int64_t n) {
+  int64_t p = 1;
+  while (p * 2 <= n) p *= 2;
+  std::vector<double> out;
+  for (int64_t h = 0; h < p; ++h) out.push_back(std::pow(2.0, -8.0 * static_cast<double>(h + 1) / static_cast<double>(p)));
+  for (int64_t k = 0; k < n - p; ++k) out.push_back(std::pow(2.0, -4.0 * static_cast<double>(2 * k + 1) / static_cast<double>(p)));
+  return out;
+}
+
+// Causal softmax attention written out, with GQA head mapping h -> h / (H / Hkv) and, when
+// spec.softcap is set, scores soft-capped as Gemma 2: cap * tanh(s / cap), then the ALiBi
+// bias slope_h * (j - i) when spec.alibi is set.
 at::Tensor ref_attention(olm::nn::Attention& att, const olm::AttentionSpec& spec, const at::Tensor& x) {
   const int64_t B = x.size(0), T = x.size(1), H = spec.n_heads, Hkv = spec.n_kv_heads, D = spec.head_dim;
   auto xd = x.to(at::kDouble);
@@ -135,6 +149,8 @@ at::Tensor ref_attention(olm::nn::Attention& att, const olm::AttentionSpec& spec
         double mx = -1e300;
         for (int64_t j = 0; j <= i; ++j) {
           scores[static_cast<size_t>(j)] = (q[b][i][h] * k[b][j][kv]).sum().item<double>() * scale;
+          if (spec.softcap) scores[static_cast<size_t>(j)] = *spec.softcap * std::tanh(scores[static_cast<size_t>(j)] / *spec.softcap);
+          if (spec.alibi) scores[static_cast<size_t>(j)] += ref_alibi_slopes(H)[static_cast<size_t>(h)] * static_cast<double>(j - i);
           mx = std::max(mx, scores[static_cast<size_t>(j)]);
         }
         double z = 0;
@@ -508,6 +524,380 @@ TEST(Model, RejectsBadTokenInputs) {
   auto ids = at::ones({1, 4}, at::kInt);
   EXPECT_TRUE(at::equal(model.forward(ids, 0), model.forward(ids.to(at::kLong), 0)));
   EXPECT_EQ(model.forward(ids, 2).size(1), 2);
+}
+
+
+// ---- intra-document masking, explicit softmax, soft-capping ---------------------------------
+
+olm::Config doc_config(const std::string& attention_extra, const std::string& rope_extra = "",
+                       const std::string& top_extra = "") {
+  return olm::Config::from_json(R"({"d_model": 16, "vocab_size": 40, "n_layers": 2)" + top_extra + R"(, "block": {"attention":
+      {"n_heads": 4, "n_kv_heads": 2, "bias": false, "rope": {"theta": 10000)" + rope_extra + "}" + attention_extra + R"(},
+      "feed_forward": {"hidden_size": 32, "bias": false}, "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+    "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
+}
+
+// OLMo-core's cu_doc_lens -> position inside the document, and every rule it checks.
+TEST(Documents, PositionsFromCumulativeLengths) {
+  auto cu = at::tensor(std::vector<int32_t>{0, 5, 12, 15, 19, 24}, at::kInt);
+  auto pos = olm::nn::document_positions(cu, 2, 12);
+  auto want = at::tensor(std::vector<int64_t>{0, 1, 2, 3, 4, 0, 1, 2, 3, 4, 5, 6,
+                                              0, 1, 2, 0, 1, 2, 3, 0, 1, 2, 3, 4}, at::kLong).view({2, 12});
+  EXPECT_TRUE(at::equal(pos, want));
+  // Empty documents (repeated boundaries) are harmless, as in bucketize.
+  auto dup = at::tensor(std::vector<int64_t>{0, 5, 5, 12, 15, 19, 24}, at::kLong);
+  EXPECT_TRUE(at::equal(olm::nn::document_positions(dup, 2, 12), want));
+  auto expect_error = [](const at::Tensor& c, int64_t max_doc_len, const std::string& needle) {
+    try {
+      olm::nn::document_positions(c, 2, 12, max_doc_len);
+      ADD_FAILURE() << "expected an error mentioning " << needle;
+    } catch (const olm::Error& e) {
+      EXPECT_EQ(e.code(), olm::ErrorCode::kInvalidArgument);
+      EXPECT_THAT(e.what(), HasSubstr(needle));
+    }
+  };
+  auto i64 = [](std::vector<int64_t> v) { return at::tensor(v, at::kLong); };
+  expect_error(i64({1, 12, 24}), 0, "start at 0");
+  expect_error(i64({0, 12, 20}), 0, "end at batch * seq_len = 24");
+  expect_error(i64({0, 13, 12, 24}), 0, "non-decreasing");
+  expect_error(i64({0, 10, 24}), 0, "every row must start a document");
+  expect_error(i64({0, 24}).to(at::kFloat), 0, "int32 or int64");
+  expect_error(i64({0}), 0, "at least 2 elements");
+  expect_error(cu, 6, "max_doc_len (6) is less than the longest document (7)");
+  EXPECT_NO_THROW(olm::nn::document_positions(cu, 2, 12, 7));
+}
+
+// RoPE at per-token positions equals the float64 rotation at those positions.
+TEST(Documents, RopeRestartsInEveryDocument) {
+  olm::RoPESpec spec;
+  spec.theta = 10000;
+  olm::nn::RotaryEmbedding rope(8, spec, std::make_shared<olm::nn::BufferCache>());
+  auto q = randn({2, 12, 3, 8}, 61), k = randn({2, 12, 1, 8}, 62);
+  auto cu = at::tensor(std::vector<int64_t>{0, 5, 12, 15, 19, 24}, at::kLong);
+  auto [qr, kr] = rope.apply_at(q, k, olm::nn::document_positions(cu, 2, 12));
+  const std::vector<std::pair<int64_t, int64_t>> docs = {{0, 5}, {5, 12}, {12, 15}, {15, 19}, {19, 24}};
+  for (auto [s, e] : docs) {
+    const int64_t b = s / 12, t0 = s % 12, n = e - s;
+    auto slice = [&](const at::Tensor& t) { return t.select(0, b).slice(0, t0, t0 + n).unsqueeze(0); };
+    EXPECT_LT(max_diff(slice(qr), ref_rope(slice(q), 10000, 0)), 1e-5) << s;
+    EXPECT_LT(max_diff(slice(kr), ref_rope(slice(k), 10000, 0)), 1e-5) << s;
+  }
+}
+
+// A packed batch with cu_doc_lens gives each document the logits of a separate forward over
+// it alone: the same float32 operations on different shapes, so agreement is at float32
+// rounding (logits ~1-10: 1e-5).
+TEST(Documents, PackedForwardEqualsSeparateDocuments) {
+  struct Case {
+    std::string attention, rope, top;
+  };
+  for (const auto& c : std::vector<Case>{{"", "", ""}, {R"(, "backend": "explicit")", "", ""},
+                                         {R"(, "sliding_window": {"pattern": [3]})", "", ""},
+                                         {R"(, "softcap": 2.0)", "", ""},
+                                         {R"(, "alibi": true)", "", ""},
+                                         {R"(, "alibi": true, "backend": "explicit")", "", ""},
+                                         {"", R"(, "interleaved": true, "xpos_scale_base": 16)", ""},
+                                         {"", R"(, "scaling": {"name": "dynamic_ntk", "factor": 2, "old_context_len": 4})", ""},
+                                         {"", "", R"(, "position_embedding": {"name": "learned", "max_sequence_length": 12})"},
+                                         {"", "", R"(, "position_embedding": {"name": "sinusoidal"}, "tie_word_embeddings": true)"}}) {
+    const std::string extra = c.attention + c.rope + c.top;
+    olm::Model model(doc_config(c.attention, c.rope, c.top), "cpu", {});
+    randomize(model.module(), 71);
+    auto g = gen(72);
+    auto ids = at::randint(40, {2, 12}, g, at::kLong);
+    auto cu = at::tensor(std::vector<int32_t>{0, 5, 12, 15, 19, 24}, at::kInt);
+    auto packed = model.forward(ids, 0, cu, 7);
+    auto plain = model.forward(ids, 0);
+    double worst = 0;
+    for (auto [s, e] : std::vector<std::pair<int64_t, int64_t>>{{0, 5}, {5, 12}, {12, 15}, {15, 19}, {19, 24}}) {
+      const int64_t b = s / 12, t0 = s % 12, n = e - s;
+      auto alone = model.forward(ids.select(0, b).slice(0, t0, t0 + n).unsqueeze(0), 0);
+      worst = std::max(worst, max_diff(packed.select(0, b).slice(0, t0, t0 + n).unsqueeze(0), alone));
+    }
+    EXPECT_LT(worst, 1e-5) << extra;
+    // The first document of each row sees what it saw unmasked (unless dynamic NTK's base,
+    // which follows the length, differs); later ones differ.
+    if (c.rope.find("dynamic_ntk") == std::string::npos)
+      EXPECT_LT(max_diff(packed.select(0, 0).slice(0, 0, 5), plain.select(0, 0).slice(0, 0, 5)), 1e-5) << extra;
+    EXPECT_GT(max_diff(packed.select(0, 0).slice(0, 5), plain.select(0, 0).slice(0, 5)), 1e-2) << extra;
+    // The loss takes the same inputs: ce over the packed logits.
+    olm::nn::LossOptions lo;
+    lo.return_logits = true;
+    auto labels = ids.roll(-1, 1);
+    auto out = model.loss(ids, labels, lo, cu, 0);
+    EXPECT_LT(max_diff(*out.logits, packed), 1e-6);
+    auto ce = at::cross_entropy_loss(packed.view({-1, 40}).to(at::kDouble), labels.view({-1}));
+    EXPECT_NEAR(out.loss.item<double>(), ce.item<double>(), 1e-5);
+  }
+  olm::Model model(doc_config(""), "cpu", {});
+  EXPECT_THROW(model.forward(at::ones({2, 12}, at::kLong), 0, at::tensor(std::vector<int64_t>{0, 24}, at::kLong), -1),
+               olm::Error);
+}
+
+// The explicit-softmax backend against SDPA and against the float64 reference; soft-capping
+// against the float64 reference (scores of magnitude ~1-5, so a cap of 1.5 really bites).
+TEST(Attention, ExplicitBackendAndSoftcapMatchFloat64) {
+  for (std::optional<double> cap : {std::optional<double>(), std::optional<double>(1.5)}) {
+    olm::AttentionSpec spec;
+    spec.n_heads = 4;
+    spec.n_kv_heads = 2;
+    spec.head_dim = 4;
+    spec.bias = false;
+    olm::RoPESpec rope;
+    rope.theta = 10000;
+    spec.rope = rope;
+    spec.backend = "explicit";
+    spec.softcap = cap;
+    olm::nn::Attention att(16, spec, std::make_shared<olm::nn::BufferCache>(), at::TensorOptions().dtype(at::kFloat));
+    randomize(att, 81);
+    at::NoGradGuard g;
+    auto x = randn({2, 7, 16}, 82) * 2;
+    auto y = att.forward(x);
+    EXPECT_LT(max_diff(y, ref_attention(att, spec, x)), 1e-5) << (cap ? "softcap" : "plain");
+    auto sdpa_spec = spec;
+    sdpa_spec.backend = "torch";
+    sdpa_spec.softcap.reset();
+    olm::nn::Attention sdpa(16, sdpa_spec, std::make_shared<olm::nn::BufferCache>(), at::TensorOptions().dtype(at::kFloat));
+    randomize(sdpa, 81);
+    if (!cap) EXPECT_LT(max_diff(y, sdpa.forward(x)), 1e-5);
+    else EXPECT_GT(max_diff(y, sdpa.forward(x)), 1e-3) << "the cap must change something";
+  }
+}
+
+// ---- positions, tied embeddings, L2 norm ---------------------------------------------------
+
+TEST(Positions, AlibiSlopesForAnyHeadCount) {
+  // The paper's examples: 8 heads give 1/2 ... 1/256.
+  const auto eight = olm::nn::alibi_slopes(8);
+  for (int h = 0; h < 8; ++h) EXPECT_DOUBLE_EQ(eight[static_cast<size_t>(h)], std::pow(0.5, h + 1));
+  for (int64_t n = 1; n <= 24; ++n) {
+    const auto got = olm::nn::alibi_slopes(n), want = ref_alibi_slopes(n);
+    ASSERT_EQ(got.size(), want.size()) << n;
+    for (size_t h = 0; h < got.size(); ++h) EXPECT_NEAR(got[h], want[h], 1e-15) << n << " heads, head " << h;
+  }
+  // 6 heads: the 4-head slopes then the odd ones of 8.
+  const std::vector<double> six = {0.25, 0.0625, 0.015625, 0.00390625, 0.5, 0.125};
+  EXPECT_EQ(olm::nn::alibi_slopes(6), six);
+}
+
+// ALiBi on both backends (SDPA with an additive mask, explicit softmax) against the float64
+// reference, with 6 heads (not a power of two) and GQA.
+TEST(Attention, AlibiMatchesFloat64) {
+  for (const std::string backend : {"torch", "explicit"}) {
+    olm::AttentionSpec spec;
+    spec.n_heads = 6;
+    spec.n_kv_heads = 3;
+    spec.head_dim = 4;
+    spec.bias = false;
+    spec.alibi = true;
+    spec.backend = backend;
+    olm::nn::Attention att(16, spec, std::make_shared<olm::nn::BufferCache>(), at::TensorOptions().dtype(at::kFloat));
+    randomize(att, 91);
+    at::NoGradGuard g;
+    auto x = randn({2, 9, 16}, 92);
+    EXPECT_LT(max_diff(att.forward(x), ref_attention(att, spec, x)), 1e-5) << backend;
+  }
+}
+
+// float64 RoPE variants: interleaved pairs, xPos scaling (Sun et al.), both at a start offset.
+at::Tensor ref_rope_variant(const at::Tensor& x, double theta, int64_t start, bool interleaved,
+                            std::optional<double> xpos_base, double sign) {
+  auto xd = x.to(at::kDouble);
+  auto out = xd.clone();
+  const int64_t T = x.size(1), D = x.size(-1), half = D / 2;
+  for (int64_t t = 0; t < T; ++t)
+    for (int64_t i = 0; i < half; ++i) {
+      const double n = static_cast<double>(start + t);
+      const double angle = n * std::pow(theta, -2.0 * i / D);
+      const double c = std::cos(angle), s = std::sin(angle);
+      const int64_t ia = interleaved ? 2 * i : i, ib = interleaved ? 2 * i + 1 : i + half;
+      double scale = 1;
+      if (xpos_base) scale = std::pow((2.0 * i / D + 0.4) / 1.4, sign * n / *xpos_base);
+      auto a = xd.select(1, t).select(-1, ia), b = xd.select(1, t).select(-1, ib);
+      out.select(1, t).select(-1, ia).copy_((a * c - b * s) * scale);
+      out.select(1, t).select(-1, ib).copy_((b * c + a * s) * scale);
+    }
+  return out;
+}
+
+TEST(Rope, InterleavedXposAndDynamicNtkMatchFloat64) {
+  auto q = randn({2, 6, 3, 8}, 101), k = randn({2, 6, 1, 8}, 102);
+  for (bool interleaved : {false, true})
+    for (std::optional<double> xpos : {std::optional<double>(), std::optional<double>(4.0)}) {
+      olm::RoPESpec spec;
+      spec.theta = 10000;
+      spec.interleaved = interleaved;
+      spec.xpos_scale_base = xpos;
+      olm::nn::RotaryEmbedding rope(8, spec, std::make_shared<olm::nn::BufferCache>());
+      for (int64_t start : {0, 5}) {
+        auto [qr, kr] = rope.apply(q, k, start);
+        EXPECT_LT(max_diff(qr, ref_rope_variant(q, 10000, start, interleaved, xpos, 1.0)), 1e-5)
+            << "interleaved " << interleaved << " xpos " << xpos.has_value() << " start " << start;
+        EXPECT_LT(max_diff(kr, ref_rope_variant(k, 10000, start, interleaved, xpos, -1.0)), 1e-5);
+      }
+    }
+  // Dynamic NTK: theta up to old_context_len, then theta * (f L / old - (f - 1))^(d / (d - 2))
+  // (Hugging Face's; f = 1 is OLM's theta * (L / old)^(d / (d - 2))).
+  for (double f : {1.0, 2.0}) {
+    olm::RoPESpec spec;
+    spec.theta = 10000;
+    olm::RoPEScalingSpec sc;
+    sc.name = "dynamic_ntk";
+    sc.factor = f;
+    sc.old_context_len = 8;
+    spec.scaling = sc;
+    olm::nn::RotaryEmbedding rope(8, spec, std::make_shared<olm::nn::BufferCache>());
+    for (int64_t len : {6, 8, 13, 20}) {
+      const double base = len <= 8 ? 10000.0
+                          : f == 1.0 ? 10000.0 * std::pow(len / 8.0, 8.0 / 6.0)
+                                     : 10000.0 * std::pow(2.0 * len / 8.0 - 1.0, 8.0 / 6.0);
+      auto [sin, cos] = rope.tables(len, at::Device(at::kCPU));
+      ASSERT_EQ(sin.size(0), len);
+      for (int64_t t : {int64_t{1}, len - 1})
+        for (int64_t i : {0, 1, 3}) {
+          const double angle = static_cast<double>(t) * std::pow(base, -2.0 * i / 8);
+          EXPECT_NEAR(sin[t][i].item<double>(), std::sin(angle), 4e-6) << "len " << len;
+          EXPECT_NEAR(cos[t][i + 4].item<double>(), std::cos(angle), 4e-6) << "len " << len;
+        }
+    }
+  }
+}
+
+TEST(Norms, L2NormMatchesFloat64) {
+  auto spec = norm_spec("l2_norm", false);
+  spec.elementwise_affine = false;  // as config resolution sets it
+  auto ln = olm::nn::LayerNorm(16, spec, at::TensorOptions().dtype(at::kFloat));
+  EXPECT_TRUE(ln.named_parameters().empty());
+  auto x = randn({3, 5, 16}, 111) * 3;
+  auto xd = x.to(at::kDouble);
+  EXPECT_LT(max_diff(ln.forward(x), xd / xd.pow(2).sum(-1, true).sqrt()), 1e-6);
+}
+
+TEST(Positions, SinusoidalTableMatchesFloat64) {
+  auto pe = olm::nn::sinusoidal_positions(at::arange(40, at::kLong), 10);
+  ASSERT_EQ(pe.sizes(), (std::vector<int64_t>{40, 10}));
+  for (int64_t p : {0, 1, 17, 39})
+    for (int64_t i = 0; i < 5; ++i) {
+      const double angle = static_cast<double>(p) / std::pow(10000.0, 2.0 * i / 10);
+      EXPECT_NEAR(pe[p][2 * i].item<double>(), std::sin(angle), 1e-5) << p << " " << i;
+      EXPECT_NEAR(pe[p][2 * i + 1].item<double>(), std::cos(angle), 1e-5) << p << " " << i;
+    }
+}
+
+// Learned and sinusoidal input positions, and a tied LM head, through the whole model
+// against a float64 re-run: h = emb[ids] + P[pos], default pre-norm blocks without RoPE,
+// logits = norm(h) E^T for the tied head.
+TEST(Positions, ModelWithInputPositionsAndTiedHeadMatchesFloat64) {
+  for (const std::string top : {std::string(R"(, "position_embedding": {"name": "learned", "max_sequence_length": 10})"),
+                                std::string(R"(, "position_embedding": {"name": "sinusoidal"}, "tie_word_embeddings": true)")}) {
+    auto config = olm::Config::from_json(R"({"d_model": 16, "vocab_size": 40, "n_layers": 2)" + top + R"(,
+        "block": {"attention": {"n_heads": 4, "bias": false}, "feed_forward": {"hidden_size": 32, "bias": false},
+          "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+        "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
+    const bool tied = config.spec().tie_word_embeddings;
+    olm::Model model(config, "cpu", {});
+    EXPECT_EQ(model.num_params(), config.num_params().total);
+    randomize(model.module(), 121);
+    auto params = model.module().named_parameters();
+    auto P = [&](const std::string& name) -> at::Tensor* {
+      for (auto& p : params)
+        if (p.name == name) return p.tensor;
+      return nullptr;
+    };
+    EXPECT_EQ(P("lm_head.w_out.weight") == nullptr, tied);
+    EXPECT_EQ(P("position_embeddings.weight") != nullptr, !tied);
+    auto g = gen(122);
+    auto ids = at::randint(40, {2, 9}, g, at::kLong);
+    auto logits = model.forward(ids, 0);
+    auto h = model.module().embeddings().to(at::kDouble).index_select(0, ids.flatten()).view({2, 9, 16});
+    if (tied) {
+      auto pos = at::zeros({9, 16}, at::kDouble);
+      for (int64_t p = 0; p < 9; ++p)
+        for (int64_t i = 0; i < 8; ++i) {
+          pos[p][2 * i] = std::sin(p / std::pow(10000.0, 2.0 * i / 16));
+          pos[p][2 * i + 1] = std::cos(p / std::pow(10000.0, 2.0 * i / 16));
+        }
+      h = h + pos;
+    } else {
+      h = h + P("position_embeddings.weight")->to(at::kDouble).slice(0, 0, 9);
+    }
+    for (int64_t i = 0; i < 2; ++i) {
+      const std::string pre = "blocks." + std::to_string(i) + ".";
+      auto& blk = *model.module().blocks()[static_cast<size_t>(i)];
+      const auto& spec = config.spec().blocks[static_cast<size_t>(i)];
+      h = h + ref_attention(blk.attention(), spec.attention, ref_rms(h, P(pre + "attention_norm.weight"), 1e-6).to(at::kFloat));
+      h = h + ref_ffn(blk.feed_forward(), "silu", ref_rms(h, P(pre + "feed_forward_norm.weight"), 1e-6).to(at::kFloat));
+    }
+    auto* w_out = tied ? &model.module().embeddings() : P("lm_head.w_out.weight");
+    auto ref = at::matmul(ref_rms(h, P("lm_head.norm.weight"), 1e-6), w_out->to(at::kDouble).t());
+    EXPECT_LT(max_diff(logits, ref), 1e-4) << top;
+    // Decoding with a KV cache continues the positions.
+    olm::Model& m = model;
+    at::NoGradGuard ng;
+    auto caches = m.module().make_kv_caches(2, 9);
+    m.module().forward(ids.slice(1, 0, 5), 0, &caches);
+    auto tail = m.module().forward(ids.slice(1, 5), 0, &caches);
+    EXPECT_LT(max_diff(tail, logits.slice(1, 5)), 1e-5) << top;
+  }
+  // Learned positions stop at max_sequence_length.
+  olm::Model model(doc_config("", "", R"(, "position_embedding": {"name": "learned", "max_sequence_length": 4})"), "cpu", {});
+  EXPECT_THROW(model.forward(at::ones({1, 5}, at::kLong), 0), olm::Error);
+  EXPECT_NO_THROW(model.forward(at::ones({1, 4}, at::kLong), 0));
+}
+
+// A KV cache continues ALiBi distances and xPos/interleaved RoPE positions.
+TEST(Positions, KvCacheContinuesAlibiAndXpos) {
+  for (const auto& [attention, rope] : std::vector<std::pair<std::string, std::string>>{
+           {R"(, "alibi": true)", ""}, {R"(, "alibi": true, "backend": "explicit")", ""},
+           {"", R"(, "interleaved": true, "xpos_scale_base": 16)"}}) {
+    olm::Model model(doc_config(attention, rope), "cpu", {});
+    randomize(model.module(), 131);
+    auto ids = at::randint(40, {2, 9}, gen(132), at::kLong);
+    auto full = model.forward(ids, 0);
+    at::NoGradGuard ng;
+    auto caches = model.module().make_kv_caches(2, 9);
+    model.module().forward(ids.slice(1, 0, 6), 0, &caches);
+    auto tail = model.module().forward(ids.slice(1, 6), 0, &caches);
+    EXPECT_LT(max_diff(tail, full.slice(1, 6)), 1e-5) << attention << rope;
+  }
+}
+
+// Tied embeddings in safetensors: written under both OLMo-core names, read back with or
+// without the second, refused when the two differ.
+TEST(Model, TiedEmbeddingsInSafetensors) {
+  auto config = doc_config("", "", R"(, "tie_word_embeddings": true)");
+  olm::Model model(config, "cpu", {});
+  randomize(model.module(), 141);
+  const std::string dir = ::testing::TempDir();
+  const std::string path = dir + "/olm_tied.safetensors";
+  model.save_safetensors(path);
+  olm::io::SafetensorsFile file(path);
+  std::map<std::string, at::Tensor> tensors;
+  for (const auto& e : file.entries()) tensors[e.name] = file.read(e);
+  ASSERT_TRUE(tensors.count("lm_head.w_out.weight"));
+  EXPECT_TRUE(tensors["lm_head.w_out.weight"].equal(tensors["embeddings.weight"]));
+  olm::Model loaded(config, "cpu", {});
+  loaded.load_safetensors(path);
+  auto ids = at::randint(40, {1, 6}, gen(142), at::kLong);
+  EXPECT_TRUE(loaded.forward(ids, 0).equal(model.forward(ids, 0)));
+  // Without the second name: fine. With a different second tensor: a mismatch error.
+  std::vector<std::pair<std::string, at::Tensor>> without, differing;
+  for (auto& [name, t] : tensors) {
+    if (name != "lm_head.w_out.weight") without.emplace_back(name, t);
+    differing.emplace_back(name, name == "lm_head.w_out.weight" ? t + 1 : t);
+  }
+  olm::io::save_safetensors(dir + "/olm_tied_one.safetensors", without);
+  olm::io::save_safetensors(dir + "/olm_tied_bad.safetensors", differing);
+  olm::Model other(config, "cpu", {});
+  other.load_safetensors(dir + "/olm_tied_one.safetensors");
+  EXPECT_TRUE(other.forward(ids, 0).equal(model.forward(ids, 0)));
+  try {
+    other.load_safetensors(dir + "/olm_tied_bad.safetensors");
+    ADD_FAILURE() << "a file whose tied tensors differ must be refused";
+  } catch (const olm::Error& e) {
+    EXPECT_EQ(e.code(), olm::ErrorCode::kMismatch);
+    EXPECT_THAT(e.what(), HasSubstr("tie_word_embeddings"));
+  }
 }
 
 }  // namespace

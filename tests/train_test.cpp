@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/train/fit.h"
 #include "test_util.h"
 #include "core/train/trainer.h"
 
@@ -216,6 +217,92 @@ TEST(Training, BatchChecks) {
   auto ids = at::arange(8, at::kLong).view({1, 8});
   auto labels = olm::train::default_labels(ids);
   EXPECT_TRUE(at::equal(labels, at::tensor(std::vector<int64_t>{1, 2, 3, 4, 5, 6, 7, -100}, at::kLong).view({1, 8})));
+}
+
+// Intra-document masking in training: the step's loss is the model's masked mean loss on the
+// same batch (micro-batches take their rows of the document positions), it differs from the
+// unmasked loss, and activation checkpointing recomputes the masked blocks exactly.
+TEST(Training, DocumentMaskingSplitsAcrossMicroBatches) {
+  auto ids = batch(3);
+  // Row r: documents of lengths {3, 5}, {8}, {1, 7}, {4, 4} (a row boundary every 8).
+  auto cu = at::tensor(std::vector<int32_t>{0, 3, 8, 16, 17, 24, 28, 32}, at::kInt);
+  auto m = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+  olm::nn::LossOptions lo;
+  const auto labels = olm::train::default_labels(ids);
+  const double masked = m->loss(ids, labels, lo, cu, 0).loss.item<double>();
+  const double unmasked = m->loss(ids, labels, lo).loss.item<double>();
+  EXPECT_GT(std::abs(masked - unmasked), 1e-4);
+  auto ac = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+  olm::train::Trainer a(m, train_config("")), b(ac, train_config(R"(, "ac_mode": "full")"));
+  const auto ma = a.train_batch(ids, at::Tensor(), cu), mb = b.train_batch(ids, at::Tensor(), cu);
+  EXPECT_NEAR(ma.loss, masked, 1e-6 * masked);
+  EXPECT_NEAR(ma.loss, mb.loss, 1e-6 * ma.loss);
+  EXPECT_NEAR(ma.grad_norm, mb.grad_norm, 1e-5 * ma.grad_norm);
+  EXPECT_LT(max_weight_diff(*m, *ac), 1e-6);
+  EXPECT_THROW(a.train_batch(ids, at::Tensor(), at::tensor(std::vector<int32_t>{0, 32}, at::kInt)), olm::Error);
+}
+
+// fit() trains with the loader's document lengths only when data.generate_doc_lengths says so:
+// its first step's loss is the masked (or unmasked) loss of the loader's first batch.
+TEST(Training, FitUsesDocumentLengthsWhenAsked) {
+  std::vector<int64_t> tokens(64);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = i % 5 == 3 ? 0 : static_cast<int64_t>(1 + (i * 17) % 49);
+  olm::data::DatasetOptions o;
+  o.sequence_length = 8;
+  o.vocab_size = 50;
+  o.eos_token_id = 0;
+  auto ds = olm::data::TokenDataset::from_tokens(tokens, o);
+  // The field round-trips through JSON.
+  const auto with_docs = train_config(R"(, "data": {"paths": ["unused"], "eos_token_id": 0, "generate_doc_lengths": true})");
+  EXPECT_TRUE(with_docs.spec().data->generate_doc_lengths);
+  EXPECT_NE(with_docs.to_json().find("\"generate_doc_lengths\": true"), std::string::npos);
+  EXPECT_TRUE(olm::train::TrainConfig::from_json(with_docs.to_json()).spec().data->generate_doc_lengths);
+  EXPECT_FALSE(train_config(R"(, "data": {"paths": ["unused"], "eos_token_id": 0})").spec().data->generate_doc_lengths);
+  auto first = olm::data::DataLoader(ds, 4, 0).next();
+  ASSERT_TRUE(first.cu_doc_lens.has_value());
+  auto reference = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+  olm::nn::LossOptions lo;
+  const double masked = reference->loss(first.input_ids, first.labels, lo, *first.cu_doc_lens).loss.item<double>();
+  const double unmasked = reference->loss(first.input_ids, first.labels, lo).loss.item<double>();
+  ASSERT_GT(std::abs(masked - unmasked), 1e-4);
+  for (bool docs : {false, true}) {
+    auto m = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+    olm::train::Trainer t(m, train_config(std::string(R"(, "data": {"paths": ["unused"], "eos_token_id": 0,
+        "generate_doc_lengths": )") + (docs ? "true" : "false") + "}"));
+    olm::data::DataLoader loader(ds, 4, 0);
+    double loss = 0;
+    olm::train::FitCallbacks callbacks;
+    callbacks.on_step = [&](const olm::train::StepMetrics& step) {
+      loss = step.loss;
+      return false;
+    };
+    olm::train::fit(t, loader, nullptr, callbacks);
+    EXPECT_NEAR(loss, docs ? masked : unmasked, 1e-6 * loss) << "generate_doc_lengths " << docs;
+    // An explicit choice overrides the config.
+    auto m2 = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+    olm::train::Trainer t2(m2, train_config(R"(, "data": {"paths": ["unused"], "eos_token_id": 0})"));
+    olm::data::DataLoader loader2(ds, 4, 0);
+    olm::train::fit(t2, loader2, nullptr, callbacks, docs);
+    EXPECT_NEAR(loss, docs ? masked : unmasked, 1e-6 * loss) << "fit(documents=" << docs << ")";
+  }
+  // Evaluation masks documents on request: the mean of the masked losses.
+  {
+    auto m3 = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
+    olm::train::Trainer t3(m3, train_config(""));
+    auto second = olm::data::make_batch(*ds, {4, 5, 6, 7});
+    auto first_in_order = olm::data::make_batch(*ds, {0, 1, 2, 3});
+    olm::nn::LossOptions sum;
+    sum.reduction = olm::nn::LossReduction::kSum;
+    double total = 0;
+    int64_t count = 0;
+    for (auto* b : {&first_in_order, &second}) {
+      total += reference->loss(b->input_ids, b->labels, sum, *b->cu_doc_lens).loss.item<double>();
+      count += b->labels.ne(-100).sum().item<int64_t>();
+    }
+    const auto eval = olm::train::evaluate_dataset(t3, *ds, 4, 0, true);
+    EXPECT_NEAR(eval.loss, total / static_cast<double>(count), 1e-6 * eval.loss);
+    EXPECT_GT(std::abs(olm::train::evaluate_dataset(t3, *ds, 4, 0, false).loss - eval.loss), 1e-5);
+  }
 }
 
 }  // namespace

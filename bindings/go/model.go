@@ -71,9 +71,19 @@ func NewModel(cfg *Config, device string, opts *ModelOptions) (*Model, error) {
 	return m, nil
 }
 
+// A closed CuDocLens would otherwise read as "no documents" and silently drop the masking.
+func closedDocLens() error {
+	return &Error{Code: ErrInvalidArgument, Message: "options.cu_doc_lens: the tensor is closed"}
+}
+
 // ForwardOptions configures Forward. Start from DefaultForwardOptions.
 type ForwardOptions struct {
 	LogitsToKeep int64 // keep the logits of the last N positions; 0 (the default) keeps all
+	// Intra-document masking: OLMo-core's cumulative document lengths (int32/int64, 1-D,
+	// from 0 to batch*seq_len, every row a boundary, as Batch.CuDocLens), or nil (the
+	// default) for none. Attention stays inside documents and RoPE restarts in each.
+	CuDocLens *Tensor
+	MaxDocLen int64 // with CuDocLens: 0 (the default) or an upper bound on the longest document
 }
 
 // DefaultForwardOptions are libolm's defaults (olm_forward_options_init).
@@ -89,12 +99,18 @@ func (m *Model) Forward(ids *Tensor, opts *ForwardOptions) (*Tensor, error) {
 	var o C.olm_forward_options
 	C.olm_forward_options_init_sized(&o, C.sizeof_olm_forward_options)
 	if opts != nil {
+		if opts.CuDocLens != nil && opts.CuDocLens.ptr() == nil {
+			return nil, closedDocLens()
+		}
 		o.logits_to_keep = C.int64_t(opts.LogitsToKeep)
+		o.cu_doc_lens = opts.CuDocLens.ptr()
+		o.max_doc_len = C.int64_t(opts.MaxDocLen)
 	}
 	var out *C.olm_tensor
 	err := takeError(C.olm_model_forward(m.ptr(), ids.ptr(), &o, &out))
 	runtime.KeepAlive(m)
 	runtime.KeepAlive(ids)
+	runtime.KeepAlive(opts)
 	if err != nil {
 		return nil, err
 	}
@@ -119,6 +135,8 @@ type LossOptions struct {
 	LossDivFactor   float64   // every loss is divided by this (default 1)
 	ReturnLogits    bool      // also return the float32 logits (default false)
 	LogitsToKeep    int64     // the loss over the last N positions only; 0 (default): all
+	CuDocLens       *Tensor   // intra-document masking, as ForwardOptions.CuDocLens; nil: none
+	MaxDocLen       int64     // as ForwardOptions.MaxDocLen
 }
 
 // DefaultLossOptions are libolm's defaults (olm_loss_options_init): ignore -100, mean, no
@@ -170,12 +188,18 @@ func (m *Model) Loss(ids, labels *Tensor, opts *LossOptions) (*LossResult, error
 		co.return_logits = 1
 	}
 	co.logits_to_keep = C.int64_t(o.LogitsToKeep)
+	if o.CuDocLens != nil && o.CuDocLens.ptr() == nil {
+		return nil, closedDocLens()
+	}
+	co.cu_doc_lens = o.CuDocLens.ptr()
+	co.max_doc_len = C.int64_t(o.MaxDocLen)
 	var res C.olm_loss_result
 	res.struct_size = C.size_t(unsafe.Sizeof(res))
 	err := takeError(C.olm_model_loss(m.ptr(), ids.ptr(), labels.ptr(), &co, &res))
 	runtime.KeepAlive(m)
 	runtime.KeepAlive(ids)
 	runtime.KeepAlive(labels)
+	runtime.KeepAlive(o.CuDocLens)
 	if err != nil {
 		return nil, err
 	}

@@ -23,12 +23,12 @@ func TestModelOptions(t *testing.T) {
 	if d.ParamDtype != ConfigDtype || !d.InitWeights {
 		t.Fatalf("model defaults %+v", d)
 	}
-	if f := DefaultForwardOptions(); f.LogitsToKeep != 0 {
+	if f := DefaultForwardOptions(); f.LogitsToKeep != 0 || f.CuDocLens != nil || f.MaxDocLen != 0 {
 		t.Fatalf("forward defaults %+v", f)
 	}
 	l := DefaultLossOptions()
 	if l.IgnoreIndex != -100 || l.Reduction != Mean || l.ZLossMultiplier != 0 || l.LossDivFactor != 1 ||
-		l.ReturnLogits || l.LogitsToKeep != 0 {
+		l.ReturnLogits || l.LogitsToKeep != 0 || l.CuDocLens != nil || l.MaxDocLen != 0 {
 		t.Fatalf("loss defaults %+v", l)
 	}
 
@@ -548,4 +548,60 @@ func TestGenerate(t *testing.T) {
 		o.OnToken = func(int64) bool { panic("boom") }
 		_, _ = m.Generate(prompt, &o)
 	}()
+}
+
+// Intra-document masking: each document of a packed row gets the logits of a forward over it
+// alone (float32 rounding: 1e-5), through ForwardOptions and LossOptions.
+func TestDocumentMasking(t *testing.T) {
+	_, m := tinyModel(t)
+	tokens := ids(16, 64)
+	x := must(NewTensorInt64(tokens, 2, 8))
+	defer x.Close()
+	cu := must(NewTensorInt32([]int32{0, 3, 8, 10, 16}, 5))
+	defer cu.Close()
+	packedT := must(m.Forward(x, &ForwardOptions{CuDocLens: cu, MaxDocLen: 6}))
+	defer packedT.Close()
+	packed := must(packedT.Float32s())
+	plainT := must(m.Forward(x, nil))
+	defer plainT.Close()
+	plain := must(plainT.Float32s())
+	worst, changed := 0.0, 0.0
+	for _, d := range [][2]int{{0, 3}, {3, 8}, {8, 10}, {10, 16}} {
+		alone := must(NewTensorInt64(tokens[d[0]:d[1]], 1, int64(d[1]-d[0])))
+		out := must(m.Forward(alone, nil))
+		for i, v := range must(out.Float32s()) {
+			worst = math.Max(worst, math.Abs(float64(v-packed[d[0]*64+i])))
+		}
+		out.Close()
+		alone.Close()
+	}
+	for i := range plain {
+		changed = math.Max(changed, math.Abs(float64(plain[i]-packed[i])))
+	}
+	if worst > 1e-5 || changed < 1e-3 {
+		t.Fatalf("packed vs separate documents: %g (want <= 1e-5); vs unmasked: %g (want a change)", worst, changed)
+	}
+
+	lo := DefaultLossOptions()
+	lo.ReturnLogits = true
+	lo.CuDocLens = cu
+	res := must(m.Loss(x, x, &lo))
+	defer res.Close()
+	for i, v := range must(res.Logits.Float32s()) {
+		if v != packed[i] {
+			t.Fatalf("loss logit %d is %v, forward gives %v", i, v, packed[i])
+		}
+	}
+
+	_, err := m.Forward(x, &ForwardOptions{CuDocLens: cu, MaxDocLen: 5})
+	wantCode(t, err, ErrInvalidArgument, "max_doc_len")
+	crossing := must(NewTensorInt64([]int64{0, 4, 12, 16}, 4))
+	defer crossing.Close()
+	lo.CuDocLens = crossing
+	_, err = m.Loss(x, x, &lo)
+	wantCode(t, err, ErrInvalidArgument, "cu_doc_lens")
+	closed := must(NewTensorInt32([]int32{0, 8, 16}, 3))
+	closed.Close()
+	_, err = m.Forward(x, &ForwardOptions{CuDocLens: closed})
+	wantCode(t, err, ErrInvalidArgument, "cu_doc_lens")
 }

@@ -167,6 +167,25 @@ func (t *Trainer) Step(ids, labels *Tensor) (StepMetrics, error) {
 	return stepMetricsFromC(&m), nil
 }
 
+// StepDocuments is Step with intra-document masking: cuDocLens as ForwardOptions.CuDocLens
+// (a Batch's CuDocLens qualifies); nil steps without masking.
+func (t *Trainer) StepDocuments(ids, labels, cuDocLens *Tensor) (StepMetrics, error) {
+	if cuDocLens != nil && cuDocLens.ptr() == nil {
+		return StepMetrics{}, closedDocLens()
+	}
+	var m C.olm_step_metrics
+	m.struct_size = C.size_t(unsafe.Sizeof(m))
+	err := takeError(C.olm_trainer_step_documents(t.ptr(), ids.ptr(), labels.ptr(), cuDocLens.ptr(), &m))
+	runtime.KeepAlive(t)
+	runtime.KeepAlive(ids)
+	runtime.KeepAlive(labels)
+	runtime.KeepAlive(cuDocLens)
+	if err != nil {
+		return StepMetrics{}, err
+	}
+	return stepMetricsFromC(&m), nil
+}
+
 // SaveCheckpoint writes <folder>/step<N> atomically and returns its path.
 func (t *Trainer) SaveCheckpoint(folder string) (string, error) {
 	cfolder := C.CString(folder)
@@ -195,6 +214,10 @@ type FitOptions struct {
 	// OnStep sees each step's metrics; returning false stops training cleanly.
 	OnStep func(StepMetrics) bool
 	OnLog  func(message string)
+	// DocumentMasking switches intra-document masking (from the datasets' document
+	// boundaries) on or off for training and evaluation; nil follows the train config
+	// (data.generate_doc_lengths, eval_data.generate_doc_lengths).
+	DocumentMasking *bool
 }
 
 // Fit trains until the config's max_steps and returns the last evaluation.
@@ -205,6 +228,12 @@ func (t *Trainer) Fit(data *Dataset, opts *FitOptions) (EvalMetrics, error) {
 	var state *callbackState
 	if opts != nil {
 		co.eval_data = opts.EvalData.ptr()
+		if opts.DocumentMasking != nil {
+			co.document_masking = 0
+			if *opts.DocumentMasking {
+				co.document_masking = 1
+			}
+		}
 		if opts.OnStep != nil || opts.OnLog != nil {
 			state = &callbackState{onStep: opts.OnStep, onLog: opts.OnLog}
 			handle = cgo.NewHandle(state)

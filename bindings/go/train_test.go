@@ -118,3 +118,85 @@ func TestTrainingDataAndCheckpoints(t *testing.T) {
 		t.Fatalf("eval %+v", ev)
 	}
 }
+
+// A training step with documents: its loss is the model's masked mean loss on that batch.
+func TestStepDocuments(t *testing.T) {
+	tcfg := must(TrainConfigFromJSON(trainJSON("")))
+	defer tcfg.Close()
+	cfg := must(tcfg.Model())
+	defer cfg.Close()
+	ref := must(NewModel(cfg, "cpu", nil))
+	defer ref.Close()
+	tokens := ids(32, 64)
+	shifted := make([]int64, 32)
+	for i := range shifted {
+		shifted[i] = -100
+		if i%8 != 7 {
+			shifted[i] = tokens[i+1]
+		}
+	}
+	x := must(NewTensorInt64(tokens, 4, 8))
+	defer x.Close()
+	labels := must(NewTensorInt64(shifted, 4, 8))
+	defer labels.Close()
+	cu := must(NewTensorInt32([]int32{0, 3, 8, 16, 17, 24, 28, 32}, 8))
+	defer cu.Close()
+	lo := DefaultLossOptions()
+	lo.CuDocLens = cu
+	masked := must(ref.Loss(x, labels, &lo))
+	defer masked.Close()
+	plain := must(ref.Loss(x, labels, nil))
+	defer plain.Close()
+	if math.Abs(masked.LossValue-plain.LossValue) < 1e-4 {
+		t.Fatalf("masking must change the loss: %v vs %v", masked.LossValue, plain.LossValue)
+	}
+	m := must(NewModel(cfg, "cpu", nil))
+	defer m.Close()
+	tr := must(NewTrainer(m, tcfg))
+	defer tr.Close()
+	step := must(tr.StepDocuments(x, nil, cu))
+	if math.Abs(step.Loss-masked.LossValue) > 1e-5*masked.LossValue {
+		t.Fatalf("step loss %v, masked model loss %v", step.Loss, masked.LossValue)
+	}
+	crossing := must(NewTensorInt64([]int64{0, 12, 32}, 3))
+	defer crossing.Close()
+	_, err := tr.StepDocuments(x, nil, crossing)
+	wantCode(t, err, ErrInvalidArgument, "cu_doc_lens")
+}
+
+// FitOptions.DocumentMasking: nil follows the config (no generate_doc_lengths: unmasked),
+// true masks documents and changes the first loss.
+func TestFitDocumentMasking(t *testing.T) {
+	tcfg := must(TrainConfigFromJSON(trainJSON("")))
+	defer tcfg.Close()
+	cfg := must(tcfg.Model())
+	defer cfg.Close()
+	tokens := make([]int64, 64)
+	for i := range tokens {
+		tokens[i] = int64((i*7 + 1) % 64)
+		if i%3 == 2 {
+			tokens[i] = 0
+		}
+	}
+	opts := DefaultDatasetOptions(8, 64)
+	opts.EOSTokenID = 0
+	data := must(DatasetFromTokens(tokens, opts))
+	defer data.Close()
+	firstLoss := func(masking *bool) float64 {
+		m := must(NewModel(cfg, "cpu", nil))
+		defer m.Close()
+		tr := must(NewTrainer(m, tcfg))
+		defer tr.Close()
+		var losses []float64
+		must(tr.Fit(data, &FitOptions{OnStep: func(s StepMetrics) bool {
+			losses = append(losses, s.Loss)
+			return false
+		}, DocumentMasking: masking}))
+		return losses[0]
+	}
+	off, on := false, true
+	byConfig, unmasked, masked := firstLoss(nil), firstLoss(&off), firstLoss(&on)
+	if byConfig != unmasked || math.Abs(masked-unmasked) < 1e-4 {
+		t.Fatalf("first losses: config %v, off %v, on %v", byConfig, unmasked, masked)
+	}
+}

@@ -69,16 +69,13 @@ LayerNormSpec resolve_layer_norm(const fb::LayerNormConfigT& in, const std::stri
   require_one_of(out.name, {"default", "rms", "qwen_rms", "l2_norm"}, field + ".name");
   out.eps = in.eps.has_value() ? *in.eps : 1e-5;
   require_positive_finite(out.eps, field + ".eps");
-  out.elementwise_affine = in.elementwise_affine.has_value() ? *in.elementwise_affine : true;
-  out.bias = in.bias.has_value() ? *in.bias : true;
+  // OLMo-core's L2Norm has no parameters (and refuses them).
+  const bool l2 = out.name == "l2_norm";
+  out.elementwise_affine = in.elementwise_affine.has_value() ? *in.elementwise_affine : !l2;
+  out.bias = in.bias.has_value() ? *in.bias : !l2;
+  require(!l2 || (!out.elementwise_affine && !out.bias), ErrorCode::kInvalidConfig,
+          field + ": l2_norm has no parameters (elementwise_affine and bias must be false or unset)");
   out.full_precision = in.full_precision.has_value() ? *in.full_precision : true;
-  if (out.name == "l2_norm") {
-    // OLMo-core's L2Norm: x / ||x||, nothing learned.
-    require(!in.elementwise_affine.value_or(false) && !in.bias.value_or(false), ErrorCode::kInvalidConfig,
-            field + ": l2_norm has no weight or bias (elementwise_affine and bias must be unset or false)");
-    out.elementwise_affine = false;
-    out.bias = false;
-  }
   return out;
 }
 
@@ -132,12 +129,16 @@ AttentionSpec resolve_attention(const fb::AttentionConfigT& in, int64_t d_model,
       const std::string f = field + ".rope.scaling";
       RoPEScalingSpec scaling;
       scaling.name = sc->name;
-      require_one_of(scaling.name, {"abf", "pi", "stepwise", "yarn"}, f + ".name");
+      require_one_of(scaling.name, {"abf", "pi", "stepwise", "yarn", "dynamic_ntk"}, f + ".name");
       scaling.attention_rescale_factor = sc->attention_rescale_factor;
       require_positive_finite(scaling.attention_rescale_factor, f + ".attention_rescale_factor");
       scaling.new_theta = sc->new_theta;
       require_positive_finite(scaling.new_theta, f + ".new_theta");
-      const double default_factor = scaling.name == "pi" ? 2.0 : scaling.name == "stepwise" ? 32.0 : 8.0;
+      // dynamic_ntk's 1 is OLM's formula, base * (len / old_context_len)^(d / (d - 2)).
+      const double default_factor = scaling.name == "pi"          ? 2.0
+                                    : scaling.name == "stepwise"    ? 32.0
+                                    : scaling.name == "dynamic_ntk" ? 1.0
+                                                                    : 8.0;
       scaling.factor = sc->factor.value_or(default_factor);
       require_positive_finite(scaling.factor, f + ".factor");
       scaling.low_freq_proportion = sc->low_freq_proportion;
@@ -151,7 +152,14 @@ AttentionSpec resolve_attention(const fb::AttentionConfigT& in, int64_t d_model,
       scaling.beta_slow = sc->beta_slow;
       require_positive(scaling.beta_fast, f + ".beta_fast");
       require_positive(scaling.beta_slow, f + ".beta_slow");
+      if (scaling.name == "dynamic_ntk")
+        require(scaling.factor >= 1, ErrorCode::kInvalidConfig, f + ".factor must be >= 1 for dynamic_ntk");
       rope.scaling = scaling;
+    }
+    rope.interleaved = in.rope->interleaved;
+    if (in.rope->xpos_scale_base.has_value()) {
+      require_positive_finite(*in.rope->xpos_scale_base, field + ".rope.xpos_scale_base");
+      rope.xpos_scale_base = *in.rope->xpos_scale_base;
     }
     require(!in.rope->no_global_rope || in.sliding_window, ErrorCode::kInvalidConfig,
             field + ".rope.no_global_rope requires " + field + ".sliding_window");
@@ -159,6 +167,8 @@ AttentionSpec resolve_attention(const fb::AttentionConfigT& in, int64_t d_model,
     require(rotary_dim % 2 == 0 && rotary_dim > 0, ErrorCode::kInvalidConfig,
             field + ".head_dim (" + std::to_string(out.head_dim) + ") times rope.partial_rotary_factor gives " +
                 std::to_string(rotary_dim) + " rotary dimensions; RoPE needs a positive even number");
+    require(!(rope.scaling && rope.scaling->name == "dynamic_ntk") || rotary_dim > 2, ErrorCode::kInvalidConfig,
+            field + ".rope.scaling: dynamic_ntk needs more than 2 rotary dimensions (its exponent is dim / (dim - 2))");
     out.rope = rope;
   }
   if (in.clip_qkv.has_value()) {
@@ -169,8 +179,16 @@ AttentionSpec resolve_attention(const fb::AttentionConfigT& in, int64_t d_model,
   out.use_head_qk_norm = in.use_head_qk_norm.has_value() ? *in.use_head_qk_norm : false;
   out.dropout = in.dropout.has_value() ? *in.dropout : 0.0;
   require_probability(out.dropout, field + ".dropout");
-  out.backend = or_default(in.backend, "torch");
-  require_one_of(out.backend, {"torch"}, field + ".backend");
+  if (in.softcap.has_value()) {
+    require_positive_finite(*in.softcap, field + ".softcap");
+    out.softcap = *in.softcap;
+  }
+  // SDPA cannot soft-cap scores: soft-capping defaults to the explicit softmax.
+  out.alibi = in.alibi.value_or(false);
+  out.backend = or_default(in.backend, out.softcap ? "explicit" : "torch");
+  require_one_of(out.backend, {"torch", "explicit"}, field + ".backend");
+  require(!(out.softcap && out.backend == "torch"), ErrorCode::kInvalidConfig,
+          field + ".softcap needs " + field + ".backend \"explicit\" (SDPA cannot soft-cap scores)");
   if (in.gate) {
     GateSpec gate;
     const std::string granularity = or_default(in.gate->granularity, "headwise");
@@ -446,6 +464,23 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
     require_positive_finite(*in.embed_scale, "embed_scale");
     spec.embed_scale = *in.embed_scale;
   }
+  if (const auto* pe = in.position_embedding.get()) {
+    PositionEmbeddingSpec p;
+    p.name = pe->name;
+    require_one_of(p.name, {"learned", "sinusoidal"}, "position_embedding.name");
+    if (pe->max_sequence_length.has_value()) {
+      require_positive(*pe->max_sequence_length, "position_embedding.max_sequence_length");
+      p.max_sequence_length = *pe->max_sequence_length;
+    }
+    require(p.name != "learned" || p.max_sequence_length > 0, ErrorCode::kInvalidConfig,
+            "position_embedding.max_sequence_length is required for learned position embeddings");
+    spec.position_embedding = p;
+  }
+  spec.tie_word_embeddings = in.tie_word_embeddings;
+  require(!spec.tie_word_embeddings || !spec.normalized, ErrorCode::kInvalidConfig,
+          "tie_word_embeddings is not supported by the normalized transformer (as OLMo-core)");
+  require(!spec.tie_word_embeddings || !spec.lm_head.bias, ErrorCode::kInvalidConfig,
+          "tie_word_embeddings requires lm_head.bias false (OLMo-core cannot tie an LM head with a bias)");
 
   // Parameter counts must fit in int64 with room to spare: reject absurd shapes here rather
   // than overflow later. (Whether they fit in this machine's memory is checked when a model
@@ -456,6 +491,8 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
     total += static_cast<long double>(spec.d_model) * a.head_dim * (2 * a.n_heads + 2 * a.n_kv_heads) +
              3.0L * spec.d_model * b.feed_forward.hidden_size;
   }
+  if (spec.position_embedding)
+    total += static_cast<long double>(spec.position_embedding->max_sequence_length) * spec.d_model;
   require(total < 1e15L, ErrorCode::kInvalidConfig,
           "the configuration has more than 1e15 parameters (d_model, vocab_size, n_layers, "
           "n_heads, head_dim or hidden_size is absurdly large)");
@@ -509,9 +546,16 @@ ParamCounts Config::num_params() const {
   ParamCounts counts;
   counts.total = s.d_model * s.vocab_size;
   if (s.embedding_norm) counts.total += s.embedding_norm->num_params(s.d_model);
+  // Learned position embeddings are embedding parameters (Kaplan et al. leave them out of
+  // the non-embedding count too).
+  const int64_t positions =
+      s.position_embedding && s.position_embedding->name == "learned" ? s.position_embedding->max_sequence_length * s.d_model : 0;
+  counts.total += positions;
   for (const auto& block : s.blocks) counts.total += block.num_params(s.d_model);
   counts.total += s.lm_head.num_params(s.d_model, s.vocab_size);
-  counts.non_embedding = counts.total - s.d_model * s.vocab_size;
+  // OLMo-core: the LM head weight is shared with the embeddings when tied, counted once.
+  if (s.tie_word_embeddings) counts.total -= s.d_model * s.vocab_size;
+  counts.non_embedding = counts.total - s.d_model * s.vocab_size - positions;
   return counts;
 }
 

@@ -25,7 +25,7 @@ struct LayerNormSpec {
 };
 
 struct RoPEScalingSpec {
-  std::string name;  // "abf" | "pi" | "stepwise" | "yarn"
+  std::string name;  // "abf" | "pi" | "stepwise" | "yarn" | "dynamic_ntk"
   double attention_rescale_factor = 1.0;
   double new_theta = 8000000;
   double factor = 1.0;
@@ -42,6 +42,8 @@ struct RoPESpec {
   bool full_precision = true;
   double partial_rotary_factor = 1.0;
   std::optional<RoPEScalingSpec> scaling;
+  bool interleaved = false;               // pairs (2i, 2i+1) instead of (i, i + dim/2)
+  std::optional<double> xpos_scale_base;  // xPos; nullopt: none
 };
 
 struct GateSpec {
@@ -62,9 +64,11 @@ struct AttentionSpec {
   std::optional<LayerNormSpec> qk_norm;
   bool use_head_qk_norm = false;
   double dropout = 0.0;
-  std::string backend;  // "torch"
+  std::string backend;  // "torch" (SDPA) | "explicit" (explicit softmax)
   std::optional<GateSpec> gate;
   std::optional<int64_t> window_size;  // this layer's sliding window; nullopt: full attention
+  std::optional<double> softcap;  // scores -> softcap * tanh(scores / softcap); "explicit" only
+  bool alibi = false;             // ALiBi score bias
   int64_t num_params(int64_t d_model) const;
 };
 
@@ -95,6 +99,11 @@ struct LMHeadSpec {
   int64_t num_params(int64_t d_model, int64_t vocab_size) const;
 };
 
+struct PositionEmbeddingSpec {
+  std::string name;                 // "learned" | "sinusoidal"
+  int64_t max_sequence_length = 0;  // learned: rows of the table; sinusoidal: 0 (unbounded)
+};
+
 struct ModelSpec {
   // nGPT (OLMo-core's NormalizedTransformer): hidden states on the unit sphere; the weight
   // matrices are renormalized after every optimizer step (Transformer::normalize_matrices).
@@ -112,6 +121,8 @@ struct ModelSpec {
   std::optional<LayerNormSpec> embedding_norm;
   std::optional<double> embed_scale;
   std::vector<std::string> freeze_params;  // fnmatch globs over parameter names
+  std::optional<PositionEmbeddingSpec> position_embedding;
+  bool tie_word_embeddings = false;
 };
 
 struct ParamCounts {

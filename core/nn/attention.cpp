@@ -1,8 +1,14 @@
 #include "core/nn/attention.h"
 
 #include <cmath>
+#include <limits>
+
+#include "core/error.h"
 
 namespace olm::nn {
+
+using olm::ErrorCode;
+using olm::require;
 
 Attention::Attention(int64_t d_model, const AttentionSpec& spec, std::shared_ptr<BufferCache> cache,
                      const at::TensorOptions& options)
@@ -32,6 +38,7 @@ Attention::Attention(int64_t d_model, const AttentionSpec& spec, std::shared_ptr
     sk_ = &register_parameter("sk", at::ones({kv_dim}, options).mul_(scaling));
   }
   if (spec.rope) rope_.emplace(spec.head_dim, *spec.rope, std::move(cache));
+  if (spec.alibi) alibi_slopes_ = alibi_slopes(spec.n_heads);
 }
 
 void Attention::normalize_matrices() {
@@ -39,8 +46,59 @@ void Attention::normalize_matrices() {
   w_out_->weight().copy_(l2_normalize(w_out_->weight(), 0));
 }
 
-at::Tensor Attention::forward(const at::Tensor& x, KVCache* cache) const {
+std::vector<double> alibi_slopes(int64_t n) {
+  auto power_of_two = [](int64_t m) {
+    std::vector<double> out;
+    const double start = std::pow(2.0, -8.0 / static_cast<double>(m));
+    for (int64_t i = 0; i < m; ++i) out.push_back(std::pow(start, static_cast<double>(i + 1)));
+    return out;
+  };
+  int64_t p = 1;
+  while (p * 2 <= n) p *= 2;
+  auto slopes = power_of_two(p);
+  if (p == n) return slopes;
+  const auto extra = alibi_slopes(2 * p);
+  for (int64_t i = 0; i < n - p; ++i) slopes.push_back(extra[static_cast<size_t>(2 * i)]);
+  return slopes;
+}
+
+at::Tensor document_positions(const at::Tensor& cu_doc_lens, int64_t batch, int64_t seq_len,
+                              int64_t max_doc_len, const std::string& argument) {
+  require(cu_doc_lens.defined(), ErrorCode::kInvalidArgument, argument + ": undefined tensor");
+  require(cu_doc_lens.scalar_type() == at::kInt || cu_doc_lens.scalar_type() == at::kLong,
+          ErrorCode::kInvalidArgument,
+          argument + ": dtype must be int32 or int64 (got " + c10::toString(cu_doc_lens.scalar_type()) + ")");
+  require(cu_doc_lens.dim() == 1 && cu_doc_lens.size(0) >= 2, ErrorCode::kInvalidArgument,
+          argument + ": must be 1-D with at least 2 elements (0 and batch * seq_len)");
+  const int64_t total = batch * seq_len;
+  auto cu = cu_doc_lens.to(at::kLong);
+  require(cu[0].item<int64_t>() == 0, ErrorCode::kInvalidArgument, argument + ": must start at 0");
+  require(cu[-1].item<int64_t>() == total, ErrorCode::kInvalidArgument,
+          argument + ": must end at batch * seq_len = " + std::to_string(total) + " (got " +
+              std::to_string(cu[-1].item<int64_t>()) + ")");
+  require(cu.slice(0, 1).ge(cu.slice(0, 0, -1)).all().item<bool>(), ErrorCode::kInvalidArgument,
+          argument + ": must be non-decreasing");
+  // olmo_core.nn.rope: doc_id = bucketize(flat_idx, cu_doc_lens[1:], right=True).
+  auto flat = at::arange(total, cu.options());
+  auto doc = at::bucketize(flat, cu.slice(0, 1), /*out_int32=*/false, /*right=*/true);
+  auto pos = (flat - cu.index_select(0, doc)).view({batch, seq_len});
+  require(pos.select(1, 0).eq(0).all().item<bool>(), ErrorCode::kInvalidArgument,
+          argument + ": every row must start a document (multiples of seq_len = " +
+              std::to_string(seq_len) + " must be boundaries)");
+  if (max_doc_len > 0) {
+    const int64_t longest = pos.max().item<int64_t>() + 1;
+    require(longest <= max_doc_len, ErrorCode::kInvalidArgument,
+            "max_doc_len (" + std::to_string(max_doc_len) + ") is less than the longest document (" +
+                std::to_string(longest) + ")");
+  }
+  return pos;
+}
+
+at::Tensor Attention::forward(const at::Tensor& x, KVCache* cache, const at::Tensor& doc_positions) const {
   const int64_t B = x.size(0), T = x.size(1);
+  const bool docs = doc_positions.defined();
+  // As OLMo-core's RoPE: cu_doc_lens and start_pos are mutually exclusive.
+  require(!(docs && cache), ErrorCode::kInvalidArgument, "document masking cannot be combined with a KV cache");
   at::Tensor q = w_q_->forward(x), k = w_k_->forward(x), v = w_v_->forward(x);
   if (spec_.clip_qkv) {
     const double c = *spec_.clip_qkv;
@@ -66,7 +124,7 @@ at::Tensor Attention::forward(const at::Tensor& x, KVCache* cache) const {
     k = k_norm_->forward(k);
   }
   const int64_t start = cache ? cache->length : 0;
-  if (rope_) std::tie(q, k) = rope_->apply(q, k, start);
+  if (rope_) std::tie(q, k) = docs ? rope_->apply_at(q, k, doc_positions) : rope_->apply(q, k, start);
   if (cache) {
     TORCH_CHECK(start + T <= cache->k.size(1), "KV cache overflow");
     cache->k.slice(1, start, start + T).copy_(k);
@@ -85,26 +143,57 @@ at::Tensor Attention::forward(const at::Tensor& x, KVCache* cache) const {
     v = v.unsqueeze(3).expand({B, S, spec_.n_kv_heads, n_rep, spec_.head_dim})
             .reshape({B, S, spec_.n_heads, spec_.head_dim});
   }
-  // SDPA wants (B, H, T, D).
   const double dropout = at::GradMode::is_enabled() ? spec_.dropout : 0.0;
+  const bool explicit_softmax = spec_.backend == "explicit";
   // Query i sits at absolute position start + i and sees keys 0..start+i, and with a sliding
-  // window only the last `window` of them (OLMo-core's mask: window_size = (w - 1, 0)).
-  // Without a cache prefix or window that is SDPA's own causal mask.
-  std::optional<at::Tensor> mask;
-  const bool plain_causal = start == 0 && !spec_.window_size;
-  if (!plain_causal && (T > 1 || spec_.window_size)) {
+  // window only the last `window` of them (OLMo-core's mask: window_size = (w - 1, 0)); with
+  // documents only keys of its own document (those at most doc_positions[b, i] before it).
+  // Without a cache prefix, window or documents that is SDPA's own causal mask.
+  std::optional<at::Tensor> mask;  // bool, (T, S) or (B, 1, T, S)
+  const bool alibi = !alibi_slopes_.empty();
+  const bool plain_causal = start == 0 && !spec_.window_size && !docs && !alibi;
+  std::optional<at::Tensor> bias;  // ALiBi: float32 (1, H, T, S)
+  if (explicit_softmax || alibi || (!plain_causal && (T > 1 || spec_.window_size))) {
     auto rows = at::arange(T, x.options().dtype(at::kLong)).unsqueeze(1) + start;
     auto cols = at::arange(S, x.options().dtype(at::kLong)).unsqueeze(0);
     auto allowed = cols.le(rows);
     if (spec_.window_size) allowed = allowed.logical_and(cols.gt(rows - *spec_.window_size));
+    if (docs) {
+      auto first = (rows.unsqueeze(0) - doc_positions.to(x.device()).unsqueeze(2));  // (B, T, 1)
+      allowed = allowed.unsqueeze(0).logical_and(cols.unsqueeze(0).ge(first)).unsqueeze(1);
+    }
     mask = allowed;
+    if (alibi) {
+      // slope_h * (key position - query position): 0 on the diagonal, more negative further back.
+      auto slopes = at::tensor(alibi_slopes_, at::TensorOptions().dtype(at::kDouble)).to(x.device(), at::kFloat);
+      bias = slopes.view({1, -1, 1, 1}) * (cols - rows).to(at::kFloat).unsqueeze(0).unsqueeze(0);
+    }
   }
+  // (B, H, T, D) for the attention products.
+  auto qh = q.transpose(1, 2), kh = k.transpose(1, 2), vh = v.transpose(1, 2);
   // nGPT's unit-norm queries and keys want a softmax scale of sqrt(head_dim), OLMo-core's
   // sqrt(d_model // n_heads); everything else SDPA's default 1/sqrt(head_dim).
   std::optional<double> scale;
   if (sq_) scale = std::sqrt(static_cast<double>(static_cast<int64_t>(d_model_) / spec_.n_heads));
-  auto att = at::scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), mask,
-                                              dropout, plain_causal && T > 1, scale);
+  at::Tensor att;
+  if (explicit_softmax) {
+    // softmax(q k^T / sqrt(d), soft-capped and masked) v, the scores and softmax in float32.
+    auto scores = at::matmul(qh.to(at::kFloat), kh.to(at::kFloat).transpose(-2, -1)) *
+                  scale.value_or(1.0 / std::sqrt(static_cast<double>(spec_.head_dim)));
+    if (spec_.softcap) scores = at::tanh(scores / *spec_.softcap) * *spec_.softcap;
+    if (bias) scores = scores + *bias;
+    scores = scores.masked_fill(mask->logical_not(), -std::numeric_limits<double>::infinity());
+    auto probs = at::softmax(scores, -1);
+    if (dropout > 0) probs = at::dropout(probs, dropout, /*train=*/true);
+    att = at::matmul(probs.to(vh.scalar_type()), vh);
+  } else {
+    if (bias) {
+      // SDPA takes one additive mask: the bias with -inf where the boolean mask forbids.
+      auto additive = bias->masked_fill(mask->logical_not(), -std::numeric_limits<double>::infinity());
+      mask = additive.to(qh.scalar_type());
+    }
+    att = at::scaled_dot_product_attention(qh, kh, vh, mask, dropout, plain_causal && T > 1, scale);
+  }
   att = att.transpose(1, 2);  // (B, T, H, D)
   if (w_g_) {
     // A sigmoid gate per head (broadcast over head_dim) or per element.

@@ -1,5 +1,8 @@
 // olmo_core.nn.attention.Attention: MHA/GQA/MQA with optional QK-norm (over the whole
-// projection or per head), clip_qkv and RoPE, over ATen's SDPA (causal).
+// projection or per head), clip_qkv and RoPE, over ATen's SDPA (backend "torch") or an
+// explicit softmax (backend "explicit", OLM's MultiHeadAttention; it also soft-caps scores).
+// Intra-document masking as OLMo-core's forward(cu_doc_lens=...): no attention across
+// documents of a packed row, and RoPE positions restart at 0 in every document.
 #pragma once
 #include "core/nn/layer_norm.h"
 #include "core/nn/rope.h"
@@ -13,14 +16,30 @@ struct KVCache {
   int64_t length = 0;
 };
 
+// OLMo-core's cu_doc_lens (int32/int64, 1-D, over the flattened (batch, seq_len) tokens,
+// starting at 0 and ending at batch * seq_len; every row starts a document) turned into each
+// token's position inside its document, (batch, seq_len) int64 on cu_doc_lens' device.
+// max_doc_len > 0 must bound the longest document. Throws olm::Error(kInvalidArgument)
+// naming `argument` when cu_doc_lens breaks a rule.
+at::Tensor document_positions(const at::Tensor& cu_doc_lens, int64_t batch, int64_t seq_len,
+                              int64_t max_doc_len = 0, const std::string& argument = "cu_doc_lens");
+
+// ALiBi's head slopes (Press et al., their reference get_slopes): for a power of two n,
+// 2^(-8 (h + 1) / n); otherwise those of the largest power of two p below n, then every other
+// slope of 2p for the remaining n - p heads.
+std::vector<double> alibi_slopes(int64_t n_heads);
+
 class Attention : public Module {
  public:
   Attention(int64_t d_model, const AttentionSpec& spec, std::shared_ptr<BufferCache> cache,
             const at::TensorOptions& options);
 
   // x: (B, T, d_model) -> (B, T, d_model). With a cache, x holds the T positions after the
-  // cache's `length` ones; their keys and values are appended to the cache.
-  at::Tensor forward(const at::Tensor& x, KVCache* cache = nullptr) const;
+  // cache's `length` ones; their keys and values are appended to the cache. doc_positions,
+  // when defined, is (B, T) int64: each token's position inside its document
+  // (document_positions()); it excludes a cache.
+  at::Tensor forward(const at::Tensor& x, KVCache* cache = nullptr,
+                     const at::Tensor& doc_positions = at::Tensor()) const;
 
   int64_t n_kv_heads() const { return spec_.n_kv_heads; }
   int64_t head_dim() const { return spec_.head_dim; }
@@ -42,6 +61,7 @@ class Attention : public Module {
   at::Tensor* sk_ = nullptr;
   double d_model_ = 0;
   std::optional<RotaryEmbedding> rope_;
+  std::vector<double> alibi_slopes_;  // empty without ALiBi
 };
 
 }  // namespace olm::nn

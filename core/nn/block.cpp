@@ -48,29 +48,30 @@ void TransformerBlock::normalize_matrices() {
   feed_forward_->normalize_matrices();
 }
 
-at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache) const {
+at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache, const at::Tensor& doc_positions) const {
   if (attn_alpha_) {
     // h = norm(lerp(x, norm(attention(x)), |alpha_eff|)), likewise for the feed-forward, with
     // alpha_eff = alpha * (0.05 / (1 / sqrt(d_model))) as OLMo-core computes it.
     const double factor = 0.05 / (1.0 / std::sqrt(d_model_));
-    auto h = l2_normalize(at::lerp(x, l2_normalize(attention_->forward(x, cache)), (*attn_alpha_ * factor).abs()));
+    auto h = l2_normalize(
+        at::lerp(x, l2_normalize(attention_->forward(x, cache, doc_positions)), (*attn_alpha_ * factor).abs()));
     return l2_normalize(at::lerp(h, l2_normalize(feed_forward_->forward(h)), (*mlp_alpha_ * factor).abs()));
   }
   const double a = spec_.attention_residual_alpha, f = spec_.feed_forward_residual_alpha;
   if (spec_.name == "reordered_norm") {
-    auto h = residual(x, attention_norm_->forward(attention_->forward(x, cache)), a);
+    auto h = residual(x, attention_norm_->forward(attention_->forward(x, cache, doc_positions)), a);
     return residual(h, feed_forward_norm_->forward(feed_forward_->forward(h)), f);
   }
   if (spec_.name == "peri_norm") {
-    auto h = residual(x, post_attention_norm_->forward(attention_->forward(attention_norm_->forward(x), cache)), a);
+    auto h = residual(x, post_attention_norm_->forward(attention_->forward(attention_norm_->forward(x), cache, doc_positions)), a);
     return residual(h, post_feed_forward_norm_->forward(feed_forward_->forward(feed_forward_norm_->forward(h))), f);
   }
   if (spec_.name == "default_scaled") {
     const auto scale = ln_scale_->to(x.scalar_type());
-    auto h = residual(x, attention_->forward(attention_norm_->forward(x) * scale, cache), a);
+    auto h = residual(x, attention_->forward(attention_norm_->forward(x) * scale, cache, doc_positions), a);
     return residual(h, feed_forward_->forward(feed_forward_norm_->forward(h) * scale), f);
   }
-  auto h = residual(x, attention_->forward(attention_norm_->forward(x), cache), a);
+  auto h = residual(x, attention_->forward(attention_norm_->forward(x), cache, doc_positions), a);
   return residual(h, feed_forward_->forward(feed_forward_norm_->forward(h)), f);
 }
 

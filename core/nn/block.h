@@ -13,7 +13,9 @@ class TransformerBlock : public Module {
  public:
   TransformerBlock(int64_t d_model, int64_t block_idx, const BlockSpec& spec,
                    std::shared_ptr<BufferCache> cache, const at::TensorOptions& options);
-  at::Tensor forward(const at::Tensor& x, KVCache* cache = nullptr) const;
+  // doc_positions: see Attention::forward.
+  at::Tensor forward(const at::Tensor& x, KVCache* cache = nullptr,
+                     const at::Tensor& doc_positions = at::Tensor()) const;
 
   Attention& attention() { return *attention_; }
   FeedForward& feed_forward() { return *feed_forward_; }

@@ -44,6 +44,9 @@ void init_weights(Transformer& model) {
   } else {
     trunc_normal_(model.embeddings(), spec.embedding_init_std, generator);
   }
+  // OLM's learned position table (OLMo-core has none): drawn next, like the token table.
+  if (at::Tensor* positions = model.position_embeddings())
+    trunc_normal_(*positions, spec.embedding_init_std, generator);
 
   const double n_blocks = static_cast<double>(spec.n_layers);
   for (size_t i = 0; i < model.blocks().size(); ++i) {
@@ -80,7 +83,8 @@ void init_weights(Transformer& model) {
 
   double final_std = spec.init_std;
   if (method != "normal") final_std = std::pow(static_cast<double>(spec.d_model), -0.5);
-  init_linear(model.lm_head().w_out(), final_std, generator);
+  // Tied: the LM head is the embedding table, already drawn (OLMo-core skips it too).
+  if (!model.lm_head().tied()) init_linear(model.lm_head().w_out(), final_std, generator);
   if (spec.normalized) model.normalize_matrices();
 }
 

@@ -20,6 +20,10 @@ at::Tensor l2_normalize(const at::Tensor& x, int64_t dim) {
 at::Tensor LayerNorm::forward(const at::Tensor& input) const {
   if (spec_.name == "l2_norm") return l2_normalize(input);
   const auto og_dtype = input.scalar_type();
+  // olmo_core.nn.functional.l2_normalize: x / ||x|| with the norm accumulated in float32 and
+  // rounded to x's dtype; no epsilon, no parameters.
+  if (spec_.name == "l2_norm")
+    return input / at::linalg_vector_norm(input, 2, {-1}, /*keepdim=*/true, at::kFloat).to(og_dtype);
   const at::Tensor x = spec_.full_precision ? input.to(at::kFloat) : input;
   std::optional<at::Tensor> weight, bias;
   if (weight_) weight = weight_->to(x.scalar_type());

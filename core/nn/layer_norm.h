@@ -1,5 +1,5 @@
-// olmo_core.nn.layer_norm: LayerNorm ("default") and RMSNorm ("rms"), computed in float32
-// (full_precision) and cast back to the input dtype.
+// olmo_core.nn.layer_norm: LayerNorm ("default"), RMSNorm ("rms", "qwen_rms"), computed in
+// float32 (full_precision) and cast back to the input dtype, and L2Norm ("l2_norm").
 #pragma once
 #include "core/config/config.h"
 #include "core/nn/module.h"

@@ -32,18 +32,28 @@ at::Tensor z_loss_from_logsumexp(const at::Tensor& lse, const at::Tensor& mask, 
 }
 
 LMHead::LMHead(int64_t d_model, int64_t vocab_size, const LMHeadSpec& spec,
-               const at::TensorOptions& options)
-    : vocab_size_(vocab_size), fused_linear_loss_(spec.loss_implementation == "fused_linear") {
+               const at::TensorOptions& options, const at::Tensor* tied_weight)
+    : vocab_size_(vocab_size), fused_linear_loss_(spec.loss_implementation == "fused_linear"), tied_weight_(tied_weight) {
   if (spec.layer_norm)
     norm_ = register_module("norm", std::make_shared<LayerNorm>(d_model, *spec.layer_norm, options));
-  w_out_ = register_module("w_out", std::make_shared<Linear>(d_model, vocab_size, spec.bias, options));
+  if (!tied_weight)
+    w_out_ = register_module("w_out", std::make_shared<Linear>(d_model, vocab_size, spec.bias, options));
   if (spec.normalized) {
     d_model_ = static_cast<double>(d_model);
     sz_ = &register_parameter("sz", at::ones({vocab_size}, options).mul_(1.0 / std::sqrt(d_model_)));
   }
 }
 
-void LMHead::normalize_matrices() { w_out_->weight().copy_(l2_normalize(w_out_->weight(), -1)); }
+const at::Tensor& LMHead::weight() const { return tied_weight_ ? *tied_weight_ : w_out_->weight(); }
+
+at::Tensor LMHead::bias() const {
+  const at::Tensor* b = tied_weight_ ? nullptr : w_out_->bias();
+  return b ? *b : at::Tensor();
+}
+
+void LMHead::normalize_matrices() {
+  if (w_out_) w_out_->weight().copy_(l2_normalize(w_out_->weight(), -1));  // tied: the embeddings, done already
+}
 
 at::Tensor LMHead::keep_last(const at::Tensor& t, int64_t logits_to_keep) const {
   return logits_to_keep > 0 ? t.slice(1, t.size(1) - logits_to_keep) : t;
@@ -51,7 +61,8 @@ at::Tensor LMHead::keep_last(const at::Tensor& t, int64_t logits_to_keep) const 
 
 at::Tensor LMHead::logits(const at::Tensor& h, int64_t logits_to_keep) const {
   auto x = norm_ ? norm_->forward(h) : h;
-  auto logits = w_out_->forward(keep_last(x, logits_to_keep));
+  const auto b = bias();
+  auto logits = at::linear(keep_last(x, logits_to_keep), weight(), b.defined() ? std::optional<at::Tensor>(b) : std::nullopt);
   if (sz_) logits = *sz_ * (1.0 / (1.0 / std::sqrt(d_model_))) * logits;  // OLMo-core's NormalizedLMHead
   return logits;
 }
@@ -65,9 +76,8 @@ LossOutput LMHead::loss(const at::Tensor& h, const at::Tensor& labels_in,
   if (fused_linear_loss_) {
     auto x = keep_last(norm_ ? norm_->forward(h) : h, options.logits_to_keep);
     const auto flat_labels = labels.contiguous().view({-1});
-    auto* bias = w_out_->bias();
-    auto [ce_rows, lse] = fused_linear_cross_entropy(x.reshape({-1, x.size(-1)}), w_out_->weight(),
-                                                     bias ? *bias : at::Tensor(), flat_labels, options.ignore_index);
+    auto [ce_rows, lse] = fused_linear_cross_entropy(x.reshape({-1, x.size(-1)}), weight(), bias(), flat_labels,
+                                                     options.ignore_index);
     const auto mask = flat_labels != options.ignore_index;
     ce_loss = options.reduction == LossReduction::kMean  ? ce_rows.sum() / mask.sum()
               : options.reduction == LossReduction::kSum ? ce_rows.sum()
@@ -76,7 +86,8 @@ LossOutput LMHead::loss(const at::Tensor& h, const at::Tensor& labels_in,
       z_loss = z_loss_from_logsumexp(lse, mask, options.reduction, *options.z_loss_multiplier);
     if (options.return_logits) {
       at::NoGradGuard no_grad;  // asked for, so materialized, but outside the graph
-      logits = w_out_->forward(x);
+      const auto b = bias();
+      logits = at::linear(x, weight(), b.defined() ? std::optional<at::Tensor>(b) : std::nullopt);
     }
   } else {
     logits = this->logits(h, options.logits_to_keep);

@@ -35,20 +35,25 @@ at::Tensor z_loss_from_logsumexp(const at::Tensor& lse, const at::Tensor& mask, 
 
 class LMHead : public Module {
  public:
+  // tied_weight (tie_word_embeddings): w_out uses this (vocab_size, d_model) tensor, owned
+  // by the transformer, instead of a parameter of its own; the spec must have no bias.
   LMHead(int64_t d_model, int64_t vocab_size, const LMHeadSpec& spec,
-         const at::TensorOptions& options);
+         const at::TensorOptions& options, const at::Tensor* tied_weight = nullptr);
 
   // h: (B, T, d_model) -> logits (B, T', V) over the last logits_to_keep positions.
   at::Tensor logits(const at::Tensor& h, int64_t logits_to_keep) const;
   LossOutput loss(const at::Tensor& h, const at::Tensor& labels, const LossOptions& options) const;
 
-  Linear& w_out() { return *w_out_; }
+  Linear& w_out() { return *w_out_; }  // not with a tied weight
+  bool tied() const { return tied_weight_ != nullptr; }
 
   // nGPT: unit rows for w_out.
   void normalize_matrices();
 
  private:
   at::Tensor keep_last(const at::Tensor& t, int64_t logits_to_keep) const;
+  const at::Tensor& weight() const;  // w_out's, or the tied embedding table
+  at::Tensor bias() const;           // undefined when there is none
 
   int64_t vocab_size_;
   bool fused_linear_loss_;
@@ -56,6 +61,7 @@ class LMHead : public Module {
   std::shared_ptr<Linear> w_out_;
   at::Tensor* sz_ = nullptr;  // normalized head: learned per-token logit scales
   double d_model_ = 0;
+  const at::Tensor* tied_weight_ = nullptr;
 };
 
 }  // namespace olm::nn

@@ -22,10 +22,20 @@ at::Tensor inverse_frequencies_for(double theta, int64_t dim, const at::Device& 
 
 }  // namespace
 
-std::pair<at::Tensor, double> RotaryEmbedding::inverse_frequencies(const at::Device& device) const {
+double RotaryEmbedding::dynamic_theta(int64_t seq_len) const {
+  const auto& sc = *spec_.scaling;
+  if (seq_len <= sc.old_context_len) return spec_.theta;
+  // Hugging Face's DynamicNTKScalingRotaryEmbedding (OLM's dynamic-NTK): a larger base.
+  const double dim = static_cast<double>(rotary_dim_);
+  const double ratio = sc.factor * static_cast<double>(seq_len) / static_cast<double>(sc.old_context_len) - (sc.factor - 1);
+  return spec_.theta * std::pow(ratio, dim / (dim - 2));
+}
+
+std::pair<at::Tensor, double> RotaryEmbedding::inverse_frequencies(const at::Device& device, int64_t seq_len) const {
   const int64_t dim = rotary_dim_;
   if (!spec_.scaling) return {inverse_frequencies_for(spec_.theta, dim, device), 1.0};
   const auto& sc = *spec_.scaling;
+  if (sc.name == "dynamic_ntk") return {inverse_frequencies_for(dynamic_theta(seq_len), dim, device), 1.0};
   if (sc.name == "abf") return {inverse_frequencies_for(sc.new_theta, dim, device), sc.attention_rescale_factor};
   auto inv_freq = inverse_frequencies_for(spec_.theta, dim, device);
   if (sc.name == "pi") {
@@ -68,6 +78,10 @@ std::pair<at::Tensor, at::Tensor> RotaryEmbedding::tables(int64_t seq_len,
   std::ostringstream key;
   key.precision(17);
   key << "rope_theta=" << spec_.theta << "_dim=" << rotary_dim_ << "_" << device.str();
+  if (spec_.interleaved) key << "_interleaved";
+  // Dynamic NTK beyond the old context: a table for exactly this length (its base depends on it).
+  const bool dynamic = spec_.scaling && spec_.scaling->name == "dynamic_ntk" && seq_len > spec_.scaling->old_context_len;
+  if (dynamic) key << "_dynamic_len=" << seq_len;
   if (const auto& sc = spec_.scaling)
     key << "_scaling=" << sc->name << "," << sc->attention_rescale_factor << "," << sc->new_theta << ","
         << sc->factor << "," << sc->low_freq_proportion << "," << sc->high_freq_proportion << ","
@@ -79,10 +93,10 @@ std::pair<at::Tensor, at::Tensor> RotaryEmbedding::tables(int64_t seq_len,
     // tensors, which autograd refuses to save when a later training step reuses them.
     c10::InferenceMode not_inference(false);
     const auto f32 = at::TensorOptions().dtype(at::kFloat).device(device);
-    auto [inv_freq, rescale] = inverse_frequencies(device);
+    auto [inv_freq, rescale] = inverse_frequencies(device, seq_len);
     auto seq = at::arange(seq_len, f32);
     auto freqs = at::outer(seq, inv_freq);
-    auto positions = at::cat({freqs, freqs}, -1);
+    auto positions = spec_.interleaved ? at::stack({freqs, freqs}, -1).flatten(-2) : at::cat({freqs, freqs}, -1);
     sin = positions.sin();
     cos = positions.cos();
     if (rescale != 1.0) {
@@ -90,10 +104,29 @@ std::pair<at::Tensor, at::Tensor> RotaryEmbedding::tables(int64_t seq_len,
       sin = sin * rescale;
       cos = cos * rescale;
     }
-    cache_->put(key.str() + "_sin", sin);
-    cache_->put(key.str() + "_cos", cos);
+    // A dynamic table serves one length only: caching one per decoding step would pile up.
+    if (!dynamic) {
+      cache_->put(key.str() + "_sin", sin);
+      cache_->put(key.str() + "_cos", cos);
+    }
   }
   return {sin.slice(0, 0, seq_len), cos.slice(0, 0, seq_len)};
+}
+
+at::Tensor RotaryEmbedding::rotate_every_two(const at::Tensor& x) {
+  // (x0, x1, x2, x3, ...) -> (-x1, x0, -x3, x2, ...)
+  auto pairs = x.unflatten(-1, {-1, 2});
+  return at::stack({-pairs.select(-1, 1), pairs.select(-1, 0)}, -1).flatten(-2);
+}
+
+at::Tensor RotaryEmbedding::xpos_scales(const at::Tensor& positions, double sign) const {
+  const auto f32 = positions.options().dtype(at::kFloat);
+  // zeta_i = (2i / d + gamma) / (1 + gamma), gamma = 0.4 (torchscale's XPOS), per column.
+  auto pair = at::arange(rotary_dim_ / 2, f32);
+  auto zeta = (pair * 2.0 / static_cast<double>(rotary_dim_) + 0.4) / 1.4;
+  zeta = spec_.interleaved ? at::stack({zeta, zeta}, -1).flatten(-2) : at::cat({zeta, zeta}, -1);
+  auto exponent = positions.to(at::kFloat).unsqueeze(-1) * (sign / *spec_.xpos_scale_base);
+  return at::pow(zeta, exponent);
 }
 
 at::Tensor RotaryEmbedding::rotate_half(const at::Tensor& x) {
@@ -119,16 +152,67 @@ std::pair<at::Tensor, at::Tensor> RotaryEmbedding::apply(const at::Tensor& q, co
   auto cos_q = broadcast(cos.slice(0, q_start, q_start + q_len));
   auto sin_k = broadcast(sin.slice(0, start_pos, start_pos + k_len));
   auto cos_k = broadcast(cos.slice(0, start_pos, start_pos + k_len));
-  q_ = rotate(q_, sin_q, cos_q);
-  k_ = rotate(k_, sin_k, cos_k);
+  at::Tensor scale_q, scale_k;
+  if (spec_.xpos_scale_base) {
+    const auto i64 = at::TensorOptions().dtype(at::kLong).device(q.device());
+    scale_q = broadcast(xpos_scales(at::arange(q_start, q_start + q_len, i64), 1.0)).to(q_.scalar_type());
+    scale_k = broadcast(xpos_scales(at::arange(start_pos, start_pos + k_len, i64), -1.0)).to(k_.scalar_type());
+  }
+  q_ = rotate(q_, sin_q, cos_q, scale_q);
+  k_ = rotate(k_, sin_k, cos_k, scale_k);
   return {q_.to(q.scalar_type()), k_.to(k.scalar_type())};
 }
 
-at::Tensor RotaryEmbedding::rotate(const at::Tensor& t, const at::Tensor& sin, const at::Tensor& cos) const {
-  if (rotary_dim_ == t.size(-1)) return (t * cos + rotate_half(t) * sin).to(t.scalar_type());
+std::pair<at::Tensor, at::Tensor> RotaryEmbedding::apply_at(const at::Tensor& q, const at::Tensor& k,
+                                                            const at::Tensor& positions) const {
+  const int64_t B = q.size(0), T = q.size(1);
+  at::Tensor q_ = spec_.full_precision ? q.to(at::kFloat) : q;
+  at::Tensor k_ = spec_.full_precision ? k.to(at::kFloat) : k;
+  auto idx = positions.to(q.device(), at::kLong).reshape({-1});
+  at::Tensor sin_sel, cos_sel;
+  if (spec_.scaling && spec_.scaling->name == "dynamic_ntk") {
+    // Dynamic NTK: every document gets the base of its own length, as a separate forward over
+    // it would; the angles are built per token the way tables() builds them.
+    const auto& sc = *spec_.scaling;
+    auto doc_id = idx.eq(0).cumsum(0) - 1;
+    auto lengths = at::bincount(doc_id).index_select(0, doc_id).to(at::kDouble);
+    const double dim = static_cast<double>(rotary_dim_);
+    auto ratio = lengths * (sc.factor / static_cast<double>(sc.old_context_len)) - (sc.factor - 1);
+    auto theta = at::where(lengths.gt(static_cast<double>(sc.old_context_len)), ratio.pow(dim / (dim - 2)) * spec_.theta,
+                           at::full_like(lengths, spec_.theta));
+    const auto f32 = at::TensorOptions().dtype(at::kFloat).device(q.device());
+    auto exponent = at::arange(0, rotary_dim_, 2, f32) / dim;
+    auto inv_freq = at::reciprocal(at::pow(theta.to(at::kFloat).unsqueeze(1), exponent.unsqueeze(0)));
+    auto freqs = idx.to(at::kFloat).unsqueeze(1) * inv_freq;
+    auto angles = spec_.interleaved ? at::stack({freqs, freqs}, -1).flatten(-2) : at::cat({freqs, freqs}, -1);
+    sin_sel = angles.sin().to(q_.scalar_type()).view({B, T, 1, -1});
+    cos_sel = angles.cos().to(q_.scalar_type()).view({B, T, 1, -1});
+  } else {
+    auto [sin, cos] = tables(T, q.device());
+    // olmo_core.nn.rope: pos_sin.index_select(0, pos_idx.reshape(-1)).view(B, k_len, -1).
+    sin_sel = sin.to(q_.scalar_type()).index_select(0, idx).view({B, T, 1, -1});
+    cos_sel = cos.to(q_.scalar_type()).index_select(0, idx).view({B, T, 1, -1});
+  }
+  at::Tensor scale_q, scale_k;
+  if (spec_.xpos_scale_base) {
+    scale_q = xpos_scales(idx, 1.0).view({B, T, 1, -1}).to(q_.scalar_type());
+    scale_k = xpos_scales(idx, -1.0).view({B, T, 1, -1}).to(k_.scalar_type());
+  }
+  q_ = rotate(q_, sin_sel, cos_sel, scale_q);
+  k_ = rotate(k_, sin_sel, cos_sel, scale_k);
+  return {q_.to(q.scalar_type()), k_.to(k.scalar_type())};
+}
+
+at::Tensor RotaryEmbedding::rotate(const at::Tensor& t, const at::Tensor& sin, const at::Tensor& cos,
+                                   const at::Tensor& scale) const {
+  auto turn = [&](const at::Tensor& x) {
+    auto y = x * cos + (spec_.interleaved ? rotate_every_two(x) : rotate_half(x)) * sin;
+    return (scale.defined() ? y * scale : y).to(t.scalar_type());
+  };
+  if (rotary_dim_ == t.size(-1)) return turn(t);
   // Partial RoPE: rotate the leading rotary_dim dimensions, pass the rest through.
   auto rot = t.slice(-1, 0, rotary_dim_);
-  auto rotated = (rot * cos + rotate_half(rot) * sin).to(t.scalar_type());
+  auto rotated = turn(rot);
   return at::cat({rotated, t.slice(-1, rotary_dim_)}, -1);
 }
 

@@ -1,6 +1,13 @@
 #include "core/nn/transformer.h"
 
+#include <cmath>
+
+#include "core/error.h"
+
 namespace olm::nn {
+
+using olm::ErrorCode;
+using olm::require;
 static const at::TensorOptions kBuildOptions = at::TensorOptions().dtype(at::kFloat).device(at::kCPU);
 
 Transformer::Transformer(const ModelSpec& spec)
@@ -8,6 +15,11 @@ Transformer::Transformer(const ModelSpec& spec)
       embeddings_(register_module("embeddings",
                                   std::make_shared<Embedding>(spec.vocab_size, spec.d_model, kBuildOptions))
                       ->weight()) {
+  if (spec.position_embedding && spec.position_embedding->name == "learned")
+    position_embeddings_ = &register_module("position_embeddings",
+                                            std::make_shared<Embedding>(spec.position_embedding->max_sequence_length,
+                                                                        spec.d_model, kBuildOptions))
+                                ->weight();
   if (spec.embedding_norm)
     embedding_norm_ = register_module("embedding_norm",
                                       std::make_shared<LayerNorm>(spec.d_model, *spec.embedding_norm, kBuildOptions));
@@ -18,8 +30,19 @@ Transformer::Transformer(const ModelSpec& spec)
         "blocks." + std::to_string(i),
         std::make_shared<TransformerBlock>(spec.d_model, i, spec.blocks[static_cast<size_t>(i)], cache, kBuildOptions)));
   }
+  // Tied: the head reads the embeddings' slot, so moving or loading the table moves it too.
   lm_head_ = register_module(
-      "lm_head", std::make_shared<LMHead>(spec.d_model, spec.vocab_size, spec.lm_head, kBuildOptions));
+      "lm_head", std::make_shared<LMHead>(spec.d_model, spec.vocab_size, spec.lm_head, kBuildOptions,
+                                          spec.tie_word_embeddings ? &embeddings_ : nullptr));
+}
+
+at::Tensor sinusoidal_positions(const at::Tensor& positions, int64_t d_model) {
+  const auto f32 = positions.options().dtype(at::kFloat);
+  // 10000^(-2i/d) for the pair i of dimensions (2i, 2i+1).
+  auto inv = at::exp(at::arange(0, d_model, 2, f32) * (-std::log(10000.0) / static_cast<double>(d_model)));
+  auto angles = positions.to(at::kFloat).unsqueeze(-1) * inv;  // (..., ceil(d/2))
+  auto pe = at::stack({angles.sin(), angles.cos()}, -1).flatten(-2);  // sin, cos interleaved
+  return pe.slice(-1, 0, d_model);
 }
 
 void Transformer::to(const at::Device& device, at::ScalarType dtype) {
@@ -40,26 +63,43 @@ void Transformer::normalize_matrices() {
   lm_head_->normalize_matrices();
 }
 
-at::Tensor Transformer::hidden_states(const at::Tensor& input_ids, std::vector<KVCache>* caches) const {
+at::Tensor Transformer::hidden_states(const at::Tensor& input_ids, std::vector<KVCache>* caches,
+                                      const at::Tensor& doc_positions) const {
   auto h = at::embedding(embeddings_, input_ids);
   if (spec_.embed_scale) h = h * *spec_.embed_scale;
+  if (const auto& pe = spec_.position_embedding) {
+    // Each token's position: inside its document, else after the cached ones.
+    const int64_t start = caches && !caches->empty() ? (*caches)[0].length : 0;
+    const at::Tensor positions =
+        doc_positions.defined() ? doc_positions.to(input_ids.device())
+                                : at::arange(start, start + input_ids.size(1), input_ids.options().dtype(at::kLong));
+    if (position_embeddings_) {
+      const int64_t last = doc_positions.defined() ? positions.max().item<int64_t>() : start + input_ids.size(1) - 1;
+      require(last < pe->max_sequence_length, ErrorCode::kInvalidArgument,
+              "input_ids: position " + std::to_string(last) + " is beyond position_embedding.max_sequence_length (" +
+                  std::to_string(pe->max_sequence_length) + ")");
+      h = h + at::embedding(*position_embeddings_, positions);
+    } else {
+      h = h + sinusoidal_positions(positions, spec_.d_model).to(h.scalar_type());
+    }
+  }
   if (embedding_norm_) h = embedding_norm_->forward(h);
   const bool grad = at::GradMode::is_enabled();
   for (size_t i = 0; i < blocks_.size(); ++i) {
     if (caches) {
       h = blocks_[i]->forward(h, &(*caches)[i]);
     } else if (grad && block_runner_ && i < checkpointed_.size() && checkpointed_[i]) {
-      h = block_runner_(*blocks_[i], h);
+      h = block_runner_(*blocks_[i], h, doc_positions);
     } else {
-      h = blocks_[i]->forward(h);
+      h = blocks_[i]->forward(h, nullptr, doc_positions);
     }
   }
   return h;
 }
 
 at::Tensor Transformer::forward(const at::Tensor& input_ids, int64_t logits_to_keep,
-                                std::vector<KVCache>* caches) const {
-  return lm_head_->logits(hidden_states(input_ids, caches), logits_to_keep);
+                                std::vector<KVCache>* caches, const at::Tensor& doc_positions) const {
+  return lm_head_->logits(hidden_states(input_ids, caches, doc_positions), logits_to_keep);
 }
 
 std::vector<KVCache> Transformer::make_kv_caches(int64_t batch, int64_t max_len) const {
@@ -78,8 +118,8 @@ std::vector<KVCache> Transformer::make_kv_caches(int64_t batch, int64_t max_len)
 }
 
 LossOutput Transformer::loss(const at::Tensor& input_ids, const at::Tensor& labels,
-                             const LossOptions& options) const {
-  return lm_head_->loss(hidden_states(input_ids), labels, options);
+                             const LossOptions& options, const at::Tensor& doc_positions) const {
+  return lm_head_->loss(hidden_states(input_ids, nullptr, doc_positions), labels, options);
 }
 
 }  // namespace olm::nn

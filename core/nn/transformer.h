@@ -16,17 +16,21 @@ class Transformer : public Module {
   void to(const at::Device& device, at::ScalarType dtype);
 
   // (B, T, d_model). With caches (one per block), input_ids continue the cached positions.
-  at::Tensor hidden_states(const at::Tensor& input_ids, std::vector<KVCache>* caches = nullptr) const;
+  // doc_positions (B, T) int64, from document_positions(), masks attention to each token's
+  // own document and restarts RoPE positions there (excludes caches).
+  at::Tensor hidden_states(const at::Tensor& input_ids, std::vector<KVCache>* caches = nullptr,
+                           const at::Tensor& doc_positions = at::Tensor()) const;
   at::Tensor forward(const at::Tensor& input_ids, int64_t logits_to_keep = 0,
-                     std::vector<KVCache>* caches = nullptr) const;
+                     std::vector<KVCache>* caches = nullptr,
+                     const at::Tensor& doc_positions = at::Tensor()) const;
   // Empty caches for `batch` sequences of up to max_len positions.
   std::vector<KVCache> make_kv_caches(int64_t batch, int64_t max_len) const;
   LossOutput loss(const at::Tensor& input_ids, const at::Tensor& labels,
-                  const LossOptions& options) const;
+                  const LossOptions& options, const at::Tensor& doc_positions = at::Tensor()) const;
 
   // Runs block i through `runner` instead of directly when checkpointed[i] is set and grad
   // mode is on (activation checkpointing lives in core/train; nn does not depend on it).
-  using BlockRunner = std::function<at::Tensor(TransformerBlock&, const at::Tensor&)>;
+  using BlockRunner = std::function<at::Tensor(TransformerBlock&, const at::Tensor& x, const at::Tensor& doc_positions)>;
   void set_block_runner(BlockRunner runner, std::vector<bool> checkpointed) {
     block_runner_ = std::move(runner);
     checkpointed_ = std::move(checkpointed);
@@ -38,12 +42,14 @@ class Transformer : public Module {
 
   const ModelSpec& spec() const { return spec_; }
   at::Tensor& embeddings() { return embeddings_; }
+  at::Tensor* position_embeddings() { return position_embeddings_; }  // learned only
   std::vector<std::shared_ptr<TransformerBlock>>& blocks() { return blocks_; }
   LMHead& lm_head() { return *lm_head_; }
 
  private:
   ModelSpec spec_;
   at::Tensor& embeddings_;
+  at::Tensor* position_embeddings_ = nullptr;
   std::shared_ptr<LayerNorm> embedding_norm_;
   std::vector<std::shared_ptr<TransformerBlock>> blocks_;
   std::shared_ptr<LMHead> lm_head_;
@@ -61,6 +67,10 @@ class Embedding : public Module {
  private:
   at::Tensor& weight_;
 };
+
+// Vaswani et al.'s sinusoidal position encodings for integer positions (any shape), in
+// float32: [..., 2i] = sin(p / 10000^(2i/d)), [..., 2i+1] = cos(p / 10000^(2i/d)).
+at::Tensor sinusoidal_positions(const at::Tensor& positions, int64_t d_model);
 
 // olmo_core.nn.transformer.init: the configured init method, drawing from a CPU generator
 // seeded with spec.init_seed in OLMo-core's order (embeddings; per block w_q, w_k, w_v, w_out,

@@ -6,6 +6,7 @@
 
 namespace olm::train {
 
-at::Tensor checkpointed_block_forward(nn::TransformerBlock& block, const at::Tensor& x);
+at::Tensor checkpointed_block_forward(nn::TransformerBlock& block, const at::Tensor& x,
+                                     const at::Tensor& doc_positions);
 
 }  // namespace olm::train

@@ -31,12 +31,14 @@ std::string metrics_json(const StepMetrics& m) {
 
 }  // namespace
 
+bool eval_documents(const TrainSpec& spec) { return spec.eval_data && spec.eval_data->generate_doc_lengths; }
+
 EvalMetrics evaluate_dataset(Trainer& trainer, const data::TokenDataset& dataset, int64_t batch_instances,
-                             int64_t max_batches) {
+                             int64_t max_batches, bool documents) {
   const int64_t n = dataset.num_instances();
   require(batch_instances > 0, ErrorCode::kInvalidArgument, "batch_instances must be positive");
   int64_t next = 0, batches = 0;
-  return trainer.evaluate([&](at::Tensor& ids, at::Tensor& labels) {
+  return trainer.evaluate([&](at::Tensor& ids, at::Tensor& labels, at::Tensor& cu_doc_lens) {
     if (next >= n || (max_batches > 0 && batches >= max_batches)) return false;
     std::vector<int64_t> indices;
     for (int64_t i = next; i < std::min(n, next + batch_instances); ++i) indices.push_back(i);
@@ -45,12 +47,13 @@ EvalMetrics evaluate_dataset(Trainer& trainer, const data::TokenDataset& dataset
     auto batch = data::make_batch(dataset, indices);
     ids = batch.input_ids;
     labels = batch.labels;
+    if (documents && batch.cu_doc_lens) cu_doc_lens = *batch.cu_doc_lens;
     return true;
   });
 }
 
 FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const data::TokenDataset> eval,
-              const FitCallbacks& callbacks) {
+              const FitCallbacks& callbacks, std::optional<bool> documents) {
   const TrainSpec& spec = trainer.config().spec();
   std::unique_ptr<std::ofstream> metrics;
   if (!spec.metrics_path.empty()) {
@@ -72,7 +75,8 @@ FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const 
   };
   auto run_eval = [&]() {
     if (!eval) return;
-    result.last_eval = evaluate_dataset(trainer, *eval, spec.global_batch_instances(), spec.eval_batches);
+    result.last_eval = evaluate_dataset(trainer, *eval, spec.global_batch_instances(), spec.eval_batches,
+                                        documents.value_or(eval_documents(spec)));
     if (metrics)
       *metrics << "{\"step\":" << trainer.step() << ",\"eval_loss\":" << json_number(result.last_eval->loss)
                << ",\"eval_perplexity\":" << json_number(result.last_eval->perplexity) << "}\n";
@@ -85,7 +89,8 @@ FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const 
       break;
     }
     auto batch = loader.next();
-    const auto m = trainer.train_batch(batch.input_ids, batch.labels);
+    const bool masked = documents.value_or(spec.data && spec.data->generate_doc_lengths) && batch.cu_doc_lens;
+    const auto m = trainer.train_batch(batch.input_ids, batch.labels, masked ? *batch.cu_doc_lens : at::Tensor());
     if (metrics && (m.step % spec.log_interval == 0 || m.step == spec.max_steps)) {
       *metrics << metrics_json(m) << "\n";
       metrics->flush();

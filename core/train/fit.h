@@ -33,12 +33,18 @@ struct FitResult {
 // Trains until the config's max_steps. `loader` supplies the training batches and its
 // position is saved in checkpoints; `eval` (may be null) is evaluated every eval_interval steps
 // and at the end.
+// `documents` turns intra-document masking (from the batches' document lengths) on or off
+// for training and evaluation; nullopt follows the config's data.generate_doc_lengths and
+// eval_data.generate_doc_lengths.
 FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const data::TokenDataset> eval,
-              const FitCallbacks& callbacks);
+              const FitCallbacks& callbacks, std::optional<bool> documents = std::nullopt);
 
 // Mean loss over a dataset's instances in order, `max_batches` batches of `batch_instances`
-// (0: all).
+// (0: all); with `documents`, intra-document masking from the batches' document lengths.
 EvalMetrics evaluate_dataset(Trainer& trainer, const data::TokenDataset& dataset, int64_t batch_instances,
-                             int64_t max_batches);
+                             int64_t max_batches, bool documents = false);
+
+// Whether evaluation masks documents: the train config's eval_data.generate_doc_lengths.
+bool eval_documents(const TrainSpec& spec);
 
 }  // namespace olm::train

@@ -46,6 +46,9 @@ DataSpec resolve_data(const fb::DataConfigT& in, const std::string& field) {
   require_one_of(out.raw_dtype, {"uint16", "uint32"}, field + ".raw_dtype");
   if (in.eos_token_id.has_value()) out.eos_token_id = *in.eos_token_id;
   out.masked_token_ids = in.masked_token_ids;
+  out.generate_doc_lengths = in.generate_doc_lengths;
+  require(!out.generate_doc_lengths || out.eos_token_id, ErrorCode::kInvalidConfig,
+          field + ".generate_doc_lengths requires " + field + ".eos_token_id (documents end after it)");
   return out;
 }
 

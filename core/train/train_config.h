@@ -49,6 +49,7 @@ struct DataSpec {
   std::string raw_dtype = "uint16";
   std::optional<int64_t> eos_token_id;
   std::vector<int64_t> masked_token_ids;
+  bool generate_doc_lengths = false;  // train with intra-document masking (needs eos_token_id)
 };
 
 struct TrainSpec {

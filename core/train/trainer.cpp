@@ -74,7 +74,8 @@ void Trainer::restore_counters(int64_t step, int64_t tokens_seen, int64_t skippe
   skipped_steps_ = skipped_steps;
 }
 
-StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tensor& labels_in) {
+StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tensor& labels_in,
+                                 const at::Tensor& cu_doc_lens) {
   const auto t0 = std::chrono::steady_clock::now();
   const TrainSpec& spec = config_.spec();
   const int64_t vocab = model_->config().spec().vocab_size;
@@ -106,6 +107,11 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   } else {
     labels = default_labels(input_ids, kIgnoreIndex);
   }
+  // Positions inside documents for the whole batch; micro-batches take their rows.
+  const at::Tensor doc_positions =
+      cu_doc_lens.defined()
+          ? nn::document_positions(cu_doc_lens.to(device), input_ids.size(0), input_ids.size(1))
+          : at::Tensor();
 
   // OLMo-core: every micro-batch's summed loss is divided by the whole batch's target count,
   // so the accumulated gradient equals one big batch's mean-loss gradient.
@@ -126,7 +132,8 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
       nn::LossOutput out;
       {
         AutocastScope autocast(spec.bf16_autocast, device.type());
-        out = model_->module().loss(input_ids.slice(0, start, end), labels.slice(0, start, end), loss_options);
+        out = model_->module().loss(input_ids.slice(0, start, end), labels.slice(0, start, end), loss_options,
+                                   doc_positions.defined() ? doc_positions.slice(0, start, end) : at::Tensor());
       }
       ce_batch += out.ce_loss.to(at::kFloat);
       if (out.z_loss) z_batch += out.z_loss->to(at::kFloat);
@@ -177,23 +184,26 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   return m;
 }
 
-EvalMetrics Trainer::evaluate(const std::function<bool(at::Tensor&, at::Tensor&)>& next_batch) {
+EvalMetrics Trainer::evaluate(const std::function<bool(at::Tensor&, at::Tensor&, at::Tensor&)>& next_batch) {
   c10::InferenceMode guard;
   const auto device = model_->device();
   double total = 0;
   int64_t tokens = 0;
   nn::LossOptions options;
   options.reduction = nn::LossReduction::kSum;
-  at::Tensor ids, labels;
-  while (next_batch(ids, labels)) {
+  at::Tensor ids, labels, cu_doc_lens;
+  while (next_batch(ids, labels, cu_doc_lens)) {
     ids = ids.to(device, at::kLong);
     labels = labels.defined() ? labels.to(device, at::kLong) : default_labels(ids, kIgnoreIndex);
+    const at::Tensor doc_positions =
+        cu_doc_lens.defined() ? nn::document_positions(cu_doc_lens.to(device), ids.size(0), ids.size(1)) : at::Tensor();
     AutocastScope autocast(config_.spec().bf16_autocast, device.type());
-    auto out = model_->module().loss(ids, labels, options);
+    auto out = model_->module().loss(ids, labels, options, doc_positions);
     total += out.ce_loss.item<double>();
     tokens += labels.ne(kIgnoreIndex).sum().item<int64_t>();
     ids = at::Tensor();
     labels = at::Tensor();
+    cu_doc_lens = at::Tensor();
   }
   EvalMetrics m;
   m.tokens = tokens;

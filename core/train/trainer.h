@@ -43,10 +43,16 @@ class Trainer {
 
   // One optimizer step on a batch of input_ids (B, sequence_length), B*L = global_batch_size.
   // Labels default to OLMo-core's (inputs shifted left, last position ignored).
-  StepMetrics train_batch(const at::Tensor& input_ids, const at::Tensor& labels = at::Tensor());
+  // cu_doc_lens (optional): OLMo-core's cumulative document lengths over the flattened batch
+  // (intra-document masking; see nn::document_positions).
+  StepMetrics train_batch(const at::Tensor& input_ids, const at::Tensor& labels = at::Tensor(),
+                          const at::Tensor& cu_doc_lens = at::Tensor());
 
   // Mean cross-entropy over the batches (each (B, L) input_ids with optional labels).
-  EvalMetrics evaluate(const std::function<bool(at::Tensor& input_ids, at::Tensor& labels)>& next_batch);
+  // next_batch fills input_ids, labels (undefined: the default) and cu_doc_lens (undefined:
+  // no intra-document masking) and returns false when done.
+  EvalMetrics evaluate(
+      const std::function<bool(at::Tensor& input_ids, at::Tensor& labels, at::Tensor& cu_doc_lens)>& next_batch);
 
   Model& model() { return *model_; }
   std::shared_ptr<Model> model_ptr() { return model_; }

@@ -32,6 +32,17 @@ class LossOptions(C.Structure):
         ("loss_div_factor", C.c_double),
         ("return_logits", C.c_int32),
         ("logits_to_keep", C.c_int64),
+        ("cu_doc_lens", C.c_void_p),
+        ("max_doc_len", C.c_int64),
+    ]
+
+
+class ForwardOptions(C.Structure):
+    _fields_ = [
+        ("struct_size", C.c_size_t),
+        ("logits_to_keep", C.c_int64),
+        ("cu_doc_lens", C.c_void_p),
+        ("max_doc_len", C.c_int64),
     ]
 
 
@@ -93,7 +104,8 @@ class Olm:
             "olm_tensor_free": (None, [vp]),
             "olm_model_options_init_sized": (None, [C.POINTER(ModelOptions), C.c_size_t]),
             "olm_model_create": (vp, [vp, C.c_char_p, C.POINTER(ModelOptions), pvp]),
-            "olm_model_forward": (vp, [vp, vp, vp, pvp]),
+            "olm_forward_options_init_sized": (None, [C.POINTER(ForwardOptions), C.c_size_t]),
+            "olm_model_forward": (vp, [vp, vp, C.POINTER(ForwardOptions), pvp]),
             "olm_loss_options_init_sized": (None, [C.POINTER(LossOptions), C.c_size_t]),
             "olm_model_loss": (vp, [vp, vp, vp, C.POINTER(LossOptions), C.POINTER(LossResult)]),
             "olm_loss_result_free": (None, [C.POINTER(LossResult)]),
@@ -178,13 +190,20 @@ class Olm:
         self.check(self.lib.olm_model_create(cfg, device.encode(), C.byref(opts), C.byref(out)))
         return out
 
-    def forward(self, model, ids):
+    def forward(self, model, ids, cu_doc_lens=None, max_doc_len=0):
         t = self.tensor(ids)
+        opts = ForwardOptions()
+        self.lib.olm_forward_options_init_sized(C.byref(opts), C.sizeof(opts))
+        cu = self.tensor(cu_doc_lens) if cu_doc_lens is not None else None
+        opts.cu_doc_lens = cu
+        opts.max_doc_len = max_doc_len
         out = C.c_void_p()
         try:
-            self.check(self.lib.olm_model_forward(model, t, None, C.byref(out)))
+            self.check(self.lib.olm_model_forward(model, t, C.byref(opts), C.byref(out)))
         finally:
             self.lib.olm_tensor_free(t)
+            if cu is not None:
+                self.lib.olm_tensor_free(cu)
         logits = self.to_numpy(out)
         self.lib.olm_tensor_free(out)
         return logits

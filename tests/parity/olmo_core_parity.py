@@ -118,6 +118,8 @@ def to_olm_json(cfg):
         out["embedding_norm"] = norm_json(cfg.embedding_norm)
     if cfg.embed_scale is not None:
         out["embed_scale"] = cfg.embed_scale
+    if cfg.tie_word_embeddings:
+        out["tie_word_embeddings"] = True
     return out
 
 
@@ -224,7 +226,8 @@ def run_config(olm, label, ref_cfg, tmp):
         for p in ref.parameters():  # move away from the shared init so the copy is what's tested
             p.add_(torch.randn_like(p) * 0.01)
     ref_path = os.path.join(tmp, f"{label}_olmo_core.safetensors")
-    save_file({k: v.contiguous() for k, v in ref.state_dict().items()}, ref_path)
+    # clone(): tied embeddings share storage, which safetensors refuses to write twice.
+    save_file({k: v.detach().clone().contiguous() for k, v in ref.state_dict().items()}, ref_path)
     loaded = olm.model(cfg, init_weights=False)
     olm.load(loaded, ref_path)
     d1 = compare(loaded, ref, "OLMo-core -> olm")
@@ -241,10 +244,47 @@ def run_config(olm, label, ref_cfg, tmp):
     ref2.eval()
     d2 = compare(ours2, ref2, "olm -> OLMo-core")
 
+    # Intra-document masking: OLMo-core's torch backend refuses cu_doc_lens on CPU, so the
+    # reference is OLMo-core run on each document alone (what the masking promises); OLMo-core's
+    # own per-document RoPE positions are checked in check_doc_rope().
+    first_block = next(iter(ref_cfg.block.values())) if isinstance(ref_cfg.block, dict) else ref_cfg.block
+    if first_block.sequence_mixer.rope is not None:
+        row_docs = ([5, 11, 8], [24], [1, 20, 3])
+        cu = np.cumsum([0] + [n for row in row_docs for n in row]).astype(np.int32)
+        packed = olm.forward(ours2, ids, cu_doc_lens=cu, max_doc_len=24)
+        worst = 0.0
+        for b, row in enumerate(row_docs):
+            start = 0
+            for n in row:
+                with torch.no_grad():
+                    alone = ref2(t_ids[b:b + 1, start:start + n]).float().numpy()
+                worst = max(worst, float(np.abs(packed[b:b + 1, start:start + n] - alone).max()))
+                start += n
+        check(worst <= LOGIT_TOL, f"packed documents (cu_doc_lens) vs OLMo-core per document: "
+                                  f"max |diff| = {worst:.3e} <= {LOGIT_TOL}")
+
     for m in (ours, loaded, ours2):
         olm.lib.olm_model_free(m)
     olm.lib.olm_config_free(cfg)
     return max(d1[0], d2[0]), max(d1[1], d2[1])
+
+
+def check_doc_rope():
+    """OLMo-core's RotaryEmbedding(cu_doc_lens=...) restarts positions per document; olm's
+    packed forward relies on the same rule (tested end to end in run_config)."""
+    from olmo_core.nn.rope import RotaryEmbedding
+    print("[doc_rope]")
+    rope = RotaryEmbedding(head_size=8, theta=10_000)
+    q, k = torch.randn(2, 12, 3, 8), torch.randn(2, 12, 1, 8)
+    cu = torch.tensor([0, 5, 12, 15, 19, 24], dtype=torch.int32)
+    qp, kp = rope(q, k, head_first=False, cu_doc_lens=cu)
+    worst = 0.0
+    for s, e in zip(cu[:-1].tolist(), cu[1:].tolist()):
+        b, t0 = divmod(s, 12)
+        qa, ka = rope(q[b:b + 1, t0:t0 + e - s], k[b:b + 1, t0:t0 + e - s], head_first=False)
+        worst = max(worst, float((qp[b:b + 1, t0:t0 + e - s] - qa).abs().max()),
+                    float((kp[b:b + 1, t0:t0 + e - s] - ka).abs().max()))
+    check(worst == 0.0, f"OLMo-core's intra-document RoPE equals per-document RoPE (max diff {worst})")
 
 
 def main():
@@ -255,6 +295,7 @@ def main():
     olm = Olm(args.lib)
     print("[presets]")
     compare_presets(olm)
+    check_doc_rope()
     configs = {
         "olmo2_30M_2layers": TransformerConfig.olmo2_30M(vocab_size=1024, n_layers=2),
         "llama_like_gqa": TransformerConfig.llama_like(
@@ -306,6 +347,13 @@ def main():
                                          rope_theta=10_000, rope_scaling=scaling)
         c.block.sequence_mixer.rope.partial_rotary_factor = partial
         configs[label] = c
+    # Tied word embeddings (the LM head reads embeddings.weight) and OLMo-core's L2Norm as the
+    # QK-norm.
+    tied = TransformerConfig.llama_like(d_model=64, vocab_size=200, n_layers=2, n_heads=4, n_kv_heads=2,
+                                        qk_norm=True)
+    tied.tie_word_embeddings = True
+    tied.block.sequence_mixer.qk_norm = LayerNormConfig(name="l2_norm")
+    configs["tied_embeddings_l2_qk_norm"] = tied
     for method in ("llama", "fan_in"):
         configs[f"init_{method}"] = TransformerConfig.llama_like(
             d_model=48, vocab_size=200, n_layers=3, n_heads=4, n_kv_heads=2, init_method=method)

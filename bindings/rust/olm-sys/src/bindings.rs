@@ -252,12 +252,14 @@ extern "C" {
 pub struct olm_forward_options {
     pub struct_size: usize,
     pub logits_to_keep: i64,
+    pub cu_doc_lens: *const olm_tensor,
+    pub max_doc_len: i64,
 }
 #[test]
 fn bindgen_test_layout_olm_forward_options() {
     assert_eq!(
         ::std::mem::size_of::<olm_forward_options>(),
-        16usize,
+        32usize,
         concat!("Size of: ", stringify!(olm_forward_options))
     );
     assert_eq!(
@@ -299,6 +301,40 @@ fn bindgen_test_layout_olm_forward_options() {
         );
     }
     test_field_logits_to_keep();
+    fn test_field_cu_doc_lens() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_forward_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).cu_doc_lens) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_forward_options),
+                "::",
+                stringify!(cu_doc_lens)
+            )
+        );
+    }
+    test_field_cu_doc_lens();
+    fn test_field_max_doc_len() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_forward_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).max_doc_len) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_forward_options),
+                "::",
+                stringify!(max_doc_len)
+            )
+        );
+    }
+    test_field_max_doc_len();
 }
 extern "C" {
     pub fn olm_forward_options_init_sized(options: *mut olm_forward_options, struct_size: usize);
@@ -325,12 +361,14 @@ pub struct olm_loss_options {
     pub loss_div_factor: f64,
     pub return_logits: i32,
     pub logits_to_keep: i64,
+    pub cu_doc_lens: *const olm_tensor,
+    pub max_doc_len: i64,
 }
 #[test]
 fn bindgen_test_layout_olm_loss_options() {
     assert_eq!(
         ::std::mem::size_of::<olm_loss_options>(),
-        56usize,
+        72usize,
         concat!("Size of: ", stringify!(olm_loss_options))
     );
     assert_eq!(
@@ -457,6 +495,40 @@ fn bindgen_test_layout_olm_loss_options() {
         );
     }
     test_field_logits_to_keep();
+    fn test_field_cu_doc_lens() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_loss_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).cu_doc_lens) as usize - ptr as usize
+            },
+            56usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_loss_options),
+                "::",
+                stringify!(cu_doc_lens)
+            )
+        );
+    }
+    test_field_cu_doc_lens();
+    fn test_field_max_doc_len() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_loss_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).max_doc_len) as usize - ptr as usize
+            },
+            64usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_loss_options),
+                "::",
+                stringify!(max_doc_len)
+            )
+        );
+    }
+    test_field_max_doc_len();
 }
 extern "C" {
     pub fn olm_loss_options_init_sized(options: *mut olm_loss_options, struct_size: usize);
@@ -1337,6 +1409,15 @@ extern "C" {
     ) -> *mut olm_error;
 }
 extern "C" {
+    pub fn olm_trainer_step_documents(
+        trainer: *mut olm_trainer,
+        input_ids: *const olm_tensor,
+        labels: *const olm_tensor,
+        cu_doc_lens: *const olm_tensor,
+        out: *mut olm_step_metrics,
+    ) -> *mut olm_error;
+}
+extern "C" {
     pub fn olm_trainer_save_checkpoint(
         trainer: *mut olm_trainer,
         folder: *const ::std::os::raw::c_char,
@@ -1759,12 +1840,13 @@ pub struct olm_fit_options {
     pub on_step: olm_metrics_callback,
     pub on_log: olm_log_callback,
     pub user_data: *mut ::std::os::raw::c_void,
+    pub document_masking: i32,
 }
 #[test]
 fn bindgen_test_layout_olm_fit_options() {
     assert_eq!(
         ::std::mem::size_of::<olm_fit_options>(),
-        40usize,
+        48usize,
         concat!("Size of: ", stringify!(olm_fit_options))
     );
     assert_eq!(
@@ -1857,6 +1939,23 @@ fn bindgen_test_layout_olm_fit_options() {
         );
     }
     test_field_user_data();
+    fn test_field_document_masking() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_fit_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).document_masking) as usize - ptr as usize
+            },
+            40usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_fit_options),
+                "::",
+                stringify!(document_masking)
+            )
+        );
+    }
+    test_field_document_masking();
 }
 extern "C" {
     pub fn olm_fit_options_init_sized(options: *mut olm_fit_options, struct_size: usize);

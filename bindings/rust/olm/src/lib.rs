@@ -353,21 +353,62 @@ pub enum Reduction {
     None,
 }
 
-/// Options for [`Model::loss`]; `Default` is libolm's (ignore -100, mean, no z-loss).
+/// Options for [`Model::forward_with`]; `Default` is libolm's (all logits, no documents).
+/// The lifetime ties the options to the `cu_doc_lens` tensor they borrow.
 #[derive(Clone, Debug)]
-pub struct LossOptions {
-    raw: sys::olm_loss_options,
+pub struct ForwardOptions<'a> {
+    raw: sys::olm_forward_options,
+    _documents: std::marker::PhantomData<&'a Tensor>,
 }
 
-impl Default for LossOptions {
+impl Default for ForwardOptions<'_> {
     fn default() -> Self {
-        let mut raw: sys::olm_loss_options = unsafe { std::mem::zeroed() };
-        unsafe { sys::olm_loss_options_init_sized(&mut raw, std::mem::size_of_val(&raw)) };
-        LossOptions { raw }
+        let mut raw: sys::olm_forward_options = unsafe { std::mem::zeroed() };
+        unsafe { sys::olm_forward_options_init_sized(&mut raw, std::mem::size_of_val(&raw)) };
+        ForwardOptions { raw, _documents: std::marker::PhantomData }
     }
 }
 
-impl LossOptions {
+impl<'a> ForwardOptions<'a> {
+    /// Keep only the logits of the last `n` positions; 0 keeps all.
+    pub fn logits_to_keep(mut self, n: i64) -> Self {
+        self.raw.logits_to_keep = n;
+        self
+    }
+    /// Intra-document masking: OLMo-core's cumulative document lengths (int32/int64, 1-D,
+    /// 0 ..= batch * seq_len, every row a boundary, as [`Batch`]'s) and an upper bound on the
+    /// longest document (0: computed). Attention stays inside documents and RoPE positions
+    /// restart in each.
+    pub fn documents(mut self, cu_doc_lens: &'a Tensor, max_doc_len: i64) -> Self {
+        self.raw.cu_doc_lens = cu_doc_lens.ptr.as_ptr();
+        self.raw.max_doc_len = max_doc_len;
+        self
+    }
+}
+
+/// Options for [`Model::loss`]; `Default` is libolm's (ignore -100, mean, no z-loss).
+/// The lifetime ties the options to the `cu_doc_lens` tensor they may borrow.
+#[derive(Clone, Debug)]
+pub struct LossOptions<'a> {
+    raw: sys::olm_loss_options,
+    _documents: std::marker::PhantomData<&'a Tensor>,
+}
+
+impl Default for LossOptions<'_> {
+    fn default() -> Self {
+        let mut raw: sys::olm_loss_options = unsafe { std::mem::zeroed() };
+        unsafe { sys::olm_loss_options_init_sized(&mut raw, std::mem::size_of_val(&raw)) };
+        LossOptions { raw, _documents: std::marker::PhantomData }
+    }
+}
+
+impl<'a> LossOptions<'a> {
+    /// Intra-document masking, as [`ForwardOptions::documents`].
+    pub fn documents(mut self, cu_doc_lens: &'a Tensor, max_doc_len: i64) -> Self {
+        self.raw.cu_doc_lens = cu_doc_lens.ptr.as_ptr();
+        self.raw.max_doc_len = max_doc_len;
+        self
+    }
     pub fn ignore_index(mut self, index: i64) -> Self {
         self.raw.ignore_index = index;
         self
@@ -527,6 +568,13 @@ impl Model {
         opts.logits_to_keep = logits_to_keep;
         let mut out = ptr::null_mut();
         check(unsafe { sys::olm_model_forward(self.ptr.as_ptr(), input_ids.ptr.as_ptr(), &opts, &mut out) })?;
+        Ok(Tensor::from_raw(out))
+    }
+
+    /// float32 logits with [`ForwardOptions`] (logits to keep, intra-document masking).
+    pub fn forward_with(&self, input_ids: &Tensor, options: &ForwardOptions) -> Result<Tensor> {
+        let mut out = ptr::null_mut();
+        check(unsafe { sys::olm_model_forward(self.ptr.as_ptr(), input_ids.ptr.as_ptr(), &options.raw, &mut out) })?;
         Ok(Tensor::from_raw(out))
     }
 
@@ -795,6 +843,18 @@ impl Trainer {
         Ok(StepMetrics::from(&m))
     }
 
+    /// One optimizer step with intra-document masking: `cu_doc_lens` as in
+    /// [`ForwardOptions::documents`] (a [`Batch`]'s qualifies).
+    pub fn step_documents(&mut self, input_ids: &Tensor, labels: Option<&Tensor>, cu_doc_lens: &Tensor) -> Result<StepMetrics> {
+        let mut m: sys::olm_step_metrics = unsafe { std::mem::zeroed() };
+        m.struct_size = std::mem::size_of::<sys::olm_step_metrics>();
+        let l = labels.map_or(ptr::null(), |t| t.ptr.as_ptr() as *const _);
+        check(unsafe {
+            sys::olm_trainer_step_documents(self.ptr.as_ptr(), input_ids.ptr.as_ptr(), l, cu_doc_lens.ptr.as_ptr(), &mut m)
+        })?;
+        Ok(StepMetrics::from(&m))
+    }
+
     /// Writes `<folder>/step<N>` atomically; returns its path.
     pub fn save_checkpoint(&mut self, folder: impl AsRef<Path>) -> Result<String> {
         let folder = path_cstring(folder.as_ref())?;
@@ -811,9 +871,25 @@ impl Trainer {
 
     /// Trains until the config's max_steps; returns the last evaluation (default when none).
     pub fn fit(&mut self, data: &Dataset, eval_data: Option<&Dataset>, callbacks: FitCallbacks) -> Result<EvalMetrics> {
+        self.fit_with_documents(data, eval_data, callbacks, None)
+    }
+
+    /// [`Trainer::fit`] with intra-document masking from the datasets' document boundaries
+    /// switched on or off for training and evaluation; `None` follows the train config
+    /// (`data.generate_doc_lengths`, `eval_data.generate_doc_lengths`).
+    pub fn fit_with_documents(
+        &mut self,
+        data: &Dataset,
+        eval_data: Option<&Dataset>,
+        callbacks: FitCallbacks,
+        document_masking: Option<bool>,
+    ) -> Result<EvalMetrics> {
         let mut callbacks = callbacks;
         let mut opts: sys::olm_fit_options = unsafe { std::mem::zeroed() };
         unsafe { sys::olm_fit_options_init_sized(&mut opts, std::mem::size_of_val(&opts)) };
+        if let Some(masking) = document_masking {
+            opts.document_masking = masking as i32;
+        }
         if let Some(e) = eval_data {
             opts.eval_data = e.ptr.as_ptr();
         }

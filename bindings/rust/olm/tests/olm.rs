@@ -1,6 +1,6 @@
 use olm::{
-    Config, Dataset, DatasetOptions, Dtype, ErrorCode, FitCallbacks, GenerateOptions, LossOptions, Model, ModelOptions,
-    Reduction, Tensor, TrainConfig, Trainer,
+    Config, Dataset, DatasetOptions, Dtype, ErrorCode, FitCallbacks, ForwardOptions, GenerateOptions, LossOptions, Model,
+    ModelOptions, Reduction, Tensor, TrainConfig, Trainer,
 };
 
 const TINY: &str = r#"{"d_model": 32, "vocab_size": 64, "n_layers": 2,
@@ -290,4 +290,94 @@ fn handles_move_between_threads() {
     let here = model.forward(&x, 0).unwrap().to_vec_f32().unwrap();
     let there = std::thread::spawn(move || model.forward(&x, 0).unwrap().to_vec_f32().unwrap()).join().unwrap();
     assert_eq!(here, there);
+}
+
+// Intra-document masking: each document of a packed row gets the logits of a forward over it
+// alone (float32 rounding), through ForwardOptions and LossOptions.
+#[test]
+fn document_masking_matches_separate_documents() {
+    let cfg = Config::from_json(TINY).unwrap();
+    let model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let tokens = ids(16, 64);
+    let x = Tensor::from_i64(&tokens, &[2, 8]).unwrap();
+    let cu = Tensor::from_i32(&[0, 3, 8, 10, 16], &[5]).unwrap();
+    let packed = model.forward_with(&x, &ForwardOptions::default().documents(&cu, 6)).unwrap().to_vec_f32().unwrap();
+    let plain = model.forward_with(&x, &ForwardOptions::default()).unwrap().to_vec_f32().unwrap();
+    assert_eq!(plain, model.forward(&x, 0).unwrap().to_vec_f32().unwrap());
+    let mut worst = 0f32;
+    for (s, e) in [(0usize, 3usize), (3, 8), (8, 10), (10, 16)] {
+        let alone = Tensor::from_i64(&tokens[s..e], &[1, (e - s) as i64]).unwrap();
+        let got = model.forward(&alone, 0).unwrap().to_vec_f32().unwrap();
+        for (i, v) in got.iter().enumerate() {
+            worst = worst.max((v - packed[s * 64 + i]).abs());
+        }
+    }
+    assert!(worst < 1e-5, "packed vs separate: {worst}");
+    assert!(plain.iter().zip(&packed).any(|(a, b)| (a - b).abs() > 1e-3), "masking must change later documents");
+    let kept = model.forward_with(&x, &ForwardOptions::default().logits_to_keep(2).documents(&cu, 0)).unwrap();
+    assert_eq!(kept.shape().unwrap(), vec![2, 2, 64]);
+
+    let labels = Tensor::from_i64(&tokens, &[2, 8]).unwrap();
+    let out = model.loss(&x, &labels, &LossOptions::default().return_logits(true).documents(&cu, 0)).unwrap();
+    assert_eq!(out.logits.unwrap().to_vec_f32().unwrap(), packed);
+    expect_err(model.forward_with(&x, &ForwardOptions::default().documents(&cu, 5)), ErrorCode::InvalidArgument, "max_doc_len");
+    let crossing = Tensor::from_i64(&[0, 4, 12, 16], &[4]).unwrap();
+    expect_err(
+        model.loss(&x, &labels, &LossOptions::default().documents(&crossing, 0)),
+        ErrorCode::InvalidArgument,
+        "cu_doc_lens",
+    );
+}
+
+// A training step with documents: its loss is the model's masked mean loss on that batch.
+#[test]
+fn trainer_step_with_documents() {
+    let tcfg = TrainConfig::from_json(&train_json("")).unwrap();
+    let cfg = tcfg.model().unwrap();
+    let reference = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let tokens = ids(32, 64);
+    let x = Tensor::from_i64(&tokens, &[4, 8]).unwrap();
+    let mut shifted = vec![-100i64; 32];
+    for r in 0..4 {
+        for t in 0..7 {
+            shifted[r * 8 + t] = tokens[r * 8 + t + 1];
+        }
+    }
+    let labels = Tensor::from_i64(&shifted, &[4, 8]).unwrap();
+    let cu = Tensor::from_i32(&[0, 3, 8, 16, 17, 24, 28, 32], &[8]).unwrap();
+    let masked = reference.loss(&x, &labels, &LossOptions::default().documents(&cu, 0)).unwrap().loss_value;
+    let plain = reference.loss(&x, &labels, &LossOptions::default()).unwrap().loss_value;
+    assert!((masked - plain).abs() > 1e-4);
+    let mut model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let mut trainer = Trainer::new(&mut model, &tcfg).unwrap();
+    let m = trainer.step_documents(&x, None, &cu).unwrap();
+    assert!((m.loss - masked).abs() < 1e-5 * masked, "{} vs {masked}", m.loss);
+    let crossing = Tensor::from_i64(&[0, 12, 32], &[3]).unwrap();
+    expect_err(trainer.step_documents(&x, None, &crossing), ErrorCode::InvalidArgument, "cu_doc_lens");
+}
+
+// Trainer::fit_with_documents: None follows the config (no generate_doc_lengths: unmasked),
+// Some(true) masks documents and changes the first loss.
+#[test]
+fn fit_with_document_masking() {
+    let tcfg = TrainConfig::from_json(&train_json("")).unwrap();
+    let cfg = tcfg.model().unwrap();
+    let tokens: Vec<i64> = (0..64i64).map(|i| if i % 3 == 2 { 0 } else { (i * 7 + 1) % 64 }).collect();
+    let data = Dataset::from_tokens(&tokens, &DatasetOptions::new(8, 64).eos_token_id(0)).unwrap();
+    let first_loss = |masking: Option<bool>| {
+        let mut model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+        let mut trainer = Trainer::new(&mut model, &tcfg).unwrap();
+        let mut losses = Vec::new();
+        let mut on_step = |m: &olm::StepMetrics| {
+            losses.push(m.loss);
+            false
+        };
+        trainer
+            .fit_with_documents(&data, None, FitCallbacks { on_step: Some(&mut on_step), on_log: None }, masking)
+            .unwrap();
+        losses[0]
+    };
+    let (config, off, on) = (first_loss(None), first_loss(Some(false)), first_loss(Some(true)));
+    assert_eq!(config, off);
+    assert!((on - off).abs() > 1e-4, "{on} vs {off}");
 }
