@@ -190,6 +190,64 @@ FeedForwardSpec resolve_feed_forward(const fb::FeedForwardConfigT& in, const std
   return out;
 }
 
+// olmo_core.nn.moe.MoEConfig / MoERouterConfig. OLMo-core raises on the same impossible
+// settings (top_k > num_experts in torch.topk, capacity_factor with dropless as a TypeError).
+MoESpec resolve_moe(const fb::MoEConfigT& in, int64_t n_layers, const std::string& field) {
+  MoESpec out;
+  const std::string name = or_default(in.name, "default");
+  require_one_of(name, {"default", "dropless"}, field + ".name");
+  out.dropless = name == "dropless";
+  out.num_experts = in.num_experts;
+  require_positive(out.num_experts, field + ".num_experts");
+  out.hidden_size = in.hidden_size;
+  require_positive(out.hidden_size, field + ".hidden_size");
+  if (in.capacity_factor.has_value()) {
+    require(!out.dropless, ErrorCode::kInvalidConfig,
+            field + ".capacity_factor: not allowed with " + field + ".name 'dropless' (dropless MoEs have no capacity)");
+    require_positive_finite(*in.capacity_factor, field + ".capacity_factor");
+    out.capacity_factor = *in.capacity_factor;
+  }
+  const std::string rf = field + ".router";
+  if (const auto* r = in.router.get()) {
+    require_one_of(or_default(r->name, "default"), {"default"}, rf + ".name");
+    out.router.top_k = r->top_k;
+    if (r->jitter_eps.has_value()) {
+      require(std::isfinite(*r->jitter_eps) && *r->jitter_eps >= 0 && *r->jitter_eps < 1,
+              ErrorCode::kInvalidConfig, rf + ".jitter_eps must be in [0, 1)");
+      out.router.jitter_eps = *r->jitter_eps;
+    }
+    if (r->normalize_expert_weights.has_value()) {
+      require_positive_finite(*r->normalize_expert_weights, rf + ".normalize_expert_weights");
+      out.router.normalize_expert_weights = *r->normalize_expert_weights;
+    }
+    if (r->bias_gamma.has_value()) {
+      require_positive_finite(*r->bias_gamma, rf + ".bias_gamma");  // OLMo-core asserts > 0
+      out.router.bias_gamma = *r->bias_gamma;
+    }
+    const std::string gating = or_default(r->gating_function, "softmax");
+    require_one_of(gating, {"softmax", "sigmoid"}, rf + ".gating_function");
+    out.router.sigmoid = gating == "sigmoid";
+  }
+  require_positive(out.router.top_k, rf + ".top_k");
+  require(out.router.top_k <= out.num_experts, ErrorCode::kInvalidConfig,
+          rf + ".top_k (" + std::to_string(out.router.top_k) + ") must not exceed " + field +
+              ".num_experts (" + std::to_string(out.num_experts) + ")");
+  if (in.shared_mlp) out.shared_mlp = resolve_feed_forward(*in.shared_mlp, field + ".shared_mlp");
+  const double scale = in.scale_loss_by_num_layers ? static_cast<double>(n_layers) : 1.0;
+  const double lb = in.lb_loss_weight.value_or(0.01);
+  require(std::isfinite(lb) && lb >= 0, ErrorCode::kInvalidConfig, field + ".lb_loss_weight must be finite and >= 0");
+  if (lb > 0) out.lb_loss_weight = lb / scale;
+  const std::string granularity = or_default(in.lb_loss_granularity, "local_batch");
+  require_one_of(granularity, {"local_batch", "instance"}, field + ".lb_loss_granularity");
+  out.lb_loss_instance = granularity == "instance";
+  if (in.z_loss_weight.has_value()) {
+    require(std::isfinite(*in.z_loss_weight) && *in.z_loss_weight >= 0, ErrorCode::kInvalidConfig,
+            field + ".z_loss_weight must be finite and >= 0");
+    out.z_loss_weight = *in.z_loss_weight / scale;
+  }
+  return out;
+}
+
 // FlatBuffers reports "LINE: COL: error: ..." without the field; name the last JSON key
 // before that position so "wrong type" errors say which field is wrong.
 std::string with_field_name(const std::string& source, const std::string& error) {
@@ -273,7 +331,9 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
   require_positive(spec.d_model, "d_model");
   require_positive(spec.vocab_size, "vocab_size");
   require_positive(spec.n_layers, "n_layers");
-  require_one_of(or_default(in.name, "default"), {"default"}, "name");
+  const std::string model_name = or_default(in.name, "default");
+  require_one_of(model_name, {"default", "moe"}, "name");
+  spec.moe = model_name == "moe";
   require(in.block != nullptr, ErrorCode::kInvalidConfig, "block: required field is missing");
   require(in.lm_head != nullptr, ErrorCode::kInvalidConfig, "lm_head: required field is missing");
   const auto& block = *in.block;
@@ -281,15 +341,42 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
           "block.attention: required field is missing");
   require(block.layer_norm != nullptr, ErrorCode::kInvalidConfig,
           "block.layer_norm: required field is missing");
-  require(block.feed_forward != nullptr, ErrorCode::kInvalidConfig,
-          "block.feed_forward: required field is missing");
 
   BlockSpec b;
   b.name = or_default(block.name, "default");
-  require_one_of(b.name, {"default", "reordered_norm", "default_scaled", "peri_norm"}, "block.name");
+  require_one_of(b.name, {"default", "reordered_norm", "default_scaled", "peri_norm", "moe",
+                          "moe_reordered_norm", "moe_hybrid", "moe_hybrid_reordered_norm"},
+                 "block.name");
+  const bool moe_block = b.name.rfind("moe", 0) == 0;
+  const bool hybrid = b.name == "moe_hybrid" || b.name == "moe_hybrid_reordered_norm";
+  require(moe_block == spec.moe, ErrorCode::kInvalidConfig,
+          moe_block ? "name: block.name '" + b.name + "' needs the MoE transformer (name \"moe\")"
+                    : "name: \"moe\" needs an MoE block.name (moe, moe_reordered_norm, moe_hybrid or "
+                      "moe_hybrid_reordered_norm; got '" + b.name + "')");
   b.attention = resolve_attention(*block.attention, spec.d_model, "block.attention");
   b.layer_norm = resolve_layer_norm(*block.layer_norm, "block.layer_norm");
-  b.feed_forward = resolve_feed_forward(*block.feed_forward, "block.feed_forward");
+  if (!moe_block || hybrid) {
+    require(block.feed_forward != nullptr, ErrorCode::kInvalidConfig,
+            "block.feed_forward: required field is missing");
+    b.feed_forward = resolve_feed_forward(*block.feed_forward, "block.feed_forward");
+  } else {
+    require(block.feed_forward == nullptr, ErrorCode::kInvalidConfig,
+            "block.feed_forward: not allowed with block.name '" + b.name +
+                "' (its feed-forward is block.feed_forward_moe)");
+    b.feed_forward.hidden_size = 0;
+  }
+  if (moe_block) {
+    require(block.feed_forward_moe != nullptr, ErrorCode::kInvalidConfig,
+            "block.feed_forward_moe: required by block.name '" + b.name + "'");
+    require(!block.attention_residual_alpha.has_value() && !block.feed_forward_residual_alpha.has_value(),
+            ErrorCode::kInvalidConfig,
+            "block.attention_residual_alpha and block.feed_forward_residual_alpha: not supported by "
+            "MoE blocks (as in OLMo-core)");
+    b.moe = resolve_moe(*block.feed_forward_moe, spec.n_layers, "block.feed_forward_moe");
+  } else {
+    require(block.feed_forward_moe == nullptr, ErrorCode::kInvalidConfig,
+            "block.feed_forward_moe: only allowed with an MoE block.name (got '" + b.name + "')");
+  }
   b.dropout = block.dropout.has_value() ? *block.dropout : 0.0;
   require_probability(b.dropout, "block.dropout");
   b.attention_residual_alpha = block.attention_residual_alpha.value_or(1.0);
@@ -342,7 +429,11 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
   const auto& a = b.attention;
   total += static_cast<long double>(spec.n_layers) *
            (static_cast<long double>(spec.d_model) * a.head_dim * (2 * a.n_heads + 2 * a.n_kv_heads) +
-            3.0L * spec.d_model * b.feed_forward.hidden_size);
+            3.0L * spec.d_model * b.feed_forward.hidden_size +
+            (b.moe ? 3.0L * spec.d_model * b.moe->hidden_size * b.moe->num_experts +
+                         static_cast<long double>(spec.d_model) * b.moe->num_experts +
+                         (b.moe->shared_mlp ? 3.0L * spec.d_model * b.moe->shared_mlp->hidden_size : 0.0L)
+                   : 0.0L));
   require(total < 1e15L, ErrorCode::kInvalidConfig,
           "the configuration has more than 1e15 parameters (d_model, vocab_size, n_layers, "
           "n_heads, head_dim or hidden_size is absurdly large)");
@@ -399,6 +490,9 @@ ParamCounts Config::num_params() const {
   for (const auto& block : s.blocks) counts.total += block.num_params(s.d_model);
   counts.total += s.lm_head.num_params(s.d_model, s.vocab_size);
   counts.non_embedding = counts.total - s.d_model * s.vocab_size;
+  counts.active = counts.total;
+  for (const auto& block : s.blocks) counts.active -= block.num_params(s.d_model) - block.num_active_params(s.d_model);
+  counts.active_non_embedding = counts.active - s.d_model * s.vocab_size;
   return counts;
 }
 
