@@ -235,6 +235,21 @@ OLM_API OLM_MUST_USE olm_error* olm_config_num_flops_per_token(const olm_config*
                                                                int64_t seq_len, int64_t* flops);
 
 /**
+ * The number of parameters one token uses, counted as OLMo-core's
+ * TransformerConfig.num_active_params and num_active_non_embedding_params count them: an MoE
+ * block counts top_k of its num_experts experts. Equal to olm_config_num_params() for dense
+ * models.
+ *
+ * @param config The config.
+ * @param active Receives the active parameter count (may be NULL).
+ * @param active_non_embedding Receives it without the embedding table (may be NULL).
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT when config is NULL.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_config_num_active_params(const olm_config* config,
+                                                             int64_t* active,
+                                                             int64_t* active_non_embedding);
+
+/**
  * Release a config. Models built from it keep their own copy.
  *
  * @param config A config, or NULL (no-op).
@@ -466,6 +481,15 @@ typedef struct olm_loss_result {
     double loss_value;
     double ce_loss_value;
     double z_loss_value;
+    /** MoE models: the routers' load-balancing loss and router z-loss, each already times its
+     *  (per-layer) weight and summed over the blocks; scalars for every reduction, not part of
+     *  loss (a trainer adds them to what it differentiates). They are divided by
+     *  loss_div_factor when it is not 1, else by the number of input tokens. NULL (and the
+     *  values 0) for dense models or when the weight is 0 / unset. */
+    olm_tensor* lb_loss;
+    olm_tensor* router_z_loss;
+    double lb_loss_value;
+    double router_z_loss_value;
 } olm_loss_result;
 
 /**
@@ -724,6 +748,11 @@ typedef struct olm_step_metrics {
      *  the parameters were left unchanged. */
     int32_t skipped;
     int64_t skipped_steps;
+    /** MoE models: the routers' weighted load-balancing loss and router z-loss over the batch
+     *  (summed over blocks, normalized like loss). They are added to what is differentiated but
+     *  not to loss, as OLMo-core reports them; 0 for dense models. */
+    double lb_loss;
+    double router_z_loss;
 } olm_step_metrics;
 
 /**

@@ -1,10 +1,14 @@
 // olmo_core.nn.transformer.block: TransformerBlock ("default", pre-norm),
 // ReorderedNormTransformerBlock ("reordered_norm", OLMo-2: norms on the sublayer outputs),
 // LayerNormScaledTransformerBlock ("default_scaled": pre-norm outputs times 1/sqrt(layer)) and
-// PeriNormTransformerBlock ("peri_norm": norms on the sublayers' inputs and outputs).
+// PeriNormTransformerBlock ("peri_norm": norms on the sublayers' inputs and outputs), and the MoE
+// blocks: MoETransformerBlock ("moe"), MoEReorderedNormTransformerBlock ("moe_reordered_norm"),
+// MoEHybridTransformerBlock ("moe_hybrid") and MoEHybridReorderedNormTransformerBlock
+// ("moe_hybrid_reordered_norm": a dense block plus a sparse MoE branch on the block input).
 #pragma once
 #include "core/nn/attention.h"
 #include "core/nn/feed_forward.h"
+#include "core/nn/moe.h"
 
 namespace olm::nn {
 
@@ -12,10 +16,12 @@ class TransformerBlock : public Module {
  public:
   TransformerBlock(int64_t d_model, int64_t block_idx, const BlockSpec& spec,
                    std::shared_ptr<BufferCache> cache, const at::TensorOptions& options);
-  at::Tensor forward(const at::Tensor& x, KVCache* cache = nullptr) const;
+  // aux: where MoE blocks add their routers' auxiliary losses (NULL: not computed).
+  at::Tensor forward(const at::Tensor& x, KVCache* cache = nullptr, MoEAuxLosses* aux = nullptr) const;
 
   Attention& attention() { return *attention_; }
-  FeedForward& feed_forward() { return *feed_forward_; }
+  FeedForward* feed_forward() { return feed_forward_.get(); }  // NULL for moe, moe_reordered_norm
+  MoE* feed_forward_moe() { return moe_.get(); }               // NULL for dense blocks
 
  private:
   // OLMo-core's ResidualStream: residual + alpha * dropout(x).
@@ -27,7 +33,9 @@ class TransformerBlock : public Module {
   std::shared_ptr<FeedForward> feed_forward_;
   std::shared_ptr<LayerNorm> feed_forward_norm_;
   std::shared_ptr<LayerNorm> post_attention_norm_, post_feed_forward_norm_;  // peri_norm
-  at::Tensor* ln_scale_ = nullptr;  // default_scaled: OLMo-core's float32 "ln_scale" buffer
+  at::Tensor* ln_scale_ = nullptr;
+  std::shared_ptr<MoE> moe_;
+  std::shared_ptr<LayerNorm> feed_forward_moe_norm_;  // hybrid blocks  // default_scaled: OLMo-core's float32 "ln_scale" buffer
 };
 
 }  // namespace olm::nn

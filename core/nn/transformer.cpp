@@ -33,18 +33,19 @@ void Transformer::to(const at::Device& device, at::ScalarType dtype) {
   }
 }
 
-at::Tensor Transformer::hidden_states(const at::Tensor& input_ids, std::vector<KVCache>* caches) const {
+at::Tensor Transformer::hidden_states(const at::Tensor& input_ids, std::vector<KVCache>* caches,
+                                     MoEAuxLosses* aux) const {
   auto h = at::embedding(embeddings_, input_ids);
   if (spec_.embed_scale) h = h * *spec_.embed_scale;
   if (embedding_norm_) h = embedding_norm_->forward(h);
   const bool grad = at::GradMode::is_enabled();
   for (size_t i = 0; i < blocks_.size(); ++i) {
     if (caches) {
-      h = blocks_[i]->forward(h, &(*caches)[i]);
+      h = blocks_[i]->forward(h, &(*caches)[i], aux);
     } else if (grad && block_runner_ && i < checkpointed_.size() && checkpointed_[i]) {
       h = block_runner_(*blocks_[i], h);
     } else {
-      h = blocks_[i]->forward(h);
+      h = blocks_[i]->forward(h, nullptr, aux);
     }
   }
   return h;
@@ -72,7 +73,22 @@ std::vector<KVCache> Transformer::make_kv_caches(int64_t batch, int64_t max_len)
 
 LossOutput Transformer::loss(const at::Tensor& input_ids, const at::Tensor& labels,
                              const LossOptions& options) const {
-  return lm_head_->loss(hidden_states(input_ids), labels, options);
+  if (!spec_.moe) return lm_head_->loss(hidden_states(input_ids), labels, options);
+  MoEAuxLosses aux;
+  if (options.loss_div_tensor.defined()) {
+    aux.loss_div = options.loss_div_tensor;
+  } else if (options.loss_div_factor != 1.0) {
+    aux.loss_div = at::scalar_tensor(options.loss_div_factor, embeddings_.options().dtype(at::kFloat));
+  }
+  auto out = lm_head_->loss(hidden_states(input_ids, nullptr, &aux), labels, options);
+  if (aux.lb_loss.defined()) out.lb_loss = aux.lb_loss;
+  if (aux.router_z_loss.defined()) out.router_z_loss = aux.router_z_loss;
+  return out;
+}
+
+void Transformer::post_batch() {
+  for (auto& block : blocks_)
+    if (MoE* moe = block->feed_forward_moe()) moe->router().post_batch();
 }
 
 }  // namespace olm::nn

@@ -1,0 +1,328 @@
+// core/nn/moe against a float64 per-token re-computation written here (routing, capacity drops,
+// expert SwiGLUs, shared expert, OLMo-core's load-balancing and router z-loss formulas, the
+// aux-loss-free bias update), MoE config validation, and MoEParity: routing decisions on
+// OLMo-core's own inputs, from a fixture tests/parity/moe_parity.py writes (skipped without it).
+//
+// Tolerances: float32 matmuls over d_model = 16..64 terms of O(1) values give errors ~1e-6;
+// we allow 1e-5 on outputs and losses.
+#include <ATen/CPUGeneratorImpl.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.h"
+#include "core/io/safetensors.h"
+#include "core/model.h"
+#include "core/nn/moe.h"
+
+using ::testing::HasSubstr;
+
+namespace {
+
+const at::TensorOptions kF32 = at::TensorOptions().dtype(at::kFloat);
+
+double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+olm::MoESpec moe_spec(bool dropless, int64_t experts, int64_t hidden, int64_t top_k) {
+  olm::MoESpec s;
+  s.dropless = dropless;
+  s.num_experts = experts;
+  s.hidden_size = hidden;
+  s.router.top_k = top_k;
+  s.capacity_factor = 1.2;
+  return s;
+}
+
+void randomize(olm::nn::Module& m, uint64_t seed) {
+  auto g = at::detail::createCPUGenerator(seed);
+  at::NoGradGuard no_grad;
+  for (auto& p : m.named_parameters()) p.tensor->normal_(0.0, 0.3, g);
+}
+
+// One expert's SwiGLU in float64, reading OLMo-core's layouts.
+at::Tensor ref_expert(olm::nn::MoEMLP& mlp, const olm::MoESpec& s, int64_t d, int64_t e, const at::Tensor& x) {
+  const int64_t H = s.hidden_size;
+  at::Tensor w1, w3;
+  if (s.dropless) {
+    w1 = mlp.w1().to(at::kDouble).view({s.num_experts, H, d})[e].t();
+    w3 = mlp.w3().to(at::kDouble).view({s.num_experts, H, d})[e].t();
+  } else {
+    w1 = mlp.w1().to(at::kDouble).view({s.num_experts, d, H})[e];
+    w3 = mlp.w3().to(at::kDouble).view({s.num_experts, d, H})[e];
+  }
+  const auto w2 = mlp.w2().to(at::kDouble).view({s.num_experts, H, d})[e];
+  const auto a = at::matmul(x, w1);
+  return at::matmul(a / (1 + at::exp(-a)) * at::matmul(x, w3), w2);
+}
+
+struct RefOut {
+  at::Tensor out;                     // (N, d)
+  std::vector<std::vector<int64_t>> choice;  // per token, its experts in top-k order
+  at::Tensor scores, logits;          // (N, E) float64
+  int64_t dropped = 0;
+};
+
+// The whole MoE, token by token, in float64.
+RefOut ref_moe(olm::nn::MoE& moe, const olm::MoESpec& s, const at::Tensor& x3) {
+  const int64_t d = x3.size(-1), E = s.num_experts, k = s.router.top_k;
+  const auto x = x3.reshape({-1, d}).to(at::kDouble);
+  const int64_t N = x.size(0);
+  RefOut r;
+  r.logits = at::matmul(x, moe.router().weight().to(at::kDouble).view({E, d}).t());
+  r.scores = s.router.sigmoid ? 1 / (1 + at::exp(-r.logits)) + 1e-7 : at::softmax(r.logits, -1);
+  auto bias = moe.router().score_bias() ? moe.router().score_bias()->to(at::kDouble) : at::zeros({E}, at::kDouble);
+  // ParallelMLP.expert_capacity: ensure_multiple_of(int(cf * top_k * N / E), 8).
+  const auto wanted = static_cast<int64_t>(s.capacity_factor * static_cast<double>(k * N) / static_cast<double>(E));
+  const int64_t capacity = s.dropless ? N * k : (wanted + 7) / 8 * 8;
+  std::vector<int64_t> load(static_cast<size_t>(E), 0);
+  r.out = at::zeros({N, d}, at::kDouble);
+  for (int64_t t = 0; t < N; ++t) {
+    std::vector<std::pair<double, int64_t>> ranked;
+    for (int64_t e = 0; e < E; ++e) ranked.push_back({(r.scores[t][e] + bias[e]).item<double>(), e});
+    std::sort(ranked.begin(), ranked.end(), [](auto& a, auto& b) { return a.first > b.first; });
+    std::vector<int64_t> chosen;
+    std::vector<double> w;
+    double norm = 0;
+    for (int64_t j = 0; j < k; ++j) {
+      chosen.push_back(ranked[static_cast<size_t>(j)].second);
+      w.push_back(r.scores[t][chosen.back()].item<double>());
+    }
+    if (s.router.normalize_expert_weights) {
+      const double p = *s.router.normalize_expert_weights;
+      for (double v : w) norm += std::pow(std::abs(v), p);
+      norm = std::pow(norm, 1 / p);
+      for (double& v : w) v /= norm;
+    }
+    // Pairs reach their expert in (token, choice) order; a full expert drops the rest.
+    for (int64_t j = 0; j < k; ++j) {
+      const int64_t e = chosen[static_cast<size_t>(j)];
+      if (load[static_cast<size_t>(e)]++ >= capacity) {
+        ++r.dropped;
+        continue;
+      }
+      r.out[t] += w[static_cast<size_t>(j)] * ref_expert(moe.experts().mlp(), s, d, e, x[t].unsqueeze(0))[0];
+    }
+    r.choice.push_back(chosen);
+  }
+  if (auto* shared = moe.shared_mlp()) {
+    const auto h = shared->forward(x.to(at::kFloat)).to(at::kDouble);  // FeedForward is tested in nn_test
+    r.out = h / (k + 1) + r.out * (static_cast<double>(k) / (k + 1));
+  }
+  return r;
+}
+
+void expect_matches_reference(olm::MoESpec s, int64_t d, uint64_t seed, int64_t expect_min_drops = 0) {
+  olm::nn::MoE moe(d, s, kF32);
+  randomize(moe, seed);
+  if (auto* b = moe.router().score_bias()) b->copy_(at::randn({s.num_experts}, at::detail::createCPUGenerator(seed + 1)) * 0.3);
+  auto g = at::detail::createCPUGenerator(seed + 2);
+  const auto x = at::randn({3, 7, d}, g);
+  at::NoGradGuard no_grad;
+  const auto ref = ref_moe(moe, s, x);
+  const auto routing = moe.router().forward(x, nullptr);
+  const auto idx = routing.indices.reshape({-1, s.router.top_k});
+  for (int64_t t = 0; t < idx.size(0); ++t)
+    for (int64_t j = 0; j < s.router.top_k; ++j)
+      ASSERT_EQ(idx[t][j].item<int64_t>(), ref.choice[static_cast<size_t>(t)][static_cast<size_t>(j)]) << t << " " << j;
+  EXPECT_LT(max_diff(moe.forward(x, nullptr).reshape({-1, d}), ref.out), 1e-5);
+  EXPECT_GE(ref.dropped, expect_min_drops);
+  if (s.dropless) EXPECT_EQ(ref.dropped, 0);
+}
+
+}  // namespace
+
+TEST(MoE, CapacityMoEDropsPastCapacityAndMatchesReference) {
+  auto s = moe_spec(false, 4, 12, 2);
+  s.capacity_factor = 0.5;  // 21 tokens * 2 / 4 = 10.5 wanted per expert, capacity ceil8(5) = 8
+  expect_matches_reference(s, 16, 1, /*expect_min_drops=*/1);
+}
+
+TEST(MoE, DroplessSigmoidNormalizedSharedExpertMatchesReference) {
+  auto s = moe_spec(true, 6, 10, 3);
+  s.router.sigmoid = true;
+  s.router.normalize_expert_weights = 1.0;
+  olm::FeedForwardSpec shared;
+  shared.hidden_size = 20;
+  shared.bias = true;
+  shared.activation = "silu";
+  s.shared_mlp = shared;
+  expect_matches_reference(s, 16, 2);
+}
+
+TEST(MoE, TopOneWithScoreBiasAndL2NormMatchesReference) {
+  auto s = moe_spec(true, 5, 8, 1);
+  s.router.bias_gamma = 0.01;
+  expect_matches_reference(s, 12, 3);
+  s.router.top_k = 2;
+  s.router.normalize_expert_weights = 2.0;
+  s.dropless = false;
+  s.capacity_factor = 3.0;
+  expect_matches_reference(s, 12, 4);
+}
+
+TEST(MoE, AuxLossesFollowOLMoCoreFormulasAndCarryGradients) {
+  for (bool instance : {false, true}) {
+    auto s = moe_spec(false, 4, 8, 2);
+    s.lb_loss_weight = 0.5;
+    s.lb_loss_instance = instance;
+    s.z_loss_weight = 0.25;
+    const int64_t d = 8, B = 2, S = 5, E = 4, k = 2;
+    olm::nn::MoE moe(d, s, kF32);
+    randomize(moe, 5);
+    for (auto& p : moe.named_parameters()) p.tensor->set_requires_grad(true);
+    const auto x = at::randn({B, S, d}, at::detail::createCPUGenerator(6));
+    olm::nn::MoEAuxLosses aux;
+    moe.forward(x, &aux);
+    ASSERT_TRUE(aux.lb_loss.defined() && aux.router_z_loss.defined());
+    RefOut ref;
+    {
+      at::NoGradGuard no_grad;
+      ref = ref_moe(moe, s, x);
+    }
+    // load_balancing_loss: (E / k) * sum_e load_e * mean_t score_te / (B * S) ("local_batch"),
+    // or per instance b: sum_b sum_e load_be * mean_{t in b} score_te / (routed pairs / k).
+    double lb = 0;
+    if (!instance) {
+      for (int64_t e = 0; e < E; ++e) {
+        int64_t load = 0;
+        for (auto& c : ref.choice) load += std::count(c.begin(), c.end(), e);
+        lb += static_cast<double>(load) * ref.scores.select(1, e).mean().item<double>();
+      }
+      lb /= static_cast<double>(B * S);
+    } else {
+      for (int64_t b = 0; b < B; ++b)
+        for (int64_t e = 0; e < E; ++e) {
+          int64_t load = 0;
+          for (int64_t t = b * S; t < (b + 1) * S; ++t) load += std::count(ref.choice[static_cast<size_t>(t)].begin(), ref.choice[static_cast<size_t>(t)].end(), e);
+          lb += static_cast<double>(load) * ref.scores.slice(0, b * S, (b + 1) * S).select(1, e).mean().item<double>();
+        }
+      lb /= static_cast<double>(B * S * k) / k;
+    }
+    lb *= static_cast<double>(E) / k * 0.5;
+    EXPECT_NEAR(aux.lb_loss.item<double>(), lb, 1e-6) << instance;
+    const double z = at::logsumexp(ref.logits, -1).pow(2).sum().item<double>() / (B * S) * 0.25;
+    EXPECT_NEAR(aux.router_z_loss.item<double>(), z, 1e-5);
+    (aux.lb_loss + aux.router_z_loss).backward();
+    EXPECT_GT(moe.router().weight().grad().abs().sum().item<double>(), 0.0);
+  }
+}
+
+TEST(MoE, ScoreBiasMovesTowardsUnderloadedExpertsAfterABatch) {
+  auto s = moe_spec(true, 4, 8, 1);
+  s.router.bias_gamma = 0.1;
+  olm::nn::MoE moe(8, s, kF32);
+  randomize(moe, 7);
+  const auto x = at::randn({2, 9, 8}, at::detail::createCPUGenerator(8));
+  at::Tensor load;
+  {
+    at::AutoGradMode grad(true);  // training: loads are recorded
+    load = moe.router().forward(x, nullptr).batch_size_per_expert.to(at::kDouble);
+    moe.router().forward(x, nullptr);  // a second micro-batch doubles them
+  }
+  moe.router().post_batch();
+  const auto expected = ((2 * load).mean() - 2 * load).sign() * 0.1;
+  EXPECT_LT(max_diff(*moe.router().score_bias(), expected), 1e-8);  // 0.1 in float32
+  EXPECT_GT(expected.abs().sum().item<double>(), 0.0);
+  moe.router().post_batch();  // nothing routed since: unchanged
+  EXPECT_LT(max_diff(*moe.router().score_bias(), expected), 1e-8);
+}
+
+TEST(MoEConfig, BadConfigsNameTheirField) {
+  const std::string base = R"({"name": "moe", "d_model": 16, "vocab_size": 32, "n_layers": 2,
+    "block": {"name": "moe", "attention": {"n_heads": 2, "bias": false}, "layer_norm": {"name": "rms", "bias": false},
+              "feed_forward_moe": {"num_experts": 4, "hidden_size": 8, "router": {"top_k": TOPK}CF}},
+    "lm_head": {"bias": false}})";
+  auto make = [&](const std::string& topk, const std::string& cf, const std::string& moe_name = "default") {
+    std::string s = base;
+    s.replace(s.find("TOPK"), 4, topk);
+    s.replace(s.find("CF"), 2, cf + ", \"name\": \"" + moe_name + "\"");
+    return olm::Config::from_json(s);
+  };
+  EXPECT_NO_THROW(make("2", ""));
+  auto expect_error = [&](auto fn, const std::string& needle) {
+    try {
+      fn();
+      ADD_FAILURE() << "accepted: " << needle;
+    } catch (const olm::Error& e) {
+      EXPECT_THAT(e.what(), HasSubstr(needle));
+    }
+  };
+  expect_error([&] { make("5", ""); }, "block.feed_forward_moe.router.top_k (5) must not exceed block.feed_forward_moe.num_experts (4)");
+  expect_error([&] { make("0", ""); }, "block.feed_forward_moe.router.top_k must be positive");
+  expect_error([&] { make("2", ", \"capacity_factor\": 1.5", "dropless"); }, "block.feed_forward_moe.capacity_factor");
+  expect_error([&] { make("2", ", \"capacity_factor\": -1"); }, "block.feed_forward_moe.capacity_factor");
+  expect_error([&] { make("2", ", \"lb_loss_granularity\": \"global\""); }, "block.feed_forward_moe.lb_loss_granularity");
+  expect_error([&] { make("2", "", "sparse"); }, "block.feed_forward_moe.name");
+  const auto counts = make("2", "").num_params();
+  // Per block: attention 4 * 16 * 16, two RMSNorms of 16, router 16 * 4, experts 3 * 16 * 8 * 4.
+  const int64_t block = 4 * 16 * 16 + 2 * 16 + 16 * 4 + 3 * 16 * 8 * 4;
+  EXPECT_EQ(counts.total, 32 * 16 + 2 * block + 16 * 32);
+  EXPECT_EQ(counts.active, counts.total - 2 * 3 * 16 * 8 * 2);
+  EXPECT_EQ(counts.active_non_embedding, counts.active - 32 * 16);
+}
+
+// The numbers OLMo-core 3.0.0 gives: TransformerConfig.<preset>(vocab_size=v).num_params,
+// .num_non_embedding_params, .num_active_params, .num_active_non_embedding_params, and
+// .build(init_device="meta").num_flops_per_token(4096) (tests/parity/moe_parity.py checks the
+// same against the live library).
+TEST(MoEConfig, PresetsCountLikeOLMoCore) {
+  struct Row {
+    const char* name;
+    int64_t vocab, total, non_embedding, active, active_non_embedding, flops_4096;
+  };
+  for (const Row& r : {Row{"smallmoe", 100278, 564923136, 487909632, 267651840, 190638336, 1370267136},
+                       Row{"smallmoe", 50304, 488163072, 449529600, 190891776, 152258304, 1139986944},
+                       Row{"olmoe_1B_7B", 100278, 7123855360, 6918486016, 1486710784, 1281341440, 8493158400},
+                       Row{"olmoe_1B_7B", 50304, 6919161856, 6816139264, 1282017280, 1178994688, 7879077888}}) {
+    const auto config = olm::preset(r.name, r.vocab);
+    const auto c = config.num_params();
+    EXPECT_EQ(c.total, r.total) << r.name << " " << r.vocab;
+    EXPECT_EQ(c.non_embedding, r.non_embedding) << r.name;
+    EXPECT_EQ(c.active, r.active) << r.name;
+    EXPECT_EQ(c.active_non_embedding, r.active_non_embedding) << r.name;
+    EXPECT_EQ(config.num_flops_per_token(4096), r.flops_4096) << r.name;
+  }
+}
+
+// Driven by tests/parity/moe_parity.py: OLMo-core's inputs to every block's MoE, its routing
+// (expert indices and weights) and its MoE outputs, and the OLMo-core weights.
+TEST(MoEParity, RoutingDecisionsEqualOLMoCore) {
+  const char* dir = std::getenv("OLM_MOE_PARITY_DIR");
+  if (!dir) GTEST_SKIP() << "OLM_MOE_PARITY_DIR not set (run by tests/parity/moe_parity.py)";
+  const std::string folder = dir;
+  std::ifstream in(folder + "/config.json");
+  std::stringstream text;
+  text << in.rdbuf();
+  olm::ModelOptions options;
+  options.init_weights = false;
+  olm::Model model(olm::Config::from_json(text.str()), "cpu", options);
+  model.load_safetensors(folder + "/model.safetensors");
+  olm::io::SafetensorsFile fixture(folder + "/routing.safetensors");
+  std::map<std::string, at::Tensor> t;
+  for (const auto& e : fixture.entries()) t[e.name] = fixture.read(e);
+  at::NoGradGuard no_grad;
+  auto& blocks = model.module().blocks();
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    const std::string n = std::to_string(i);
+    auto* moe = blocks[i]->feed_forward_moe();
+    ASSERT_NE(moe, nullptr);
+    const auto routing = moe->router().forward(t.at("x." + n), nullptr);
+    const auto expected = t.at("indices." + n).to(at::kLong);
+    ASSERT_EQ(routing.indices.sizes(), expected.sizes());
+    const int64_t mismatched = routing.indices.ne(expected).sum().item<int64_t>();
+    const double w = max_diff(routing.weights, t.at("weights." + n));
+    const double out = max_diff(moe->forward(t.at("x." + n), nullptr), t.at("out." + n));
+    std::printf("routing block %zu: %lld of %lld expert choices differ; weights max diff %.3e; MoE output max diff %.3e\n",
+                i, static_cast<long long>(mismatched), static_cast<long long>(expected.numel()), w, out);
+    EXPECT_EQ(mismatched, 0);
+    EXPECT_LT(w, 1e-6);
+    EXPECT_LT(out, 1e-5);
+  }
+}
