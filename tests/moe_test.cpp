@@ -19,6 +19,7 @@
 #include "core/io/safetensors.h"
 #include "core/model.h"
 #include "core/nn/moe.h"
+#include "core/train/trainer.h"
 
 using ::testing::HasSubstr;
 
@@ -232,6 +233,69 @@ TEST(MoE, ScoreBiasMovesTowardsUnderloadedExpertsAfterABatch) {
   EXPECT_GT(expected.abs().sum().item<double>(), 0.0);
   moe.router().post_batch();  // nothing routed since: unchanged
   EXPECT_LT(max_diff(*moe.router().score_bias(), expected), 1e-8);
+}
+
+TEST(MoE, JitterScalesRouterInputsOnlyInTraining) {
+  auto s = moe_spec(true, 4, 8, 2);
+  olm::nn::MoE plain(8, s, kF32);
+  s.router.jitter_eps = 0.2;
+  olm::nn::MoE jittered(8, s, kF32);
+  randomize(plain, 9);
+  randomize(jittered, 9);
+  const auto x = at::randn({2, 6, 8}, at::detail::createCPUGenerator(10));
+  {
+    at::NoGradGuard eval;
+    EXPECT_EQ(max_diff(jittered.router().forward(x, nullptr).weights, plain.router().forward(x, nullptr).weights), 0.0);
+  }
+  // Training (grad mode): the router sees x * u, u ~ U[0.8, 1.2] per element.
+  const auto a = jittered.router().forward(x, nullptr).weights;
+  EXPECT_GT(max_diff(a, plain.router().forward(x, nullptr).weights), 0.0);
+}
+
+// The trainer adds the routers' losses to what it differentiates (their gradient reaches the
+// router: with lb_loss_weight 0 and no router z-loss the router's step differs) and refuses
+// activation checkpointing, which would lose them.
+TEST(MoETraining, RouterLossesReachTheRouterAndCheckpointingIsRefused) {
+  auto config = [](const std::string& weights) {
+    return olm::Config::from_json(R"({"name": "moe", "d_model": 16, "vocab_size": 40, "n_layers": 2,
+      "block": {"name": "moe_reordered_norm", "attention": {"n_heads": 2, "bias": false},
+        "feed_forward_moe": {"num_experts": 4, "hidden_size": 8, "router": {"top_k": 2}, )" + weights + R"(},
+        "layer_norm": {"name": "rms", "bias": false}},
+      "lm_head": {"bias": false}})");
+  };
+  auto tc = [](const std::string& extra) {
+    return olm::train::TrainConfig::from_json(R"({"sequence_length": 8, "global_batch_size": 32,
+        "max_steps": 2, "optimizer": {"name": "sgd", "lr": 0.5})" + extra + "}");
+  };
+  const auto ids = at::randint(40, {4, 8}, at::detail::createCPUGenerator(11), at::kLong);
+  auto with = std::make_shared<olm::Model>(config(R"("lb_loss_weight": 1.0, "z_loss_weight": 0.5)"), "cpu", olm::ModelOptions{});
+  auto without = std::make_shared<olm::Model>(config(R"("lb_loss_weight": 0)"), "cpu", olm::ModelOptions{});
+  olm::train::Trainer a(with, tc("")), b(without, tc(""));
+  const auto ma = a.train_batch(ids), mb = b.train_batch(ids);
+  EXPECT_EQ(ma.ce_loss, mb.ce_loss);  // same init, same forward
+  EXPECT_GT(ma.lb_loss, 0.0);
+  EXPECT_GT(ma.router_z_loss, 0.0);
+  EXPECT_EQ(mb.lb_loss, 0.0);
+  EXPECT_EQ(mb.router_z_loss, 0.0);
+  auto router = [](olm::Model& m) {
+    return m.module().blocks()[0]->feed_forward_moe()->router().weight().detach().clone();
+  };
+  EXPECT_GT(max_diff(router(*with), router(*without)), 1e-6);
+  const auto attn = [](olm::Model& m) { return m.module().blocks()[1]->attention().w_q().weight().detach().clone(); };
+  EXPECT_GT(max_diff(attn(*with), attn(*without)), 0.0);  // the aux gradients flow through the blocks below
+
+  try {
+    olm::train::Trainer c(with, tc(R"(, "ac_mode": "full")"));
+    ADD_FAILURE() << "activation checkpointing accepted for an MoE model";
+  } catch (const olm::Error& e) {
+    EXPECT_THAT(e.what(), HasSubstr("ac_mode"));
+  }
+  // bf16 autocast trains an MoE too.
+  auto bf16 = std::make_shared<olm::Model>(config(R"("z_loss_weight": 0.01)"), "cpu", olm::ModelOptions{});
+  olm::train::Trainer d(bf16, tc(R"(, "autocast_precision": "bfloat16")"));
+  const auto md = d.train_batch(ids);
+  EXPECT_TRUE(std::isfinite(md.loss) && std::isfinite(md.lb_loss) && std::isfinite(md.grad_norm));
+  EXPECT_NEAR(md.ce_loss, ma.ce_loss, 0.05);
 }
 
 TEST(MoEConfig, BadConfigsNameTheirField) {
