@@ -390,3 +390,29 @@ TEST(MoEParity, RoutingDecisionsEqualOLMoCore) {
     EXPECT_LT(out, 1e-5);
   }
 }
+
+// KV-cache decoding of a dropless MoE model equals one full forward (each token's expert
+// output depends on that token alone). A capacity MoE does not: as in OLMo-core, its capacity
+// follows the tokens of each call, so one-token steps can drop what a full pass keeps.
+TEST(MoEGeneration, DroplessChunkedDecodingEqualsFullForward) {
+  for (const char* block : {"moe", "moe_hybrid_reordered_norm"}) {
+    const std::string ff = std::string(block) == "moe" ? "" : R"("feed_forward": {"hidden_size": 24, "bias": false},)";
+    olm::Model model(olm::Config::from_json(std::string(R"({"name": "moe", "d_model": 16, "vocab_size": 40, "n_layers": 2,
+      "block": {"name": ")") + block + R"(", "attention": {"n_heads": 2, "bias": false, "rope": {"theta": 10000}}, )" + ff + R"(
+        "feed_forward_moe": {"name": "dropless", "num_experts": 4, "hidden_size": 8, "router": {"top_k": 2},
+                             "shared_mlp": {"hidden_size": 12}},
+        "layer_norm": {"name": "rms", "bias": false}},
+      "lm_head": {"bias": false}, "init_seed": 5})"), "cpu", {});
+    auto& module = model.module();
+    c10::InferenceMode guard;
+    const auto ids = at::randint(40, {2, 11}, at::detail::createCPUGenerator(12), at::kLong);
+    const auto full = module.forward(ids);
+    for (int64_t chunk : {1, 4}) {
+      auto caches = module.make_kv_caches(2, 11);
+      std::vector<at::Tensor> pieces;
+      for (int64_t start = 0; start < 11; start += chunk)
+        pieces.push_back(module.forward(ids.slice(1, start, std::min<int64_t>(11, start + chunk)), 0, &caches));
+      EXPECT_LT(max_diff(at::cat(pieces, 1), full), 1e-5) << block << " chunk " << chunk;
+    }
+  }
+}

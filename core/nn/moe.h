@@ -6,8 +6,11 @@
 //   experts    ParallelMLP / ParallelDroplessMLP around MoEMLP / DroplessMoEMLP: tokens are
 //              sorted (stably) by expert, packed into an (experts, capacity, d_model) buffer,
 //              run through three batched matmuls (SwiGLU) and scattered back weighted by
-//              their routing weights. "default" drops the tokens past its capacity;
-//              "dropless" uses the largest expert load as the capacity, so none is dropped.
+//              their routing weights. "default" drops the tokens past its capacity, which
+//              OLMo-core sizes from the tokens of each call (so one-token decoding steps get
+//              capacity 0; use "dropless" to generate); "dropless" uses the largest expert
+//              load as the capacity, so none is dropped (the buffer then holds
+//              num_experts * max load rows, at most num_experts / top_k times the routed ones).
 //   shared_mlp an optional dense FeedForward every token goes through; combined with the
 //              experts as shared / (k + 1) + experts * k / (k + 1).
 //
