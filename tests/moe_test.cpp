@@ -324,6 +324,19 @@ TEST(MoEConfig, BadConfigsNameTheirField) {
   expect_error([&] { make("2", ", \"capacity_factor\": -1"); }, "block.feed_forward_moe.capacity_factor");
   expect_error([&] { make("2", ", \"lb_loss_granularity\": \"global\""); }, "block.feed_forward_moe.lb_loss_granularity");
   expect_error([&] { make("2", "", "sparse"); }, "block.feed_forward_moe.name");
+  // MoE blocks need the MoE transformer; it runs dense blocks too, as OLMo-core's does.
+  auto with_names = [](const std::string& model, const std::string& block, const std::string& ff) {
+    return olm::Config::from_json(R"({"name": ")" + model + R"(", "d_model": 16, "vocab_size": 32, "n_layers": 1,
+      "block": {"name": ")" + block + R"(", "attention": {"n_heads": 2}, "layer_norm": {"name": "rms"}, )" + ff + R"(},
+      "lm_head": {}})");
+  };
+  const std::string moe_ff = R"("feed_forward_moe": {"num_experts": 2, "hidden_size": 8})";
+  const std::string dense_ff = R"("feed_forward": {"hidden_size": 8})";
+  expect_error([&] { with_names("default", "moe", moe_ff); }, "name: block.name 'moe' needs the MoE transformer");
+  expect_error([&] { with_names("moe", "moe", dense_ff); }, "block.feed_forward: not allowed with block.name 'moe'");
+  expect_error([&] { with_names("moe", "default", dense_ff + ", " + moe_ff); }, "block.feed_forward_moe: only allowed with an MoE block.name");
+  expect_error([&] { with_names("moe", "moe_hybrid", moe_ff); }, "block.feed_forward: required field is missing");
+  EXPECT_NO_THROW(with_names("moe", "default", dense_ff));
   const auto counts = make("2", "").num_params();
   // Per block: attention 4 * 16 * 16, two RMSNorms of 16, router 16 * 4, experts 3 * 16 * 8 * 4.
   const int64_t block = 4 * 16 * 16 + 2 * 16 + 16 * 4 + 3 * 16 * 8 * 4;

@@ -349,10 +349,10 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
                  "block.name");
   const bool moe_block = b.name.rfind("moe", 0) == 0;
   const bool hybrid = b.name == "moe_hybrid" || b.name == "moe_hybrid_reordered_norm";
-  require(moe_block == spec.moe, ErrorCode::kInvalidConfig,
-          moe_block ? "name: block.name '" + b.name + "' needs the MoE transformer (name \"moe\")"
-                    : "name: \"moe\" needs an MoE block.name (moe, moe_reordered_norm, moe_hybrid or "
-                      "moe_hybrid_reordered_norm; got '" + b.name + "')");
+  // OLMo-core's MoETransformer also runs dense blocks; MoE blocks need it (it reports their
+  // losses and updates their routers after each batch).
+  require(!moe_block || spec.moe, ErrorCode::kInvalidConfig,
+          "name: block.name '" + b.name + "' needs the MoE transformer (name \"moe\")");
   b.attention = resolve_attention(*block.attention, spec.d_model, "block.attention");
   b.layer_norm = resolve_layer_norm(*block.layer_norm, "block.layer_norm");
   if (!moe_block || hybrid) {

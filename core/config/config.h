@@ -133,7 +133,7 @@ struct ModelSpec {
   double embedding_init_std = 0.02;
   std::optional<LayerNormSpec> embedding_norm;
   std::optional<double> embed_scale;
-  bool moe = false;  // name "moe": MoE blocks
+  bool moe = false;  // name "moe" (MoETransformer; required by MoE blocks)
 };
 
 struct ParamCounts {

@@ -60,7 +60,9 @@ Trainer::Trainer(std::shared_ptr<Model> model, TrainConfig config)
   params_ = model_->module().named_parameters();
   optimizer_ = make_optimizer(spec.optimizer, params_);
   // The checkpointed block forward does not carry the routers' auxiliary losses.
-  require(!(spec.ac_mode != "none" && model_->config().spec().moe), ErrorCode::kInvalidConfig,
+  bool has_moe = false;
+  for (const auto& block : model_->config().spec().blocks) has_moe = has_moe || block.moe.has_value();
+  require(!(spec.ac_mode != "none" && has_moe), ErrorCode::kInvalidConfig,
           "ac_mode: activation checkpointing is not supported for MoE models yet (use \"none\")");
   if (spec.ac_mode != "none") {
     const auto n = model_->module().blocks().size();
