@@ -18,7 +18,8 @@ global-RNG default), then OLMo-core weights -> safetensors -> olm and:
     metrics "load balancing loss" and "router Z loss", summed over blocks),
   * routing decisions: every block's expert indices and weights, on OLMo-core's own inputs to
     that block's MoE, checked by olm_core_tests' MoEParity test from a fixture written here,
-  * one SGD step through olm's trainer against OLMo-core's gradient of CE + aux losses.
+  * one SGD step through olm's trainer (one and two micro-batches) against OLMo-core's
+    gradient of CE + aux losses, and its score-bias update.
 """
 import argparse
 import copy
@@ -248,9 +249,11 @@ def run_routing_check(core_tests, folder):
     return ok, summary
 
 
-def sgd_step(olm, label, ref_cfg, cfg_json, ref_path, tmp):
+def sgd_step(olm, label, ref_cfg, cfg_json, ref_path, tmp, micro=1):
     """One SGD step (lr 1, no momentum or decay) in olm's trainer against OLMo-core's gradients
-    of its training loss: sum CE / target tokens plus the attached router losses."""
+    of its training loss (TransformerTrainModule.train_batch written out): per micro-batch, the
+    summed CE divided by the whole batch's target tokens, plus the attached router losses with
+    the same loss_div_factor."""
     rng = np.random.default_rng(7)
     B, T = 2, 12
     ids = rng.integers(0, ref_cfg.vocab_size, size=(B, T), dtype=np.int64)
@@ -260,8 +263,12 @@ def sgd_step(olm, label, ref_cfg, cfg_json, ref_path, tmp):
     batch = {"input_ids": torch.from_numpy(ids)}
     labels = get_labels(batch)
     n_tokens = (labels != -100).sum()
-    out = model(batch["input_ids"], labels=labels, loss_reduction="sum", loss_div_factor=n_tokens)
-    out.loss.backward()
+    ce = 0.0
+    for start in range(0, B, micro):
+        out = model(batch["input_ids"][start:start + micro], labels=labels[start:start + micro],
+                    loss_reduction="sum", loss_div_factor=n_tokens)
+        ce += float(out.ce_loss)
+        out.loss.backward()
     lb, z = router_losses(model)
     model.post_batch()
     expected = {n: (p - p.grad).detach() for n, p in model.named_parameters()}
@@ -270,7 +277,7 @@ def sgd_step(olm, label, ref_cfg, cfg_json, ref_path, tmp):
     olm.load(ours, ref_path)
     tc = olm.train_config(json.dumps({
         "model": cfg_json, "optimizer": {"name": "sgd", "lr": 1.0, "weight_decay": 0.0},
-        "sequence_length": T, "global_batch_size": B * T, "max_steps": 1}))
+        "sequence_length": T, "global_batch_size": B * T, "rank_microbatch_size": micro * T, "max_steps": 1}))
     trainer = olm.trainer(ours, tc)
     m = olm.step(trainer, ids)
     after = os.path.join(tmp, f"{label}_after_step.safetensors")
@@ -281,11 +288,12 @@ def sgd_step(olm, label, ref_cfg, cfg_json, ref_path, tmp):
     for n, b in model.named_buffers():
         if n.endswith("score_bias"):
             bias_diff = max(bias_diff, (got[n] - b).abs().max().item())
-    check(abs(m.ce_loss - float(out.ce_loss)) <= LOSS_TOL and abs(m.lb_loss - lb) <= LOSS_TOL
+    what = f"SGD step, {B // micro} micro-batch{'es' if micro < B else ''}"
+    check(abs(m.ce_loss - ce) <= LOSS_TOL and abs(m.lb_loss - lb) <= LOSS_TOL
           and abs(m.router_z_loss - z) <= LOSS_TOL,
-          f"SGD step: ce {m.ce_loss:.6f}, lb {m.lb_loss:.6f}, router z {m.router_z_loss:.6f} equal OLMo-core's")
+          f"{what}: ce {m.ce_loss:.6f}, lb {m.lb_loss:.6f}, router z {m.router_z_loss:.6f} equal OLMo-core's")
     check(diff <= GRAD_TOL and bias_diff == 0.0,
-          f"SGD step: weights after the step (CE + aux-loss gradients) max |diff| = {diff:.3e}; "
+          f"{what}: weights after the step (CE + aux-loss gradients) max |diff| = {diff:.3e}; "
           f"score_bias update diff {bias_diff}")
     olm.lib.olm_trainer_free(trainer)
     olm.lib.olm_train_config_free(tc)
@@ -369,7 +377,7 @@ def run_config(olm, label, ref_cfg, tmp, core_tests):
             print("     ", line)
         routing = "equal"
 
-    step_diff = sgd_step(olm, label, ref_cfg, cfg_json, ref_path, tmp)
+    step_diff = max(sgd_step(olm, label, ref_cfg, cfg_json, ref_path, tmp, micro=m) for m in (2, 1))
     for m in (ours, loaded):
         olm.lib.olm_model_free(m)
     olm.lib.olm_config_free(cfg)
