@@ -253,13 +253,13 @@ TEST(MoE, JitterScalesRouterInputsOnlyInTraining) {
 }
 
 // The trainer adds the routers' losses to what it differentiates (their gradient reaches the
-// router: with lb_loss_weight 0 and no router z-loss the router's step differs) and refuses
-// activation checkpointing, which would lose them.
-TEST(MoETraining, RouterLossesReachTheRouterAndCheckpointingIsRefused) {
-  auto config = [](const std::string& weights) {
+// router: with lb_loss_weight 0 and no router z-loss the router's step differs), also through
+// activation-checkpointed blocks.
+TEST(MoETraining, RouterLossesReachTheRouterAlsoThroughActivationCheckpointing) {
+  auto config = [](const std::string& weights, const std::string& router = R"({"top_k": 2})") {
     return olm::Config::from_json(R"({"name": "moe", "d_model": 16, "vocab_size": 40, "n_layers": 2,
       "block": {"name": "moe_reordered_norm", "attention": {"n_heads": 2, "bias": false},
-        "feed_forward_moe": {"num_experts": 4, "hidden_size": 8, "router": {"top_k": 2}, )" + weights + R"(},
+        "feed_forward_moe": {"num_experts": 4, "hidden_size": 8, "router": )" + router + ", " + weights + R"(},
         "layer_norm": {"name": "rms", "bias": false}},
       "lm_head": {"bias": false}})");
   };
@@ -284,11 +284,32 @@ TEST(MoETraining, RouterLossesReachTheRouterAndCheckpointingIsRefused) {
   const auto attn = [](olm::Model& m) { return m.module().blocks()[1]->attention().w_q().weight().detach().clone(); };
   EXPECT_GT(max_diff(attn(*with), attn(*without)), 0.0);  // the aux gradients flow through the blocks below
 
+  // Activation checkpointing: the recomputed blocks give the routers' losses their gradients
+  // in the backward; weights (SGD at lr 0.5: the step is the gradient) and losses agree.
+  for (const std::string& ac : {R"(, "ac_mode": "full")", R"(, "ac_mode": "selected_blocks", "ac_block_interval": 2)"}) {
+    auto plain = std::make_shared<olm::Model>(config(R"("lb_loss_weight": 1.0, "z_loss_weight": 0.5)"), "cpu", olm::ModelOptions{});
+    auto checkpointed = std::make_shared<olm::Model>(config(R"("lb_loss_weight": 1.0, "z_loss_weight": 0.5)"), "cpu", olm::ModelOptions{});
+    olm::train::Trainer p2(plain, tc(R"(, "rank_microbatch_size": 16)")), c(checkpointed, tc(ac + R"(, "rank_microbatch_size": 16)"));
+    for (int step = 0; step < 2; ++step) {
+      const auto mp = p2.train_batch(ids), mc = c.train_batch(ids);
+      EXPECT_NEAR(mp.lb_loss, mc.lb_loss, 1e-6) << ac;
+      EXPECT_NEAR(mp.router_z_loss, mc.router_z_loss, 1e-6) << ac;
+      EXPECT_NEAR(mp.ce_loss, mc.ce_loss, 1e-6) << ac;
+    }
+    double worst = 0;
+    auto pw = plain->module().named_parameters(), cw = checkpointed->module().named_parameters();
+    for (size_t i = 0; i < pw.size(); ++i) worst = std::max(worst, max_diff(*pw[i].tensor, *cw[i].tensor));
+    EXPECT_LT(worst, 1e-6) << ac;
+  }
+  // Router jitter would draw new noise in the recompute, so it is refused with checkpointing.
+  auto jittered = std::make_shared<olm::Model>(
+      config(R"("lb_loss_weight": 0.01)", R"({"top_k": 2, "jitter_eps": 0.1})"), "cpu", olm::ModelOptions{});
   try {
-    olm::train::Trainer c(with, tc(R"(, "ac_mode": "full")"));
-    ADD_FAILURE() << "activation checkpointing accepted for an MoE model";
+    olm::train::Trainer j(jittered, tc(R"(, "ac_mode": "full")"));
+    ADD_FAILURE() << "activation checkpointing accepted with router jitter";
   } catch (const olm::Error& e) {
     EXPECT_THAT(e.what(), HasSubstr("ac_mode"));
+    EXPECT_THAT(e.what(), HasSubstr("jitter_eps"));
   }
   // bf16 autocast trains an MoE too.
   auto bf16 = std::make_shared<olm::Model>(config(R"("z_loss_weight": 0.01)"), "cpu", olm::ModelOptions{});

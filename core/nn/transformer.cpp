@@ -43,7 +43,7 @@ at::Tensor Transformer::hidden_states(const at::Tensor& input_ids, std::vector<K
     if (caches) {
       h = blocks_[i]->forward(h, &(*caches)[i], aux);
     } else if (grad && block_runner_ && i < checkpointed_.size() && checkpointed_[i]) {
-      h = block_runner_(*blocks_[i], h);
+      h = block_runner_(*blocks_[i], h, aux);
     } else {
       h = blocks_[i]->forward(h, nullptr, aux);
     }

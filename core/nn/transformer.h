@@ -33,7 +33,7 @@ class Transformer : public Module {
 
   // Runs block i through `runner` instead of directly when checkpointed[i] is set and grad
   // mode is on (activation checkpointing lives in core/train; nn does not depend on it).
-  using BlockRunner = std::function<at::Tensor(TransformerBlock&, const at::Tensor&)>;
+  using BlockRunner = std::function<at::Tensor(TransformerBlock&, const at::Tensor&, MoEAuxLosses*)>;
   void set_block_runner(BlockRunner runner, std::vector<bool> checkpointed) {
     block_runner_ = std::move(runner);
     checkpointed_ = std::move(checkpointed);

@@ -6,6 +6,9 @@
 
 namespace olm::train {
 
-at::Tensor checkpointed_block_forward(nn::TransformerBlock& block, const at::Tensor& x);
+// aux (MoE blocks, may be NULL): receives the routers' losses of the forward as detached values
+// (for reporting); their gradients are added in the backward, where the block is recomputed.
+at::Tensor checkpointed_block_forward(nn::TransformerBlock& block, const at::Tensor& x,
+                                      nn::MoEAuxLosses* aux);
 
 }  // namespace olm::train

@@ -59,11 +59,14 @@ Trainer::Trainer(std::shared_ptr<Model> model, TrainConfig config)
   }
   params_ = model_->module().named_parameters();
   optimizer_ = make_optimizer(spec.optimizer, params_);
-  // The checkpointed block forward does not carry the routers' auxiliary losses.
-  bool has_moe = false;
-  for (const auto& block : model_->config().spec().blocks) has_moe = has_moe || block.moe.has_value();
-  require(!(spec.ac_mode != "none" && has_moe), ErrorCode::kInvalidConfig,
-          "ac_mode: activation checkpointing is not supported for MoE models yet (use \"none\")");
+  // A checkpointed block runs its forward without gradients and again in the backward: router
+  // jitter would draw different noise the second time (so route differently).
+  bool jitter = false;
+  for (const auto& block : model_->config().spec().blocks)
+    jitter = jitter || (block.moe && block.moe->router.jitter_eps.value_or(0.0) > 0.0);
+  require(!(spec.ac_mode != "none" && jitter), ErrorCode::kInvalidConfig,
+          "ac_mode: activation checkpointing cannot be combined with block.feed_forward_moe.router.jitter_eps "
+          "(the recomputed forward would route differently)");
   if (spec.ac_mode != "none") {
     const auto n = model_->module().blocks().size();
     std::vector<bool> mask(n, spec.ac_mode == "full");
