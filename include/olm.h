@@ -153,7 +153,8 @@ typedef struct olm_config olm_config;
  * Known names: olmo2_1M, olmo2_14M, olmo2_30M, olmo2_60M, olmo2_100M, olmo2_190M,
  * olmo2_370M, olmo2_600M, olmo2_760M, olmo2_1B, olmo2_1B_v2, olmo2_3B, olmo2_7B,
  * olmo2_13B, olmo2_32B, llama2_271M, llama2_1B, llama2_7B, llama2_13B, llama2_26B,
- * llama2_70B, llama3_1B, llama3_8B, llama3_70B, llama3_405B.
+ * llama2_70B, llama3_1B, llama3_8B, llama3_70B, llama3_405B, and the mixtures of experts
+ * smallmoe and olmoe_1B_7B.
  *
  * @param name The preset name (see above).
  * @param vocab_size The vocabulary size, > 0.
