@@ -387,7 +387,17 @@ TEST(MoEConfig, PresetsCountLikeOLMoCore) {
     EXPECT_EQ(c.active, r.active) << r.name;
     EXPECT_EQ(c.active_non_embedding, r.active_non_embedding) << r.name;
     EXPECT_EQ(config.num_flops_per_token(4096), r.flops_4096) << r.name;
+    // Exact JSON and FlatBuffer round trips, with OLMo-core's field names.
+    const std::string json = config.to_json();
+    EXPECT_EQ(olm::Config::from_json(json).to_json(), json);
+    const auto fb = config.to_flatbuffer();
+    EXPECT_EQ(olm::Config::from_flatbuffer(fb.data(), fb.size()).to_flatbuffer(), fb);
+    for (const char* field : {"\"name\": \"moe\"", "\"moe_reordered_norm\"", "\"feed_forward_moe\"",
+                              "\"num_experts\"", "\"top_k\"", "\"lb_loss_weight\": 0.01", "\"z_loss_weight\": 0.001"})
+      EXPECT_THAT(json, HasSubstr(field)) << r.name;
   }
+  EXPECT_THAT(olm::preset("olmoe_1B_7B", 50304).to_json(), HasSubstr("\"dropless\""));
+  EXPECT_THAT(olm::preset("smallmoe", 50304).to_json(), HasSubstr("\"shared_mlp\""));
 }
 
 // Driven by tests/parity/moe_parity.py: OLMo-core's inputs to every block's MoE, its routing
