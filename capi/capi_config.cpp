@@ -72,6 +72,16 @@ olm_error* olm_config_num_flops_per_token(const olm_config* config, int64_t seq_
   OLM_API_END
 }
 
+olm_error* olm_config_num_active_params(const olm_config* config, int64_t* active,
+                                        int64_t* active_non_embedding) {
+  OLM_API_BEGIN
+  require_arg(config, "config");
+  const auto counts = config->config.num_params();
+  if (active) *active = counts.active;
+  if (active_non_embedding) *active_non_embedding = counts.active_non_embedding;
+  OLM_API_END
+}
+
 void olm_config_free(olm_config* config) { delete config; }
 
 }  // extern "C"

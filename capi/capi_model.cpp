@@ -147,6 +147,11 @@ olm_error* olm_model_loss(olm_model* model, const olm_tensor* input_ids, const o
     give(full.ce_loss, offsetof(olm_loss_result, ce_loss), result.ce_loss);
     if (result.z_loss) give(full.z_loss, offsetof(olm_loss_result, z_loss), *result.z_loss);
     if (result.logits) give(full.logits, offsetof(olm_loss_result, logits), *result.logits);
+    if (result.lb_loss) give(full.lb_loss, offsetof(olm_loss_result, lb_loss), result.lb_loss->detach());
+    if (result.router_z_loss)
+      give(full.router_z_loss, offsetof(olm_loss_result, router_z_loss), result.router_z_loss->detach());
+    full.lb_loss_value = result.lb_loss ? scalar_value(*result.lb_loss) : 0.0;
+    full.router_z_loss_value = result.router_z_loss ? scalar_value(*result.router_z_loss) : 0.0;
     if (loss_options.reduction != olm::nn::LossReduction::kNone) {
       full.loss_value = scalar_value(result.loss);
       full.ce_loss_value = scalar_value(result.ce_loss);
@@ -173,6 +178,8 @@ void olm_loss_result_free(olm_loss_result* result) {
   release(result->ce_loss, offsetof(olm_loss_result, ce_loss));
   release(result->z_loss, offsetof(olm_loss_result, z_loss));
   release(result->logits, offsetof(olm_loss_result, logits));
+  release(result->lb_loss, offsetof(olm_loss_result, lb_loss));
+  release(result->router_z_loss, offsetof(olm_loss_result, router_z_loss));
 }
 
 olm_error* olm_model_num_params(const olm_model* model, int64_t* out) {

@@ -26,6 +26,8 @@ olm_step_metrics olm::capi::step_metrics_to_c(const olm::train::StepMetrics& m) 
   c.step_seconds = m.step_seconds;
   c.skipped = m.skipped ? 1 : 0;
   c.skipped_steps = m.skipped_steps;
+  c.lb_loss = m.lb_loss;
+  c.router_z_loss = m.router_z_loss;
   return c;
 }
 

@@ -153,7 +153,8 @@ typedef struct olm_config olm_config;
  * Known names: olmo2_1M, olmo2_14M, olmo2_30M, olmo2_60M, olmo2_100M, olmo2_190M,
  * olmo2_370M, olmo2_600M, olmo2_760M, olmo2_1B, olmo2_1B_v2, olmo2_3B, olmo2_7B,
  * olmo2_13B, olmo2_32B, llama2_271M, llama2_1B, llama2_7B, llama2_13B, llama2_26B,
- * llama2_70B, llama3_1B, llama3_8B, llama3_70B, llama3_405B.
+ * llama2_70B, llama3_1B, llama3_8B, llama3_70B, llama3_405B, and the mixtures of experts
+ * smallmoe and olmoe_1B_7B.
  *
  * @param name The preset name (see above).
  * @param vocab_size The vocabulary size, > 0.
@@ -233,6 +234,21 @@ OLM_API OLM_MUST_USE olm_error* olm_config_num_params(const olm_config* config, 
  */
 OLM_API OLM_MUST_USE olm_error* olm_config_num_flops_per_token(const olm_config* config,
                                                                int64_t seq_len, int64_t* flops);
+
+/**
+ * The number of parameters one token uses, counted as OLMo-core's
+ * TransformerConfig.num_active_params and num_active_non_embedding_params count them: an MoE
+ * block counts top_k of its num_experts experts. Equal to olm_config_num_params() for dense
+ * models.
+ *
+ * @param config The config.
+ * @param active Receives the active parameter count (may be NULL).
+ * @param active_non_embedding Receives it without the embedding table (may be NULL).
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT when config is NULL.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_config_num_active_params(const olm_config* config,
+                                                             int64_t* active,
+                                                             int64_t* active_non_embedding);
 
 /**
  * Release a config. Models built from it keep their own copy.
@@ -510,6 +526,15 @@ typedef struct olm_loss_result {
     double loss_value;
     double ce_loss_value;
     double z_loss_value;
+    /** MoE models: the routers' load-balancing loss and router z-loss, each already times its
+     *  (per-layer) weight and summed over the blocks; scalars for every reduction, not part of
+     *  loss (a trainer adds them to what it differentiates). They are divided by
+     *  loss_div_factor when it is not 1, else by the number of input tokens. NULL (and the
+     *  values 0) for dense models or when the weight is 0 / unset. */
+    olm_tensor* lb_loss;
+    olm_tensor* router_z_loss;
+    double lb_loss_value;
+    double router_z_loss_value;
 } olm_loss_result;
 
 /**
@@ -789,6 +814,11 @@ typedef struct olm_step_metrics {
      *  the parameters were left unchanged. */
     int32_t skipped;
     int64_t skipped_steps;
+    /** MoE models: the routers' weighted load-balancing loss and router z-loss over the batch
+     *  (summed over blocks, normalized like loss). They are added to what is differentiated but
+     *  not to loss, as OLMo-core reports them; 0 for dense models. */
+    double lb_loss;
+    double router_z_loss;
 } olm_step_metrics;
 
 /**

@@ -764,3 +764,92 @@ TEST_F(Tiny, DifferentHandlesOnDifferentThreads) {
 }
 
 }  // namespace
+
+// MoE through the ABI: active parameter counts, the routers' losses in olm_loss_result (apart
+// from loss, scalars for every reduction, proportional to their weights), and an older
+// caller's smaller result struct left untouched past its struct_size.
+TEST(CapiMoE, ActiveParamsAndRouterLosses) {
+  auto moe_json = [](const char* lb_weight) {
+    return std::string(R"({"name": "moe", "d_model": 32, "vocab_size": 64, "n_layers": 2,
+     "block": {"name": "moe", "attention": {"n_heads": 4, "bias": false},
+       "feed_forward_moe": {"name": "dropless", "num_experts": 4, "hidden_size": 16, "router": {"top_k": 2},
+                            "lb_loss_weight": )") + lb_weight + R"(, "z_loss_weight": 0.001},
+       "layer_norm": {"name": "rms", "bias": false}},
+     "lm_head": {"bias": false}})";
+  };
+  const std::string text = moe_json("0.01");
+  olm_config* cfg = nullptr;
+  ASSERT_OK(olm_config_from_json(text.c_str(), text.size(), &cfg));
+  int64_t total = 0, non_emb = 0, active = 0, active_non_emb = 0;
+  ASSERT_OK(olm_config_num_params(cfg, &total, &non_emb));
+  ASSERT_OK(olm_config_num_active_params(cfg, &active, &active_non_emb));
+  EXPECT_EQ(total - active, 2 * 3 * 32 * 16 * (4 - 2));  // two idle experts per layer
+  EXPECT_EQ(active - active_non_emb, 64 * 32);
+  expect(olm_config_num_active_params(nullptr, &active, nullptr), OLM_ERR_INVALID_ARGUMENT, "config: NULL");
+
+  olm_model* model = nullptr;
+  ASSERT_OK(olm_model_create(cfg, "cpu", nullptr, &model));
+  std::vector<int64_t> v = seq(16, 64);
+  int64_t shape[2] = {2, 8};
+  olm_tensor* x = nullptr;
+  ASSERT_OK(olm_tensor_create(OLM_DTYPE_INT64, shape, 2, v.data(), v.size() * 8, &x));
+  olm_loss_options o;
+  olm_loss_options_init(&o);
+  olm_loss_result r{};
+  r.struct_size = sizeof r;
+  ASSERT_OK(olm_model_loss(model, x, x, &o, &r));
+  ASSERT_NE(r.lb_loss, nullptr);
+  ASSERT_NE(r.router_z_loss, nullptr);
+  float lb = 0, z = 0;
+  ASSERT_OK(olm_tensor_copy_to_host(r.lb_loss, &lb, sizeof lb));
+  ASSERT_OK(olm_tensor_copy_to_host(r.router_z_loss, &z, sizeof z));
+  EXPECT_EQ(static_cast<double>(lb), r.lb_loss_value);
+  EXPECT_EQ(static_cast<double>(z), r.router_z_loss_value);
+  EXPECT_GT(r.lb_loss_value, 0.0);
+  EXPECT_GT(r.router_z_loss_value, 0.0);
+  EXPECT_NEAR(r.loss_value, r.ce_loss_value, 1e-6);  // not part of loss
+  olm_loss_result_free(&r);
+  EXPECT_EQ(r.lb_loss, nullptr);
+
+  // Per-token reduction: the router losses stay scalars.
+  o.loss_reduction = OLM_LOSS_REDUCTION_NONE;
+  olm_loss_result none{};
+  none.struct_size = sizeof none;
+  ASSERT_OK(olm_model_loss(model, x, x, &o, &none));
+  size_t ndim = 9;
+  ASSERT_OK(olm_tensor_ndim(none.lb_loss, &ndim));
+  EXPECT_EQ(ndim, 0u);
+  EXPECT_FLOAT_EQ(static_cast<float>(none.lb_loss_value), lb);
+  olm_loss_result_free(&none);
+
+  // An older caller's struct ends before lb_loss: nothing is written past it.
+  struct {
+    olm_loss_result r;
+    char guard[64];
+  } old;
+  std::memset(&old, 0x5a, sizeof old);
+  old.r.struct_size = offsetof(olm_loss_result, lb_loss);
+  olm_loss_options_init(&o);
+  ASSERT_OK(olm_model_loss(model, x, x, &o, &old.r));
+  const auto* tail = reinterpret_cast<const unsigned char*>(&old.r) + offsetof(olm_loss_result, lb_loss);
+  for (size_t i = 0; i < sizeof old - offsetof(olm_loss_result, lb_loss); ++i) ASSERT_EQ(tail[i], 0x5a) << i;
+  olm_loss_result_free(&old.r);
+
+  // Twice the weight, the same routing: twice the load-balancing loss.
+  const std::string doubled = moe_json("0.02");
+  olm_config* cfg2 = nullptr;
+  ASSERT_OK(olm_config_from_json(doubled.c_str(), doubled.size(), &cfg2));
+  olm_model* model2 = nullptr;
+  ASSERT_OK(olm_model_create(cfg2, "cpu", nullptr, &model2));
+  olm_loss_result r2{};
+  r2.struct_size = sizeof r2;
+  ASSERT_OK(olm_model_loss(model2, x, x, &o, &r2));
+  EXPECT_NEAR(r2.lb_loss_value, 2 * static_cast<double>(lb), 1e-7);
+  EXPECT_EQ(r2.router_z_loss_value, static_cast<double>(z));
+  olm_loss_result_free(&r2);
+  olm_tensor_free(x);
+  olm_model_free(model2);
+  olm_model_free(model);
+  olm_config_free(cfg2);
+  olm_config_free(cfg);
+}

@@ -40,6 +40,9 @@ expect_exit 0 "$olm" generate --checkpoint runs/tiny --prompt-ids 1,2,3 --max-ne
 [ "$(wc -w < out.txt)" = 4 ] || fail "generate ids"
 expect_exit 0 "$olm" info --config train.json
 grep -q "parameters:" out.txt || fail "info"
+# MoE presets also report active parameters (OLMo-core's num_active_params for smallmoe).
+expect_exit 0 "$olm" info --preset smallmoe --vocab 100278
+grep -q "active parameters: *267651840$" out.txt || fail "info: smallmoe active parameters"
 expect_exit 0 "$olm" convert --checkpoint runs/tiny --output model.safetensors
 expect_exit 0 "$olm" convert --checkpoint runs/tiny --output hf.safetensors --names hf
 expect_exit 0 "$olm" convert --input hf.safetensors --names hf --train-config train.json --output imported

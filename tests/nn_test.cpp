@@ -338,10 +338,10 @@ TEST(Transformer, ForwardMatchesFloat64ReRun) {
       const auto& spec = config.spec().blocks[static_cast<size_t>(i)];
       if (std::string(block) == "reordered_norm") {
         h = h + ref_rms(ref_attention(blk.attention(), spec.attention, h.to(at::kFloat)), P(pre + "attention_norm.weight"), 1e-6);
-        h = h + ref_rms(ref_ffn(blk.feed_forward(), "silu", h.to(at::kFloat)), P(pre + "feed_forward_norm.weight"), 1e-6);
+        h = h + ref_rms(ref_ffn(*blk.feed_forward(), "silu", h.to(at::kFloat)), P(pre + "feed_forward_norm.weight"), 1e-6);
       } else {
         h = h + ref_attention(blk.attention(), spec.attention, ref_rms(h, P(pre + "attention_norm.weight"), 1e-6).to(at::kFloat));
-        h = h + ref_ffn(blk.feed_forward(), "silu", ref_rms(h, P(pre + "feed_forward_norm.weight"), 1e-6).to(at::kFloat));
+        h = h + ref_ffn(*blk.feed_forward(), "silu", ref_rms(h, P(pre + "feed_forward_norm.weight"), 1e-6).to(at::kFloat));
       }
     }
     auto ref = at::matmul(ref_rms(h, P("lm_head.norm.weight"), 1e-6), P("lm_head.w_out.weight")->to(at::kDouble).t());
@@ -826,7 +826,7 @@ TEST(Positions, ModelWithInputPositionsAndTiedHeadMatchesFloat64) {
       auto& blk = *model.module().blocks()[static_cast<size_t>(i)];
       const auto& spec = config.spec().blocks[static_cast<size_t>(i)];
       h = h + ref_attention(blk.attention(), spec.attention, ref_rms(h, P(pre + "attention_norm.weight"), 1e-6).to(at::kFloat));
-      h = h + ref_ffn(blk.feed_forward(), "silu", ref_rms(h, P(pre + "feed_forward_norm.weight"), 1e-6).to(at::kFloat));
+      h = h + ref_ffn(*blk.feed_forward(), "silu", ref_rms(h, P(pre + "feed_forward_norm.weight"), 1e-6).to(at::kFloat));
     }
     auto* w_out = tied ? &model.module().embeddings() : P("lm_head.w_out.weight");
     auto ref = at::matmul(ref_rms(h, P("lm_head.norm.weight"), 1e-6), w_out->to(at::kDouble).t());

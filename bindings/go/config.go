@@ -125,6 +125,18 @@ func (c *Config) NumParams() (total, nonEmbedding int64, err error) {
 	return int64(t), int64(n), nil
 }
 
+// NumActiveParams counts the parameters one token uses, as OLMo-core's num_active_params
+// does: an MoE block counts top_k of its experts. Equal to NumParams for dense models.
+func (c *Config) NumActiveParams() (active, activeNonEmbedding int64, err error) {
+	var a, n C.int64_t
+	err = takeError(C.olm_config_num_active_params(c.ptr(), &a, &n))
+	runtime.KeepAlive(c)
+	if err != nil {
+		return 0, 0, err
+	}
+	return int64(a), int64(n), nil
+}
+
 // NumFlopsPerToken is OLMo-core's idealized training FLOPs per token at a sequence length
 // (6 per non-embedding parameter plus 12 * layers * d_model * seqLen for attention).
 func (c *Config) NumFlopsPerToken(seqLen int64) (int64, error) {

@@ -159,6 +159,11 @@ type LossResult struct {
 	Logits *Tensor // nil unless ReturnLogits
 
 	LossValue, CELossValue, ZLossValue float64
+
+	// MoE models: the routers' weighted load-balancing loss and router z-loss (scalars summed
+	// over blocks, not part of Loss); nil and 0 for dense models.
+	LBLoss, RouterZLoss           *Tensor
+	LBLossValue, RouterZLossValue float64
 }
 
 // Close releases the result's tensors. It is safe to call more than once and on nil.
@@ -166,7 +171,7 @@ func (r *LossResult) Close() {
 	if r == nil {
 		return
 	}
-	for _, t := range []*Tensor{r.Loss, r.CELoss, r.ZLoss, r.Logits} {
+	for _, t := range []*Tensor{r.Loss, r.CELoss, r.ZLoss, r.Logits, r.LBLoss, r.RouterZLoss} {
 		t.Close()
 	}
 }
@@ -205,7 +210,8 @@ func (m *Model) Loss(ids, labels *Tensor, opts *LossOptions) (*LossResult, error
 	}
 	return &LossResult{Loss: newTensor(res.loss), CELoss: newTensor(res.ce_loss), ZLoss: newTensor(res.z_loss),
 		Logits: newTensor(res.logits), LossValue: float64(res.loss_value), CELossValue: float64(res.ce_loss_value),
-		ZLossValue: float64(res.z_loss_value)}, nil
+		ZLossValue: float64(res.z_loss_value), LBLoss: newTensor(res.lb_loss), RouterZLoss: newTensor(res.router_z_loss),
+		LBLossValue: float64(res.lb_loss_value), RouterZLossValue: float64(res.router_z_loss_value)}, nil
 }
 
 // NumParams is the number of parameter elements.

@@ -605,3 +605,67 @@ func TestDocumentMasking(t *testing.T) {
 	_, err = m.Forward(x, &ForwardOptions{CuDocLens: closed})
 	wantCode(t, err, ErrInvalidArgument, "cu_doc_lens")
 }
+
+const tinyMoEJSON = `{"name": "moe", "d_model": 32, "vocab_size": 64, "n_layers": 2,
+ "block": {"name": "moe_reordered_norm",
+   "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 500000}},
+   "feed_forward_moe": {"name": "dropless", "num_experts": 4, "hidden_size": 16, "router": {"top_k": 2},
+                        "lb_loss_weight": 0.01, "z_loss_weight": 0.001},
+   "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+ "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}}`
+
+func TestMixtureOfExperts(t *testing.T) {
+	// TransformerConfig.smallmoe(vocab_size=100278) in OLMo-core 3.0.0: num_params,
+	// num_non_embedding_params, num_active_params, num_active_non_embedding_params.
+	small := must(ConfigFromPreset("smallmoe", 100278))
+	defer small.Close()
+	if total, nonEmb := must2(t)(small.NumParams()); total != 564923136 || nonEmb != 487909632 {
+		t.Fatalf("smallmoe params %d %d", total, nonEmb)
+	}
+	if active, activeNonEmb := must2(t)(small.NumActiveParams()); active != 267651840 || activeNonEmb != 190638336 {
+		t.Fatalf("smallmoe active params %d %d", active, activeNonEmb)
+	}
+	_, err := ConfigFromJSON(strings.Replace(tinyMoEJSON, `"top_k": 2`, `"top_k": 5`, 1))
+	wantCode(t, err, ErrInvalidConfig, "block.feed_forward_moe.router.top_k")
+
+	cfg := must(ConfigFromJSON(tinyMoEJSON))
+	defer cfg.Close()
+	m := must(NewModel(cfg, "cpu", nil))
+	defer m.Close()
+	ids := make([]int64, 16)
+	for i := range ids {
+		ids[i] = int64(i*7+3) % 64
+	}
+	x := must(NewTensorInt64(ids, 2, 8))
+	defer x.Close()
+	out := must(m.Loss(x, x, nil))
+	defer out.Close()
+	if out.LBLoss == nil || out.RouterZLoss == nil || !(out.LBLossValue > 0) || !(out.RouterZLossValue > 0) {
+		t.Fatalf("aux losses %v %v", out.LBLossValue, out.RouterZLossValue)
+	}
+	if math.Abs(out.LossValue-out.CELossValue) > 1e-6 {
+		t.Fatalf("aux losses must stay out of Loss: %v vs %v", out.LossValue, out.CELossValue)
+	}
+	// Divided by the 16 input tokens unless LossDivFactor is given.
+	opts := DefaultLossOptions()
+	opts.LossDivFactor = 4
+	div := must(m.Loss(x, x, &opts))
+	defer div.Close()
+	if math.Abs(div.LBLossValue*4-out.LBLossValue*16) > 1e-6 || math.Abs(div.RouterZLossValue*4-out.RouterZLossValue*16) > 1e-6 {
+		t.Fatalf("loss_div_factor: %v %v vs %v %v", div.LBLossValue, div.RouterZLossValue, out.LBLossValue, out.RouterZLossValue)
+	}
+
+	tc := must(TrainConfigFromJSON(`{"model": ` + tinyMoEJSON + `, "sequence_length": 8, "global_batch_size": 16,
+		"max_steps": 2, "optimizer": {"name": "adamw", "lr": 0.01}}`))
+	defer tc.Close()
+	tcModel := must(tc.Model())
+	defer tcModel.Close()
+	tm := must(NewModel(tcModel, "cpu", nil))
+	defer tm.Close()
+	tr := must(NewTrainer(tm, tc))
+	defer tr.Close()
+	step := must(tr.Step(x, nil))
+	if !(step.LBLoss > 0) || !(step.RouterZLoss > 0) || math.Abs(step.Loss-step.CELoss-step.ZLoss) > 1e-9 {
+		t.Fatalf("step metrics %+v", step)
+	}
+}

@@ -110,13 +110,18 @@ type StepMetrics struct {
 	StepSeconds     float64
 	Skipped         bool
 	SkippedSteps    int64
+	// MoE models: the routers' weighted load-balancing and z-losses over the batch (in the
+	// gradient, not in Loss); 0 for dense models.
+	LBLoss      float64
+	RouterZLoss float64
 }
 
 func stepMetricsFromC(m *C.olm_step_metrics) StepMetrics {
 	return StepMetrics{Step: int64(m.step), Loss: float64(m.loss), CELoss: float64(m.ce_loss),
 		ZLoss: float64(m.z_loss), GradNorm: float64(m.grad_norm), LR: float64(m.lr), Tokens: int64(m.tokens),
 		TokensSeen: int64(m.tokens_seen), TokensPerSecond: float64(m.tokens_per_second),
-		StepSeconds: float64(m.step_seconds), Skipped: m.skipped != 0, SkippedSteps: int64(m.skipped_steps)}
+		StepSeconds: float64(m.step_seconds), Skipped: m.skipped != 0, SkippedSteps: int64(m.skipped_steps),
+		LBLoss: float64(m.lb_loss), RouterZLoss: float64(m.router_z_loss)}
 }
 
 // EvalMetrics is a validation loss.

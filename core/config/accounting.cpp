@@ -42,12 +42,33 @@ int64_t FeedForwardSpec::num_params(int64_t d_model) const {
   return params;
 }
 
+// MoEConfig.num_params: router (d_model x num_experts, no bias), three expert matrices per
+// expert, and the shared MLP.
+int64_t MoESpec::num_params(int64_t d_model) const {
+  int64_t params = d_model * num_experts + 3 * d_model * hidden_size * num_experts;
+  if (shared_mlp) params += shared_mlp->num_params(d_model);
+  return params;
+}
+
+// MoEConfig.num_active_params: only top_k experts' matrices count.
+int64_t MoESpec::num_active_params(int64_t d_model) const {
+  return num_params(d_model) - 3 * d_model * hidden_size * (num_experts - router.top_k);
+}
+
+// TransformerBlockConfig.num_params: one norm per sublayer (attention, dense feed-forward, MoE),
+// two more for peri_norm.
 int64_t BlockSpec::num_params(int64_t d_model) const {
   if (name == "normalized")  // no norms; attn_alpha and mlp_alpha
     return attention.num_params(d_model) + feed_forward.num_params(d_model) + 2 * d_model;
-  const int64_t norms = name == "peri_norm" ? 4 : 2;
-  return attention.num_params(d_model) + feed_forward.num_params(d_model) +
-         norms * layer_norm.num_params(d_model);
+  int64_t params = attention.num_params(d_model) + layer_norm.num_params(d_model);
+  if (has_feed_forward()) params += feed_forward.num_params(d_model) + layer_norm.num_params(d_model);
+  if (moe) params += moe->num_params(d_model) + layer_norm.num_params(d_model);
+  if (name == "peri_norm") params += 2 * layer_norm.num_params(d_model);
+  return params;
+}
+
+int64_t BlockSpec::num_active_params(int64_t d_model) const {
+  return num_params(d_model) - (moe ? moe->num_params(d_model) - moe->num_active_params(d_model) : 0);
 }
 
 int64_t LMHeadSpec::num_params(int64_t d_model, int64_t vocab_size) const {
@@ -73,7 +94,17 @@ int64_t Config::num_flops_per_token(int64_t seq_len) const {
     const int64_t w = a.window_size.value_or(seq_len);
     const int64_t pairs = w >= seq_len ? seq_len * (seq_len + 1) / 2 : w * (w + 1) / 2 + (seq_len - w) * w;
     flops += 12 * a.n_heads * a.head_dim * pairs / seq_len;
-    flops += 6 * block.feed_forward.num_params(s.d_model);
+    if (block.moe) {
+      // MoEBase.num_flops_per_token: router and shared MLP parameters, plus the experts'
+      // parameters times top_k / num_experts (exact: the product is divisible). OLMo-core's
+      // hybrid blocks inherit this and leave their dense feed-forward uncounted; so do we.
+      const auto& m = *block.moe;
+      flops += 6 * s.d_model * m.num_experts;
+      if (m.shared_mlp) flops += 6 * m.shared_mlp->num_params(s.d_model);
+      flops += 6 * (3 * s.d_model * m.hidden_size * m.router.top_k);
+    } else {
+      flops += 6 * block.feed_forward.num_params(s.d_model);
+    }
   }
   flops += 6 * s.lm_head.num_params(s.d_model, s.vocab_size);
   return flops;

@@ -233,21 +233,47 @@ FeedForwardSpec resolve_feed_forward(const fb::FeedForwardConfigT& in, const std
   return out;
 }
 
-BlockSpec resolve_block(const fb::TransformerBlockConfigT& block, int64_t d_model, const std::string& field) {
+MoESpec resolve_moe(const fb::MoEConfigT& in, int64_t n_layers, const std::string& field);
+
+BlockSpec resolve_block(const fb::TransformerBlockConfigT& block, int64_t d_model, int64_t n_layers,
+                        const std::string& field) {
   require(block.attention != nullptr, ErrorCode::kInvalidConfig, field + ".attention: required field is missing");
-  const bool normalized = block.name == "normalized";
+  BlockSpec b;
+  b.name = or_default(block.name, "default");
+  require_one_of(b.name, {"default", "reordered_norm", "default_scaled", "peri_norm", "normalized", "moe",
+                          "moe_reordered_norm", "moe_hybrid", "moe_hybrid_reordered_norm"},
+                 field + ".name");
+  const bool normalized = b.name == "normalized";
+  const bool moe_block = b.name.rfind("moe", 0) == 0;
+  const bool hybrid = b.name == "moe_hybrid" || b.name == "moe_hybrid_reordered_norm";
   require(normalized || block.layer_norm != nullptr, ErrorCode::kInvalidConfig,
           field + ".layer_norm: required field is missing");
   require(!normalized || block.layer_norm == nullptr, ErrorCode::kInvalidConfig,
           field + ".layer_norm: normalized blocks have no layer norms");
-  require(block.feed_forward != nullptr, ErrorCode::kInvalidConfig,
-          field + ".feed_forward: required field is missing");
-  BlockSpec b;
-  b.name = or_default(block.name, "default");
-  require_one_of(b.name, {"default", "reordered_norm", "default_scaled", "peri_norm", "normalized"}, field + ".name");
   b.attention = resolve_attention(*block.attention, d_model, field + ".attention");
   if (block.layer_norm) b.layer_norm = resolve_layer_norm(*block.layer_norm, field + ".layer_norm");
-  b.feed_forward = resolve_feed_forward(*block.feed_forward, field + ".feed_forward");
+  if (!moe_block || hybrid) {
+    require(block.feed_forward != nullptr, ErrorCode::kInvalidConfig,
+            field + ".feed_forward: required field is missing");
+    b.feed_forward = resolve_feed_forward(*block.feed_forward, field + ".feed_forward");
+  } else {
+    require(block.feed_forward == nullptr, ErrorCode::kInvalidConfig,
+            field + ".feed_forward: not allowed with " + field + ".name '" + b.name + "' (its feed-forward is " + field +
+                ".feed_forward_moe)");
+    b.feed_forward.hidden_size = 0;
+  }
+  if (moe_block) {
+    require(block.feed_forward_moe != nullptr, ErrorCode::kInvalidConfig,
+            field + ".feed_forward_moe: required by " + field + ".name '" + b.name + "'");
+    require(!block.attention_residual_alpha.has_value() && !block.feed_forward_residual_alpha.has_value(),
+            ErrorCode::kInvalidConfig,
+            field + ".attention_residual_alpha and " + field +
+                ".feed_forward_residual_alpha: not supported by MoE blocks (as in OLMo-core)");
+    b.moe = resolve_moe(*block.feed_forward_moe, n_layers, field + ".feed_forward_moe");
+  } else {
+    require(block.feed_forward_moe == nullptr, ErrorCode::kInvalidConfig,
+            field + ".feed_forward_moe: only allowed with an MoE " + field + ".name (got '" + b.name + "')");
+  }
   b.dropout = block.dropout.has_value() ? *block.dropout : 0.0;
   require_probability(b.dropout, field + ".dropout");
   if (normalized) {
@@ -312,6 +338,64 @@ std::vector<std::pair<const fb::TransformerBlockConfigT*, std::string>> block_co
   for (size_t i = 0; i < n_layers; ++i) {
     const std::string& name = in.block_pattern[i % in.block_pattern.size()];
     out.emplace_back(by_name.at(name), "named_blocks[" + name + "]");
+  }
+  return out;
+}
+
+// olmo_core.nn.moe.MoEConfig / MoERouterConfig. OLMo-core raises on the same impossible
+// settings (top_k > num_experts in torch.topk, capacity_factor with dropless as a TypeError).
+MoESpec resolve_moe(const fb::MoEConfigT& in, int64_t n_layers, const std::string& field) {
+  MoESpec out;
+  const std::string name = or_default(in.name, "default");
+  require_one_of(name, {"default", "dropless"}, field + ".name");
+  out.dropless = name == "dropless";
+  out.num_experts = in.num_experts;
+  require_positive(out.num_experts, field + ".num_experts");
+  out.hidden_size = in.hidden_size;
+  require_positive(out.hidden_size, field + ".hidden_size");
+  if (in.capacity_factor.has_value()) {
+    require(!out.dropless, ErrorCode::kInvalidConfig,
+            field + ".capacity_factor: not allowed with " + field + ".name 'dropless' (dropless MoEs have no capacity)");
+    require_positive_finite(*in.capacity_factor, field + ".capacity_factor");
+    out.capacity_factor = *in.capacity_factor;
+  }
+  const std::string rf = field + ".router";
+  if (const auto* r = in.router.get()) {
+    require_one_of(or_default(r->name, "default"), {"default"}, rf + ".name");
+    out.router.top_k = r->top_k;
+    if (r->jitter_eps.has_value()) {
+      require(std::isfinite(*r->jitter_eps) && *r->jitter_eps >= 0 && *r->jitter_eps < 1,
+              ErrorCode::kInvalidConfig, rf + ".jitter_eps must be in [0, 1)");
+      out.router.jitter_eps = *r->jitter_eps;
+    }
+    if (r->normalize_expert_weights.has_value()) {
+      require_positive_finite(*r->normalize_expert_weights, rf + ".normalize_expert_weights");
+      out.router.normalize_expert_weights = *r->normalize_expert_weights;
+    }
+    if (r->bias_gamma.has_value()) {
+      require_positive_finite(*r->bias_gamma, rf + ".bias_gamma");  // OLMo-core asserts > 0
+      out.router.bias_gamma = *r->bias_gamma;
+    }
+    const std::string gating = or_default(r->gating_function, "softmax");
+    require_one_of(gating, {"softmax", "sigmoid"}, rf + ".gating_function");
+    out.router.sigmoid = gating == "sigmoid";
+  }
+  require_positive(out.router.top_k, rf + ".top_k");
+  require(out.router.top_k <= out.num_experts, ErrorCode::kInvalidConfig,
+          rf + ".top_k (" + std::to_string(out.router.top_k) + ") must not exceed " + field +
+              ".num_experts (" + std::to_string(out.num_experts) + ")");
+  if (in.shared_mlp) out.shared_mlp = resolve_feed_forward(*in.shared_mlp, field + ".shared_mlp");
+  const double scale = in.scale_loss_by_num_layers ? static_cast<double>(n_layers) : 1.0;
+  const double lb = in.lb_loss_weight.value_or(0.01);
+  require(std::isfinite(lb) && lb >= 0, ErrorCode::kInvalidConfig, field + ".lb_loss_weight must be finite and >= 0");
+  if (lb > 0) out.lb_loss_weight = lb / scale;
+  const std::string granularity = or_default(in.lb_loss_granularity, "local_batch");
+  require_one_of(granularity, {"local_batch", "instance"}, field + ".lb_loss_granularity");
+  out.lb_loss_instance = granularity == "instance";
+  if (in.z_loss_weight.has_value()) {
+    require(std::isfinite(*in.z_loss_weight) && *in.z_loss_weight >= 0, ErrorCode::kInvalidConfig,
+            field + ".z_loss_weight must be finite and >= 0");
+    out.z_loss_weight = *in.z_loss_weight / scale;
   }
   return out;
 }
@@ -400,8 +484,9 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
   require_positive(spec.vocab_size, "vocab_size");
   require_positive(spec.n_layers, "n_layers");
   const std::string model_name = or_default(in.name, "default");
-  require_one_of(model_name, {"default", "normalized"}, "name");
+  require_one_of(model_name, {"default", "normalized", "moe"}, "name");
   spec.normalized = model_name == "normalized";
+  spec.moe = model_name == "moe";
   require(in.lm_head != nullptr, ErrorCode::kInvalidConfig, "lm_head: required field is missing");
   // n_layers is validated positive above; cap it so the per-layer vector stays sane before
   // the parameter-count check below gets to run.
@@ -409,7 +494,11 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
           "n_layers (" + std::to_string(spec.n_layers) + ") is larger than 100000");
   for (const auto& [config, field] : block_configs_per_layer(in)) {
     const int64_t i = static_cast<int64_t>(spec.blocks.size());
-    BlockSpec b = resolve_block(*config, spec.d_model, field);
+    BlockSpec b = resolve_block(*config, spec.d_model, spec.n_layers, field);
+    // OLMo-core's MoETransformer also runs dense blocks; MoE blocks need it (it reports their
+    // losses and updates their routers after each batch).
+    require(!b.moe || spec.moe, ErrorCode::kInvalidConfig,
+            "name: " + field + ".name '" + b.name + "' needs the MoE transformer (name \"moe\")");
     if (const auto* sw = config->attention->sliding_window.get()) {
       const int64_t window = window_for_layer(*sw, i, spec.n_layers, field + ".attention.sliding_window");
       if (window != -1) {
@@ -489,7 +578,11 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
   for (const auto& b : spec.blocks) {
     const auto& a = b.attention;
     total += static_cast<long double>(spec.d_model) * a.head_dim * (2 * a.n_heads + 2 * a.n_kv_heads) +
-             3.0L * spec.d_model * b.feed_forward.hidden_size;
+             3.0L * spec.d_model * b.feed_forward.hidden_size +
+             (b.moe ? 3.0L * spec.d_model * b.moe->hidden_size * b.moe->num_experts +
+                          static_cast<long double>(spec.d_model) * b.moe->num_experts +
+                          (b.moe->shared_mlp ? 3.0L * spec.d_model * b.moe->shared_mlp->hidden_size : 0.0L)
+                    : 0.0L);
   }
   if (spec.position_embedding)
     total += static_cast<long double>(spec.position_embedding->max_sequence_length) * spec.d_model;
@@ -556,6 +649,9 @@ ParamCounts Config::num_params() const {
   // OLMo-core: the LM head weight is shared with the embeddings when tied, counted once.
   if (s.tie_word_embeddings) counts.total -= s.d_model * s.vocab_size;
   counts.non_embedding = counts.total - s.d_model * s.vocab_size - positions;
+  counts.active = counts.total;
+  for (const auto& block : s.blocks) counts.active -= block.num_params(s.d_model) - block.num_active_params(s.d_model);
+  counts.active_non_embedding = counts.active - s.d_model * s.vocab_size - positions;
   return counts;
 }
 

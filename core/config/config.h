@@ -80,15 +80,45 @@ struct FeedForwardSpec {
   int64_t num_params(int64_t d_model) const;
 };
 
+// olmo_core.nn.moe.MoERouterConfig, resolved.
+struct MoERouterSpec {
+  int64_t top_k = 1;
+  std::optional<double> jitter_eps;
+  std::optional<double> normalize_expert_weights;  // the p of the p-norm
+  std::optional<double> bias_gamma;
+  bool sigmoid = false;  // else softmax
+};
+
+// olmo_core.nn.moe.MoEConfig, resolved. The loss weights are the effective ones (already
+// divided by n_layers when scale_loss_by_num_layers); nullopt: that loss is off.
+struct MoESpec {
+  bool dropless = false;
+  int64_t num_experts = 0;
+  int64_t hidden_size = 0;
+  double capacity_factor = 1.2;  // capacity ("default") mode only
+  MoERouterSpec router;
+  std::optional<FeedForwardSpec> shared_mlp;
+  std::optional<double> lb_loss_weight;
+  bool lb_loss_instance = false;  // granularity "instance", else "local_batch"
+  std::optional<double> z_loss_weight;
+  int64_t num_params(int64_t d_model) const;
+  int64_t num_active_params(int64_t d_model) const;
+};
+
 struct BlockSpec {
-  std::string name;  // "default" | "reordered_norm" | "default_scaled" | "peri_norm" | "normalized"
+  // "default" | "reordered_norm" | "default_scaled" | "peri_norm" | "normalized" | "moe"
+  // | "moe_reordered_norm" | "moe_hybrid" | "moe_hybrid_reordered_norm"
+  std::string name;
   AttentionSpec attention;
   LayerNormSpec layer_norm;
-  FeedForwardSpec feed_forward;
+  FeedForwardSpec feed_forward;  // unused (hidden_size 0) by "moe" and "moe_reordered_norm"
+  std::optional<MoESpec> moe;    // set exactly for the moe* blocks
   double dropout = 0.0;
   double attention_residual_alpha = 1.0;
   double feed_forward_residual_alpha = 1.0;
+  bool has_feed_forward() const { return !moe || name == "moe_hybrid" || name == "moe_hybrid_reordered_norm"; }
   int64_t num_params(int64_t d_model) const;
+  int64_t num_active_params(int64_t d_model) const;
 };
 
 struct LMHeadSpec {
@@ -123,11 +153,16 @@ struct ModelSpec {
   std::vector<std::string> freeze_params;  // fnmatch globs over parameter names
   std::optional<PositionEmbeddingSpec> position_embedding;
   bool tie_word_embeddings = false;
+  bool moe = false;  // name "moe" (MoETransformer; required by MoE blocks)
 };
 
 struct ParamCounts {
   int64_t total = 0;
   int64_t non_embedding = 0;
+  // MoE: the parameters one token uses (top_k of num_experts experts); equal to the above
+  // for dense models.
+  int64_t active = 0;
+  int64_t active_non_embedding = 0;
 };
 
 class Config {

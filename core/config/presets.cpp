@@ -26,6 +26,15 @@ struct LlamaLike {
   std::string block_name = "default";
   // OLMo-3: sliding windows of 4096 on three layers of every four, the last layer full.
   bool olmo3_sliding_window = false;
+  // MoE presets (llama_like with feed_forward_moe): the MoEConfig instead of a feed-forward.
+  struct MoE {
+    bool dropless = false;
+    int64_t num_experts = 0, hidden_size = 0, top_k = 1;
+    std::optional<int64_t> shared_hidden_size;  // FeedForwardConfig(hidden_size) with default bias
+    double lb_loss_weight = 0.01;
+    std::optional<double> z_loss_weight;
+  };
+  std::optional<MoE> moe;
 };
 
 // OLMo-core: hidden = int(8 * d_model / 3); hidden = int(multiplier * hidden);
@@ -85,7 +94,24 @@ fb::TransformerConfigT llama_like(const LlamaLike& a, int64_t vocab_size) {
   c.block = std::make_unique<fb::TransformerBlockConfigT>();
   c.block->name = a.block_name;
   c.block->attention = std::move(attention);
-  c.block->feed_forward = std::move(feed_forward);
+  if (a.moe) {
+    c.name = "moe";
+    auto moe = std::make_unique<fb::MoEConfigT>();
+    moe->name = a.moe->dropless ? "dropless" : "default";
+    moe->num_experts = static_cast<int32_t>(a.moe->num_experts);
+    moe->hidden_size = static_cast<int32_t>(a.moe->hidden_size);
+    moe->router = std::make_unique<fb::MoERouterConfigT>();
+    moe->router->top_k = static_cast<int32_t>(a.moe->top_k);
+    if (a.moe->shared_hidden_size) {
+      moe->shared_mlp = std::make_unique<fb::FeedForwardConfigT>();
+      moe->shared_mlp->hidden_size = static_cast<int32_t>(*a.moe->shared_hidden_size);
+    }
+    moe->lb_loss_weight = a.moe->lb_loss_weight;
+    if (a.moe->z_loss_weight) moe->z_loss_weight = *a.moe->z_loss_weight;
+    c.block->feed_forward_moe = std::move(moe);
+  } else {
+    c.block->feed_forward = std::move(feed_forward);
+  }
   c.block->layer_norm = rms_norm(a.layer_norm_eps);
 
   c.lm_head = std::make_unique<fb::LMHeadConfigT>();
@@ -217,6 +243,22 @@ const std::map<std::string, std::function<LlamaLike()>>& registry() {
          return a;
        }},
       {"llama3_405B", [] { return llama(16384, 126, 128, 500000, 8, 1.2, 4096); }},
+      // TransformerConfig.smallmoe / olmoe_1B_7B: OLMo-2-style attention (QK-norm, RMSNorm eps
+      // 1e-6, theta 500k) in moe_reordered_norm blocks; experts of int(0.5 * d_model).
+      {"smallmoe",
+       [] {
+         auto a = olmo2(768, 12, 12, std::nullopt);
+         a.block_name = "moe_reordered_norm";
+         a.moe = LlamaLike::MoE{false, 32, 384, 4, 768 * 2, 0.01, 0.001};
+         return a;
+       }},
+      {"olmoe_1B_7B",
+       [] {
+         auto a = olmo2(2048, 16, 16, std::nullopt);
+         a.block_name = "moe_reordered_norm";
+         a.moe = LlamaLike::MoE{true, 64, 1024, 8, std::nullopt, 0.01, 0.001};
+         return a;
+       }},
   };
   return presets;
 }

@@ -22,6 +22,20 @@ TransformerBlock::TransformerBlock(int64_t d_model, int64_t block_idx, const Blo
   }
   attention_norm_ = register_module("attention_norm",
                                     std::make_shared<LayerNorm>(d_model, spec.layer_norm, options));
+  if (spec.moe) {
+    // OLMo-core's registration order: feed_forward_moe, feed_forward_norm, then the hybrid
+    // blocks' feed_forward and feed_forward_moe_norm.
+    moe_ = register_module("feed_forward_moe", std::make_shared<MoE>(d_model, *spec.moe, options));
+    feed_forward_norm_ = register_module("feed_forward_norm",
+                                         std::make_shared<LayerNorm>(d_model, spec.layer_norm, options));
+    if (spec.has_feed_forward()) {
+      feed_forward_ = register_module("feed_forward",
+                                      std::make_shared<FeedForward>(d_model, spec.feed_forward, options));
+      feed_forward_moe_norm_ = register_module("feed_forward_moe_norm",
+                                               std::make_shared<LayerNorm>(d_model, spec.layer_norm, options));
+    }
+    return;
+  }
   feed_forward_ = register_module("feed_forward",
                                   std::make_shared<FeedForward>(d_model, spec.feed_forward, options));
   feed_forward_norm_ = register_module("feed_forward_norm",
@@ -48,7 +62,8 @@ void TransformerBlock::normalize_matrices() {
   feed_forward_->normalize_matrices();
 }
 
-at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache, const at::Tensor& doc_positions) const {
+at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache, const at::Tensor& doc_positions,
+                                     MoEAuxLosses* aux) const {
   if (attn_alpha_) {
     // h = norm(lerp(x, norm(attention(x)), |alpha_eff|)), likewise for the feed-forward, with
     // alpha_eff = alpha * (0.05 / (1 / sqrt(d_model))) as OLMo-core computes it.
@@ -58,6 +73,33 @@ at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache, const 
     return l2_normalize(at::lerp(h, l2_normalize(feed_forward_->forward(h)), (*mlp_alpha_ * factor).abs()));
   }
   const double a = spec_.attention_residual_alpha, f = spec_.feed_forward_residual_alpha;
+  if (moe_) {
+    // MoE blocks take no residual alphas (validated): h + dropout(sublayer).
+    const auto& name = spec_.name;
+    if (name == "moe") {
+      auto h = residual(x, attention_->forward(attention_norm_->forward(x), cache, doc_positions), 1.0);
+      return residual(h, moe_->forward(feed_forward_norm_->forward(h), aux), 1.0);
+    }
+    if (name == "moe_reordered_norm") {
+      auto h = residual(x, attention_norm_->forward(attention_->forward(x, cache, doc_positions)), 1.0);
+      return residual(h, feed_forward_norm_->forward(moe_->forward(h, aux)), 1.0);
+    }
+    // Hybrid: sparse_forward(x) + dense_forward(x), the sparse branch reading the block input.
+    const bool reordered = name == "moe_hybrid_reordered_norm";
+    auto sparse = reordered ? feed_forward_moe_norm_->forward(moe_->forward(x, aux))
+                            : moe_->forward(feed_forward_moe_norm_->forward(x), aux);
+    const bool train = at::GradMode::is_enabled() && spec_.dropout > 0.0;
+    if (train) sparse = at::dropout(sparse, spec_.dropout, /*train=*/true);
+    at::Tensor dense;
+    if (reordered) {
+      auto h = residual(x, attention_norm_->forward(attention_->forward(x, cache, doc_positions)), 1.0);
+      dense = residual(h, feed_forward_norm_->forward(feed_forward_->forward(h)), 1.0);
+    } else {
+      auto h = residual(x, attention_->forward(attention_norm_->forward(x), cache, doc_positions), 1.0);
+      dense = residual(h, feed_forward_->forward(feed_forward_norm_->forward(h)), 1.0);
+    }
+    return sparse + dense;
+  }
   if (spec_.name == "reordered_norm") {
     auto h = residual(x, attention_norm_->forward(attention_->forward(x, cache, doc_positions)), a);
     return residual(h, feed_forward_norm_->forward(feed_forward_->forward(h)), f);

@@ -67,18 +67,46 @@ void init_weights(Transformer& model) {
     else if (method == "llama_depth") out_std = std / std::sqrt(2 * depth);
     init_linear(att.w_out(), out_std, generator);
 
-    auto& ff = block.feed_forward();
-    init_linear(ff.w1(), method == "fan_in" ? std::pow(ff.w1().in_features(), -0.5) : std, generator);
     double w3_std = std;
     if (method == "llama") w3_std = std / std::sqrt(2 * n_blocks);
     else if (method == "llama_depth") w3_std = std / std::sqrt(2 * depth);
-    if (Linear* w3 = ff.w3())
-      init_linear(*w3, method == "fan_in" ? std::pow(w3->in_features(), -0.5) : w3_std, generator);
-    // OLMo-core reuses the w3 std for w2 (except fan_in, which uses w2's own fan-in); the
-    // classic feed-forward, which has no w3, scales its output layer the same way.
-    const double w2_std = method == "normalized" ? std / std::sqrt(2 * n_blocks) : w3_std;
-    init_linear(ff.w2(), method == "fan_in" ? std::pow(ff.w2().in_features(), -0.5) : w2_std,
-                generator);
+    if (FeedForward* ffp = block.feed_forward()) {
+      auto& ff = *ffp;
+      init_linear(ff.w1(), method == "fan_in" ? std::pow(ff.w1().in_features(), -0.5) : std, generator);
+      if (Linear* w3 = ff.w3())
+        init_linear(*w3, method == "fan_in" ? std::pow(w3->in_features(), -0.5) : w3_std, generator);
+      // OLMo-core reuses the w3 std for w2 (except fan_in, which uses w2's own fan-in); the
+      // classic feed-forward, which has no w3, scales its output layer the same way.
+      const double w2_std = method == "normalized" ? std / std::sqrt(2 * n_blocks) : w3_std;
+      init_linear(ff.w2(), method == "fan_in" ? std::pow(ff.w2().in_features(), -0.5) : w2_std,
+                  generator);
+    }
+    if (MoE* moe = block.feed_forward_moe()) {
+      // InitMethod.init_feed_forward_moe: router weight, then w1, w2, w3 over their flat
+      // OLMo-core shapes, all with the (depth-scaled) std; fan_in uses each matrix's fan-in.
+      const double moe_std = w3_std;
+      const double d_model = static_cast<double>(spec.d_model);
+      const double hidden = static_cast<double>(spec.blocks[i].moe->hidden_size);
+      const bool fan_in = method == "fan_in";
+      trunc_normal_(moe->router().weight(), fan_in ? std::pow(d_model, -0.5) : moe_std, generator);
+      auto& mlp = moe->experts().mlp();
+      trunc_normal_(mlp.w1(), fan_in ? std::pow(d_model, -0.5) : moe_std, generator);
+      trunc_normal_(mlp.w2(), fan_in ? std::pow(hidden, -0.5) : moe_std, generator);
+      trunc_normal_(mlp.w3(), fan_in ? std::pow(d_model, -0.5) : moe_std, generator);
+      if (FeedForward* shared = moe->shared_mlp()) {
+        // OLMo-core never re-initializes the shared MLP: it keeps nn.Linear's default
+        // kaiming_uniform_(a=sqrt(5)) weights and U(+-1/sqrt(fan_in)) biases from the global
+        // RNG. We draw the same distributions from a generator of their own (seeded from
+        // init_seed and the block), so the weights above still match OLMo-core's draws.
+        at::Generator g = at::detail::createCPUGenerator(static_cast<uint64_t>(spec.init_seed) * 1000003u + i + 1);
+        for (Linear* l : {&shared->w1(), shared->w3(), &shared->w2()}) {
+          if (!l) continue;
+          const double bound = 1.0 / std::sqrt(static_cast<double>(l->in_features()));
+          l->weight().uniform_(-bound, bound, g);
+          if (l->bias()) l->bias()->uniform_(-bound, bound, g);
+        }
+      }
+    }
   }
 
   double final_std = spec.init_std;

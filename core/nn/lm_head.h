@@ -22,6 +22,11 @@ struct LossOutput {
   at::Tensor ce_loss;  // detached
   std::optional<at::Tensor> z_loss;  // detached
   std::optional<at::Tensor> logits;
+  // MoE models: the routers' weighted load-balancing and z-losses summed over the blocks
+  // (scalars, NOT detached and NOT part of `loss`: as OLMo-core attaches them to the graph
+  // apart from the LM loss, a trainer adds them to what it differentiates). nullopt: none.
+  std::optional<at::Tensor> lb_loss;
+  std::optional<at::Tensor> router_z_loss;
 };
 
 // olmo_core.nn.functional.cross_entropy_loss on (N, V) logits and (N,) labels.

@@ -64,7 +64,7 @@ void Transformer::normalize_matrices() {
 }
 
 at::Tensor Transformer::hidden_states(const at::Tensor& input_ids, std::vector<KVCache>* caches,
-                                      const at::Tensor& doc_positions) const {
+                                      const at::Tensor& doc_positions, MoEAuxLosses* aux) const {
   auto h = at::embedding(embeddings_, input_ids);
   if (spec_.embed_scale) h = h * *spec_.embed_scale;
   if (const auto& pe = spec_.position_embedding) {
@@ -87,11 +87,11 @@ at::Tensor Transformer::hidden_states(const at::Tensor& input_ids, std::vector<K
   const bool grad = at::GradMode::is_enabled();
   for (size_t i = 0; i < blocks_.size(); ++i) {
     if (caches) {
-      h = blocks_[i]->forward(h, &(*caches)[i]);
+      h = blocks_[i]->forward(h, &(*caches)[i], at::Tensor(), aux);
     } else if (grad && block_runner_ && i < checkpointed_.size() && checkpointed_[i]) {
-      h = block_runner_(*blocks_[i], h, doc_positions);
+      h = block_runner_(*blocks_[i], h, doc_positions, aux);
     } else {
-      h = blocks_[i]->forward(h, nullptr, doc_positions);
+      h = blocks_[i]->forward(h, nullptr, doc_positions, aux);
     }
   }
   return h;
@@ -119,7 +119,22 @@ std::vector<KVCache> Transformer::make_kv_caches(int64_t batch, int64_t max_len)
 
 LossOutput Transformer::loss(const at::Tensor& input_ids, const at::Tensor& labels,
                              const LossOptions& options, const at::Tensor& doc_positions) const {
-  return lm_head_->loss(hidden_states(input_ids, nullptr, doc_positions), labels, options);
+  if (!spec_.moe) return lm_head_->loss(hidden_states(input_ids, nullptr, doc_positions), labels, options);
+  MoEAuxLosses aux;
+  if (options.loss_div_tensor.defined()) {
+    aux.loss_div = options.loss_div_tensor;
+  } else if (options.loss_div_factor != 1.0) {
+    aux.loss_div = at::scalar_tensor(options.loss_div_factor, embeddings_.options().dtype(at::kFloat));
+  }
+  auto out = lm_head_->loss(hidden_states(input_ids, nullptr, doc_positions, &aux), labels, options);
+  if (aux.lb_loss.defined()) out.lb_loss = aux.lb_loss;
+  if (aux.router_z_loss.defined()) out.router_z_loss = aux.router_z_loss;
+  return out;
+}
+
+void Transformer::post_batch() {
+  for (auto& block : blocks_)
+    if (MoE* moe = block->feed_forward_moe()) moe->router().post_batch();
 }
 
 }  // namespace olm::nn

@@ -17,20 +17,27 @@ class Transformer : public Module {
 
   // (B, T, d_model). With caches (one per block), input_ids continue the cached positions.
   // doc_positions (B, T) int64, from document_positions(), masks attention to each token's
-  // own document and restarts RoPE positions there (excludes caches).
+  // own document and restarts RoPE positions there (excludes caches). aux: where MoE blocks
+  // add their routers' auxiliary losses (NULL: not computed).
   at::Tensor hidden_states(const at::Tensor& input_ids, std::vector<KVCache>* caches = nullptr,
-                           const at::Tensor& doc_positions = at::Tensor()) const;
+                           const at::Tensor& doc_positions = at::Tensor(), MoEAuxLosses* aux = nullptr) const;
   at::Tensor forward(const at::Tensor& input_ids, int64_t logits_to_keep = 0,
                      std::vector<KVCache>* caches = nullptr,
                      const at::Tensor& doc_positions = at::Tensor()) const;
   // Empty caches for `batch` sequences of up to max_len positions.
   std::vector<KVCache> make_kv_caches(int64_t batch, int64_t max_len) const;
+  // For MoE models also the routers' auxiliary losses, divided by options.loss_div_tensor,
+  // or by options.loss_div_factor when it is not 1, or else by the micro-batch's tokens.
   LossOutput loss(const at::Tensor& input_ids, const at::Tensor& labels,
                   const LossOptions& options, const at::Tensor& doc_positions = at::Tensor()) const;
+  // MoETransformer.post_batch: after the last backward of a batch, before the optimizer step
+  // (moves the aux-loss-free routers' score biases).
+  void post_batch();
 
   // Runs block i through `runner` instead of directly when checkpointed[i] is set and grad
   // mode is on (activation checkpointing lives in core/train; nn does not depend on it).
-  using BlockRunner = std::function<at::Tensor(TransformerBlock&, const at::Tensor& x, const at::Tensor& doc_positions)>;
+  using BlockRunner = std::function<at::Tensor(TransformerBlock&, const at::Tensor& x, const at::Tensor& doc_positions,
+                                               MoEAuxLosses* aux)>;
   void set_block_runner(BlockRunner runner, std::vector<bool> checkpointed) {
     block_runner_ = std::move(runner);
     checkpointed_ = std::move(checkpointed);

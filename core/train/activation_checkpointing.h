@@ -6,7 +6,10 @@
 
 namespace olm::train {
 
+// doc_positions: see nn::Attention::forward (may be undefined). aux (MoE blocks, may be NULL):
+// receives the routers' losses of the forward as detached values (for reporting); their
+// gradients are added in the backward, where the block is recomputed.
 at::Tensor checkpointed_block_forward(nn::TransformerBlock& block, const at::Tensor& x,
-                                     const at::Tensor& doc_positions);
+                                      const at::Tensor& doc_positions, nn::MoEAuxLosses* aux);
 
 }  // namespace olm::train

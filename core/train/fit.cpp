@@ -25,7 +25,8 @@ std::string metrics_json(const StepMetrics& m) {
      << ",\"lr\":" << json_number(m.lr) << ",\"tokens\":" << m.tokens << ",\"tokens_seen\":" << m.tokens_seen
      << ",\"tokens_per_second\":" << json_number(m.tokens_per_second)
      << ",\"step_seconds\":" << json_number(m.step_seconds) << ",\"skipped\":" << (m.skipped ? "true" : "false")
-     << ",\"skipped_steps\":" << m.skipped_steps << "}";
+     << ",\"skipped_steps\":" << m.skipped_steps << ",\"lb_loss\":" << json_number(m.lb_loss)
+     << ",\"router_z_loss\":" << json_number(m.router_z_loss) << "}";
   return os.str();
 }
 

@@ -59,6 +59,14 @@ Trainer::Trainer(std::shared_ptr<Model> model, TrainConfig config)
   }
   params_ = model_->module().named_parameters();
   optimizer_ = make_optimizer(spec.optimizer, params_);
+  // A checkpointed block runs its forward without gradients and again in the backward: router
+  // jitter would draw different noise the second time (so route differently).
+  bool jitter = false;
+  for (const auto& block : model_->config().spec().blocks)
+    jitter = jitter || (block.moe && block.moe->router.jitter_eps.value_or(0.0) > 0.0);
+  require(!(spec.ac_mode != "none" && jitter), ErrorCode::kInvalidConfig,
+          "ac_mode: activation checkpointing cannot be combined with block.feed_forward_moe.router.jitter_eps "
+          "(the recomputed forward would route differently)");
   if (spec.ac_mode != "none") {
     const auto n = model_->module().blocks().size();
     std::vector<bool> mask(n, spec.ac_mode == "full");
@@ -124,6 +132,8 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
 
   auto ce_batch = at::zeros({}, at::TensorOptions().device(device).dtype(at::kFloat));
   auto z_batch = at::zeros({}, at::TensorOptions().device(device).dtype(at::kFloat));
+  auto lb_batch = at::zeros({}, at::TensorOptions().device(device).dtype(at::kFloat));
+  auto router_z_batch = at::zeros({}, at::TensorOptions().device(device).dtype(at::kFloat));
   const int64_t micro = spec.microbatch_instances();
   {
     at::AutoGradMode grad(true);
@@ -137,9 +147,21 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
       }
       ce_batch += out.ce_loss.to(at::kFloat);
       if (out.z_loss) z_batch += out.z_loss->to(at::kFloat);
-      out.loss.backward();
+      // OLMo-core attaches the routers' losses to the graph (attach_auxiliary_loss): their
+      // gradients join the LM loss's, their values are reported apart.
+      at::Tensor objective = out.loss;
+      if (out.lb_loss) {
+        lb_batch += out.lb_loss->detach().to(at::kFloat);
+        objective = objective + *out.lb_loss;
+      }
+      if (out.router_z_loss) {
+        router_z_batch += out.router_z_loss->detach().to(at::kFloat);
+        objective = objective + *out.router_z_loss;
+      }
+      objective.backward();
     }
   }
+  model_->module().post_batch();
 
   at::NoGradGuard no_grad;
   std::vector<at::Tensor> grads;
@@ -172,6 +194,8 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   m.ce_loss = ce_batch.item<double>();
   m.z_loss = z_batch.item<double>();
   m.loss = m.ce_loss + m.z_loss;
+  m.lb_loss = lb_batch.item<double>();
+  m.router_z_loss = router_z_batch.item<double>();
   m.grad_norm = grad_norm.item<double>();
   m.lr = optimizer_->groups().back().lr;
   m.skipped = step_factor.item<float>() == 0.0f;

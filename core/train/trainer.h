@@ -29,6 +29,10 @@ struct StepMetrics {
   double step_seconds = 0;
   bool skipped = false;       // NaN/Inf or the skip-step rule: parameters untouched
   int64_t skipped_steps = 0;  // so far
+  // MoE models: the routers' weighted load-balancing and z-losses over the batch (summed over
+  // blocks, normalized like the loss); they join the gradient but not `loss`, as in OLMo-core.
+  double lb_loss = 0;
+  double router_z_loss = 0;
 };
 
 struct EvalMetrics {

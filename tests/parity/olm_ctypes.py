@@ -56,6 +56,10 @@ class LossResult(C.Structure):
         ("loss_value", C.c_double),
         ("ce_loss_value", C.c_double),
         ("z_loss_value", C.c_double),
+        ("lb_loss", C.c_void_p),
+        ("router_z_loss", C.c_void_p),
+        ("lb_loss_value", C.c_double),
+        ("router_z_loss_value", C.c_double),
     ]
 
 
@@ -74,6 +78,8 @@ class StepMetrics(C.Structure):
         ("step_seconds", C.c_double),
         ("skipped", C.c_int32),
         ("skipped_steps", C.c_int64),
+        ("lb_loss", C.c_double),
+        ("router_z_loss", C.c_double),
     ]
 
 
@@ -95,6 +101,7 @@ class Olm:
             "olm_config_to_json": (vp, [vp, pvp]),
             "olm_config_num_params": (vp, [vp, C.POINTER(i64), C.POINTER(i64)]),
             "olm_config_num_flops_per_token": (vp, [vp, i64, C.POINTER(i64)]),
+            "olm_config_num_active_params": (vp, [vp, C.POINTER(i64), C.POINTER(i64)]),
             "olm_config_free": (None, [vp]),
             "olm_tensor_create": (vp, [i32, C.POINTER(i64), sz, vp, sz, pvp]),
             "olm_tensor_ndim": (vp, [vp, C.POINTER(sz)]),
@@ -155,6 +162,11 @@ class Olm:
         total, non_emb = C.c_int64(), C.c_int64()
         self.check(self.lib.olm_config_num_params(cfg, C.byref(total), C.byref(non_emb)))
         return total.value, non_emb.value
+
+    def num_active_params(self, cfg):
+        active, active_non_emb = C.c_int64(), C.c_int64()
+        self.check(self.lib.olm_config_num_active_params(cfg, C.byref(active), C.byref(active_non_emb)))
+        return active.value, active_non_emb.value
 
     def flops(self, cfg, seq_len):
         out = C.c_int64()
@@ -231,6 +243,10 @@ class Olm:
             "z_loss": None if not res.z_loss else self.to_numpy(res.z_loss),
             "logits": None if not res.logits else self.to_numpy(res.logits),
             "values": (res.loss_value, res.ce_loss_value, res.z_loss_value),
+            "lb_loss": None if not res.lb_loss else self.to_numpy(res.lb_loss),
+            "router_z_loss": None if not res.router_z_loss else self.to_numpy(res.router_z_loss),
+            "lb_loss_value": res.lb_loss_value,
+            "router_z_loss_value": res.router_z_loss_value,
         }
         self.lib.olm_loss_result_free(C.byref(res))
         return out

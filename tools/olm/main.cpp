@@ -338,6 +338,10 @@ int cmd_info(int argc, char** argv) {
   const double gib = 1024.0 * 1024.0 * 1024.0;
   std::printf("parameters:               %ld\n", counts.total);
   std::printf("non-embedding parameters: %ld\n", counts.non_embedding);
+  if (config.spec().moe) {
+    std::printf("active parameters:        %ld\n", counts.active);
+    std::printf("active non-embedding:     %ld\n", counts.active_non_embedding);
+  }
   std::printf("FLOPs per token (seq %ld): %ld\n", seq, config.num_flops_per_token(seq));
   std::printf("memory, float32 weights:  %.2f GiB\n", static_cast<double>(counts.total) * 4 / gib);
   std::printf("memory, bfloat16 weights: %.2f GiB\n", static_cast<double>(counts.total) * 2 / gib);

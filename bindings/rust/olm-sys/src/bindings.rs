@@ -110,6 +110,13 @@ extern "C" {
     ) -> *mut olm_error;
 }
 extern "C" {
+    pub fn olm_config_num_active_params(
+        config: *const olm_config,
+        active: *mut i64,
+        active_non_embedding: *mut i64,
+    ) -> *mut olm_error;
+}
+extern "C" {
     pub fn olm_config_free(config: *mut olm_config);
 }
 pub type olm_dtype = i32;
@@ -547,12 +554,16 @@ pub struct olm_loss_result {
     pub loss_value: f64,
     pub ce_loss_value: f64,
     pub z_loss_value: f64,
+    pub lb_loss: *mut olm_tensor,
+    pub router_z_loss: *mut olm_tensor,
+    pub lb_loss_value: f64,
+    pub router_z_loss_value: f64,
 }
 #[test]
 fn bindgen_test_layout_olm_loss_result() {
     assert_eq!(
         ::std::mem::size_of::<olm_loss_result>(),
-        64usize,
+        96usize,
         concat!("Size of: ", stringify!(olm_loss_result))
     );
     assert_eq!(
@@ -696,6 +707,74 @@ fn bindgen_test_layout_olm_loss_result() {
         );
     }
     test_field_z_loss_value();
+    fn test_field_lb_loss() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_loss_result>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).lb_loss) as usize - ptr as usize
+            },
+            64usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_loss_result),
+                "::",
+                stringify!(lb_loss)
+            )
+        );
+    }
+    test_field_lb_loss();
+    fn test_field_router_z_loss() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_loss_result>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).router_z_loss) as usize - ptr as usize
+            },
+            72usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_loss_result),
+                "::",
+                stringify!(router_z_loss)
+            )
+        );
+    }
+    test_field_router_z_loss();
+    fn test_field_lb_loss_value() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_loss_result>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).lb_loss_value) as usize - ptr as usize
+            },
+            80usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_loss_result),
+                "::",
+                stringify!(lb_loss_value)
+            )
+        );
+    }
+    test_field_lb_loss_value();
+    fn test_field_router_z_loss_value() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_loss_result>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).router_z_loss_value) as usize - ptr as usize
+            },
+            88usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_loss_result),
+                "::",
+                stringify!(router_z_loss_value)
+            )
+        );
+    }
+    test_field_router_z_loss_value();
 }
 extern "C" {
     pub fn olm_model_loss(
@@ -1158,12 +1237,14 @@ pub struct olm_step_metrics {
     pub step_seconds: f64,
     pub skipped: i32,
     pub skipped_steps: i64,
+    pub lb_loss: f64,
+    pub router_z_loss: f64,
 }
 #[test]
 fn bindgen_test_layout_olm_step_metrics() {
     assert_eq!(
         ::std::mem::size_of::<olm_step_metrics>(),
-        104usize,
+        120usize,
         concat!("Size of: ", stringify!(olm_step_metrics))
     );
     assert_eq!(
@@ -1392,6 +1473,40 @@ fn bindgen_test_layout_olm_step_metrics() {
         );
     }
     test_field_skipped_steps();
+    fn test_field_lb_loss() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_step_metrics>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).lb_loss) as usize - ptr as usize
+            },
+            104usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_step_metrics),
+                "::",
+                stringify!(lb_loss)
+            )
+        );
+    }
+    test_field_lb_loss();
+    fn test_field_router_z_loss() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_step_metrics>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).router_z_loss) as usize - ptr as usize
+            },
+            112usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_step_metrics),
+                "::",
+                stringify!(router_z_loss)
+            )
+        );
+    }
+    test_field_router_z_loss();
 }
 extern "C" {
     pub fn olm_trainer_create(

@@ -201,6 +201,16 @@ impl Config {
         Ok((total, non_embedding))
     }
 
+    /// (active, active non-embedding) parameters: an MoE block counts top_k of its experts,
+    /// as OLMo-core's num_active_params does; equal to [`Config::num_params`] for dense models.
+    pub fn num_active_params(&self) -> Result<(i64, i64)> {
+        let (mut active, mut active_non_embedding) = (0i64, 0i64);
+        check(unsafe {
+            sys::olm_config_num_active_params(self.ptr.as_ptr(), &mut active, &mut active_non_embedding)
+        })?;
+        Ok((active, active_non_embedding))
+    }
+
     /// OLMo-core's idealized training FLOPs per token at a sequence length.
     pub fn num_flops_per_token(&self, seq_len: i64) -> Result<i64> {
         let mut flops = 0i64;
@@ -450,6 +460,12 @@ pub struct LossOutput {
     pub loss_value: f64,
     pub ce_loss_value: f64,
     pub z_loss_value: f64,
+    /// MoE models: the routers' weighted load-balancing loss and router z-loss (summed over
+    /// blocks, not part of `loss`); `None` and 0 for dense models.
+    pub lb_loss: Option<Tensor>,
+    pub router_z_loss: Option<Tensor>,
+    pub lb_loss_value: f64,
+    pub router_z_loss_value: f64,
 }
 
 /// A parameter tensor's description (OLMo-core state-dict name).
@@ -593,6 +609,10 @@ impl Model {
             loss_value: res.loss_value,
             ce_loss_value: res.ce_loss_value,
             z_loss_value: res.z_loss_value,
+            lb_loss: Tensor::from_raw_opt(res.lb_loss),
+            router_z_loss: Tensor::from_raw_opt(res.router_z_loss),
+            lb_loss_value: res.lb_loss_value,
+            router_z_loss_value: res.router_z_loss_value,
         })
     }
 
@@ -740,6 +760,10 @@ pub struct StepMetrics {
     pub step_seconds: f64,
     pub skipped: bool,
     pub skipped_steps: i64,
+    /// MoE models: the routers' weighted load-balancing and z-losses over the batch (in the
+    /// gradient, not in `loss`); 0 for dense models.
+    pub lb_loss: f64,
+    pub router_z_loss: f64,
 }
 
 impl From<&sys::olm_step_metrics> for StepMetrics {
@@ -757,6 +781,8 @@ impl From<&sys::olm_step_metrics> for StepMetrics {
             step_seconds: m.step_seconds,
             skipped: m.skipped != 0,
             skipped_steps: m.skipped_steps,
+            lb_loss: m.lb_loss,
+            router_z_loss: m.router_z_loss,
         }
     }
 }

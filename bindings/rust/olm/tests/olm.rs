@@ -381,3 +381,53 @@ fn fit_with_document_masking() {
     assert_eq!(config, off);
     assert!((on - off).abs() > 1e-4, "{on} vs {off}");
 }
+
+const TINY_MOE: &str = r#"{"name": "moe", "d_model": 32, "vocab_size": 64, "n_layers": 2,
+ "block": {"name": "moe_reordered_norm",
+   "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 500000}},
+   "feed_forward_moe": {"name": "dropless", "num_experts": 4, "hidden_size": 16, "router": {"top_k": 2},
+                        "lb_loss_weight": 0.01, "z_loss_weight": 0.001},
+   "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+ "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}}"#;
+
+#[test]
+fn mixture_of_experts() {
+    // TransformerConfig.olmoe_1B_7B(vocab_size=50304) in OLMo-core 3.0.0: num_params,
+    // num_non_embedding_params, num_active_params, num_active_non_embedding_params.
+    let olmoe = Config::from_preset("olmoe_1B_7B", 50304).unwrap();
+    assert_eq!(olmoe.num_params().unwrap(), (6919161856, 6816139264));
+    assert_eq!(olmoe.num_active_params().unwrap(), (1282017280, 1178994688));
+    let dense = Config::from_json(TINY).unwrap();
+    assert_eq!(dense.num_active_params().unwrap(), dense.num_params().unwrap());
+    expect_err(
+        Config::from_json(&TINY_MOE.replace("\"top_k\": 2", "\"top_k\": 5")),
+        ErrorCode::InvalidConfig,
+        "block.feed_forward_moe.router.top_k",
+    );
+
+    let cfg = Config::from_json(TINY_MOE).unwrap();
+    let model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let x = Tensor::from_i64(&ids(16, 64), &[2, 8]).unwrap();
+    let out = model.loss(&x, &x, &LossOptions::default()).unwrap();
+    assert!(out.lb_loss.is_some() && out.router_z_loss.is_some());
+    assert!(out.lb_loss_value > 0.0 && out.router_z_loss_value > 0.0);
+    // Not part of loss; divided by the 16 input tokens unless loss_div_factor is given.
+    assert!((out.loss_value - out.ce_loss_value).abs() < 1e-6);
+    let divided = model.loss(&x, &x, &LossOptions::default().loss_div_factor(4.0)).unwrap();
+    assert!((divided.lb_loss_value * 4.0 - out.lb_loss_value * 16.0).abs() < 1e-6);
+    assert!((divided.router_z_loss_value * 4.0 - out.router_z_loss_value * 16.0).abs() < 1e-6);
+    let dense_model = Model::new(&dense, "cpu", &ModelOptions::default()).unwrap();
+    let plain = dense_model.loss(&x, &x, &LossOptions::default()).unwrap();
+    assert!(plain.lb_loss.is_none() && plain.lb_loss_value == 0.0);
+
+    let tcfg = TrainConfig::from_json(&format!(
+        r#"{{"model": {TINY_MOE}, "sequence_length": 8, "global_batch_size": 16, "max_steps": 2,
+        "optimizer": {{"name": "adamw", "lr": 0.01}}}}"#
+    ))
+    .unwrap();
+    let mut model = Model::new(&tcfg.model().unwrap(), "cpu", &ModelOptions::default()).unwrap();
+    let mut trainer = Trainer::new(&mut model, &tcfg).unwrap();
+    let m = trainer.step(&x, None).unwrap();
+    assert!(m.lb_loss > 0.0 && m.router_z_loss > 0.0 && m.ce_loss > 0.0);
+    assert!((m.loss - m.ce_loss - m.z_loss).abs() < 1e-9);
+}
