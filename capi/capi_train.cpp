@@ -25,6 +25,8 @@ olm_step_metrics olm::capi::step_metrics_to_c(const olm::train::StepMetrics& m) 
   c.step_seconds = m.step_seconds;
   c.skipped = m.skipped ? 1 : 0;
   c.skipped_steps = m.skipped_steps;
+  c.comm_bytes = m.comm_bytes;
+  c.comm_wait_seconds = m.comm_wait_seconds;
   return c;
 }
 

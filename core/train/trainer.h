@@ -13,6 +13,10 @@
 namespace olm::data {
 class DataLoader;
 }
+namespace olm::dist {
+class ProcessGroup;
+class DataParallel;
+}
 
 namespace olm::train {
 
@@ -29,6 +33,8 @@ struct StepMetrics {
   double step_seconds = 0;
   bool skipped = false;       // NaN/Inf or the skip-step rule: parameters untouched
   int64_t skipped_steps = 0;  // so far
+  int64_t comm_bytes = 0;         // bytes this rank all-reduced in this step (0 without DDP)
+  double comm_wait_seconds = 0;   // time the step waited for gradient reduction after backward
 };
 
 struct EvalMetrics {
@@ -40,8 +46,20 @@ struct EvalMetrics {
 class Trainer {
  public:
   Trainer(std::shared_ptr<Model> model, TrainConfig config);
+  ~Trainer();
 
-  // One optimizer step on a batch of input_ids (B, sequence_length), B*L = global_batch_size.
+  // Data-parallel training over a process group (DDP): broadcasts rank 0's parameters (a
+  // collective: every rank calls it, before the first step or right after every rank loaded the
+  // same checkpoint), then every step all-reduces the
+  // gradients and normalizes the loss by the global batch's target tokens. Each rank then
+  // passes its own global_batch_size / world_size tokens to train_batch.
+  void set_process_group(std::shared_ptr<dist::ProcessGroup> group);
+  const std::shared_ptr<dist::ProcessGroup>& process_group() const { return group_; }
+  int64_t rank() const;
+  int64_t world_size() const;
+
+  // One optimizer step on a batch of input_ids (B, sequence_length), B*L = global_batch_size
+  // (divided by world_size with a process group: this rank's part of the global batch).
   // Labels default to OLMo-core's (inputs shifted left, last position ignored).
   StepMetrics train_batch(const at::Tensor& input_ids, const at::Tensor& labels = at::Tensor());
 
@@ -62,6 +80,8 @@ class Trainer {
   TrainConfig config_;
   std::unique_ptr<Optimizer> optimizer_;
   std::vector<nn::NamedParameter> params_;
+  std::shared_ptr<dist::ProcessGroup> group_;
+  std::unique_ptr<dist::DataParallel> ddp_;
   int64_t step_ = 0;
   int64_t tokens_seen_ = 0;
   int64_t skipped_steps_ = 0;
