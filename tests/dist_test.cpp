@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "core/data/token_data.h"
+#include "core/dist/ddp.h"
 #include "core/dist/process_group.h"
 #include "core/error.h"
 #include "core/train/trainer.h"
@@ -385,6 +386,47 @@ TEST(DataParallel, GroupOfOneIsExact) {
   const TrainRun& ref = single_process();
   for (int s = 0; s < kSteps; ++s) EXPECT_EQ(r.loss[s], ref.loss[s]) << s;
   EXPECT_EQ(r.params, ref.params);
+}
+
+// The reduction overlaps backward: with small buckets, the gradient hooks launch every bucket
+// before backward returns. Without sync (an earlier micro-batch) nothing is launched and
+// gradients only accumulate. A parameter backward never reaches gets a zero gradient (and,
+// since buckets launch in order, holds back the buckets after it until finish()).
+TEST(DataParallel, BucketsLaunchDuringBackward) {
+  olm::dist::ProcessGroupOptions o;
+  o.rank = 0;
+  o.world_size = 1;
+  o.master_port = free_port();
+  auto group = olm::dist::ProcessGroup::create(o);
+  auto a = at::randn({64, 32}).requires_grad_(), b = at::randn({32, 32}).requires_grad_(),
+       c = at::randn({32}).requires_grad_();
+  olm::dist::DataParallel ddp(group, {a, b, c}, 4096);  // one parameter per bucket
+  ASSERT_EQ(ddp.num_buckets(), 3u);
+  const auto x = at::randn({5, 64});
+  auto loss = [&] { return (at::tanh(x.matmul(a).matmul(b)) + c).square().sum(); };
+  const int64_t all_bytes = 4 * (64 * 32 + 32 * 32 + 32);
+  const auto bytes = group->stats().bytes;
+  ddp.set_sync(false);
+  loss().backward();
+  EXPECT_EQ(group->stats().bytes, bytes);
+  const auto first = a.grad().clone();
+  ddp.set_sync(true);
+  loss().backward();
+  EXPECT_EQ(group->stats().bytes, bytes + all_bytes);  // launched before backward returned
+  ddp.finish();
+  EXPECT_EQ(ddp.last_buckets_launched_in_backward(), 3u);
+  EXPECT_EQ(group->stats().bytes, bytes + all_bytes);
+  EXPECT_TRUE(at::allclose(a.grad(), 2 * first));  // two backwards accumulated; the sum over 1 rank
+
+  auto used = at::randn({16}).requires_grad_(), unused = at::randn({8}).requires_grad_();
+  olm::dist::DataParallel ddp2(group, {used, unused}, 32);
+  ddp2.set_sync(true);
+  used.square().sum().backward();
+  ddp2.finish();
+  EXPECT_EQ(ddp2.last_buckets_launched_in_backward(), 0u);
+  EXPECT_TRUE(at::allclose(used.grad(), 2 * used.detach()));
+  ASSERT_TRUE(unused.grad().defined());
+  EXPECT_EQ(unused.grad().abs().sum().item<float>(), 0.0f);
 }
 
 TEST(ProcessGroup, NcclIsRefusedClearly) {

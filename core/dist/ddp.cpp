@@ -32,6 +32,7 @@ struct DataParallel::State {
   bool sync = false;
   bool alive = true;
   double last_wait_seconds = 0;
+  size_t last_launched_in_backward = 0;
 
   void copy_in(Bucket& b) {
     for (size_t k = 0; k < b.params.size(); ++k) {
@@ -132,6 +133,7 @@ DataParallel::~DataParallel() {
 
 size_t DataParallel::num_buckets() const { return state_->buckets.size(); }
 double DataParallel::last_wait_seconds() const { return state_->last_wait_seconds; }
+size_t DataParallel::last_buckets_launched_in_backward() const { return state_->last_launched_in_backward; }
 
 void DataParallel::broadcast_parameters() {
   at::NoGradGuard no_grad;
@@ -166,6 +168,7 @@ void DataParallel::finish() {
       s.sync = false;
     }
   } reset{s};
+  s.last_launched_in_backward = s.next_bucket;
   // Parameters backward never reached (unused this step) are zeros, as in DDP.
   for (auto& b : s.buckets) b.pending = 0;
   s.launch_ready();

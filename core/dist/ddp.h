@@ -2,7 +2,9 @@
 // start equal (broadcast from rank 0); during the backward of the last micro-batch each
 // parameter's gradient accumulator fires a hook, gradients are copied into flat buckets and
 // each full bucket is all-reduced asynchronously while backward goes on. Buckets are launched
-// strictly in bucket order, so every rank issues the same collectives in the same order.
+// strictly in bucket order, so every rank issues the same collectives in the same order (a
+// parameter that backward does not reach therefore holds back the buckets after it until
+// finish(), which reduces it as zeros).
 //
 // Gradients are SUMMED, not averaged: the trainer divides each rank's summed loss by the
 // global batch's target-token count (OLMo-core's normalization), so the sum over ranks is the
@@ -40,6 +42,9 @@ class DataParallel {
   ProcessGroup& group() { return *group_; }
   std::shared_ptr<ProcessGroup> group_ptr() { return group_; }
   size_t num_buckets() const;
+  // Buckets the last backward's hooks launched before finish() (the rest had to wait for it):
+  // all of them when every parameter received a gradient.
+  size_t last_buckets_launched_in_backward() const;
   // Time spent in finish() waiting for the reduction (what backward did not hide), last step.
   double last_wait_seconds() const;
 

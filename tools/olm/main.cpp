@@ -108,7 +108,8 @@ std::shared_ptr<olm::data::TokenDataset> open_dataset(const olm::train::DataSpec
 }
 
 void add_dist_options(cxxopts::Options& options) {
-  options.add_options()("dist", "auto (join a process group when launched by torchrun or srun) or off",
+  options.add_options()("dist", "auto (join a process group when launched by torchrun or srun), on (join one "
+                        "even alone) or off",
                         cxxopts::value<std::string>()->default_value("auto"))(
       "dist-timeout", "seconds before a missing or dead rank fails the run",
       cxxopts::value<double>()->default_value("300"));
@@ -117,8 +118,9 @@ void add_dist_options(cxxopts::Options& options) {
 // Data-parallel training when a launcher started several processes.
 void maybe_join(olm::train::Trainer& trainer, const cxxopts::ParseResult& args, const std::string& device) {
   const auto mode = args["dist"].as<std::string>();
-  if (mode != "auto" && mode != "off") throw UsageError("--dist must be auto or off, not '" + mode + "'");
-  if (mode == "off" || !olm::dist::launched_distributed()) return;
+  if (mode != "auto" && mode != "on" && mode != "off")
+    throw UsageError("--dist must be auto, on or off, not '" + mode + "'");
+  if (mode == "off" || (mode == "auto" && !olm::dist::launched_distributed())) return;
   olm::dist::ProcessGroupOptions o;
   o.device = device;
   const double timeout = args["dist-timeout"].as<double>();
