@@ -69,7 +69,10 @@ struct TrainRun {
 
 // Trains kSteps steps; with a group, on this rank's part of each global batch. Ranks other
 // than 0 start from perturbed weights, so only the broadcast makes them agree.
-TrainRun train(const std::shared_ptr<olm::dist::ProcessGroup>& group, int die_after_step = -1) {
+// die_after_step: the rank sends itself `die_signal` before that step (SIGKILL: dead;
+// SIGSTOP: alive but stuck).
+TrainRun train(const std::shared_ptr<olm::dist::ProcessGroup>& group, int die_after_step = -1,
+               int die_signal = SIGKILL) {
   auto model = std::make_shared<olm::Model>(model_config(), "cpu", olm::ModelOptions{});
   const int64_t rank = group ? group->rank() : 0, world = group ? group->world_size() : 1;
   if (rank != 0) {
@@ -81,7 +84,7 @@ TrainRun train(const std::shared_ptr<olm::dist::ProcessGroup>& group, int die_af
   olm::data::DataLoader loader(dataset(), 8, 3, rank, world);
   TrainRun run;
   for (int s = 0; s < kSteps; ++s) {
-    if (s == die_after_step) raise(SIGKILL);
+    if (s == die_after_step) raise(die_signal);
     auto b = loader.next();
     const auto m = trainer.train_batch(b.input_ids, b.labels);
     run.loss.push_back(m.loss);
@@ -160,7 +163,7 @@ struct Child {
 // Starts `world` ranks (or only those listed) as workers and waits for them, killing any that
 // is still running at the deadline. Returns exit statuses and output paths.
 std::vector<Child> launch(int world, const std::string& mode, double timeout_s, std::vector<int> ranks = {},
-                          double deadline_s = 120) {
+                          double deadline_s = 120, bool end_with_rank0 = false) {
   if (ranks.empty())
     for (int r = 0; r < world; ++r) ranks.push_back(r);
   const auto dir = olm::testing::temp_dir("dist");
@@ -195,6 +198,9 @@ std::vector<Child> launch(int world, const std::string& mode, double timeout_s, 
       int st;
       if (waitpid(c.pid, &st, WNOHANG) == c.pid) c.status = st, ++done;
     }
+    if (end_with_rank0 && children[0].status != -1)
+      for (auto& c : children)
+        if (c.status == -1) kill(c.pid, SIGKILL), waitpid(c.pid, &c.status, 0), ++done;
     if (std::chrono::steady_clock::now() > deadline) {
       for (auto& c : children)
         if (c.status == -1) kill(c.pid, SIGKILL), waitpid(c.pid, &c.status, 0), ++done;
@@ -283,6 +289,19 @@ TEST(ProcessGroup, KilledRankIsNamedBySurvivor) {
   const auto children = launch(2, "die", 10, {}, 60);
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ASSERT_TRUE(WIFSIGNALED(children[1].status)) << "rank 1 should have killed itself";
+  ASSERT_TRUE(WIFEXITED(children[0].status)) << slurp(children[0].log);
+  EXPECT_EQ(WEXITSTATUS(children[0].status), 3) << slurp(children[0].log);
+  const auto log = slurp(children[0].log);
+  EXPECT_NE(log.find("rank 1 stopped responding"), std::string::npos) << log;
+  EXPECT_LT(seconds, 30);
+}
+
+// A rank that hangs (stopped, its connections open) makes the survivor fail once the
+// collective timeout has passed, naming it, instead of waiting forever.
+TEST(ProcessGroup, StuckRankIsNamedAfterTimeout) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto children = launch(2, "stop", 3, {}, 60, /*end_with_rank0=*/true);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   ASSERT_TRUE(WIFEXITED(children[0].status)) << slurp(children[0].log);
   EXPECT_EQ(WEXITSTATUS(children[0].status), 3) << slurp(children[0].log);
   const auto log = slurp(children[0].log);
@@ -443,7 +462,8 @@ int worker(const std::string& mode, const std::string& out, double timeout_s) {
     olm::dist::ProcessGroupOptions o;
     o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
     auto group = olm::dist::ProcessGroup::create(o);
-    const TrainRun r = train(group, mode == "die" && group->rank() == 1 ? 3 : -1);
+    const bool dies = (mode == "die" || mode == "stop") && group->rank() == 1;
+    const TrainRun r = train(group, dies ? 3 : -1, mode == "stop" ? SIGSTOP : SIGKILL);
     write_run(r, out);
     group->shutdown();
     return 0;
