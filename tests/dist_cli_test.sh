@@ -85,6 +85,20 @@ PY
 config ddp4 && run 4 ddp4 "$olm" train --config ddp4.json
 compare runs/single.jsonl runs/ddp4.jsonl || fail "olm train, 4 ranks: losses differ"
 
+# By hand, as srun starts tasks: Slurm's variables only, no torchrun.
+config slurm2
+port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+pids=()
+for r in 0 1; do
+  env -u RANK -u WORLD_SIZE SLURM_PROCID=$r SLURM_NTASKS=2 SLURM_LOCALID=$r SLURM_NTASKS_PER_NODE=2 \
+    MASTER_PORT="$port" OMP_NUM_THREADS=1 timeout 180 "$olm" train --config slurm2.json --dist-timeout 60 \
+    >"slurm2.$r.out" 2>&1 &
+  pids+=($!)
+done
+for p in "${pids[@]}"; do wait "$p" || { cat slurm2.*.out >&2; fail "Slurm-style launch"; }; done
+grep -q "rank 1 of 2" slurm2.1.out || { cat slurm2.1.out >&2; fail "Slurm rank 1 did not join"; }
+compare runs/single.jsonl runs/slurm2.jsonl || fail "Slurm-style launch, 2 ranks: losses differ"
+
 # The C program: alone, then as 2 ranks.
 config c1 && "$cprog" c1.json train.bin >c1.out 2>&1 || { cat c1.out >&2; fail "C program"; }
 compare runs/single.jsonl runs/c1.jsonl || fail "C program alone differs from olm train"

@@ -369,6 +369,14 @@ TEST(ProcessGroup, OptionsFromTorchrunAndSlurmEnvironments) {
   EXPECT_EQ(o.master_port, 1234);
   EXPECT_TRUE(olm::dist::launched_distributed());
 
+  // Across nodes Slurm gives no rendezvous host: the error says how to set one.
+  unsetenv("MASTER_ADDR");
+  olm::testing::expect_error([] { olm::dist::resolve_options({}); }, olm::ErrorCode::kInvalidArgument,
+                             "MASTER_ADDR is not set and this Slurm job spans several nodes");
+  setenv("SLURM_NTASKS_PER_NODE", "8", 1);  // one node: the loopback will do
+  EXPECT_EQ(olm::dist::resolve_options({}).master_addr, "127.0.0.1");
+  setenv("MASTER_ADDR", "node01", 1);
+
   // torchrun's variables win over Slurm's (torchrun inside an allocation).
   setenv("RANK", "2", 1), setenv("WORLD_SIZE", "4", 1), setenv("LOCAL_RANK", "0", 1), setenv("LOCAL_WORLD_SIZE", "2", 1);
   o = olm::dist::resolve_options({});

@@ -79,7 +79,14 @@ ProcessGroupOptions resolve_options(ProcessGroupOptions o) {
   if (o.local_world_size < 0)
     o.local_world_size = torchrun ? env_int("LOCAL_WORLD_SIZE", o.world_size)
                                   : slurm ? slurm_tasks_per_node(o.world_size) : o.world_size;
-  if (o.master_addr.empty()) o.master_addr = env("MASTER_ADDR") ? env("MASTER_ADDR") : "127.0.0.1";
+  if (o.master_addr.empty()) {
+    // Slurm names no rendezvous host; on one node the loopback is right, across nodes only
+    // the user knows which address every node can reach.
+    require(env("MASTER_ADDR") || !slurm || o.world_size <= o.local_world_size, ErrorCode::kInvalidArgument,
+            "MASTER_ADDR is not set and this Slurm job spans several nodes: export MASTER_ADDR=$(scontrol show "
+            "hostnames \"$SLURM_JOB_NODELIST\" | head -n 1) (and MASTER_PORT) before srun");
+    o.master_addr = env("MASTER_ADDR") ? env("MASTER_ADDR") : "127.0.0.1";
+  }
   if (o.master_port == 0) o.master_port = static_cast<int>(env_int("MASTER_PORT", 29500));
   require(o.world_size >= 1, ErrorCode::kInvalidArgument, "world_size must be at least 1");
   require(o.rank >= 0 && o.rank < o.world_size, ErrorCode::kInvalidArgument,
