@@ -115,22 +115,24 @@ void add_dist_options(cxxopts::Options& options) {
       cxxopts::value<double>()->default_value("300"));
 }
 
-// Data-parallel training when a launcher started several processes.
-void maybe_join(olm::train::Trainer& trainer, const cxxopts::ParseResult& args, const std::string& device) {
+// Data-parallel training when a launcher started several processes: the group, joined before
+// the model is built, so that "cuda" can mean this rank's GPU (cuda:LOCAL_RANK).
+std::shared_ptr<olm::dist::ProcessGroup> maybe_join(const cxxopts::ParseResult& args, std::string& device) {
   const auto mode = args["dist"].as<std::string>();
   if (mode != "auto" && mode != "on" && mode != "off")
     throw UsageError("--dist must be auto, on or off, not '" + mode + "'");
-  if (mode == "off" || (mode == "auto" && !olm::dist::launched_distributed())) return;
+  if (mode == "off" || (mode == "auto" && !olm::dist::launched_distributed())) return nullptr;
   olm::dist::ProcessGroupOptions o;
   o.device = device;
   const double timeout = args["dist-timeout"].as<double>();
   if (!(timeout > 0)) throw UsageError("--dist-timeout must be positive");
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000));
   auto group = olm::dist::ProcessGroup::create(o);
-  std::fprintf(stderr, "olm: rank %ld of %ld (local %ld of %ld), %s over %s:%d\n", group->rank(),
+  if (device == "cuda") device = "cuda:" + std::to_string(group->local_rank());
+  std::fprintf(stderr, "olm: rank %ld of %ld (local %ld of %ld), %s over %s:%d, on %s\n", group->rank(),
                group->world_size(), group->local_rank(), group->local_world_size(), group->backend_name(),
-               group->options().master_addr.c_str(), group->options().master_port);
-  trainer.set_process_group(group);
+               group->options().master_addr.c_str(), group->options().master_port, device.c_str());
+  return group;
 }
 
 // Shared by train and resume: builds data, fits, reports.
@@ -197,10 +199,11 @@ int cmd_train(int argc, char** argv) {
   if (args.count("max-steps")) native_config.max_steps = args["max-steps"].as<int64_t>();
   auto config = olm::train::TrainConfig::from_native(native_config);
   if (!config.spec().model) throw UsageError("the train config names no model (`model` or `model_preset`)");
-  const std::string device = args["device"].as<std::string>();
+  std::string device = args["device"].as<std::string>();
+  auto group = maybe_join(args, device);
   auto model = std::make_shared<olm::Model>(*config.spec().model, device, olm::ModelOptions{});
   olm::train::Trainer trainer(model, config);
-  maybe_join(trainer, args, device);
+  trainer.set_process_group(group);
   return run_fit(trainer, {}, device);
 }
 
@@ -223,13 +226,14 @@ int cmd_resume(int argc, char** argv) {
   auto native = meta.train_config.native();
   if (args.count("max-steps")) native.max_steps = args["max-steps"].as<int64_t>();
   auto config = olm::train::TrainConfig::from_native(native);
-  const std::string device = args["device"].as<std::string>();
+  std::string device = args["device"].as<std::string>();
+  auto group = maybe_join(args, device);
   olm::ModelOptions model_options;
   model_options.init_weights = false;
   auto model = std::make_shared<olm::Model>(meta.model_config, device, model_options);
   olm::train::Trainer trainer(model, config);
   const auto position = olm::checkpoint::load(trainer, dir);
-  maybe_join(trainer, args, device);
+  trainer.set_process_group(group);
   std::fprintf(stderr, "olm: resumed %s at step %ld\n", dir.c_str(), trainer.step());
   return run_fit(trainer, position, device);
 }
