@@ -32,7 +32,10 @@ struct FitResult {
 
 // Trains until the config's max_steps. `loader` supplies the training batches and its
 // position is saved in checkpoints; `eval` (may be null) is evaluated every eval_interval steps
-// and at the end.
+// and at the end. With a process group on the trainer, `loader` must be this rank's
+// (DataLoader's rank and world_size), rank 0 alone writes metrics and checkpoints, a stop
+// asked for on any rank stops all at the same step, and every rank evaluates the whole eval
+// set (the same weights, so the same numbers; not yet split across ranks).
 FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const data::TokenDataset> eval,
               const FitCallbacks& callbacks);
 
