@@ -9,6 +9,7 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 #include <thread>
@@ -186,9 +187,12 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const ProcessGroupOptions& in
                            (agent_store ? "" : " (hosted by rank 0, which never arrived)") + " within " +
                            ms_text(o.timeout) + ": " + cause);
   }
-  // One namespace per run: torchrun's agent store outlives restarts.
+  // One namespace per run and group: torchrun's agent store outlives restarts, and a process
+  // may create several groups in turn (every rank creates them in the same order).
+  static std::atomic<int64_t> groups_created{0};
   const std::string run = env("TORCHELASTIC_RESTART_COUNT") ? env("TORCHELASTIC_RESTART_COUNT") : "0";
-  group->impl_->store = c10::make_intrusive<c10d::PrefixStore>("olm/" + run, tcp);
+  group->impl_->store =
+      c10::make_intrusive<c10d::PrefixStore>("olm/" + run + "/" + std::to_string(groups_created++), tcp);
   auto& store = group->impl_->store;
   store->set("arrived/" + std::to_string(o.rank), std::vector<uint8_t>{1});
   const auto deadline = std::chrono::steady_clock::now() + o.timeout;
