@@ -40,10 +40,11 @@ olm::Config model_config() {
 // 8 instances of 8 tokens per global batch; micro-batches of 2 instances, so one process
 // accumulates 4 micro-batches, 2 ranks 2 each (no sync on the first), 4 ranks 1 each.
 // AdamW, clipping at a global norm of 1 and z-loss exercise every cross-rank quantity.
-olm::train::TrainConfig train_config() {
+olm::train::TrainConfig train_config(const std::string& extra = "") {
   return olm::train::TrainConfig::from_json(R"({"sequence_length": 8, "global_batch_size": 64,
       "rank_microbatch_size": 16, "max_steps": 20, "seed": 3, "z_loss_multiplier": 1e-4,
-      "max_grad_norm": 1.0, "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.1}})");
+      "max_grad_norm": 1.0, "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.1})" +
+                                            extra + "}");
 }
 
 std::shared_ptr<olm::data::TokenDataset> dataset() {
@@ -72,14 +73,14 @@ struct TrainRun {
 // die_after_step: the rank sends itself `die_signal` before that step (SIGKILL: dead;
 // SIGSTOP: alive but stuck).
 TrainRun train(const std::shared_ptr<olm::dist::ProcessGroup>& group, int die_after_step = -1,
-               int die_signal = SIGKILL) {
+               int die_signal = SIGKILL, const std::string& extra_config = "") {
   auto model = std::make_shared<olm::Model>(model_config(), "cpu", olm::ModelOptions{});
   const int64_t rank = group ? group->rank() : 0, world = group ? group->world_size() : 1;
   if (rank != 0) {
     at::NoGradGuard no_grad;
     for (auto& p : model->module().named_parameters()) p.tensor->add_(at::randn_like(*p.tensor) * 0.1);
   }
-  olm::train::Trainer trainer(model, train_config());
+  olm::train::Trainer trainer(model, train_config(extra_config));
   if (group) trainer.set_process_group(group);
   olm::data::DataLoader loader(dataset(), 8, 3, rank, world);
   TrainRun run;
@@ -226,8 +227,8 @@ const TrainRun& single_process() {
 // Losses per step within 1e-5 relative, final weights within 1e-5: ranks sum
 // the same float32 terms as one process in another order (about 1e-7 relative per step);
 // 20 AdamW steps do not amplify that past 1e-5 for weights of order 0.1.
-void expect_matches_single_process(int world) {
-  const auto children = launch(world, "train", 60);
+void expect_matches_single_process(int world, const std::string& mode = "train") {
+  const auto children = launch(world, mode, 60);
   const TrainRun& ref = single_process();
   std::vector<TrainRun> runs;
   for (auto& c : children) {
@@ -271,6 +272,9 @@ void expect_matches_single_process(int world) {
 
 TEST(DataParallel, TwoRanksMatchOneProcess) { expect_matches_single_process(2); }
 TEST(DataParallel, FourRanksMatchOneProcess) { expect_matches_single_process(4); }
+// Activation checkpointing recomputes each block inside backward; the gradient hooks must
+// still see every gradient once, and the numbers stay those of one process without it.
+TEST(DataParallel, TwoRanksWithActivationCheckpointingMatchOneProcess) { expect_matches_single_process(2, "ac"); }
 
 // The gradient bytes per step are the parameters once (summed, float32), plus the token count
 // and the two losses.
@@ -471,7 +475,8 @@ int worker(const std::string& mode, const std::string& out, double timeout_s) {
     o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
     auto group = olm::dist::ProcessGroup::create(o);
     const bool dies = (mode == "die" || mode == "stop") && group->rank() == 1;
-    const TrainRun r = train(group, dies ? 3 : -1, mode == "stop" ? SIGSTOP : SIGKILL);
+    const TrainRun r = train(group, dies ? 3 : -1, mode == "stop" ? SIGSTOP : SIGKILL,
+                             mode == "ac" ? R"(, "ac_mode": "full")" : "");
     write_run(r, out);
     group->shutdown();
     return 0;
