@@ -1120,7 +1120,8 @@ OLM_API void olm_dist_free(olm_dist* dist);
  * world_size tokens, gradients are summed over ranks in buckets while backward runs, and the
  * loss is normalized by the global batch's target tokens, as one process with the whole
  * global batch would; olm_trainer_fit() gives each rank its own slice of every global batch,
- * and only rank 0 writes checkpoints and metrics.
+ * and only rank 0 writes checkpoints and metrics; olm_trainer_evaluate() (and fit's
+ * evaluations) split the batches across ranks and sum, so every rank must call it.
  *
  * @param trainer The trainer.
  * @param dist The process group; kept alive by the trainer. NULL detaches (single process).

@@ -21,6 +21,7 @@
 #include "core/dist/ddp.h"
 #include "core/dist/process_group.h"
 #include "core/error.h"
+#include "core/train/fit.h"
 #include "core/train/trainer.h"
 #include "test_util.h"
 
@@ -66,6 +67,8 @@ struct TrainRun {
   std::vector<double> loss, grad_norm, step_seconds, comm_wait;
   std::vector<int64_t> comm_bytes;
   std::map<std::string, std::vector<float>> params;
+  double eval_loss = 0;
+  int64_t eval_tokens = 0;
 };
 
 // Trains kSteps steps; with a group, on this rank's part of each global batch. Ranks other
@@ -94,6 +97,10 @@ TrainRun train(const std::shared_ptr<olm::dist::ProcessGroup>& group, int die_af
     run.comm_wait.push_back(m.comm_wait_seconds);
     run.comm_bytes.push_back(m.comm_bytes);
   }
+  // Evaluation splits the batches over the ranks and sums: every rank gets the whole answer.
+  const auto eval = olm::train::evaluate_dataset(trainer, *dataset(), 2, 0);
+  run.eval_loss = eval.loss;
+  run.eval_tokens = eval.tokens;
   for (auto& p : model->module().named_parameters()) {
     auto t = p.tensor->detach().to(at::kFloat).contiguous();
     run.params[p.name] = std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
@@ -107,6 +114,7 @@ void write_run(const TrainRun& r, const std::string& path) {
   for (size_t i = 0; i < r.loss.size(); ++i)
     out << "step " << r.loss[i] << " " << r.grad_norm[i] << " " << r.step_seconds[i] << " " << r.comm_wait[i] << " "
         << r.comm_bytes[i] << "\n";
+  out << "eval " << r.eval_loss << " " << r.eval_tokens << "\n";
   for (auto& [name, v] : r.params) {
     out << "param " << name << " " << v.size();
     for (float f : v) out << " " << f;
@@ -128,6 +136,8 @@ TrainRun read_run(const std::string& path) {
       ss >> l >> g >> s >> w >> b;
       r.loss.push_back(l), r.grad_norm.push_back(g), r.step_seconds.push_back(s), r.comm_wait.push_back(w);
       r.comm_bytes.push_back(b);
+    } else if (kind == "eval") {
+      ss >> r.eval_loss >> r.eval_tokens;
     } else if (kind == "param") {
       std::string name;
       size_t n;
@@ -257,6 +267,11 @@ void expect_matches_single_process(int world, const std::string& mode = "train")
                   for (int s = 0; s < kSteps; ++s) w = std::max(w, std::abs(r.loss[s] - ref.loss[s]) / ref.loss[s]);
                   return w;
                 }());
+  }
+  for (const TrainRun& r : runs) {
+    EXPECT_EQ(r.eval_tokens, ref.eval_tokens);
+    EXPECT_NEAR(r.eval_loss, ref.eval_loss, 1e-5 * ref.eval_loss);
+    EXPECT_EQ(r.eval_loss, runs[0].eval_loss);
   }
   // Every rank holds bit-identical weights: the all-reduce hands every rank the same sums.
   for (size_t k = 1; k < runs.size(); ++k) EXPECT_EQ(runs[k].params, runs[0].params);

@@ -39,9 +39,17 @@ EvalMetrics evaluate_dataset(Trainer& trainer, const data::TokenDataset& dataset
                              int64_t max_batches) {
   const int64_t n = dataset.num_instances();
   require(batch_instances > 0, ErrorCode::kInvalidArgument, "batch_instances must be positive");
+  // With a process group, rank r evaluates batches r, r + world, ... and evaluate() sums the
+  // ranks' totals.
+  const int64_t rank = trainer.rank(), world = trainer.world_size();
   int64_t next = 0, batches = 0;
   return trainer.evaluate([&](at::Tensor& ids, at::Tensor& labels) {
-    if (next >= n || (max_batches > 0 && batches >= max_batches)) return false;
+    for (;;) {
+      if (next >= n || (max_batches > 0 && batches >= max_batches)) return false;
+      if (batches % world == rank) break;
+      next += batch_instances;
+      ++batches;
+    }
     std::vector<int64_t> indices;
     for (int64_t i = next; i < std::min(n, next + batch_instances); ++i) indices.push_back(i);
     next += batch_instances;

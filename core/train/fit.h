@@ -34,13 +34,13 @@ struct FitResult {
 // position is saved in checkpoints; `eval` (may be null) is evaluated every eval_interval steps
 // and at the end. With a process group on the trainer, `loader` must be this rank's
 // (DataLoader's rank and world_size), rank 0 alone writes metrics and checkpoints, a stop
-// asked for on any rank stops all at the same step, and every rank evaluates the whole eval
-// set (the same weights, so the same numbers; not yet split across ranks).
+// asked for on any rank stops all at the same step, and the eval batches are split across
+// ranks (every rank gets the same result).
 FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const data::TokenDataset> eval,
               const FitCallbacks& callbacks);
 
 // Mean loss over a dataset's instances in order, `max_batches` batches of `batch_instances`
-// (0: all).
+// (0: all); with a process group, rank r takes batches r, r + world_size, ... (a collective).
 EvalMetrics evaluate_dataset(Trainer& trainer, const data::TokenDataset& dataset, int64_t batch_instances,
                              int64_t max_batches);
 

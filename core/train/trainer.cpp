@@ -236,6 +236,16 @@ EvalMetrics Trainer::evaluate(const std::function<bool(at::Tensor&, at::Tensor&)
     ids = at::Tensor();
     labels = at::Tensor();
   }
+  if (group_) {
+    // Each rank evaluated its share of the batches: sum the totals (float64: exact for counts).
+    // A normal tensor: the backend's threads run outside inference mode.
+    c10::InferenceMode normal(false);
+    auto sums = at::tensor({total, static_cast<double>(tokens)}, at::kDouble).to(group_->comm_device());
+    group_->all_reduce_sum({sums});
+    sums = sums.cpu();
+    total = sums[0].item<double>();
+    tokens = static_cast<int64_t>(sums[1].item<double>());
+  }
   EvalMetrics m;
   m.tokens = tokens;
   m.loss = tokens > 0 ? total / static_cast<double>(tokens) : std::nan("");

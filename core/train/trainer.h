@@ -63,7 +63,8 @@ class Trainer {
   // Labels default to OLMo-core's (inputs shifted left, last position ignored).
   StepMetrics train_batch(const at::Tensor& input_ids, const at::Tensor& labels = at::Tensor());
 
-  // Mean cross-entropy over the batches (each (B, L) input_ids with optional labels).
+  // Mean cross-entropy over the batches (each (B, L) input_ids with optional labels). With a
+  // process group, the batches this rank is given, summed with the other ranks' (a collective).
   EvalMetrics evaluate(const std::function<bool(at::Tensor& input_ids, at::Tensor& labels)>& next_batch);
 
   Model& model() { return *model_; }
