@@ -1125,6 +1125,8 @@ OLM_API void olm_dist_free(olm_dist* dist);
  *
  * @param trainer The trainer.
  * @param dist The process group; kept alive by the trainer. NULL detaches (single process).
+ *        The trainer issues collectives on it during steps, fits and evaluations: do not
+ *        use dist (barrier, all-reduce) from another thread meanwhile.
  * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for a NULL trainer; OLM_ERR_INVALID_CONFIG when global_batch_size does not divide
  *         over the ranks; OLM_ERR_DISTRIBUTED when the broadcast fails.
  */
