@@ -38,6 +38,14 @@ struct olm_train_config {
   olm::train::TrainConfig config;
 };
 
+namespace olm::dist {
+class ProcessGroup;
+}
+
+struct olm_dist {
+  std::shared_ptr<olm::dist::ProcessGroup> group;
+};
+
 struct olm_trainer {
   std::unique_ptr<olm::train::Trainer> trainer;
   // Where the training data stood at the last checkpoint load or fit; saved with checkpoints.

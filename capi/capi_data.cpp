@@ -162,7 +162,8 @@ olm_error* olm_trainer_fit(olm_trainer* trainer, const olm_dataset* train_data, 
   require(train_data->dataset->options().sequence_length == spec.sequence_length, ErrorCode::kInvalidArgument,
           "train_data: sequence_length " + std::to_string(train_data->dataset->options().sequence_length) +
               " differs from the train config's " + std::to_string(spec.sequence_length));
-  olm::data::DataLoader loader(train_data->dataset, spec.global_batch_instances(), static_cast<uint64_t>(spec.seed));
+  olm::data::DataLoader loader(train_data->dataset, spec.global_batch_instances(), static_cast<uint64_t>(spec.seed),
+                               t.rank(), t.world_size());
   loader.restore({trainer->data_position.epoch, trainer->data_position.batch_in_epoch});
   olm::train::FitCallbacks callbacks;
   if (opts.on_step) {

@@ -28,6 +28,8 @@ olm_error* current_exception_to_error() noexcept {
     return make_error(static_cast<olm_error_code_t>(e.code()), e.what());
   } catch (const c10::OutOfMemoryError& e) {
     return make_error(OLM_ERR_OUT_OF_MEMORY, e.what_without_backtrace());
+  } catch (const c10::DistError& e) {
+    return make_error(OLM_ERR_DISTRIBUTED, std::string("c10d: ") + e.what_without_backtrace());
   } catch (const c10::Error& e) {
     return make_error(OLM_ERR_INTERNAL, std::string("LibTorch: ") + e.what_without_backtrace());
   } catch (const std::bad_alloc&) {

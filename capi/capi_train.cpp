@@ -28,6 +28,8 @@ olm_step_metrics olm::capi::step_metrics_to_c(const olm::train::StepMetrics& m) 
   c.skipped_steps = m.skipped_steps;
   c.lb_loss = m.lb_loss;
   c.router_z_loss = m.router_z_loss;
+  c.comm_bytes = m.comm_bytes;
+  c.comm_wait_seconds = m.comm_wait_seconds;
   return c;
 }
 

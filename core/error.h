@@ -15,6 +15,7 @@ enum class ErrorCode : int {
   kDeviceUnavailable = 6,
   kMismatch = 7,
   kInternal = 8,
+  kDistributed = 9,  // a process group failed: a rank missing, dead or timed out
 };
 
 class Error : public std::runtime_error {

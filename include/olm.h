@@ -81,6 +81,9 @@ typedef int32_t olm_error_code_t;
 #define OLM_ERR_MISMATCH 7
 /** An unexpected failure inside the library; the message says what happened. */
 #define OLM_ERR_INTERNAL 8
+/** A process group failed: a rank never arrived, died or left, or a collective timed out
+ *  (the message names the ranks). */
+#define OLM_ERR_DISTRIBUTED 9
 
 /**
  * The code of an error.
@@ -819,6 +822,12 @@ typedef struct olm_step_metrics {
      *  not to loss, as OLMo-core reports them; 0 for dense models. */
     double lb_loss;
     double router_z_loss;
+    /** Bytes this rank all-reduced during the step (gradients, token count, losses); 0
+     *  without a process group. */
+    int64_t comm_bytes;
+    /** Seconds the step waited for the gradient reduction after backward (what backward did
+     *  not hide); 0 without a process group. */
+    double comm_wait_seconds;
 } olm_step_metrics;
 
 /**
@@ -841,7 +850,8 @@ OLM_API OLM_MUST_USE olm_error* olm_trainer_create(olm_model* model,
  *
  * @param trainer The trainer.
  * @param input_ids int32 or int64, shape (B, sequence_length) with B * sequence_length equal
- *        to the config's global_batch_size.
+ *        to the config's global_batch_size (divided by the world size after
+ *        olm_trainer_set_dist(): this rank's part of the global batch).
  * @param labels Targets shaped like input_ids (-100 ignores a position), or NULL for
  *        OLMo-core's default: input_ids shifted left by one, the last position ignored.
  * @param out Receives the step's metrics; its struct_size must be set.
@@ -1110,6 +1120,155 @@ OLM_API OLM_MUST_USE olm_error* olm_trainer_fit(olm_trainer* trainer, const olm_
  */
 OLM_API OLM_MUST_USE olm_error* olm_trainer_evaluate(olm_trainer* trainer, const olm_dataset* data,
                                                      int64_t max_batches, olm_eval_metrics* out);
+
+/* ------------------------------------------------------------------------------------ */
+/* Distributed training                                                                  */
+/* ------------------------------------------------------------------------------------ */
+
+/** A c10d process group: this process's membership in a group of ranks that train one model
+ *  together (PyTorch's Gloo backend for CPU tensors, NCCL for CUDA tensors). Create one per
+ *  process with olm_dist_create(); release with olm_dist_free(). A trainer given one keeps it
+ *  alive. */
+typedef struct olm_dist olm_dist;
+
+/** Process group backends (olm_dist_options.backend, olm_dist_info.backend). */
+typedef int32_t olm_dist_backend;
+/** nccl when the options' device is CUDA, else gloo. */
+#define OLM_DIST_AUTO 0
+#define OLM_DIST_GLOO 1
+#define OLM_DIST_NCCL 2
+
+/** Options for olm_dist_create(). Fill with olm_dist_options_init(). Fields left at their
+ *  "unset" value are read from the environment a launcher provides: torchrun's RANK,
+ *  WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, or else Slurm's
+ *  SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID, SLURM_NTASKS_PER_NODE (with MASTER_ADDR and
+ *  MASTER_PORT); without either, a group of one process. */
+typedef struct olm_dist_options {
+    size_t struct_size;
+    /** OLM_DIST_AUTO (default), OLM_DIST_GLOO or OLM_DIST_NCCL. */
+    olm_dist_backend backend;
+    /** The training device, "cpu" (default) or "cuda[:N]"; picks the backend for OLM_DIST_AUTO. */
+    const char* device;
+    /** This process's rank in [0, world_size); -1 (default): from the environment. */
+    int64_t rank;
+    /** The number of processes; -1 (default): from the environment. */
+    int64_t world_size;
+    /** The rank within this machine; -1 (default): from the environment, else rank. */
+    int64_t local_rank;
+    /** Processes on this machine; -1 (default): from the environment, else world_size. */
+    int64_t local_world_size;
+    /** The rendezvous host (rank 0's, or torchrun's agent); NULL (default): MASTER_ADDR, else
+     *  "127.0.0.1". */
+    const char* master_addr;
+    /** The rendezvous TCP port; 0 (default): MASTER_PORT, else 29500. */
+    int32_t master_port;
+    /** Every rendezvous step and collective fails with OLM_ERR_DISTRIBUTED after this many
+     *  seconds instead of waiting forever; default 300. */
+    double timeout_seconds;
+} olm_dist_options;
+
+/** What olm_dist_info() reports. */
+typedef struct olm_dist_info {
+    size_t struct_size;
+    int64_t rank;
+    int64_t world_size;
+    int64_t local_rank;
+    int64_t local_world_size;
+    /** OLM_DIST_GLOO or OLM_DIST_NCCL. */
+    olm_dist_backend backend;
+    /** Collectives issued and payload bytes this rank has all-reduced or broadcast so far. */
+    int64_t collectives;
+    int64_t bytes;
+} olm_dist_info;
+
+/**
+ * Fill process group options with their defaults (everything from the environment), writing
+ * only the first struct_size bytes. Call it through the olm_dist_options_init() macro.
+ *
+ * @param options The options to fill; ignored when NULL.
+ * @param struct_size sizeof the caller's struct; ignored when smaller than a size_t.
+ */
+OLM_API void olm_dist_options_init_sized(olm_dist_options* options, size_t struct_size);
+/** Fill process group options with their defaults (see olm_dist_options_init_sized()). */
+#define olm_dist_options_init(options) olm_dist_options_init_sized((options), sizeof *(options))
+
+/**
+ * Join a process group: every rank calls this with the same world size and rendezvous
+ * address. Rank 0 hosts a TCPStore at master_addr:master_port (under torchrun, its agent
+ * already does), every rank checks in, then the backend connects every pair of ranks.
+ *
+ * @param options The options, or NULL for the defaults (all from the environment).
+ * @param out On success, receives a new process group owned by the caller.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for a bad option or environment variable
+ *         (the message names it); OLM_ERR_DISTRIBUTED when a rank does not arrive within the
+ *         timeout (the message names the missing ranks) or the store cannot be reached;
+ *         OLM_ERR_DEVICE_UNAVAILABLE for the nccl backend, which this build does not offer.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_dist_create(const olm_dist_options* options, olm_dist** out);
+
+/**
+ * This process's place in the group.
+ *
+ * @param dist The process group.
+ * @param out The caller's struct; its struct_size must be set. Filled only on success.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_dist_info_get(const olm_dist* dist, olm_dist_info* out);
+
+/**
+ * Wait until every rank has reached this call.
+ *
+ * @param dist The process group.
+ * @return NULL on success; OLM_ERR_DISTRIBUTED when a rank died or did not come within the
+ *         timeout (the message names it).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_dist_barrier(olm_dist* dist);
+
+/**
+ * Sum a float32 or int64 CPU tensor over all ranks, in place (c10d's all-reduce).
+ *
+ * @param dist The process group.
+ * @param tensor The tensor; every rank passes the same shape and dtype. Overwritten with the sum.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers or an unsupported
+ *         tensor; OLM_ERR_DISTRIBUTED when a rank died or timed out.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_dist_all_reduce_sum(olm_dist* dist, olm_tensor* tensor);
+
+/**
+ * Leave the group cleanly: a final barrier, then the connections close. Later collectives on
+ * this group (including training steps of trainers using it) fail with OLM_ERR_DISTRIBUTED.
+ * Calling it twice is a no-op.
+ *
+ * @param dist The process group.
+ * @return NULL on success; OLM_ERR_DISTRIBUTED when another rank does not reach the barrier.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_dist_shutdown(olm_dist* dist);
+
+/**
+ * Release a process group handle (the group lives on while a trainer holds it).
+ *
+ * @param dist A process group, or NULL (no-op).
+ */
+OLM_API void olm_dist_free(olm_dist* dist);
+
+/**
+ * Train data-parallel (DDP): every rank's trainer takes the same model config and train
+ * config; rank 0's parameters are broadcast to all (so call this on every rank, before the
+ * first step or right after every rank loaded the same checkpoint). From then on olm_trainer_step() takes this rank's global_batch_size /
+ * world_size tokens, gradients are summed over ranks in buckets while backward runs, and the
+ * loss is normalized by the global batch's target tokens, as one process with the whole
+ * global batch would; olm_trainer_fit() gives each rank its own slice of every global batch,
+ * and only rank 0 writes checkpoints and metrics; olm_trainer_evaluate() (and fit's
+ * evaluations) split the batches across ranks and sum, so every rank must call it.
+ *
+ * @param trainer The trainer.
+ * @param dist The process group; kept alive by the trainer. NULL detaches (single process).
+ *        The trainer issues collectives on it during steps, fits and evaluations: do not
+ *        use dist (barrier, all-reduce) from another thread meanwhile.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for a NULL trainer; OLM_ERR_INVALID_CONFIG when global_batch_size does not divide
+ *         over the ranks; OLM_ERR_DISTRIBUTED when the broadcast fails.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_trainer_set_dist(olm_trainer* trainer, olm_dist* dist);
 
 #ifdef __cplusplus
 } /* extern "C" */

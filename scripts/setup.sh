@@ -11,7 +11,7 @@ VENV="$OLM_HOME/venv"
 say() { printf '[setup] %s\n' "$*"; }
 
 apt_packages=(cmake ninja-build g++ pkg-config ccache flatbuffers-compiler libflatbuffers-dev
-              libcxxopts-dev libgtest-dev libgmock-dev golang-go bindgen abigail-tools valgrind python3-venv
+              libcxxopts-dev libgtest-dev libgmock-dev libgloo-dev golang-go bindgen abigail-tools valgrind python3-venv
               fortunes)
 missing=()
 for p in "${apt_packages[@]}"; do

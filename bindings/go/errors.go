@@ -20,6 +20,7 @@ const (
 	ErrDeviceUnavailable Code = C.OLM_ERR_DEVICE_UNAVAILABLE
 	ErrMismatch          Code = C.OLM_ERR_MISMATCH
 	ErrInternal          Code = C.OLM_ERR_INTERNAL
+	ErrDistributed       Code = C.OLM_ERR_DISTRIBUTED
 )
 
 func (c Code) String() string {
@@ -40,6 +41,8 @@ func (c Code) String() string {
 		return "mismatch"
 	case ErrInternal:
 		return "internal error"
+	case ErrDistributed:
+		return "distributed error"
 	}
 	return fmt.Sprintf("code %d", int32(c))
 }

@@ -114,6 +114,10 @@ type StepMetrics struct {
 	// gradient, not in Loss); 0 for dense models.
 	LBLoss      float64
 	RouterZLoss float64
+	// CommBytes is what this rank all-reduced during the step (0 without a process group).
+	CommBytes int64
+	// CommWaitSeconds is the time the step waited for gradients after backward.
+	CommWaitSeconds float64
 }
 
 func stepMetricsFromC(m *C.olm_step_metrics) StepMetrics {
@@ -121,7 +125,8 @@ func stepMetricsFromC(m *C.olm_step_metrics) StepMetrics {
 		ZLoss: float64(m.z_loss), GradNorm: float64(m.grad_norm), LR: float64(m.lr), Tokens: int64(m.tokens),
 		TokensSeen: int64(m.tokens_seen), TokensPerSecond: float64(m.tokens_per_second),
 		StepSeconds: float64(m.step_seconds), Skipped: m.skipped != 0, SkippedSteps: int64(m.skipped_steps),
-		LBLoss: float64(m.lb_loss), RouterZLoss: float64(m.router_z_loss)}
+		LBLoss: float64(m.lb_loss), RouterZLoss: float64(m.router_z_loss),
+		CommBytes: int64(m.comm_bytes), CommWaitSeconds: float64(m.comm_wait_seconds)}
 }
 
 // EvalMetrics is a validation loss.

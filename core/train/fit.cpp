@@ -4,6 +4,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "core/dist/process_group.h"
 #include "core/error.h"
 #include "core/io/atomic_file.h"
 
@@ -26,7 +27,10 @@ std::string metrics_json(const StepMetrics& m) {
      << ",\"tokens_per_second\":" << json_number(m.tokens_per_second)
      << ",\"step_seconds\":" << json_number(m.step_seconds) << ",\"skipped\":" << (m.skipped ? "true" : "false")
      << ",\"skipped_steps\":" << m.skipped_steps << ",\"lb_loss\":" << json_number(m.lb_loss)
-     << ",\"router_z_loss\":" << json_number(m.router_z_loss) << "}";
+     << ",\"router_z_loss\":" << json_number(m.router_z_loss);
+  if (m.comm_bytes > 0)
+    os << ",\"comm_bytes\":" << m.comm_bytes << ",\"comm_wait_seconds\":" << json_number(m.comm_wait_seconds);
+  os << "}";
   return os.str();
 }
 
@@ -38,9 +42,17 @@ EvalMetrics evaluate_dataset(Trainer& trainer, const data::TokenDataset& dataset
                              int64_t max_batches, bool documents) {
   const int64_t n = dataset.num_instances();
   require(batch_instances > 0, ErrorCode::kInvalidArgument, "batch_instances must be positive");
+  // With a process group, rank r evaluates batches r, r + world, ... and evaluate() sums the
+  // ranks' totals.
+  const int64_t rank = trainer.rank(), world = trainer.world_size();
   int64_t next = 0, batches = 0;
   return trainer.evaluate([&](at::Tensor& ids, at::Tensor& labels, at::Tensor& cu_doc_lens) {
-    if (next >= n || (max_batches > 0 && batches >= max_batches)) return false;
+    for (;;) {
+      if (next >= n || (max_batches > 0 && batches >= max_batches)) return false;
+      if (batches % world == rank) break;
+      next += batch_instances;
+      ++batches;
+    }
     std::vector<int64_t> indices;
     for (int64_t i = next; i < std::min(n, next + batch_instances); ++i) indices.push_back(i);
     next += batch_instances;
@@ -57,7 +69,10 @@ FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const 
               const FitCallbacks& callbacks, std::optional<bool> documents) {
   const TrainSpec& spec = trainer.config().spec();
   std::unique_ptr<std::ofstream> metrics;
-  if (!spec.metrics_path.empty()) {
+  // With a process group, rank 0 alone writes metrics and checkpoints (every rank holds the
+  // same parameters and optimizer state); the others wait for it at a barrier.
+  const bool writer = trainer.rank() == 0;
+  if (!spec.metrics_path.empty() && writer) {
     const auto slash = spec.metrics_path.find_last_of('/');
     if (slash != std::string::npos && slash > 0) io::make_directories(spec.metrics_path.substr(0, slash));
     metrics = std::make_unique<std::ofstream>(spec.metrics_path, std::ios::app);
@@ -70,9 +85,12 @@ FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const 
   auto save = [&]() {
     if (spec.save_folder.empty()) return;
     const auto pos = loader.position();
-    result.last_checkpoint =
-        checkpoint::save(trainer, spec.save_folder, {pos.epoch, pos.batch_in_epoch}, spec.keep_last_n);
-    log("saved checkpoint " + result.last_checkpoint);
+    if (writer) {
+      result.last_checkpoint =
+          checkpoint::save(trainer, spec.save_folder, {pos.epoch, pos.batch_in_epoch}, spec.keep_last_n);
+      log("saved checkpoint " + result.last_checkpoint);
+    }
+    if (trainer.process_group()) trainer.process_group()->barrier();
   };
   auto run_eval = [&]() {
     if (!eval) return;
@@ -84,8 +102,18 @@ FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const 
     if (callbacks.on_eval) callbacks.on_eval(*result.last_eval, trainer.step());
   };
 
+  // A stop asked for on one rank stops every rank at the same step (one tiny all-reduce per
+  // step), so none is left waiting in a collective.
+  auto agree_to_stop = [&](bool local) {
+    if (!trainer.process_group()) return local;
+    auto flag = at::full({1}, local ? 1L : 0L, at::TensorOptions(at::kLong).device(trainer.process_group()->comm_device()));
+    trainer.process_group()->all_reduce_sum({flag});
+    return flag.item<int64_t>() > 0;
+  };
+  bool stop = false;
   while (trainer.step() < spec.max_steps) {
-    if (callbacks.stop_requested && callbacks.stop_requested->load()) {
+    stop = stop || (callbacks.stop_requested && callbacks.stop_requested->load());
+    if (agree_to_stop(stop)) {
       result.stopped_early = true;
       break;
     }
@@ -96,7 +124,8 @@ FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const 
       *metrics << metrics_json(m) << "\n";
       metrics->flush();
     }
-    if (callbacks.on_step && !callbacks.on_step(m)) {
+    if (callbacks.on_step && !callbacks.on_step(m)) stop = true;
+    if (stop && !trainer.process_group()) {
       result.stopped_early = true;
       break;
     }
@@ -105,6 +134,8 @@ FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const 
   }
   if (!result.stopped_early) run_eval();
   save();
+  // No rank returns (and possibly exits, closing its connections) while another still talks.
+  if (trainer.process_group()) trainer.process_group()->barrier();
   result.steps = trainer.step();
   return result;
 }

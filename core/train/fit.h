@@ -36,11 +36,16 @@ struct FitResult {
 // `documents` turns intra-document masking (from the batches' document lengths) on or off
 // for training and evaluation; nullopt follows the config's data.generate_doc_lengths and
 // eval_data.generate_doc_lengths.
+// With a process group on the trainer, `loader` must be this rank's
+// (DataLoader's rank and world_size), rank 0 alone writes metrics and checkpoints, a stop
+// asked for on any rank stops all at the same step, and the eval batches are split across
+// ranks (every rank gets the same result).
 FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const data::TokenDataset> eval,
               const FitCallbacks& callbacks, std::optional<bool> documents = std::nullopt);
 
 // Mean loss over a dataset's instances in order, `max_batches` batches of `batch_instances`
-// (0: all); with `documents`, intra-document masking from the batches' document lengths.
+// (0: all); with `documents`, intra-document masking from the batches' document lengths; with a
+// process group, rank r takes batches r, r + world_size, ... (a collective).
 EvalMetrics evaluate_dataset(Trainer& trainer, const data::TokenDataset& dataset, int64_t batch_instances,
                              int64_t max_batches, bool documents = false);
 

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "core/dist/ddp.h"
 #include "core/error.h"
 #include "core/train/activation_checkpointing.h"
 
@@ -76,6 +77,25 @@ Trainer::Trainer(std::shared_ptr<Model> model, TrainConfig config)
   }
 }
 
+Trainer::~Trainer() = default;
+
+void Trainer::set_process_group(std::shared_ptr<dist::ProcessGroup> group) {
+  ddp_.reset();
+  group_ = std::move(group);
+  if (!group_) return;
+  const int64_t world = group_->world_size();
+  require(config_.spec().global_batch_instances() % world == 0, ErrorCode::kInvalidConfig,
+          "global_batch_size: " + std::to_string(config_.spec().global_batch_instances()) +
+              " instances do not divide evenly over world_size " + std::to_string(world));
+  std::vector<at::Tensor> tensors;
+  for (auto& p : params_) tensors.push_back(*p.tensor);
+  ddp_ = std::make_unique<dist::DataParallel>(group_, tensors);
+  ddp_->broadcast_parameters();
+}
+
+int64_t Trainer::rank() const { return group_ ? group_->rank() : 0; }
+int64_t Trainer::world_size() const { return group_ ? group_->world_size() : 1; }
+
 void Trainer::restore_counters(int64_t step, int64_t tokens_seen, int64_t skipped_steps) {
   step_ = step;
   tokens_seen_ = tokens_seen;
@@ -92,10 +112,12 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   require(input_ids_in.size(1) == spec.sequence_length, ErrorCode::kInvalidArgument,
           "input_ids: sequence length " + std::to_string(input_ids_in.size(1)) +
               " differs from the train config's sequence_length " + std::to_string(spec.sequence_length));
-  require(input_ids_in.numel() == spec.global_batch_size, ErrorCode::kInvalidArgument,
+  const int64_t world = world_size();
+  require(input_ids_in.numel() * world == spec.global_batch_size, ErrorCode::kInvalidArgument,
           "input_ids: " + std::to_string(input_ids_in.numel()) +
               " tokens differ from the train config's global_batch_size " +
-              std::to_string(spec.global_batch_size));
+              std::to_string(spec.global_batch_size) +
+              (world > 1 ? " / world_size " + std::to_string(world) : std::string()));
   require(input_ids_in.scalar_type() == at::kLong || input_ids_in.scalar_type() == at::kInt,
           ErrorCode::kInvalidArgument, "input_ids: dtype must be int32 or int64");
   const auto device = model_->device();
@@ -123,7 +145,15 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
 
   // OLMo-core: every micro-batch's summed loss is divided by the whole batch's target count,
   // so the accumulated gradient equals one big batch's mean-loss gradient.
-  const auto num_tokens_for_loss = labels.ne(kIgnoreIndex).sum();
+  // With DDP the count is the global batch's (summed over ranks) and gradients are summed,
+  // so every rank's loss is its share of the single-process loss.
+  auto num_tokens_for_loss = labels.ne(kIgnoreIndex).sum();
+  const int64_t comm_bytes_before = group_ ? group_->stats().bytes : 0;
+  if (group_) {
+    auto count = num_tokens_for_loss.to(group_->comm_device(), at::kLong).reshape({1});
+    group_->all_reduce_sum({count});
+    num_tokens_for_loss = count.reshape({}).to(device);
+  }
   nn::LossOptions loss_options;
   loss_options.reduction = nn::LossReduction::kSum;
   loss_options.z_loss_multiplier = spec.z_loss_multiplier;
@@ -139,6 +169,7 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
     at::AutoGradMode grad(true);
     for (int64_t start = 0; start < input_ids.size(0); start += micro) {
       const int64_t end = std::min(start + micro, input_ids.size(0));
+      if (ddp_) ddp_->set_sync(end == input_ids.size(0));
       nn::LossOutput out;
       {
         AutocastScope autocast(spec.bf16_autocast, device.type());
@@ -164,6 +195,14 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   model_->module().post_batch();
 
   at::NoGradGuard no_grad;
+  if (ddp_) {
+    ddp_->finish();
+    auto losses = at::stack({ce_batch, z_batch}).to(group_->comm_device());
+    group_->all_reduce_sum({losses});
+    losses = losses.to(device);
+    ce_batch = losses[0];
+    z_batch = losses[1];
+  }
   std::vector<at::Tensor> grads;
   for (auto& p : params_)
     if (p.tensor->grad().defined()) grads.push_back(p.tensor->grad());
@@ -179,7 +218,7 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   step_factor = step_factor * optimizer_->step_factor(ce_batch, spec.max_grad_norm ? grad_norm : at::Tensor());
 
   ++step_;
-  tokens_seen_ += input_ids.numel();
+  tokens_seen_ += input_ids.numel() * world;
   const int64_t t_max = spec.scheduler.units_tokens ? spec.max_steps * spec.global_batch_size : spec.max_steps;
   const int64_t current = spec.scheduler.units_tokens ? tokens_seen_ : step_;
   for (auto& group : optimizer_->groups())
@@ -201,7 +240,11 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   m.skipped = step_factor.item<float>() == 0.0f;
   if (m.skipped) ++skipped_steps_;
   m.skipped_steps = skipped_steps_;
-  m.tokens = input_ids.numel();
+  m.tokens = input_ids.numel() * world;
+  if (group_) {
+    m.comm_bytes = group_->stats().bytes - comm_bytes_before;
+    m.comm_wait_seconds = ddp_->last_wait_seconds();
+  }
   m.tokens_seen = tokens_seen_;
   m.step_seconds = seconds_since(t0);
   m.tokens_per_second = m.step_seconds > 0 ? static_cast<double>(m.tokens) / m.step_seconds : 0;
@@ -228,6 +271,16 @@ EvalMetrics Trainer::evaluate(const std::function<bool(at::Tensor&, at::Tensor&,
     ids = at::Tensor();
     labels = at::Tensor();
     cu_doc_lens = at::Tensor();
+  }
+  if (group_) {
+    // Each rank evaluated its share of the batches: sum the totals (float64: exact for counts).
+    // A normal tensor: the backend's threads run outside inference mode.
+    c10::InferenceMode normal(false);
+    auto sums = at::tensor({total, static_cast<double>(tokens)}, at::kDouble).to(group_->comm_device());
+    group_->all_reduce_sum({sums});
+    sums = sums.cpu();
+    total = sums[0].item<double>();
+    tokens = static_cast<int64_t>(sums[1].item<double>());
   }
   EvalMetrics m;
   m.tokens = tokens;

@@ -13,6 +13,10 @@
 namespace olm::data {
 class DataLoader;
 }
+namespace olm::dist {
+class ProcessGroup;
+class DataParallel;
+}
 
 namespace olm::train {
 
@@ -33,6 +37,8 @@ struct StepMetrics {
   // blocks, normalized like the loss); they join the gradient but not `loss`, as in OLMo-core.
   double lb_loss = 0;
   double router_z_loss = 0;
+  int64_t comm_bytes = 0;         // bytes this rank all-reduced in this step (0 without DDP)
+  double comm_wait_seconds = 0;   // time the step waited for gradient reduction after backward
 };
 
 struct EvalMetrics {
@@ -44,8 +50,20 @@ struct EvalMetrics {
 class Trainer {
  public:
   Trainer(std::shared_ptr<Model> model, TrainConfig config);
+  ~Trainer();
 
-  // One optimizer step on a batch of input_ids (B, sequence_length), B*L = global_batch_size.
+  // Data-parallel training over a process group (DDP): broadcasts rank 0's parameters (a
+  // collective: every rank calls it, before the first step or right after every rank loaded the
+  // same checkpoint), then every step all-reduces the
+  // gradients and normalizes the loss by the global batch's target tokens. Each rank then
+  // passes its own global_batch_size / world_size tokens to train_batch.
+  void set_process_group(std::shared_ptr<dist::ProcessGroup> group);
+  const std::shared_ptr<dist::ProcessGroup>& process_group() const { return group_; }
+  int64_t rank() const;
+  int64_t world_size() const;
+
+  // One optimizer step on a batch of input_ids (B, sequence_length), B*L = global_batch_size
+  // (divided by world_size with a process group: this rank's part of the global batch).
   // Labels default to OLMo-core's (inputs shifted left, last position ignored).
   // cu_doc_lens (optional): OLMo-core's cumulative document lengths over the flattened batch
   // (intra-document masking; see nn::document_positions).
@@ -54,7 +72,8 @@ class Trainer {
 
   // Mean cross-entropy over the batches (each (B, L) input_ids with optional labels).
   // next_batch fills input_ids, labels (undefined: the default) and cu_doc_lens (undefined:
-  // no intra-document masking) and returns false when done.
+  // no intra-document masking) and returns false when done. With a process group, the batches
+  // this rank is given, summed with the other ranks' (a collective).
   EvalMetrics evaluate(
       const std::function<bool(at::Tensor& input_ids, at::Tensor& labels, at::Tensor& cu_doc_lens)>& next_batch);
 
@@ -72,6 +91,8 @@ class Trainer {
   TrainConfig config_;
   std::unique_ptr<Optimizer> optimizer_;
   std::vector<nn::NamedParameter> params_;
+  std::shared_ptr<dist::ProcessGroup> group_;
+  std::unique_ptr<dist::DataParallel> ddp_;
   int64_t step_ = 0;
   int64_t tokens_seen_ = 0;
   int64_t skipped_steps_ = 0;

@@ -3,8 +3,9 @@
 // Exit codes: 0 success, 1 a failure reported on stderr, 2 a usage error, 130 interrupted
 // (Ctrl-C; a checkpoint was saved first when the run has a save folder).
 //
-// Reads no environment variables: everything comes from the command line and config files,
-// so `torchrun --no-python olm train ...` behaves like a plain launch on one process.
+// Reads no environment variables except a launcher's: under `torchrun --no-python olm train`
+// or `srun olm train` (WORLD_SIZE or SLURM_NTASKS above 1) train and resume join a c10d
+// process group and train data-parallel; --dist off trains alone regardless.
 #include <cxxopts.hpp>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -26,6 +27,7 @@
 #include "core/io/hf_names.h"
 #include "core/io/safetensors.h"
 #include "core/model.h"
+#include "core/dist/process_group.h"
 #include "core/train/fit.h"
 #include "olm.h"
 
@@ -105,6 +107,34 @@ std::shared_ptr<olm::data::TokenDataset> open_dataset(const olm::train::DataSpec
   return olm::data::TokenDataset::from_files(d.paths, o);
 }
 
+void add_dist_options(cxxopts::Options& options) {
+  options.add_options()("dist", "auto (join a process group when launched by torchrun or srun), on (join one "
+                        "even alone) or off",
+                        cxxopts::value<std::string>()->default_value("auto"))(
+      "dist-timeout", "seconds before a missing or dead rank fails the run",
+      cxxopts::value<double>()->default_value("300"));
+}
+
+// Data-parallel training when a launcher started several processes: the group, joined before
+// the model is built, so that "cuda" can mean this rank's GPU (cuda:LOCAL_RANK).
+std::shared_ptr<olm::dist::ProcessGroup> maybe_join(const cxxopts::ParseResult& args, std::string& device) {
+  const auto mode = args["dist"].as<std::string>();
+  if (mode != "auto" && mode != "on" && mode != "off")
+    throw UsageError("--dist must be auto, on or off, not '" + mode + "'");
+  if (mode == "off" || (mode == "auto" && !olm::dist::launched_distributed())) return nullptr;
+  olm::dist::ProcessGroupOptions o;
+  o.device = device;
+  const double timeout = args["dist-timeout"].as<double>();
+  if (!(timeout > 0)) throw UsageError("--dist-timeout must be positive");
+  o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000));
+  auto group = olm::dist::ProcessGroup::create(o);
+  if (device == "cuda") device = "cuda:" + std::to_string(group->local_rank());
+  std::fprintf(stderr, "olm: rank %ld of %ld (local %ld of %ld), %s over %s:%d, on %s\n", group->rank(),
+               group->world_size(), group->local_rank(), group->local_world_size(), group->backend_name(),
+               group->options().master_addr.c_str(), group->options().master_port, device.c_str());
+  return group;
+}
+
 // Shared by train and resume: builds data, fits, reports.
 int run_fit(olm::train::Trainer& trainer, const olm::checkpoint::DataPosition& position, const std::string& device) {
   const auto& spec = trainer.config().spec();
@@ -113,8 +143,11 @@ int run_fit(olm::train::Trainer& trainer, const olm::checkpoint::DataPosition& p
   auto train_data = open_dataset(*spec.data, spec.sequence_length, vocab);
   std::shared_ptr<const olm::data::TokenDataset> eval_data;
   if (spec.eval_data) eval_data = open_dataset(*spec.eval_data, spec.sequence_length, vocab);
-  olm::data::DataLoader loader(train_data, spec.global_batch_instances(), static_cast<uint64_t>(spec.seed));
+  olm::data::DataLoader loader(train_data, spec.global_batch_instances(), static_cast<uint64_t>(spec.seed),
+                               trainer.rank(), trainer.world_size());
   loader.restore({position.epoch, position.batch_in_epoch});
+  // With several ranks only rank 0 reports (the numbers are global, hence equal everywhere).
+  const bool quiet = trainer.rank() != 0;
   const auto counts = trainer.model().config().num_params();
   std::fprintf(stderr, "olm: %ld parameters (%ld non-embedding) on %s; %ld training tokens, %ld instances of %ld\n",
                counts.total, counts.non_embedding, device.c_str(), train_data->num_tokens(),
@@ -127,11 +160,11 @@ int run_fit(olm::train::Trainer& trainer, const olm::checkpoint::DataPosition& p
   callbacks.on_step = [&](const olm::train::StepMetrics& m) {
     if (std::isnan(first_loss)) first_loss = m.loss;
     last_loss = m.loss;
-    progress.update(m);
+    if (!quiet) progress.update(m);
     return true;
   };
   callbacks.on_eval = [&](const olm::train::EvalMetrics& e, int64_t step) {
-    std::fprintf(stderr, "%seval at step %ld: loss %.4f, perplexity %.2f\n", isatty(STDERR_FILENO) ? "\n" : "",
+    if (!quiet) std::fprintf(stderr, "%seval at step %ld: loss %.4f, perplexity %.2f\n", isatty(STDERR_FILENO) ? "\n" : "",
                  step, e.loss, e.perplexity);
   };
   callbacks.on_log = [&](const std::string& message) {
@@ -140,6 +173,7 @@ int run_fit(olm::train::Trainer& trainer, const olm::checkpoint::DataPosition& p
   std::signal(SIGINT, on_sigint);
   auto result = olm::train::fit(trainer, loader, eval_data, callbacks);
   std::signal(SIGINT, SIG_DFL);
+  if (quiet) return result.stopped_early ? 130 : 0;
   progress.finish();
   std::printf("trained to step %ld: loss %.4f -> %.4f%s\n", result.steps, first_loss, last_loss,
               result.stopped_early ? " (interrupted)" : "");
@@ -153,6 +187,7 @@ int cmd_train(int argc, char** argv) {
       "d,device", "cpu, cuda or cuda:N", cxxopts::value<std::string>()->default_value("cpu"))(
       "save-folder", "override save_folder", cxxopts::value<std::string>())(
       "max-steps", "override max_steps", cxxopts::value<int64_t>())("h,help", "show this help");
+  add_dist_options(options);
   auto args = options.parse(argc, argv);
   if (args.count("help")) {
     std::cout << options.help() << "\nCtrl-C saves a checkpoint (with a save folder) and exits with 130.\n";
@@ -164,9 +199,11 @@ int cmd_train(int argc, char** argv) {
   if (args.count("max-steps")) native_config.max_steps = args["max-steps"].as<int64_t>();
   auto config = olm::train::TrainConfig::from_native(native_config);
   if (!config.spec().model) throw UsageError("the train config names no model (`model` or `model_preset`)");
-  const std::string device = args["device"].as<std::string>();
+  std::string device = args["device"].as<std::string>();
+  auto group = maybe_join(args, device);
   auto model = std::make_shared<olm::Model>(*config.spec().model, device, olm::ModelOptions{});
   olm::train::Trainer trainer(model, config);
+  trainer.set_process_group(group);
   return run_fit(trainer, {}, device);
 }
 
@@ -175,6 +212,7 @@ int cmd_resume(int argc, char** argv) {
   options.add_options()("dir", "checkpoint directory or save folder", cxxopts::value<std::string>())(
       "d,device", "cpu, cuda or cuda:N", cxxopts::value<std::string>()->default_value("cpu"))(
       "max-steps", "override max_steps", cxxopts::value<int64_t>())("h,help", "show this help");
+  add_dist_options(options);
   options.parse_positional({"dir"});
   options.positional_help("DIR");
   auto args = options.parse(argc, argv);
@@ -188,12 +226,14 @@ int cmd_resume(int argc, char** argv) {
   auto native = meta.train_config.native();
   if (args.count("max-steps")) native.max_steps = args["max-steps"].as<int64_t>();
   auto config = olm::train::TrainConfig::from_native(native);
-  const std::string device = args["device"].as<std::string>();
+  std::string device = args["device"].as<std::string>();
+  auto group = maybe_join(args, device);
   olm::ModelOptions model_options;
   model_options.init_weights = false;
   auto model = std::make_shared<olm::Model>(meta.model_config, device, model_options);
   olm::train::Trainer trainer(model, config);
   const auto position = olm::checkpoint::load(trainer, dir);
+  trainer.set_process_group(group);
   std::fprintf(stderr, "olm: resumed %s at step %ld\n", dir.c_str(), trainer.step());
   return run_fit(trainer, position, device);
 }

@@ -12,6 +12,7 @@ pub const OLM_ERR_OUT_OF_MEMORY: u32 = 5;
 pub const OLM_ERR_DEVICE_UNAVAILABLE: u32 = 6;
 pub const OLM_ERR_MISMATCH: u32 = 7;
 pub const OLM_ERR_INTERNAL: u32 = 8;
+pub const OLM_ERR_DISTRIBUTED: u32 = 9;
 pub const OLM_DTYPE_INT32: u32 = 0;
 pub const OLM_DTYPE_INT64: u32 = 1;
 pub const OLM_DTYPE_FLOAT32: u32 = 2;
@@ -21,6 +22,9 @@ pub const OLM_MAX_DIMS: u32 = 8;
 pub const OLM_LOSS_REDUCTION_MEAN: u32 = 0;
 pub const OLM_LOSS_REDUCTION_SUM: u32 = 1;
 pub const OLM_LOSS_REDUCTION_NONE: u32 = 2;
+pub const OLM_DIST_AUTO: u32 = 0;
+pub const OLM_DIST_GLOO: u32 = 1;
+pub const OLM_DIST_NCCL: u32 = 2;
 pub type __uint8_t = ::std::os::raw::c_uchar;
 pub type __int32_t = ::std::os::raw::c_int;
 pub type __int64_t = ::std::os::raw::c_long;
@@ -1239,12 +1243,14 @@ pub struct olm_step_metrics {
     pub skipped_steps: i64,
     pub lb_loss: f64,
     pub router_z_loss: f64,
+    pub comm_bytes: i64,
+    pub comm_wait_seconds: f64,
 }
 #[test]
 fn bindgen_test_layout_olm_step_metrics() {
     assert_eq!(
         ::std::mem::size_of::<olm_step_metrics>(),
-        120usize,
+        136usize,
         concat!("Size of: ", stringify!(olm_step_metrics))
     );
     assert_eq!(
@@ -1507,6 +1513,40 @@ fn bindgen_test_layout_olm_step_metrics() {
         );
     }
     test_field_router_z_loss();
+    fn test_field_comm_bytes() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_step_metrics>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).comm_bytes) as usize - ptr as usize
+            },
+            120usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_step_metrics),
+                "::",
+                stringify!(comm_bytes)
+            )
+        );
+    }
+    test_field_comm_bytes();
+    fn test_field_comm_wait_seconds() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_step_metrics>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).comm_wait_seconds) as usize - ptr as usize
+            },
+            128usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_step_metrics),
+                "::",
+                stringify!(comm_wait_seconds)
+            )
+        );
+    }
+    test_field_comm_wait_seconds();
 }
 extern "C" {
     pub fn olm_trainer_create(
@@ -2093,4 +2133,395 @@ extern "C" {
         max_batches: i64,
         out: *mut olm_eval_metrics,
     ) -> *mut olm_error;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct olm_dist {
+    _unused: [u8; 0],
+}
+pub type olm_dist_backend = i32;
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct olm_dist_options {
+    pub struct_size: usize,
+    pub backend: olm_dist_backend,
+    pub device: *const ::std::os::raw::c_char,
+    pub rank: i64,
+    pub world_size: i64,
+    pub local_rank: i64,
+    pub local_world_size: i64,
+    pub master_addr: *const ::std::os::raw::c_char,
+    pub master_port: i32,
+    pub timeout_seconds: f64,
+}
+#[test]
+fn bindgen_test_layout_olm_dist_options() {
+    assert_eq!(
+        ::std::mem::size_of::<olm_dist_options>(),
+        80usize,
+        concat!("Size of: ", stringify!(olm_dist_options))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<olm_dist_options>(),
+        8usize,
+        concat!("Alignment of ", stringify!(olm_dist_options))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_options),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_backend() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).backend) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_options),
+                "::",
+                stringify!(backend)
+            )
+        );
+    }
+    test_field_backend();
+    fn test_field_device() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).device) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_options),
+                "::",
+                stringify!(device)
+            )
+        );
+    }
+    test_field_device();
+    fn test_field_rank() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).rank) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_options),
+                "::",
+                stringify!(rank)
+            )
+        );
+    }
+    test_field_rank();
+    fn test_field_world_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).world_size) as usize - ptr as usize
+            },
+            32usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_options),
+                "::",
+                stringify!(world_size)
+            )
+        );
+    }
+    test_field_world_size();
+    fn test_field_local_rank() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).local_rank) as usize - ptr as usize
+            },
+            40usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_options),
+                "::",
+                stringify!(local_rank)
+            )
+        );
+    }
+    test_field_local_rank();
+    fn test_field_local_world_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).local_world_size) as usize - ptr as usize
+            },
+            48usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_options),
+                "::",
+                stringify!(local_world_size)
+            )
+        );
+    }
+    test_field_local_world_size();
+    fn test_field_master_addr() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).master_addr) as usize - ptr as usize
+            },
+            56usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_options),
+                "::",
+                stringify!(master_addr)
+            )
+        );
+    }
+    test_field_master_addr();
+    fn test_field_master_port() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).master_port) as usize - ptr as usize
+            },
+            64usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_options),
+                "::",
+                stringify!(master_port)
+            )
+        );
+    }
+    test_field_master_port();
+    fn test_field_timeout_seconds() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).timeout_seconds) as usize - ptr as usize
+            },
+            72usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_options),
+                "::",
+                stringify!(timeout_seconds)
+            )
+        );
+    }
+    test_field_timeout_seconds();
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct olm_dist_info {
+    pub struct_size: usize,
+    pub rank: i64,
+    pub world_size: i64,
+    pub local_rank: i64,
+    pub local_world_size: i64,
+    pub backend: olm_dist_backend,
+    pub collectives: i64,
+    pub bytes: i64,
+}
+#[test]
+fn bindgen_test_layout_olm_dist_info() {
+    assert_eq!(
+        ::std::mem::size_of::<olm_dist_info>(),
+        64usize,
+        concat!("Size of: ", stringify!(olm_dist_info))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<olm_dist_info>(),
+        8usize,
+        concat!("Alignment of ", stringify!(olm_dist_info))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_info),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_rank() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).rank) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_info),
+                "::",
+                stringify!(rank)
+            )
+        );
+    }
+    test_field_rank();
+    fn test_field_world_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).world_size) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_info),
+                "::",
+                stringify!(world_size)
+            )
+        );
+    }
+    test_field_world_size();
+    fn test_field_local_rank() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).local_rank) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_info),
+                "::",
+                stringify!(local_rank)
+            )
+        );
+    }
+    test_field_local_rank();
+    fn test_field_local_world_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).local_world_size) as usize - ptr as usize
+            },
+            32usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_info),
+                "::",
+                stringify!(local_world_size)
+            )
+        );
+    }
+    test_field_local_world_size();
+    fn test_field_backend() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).backend) as usize - ptr as usize
+            },
+            40usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_info),
+                "::",
+                stringify!(backend)
+            )
+        );
+    }
+    test_field_backend();
+    fn test_field_collectives() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).collectives) as usize - ptr as usize
+            },
+            48usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_info),
+                "::",
+                stringify!(collectives)
+            )
+        );
+    }
+    test_field_collectives();
+    fn test_field_bytes() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_dist_info>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).bytes) as usize - ptr as usize
+            },
+            56usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_dist_info),
+                "::",
+                stringify!(bytes)
+            )
+        );
+    }
+    test_field_bytes();
+}
+extern "C" {
+    pub fn olm_dist_options_init_sized(options: *mut olm_dist_options, struct_size: usize);
+}
+extern "C" {
+    pub fn olm_dist_create(
+        options: *const olm_dist_options,
+        out: *mut *mut olm_dist,
+    ) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_dist_info_get(dist: *const olm_dist, out: *mut olm_dist_info) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_dist_barrier(dist: *mut olm_dist) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_dist_all_reduce_sum(dist: *mut olm_dist, tensor: *mut olm_tensor) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_dist_shutdown(dist: *mut olm_dist) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_dist_free(dist: *mut olm_dist);
+}
+extern "C" {
+    pub fn olm_trainer_set_dist(trainer: *mut olm_trainer, dist: *mut olm_dist) -> *mut olm_error;
 }

@@ -39,6 +39,8 @@ pub enum ErrorCode {
     DeviceUnavailable,
     Mismatch,
     Internal,
+    /// A process group failed: a rank never arrived, died or timed out.
+    Distributed,
     /// A code this version of the crate does not know.
     Other(i32),
 }
@@ -54,6 +56,7 @@ impl ErrorCode {
             sys::OLM_ERR_DEVICE_UNAVAILABLE => ErrorCode::DeviceUnavailable,
             sys::OLM_ERR_MISMATCH => ErrorCode::Mismatch,
             sys::OLM_ERR_INTERNAL => ErrorCode::Internal,
+            sys::OLM_ERR_DISTRIBUTED => ErrorCode::Distributed,
             _ => ErrorCode::Other(code),
         }
     }
@@ -764,6 +767,10 @@ pub struct StepMetrics {
     /// gradient, not in `loss`); 0 for dense models.
     pub lb_loss: f64,
     pub router_z_loss: f64,
+    /// Bytes this rank all-reduced during the step (0 without a process group).
+    pub comm_bytes: i64,
+    /// Seconds waited for the gradient reduction after backward.
+    pub comm_wait_seconds: f64,
 }
 
 impl From<&sys::olm_step_metrics> for StepMetrics {
@@ -783,6 +790,8 @@ impl From<&sys::olm_step_metrics> for StepMetrics {
             skipped_steps: m.skipped_steps,
             lb_loss: m.lb_loss,
             router_z_loss: m.router_z_loss,
+            comm_bytes: m.comm_bytes,
+            comm_wait_seconds: m.comm_wait_seconds,
         }
     }
 }
@@ -879,6 +888,15 @@ impl Trainer {
             sys::olm_trainer_step_documents(self.ptr.as_ptr(), input_ids.ptr.as_ptr(), l, cu_doc_lens.ptr.as_ptr(), &mut m)
         })?;
         Ok(StepMetrics::from(&m))
+    }
+
+    /// Trains data-parallel over a process group (every rank calls this; rank 0's weights are
+    /// broadcast). Afterwards [`Trainer::step`] takes this rank's part of the global batch and
+    /// [`Trainer::fit`] gives each rank its slice. `None` detaches. The trainer keeps the group
+    /// alive.
+    pub fn set_dist(&mut self, dist: Option<&Dist>) -> Result<()> {
+        let d = dist.map_or(ptr::null_mut(), |d| d.ptr.as_ptr());
+        check(unsafe { sys::olm_trainer_set_dist(self.ptr.as_ptr(), d) })
     }
 
     /// Writes `<folder>/step<N>` atomically; returns its path.
@@ -1042,5 +1060,156 @@ impl Dataset {
             cu_doc_lens: Tensor::from_raw_opt(b.cu_doc_lens),
             max_doc_len: b.max_doc_len,
         })
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// Distributed training
+
+/// A process group backend.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DistBackend {
+    /// nccl for a CUDA device, gloo otherwise.
+    Auto,
+    Gloo,
+    Nccl,
+}
+
+/// Options for [`Dist::new`]. Unset fields (the default) come from the launcher's
+/// environment: torchrun's RANK, WORLD_SIZE, ..., MASTER_ADDR, MASTER_PORT, or Slurm's.
+#[derive(Clone, Debug)]
+pub struct DistOptions {
+    backend: DistBackend,
+    device: String,
+    rank: i64,
+    world_size: i64,
+    local_rank: i64,
+    local_world_size: i64,
+    master_addr: Option<String>,
+    master_port: i32,
+    timeout_seconds: f64,
+}
+
+impl Default for DistOptions {
+    fn default() -> Self {
+        DistOptions {
+            backend: DistBackend::Auto,
+            device: "cpu".into(),
+            rank: -1,
+            world_size: -1,
+            local_rank: -1,
+            local_world_size: -1,
+            master_addr: None,
+            master_port: 0,
+            timeout_seconds: 300.0,
+        }
+    }
+}
+
+impl DistOptions {
+    pub fn backend(mut self, backend: DistBackend) -> Self {
+        self.backend = backend;
+        self
+    }
+    /// The training device ("cpu", "cuda:N"); picks the backend for [`DistBackend::Auto`].
+    pub fn device(mut self, device: &str) -> Self {
+        self.device = device.into();
+        self
+    }
+    pub fn rank(mut self, rank: i64, world_size: i64) -> Self {
+        self.rank = rank;
+        self.world_size = world_size;
+        self
+    }
+    pub fn local_rank(mut self, local_rank: i64, local_world_size: i64) -> Self {
+        self.local_rank = local_rank;
+        self.local_world_size = local_world_size;
+        self
+    }
+    /// The rendezvous address (rank 0's TCPStore, or torchrun's agent).
+    pub fn master(mut self, addr: &str, port: i32) -> Self {
+        self.master_addr = Some(addr.into());
+        self.master_port = port;
+        self
+    }
+    /// A missing or dead rank fails every call after this long instead of hanging.
+    pub fn timeout_seconds(mut self, seconds: f64) -> Self {
+        self.timeout_seconds = seconds;
+        self
+    }
+}
+
+/// This process's place in a process group.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DistInfo {
+    pub rank: i64,
+    pub world_size: i64,
+    pub local_rank: i64,
+    pub local_world_size: i64,
+    pub backend: DistBackend,
+    pub collectives: i64,
+    pub bytes: i64,
+}
+
+/// A c10d process group (Gloo on CPU, NCCL on CUDA); one per process.
+pub struct Dist {
+    ptr: NonNull<sys::olm_dist>,
+    _not_sync: NotSync,
+}
+handle!(Dist, sys::olm_dist, sys::olm_dist_free);
+
+impl Dist {
+    /// Joins the group: every rank calls this with the same world size and address.
+    pub fn new(options: &DistOptions) -> Result<Dist> {
+        let device = cstring(&options.device, "device")?;
+        let addr = options.master_addr.as_deref().map(|a| cstring(a, "master_addr")).transpose()?;
+        let mut o: sys::olm_dist_options = unsafe { std::mem::zeroed() };
+        unsafe { sys::olm_dist_options_init_sized(&mut o, std::mem::size_of_val(&o)) };
+        o.backend = match options.backend {
+            DistBackend::Auto => sys::OLM_DIST_AUTO,
+            DistBackend::Gloo => sys::OLM_DIST_GLOO,
+            DistBackend::Nccl => sys::OLM_DIST_NCCL,
+        } as i32;
+        o.device = device.as_ptr();
+        o.rank = options.rank;
+        o.world_size = options.world_size;
+        o.local_rank = options.local_rank;
+        o.local_world_size = options.local_world_size;
+        o.master_addr = addr.as_ref().map_or(ptr::null(), |a| a.as_ptr());
+        o.master_port = options.master_port;
+        o.timeout_seconds = options.timeout_seconds;
+        let mut out = ptr::null_mut();
+        check(unsafe { sys::olm_dist_create(&o, &mut out) })?;
+        Ok(Dist::from_raw(out))
+    }
+
+    pub fn info(&self) -> Result<DistInfo> {
+        let mut i: sys::olm_dist_info = unsafe { std::mem::zeroed() };
+        i.struct_size = std::mem::size_of::<sys::olm_dist_info>();
+        check(unsafe { sys::olm_dist_info_get(self.ptr.as_ptr(), &mut i) })?;
+        Ok(DistInfo {
+            rank: i.rank,
+            world_size: i.world_size,
+            local_rank: i.local_rank,
+            local_world_size: i.local_world_size,
+            backend: if i.backend as u32 == sys::OLM_DIST_NCCL { DistBackend::Nccl } else { DistBackend::Gloo },
+            collectives: i.collectives,
+            bytes: i.bytes,
+        })
+    }
+
+    /// Waits for every rank.
+    pub fn barrier(&mut self) -> Result<()> {
+        check(unsafe { sys::olm_dist_barrier(self.ptr.as_ptr()) })
+    }
+
+    /// Sums a float32 or int64 CPU tensor over all ranks, in place.
+    pub fn all_reduce_sum(&mut self, tensor: &mut Tensor) -> Result<()> {
+        check(unsafe { sys::olm_dist_all_reduce_sum(self.ptr.as_ptr(), tensor.ptr.as_ptr()) })
+    }
+
+    /// A final barrier, then the connections close.
+    pub fn shutdown(&mut self) -> Result<()> {
+        check(unsafe { sys::olm_dist_shutdown(self.ptr.as_ptr()) })
     }
 }

@@ -1,0 +1,123 @@
+//! Data-parallel training through the safe API: this test binary launches itself twice as
+//! ranks 0 and 1 (Gloo over loopback), and both must reproduce the single-process losses of
+//! the same global batches.
+use olm::{Config, Dist, DistBackend, DistOptions, ErrorCode, Model, ModelOptions, Tensor, TrainConfig, Trainer};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const TINY: &str = r#"{"d_model": 32, "vocab_size": 64, "n_layers": 2,
+ "block": {"name": "reordered_norm",
+   "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 500000}, "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+   "feed_forward": {"hidden_size": 96, "bias": false},
+   "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+ "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}}"#;
+const TRAIN: &str = r#"{"sequence_length": 8, "global_batch_size": 32, "rank_microbatch_size": 8, "max_steps": 5,
+ "optimizer": {"name": "adamw", "lr": 0.003}}"#;
+const STEPS: usize = 5;
+
+// Global batch s: 4 instances of 8 tokens; rank r of 2 takes instances [2r, 2r + 2).
+fn global_batch(step: usize) -> Vec<i64> {
+    (0..32).map(|i| ((i as i64) * 7 + (step as i64) * 13 + 3) % 64).collect()
+}
+
+fn train(dist: Option<&Dist>, rank: usize, world: usize) -> Vec<f64> {
+    let mut model = Model::new(&Config::from_json(TINY).unwrap(), "cpu", &ModelOptions::default()).unwrap();
+    let mut trainer = Trainer::new(&mut model, &TrainConfig::from_json(TRAIN).unwrap()).unwrap();
+    trainer.set_dist(dist).unwrap();
+    let per_rank = 32 / world;
+    (0..STEPS)
+        .map(|s| {
+            let ids = &global_batch(s)[rank * per_rank..(rank + 1) * per_rank];
+            let t = Tensor::from_i64(ids, &[(per_rank / 8) as i64, 8]).unwrap();
+            trainer.step(&t, None).unwrap().loss
+        })
+        .collect()
+}
+
+/// The rank's side: runs only when the parent test launched it.
+#[test]
+fn dist_worker() {
+    let Ok(out) = std::env::var("OLM_RUST_DIST_OUT") else { return };
+    let mut dist = Dist::new(&DistOptions::default().backend(DistBackend::Gloo).timeout_seconds(30.0)).unwrap();
+    let info = dist.info().unwrap();
+    let losses = train(Some(&dist), info.rank as usize, info.world_size as usize);
+    let mut sum = Tensor::from_f32(&[info.rank as f32 + 1.0], &[1]).unwrap();
+    dist.all_reduce_sum(&mut sum).unwrap();
+    assert_eq!(sum.to_vec_f32().unwrap(), vec![3.0]);
+    dist.barrier().unwrap();
+    dist.shutdown().unwrap();
+    let text: Vec<String> = losses.iter().map(|l| format!("{l:.17e}")).collect();
+    std::fs::write(out, text.join("\n")).unwrap();
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn two_ranks_match_one_process() {
+    if std::env::var("OLM_RUST_DIST_OUT").is_ok() {
+        return;
+    }
+    let exe = std::env::current_exe().unwrap();
+    let port = free_port().to_string();
+    let dir = std::env::temp_dir().join(format!("olm-rust-dist-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut children: Vec<_> = (0..2)
+        .map(|r| {
+            Command::new(&exe)
+                .args(["--exact", "dist_worker", "--nocapture", "--test-threads=1"])
+                .env("OLM_RUST_DIST_OUT", dir.join(format!("rank{r}.txt")))
+                .env("RANK", r.to_string())
+                .env("WORLD_SIZE", "2")
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for c in children.iter_mut() {
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                assert!(status.success(), "a rank failed: {status}");
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = c.kill();
+                panic!("a rank did not finish in time");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let reference = train(None, 0, 1);
+    for r in 0..2 {
+        let text = std::fs::read_to_string(dir.join(format!("rank{r}.txt"))).unwrap();
+        let losses: Vec<f64> = text.lines().map(|l| l.parse().unwrap()).collect();
+        assert_eq!(losses.len(), STEPS);
+        // Same float32 terms summed in another order: 1e-5 relative.
+        for (a, b) in losses.iter().zip(&reference) {
+            assert!((a - b).abs() <= 1e-5 * b.abs(), "rank {r}: {a} vs one process {b}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn missing_rank_is_named() {
+    if std::env::var("OLM_RUST_DIST_OUT").is_ok() {
+        return;
+    }
+    let opts = DistOptions::default().rank(0, 2).master("127.0.0.1", free_port() as i32).timeout_seconds(1.0);
+    match Dist::new(&opts) {
+        Ok(_) => panic!("a group with a missing rank must fail"),
+        Err(e) => {
+            assert_eq!(e.code, ErrorCode::Distributed, "{}", e.message);
+            assert!(e.message.contains("rank 1 of world_size 2 never arrived"), "{}", e.message);
+        }
+    }
+    match Dist::new(&DistOptions::default().rank(2, 2)) {
+        Ok(_) => panic!("rank 2 of 2 must be refused"),
+        Err(e) => assert_eq!(e.code, ErrorCode::InvalidArgument, "{}", e.message),
+    }
+}

@@ -1,0 +1,319 @@
+#include "core/dist/process_group.h"
+
+// libtorch_cpu.so carries c10d's Gloo backend; its header needs gloo's own headers
+// (Debian's libgloo-dev: only pointer types of gloo cross into what we use).
+#ifndef USE_C10D_GLOO
+#define USE_C10D_GLOO 1
+#endif
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <thread>
+
+#include "core/device.h"
+#include "core/error.h"
+
+namespace olm::dist {
+#ifdef OLM_WITH_NCCL
+// core/dist/nccl.cpp, which alone includes the CUDA-dependent header.
+c10::intrusive_ptr<c10d::Backend> make_nccl_backend(const c10::intrusive_ptr<c10d::Store>& store, int rank,
+                                                    int world_size, std::chrono::milliseconds timeout);
+#endif
+
+namespace {
+
+const char* env(const char* name) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : nullptr;
+}
+
+int64_t env_int(const char* name, int64_t fallback) {
+  const char* v = env(name);
+  if (!v) return fallback;
+  char* end = nullptr;
+  const long long x = std::strtoll(v, &end, 10);
+  require(end && *end == '\0' && x >= 0, ErrorCode::kInvalidArgument,
+          std::string("environment variable ") + name + "='" + v + "' is not a non-negative integer");
+  return x;
+}
+
+// SLURM_NTASKS_PER_NODE may read "4" or "4(x2)".
+int64_t slurm_tasks_per_node(int64_t fallback) {
+  const char* v = env("SLURM_NTASKS_PER_NODE");
+  if (!v) return fallback;
+  const long long x = std::strtoll(v, nullptr, 10);
+  return x > 0 ? x : fallback;
+}
+
+bool is_loopback(const std::string& addr) {
+  return addr == "localhost" || addr.rfind("127.", 0) == 0 || addr == "::1";
+}
+
+std::string ms_text(std::chrono::milliseconds t) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f s", static_cast<double>(t.count()) / 1000.0);
+  return buf;
+}
+
+std::string rank_list(const std::vector<int64_t>& ranks) {
+  std::string s;
+  for (size_t i = 0; i < ranks.size(); ++i) s += (i ? ", " : "") + std::to_string(ranks[i]);
+  return (ranks.size() == 1 ? "rank " : "ranks ") + s;
+}
+
+}  // namespace
+
+bool launched_distributed() {
+  return env_int("WORLD_SIZE", 1) > 1 || (!env("WORLD_SIZE") && env_int("SLURM_NTASKS", 1) > 1);
+}
+
+ProcessGroupOptions resolve_options(ProcessGroupOptions o) {
+  const bool torchrun = env("WORLD_SIZE") != nullptr;
+  const bool slurm = !torchrun && env("SLURM_NTASKS") != nullptr;
+  if (o.world_size < 0) o.world_size = torchrun ? env_int("WORLD_SIZE", 1) : slurm ? env_int("SLURM_NTASKS", 1) : 1;
+  if (o.rank < 0) o.rank = torchrun ? env_int("RANK", 0) : slurm ? env_int("SLURM_PROCID", 0) : 0;
+  if (o.local_rank < 0) o.local_rank = torchrun ? env_int("LOCAL_RANK", o.rank) : slurm ? env_int("SLURM_LOCALID", o.rank) : o.rank;
+  if (o.local_world_size < 0)
+    o.local_world_size = torchrun ? env_int("LOCAL_WORLD_SIZE", o.world_size)
+                                  : slurm ? slurm_tasks_per_node(o.world_size) : o.world_size;
+  if (o.master_addr.empty()) {
+    // Slurm names no rendezvous host; on one node the loopback is right, across nodes only
+    // the user knows which address every node can reach.
+    require(env("MASTER_ADDR") || !slurm || o.world_size <= o.local_world_size, ErrorCode::kInvalidArgument,
+            "MASTER_ADDR is not set and this Slurm job spans several nodes: export MASTER_ADDR=$(scontrol show "
+            "hostnames \"$SLURM_JOB_NODELIST\" | head -n 1) (and MASTER_PORT) before srun");
+    o.master_addr = env("MASTER_ADDR") ? env("MASTER_ADDR") : "127.0.0.1";
+  }
+  if (o.master_port == 0) o.master_port = static_cast<int>(env_int("MASTER_PORT", 29500));
+  require(o.world_size >= 1, ErrorCode::kInvalidArgument, "world_size must be at least 1");
+  require(o.rank >= 0 && o.rank < o.world_size, ErrorCode::kInvalidArgument,
+          "rank " + std::to_string(o.rank) + " is outside [0, world_size=" + std::to_string(o.world_size) + ")");
+  require(o.local_rank >= 0 && o.local_world_size >= 1 && o.local_rank < o.local_world_size,
+          ErrorCode::kInvalidArgument,
+          "local_rank " + std::to_string(o.local_rank) + " is outside [0, local_world_size=" +
+              std::to_string(o.local_world_size) + ")");
+  require(o.master_port > 0 && o.master_port < 65536, ErrorCode::kInvalidArgument,
+          "master_port " + std::to_string(o.master_port) + " is outside [1, 65535]");
+  require(o.timeout.count() > 0, ErrorCode::kInvalidArgument, "timeout must be positive");
+  if (o.backend == BackendKind::kAuto)
+    o.backend = o.device.rfind("cuda", 0) == 0 ? BackendKind::kNccl : BackendKind::kGloo;
+  return o;
+}
+
+struct ProcessGroup::Impl {
+  c10::intrusive_ptr<c10d::Store> store;  // prefixed "olm/"
+  c10::intrusive_ptr<c10d::Backend> backend;
+  bool closed = false;
+};
+
+namespace {
+
+class PendingWork : public Pending {
+ public:
+  PendingWork(ProcessGroup* group, c10::intrusive_ptr<c10d::Work> work, std::string what)
+      : group_(group), work_(std::move(work)), what_(std::move(what)) {}
+  void wait() override {
+    if (!work_) return;
+    auto work = std::move(work_);
+    try {
+      work->wait();
+    } catch (const c10::Error& e) {
+      group_->fail_collective(what_, e.what_without_backtrace());
+    } catch (const std::exception& e) {
+      group_->fail_collective(what_, e.what());
+    }
+  }
+
+ private:
+  ProcessGroup* group_;
+  c10::intrusive_ptr<c10d::Work> work_;
+  std::string what_;
+};
+
+}  // namespace
+
+ProcessGroup::ProcessGroup(ProcessGroupOptions options)
+    : options_(std::move(options)), impl_(std::make_unique<Impl>()) {}
+
+ProcessGroup::~ProcessGroup() {
+  try {
+    if (impl_->backend) impl_->backend->shutdown();
+  } catch (...) {
+  }
+}
+
+std::shared_ptr<ProcessGroup> ProcessGroup::create(const ProcessGroupOptions& in) {
+  auto o = resolve_options(in);
+  std::shared_ptr<ProcessGroup> group(new ProcessGroup(o));
+  group->backend_ = o.backend;
+  group->mesh_ = {MeshDim{"dp", o.world_size}};
+  const std::string where = o.master_addr + ":" + std::to_string(o.master_port);
+  if (o.backend == BackendKind::kNccl) {
+#ifdef OLM_WITH_NCCL
+    require(cuda_device_count() > o.local_rank, ErrorCode::kDeviceUnavailable,
+            "backend nccl: local rank " + std::to_string(o.local_rank) + " needs CUDA device " +
+                std::to_string(o.local_rank) + ", and this process sees " + std::to_string(cuda_device_count()) +
+                " (use gloo for CPU training)");
+#else
+    fail(ErrorCode::kDeviceUnavailable,
+         "backend nccl: this build of olm has no NCCL process group; use gloo (CPU tensors)");
+#endif
+  }
+
+  // Rendezvous. torchrun's agent already hosts a store at MASTER_ADDR:MASTER_PORT and says so
+  // with TORCHELASTIC_USE_AGENT_STORE; otherwise rank 0 hosts it.
+  const char* agent = env("TORCHELASTIC_USE_AGENT_STORE");
+  const bool agent_store = agent && std::string(agent) == "True";
+  c10d::TCPStoreOptions so;
+  so.port = static_cast<uint16_t>(o.master_port);
+  so.isServer = !agent_store && o.rank == 0;
+  so.numWorkers = std::nullopt;  // arrival is checked below, per rank, so we can name the missing
+  so.waitWorkers = false;
+  so.timeout = o.timeout;
+  c10::intrusive_ptr<c10d::Store> tcp;
+  try {
+    tcp = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
+  } catch (const std::exception& e) {
+    const std::string cause = dynamic_cast<const c10::Error*>(&e)
+                                  ? static_cast<const c10::Error&>(e).what_without_backtrace()
+                                  : e.what();
+    fail(ErrorCode::kDistributed,
+         so.isServer ? "rank 0 cannot host the rendezvous store on " + where + ": " + cause
+                     : "rank " + std::to_string(o.rank) + " cannot reach the rendezvous store at " + where +
+                           (agent_store ? "" : " (hosted by rank 0, which never arrived)") + " within " +
+                           ms_text(o.timeout) + ": " + cause);
+  }
+  // One namespace per run and group: torchrun's agent store outlives restarts, and a process
+  // may create several groups in turn (every rank creates them in the same order).
+  static std::atomic<int64_t> groups_created{0};
+  const std::string run = env("TORCHELASTIC_RESTART_COUNT") ? env("TORCHELASTIC_RESTART_COUNT") : "0";
+  group->impl_->store =
+      c10::make_intrusive<c10d::PrefixStore>("olm/" + run + "/" + std::to_string(groups_created++), tcp);
+  auto& store = group->impl_->store;
+  store->set("arrived/" + std::to_string(o.rank), std::vector<uint8_t>{1});
+  const auto deadline = std::chrono::steady_clock::now() + o.timeout;
+  for (int64_t r = 0; r < o.world_size; ++r) {
+    const std::string key = "arrived/" + std::to_string(r);
+    while (!store->check({key})) {
+      if (std::chrono::steady_clock::now() > deadline) {
+        std::vector<int64_t> missing;
+        for (int64_t m = r; m < o.world_size; ++m)
+          if (!store->check({"arrived/" + std::to_string(m)})) missing.push_back(m);
+        fail(ErrorCode::kDistributed, rank_list(missing) + " of world_size " + std::to_string(o.world_size) +
+                                          " never arrived at " + where + " within " + ms_text(o.timeout));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+
+#ifdef OLM_WITH_NCCL
+  if (o.backend == BackendKind::kNccl) {
+    try {
+      group->impl_->backend = make_nccl_backend(c10::make_intrusive<c10d::PrefixStore>("nccl", store),
+                                                static_cast<int>(o.rank), static_cast<int>(o.world_size), o.timeout);
+    } catch (const c10::Error& e) {
+      group->fail_collective("connecting the nccl backend", e.what_without_backtrace());
+    }
+    return group;
+  }
+#endif
+  auto gloo_options = c10d::ProcessGroupGloo::Options::create_default(o.timeout);
+  const char* ifname = env("GLOO_SOCKET_IFNAME");
+  if (ifname)
+    gloo_options->devices = {c10d::ProcessGroupGloo::createDeviceForInterface(ifname)};
+  else if (is_loopback(o.master_addr))
+    gloo_options->devices = {c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1")};
+  else
+    gloo_options->devices = {c10d::ProcessGroupGloo::createDefaultDevice()};
+  gloo_options->threads = 2;
+  try {
+    group->impl_->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(
+        c10::make_intrusive<c10d::PrefixStore>("gloo", store), static_cast<int>(o.rank),
+        static_cast<int>(o.world_size), gloo_options);
+  } catch (const c10::Error& e) {
+    group->fail_collective("connecting the gloo backend", e.what_without_backtrace());
+  }
+  return group;
+}
+
+void ProcessGroup::fail_collective(const std::string& what, const std::string& cause) {
+  // Who is gone? Every survivor checks in under a fresh key; whoever does not within a short
+  // grace period is reported. A dead rank 0 takes the store with it (unless torchrun hosts it).
+  std::string who;
+  try {
+    auto& store = impl_->store;
+    const int64_t epoch = store->add("failures/" + std::to_string(rank()), 1);
+    const std::string prefix = "alive/" + std::to_string(epoch) + "/";
+    store->set(prefix + std::to_string(rank()), std::vector<uint8_t>{1});
+    const auto grace = std::min<std::chrono::milliseconds>(options_.timeout, std::chrono::seconds(3));
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    std::vector<int64_t> missing;
+    do {
+      missing.clear();
+      for (int64_t r = 0; r < world_size(); ++r)
+        if (!store->check({prefix + std::to_string(r)})) missing.push_back(r);
+      if (missing.empty()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    } while (std::chrono::steady_clock::now() < deadline);
+    if (!missing.empty()) who = rank_list(missing) + " stopped responding (died or left the group); ";
+  } catch (...) {
+    who = "the rendezvous store is unreachable, so rank 0 (its host) is gone; ";
+  }
+  fail(ErrorCode::kDistributed,
+       "rank " + std::to_string(rank()) + ": " + what + " failed: " + who + cause);
+}
+
+std::unique_ptr<Pending> ProcessGroup::all_reduce_sum_async(std::vector<at::Tensor> tensors) {
+  require(impl_->backend && !impl_->closed, ErrorCode::kDistributed, "the process group is shut down");
+  for (const auto& t : tensors) stats_.bytes += static_cast<int64_t>(t.numel() * t.element_size());
+  ++stats_.collectives;
+  c10d::AllreduceOptions opts;
+  opts.reduceOp = c10d::ReduceOp::SUM;
+  opts.timeout = options_.timeout;
+  c10::intrusive_ptr<c10d::Work> work;
+  try {
+    work = impl_->backend->allreduce(tensors, opts);
+  } catch (const c10::Error& e) {
+    fail_collective("all_reduce", e.what_without_backtrace());
+  }
+  return std::make_unique<PendingWork>(this, std::move(work), "all_reduce");
+}
+
+void ProcessGroup::broadcast(std::vector<at::Tensor> tensors, int64_t root) {
+  require(impl_->backend && !impl_->closed, ErrorCode::kDistributed, "the process group is shut down");
+  for (const auto& t : tensors) stats_.bytes += static_cast<int64_t>(t.numel() * t.element_size());
+  ++stats_.collectives;
+  c10d::BroadcastOptions opts;
+  opts.rootRank = root;
+  opts.timeout = options_.timeout;
+  try {
+    PendingWork(this, impl_->backend->broadcast(tensors, opts), "broadcast").wait();
+  } catch (const c10::Error& e) {
+    fail_collective("broadcast", e.what_without_backtrace());
+  }
+}
+
+void ProcessGroup::barrier() {
+  require(impl_->backend && !impl_->closed, ErrorCode::kDistributed, "the process group is shut down");
+  ++stats_.collectives;
+  c10d::BarrierOptions opts;
+  opts.timeout = options_.timeout;
+  try {
+    PendingWork(this, impl_->backend->barrier(opts), "barrier").wait();
+  } catch (const c10::Error& e) {
+    fail_collective("barrier", e.what_without_backtrace());
+  }
+}
+
+void ProcessGroup::shutdown() {
+  if (impl_->closed) return;
+  barrier();
+  impl_->closed = true;
+  impl_->backend->shutdown();
+}
+
+}  // namespace olm::dist

@@ -1,0 +1,109 @@
+// c10d process groups (torch.distributed's init_process_group for one flat group): rendezvous
+// over a TCPStore, PyTorch's own Gloo backend for CPU tensors and NCCL for CUDA tensors,
+// configured from explicit options or from the launcher's environment (torchrun, Slurm).
+// No collective is implemented here; every one is c10d's.
+//
+// A ProcessGroup is a 1-D mesh with one named dimension ("dp"); the `mesh` field is where a
+// device mesh with named dimensions (OLMo-core's build_world_mesh: dp_replicate, dp_shard,
+// tp, ...) will grow, each dimension getting its own sub-group.
+#pragma once
+#include <ATen/ATen.h>
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace olm::dist {
+
+enum class BackendKind { kAuto = 0, kGloo = 1, kNccl = 2 };
+
+struct ProcessGroupOptions {
+  BackendKind backend = BackendKind::kAuto;  // auto: nccl for a CUDA device, else gloo
+  std::string device = "cpu";                // the device training runs on (for kAuto)
+  // -1 / empty / 0: read from the environment (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE,
+  // MASTER_ADDR, MASTER_PORT; else SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID,
+  // SLURM_NTASKS_PER_NODE), then defaults (a single process; 127.0.0.1:29500).
+  int64_t rank = -1;
+  int64_t world_size = -1;
+  int64_t local_rank = -1;
+  int64_t local_world_size = -1;
+  std::string master_addr;
+  int master_port = 0;
+  // Every rendezvous step and every collective fails after this long instead of hanging.
+  std::chrono::milliseconds timeout{std::chrono::minutes(5)};
+};
+
+// Options with the unset fields filled from the environment and defaults; throws
+// kInvalidArgument naming the variable when one is malformed.
+ProcessGroupOptions resolve_options(ProcessGroupOptions options);
+
+// True when the environment describes a multi-process launch (WORLD_SIZE or SLURM_NTASKS > 1).
+bool launched_distributed();
+
+struct MeshDim {
+  std::string name;  // "dp" for now
+  int64_t size = 1;
+};
+
+// Communication counters (this rank's side of every collective).
+struct CommStats {
+  int64_t collectives = 0;
+  int64_t bytes = 0;  // payload bytes this rank contributed
+};
+
+// An in-flight collective; wait() rethrows its failure as an olm::Error.
+class Pending {
+ public:
+  virtual ~Pending() = default;
+  virtual void wait() = 0;
+};
+
+class ProcessGroup {
+ public:
+  // Joins the group: rendezvous through the TCPStore (rank 0 hosts it unless torchrun's agent
+  // does), then the backend's connections. A rank that does not arrive within the timeout
+  // makes the others fail with kDistributed naming it.
+  static std::shared_ptr<ProcessGroup> create(const ProcessGroupOptions& options);
+  ~ProcessGroup();
+
+  int64_t rank() const { return options_.rank; }
+  int64_t world_size() const { return options_.world_size; }
+  int64_t local_rank() const { return options_.local_rank; }
+  int64_t local_world_size() const { return options_.local_world_size; }
+  BackendKind backend() const { return backend_; }
+  const char* backend_name() const { return backend_ == BackendKind::kNccl ? "nccl" : "gloo"; }
+  const ProcessGroupOptions& options() const { return options_; }
+  const std::vector<MeshDim>& mesh() const { return mesh_; }
+  const CommStats& stats() const { return stats_; }
+  // Where the backend's tensors live: the CPU for gloo, cuda:local_rank for nccl.
+  at::Device comm_device() const {
+    return backend_ == BackendKind::kNccl ? at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(options_.local_rank))
+                                          : at::Device(at::kCPU);
+  }
+
+  // Collectives on tensors of the backend's device (CPU for gloo, CUDA for nccl). In place.
+  std::unique_ptr<Pending> all_reduce_sum_async(std::vector<at::Tensor> tensors);
+  void all_reduce_sum(std::vector<at::Tensor> tensors) { all_reduce_sum_async(std::move(tensors))->wait(); }
+  void broadcast(std::vector<at::Tensor> tensors, int64_t root);
+  void barrier();
+  // A final barrier, then the connections are closed; later collectives fail.
+  void shutdown();
+
+  // Turns a failed collective into an olm::Error naming the ranks that are gone (found
+  // through the store within a short grace period). Never returns.
+  [[noreturn]] void fail_collective(const std::string& what, const std::string& cause);
+
+  struct Impl;
+
+ private:
+  explicit ProcessGroup(ProcessGroupOptions options);
+  ProcessGroupOptions options_;
+  BackendKind backend_ = BackendKind::kGloo;
+  std::vector<MeshDim> mesh_;
+  CommStats stats_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace olm::dist

@@ -1,0 +1,175 @@
+// The distributed part of the C ABI as a C caller uses it: argument errors name the argument,
+// a group of one trains exactly like no group, a missing rank is named, shutdown is final.
+// (Several ranks through the C ABI: tests/dist_cli_test.sh's C program.)
+#include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <string>
+#include <vector>
+
+#include "capi_test_util.h"
+
+using ::testing::HasSubstr;
+
+namespace {
+
+std::string consume(olm_error* err, int32_t* code) {
+  *code = olm_error_code(err);
+  std::string message = olm_error_message(err);
+  olm_error_free(err);
+  return message;
+}
+
+#define EXPECT_ERR(expr, want_code, needle)                 \
+  do {                                                      \
+    int32_t code_ = 0;                                      \
+    const std::string message_ = consume((expr), &code_);  \
+    EXPECT_EQ(code_, want_code) << message_;                \
+    EXPECT_THAT(message_, HasSubstr(needle));               \
+  } while (0)
+
+int32_t free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+olm_dist_options options(int64_t rank, int64_t world) {
+  olm_dist_options o;
+  olm_dist_options_init(&o);
+  o.rank = rank;
+  o.world_size = world;
+  o.master_addr = "127.0.0.1";
+  o.master_port = free_port();
+  o.timeout_seconds = 20;
+  return o;
+}
+
+const char* kTrain = R"({"model": {"d_model": 32, "vocab_size": 64, "n_layers": 2,
+  "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 500000}},
+    "feed_forward": {"hidden_size": 96, "bias": false}, "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+  "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}},
+  "sequence_length": 8, "global_batch_size": 32, "rank_microbatch_size": 16, "max_steps": 3,
+  "optimizer": {"name": "adamw", "lr": 0.01}})";
+
+std::vector<double> train(olm_dist* dist) {
+  olm_train_config* tcfg = nullptr;
+  olm_config* cfg = nullptr;
+  olm_model* model = nullptr;
+  olm_trainer* trainer = nullptr;
+  EXPECT_EQ(olm_train_config_from_json(kTrain, strlen(kTrain), &tcfg), nullptr);
+  EXPECT_EQ(olm_train_config_model(tcfg, &cfg), nullptr);
+  EXPECT_EQ(olm_model_create(cfg, "cpu", nullptr, &model), nullptr);
+  EXPECT_EQ(olm_trainer_create(model, tcfg, &trainer), nullptr);
+  if (dist) EXPECT_EQ(olm_trainer_set_dist(trainer, dist), nullptr);
+  std::vector<double> losses;
+  for (int s = 0; s < 3; ++s) {
+    std::vector<int64_t> ids(32);
+    for (int i = 0; i < 32; ++i) ids[i] = (i * 7 + s * 13 + 3) % 64;
+    const int64_t shape[] = {4, 8};
+    olm_tensor* t = nullptr;
+    EXPECT_EQ(olm_tensor_create(OLM_DTYPE_INT64, shape, 2, ids.data(), ids.size() * 8, &t), nullptr);
+    olm_step_metrics m;
+    m.struct_size = sizeof m;
+    EXPECT_EQ(olm_trainer_step(trainer, t, nullptr, &m), nullptr);
+    EXPECT_EQ(m.comm_bytes > 0, dist != nullptr);
+    losses.push_back(m.loss);
+    olm_tensor_free(t);
+  }
+  olm_trainer_free(trainer);
+  olm_model_free(model);
+  olm_config_free(cfg);
+  olm_train_config_free(tcfg);
+  return losses;
+}
+
+TEST(CapiDist, ArgumentsAreNamed) {
+  olm_dist* dist = nullptr;
+  EXPECT_ERR(olm_dist_create(nullptr, nullptr), OLM_ERR_INVALID_ARGUMENT, "out");
+  olm_dist_options o = options(0, 1);
+  o.struct_size = 0;
+  EXPECT_ERR(olm_dist_create(&o, &dist), OLM_ERR_INVALID_ARGUMENT, "options.struct_size");
+  o = options(0, 1);
+  o.backend = 7;
+  EXPECT_ERR(olm_dist_create(&o, &dist), OLM_ERR_INVALID_ARGUMENT, "options.backend");
+  o = options(0, 1);
+  o.master_port = 70000;
+  EXPECT_ERR(olm_dist_create(&o, &dist), OLM_ERR_INVALID_ARGUMENT, "master_port");
+  o = options(0, 1);
+  o.timeout_seconds = 0;
+  EXPECT_ERR(olm_dist_create(&o, &dist), OLM_ERR_INVALID_ARGUMENT, "timeout_seconds");
+  o = options(3, 2);
+  EXPECT_ERR(olm_dist_create(&o, &dist), OLM_ERR_INVALID_ARGUMENT, "rank 3 is outside [0, world_size=2)");
+  o = options(0, 1);
+  o.backend = OLM_DIST_NCCL;
+  EXPECT_ERR(olm_dist_create(&o, &dist), OLM_ERR_DEVICE_UNAVAILABLE, "nccl");
+  EXPECT_EQ(dist, nullptr);  // untouched on error
+  olm_dist_info info;
+  info.struct_size = sizeof info;
+  EXPECT_ERR(olm_dist_info_get(nullptr, &info), OLM_ERR_INVALID_ARGUMENT, "dist");
+  EXPECT_ERR(olm_dist_barrier(nullptr), OLM_ERR_INVALID_ARGUMENT, "dist");
+  EXPECT_ERR(olm_dist_shutdown(nullptr), OLM_ERR_INVALID_ARGUMENT, "dist");
+  EXPECT_ERR(olm_dist_all_reduce_sum(nullptr, nullptr), OLM_ERR_INVALID_ARGUMENT, "dist");
+  EXPECT_ERR(olm_trainer_set_dist(nullptr, nullptr), OLM_ERR_INVALID_ARGUMENT, "trainer");
+  olm_dist_free(nullptr);
+  olm_dist_options_init_sized(nullptr, sizeof(olm_dist_options));
+}
+
+// With one rank, every collective is the identity: DDP must give exactly the plain numbers.
+TEST(CapiDist, GroupOfOneTrainsExactlyLikeNoGroup) {
+  olm_dist* dist = nullptr;
+  olm_dist_options o = options(0, 1);
+  ASSERT_OK(olm_dist_create(&o, &dist));
+  olm_dist_info info;
+  info.struct_size = sizeof info;
+  ASSERT_OK(olm_dist_info_get(dist, &info));
+  EXPECT_EQ(info.rank, 0);
+  EXPECT_EQ(info.world_size, 1);
+  EXPECT_EQ(info.local_world_size, 1);
+  EXPECT_EQ(info.backend, OLM_DIST_GLOO);
+  EXPECT_ERR(olm_dist_all_reduce_sum(dist, nullptr), OLM_ERR_INVALID_ARGUMENT, "tensor");
+  const float values[] = {1.5f, -2.0f};
+  const int64_t shape[] = {2};
+  olm_tensor* t = nullptr;
+  ASSERT_OK(olm_tensor_create(OLM_DTYPE_FLOAT32, shape, 1, values, sizeof values, &t));
+  ASSERT_OK(olm_dist_all_reduce_sum(dist, t));
+  float back[2];
+  ASSERT_OK(olm_tensor_copy_to_host(t, back, sizeof back));
+  EXPECT_EQ(back[0], 1.5f);
+  EXPECT_EQ(back[1], -2.0f);
+  olm_tensor_free(t);
+  const int32_t ints[] = {1, 2};
+  ASSERT_OK(olm_tensor_create(OLM_DTYPE_INT32, shape, 1, ints, sizeof ints, &t));
+  EXPECT_ERR(olm_dist_all_reduce_sum(dist, t), OLM_ERR_INVALID_ARGUMENT, "float32 or int64");
+  olm_tensor_free(t);
+
+  EXPECT_EQ(train(dist), train(nullptr));
+  ASSERT_OK(olm_dist_info_get(dist, &info));
+  EXPECT_GT(info.bytes, 0);
+  EXPECT_GT(info.collectives, 0);
+  ASSERT_OK(olm_dist_barrier(dist));
+  ASSERT_OK(olm_dist_shutdown(dist));
+  ASSERT_OK(olm_dist_shutdown(dist));  // a no-op the second time
+  EXPECT_ERR(olm_dist_barrier(dist), OLM_ERR_DISTRIBUTED, "shut down");
+  olm_dist_free(dist);
+}
+
+TEST(CapiDist, MissingRankIsNamed) {
+  olm_dist* dist = nullptr;
+  olm_dist_options o = options(0, 2);
+  o.timeout_seconds = 1;
+  EXPECT_ERR(olm_dist_create(&o, &dist), OLM_ERR_DISTRIBUTED, "rank 1 of world_size 2 never arrived");
+  EXPECT_EQ(dist, nullptr);
+}
+
+}  // namespace

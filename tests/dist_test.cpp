@@ -1,0 +1,517 @@
+// core/dist: c10d process groups (Gloo over loopback) and DDP. The reference for every number
+// is the single-process run of the same global batch; the ranks are child processes of this
+// binary (`olm_dist_tests --worker ...`), on a port the OS picked, killed at a deadline.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <thread>
+
+#include "core/data/token_data.h"
+#include "core/dist/ddp.h"
+#include "core/dist/process_group.h"
+#include "core/error.h"
+#include "core/train/fit.h"
+#include "core/train/trainer.h"
+#include "test_util.h"
+
+namespace {
+
+constexpr int kSteps = 20;
+
+olm::Config model_config() {
+  return olm::Config::from_json(R"({"d_model": 32, "vocab_size": 50, "n_layers": 2,
+    "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "n_kv_heads": 2, "bias": false,
+      "rope": {"theta": 10000}, "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+      "feed_forward": {"hidden_size": 64, "bias": false},
+      "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+    "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
+}
+
+// 8 instances of 8 tokens per global batch; micro-batches of 2 instances, so one process
+// accumulates 4 micro-batches, 2 ranks 2 each (no sync on the first), 4 ranks 1 each.
+// AdamW, clipping at a global norm of 1 and z-loss exercise every cross-rank quantity.
+olm::train::TrainConfig train_config(const std::string& extra = "") {
+  return olm::train::TrainConfig::from_json(R"({"sequence_length": 8, "global_batch_size": 64,
+      "rank_microbatch_size": 16, "max_steps": 20, "seed": 3, "z_loss_multiplier": 1e-4,
+      "max_grad_norm": 1.0, "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.1})" +
+                                            extra + "}");
+}
+
+std::shared_ptr<olm::data::TokenDataset> dataset() {
+  // Documents with structure (repeated runs) so the loss falls, from a fixed LCG.
+  std::vector<int64_t> tokens;
+  uint64_t x = 12345;
+  while (tokens.size() < 8 * 8 * 12) {
+    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
+    const int64_t t = static_cast<int64_t>((x >> 33) % 50);
+    for (int r = 0; r < 1 + static_cast<int>(t % 3); ++r) tokens.push_back(t);
+  }
+  olm::data::DatasetOptions o;
+  o.sequence_length = 8;
+  o.vocab_size = 50;
+  return olm::data::TokenDataset::from_tokens(tokens, o);
+}
+
+struct TrainRun {
+  std::vector<double> loss, grad_norm, step_seconds, comm_wait;
+  std::vector<int64_t> comm_bytes;
+  std::map<std::string, std::vector<float>> params;
+  double eval_loss = 0;
+  int64_t eval_tokens = 0;
+};
+
+// Trains kSteps steps; with a group, on this rank's part of each global batch. Ranks other
+// than 0 start from perturbed weights, so only the broadcast makes them agree.
+// die_after_step: the rank sends itself `die_signal` before that step (SIGKILL: dead;
+// SIGSTOP: alive but stuck).
+TrainRun train(const std::shared_ptr<olm::dist::ProcessGroup>& group, int die_after_step = -1,
+               int die_signal = SIGKILL, const std::string& extra_config = "") {
+  auto model = std::make_shared<olm::Model>(model_config(), "cpu", olm::ModelOptions{});
+  const int64_t rank = group ? group->rank() : 0, world = group ? group->world_size() : 1;
+  if (rank != 0) {
+    at::NoGradGuard no_grad;
+    for (auto& p : model->module().named_parameters()) p.tensor->add_(at::randn_like(*p.tensor) * 0.1);
+  }
+  olm::train::Trainer trainer(model, train_config(extra_config));
+  if (group) trainer.set_process_group(group);
+  olm::data::DataLoader loader(dataset(), 8, 3, rank, world);
+  TrainRun run;
+  for (int s = 0; s < kSteps; ++s) {
+    if (s == die_after_step) raise(die_signal);
+    auto b = loader.next();
+    const auto m = trainer.train_batch(b.input_ids, b.labels);
+    run.loss.push_back(m.loss);
+    run.grad_norm.push_back(m.grad_norm);
+    run.step_seconds.push_back(m.step_seconds);
+    run.comm_wait.push_back(m.comm_wait_seconds);
+    run.comm_bytes.push_back(m.comm_bytes);
+  }
+  // Evaluation splits the batches over the ranks and sums: every rank gets the whole answer.
+  const auto eval = olm::train::evaluate_dataset(trainer, *dataset(), 2, 0);
+  run.eval_loss = eval.loss;
+  run.eval_tokens = eval.tokens;
+  for (auto& p : model->module().named_parameters()) {
+    auto t = p.tensor->detach().to(at::kFloat).contiguous();
+    run.params[p.name] = std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
+  }
+  return run;
+}
+
+void write_run(const TrainRun& r, const std::string& path) {
+  std::ofstream out(path);
+  out.precision(17);
+  for (size_t i = 0; i < r.loss.size(); ++i)
+    out << "step " << r.loss[i] << " " << r.grad_norm[i] << " " << r.step_seconds[i] << " " << r.comm_wait[i] << " "
+        << r.comm_bytes[i] << "\n";
+  out << "eval " << r.eval_loss << " " << r.eval_tokens << "\n";
+  for (auto& [name, v] : r.params) {
+    out << "param " << name << " " << v.size();
+    for (float f : v) out << " " << f;
+    out << "\n";
+  }
+}
+
+TrainRun read_run(const std::string& path) {
+  std::ifstream in(path);
+  TrainRun r;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ss(line);
+    std::string kind;
+    ss >> kind;
+    if (kind == "step") {
+      double l, g, s, w;
+      int64_t b;
+      ss >> l >> g >> s >> w >> b;
+      r.loss.push_back(l), r.grad_norm.push_back(g), r.step_seconds.push_back(s), r.comm_wait.push_back(w);
+      r.comm_bytes.push_back(b);
+    } else if (kind == "eval") {
+      ss >> r.eval_loss >> r.eval_tokens;
+    } else if (kind == "param") {
+      std::string name;
+      size_t n;
+      ss >> name >> n;
+      auto& v = r.params[name];
+      v.resize(n);
+      for (auto& f : v) ss >> f;
+    }
+  }
+  return r;
+}
+
+int free_port() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  close(fd);
+  return ntohs(addr.sin_port);
+}
+
+std::string g_self;  // this executable
+
+struct Child {
+  pid_t pid;
+  int status = -1;
+  std::string out, log;
+};
+
+// Starts `world` ranks (or only those listed) as workers and waits for them, killing any that
+// is still running at the deadline. Returns exit statuses and output paths.
+std::vector<Child> launch(int world, const std::string& mode, double timeout_s, std::vector<int> ranks = {},
+                          double deadline_s = 120, bool end_with_rank0 = false) {
+  if (ranks.empty())
+    for (int r = 0; r < world; ++r) ranks.push_back(r);
+  const auto dir = olm::testing::temp_dir("dist");
+  const std::string port = std::to_string(free_port());
+  std::vector<Child> children;
+  for (int r : ranks) {
+    Child c;
+    c.out = dir + "/rank" + std::to_string(r) + ".txt";
+    c.log = dir + "/rank" + std::to_string(r) + ".log";
+    c.pid = fork();
+    if (c.pid == 0) {
+      freopen(c.log.c_str(), "w", stderr);
+      setenv("RANK", std::to_string(r).c_str(), 1);
+      setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
+      setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
+      setenv("LOCAL_WORLD_SIZE", std::to_string(world).c_str(), 1);
+      setenv("MASTER_ADDR", "127.0.0.1", 1);
+      setenv("MASTER_PORT", port.c_str(), 1);
+      // As torchrun does: one intra-op thread per rank, or the ranks oversubscribe the cores.
+      setenv("OMP_NUM_THREADS", "1", 1);
+      execl(g_self.c_str(), g_self.c_str(), "--worker", mode.c_str(), c.out.c_str(),
+            std::to_string(timeout_s).c_str(), static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    children.push_back(c);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(deadline_s);
+  size_t done = 0;
+  while (done < children.size()) {
+    for (auto& c : children) {
+      if (c.status != -1) continue;
+      int st;
+      if (waitpid(c.pid, &st, WNOHANG) == c.pid) c.status = st, ++done;
+    }
+    if (end_with_rank0 && children[0].status != -1)
+      for (auto& c : children)
+        if (c.status == -1) kill(c.pid, SIGKILL), waitpid(c.pid, &c.status, 0), ++done;
+    if (std::chrono::steady_clock::now() > deadline) {
+      for (auto& c : children)
+        if (c.status == -1) kill(c.pid, SIGKILL), waitpid(c.pid, &c.status, 0), ++done;
+      ADD_FAILURE() << "a rank was still running at the deadline";
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return children;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+const TrainRun& single_process() {
+  static const TrainRun run = train(nullptr);
+  return run;
+}
+
+// Losses per step within 1e-5 relative, final weights within 1e-5: ranks sum
+// the same float32 terms as one process in another order (about 1e-7 relative per step);
+// 20 AdamW steps do not amplify that past 1e-5 for weights of order 0.1.
+void expect_matches_single_process(int world, const std::string& mode = "train") {
+  const auto children = launch(world, mode, 60);
+  const TrainRun& ref = single_process();
+  std::vector<TrainRun> runs;
+  for (auto& c : children) {
+    ASSERT_TRUE(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0) << slurp(c.log);
+    runs.push_back(read_run(c.out));
+  }
+  for (const TrainRun& r : runs) {
+    ASSERT_EQ(r.loss.size(), static_cast<size_t>(kSteps));
+    for (int s = 0; s < kSteps; ++s) {
+      EXPECT_NEAR(r.loss[s], ref.loss[s], 1e-5 * std::abs(ref.loss[s])) << "step " << s + 1;
+      // The gradient norm is one derivative further from the loss, so curvature amplifies the
+      // weights' rounding differences into it (seen: 1e-4 relative at step 16's spike, where
+      // clipping engages): 1e-3.
+      EXPECT_NEAR(r.grad_norm[s], ref.grad_norm[s], 1e-3 * std::abs(ref.grad_norm[s])) << "step " << s + 1;
+    }
+    double worst = 0;
+    for (auto& [name, v] : ref.params) {
+      const auto& w = r.params.at(name);
+      ASSERT_EQ(w.size(), v.size()) << name;
+      for (size_t i = 0; i < v.size(); ++i) worst = std::max(worst, static_cast<double>(std::abs(w[i] - v[i])));
+    }
+    EXPECT_LT(worst, 1e-5);
+    std::printf("[ dist ] world %d: worst final weight difference %.2e, worst loss difference %.2e relative\n", world,
+                worst, [&] {
+                  double w = 0;
+                  for (int s = 0; s < kSteps; ++s) w = std::max(w, std::abs(r.loss[s] - ref.loss[s]) / ref.loss[s]);
+                  return w;
+                }());
+  }
+  for (const TrainRun& r : runs) {
+    EXPECT_EQ(r.eval_tokens, ref.eval_tokens);
+    EXPECT_NEAR(r.eval_loss, ref.eval_loss, 1e-5 * ref.eval_loss);
+    EXPECT_EQ(r.eval_loss, runs[0].eval_loss);
+  }
+  // Every rank holds bit-identical weights: the all-reduce hands every rank the same sums.
+  for (size_t k = 1; k < runs.size(); ++k) EXPECT_EQ(runs[k].params, runs[0].params);
+  // The ranks did the work of one process between them; report what it cost.
+  double ref_time = 0, time = 0, wait = 0;
+  for (int s = 1; s < kSteps; ++s) ref_time += ref.step_seconds[s], time += runs[0].step_seconds[s],
+                                   wait += runs[0].comm_wait[s];
+  std::printf("[ dist ] world %d: %ld bytes all-reduced per rank per step; step %.2f ms (1 process: %.2f ms), "
+              "waiting for gradients after backward %.2f ms\n",
+              world, static_cast<long>(runs[0].comm_bytes.back()), 1e3 * time / (kSteps - 1),
+              1e3 * ref_time / (kSteps - 1), 1e3 * wait / (kSteps - 1));
+}
+
+TEST(DataParallel, TwoRanksMatchOneProcess) { expect_matches_single_process(2); }
+TEST(DataParallel, FourRanksMatchOneProcess) { expect_matches_single_process(4); }
+// Activation checkpointing recomputes each block inside backward; the gradient hooks must
+// still see every gradient once, and the numbers stay those of one process without it.
+TEST(DataParallel, TwoRanksWithActivationCheckpointingMatchOneProcess) { expect_matches_single_process(2, "ac"); }
+
+// The gradient bytes per step are the parameters once (summed, float32), plus the token count
+// and the two losses.
+TEST(DataParallel, CommunicatesParametersOncePerStep) {
+  const auto children = launch(2, "train", 60);
+  ASSERT_TRUE(WIFEXITED(children[0].status) && WEXITSTATUS(children[0].status) == 0) << slurp(children[0].log);
+  const TrainRun r = read_run(children[0].out);
+  int64_t params = 0;
+  for (auto& [name, v] : r.params) params += static_cast<int64_t>(v.size());
+  for (int64_t b : r.comm_bytes) EXPECT_EQ(b, params * 4 + 8 + 8);
+}
+
+// A rank killed mid-training makes the survivor fail, naming it, well within the timeout.
+TEST(ProcessGroup, KilledRankIsNamedBySurvivor) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto children = launch(2, "die", 10, {}, 60);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(WIFSIGNALED(children[1].status)) << "rank 1 should have killed itself";
+  ASSERT_TRUE(WIFEXITED(children[0].status)) << slurp(children[0].log);
+  EXPECT_EQ(WEXITSTATUS(children[0].status), 3) << slurp(children[0].log);
+  const auto log = slurp(children[0].log);
+  EXPECT_NE(log.find("rank 1 stopped responding"), std::string::npos) << log;
+  EXPECT_LT(seconds, 30);
+}
+
+// A rank that hangs (stopped, its connections open) makes the survivor fail once the
+// collective timeout has passed, naming it, instead of waiting forever.
+TEST(ProcessGroup, StuckRankIsNamedAfterTimeout) {
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto children = launch(2, "stop", 3, {}, 60, /*end_with_rank0=*/true);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  ASSERT_TRUE(WIFEXITED(children[0].status)) << slurp(children[0].log);
+  EXPECT_EQ(WEXITSTATUS(children[0].status), 3) << slurp(children[0].log);
+  const auto log = slurp(children[0].log);
+  EXPECT_NE(log.find("rank 1 stopped responding"), std::string::npos) << log;
+  EXPECT_LT(seconds, 30);
+}
+
+// A rank that never starts: the others fail after the timeout, naming it.
+TEST(ProcessGroup, MissingRankIsNamedAfterTimeout) {
+  olm::dist::ProcessGroupOptions o;
+  o.rank = 0;
+  o.world_size = 3;
+  o.master_addr = "127.0.0.1";
+  o.master_port = free_port();
+  o.timeout = std::chrono::milliseconds(1500);
+  const auto t0 = std::chrono::steady_clock::now();
+  olm::testing::expect_error([&] { olm::dist::ProcessGroup::create(o); }, olm::ErrorCode::kDistributed,
+                             "ranks 1, 2 of world_size 3 never arrived");
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(seconds, 1.4);
+  EXPECT_LT(seconds, 10);
+}
+
+// A client whose rank 0 never hosts the store fails after the timeout too.
+TEST(ProcessGroup, MissingStoreHostIsNamed) {
+  olm::dist::ProcessGroupOptions o;
+  o.rank = 1;
+  o.world_size = 2;
+  o.master_addr = "127.0.0.1";
+  o.master_port = free_port();
+  o.timeout = std::chrono::milliseconds(1500);
+  olm::testing::expect_error([&] { olm::dist::ProcessGroup::create(o); }, olm::ErrorCode::kDistributed,
+                             "rank 0, which never arrived");
+}
+
+struct EnvGuard {
+  std::vector<std::string> names;
+  explicit EnvGuard(std::vector<std::string> n) : names(std::move(n)) {
+    for (auto& x : names) unsetenv(x.c_str());
+  }
+  ~EnvGuard() {
+    for (auto& x : names) unsetenv(x.c_str());
+  }
+};
+
+TEST(ProcessGroup, OptionsFromTorchrunAndSlurmEnvironments) {
+  EnvGuard guard({"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
+                  "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"});
+  auto o = olm::dist::resolve_options({});
+  EXPECT_EQ(o.rank, 0);
+  EXPECT_EQ(o.world_size, 1);
+  EXPECT_EQ(o.master_addr, "127.0.0.1");
+  EXPECT_EQ(o.master_port, 29500);
+  EXPECT_EQ(o.backend, olm::dist::BackendKind::kGloo);
+  EXPECT_FALSE(olm::dist::launched_distributed());
+
+  setenv("SLURM_PROCID", "5", 1), setenv("SLURM_NTASKS", "8", 1), setenv("SLURM_LOCALID", "1", 1);
+  setenv("SLURM_NTASKS_PER_NODE", "4(x2)", 1), setenv("MASTER_ADDR", "node01", 1), setenv("MASTER_PORT", "1234", 1);
+  o = olm::dist::resolve_options({});
+  EXPECT_EQ(o.rank, 5);
+  EXPECT_EQ(o.world_size, 8);
+  EXPECT_EQ(o.local_rank, 1);
+  EXPECT_EQ(o.local_world_size, 4);
+  EXPECT_EQ(o.master_addr, "node01");
+  EXPECT_EQ(o.master_port, 1234);
+  EXPECT_TRUE(olm::dist::launched_distributed());
+
+  // Across nodes Slurm gives no rendezvous host: the error says how to set one.
+  unsetenv("MASTER_ADDR");
+  olm::testing::expect_error([] { olm::dist::resolve_options({}); }, olm::ErrorCode::kInvalidArgument,
+                             "MASTER_ADDR is not set and this Slurm job spans several nodes");
+  setenv("SLURM_NTASKS_PER_NODE", "8", 1);  // one node: the loopback will do
+  EXPECT_EQ(olm::dist::resolve_options({}).master_addr, "127.0.0.1");
+  setenv("MASTER_ADDR", "node01", 1);
+
+  // torchrun's variables win over Slurm's (torchrun inside an allocation).
+  setenv("RANK", "2", 1), setenv("WORLD_SIZE", "4", 1), setenv("LOCAL_RANK", "0", 1), setenv("LOCAL_WORLD_SIZE", "2", 1);
+  o = olm::dist::resolve_options({});
+  EXPECT_EQ(o.rank, 2);
+  EXPECT_EQ(o.world_size, 4);
+  EXPECT_EQ(o.local_world_size, 2);
+  // Explicit options win over both.
+  olm::dist::ProcessGroupOptions explicit_options;
+  explicit_options.rank = 1;
+  explicit_options.world_size = 2;
+  explicit_options.local_rank = 1;
+  explicit_options.local_world_size = 2;
+  explicit_options.device = "cuda:1";
+  o = olm::dist::resolve_options(explicit_options);
+  EXPECT_EQ(o.rank, 1);
+  EXPECT_EQ(o.backend, olm::dist::BackendKind::kNccl);
+
+  setenv("RANK", "4", 1);
+  olm::testing::expect_error([] { olm::dist::resolve_options({}); }, olm::ErrorCode::kInvalidArgument,
+                             "rank 4 is outside [0, world_size=4)");
+  setenv("RANK", "x", 1);
+  olm::testing::expect_error([] { olm::dist::resolve_options({}); }, olm::ErrorCode::kInvalidArgument,
+                             "RANK='x'");
+}
+
+// One process in a group of one: DDP's machinery, exactly the plain numbers.
+TEST(DataParallel, GroupOfOneIsExact) {
+  olm::dist::ProcessGroupOptions o;
+  o.rank = 0;
+  o.world_size = 1;
+  o.master_port = free_port();
+  o.timeout = std::chrono::milliseconds(10000);
+  const TrainRun r = train(olm::dist::ProcessGroup::create(o));
+  const TrainRun& ref = single_process();
+  for (int s = 0; s < kSteps; ++s) EXPECT_EQ(r.loss[s], ref.loss[s]) << s;
+  EXPECT_EQ(r.params, ref.params);
+}
+
+// The reduction overlaps backward: with small buckets, the gradient hooks launch every bucket
+// before backward returns. Without sync (an earlier micro-batch) nothing is launched and
+// gradients only accumulate. A parameter backward never reaches gets a zero gradient (and,
+// since buckets launch in order, holds back the buckets after it until finish()).
+TEST(DataParallel, BucketsLaunchDuringBackward) {
+  olm::dist::ProcessGroupOptions o;
+  o.rank = 0;
+  o.world_size = 1;
+  o.master_port = free_port();
+  auto group = olm::dist::ProcessGroup::create(o);
+  auto a = at::randn({64, 32}).requires_grad_(), b = at::randn({32, 32}).requires_grad_(),
+       c = at::randn({32}).requires_grad_();
+  olm::dist::DataParallel ddp(group, {a, b, c}, 4096);  // one parameter per bucket
+  ASSERT_EQ(ddp.num_buckets(), 3u);
+  const auto x = at::randn({5, 64});
+  auto loss = [&] { return (at::tanh(x.matmul(a).matmul(b)) + c).square().sum(); };
+  const int64_t all_bytes = 4 * (64 * 32 + 32 * 32 + 32);
+  const auto bytes = group->stats().bytes;
+  ddp.set_sync(false);
+  loss().backward();
+  EXPECT_EQ(group->stats().bytes, bytes);
+  const auto first = a.grad().clone();
+  ddp.set_sync(true);
+  loss().backward();
+  EXPECT_EQ(group->stats().bytes, bytes + all_bytes);  // launched before backward returned
+  ddp.finish();
+  EXPECT_EQ(ddp.last_buckets_launched_in_backward(), 3u);
+  EXPECT_EQ(group->stats().bytes, bytes + all_bytes);
+  EXPECT_TRUE(at::allclose(a.grad(), 2 * first));  // two backwards accumulated; the sum over 1 rank
+
+  auto used = at::randn({16}).requires_grad_(), unused = at::randn({8}).requires_grad_();
+  olm::dist::DataParallel ddp2(group, {used, unused}, 32);
+  ddp2.set_sync(true);
+  used.square().sum().backward();
+  ddp2.finish();
+  EXPECT_EQ(ddp2.last_buckets_launched_in_backward(), 0u);
+  EXPECT_TRUE(at::allclose(used.grad(), 2 * used.detach()));
+  ASSERT_TRUE(unused.grad().defined());
+  EXPECT_EQ(unused.grad().abs().sum().item<float>(), 0.0f);
+}
+
+TEST(ProcessGroup, NcclIsRefusedClearly) {
+  olm::dist::ProcessGroupOptions o;
+  o.rank = 0;
+  o.world_size = 1;
+  o.backend = olm::dist::BackendKind::kNccl;
+  olm::testing::expect_error([&] { olm::dist::ProcessGroup::create(o); }, olm::ErrorCode::kDeviceUnavailable,
+                             "nccl");
+}
+
+int worker(const std::string& mode, const std::string& out, double timeout_s) {
+  try {
+    olm::dist::ProcessGroupOptions o;
+    o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+    auto group = olm::dist::ProcessGroup::create(o);
+    const bool dies = (mode == "die" || mode == "stop") && group->rank() == 1;
+    const TrainRun r = train(group, dies ? 3 : -1, mode == "stop" ? SIGSTOP : SIGKILL,
+                             mode == "ac" ? R"(, "ac_mode": "full")" : "");
+    write_run(r, out);
+    group->shutdown();
+    return 0;
+  } catch (const olm::Error& e) {
+    std::fprintf(stderr, "worker error (%d): %s\n", static_cast<int>(e.code()), e.what());
+    return e.code() == olm::ErrorCode::kDistributed ? 3 : 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "worker exception: %s\n", e.what());
+    return 2;
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  g_self = "/proc/self/exe";
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n > 0) g_self.assign(buf, static_cast<size_t>(n));
+  if (argc == 5 && std::string(argv[1]) == "--worker") return worker(argv[2], argv[3], std::stod(argv[4]));
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}
