@@ -26,6 +26,13 @@ struct LlamaLike {
   std::string block_name = "default";
   // OLMo-3: sliding windows of 4096 on three layers of every four, the last layer full.
   bool olmo3_sliding_window = false;
+  // Qwen-3: every norm Qwen's RMSNorm, per-head QK-norm, RoPE not in full precision, an
+  // explicit feed-forward size, and (small models) the LM head tied to the embeddings.
+  std::string layer_norm_name = "rms";
+  bool use_head_qk_norm = false;
+  bool rope_full_precision = true;
+  std::optional<int64_t> hidden_size;
+  bool tie_word_embeddings = false;
   // MoE presets (llama_like with feed_forward_moe): the MoEConfig instead of a feed-forward.
   struct MoE {
     bool dropless = false;
@@ -47,9 +54,9 @@ int64_t llama_hidden_size(const LlamaLike& a) {
   return of * static_cast<int64_t>(std::ceil(static_cast<double>(hidden) / static_cast<double>(of)));
 }
 
-std::unique_ptr<fb::LayerNormConfigT> rms_norm(double eps) {
+std::unique_ptr<fb::LayerNormConfigT> rms_norm(double eps, const std::string& name = "rms") {
   auto norm = std::make_unique<fb::LayerNormConfigT>();
-  norm->name = "rms";
+  norm->name = name;
   norm->eps = eps;
   norm->bias = false;
   return norm;
@@ -74,10 +81,10 @@ fb::TransformerConfigT llama_like(const LlamaLike& a, int64_t vocab_size) {
   attention->rope = std::make_unique<fb::RoPEConfigT>();
   attention->rope->name = "default";
   attention->rope->theta = a.rope_theta;
-  attention->rope->full_precision = true;
+  attention->rope->full_precision = a.rope_full_precision;
   if (a.qk_norm) {
-    attention->qk_norm = rms_norm(a.layer_norm_eps);
-    attention->use_head_qk_norm = false;
+    attention->qk_norm = rms_norm(a.layer_norm_eps, a.layer_norm_name);
+    attention->use_head_qk_norm = a.use_head_qk_norm;
   }
   if (a.olmo3_sliding_window) {
     attention->sliding_window = std::make_unique<fb::SlidingWindowAttentionConfigT>();
@@ -87,7 +94,7 @@ fb::TransformerConfigT llama_like(const LlamaLike& a, int64_t vocab_size) {
   }
 
   auto feed_forward = std::make_unique<fb::FeedForwardConfigT>();
-  feed_forward->hidden_size = static_cast<int32_t>(llama_hidden_size(a));
+  feed_forward->hidden_size = static_cast<int32_t>(a.hidden_size.value_or(llama_hidden_size(a)));
   feed_forward->bias = false;
   feed_forward->activation = "silu";
 
@@ -112,12 +119,13 @@ fb::TransformerConfigT llama_like(const LlamaLike& a, int64_t vocab_size) {
   } else {
     c.block->feed_forward = std::move(feed_forward);
   }
-  c.block->layer_norm = rms_norm(a.layer_norm_eps);
+  c.block->layer_norm = rms_norm(a.layer_norm_eps, a.layer_norm_name);
 
   c.lm_head = std::make_unique<fb::LMHeadConfigT>();
   c.lm_head->name = "default";
-  c.lm_head->layer_norm = rms_norm(a.layer_norm_eps);
+  c.lm_head->layer_norm = rms_norm(a.layer_norm_eps, a.layer_norm_name);
   c.lm_head->bias = false;
+  c.tie_word_embeddings = a.tie_word_embeddings;
   return c;
 }
 
@@ -160,6 +168,25 @@ LlamaLike as_olmo2(LlamaLike a) {
 }
 
 const std::map<std::string, std::function<LlamaLike()>>& registry();
+
+// TransformerConfig.qwen3_*: llama_like with Qwen-3's norms, per-head QK-norm, theta 1M.
+LlamaLike qwen3(int64_t d_model, int64_t n_layers, int64_t n_heads, int64_t hidden_size, bool tied) {
+  LlamaLike a;
+  a.d_model = d_model;
+  a.n_layers = n_layers;
+  a.n_heads = n_heads;
+  a.n_kv_heads = 8;
+  a.head_dim = 128;
+  a.rope_theta = 1000000;
+  a.rope_full_precision = false;
+  a.layer_norm_eps = 1e-6;
+  a.layer_norm_name = "qwen_rms";
+  a.qk_norm = true;
+  a.use_head_qk_norm = true;
+  a.hidden_size = hidden_size;
+  a.tie_word_embeddings = tied;
+  return a;
+}
 
 // OLMo-3 presets are the OLMo-2 preset of the same size with OLMo-3's sliding windows.
 LlamaLike registry_olmo2(const std::string& name) { return registry().at(name)(); }
@@ -226,6 +253,12 @@ const std::map<std::string, std::function<LlamaLike()>>& registry() {
       {"olmo3_13B", [] { return as_olmo3(registry_olmo2("olmo2_13B")); }},
       {"olmo3_32B", [] { return as_olmo3(registry_olmo2("olmo2_32B")); }},
       {"olmo3_1B", [] { return as_olmo3(registry_olmo2("olmo2_1B_v2")); }},
+      {"qwen3_0_6B", [] { return qwen3(1024, 28, 16, 3072, true); }},
+      {"qwen3_1_7B", [] { return qwen3(2048, 28, 16, 6144, true); }},
+      {"qwen3_4B", [] { return qwen3(2560, 36, 32, 9728, true); }},
+      {"qwen3_8B", [] { return qwen3(4096, 36, 32, 12288, false); }},
+      {"qwen3_14B", [] { return qwen3(5120, 48, 40, 17408, false); }},
+      {"qwen3_32B", [] { return qwen3(5120, 64, 40, 25600, false); }},
       {"llama2_271M", [] { return llama(1024, 16, 8, 10000); }},
       {"llama2_1B", [] { return llama(2048, 18, 16, 10000); }},
       {"llama2_7B", [] { return llama(4096, 32, 32, 10000); }},

@@ -32,7 +32,8 @@ PRESETS = ["olmo2_1M", "olmo2_14M", "olmo2_30M", "olmo2_60M", "olmo2_100M", "olm
            "llama2_13B", "llama2_26B", "llama2_70B", "llama3_1B", "llama3_8B", "llama3_70B",
            "llama3_405B", "olmo3_1M", "olmo3_14M", "olmo3_30M", "olmo3_60M", "olmo3_100M",
            "olmo3_190M", "olmo3_370M", "olmo3_600M", "olmo3_760M", "olmo3_1B", "olmo3_3B", "olmo3_7B",
-           "olmo3_13B", "olmo3_32B", "gemma3_1B", "gemma3_4B", "gemma3_12B", "gemma3_27B", "ngpt_271M", "ngpt_1B"]
+           "olmo3_13B", "olmo3_32B", "gemma3_1B", "gemma3_4B", "gemma3_12B", "gemma3_27B", "ngpt_271M", "ngpt_1B", "qwen3_0_6B", "qwen3_1_7B", "qwen3_4B", "qwen3_8B",
+           "qwen3_14B", "qwen3_32B"]
 
 
 def norm_json(ln):
@@ -366,6 +367,9 @@ def main():
     other = peri.block.copy()
     overridden.block_overrides = {1: other}
     configs["llama_like_block_override"] = overridden
+    # Qwen-3 0.6B, two layers: Qwen RMSNorm everywhere, per-head QK-norm, tied embeddings,
+    # RoPE not in full precision.
+    configs["qwen3_0_6B_2layers"] = TransformerConfig.qwen3_0_6B(vocab_size=300, n_layers=2)
     # nGPT: normalized transformer, blocks, attention (L2 QK-norm), feed-forward and head.
     configs["ngpt_like"] = TransformerConfig.ngpt_like(d_model=64, vocab_size=300, n_layers=3, n_heads=4)
     results = {}
