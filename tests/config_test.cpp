@@ -180,6 +180,37 @@ TEST(Config, NormalizedTransformerIsConsistentOrRefused) {
   }
 }
 
+TEST(Config, JsonValueKindsAreCheckedByField) {
+  // FlatBuffers' parser alone would read 2 as true and true as 1.
+  const std::string base = R"({"d_model": 16, "vocab_size": 50, "n_layers": 1, "lm_head": {"bias": false},
+    "block": {"attention": {"n_heads": 2, "bias": BIAS}, "layer_norm": {}, "feed_forward": {"hidden_size": 8}},
+    "named_blocks": NAMED})";
+  auto with = [&](const std::string& bias, const std::string& named = "null") {
+    std::string s = base;
+    s.replace(s.find("BIAS"), 4, bias);
+    s.replace(s.find("NAMED"), 5, named);
+    return s;
+  };
+  EXPECT_FALSE(olm::Config::from_json(with("false")).spec().blocks[0].attention.bias);
+  EXPECT_TRUE(olm::Config::from_json(with("null")).spec().blocks[0].attention.bias);  // null: unset
+  using olm::ErrorCode;
+  expect_error([&] { olm::Config::from_json(with("1")); }, ErrorCode::kParse,
+               "field 'block.attention.bias': expected true or false, not a number");
+  expect_error([&] { olm::Config::from_json(with("\"yes\"")); }, ErrorCode::kParse,
+               "field 'block.attention.bias': expected true or false");
+  std::string boolean_size = with("true");
+  boolean_size.replace(boolean_size.find("16"), 2, "true");
+  expect_error([&] { olm::Config::from_json(boolean_size); }, ErrorCode::kParse,
+               "field 'd_model': expected a number, not true or false");
+  std::string quoted = with("true");
+  quoted.replace(quoted.find("\"hidden_size\": 8"), 16, "\"hidden_size\": \"8\"");
+  expect_error([&] { olm::Config::from_json(quoted); }, ErrorCode::kParse,
+               "field 'block.feed_forward.hidden_size': expected a number, not a string");
+  // Inside vectors of tables too, with the element's index.
+  expect_error([&] { olm::Config::from_json(with("true", R"([{"name": "a", "block": {"dropout": true}}])")); },
+               ErrorCode::kParse, "field 'named_blocks[0].block.dropout': expected a number, not true or false");
+}
+
 TEST(Config, ValidationNamesTheField) {
   using olm::ErrorCode;
   struct Case {
@@ -221,7 +252,7 @@ TEST(Config, ValidationNamesTheField) {
            {"\"qk_norm\": {\"name\": \"rms\", \"eps\": 1e-6, \"bias\": false}", "\"qk_norm\": {\"name\": \"l2_norm\", \"elementwise_affine\": true}", "block.attention.qk_norm: l2_norm has no parameters", ErrorCode::kInvalidConfig},
            {"\"d_model\": 64", "\"d_model\": \"wide\"", "field 'd_model'", ErrorCode::kParse},
            {"\"d_model\": 64", "\"d_model\": 99999999999", "d_model", ErrorCode::kParse},
-           {"\"bias\": false}, \"bias\"", "\"bias\": \"no\"}, \"bias\"", "field 'bias'", ErrorCode::kParse},
+           {"\"bias\": false}, \"bias\"", "\"bias\": \"no\"}, \"bias\"", "field 'lm_head.layer_norm.bias': expected true or false", ErrorCode::kParse},
        }) {
     const std::string json = replace(kTiny, c.from, c.to);
     expect_error([&] { olm::Config::from_json(json); }, c.code, c.needle);

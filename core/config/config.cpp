@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/io/json.h"
 #include "olm_schema_text.h"
 
 namespace olm {
@@ -453,6 +454,40 @@ std::string with_field_name(const std::string& source, const std::string& error)
   return error;
 }
 
+// FlatBuffers' JSON parser converts between numbers and booleans ("bias": 2 becomes true,
+// "d_model": true becomes 1). Config fields are typed: check each value's JSON kind against
+// the schema, naming the field by its path.
+void check_json_types(const flatbuffers::StructDef& table, const io::Json& object, const std::string& path);
+
+void check_json_value(const flatbuffers::Type& type, const io::Json& value, const std::string& field) {
+  using io::Json;
+  if (value.kind == Json::kNull) return;  // null: the field is unset
+  if (type.base_type == flatbuffers::BASE_TYPE_BOOL) {
+    require(value.kind == Json::kBool, ErrorCode::kParse,
+            "field '" + field + "': expected true or false" +
+                (value.kind == Json::kInt || value.kind == Json::kOther ? ", not a number" : ""));
+  } else if (flatbuffers::IsScalar(type.base_type) && !type.enum_def) {
+    require(value.kind == Json::kInt || value.kind == Json::kOther, ErrorCode::kParse,
+            "field '" + field + "': expected a number" +
+                std::string(value.kind == Json::kBool     ? ", not true or false"
+                            : value.kind == Json::kString ? ", not a string"
+                                                          : ""));
+  } else if (type.base_type == flatbuffers::BASE_TYPE_STRUCT && type.struct_def && value.kind == Json::kObject) {
+    check_json_types(*type.struct_def, value, field);
+  } else if (type.base_type == flatbuffers::BASE_TYPE_VECTOR && value.kind == Json::kArray) {
+    const flatbuffers::Type element = type.VectorType();
+    for (size_t i = 0; i < value.array.size(); ++i)
+      check_json_value(element, value.array[i], field + "[" + std::to_string(i) + "]");
+  }
+}
+
+void check_json_types(const flatbuffers::StructDef& table, const io::Json& object, const std::string& path) {
+  for (const auto& [key, value] : object.object) {
+    const auto* field = table.fields.Lookup(key);
+    if (field) check_json_value(field->value.type, value, path.empty() ? key : path + "." + key);
+  }
+}
+
 }  // namespace
 
 std::vector<uint8_t> json_to_flatbuffer(std::string_view text, const char* root_type,
@@ -460,9 +495,29 @@ std::vector<uint8_t> json_to_flatbuffer(std::string_view text, const char* root_
   auto parser = make_parser(root_type);
   const std::string source(text);  // the parser wants NUL-terminated text
   require(source.find('\0') == std::string::npos, ErrorCode::kParse, what + ": contains a NUL byte");
+  // The kinds of the values as written; nullopt when the text is not a JSON object at all
+  // (FlatBuffers' own message then says where).
+  auto type_error = [&]() -> std::optional<std::string> {
+    io::Json doc;
+    try {
+      doc = io::parse_json(source.data(), source.size(), what, 64);
+    } catch (const Error&) {
+      return std::nullopt;
+    }
+    if (doc.kind != io::Json::kObject) return std::nullopt;
+    try {
+      check_json_types(*parser->root_struct_def_, doc, "");
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::nullopt;
+  };
   if (!parser->ParseJson(source.c_str())) {
+    // A value of the wrong kind is a common cause: name the field and the kinds when it is.
+    if (auto e = type_error()) fail(ErrorCode::kParse, what + ": " + *e);
     fail(ErrorCode::kParse, what + ": " + with_field_name(source, parser->error_));
   }
+  if (auto e = type_error()) fail(ErrorCode::kParse, what + ": " + *e);
   const uint8_t* buf = parser->builder_.GetBufferPointer();
   return {buf, buf + parser->builder_.GetSize()};
 }
