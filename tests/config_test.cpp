@@ -225,7 +225,7 @@ TEST(Config, ValidationNamesTheField) {
            {"\"n_layers\": 2", "\"n_layers\": 0", "n_layers must be positive", ErrorCode::kInvalidConfig},
            {"\"n_heads\": 4", "\"n_heads\": 0", "block.attention.n_heads must be positive", ErrorCode::kInvalidConfig},
            {"\"hidden_size\": 192", "\"hidden_size\": 0", "block.feed_forward.hidden_size must be positive", ErrorCode::kInvalidConfig},
-           {"\"name\": \"reordered_norm\"", "\"name\": \"sideways\"", "block.name: unknown value 'sideways' (known: default, reordered_norm, default_scaled, peri_norm, normalized, moe, moe_reordered_norm, moe_hybrid, moe_hybrid_reordered_norm)", ErrorCode::kInvalidConfig},
+           {"\"name\": \"reordered_norm\"", "\"name\": \"sideways\"", "block.name: unknown value 'sideways' (known: default, reordered_norm, default_scaled, peri_norm, parallel, normalized, moe, moe_reordered_norm, moe_hybrid, moe_hybrid_reordered_norm)", ErrorCode::kInvalidConfig},
            {"\"hidden_size\": 192", "\"hidden_size\": 192, \"activation\": \"swoosh\"", "block.feed_forward.activation: unknown value 'swoosh' (known: elu, gelu, gelu_tanh, identity, leaky_relu, mish, relu, selu, sigmoid, silu, softmax, softplus, swish, tanh)", ErrorCode::kInvalidConfig},
            {"\"n_layers\": 2", "\"n_layers\": 2, \"dtype\": \"float8\"", "dtype: unknown value 'float8'", ErrorCode::kInvalidConfig},
            {"\"n_layers\": 2", "\"n_layers\": 2, \"init_method\": \"magic\"", "init_method: unknown value 'magic'", ErrorCode::kInvalidConfig},

@@ -12,6 +12,7 @@
 #include <cmath>
 
 #include "core/error.h"
+#include "test_util.h"
 #include "core/io/safetensors.h"
 #include "core/model.h"
 #include "core/nn/fused_linear_loss.h"
@@ -349,6 +350,54 @@ TEST(Transformer, ForwardMatchesFloat64ReRun) {
     // so agreement is at float32 accuracy: 1e-4 on logits of magnitude ~1-10.
     EXPECT_LT(max_diff(logits, ref), 1e-4) << block;
   }
+}
+
+// An OLM-style model from JSON: LayerNorm -> attention -> residual -> LayerNorm -> SwiGLU ->
+// residual, hidden size by ff_multiplier, LayerNorm -> Linear head without bias, tied
+// embeddings; and OLM's Parallel merge as the "parallel" block (x + attn(ln x) + ffn(ln' x)).
+TEST(Transformer, OlmStyleAndParallelBlocksMatchFloat64) {
+  for (const std::string block : {"default", "parallel"}) {
+    auto config = olm::Config::from_json(R"({"d_model": 16, "vocab_size": 40, "n_layers": 2, "tie_word_embeddings": true,
+        "block": {"name": ")" + block + R"(", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 10000}},
+          "feed_forward": {"ff_multiplier": 2.5, "bias": false}, "layer_norm": {"name": "default"}},
+        "lm_head": {"layer_norm": {"name": "default"}, "bias": false}})");
+    EXPECT_EQ(config.spec().blocks[0].feed_forward.hidden_size, 40);  // int(2.5 * 16)
+    olm::nn::Transformer model(config.spec());
+    olm::nn::init_weights(model);
+    randomize(model, 41);
+    auto params = model.named_parameters();
+    auto P = [&](const std::string& name) -> at::Tensor& {
+      for (auto& p : params)
+        if (p.name == name) return *p.tensor;
+      ADD_FAILURE() << "no parameter " << name;
+      return *params[0].tensor;
+    };
+    auto ln = [&](const at::Tensor& x, const std::string& name) {
+      return ref_layer_norm(x, P(name + ".weight"), P(name + ".bias"), 1e-5);
+    };
+    auto ids = at::randint(40, {2, 9}, gen(42), at::kLong);
+    at::NoGradGuard ng;
+    auto logits = model.forward(ids);
+    auto h = model.embeddings().to(at::kDouble).index_select(0, ids.flatten()).view({2, 9, 16});
+    for (int64_t i = 0; i < 2; ++i) {
+      const std::string pre = "blocks." + std::to_string(i) + ".";
+      auto& blk = *model.blocks()[static_cast<size_t>(i)];
+      const auto& spec = config.spec().blocks[static_cast<size_t>(i)];
+      auto att = ref_attention(blk.attention(), spec.attention, ln(h, pre + "attention_norm").to(at::kFloat));
+      if (block == "parallel") {
+        h = h + att + ref_ffn(*blk.feed_forward(), "silu", ln(h, pre + "feed_forward_norm").to(at::kFloat));
+      } else {
+        h = h + att;
+        h = h + ref_ffn(*blk.feed_forward(), "silu", ln(h, pre + "feed_forward_norm").to(at::kFloat));
+      }
+    }
+    auto ref = at::matmul(ln(h, "lm_head.norm"), model.embeddings().to(at::kDouble).t());
+    EXPECT_LT(max_diff(logits, ref), 1e-4) << block;
+  }
+  olm::testing::expect_error([] {
+    olm::Config::from_json(R"({"d_model": 16, "vocab_size": 40, "n_layers": 1, "lm_head": {},
+      "block": {"attention": {"n_heads": 4}, "feed_forward": {"hidden_size": 8, "ff_multiplier": 2.0}, "layer_norm": {}}})");
+  }, olm::ErrorCode::kInvalidConfig, "block.feed_forward: give hidden_size or ff_multiplier, not both");
 }
 
 TEST(Loss, CrossEntropyAndZLossMatchFloat64) {

@@ -217,11 +217,20 @@ int64_t window_for_layer(const fb::SlidingWindowAttentionConfigT& sw, int64_t la
   return sw.pattern[static_cast<size_t>(((effective % n) + n) % n)];
 }
 
-FeedForwardSpec resolve_feed_forward(const fb::FeedForwardConfigT& in, const std::string& field) {
+FeedForwardSpec resolve_feed_forward(const fb::FeedForwardConfigT& in, int64_t d_model, const std::string& field) {
   FeedForwardSpec out;
   out.name = or_default(in.name, "default");
   require_one_of(out.name, {"default", "classic", "normalized"}, field + ".name");
   out.hidden_size = in.hidden_size;
+  if (in.ff_multiplier.has_value()) {
+    require(in.hidden_size == 0, ErrorCode::kInvalidConfig,
+            field + ": give hidden_size or ff_multiplier, not both");
+    require_positive_finite(*in.ff_multiplier, field + ".ff_multiplier");
+    // OLM: int(ff_multiplier * embed_dim), truncated as Python's int() does.
+    const double hidden = *in.ff_multiplier * static_cast<double>(d_model);
+    require(hidden < 2147483648.0, ErrorCode::kInvalidConfig, field + ".ff_multiplier is absurdly large");
+    out.hidden_size = static_cast<int64_t>(hidden);
+  }
   require_positive(out.hidden_size, field + ".hidden_size");
   out.bias = in.bias.has_value() ? *in.bias : out.name != "normalized";
   out.activation = or_default(in.activation, "silu");
@@ -234,14 +243,14 @@ FeedForwardSpec resolve_feed_forward(const fb::FeedForwardConfigT& in, const std
   return out;
 }
 
-MoESpec resolve_moe(const fb::MoEConfigT& in, int64_t n_layers, const std::string& field);
+MoESpec resolve_moe(const fb::MoEConfigT& in, int64_t d_model, int64_t n_layers, const std::string& field);
 
 BlockSpec resolve_block(const fb::TransformerBlockConfigT& block, int64_t d_model, int64_t n_layers,
                         const std::string& field) {
   require(block.attention != nullptr, ErrorCode::kInvalidConfig, field + ".attention: required field is missing");
   BlockSpec b;
   b.name = or_default(block.name, "default");
-  require_one_of(b.name, {"default", "reordered_norm", "default_scaled", "peri_norm", "normalized", "moe",
+  require_one_of(b.name, {"default", "reordered_norm", "default_scaled", "peri_norm", "parallel", "normalized", "moe",
                           "moe_reordered_norm", "moe_hybrid", "moe_hybrid_reordered_norm"},
                  field + ".name");
   const bool normalized = b.name == "normalized";
@@ -256,7 +265,7 @@ BlockSpec resolve_block(const fb::TransformerBlockConfigT& block, int64_t d_mode
   if (!moe_block || hybrid) {
     require(block.feed_forward != nullptr, ErrorCode::kInvalidConfig,
             field + ".feed_forward: required field is missing");
-    b.feed_forward = resolve_feed_forward(*block.feed_forward, field + ".feed_forward");
+    b.feed_forward = resolve_feed_forward(*block.feed_forward, d_model, field + ".feed_forward");
   } else {
     require(block.feed_forward == nullptr, ErrorCode::kInvalidConfig,
             field + ".feed_forward: not allowed with " + field + ".name '" + b.name + "' (its feed-forward is " + field +
@@ -270,7 +279,7 @@ BlockSpec resolve_block(const fb::TransformerBlockConfigT& block, int64_t d_mode
             ErrorCode::kInvalidConfig,
             field + ".attention_residual_alpha and " + field +
                 ".feed_forward_residual_alpha: not supported by MoE blocks (as in OLMo-core)");
-    b.moe = resolve_moe(*block.feed_forward_moe, n_layers, field + ".feed_forward_moe");
+    b.moe = resolve_moe(*block.feed_forward_moe, d_model, n_layers, field + ".feed_forward_moe");
   } else {
     require(block.feed_forward_moe == nullptr, ErrorCode::kInvalidConfig,
             field + ".feed_forward_moe: only allowed with an MoE " + field + ".name (got '" + b.name + "')");
@@ -345,7 +354,7 @@ std::vector<std::pair<const fb::TransformerBlockConfigT*, std::string>> block_co
 
 // olmo_core.nn.moe.MoEConfig / MoERouterConfig. OLMo-core raises on the same impossible
 // settings (top_k > num_experts in torch.topk, capacity_factor with dropless as a TypeError).
-MoESpec resolve_moe(const fb::MoEConfigT& in, int64_t n_layers, const std::string& field) {
+MoESpec resolve_moe(const fb::MoEConfigT& in, int64_t d_model, int64_t n_layers, const std::string& field) {
   MoESpec out;
   const std::string name = or_default(in.name, "default");
   require_one_of(name, {"default", "dropless"}, field + ".name");
@@ -385,7 +394,7 @@ MoESpec resolve_moe(const fb::MoEConfigT& in, int64_t n_layers, const std::strin
   require(out.router.top_k <= out.num_experts, ErrorCode::kInvalidConfig,
           rf + ".top_k (" + std::to_string(out.router.top_k) + ") must not exceed " + field +
               ".num_experts (" + std::to_string(out.num_experts) + ")");
-  if (in.shared_mlp) out.shared_mlp = resolve_feed_forward(*in.shared_mlp, field + ".shared_mlp");
+  if (in.shared_mlp) out.shared_mlp = resolve_feed_forward(*in.shared_mlp, d_model, field + ".shared_mlp");
   const double scale = in.scale_loss_by_num_layers ? static_cast<double>(n_layers) : 1.0;
   const double lb = in.lb_loss_weight.value_or(0.01);
   require(std::isfinite(lb) && lb >= 0, ErrorCode::kInvalidConfig, field + ".lb_loss_weight must be finite and >= 0");

@@ -108,6 +108,11 @@ at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache, const 
     auto h = residual(x, post_attention_norm_->forward(attention_->forward(attention_norm_->forward(x), cache, doc_positions)), a);
     return residual(h, post_feed_forward_norm_->forward(feed_forward_->forward(feed_forward_norm_->forward(h))), f);
   }
+  if (spec_.name == "parallel") {
+    // Both sublayers read the block input: x + attention(norm(x)) + feed_forward(norm'(x)).
+    auto h = residual(x, attention_->forward(attention_norm_->forward(x), cache, doc_positions), a);
+    return residual(h, feed_forward_->forward(feed_forward_norm_->forward(x)), f);
+  }
   if (spec_.name == "default_scaled") {
     const auto scale = ln_scale_->to(x.scalar_type());
     auto h = residual(x, attention_->forward(attention_norm_->forward(x) * scale, cache, doc_positions), a);
