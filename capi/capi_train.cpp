@@ -144,15 +144,7 @@ olm_error* olm_trainer_create(olm_model* model, const olm_train_config* config, 
 
 olm_error* olm_trainer_step(olm_trainer* trainer, const olm_tensor* input_ids, const olm_tensor* labels,
                             olm_step_metrics* out) {
-  OLM_API_BEGIN
-  require_arg(trainer, "trainer");
-  require_arg(input_ids, "input_ids");
-  require_arg(out, "out");
-  require(out->struct_size >= sizeof(size_t) + sizeof(int64_t), ErrorCode::kInvalidArgument,
-          "out->struct_size is " + std::to_string(out->struct_size) + ": set it to sizeof(olm_step_metrics)");
-  const auto m = trainer->trainer->train_batch(input_ids->tensor, labels ? labels->tensor : at::Tensor());
-  olm::capi::write_result(out, olm::capi::step_metrics_to_c(m));
-  OLM_API_END
+  return olm_trainer_step_documents(trainer, input_ids, labels, nullptr, out);
 }
 
 olm_error* olm_trainer_step_documents(olm_trainer* trainer, const olm_tensor* input_ids, const olm_tensor* labels,
