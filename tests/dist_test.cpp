@@ -29,7 +29,18 @@ namespace {
 
 constexpr int kSteps = 20;
 
-olm::Config model_config() {
+// "moe": dropless experts with OLMo-core's auxiliary-loss-free score bias, which moves after
+// every batch by the expert loads, summed over the ranks first (as OLMo-core's router does).
+// No load-balancing loss: it is a product of per-rank batch statistics, so ranks differ from
+// one process by design, in OLMo-core too.
+olm::Config model_config(const std::string& mode = "train") {
+  if (mode == "moe")
+    return olm::Config::from_json(R"({"name": "moe", "d_model": 32, "vocab_size": 50, "n_layers": 2,
+      "block": {"name": "moe_reordered_norm", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 10000}},
+        "feed_forward_moe": {"name": "dropless", "num_experts": 4, "hidden_size": 16, "lb_loss_weight": 0,
+          "router": {"top_k": 2, "bias_gamma": 0.01}},
+        "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+      "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
   return olm::Config::from_json(R"({"d_model": 32, "vocab_size": 50, "n_layers": 2,
     "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "n_kv_heads": 2, "bias": false,
       "rope": {"theta": 10000}, "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
@@ -76,8 +87,8 @@ struct TrainRun {
 // die_after_step: the rank sends itself `die_signal` before that step (SIGKILL: dead;
 // SIGSTOP: alive but stuck).
 TrainRun train(const std::shared_ptr<olm::dist::ProcessGroup>& group, int die_after_step = -1,
-               int die_signal = SIGKILL, const std::string& extra_config = "") {
-  auto model = std::make_shared<olm::Model>(model_config(), "cpu", olm::ModelOptions{});
+               int die_signal = SIGKILL, const std::string& extra_config = "", const std::string& mode = "train") {
+  auto model = std::make_shared<olm::Model>(model_config(mode), "cpu", olm::ModelOptions{});
   const int64_t rank = group ? group->rank() : 0, world = group ? group->world_size() : 1;
   if (rank != 0) {
     at::NoGradGuard no_grad;
@@ -101,7 +112,7 @@ TrainRun train(const std::shared_ptr<olm::dist::ProcessGroup>& group, int die_af
   const auto eval = olm::train::evaluate_dataset(trainer, *dataset(), 2, 0);
   run.eval_loss = eval.loss;
   run.eval_tokens = eval.tokens;
-  for (auto& p : model->module().named_parameters()) {
+  for (auto& p : model->module().named_state()) {  // parameters and buffers (MoE score biases)
     auto t = p.tensor->detach().to(at::kFloat).contiguous();
     run.params[p.name] = std::vector<float>(t.data_ptr<float>(), t.data_ptr<float>() + t.numel());
   }
@@ -229,9 +240,11 @@ std::string slurp(const std::string& path) {
   return ss.str();
 }
 
-const TrainRun& single_process() {
-  static const TrainRun run = train(nullptr);
-  return run;
+const TrainRun& single_process(const std::string& mode = "train") {
+  static std::map<std::string, TrainRun> runs;
+  const std::string model = mode == "moe" ? "moe" : "train";
+  if (!runs.count(model)) runs[model] = train(nullptr, -1, SIGKILL, "", model);
+  return runs.at(model);
 }
 
 // Losses per step within 1e-5 relative, final weights within 1e-5: ranks sum
@@ -239,7 +252,7 @@ const TrainRun& single_process() {
 // 20 AdamW steps do not amplify that past 1e-5 for weights of order 0.1.
 void expect_matches_single_process(int world, const std::string& mode = "train") {
   const auto children = launch(world, mode, 60);
-  const TrainRun& ref = single_process();
+  const TrainRun& ref = single_process(mode);
   std::vector<TrainRun> runs;
   for (auto& c : children) {
     ASSERT_TRUE(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0) << slurp(c.log);
@@ -290,6 +303,8 @@ TEST(DataParallel, FourRanksMatchOneProcess) { expect_matches_single_process(4);
 // Activation checkpointing recomputes each block inside backward; the gradient hooks must
 // still see every gradient once, and the numbers stay those of one process without it.
 TEST(DataParallel, TwoRanksWithActivationCheckpointingMatchOneProcess) { expect_matches_single_process(2, "ac"); }
+// MoE: the score biases move by the loads of the whole global batch on every rank.
+TEST(DataParallel, TwoRanksOfMoEWithScoreBiasMatchOneProcess) { expect_matches_single_process(2, "moe"); }
 
 // The gradient bytes per step are the parameters once (summed, float32), plus the token count
 // and the two losses.
@@ -491,7 +506,7 @@ int worker(const std::string& mode, const std::string& out, double timeout_s) {
     auto group = olm::dist::ProcessGroup::create(o);
     const bool dies = (mode == "die" || mode == "stop") && group->rank() == 1;
     const TrainRun r = train(group, dies ? 3 : -1, mode == "stop" ? SIGSTOP : SIGKILL,
-                             mode == "ac" ? R"(, "ac_mode": "full")" : "");
+                             mode == "ac" ? R"(, "ac_mode": "full")" : "", mode == "moe" ? "moe" : "train");
     write_run(r, out);
     group->shutdown();
     return 0;

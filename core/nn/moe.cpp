@@ -86,9 +86,12 @@ MoERouter::Routing MoERouter::forward(const at::Tensor& x_in, MoEAuxLosses* aux)
   return r;
 }
 
-void MoERouter::post_batch() {
+void MoERouter::post_batch(const std::function<void(at::Tensor&)>& sum_across_ranks) {
   if (!score_bias_ || !pending_load_.defined()) return;
   at::NoGradGuard no_grad;
+  // As OLMo-core: the expert loads are summed over the data-parallel group first, so every
+  // rank moves its bias the same way.
+  if (sum_across_ranks) sum_across_ranks(pending_load_);
   const auto ideal = pending_load_.mean(0, /*keepdim=*/true);
   score_bias_->add_((ideal - pending_load_).sign() * *spec_.router.bias_gamma);
   pending_load_.zero_();

@@ -18,6 +18,7 @@
 // MoEAuxLosses, already multiplied by their (per-layer) weights, for the trainer to add to the
 // loss it differentiates, as OLMo-core's attach_auxiliary_loss does.
 #pragma once
+#include <functional>
 #include "core/nn/feed_forward.h"
 
 namespace olm::nn {
@@ -45,7 +46,8 @@ class MoERouter : public Module {
 
   // OLMo-core's MoERouter.post_batch: with bias_gamma, moves score_bias by
   // bias_gamma * sign(mean load - load) over the loads routed in training since the last call.
-  void post_batch();
+  // sum_across_ranks (may be empty): sums a tensor over the data-parallel ranks in place.
+  void post_batch(const std::function<void(at::Tensor&)>& sum_across_ranks = {});
 
   at::Tensor& weight() { return weight_; }
   at::Tensor* score_bias() { return score_bias_; }

@@ -132,9 +132,9 @@ LossOutput Transformer::loss(const at::Tensor& input_ids, const at::Tensor& labe
   return out;
 }
 
-void Transformer::post_batch() {
+void Transformer::post_batch(const std::function<void(at::Tensor&)>& sum_across_ranks) {
   for (auto& block : blocks_)
-    if (MoE* moe = block->feed_forward_moe()) moe->router().post_batch();
+    if (MoE* moe = block->feed_forward_moe()) moe->router().post_batch(sum_across_ranks);
 }
 
 }  // namespace olm::nn

@@ -32,7 +32,8 @@ class Transformer : public Module {
                   const LossOptions& options, const at::Tensor& doc_positions = at::Tensor()) const;
   // MoETransformer.post_batch: after the last backward of a batch, before the optimizer step
   // (moves the aux-loss-free routers' score biases).
-  void post_batch();
+  // sum_across_ranks (may be empty): sums a tensor over the data-parallel ranks in place.
+  void post_batch(const std::function<void(at::Tensor&)>& sum_across_ranks = {});
 
   // Runs block i through `runner` instead of directly when checkpointed[i] is set and grad
   // mode is on (activation checkpointing lives in core/train; nn does not depend on it).

@@ -192,7 +192,11 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
       objective.backward();
     }
   }
-  model_->module().post_batch();
+  if (group_) {
+    model_->module().post_batch([this](at::Tensor& t) { group_->all_reduce_sum({t}); });
+  } else {
+    model_->module().post_batch();
+  }
 
   at::NoGradGuard no_grad;
   if (ddp_) {
