@@ -6,6 +6,7 @@
 // Tolerances: a float64 module agrees to rounding (1e-10); a float32 module to 1e-5 (outputs
 // O(0.1-1), a few dozen recurrent steps, sums over <= 32 terms).
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/autocast_mode.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -444,4 +445,38 @@ TEST(GatedDeltaRule, ChunkedEqualsRecurrent) {
   const double d32 = max_diff(olm::nn::gated_delta_rule_chunked(q2, k2, v2, g2, b2), r64);
   std::printf("[gdn] chunked float32 vs recurrent float64, T=150: %.3g\n", d32);
   EXPECT_LT(d32, 1e-5);
+}
+
+// Under the trainer's bf16 autocast the rule still multiplies in float32.
+TEST(GatedDeltaRule, IgnoresAutocast) {
+  const auto q = randn({1, 20, 2, 8}, 21, at::kFloat) * 0.3, k = randn({1, 20, 2, 8}, 22, at::kFloat) * 0.3;
+  const auto v = randn({1, 20, 2, 8}, 23, at::kFloat);
+  const auto g = -at::softplus(randn({1, 20, 2}, 24, at::kFloat)), beta = at::sigmoid(randn({1, 20, 2}, 25, at::kFloat));
+  const auto plain = olm::nn::gated_delta_rule_chunked(q, k, v, g, beta, at::Tensor(), 8);
+  at::autocast::set_autocast_enabled(at::kCPU, true);
+  at::autocast::set_autocast_dtype(at::kCPU, at::kBFloat16);
+  const auto cast = olm::nn::gated_delta_rule_chunked(q, k, v, g, beta, at::Tensor(), 8);
+  const auto cast_rec = olm::nn::gated_delta_rule_recurrent(q, k, v, g, beta);
+  at::autocast::set_autocast_enabled(at::kCPU, false);
+  at::autocast::clear_cache();
+  EXPECT_EQ(cast.scalar_type(), at::kFloat);
+  EXPECT_EQ(max_diff(cast, plain), 0.0);
+  EXPECT_LT(max_diff(cast_rec, plain), 1e-5);
+}
+
+// bf16 autocast and full activation checkpointing also train a GatedDeltaNet model.
+TEST(GatedDeltaNetTraining, AutocastAndActivationCheckpointing) {
+  const auto ids = at::randint(40, {4, 8}, at::detail::createCPUGenerator(5), at::kLong);
+  for (const std::string extra : {R"(, "autocast_precision": "bfloat16")", R"(, "ac_mode": "full")"}) {
+    auto model = std::make_shared<olm::Model>(olm::Config::from_json(gdn_config(kMixer)), "cpu", olm::ModelOptions{});
+    olm::train::Trainer trainer(model, olm::train::TrainConfig::from_json(
+        R"({"sequence_length": 8, "global_batch_size": 32, "max_steps": 4, "optimizer": {"name": "adamw", "lr": 0.01})" + extra + "}"));
+    double first = 0, last = 0;
+    for (int step = 0; step < 4; ++step) {
+      const auto m = trainer.train_batch(ids);
+      ASSERT_TRUE(std::isfinite(m.ce_loss)) << extra;
+      (step == 0 ? first : last) = m.ce_loss;
+    }
+    EXPECT_LT(last, first) << extra;
+  }
 }

@@ -1,6 +1,7 @@
 #include "core/nn/gated_delta_net.h"
 
 #include <ATen/ops/linalg_solve_triangular.h>
+#include <c10/core/impl/LocalDispatchKeySet.h>
 
 #include <cmath>
 
@@ -61,6 +62,8 @@ GatedDeltaNet::GatedDeltaNet(int64_t d_model, const GatedDeltaNetSpec& spec, con
 
 at::Tensor gated_delta_rule_recurrent(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                       const at::Tensor& g, const at::Tensor& beta, const at::Tensor& reset) {
+  // The state's products stay in float32 under bf16 autocast (fla's kernels accumulate in float32).
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const auto dtype = v.scalar_type();
   const auto compute = dtype == at::kDouble ? at::kDouble : at::kFloat;
   const int64_t B = q.size(0), T = q.size(1), H = q.size(2), K = q.size(3), V = v.size(3);
@@ -86,6 +89,8 @@ at::Tensor gated_delta_rule_recurrent(const at::Tensor& q, const at::Tensor& k, 
 at::Tensor gated_delta_rule_chunked(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const at::Tensor& g, const at::Tensor& beta, const at::Tensor& reset,
                                     int64_t chunk_size) {
+  // The state's products stay in float32 under bf16 autocast (fla's kernels accumulate in float32).
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   // Within a chunk, with gc the cumulative log-decay from the chunk's start, D_ij = exp(gc_i -
   // gc_j) (i >= j) and S0 the state entering the chunk, the recurrence unrolls to
   //   (I + M) U = beta v - (beta exp(gc) k) S0,    M_ij = beta_i D_ij k_i.k_j  (j < i),
