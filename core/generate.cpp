@@ -66,6 +66,10 @@ std::vector<int64_t> generate(Model& model, const at::Tensor& prompt_in, const G
   std::vector<nn::KVCache> caches;
   at::Tensor logits;
   if (options.use_kv_cache) {
+    for (size_t i = 0; i < spec.blocks.size(); ++i)
+      require(!spec.blocks[i].gated_delta_net, ErrorCode::kInvalidArgument,
+              "use_kv_cache: not supported with GatedDeltaNet blocks (block " + std::to_string(i) +
+                  " has no KV cache; its recurrent state is not cached yet): set use_kv_cache false");
     // Refuse a cache that could never fit rather than let the system run out of memory.
     long double cache_bytes = 0;
     for (const auto& block : spec.blocks)

@@ -34,6 +34,27 @@ int64_t AttentionSpec::num_params(int64_t d_model) const {
   return params;
 }
 
+// GatedDeltaNetConfig.num_params: seven projections, A_log and dt_bias, the three depthwise
+// convolutions (and their biases), and the gated output norm's weight.
+int64_t GatedDeltaNetSpec::num_params(int64_t d_model) const {
+  int64_t params = d_model * (2 * key_dim() + 2 * value_dim() + 2 * n_v_heads);  // w_q w_k w_v w_g w_a w_b
+  params += value_dim() * d_model;                                                // w_out
+  params += 2 * n_v_heads;                                                        // A_log, dt_bias
+  params += conv_size * (2 * key_dim() + value_dim());
+  if (conv_bias) params += 2 * key_dim() + value_dim();
+  params += head_v_dim;  // o_norm
+  return params;
+}
+
+// GatedDeltaNet.num_flops_per_token (independent of seq_len): 6 per projection weight, 6 per
+// convolution tap, and 2 * 3 * 4 per recurrent state entry.
+int64_t GatedDeltaNetSpec::num_flops_per_token(int64_t d_model) const {
+  const int64_t linear = d_model * (2 * key_dim() + 2 * value_dim() + 2 * n_v_heads) + value_dim() * d_model;
+  const int64_t conv = conv_size * (2 * key_dim() + value_dim());
+  const int64_t state = n_v_heads * head_dim * head_v_dim;
+  return 6 * linear + 6 * conv + 24 * state;
+}
+
 int64_t FeedForwardSpec::num_params(int64_t d_model) const {
   const bool gated = name != "classic";
   int64_t params = (gated ? 3 : 2) * d_model * hidden_size;
@@ -60,7 +81,8 @@ int64_t MoESpec::num_active_params(int64_t d_model) const {
 int64_t BlockSpec::num_params(int64_t d_model) const {
   if (name == "normalized")  // no norms; attn_alpha and mlp_alpha
     return attention.num_params(d_model) + feed_forward.num_params(d_model) + 2 * d_model;
-  int64_t params = attention.num_params(d_model) + layer_norm.num_params(d_model);
+  const int64_t mixer = gated_delta_net ? gated_delta_net->num_params(d_model) : attention.num_params(d_model);
+  int64_t params = mixer + layer_norm.num_params(d_model);
   if (has_feed_forward()) params += feed_forward.num_params(d_model) + layer_norm.num_params(d_model);
   if (moe) params += moe->num_params(d_model) + layer_norm.num_params(d_model);
   if (name == "peri_norm") params += 2 * layer_norm.num_params(d_model);
@@ -88,12 +110,16 @@ int64_t Config::num_flops_per_token(int64_t seq_len) const {
   int64_t flops = 0;
   for (const auto& block : s.blocks) {
     const auto& a = block.attention;
-    flops += 6 * a.num_params(s.d_model);
-    // QK^T and AV (2 matmuls x 2 ops x 3 for forward and backward) over the (query, key) pairs
-    // a causal (sliding-window) mask keeps, per token, as OLMo-core 3.x counts them.
-    const int64_t w = a.window_size.value_or(seq_len);
-    const int64_t pairs = w >= seq_len ? seq_len * (seq_len + 1) / 2 : w * (w + 1) / 2 + (seq_len - w) * w;
-    flops += 12 * a.n_heads * a.head_dim * pairs / seq_len;
+    if (block.gated_delta_net) {
+      flops += block.gated_delta_net->num_flops_per_token(s.d_model);
+    } else {
+      flops += 6 * a.num_params(s.d_model);
+      // QK^T and AV (2 matmuls x 2 ops x 3 for forward and backward) over the (query, key) pairs
+      // a causal (sliding-window) mask keeps, per token, as OLMo-core 3.x counts them.
+      const int64_t w = a.window_size.value_or(seq_len);
+      const int64_t pairs = w >= seq_len ? seq_len * (seq_len + 1) / 2 : w * (w + 1) / 2 + (seq_len - w) * w;
+      flops += 12 * a.n_heads * a.head_dim * pairs / seq_len;
+    }
     if (block.moe) {
       // MoEBase.num_flops_per_token: router and shared MLP parameters, plus the experts'
       // parameters times top_k / num_experts (exact: the product is divisible). OLMo-core's

@@ -84,7 +84,14 @@ AttentionSpec resolve_attention(const fb::AttentionConfigT& in, int64_t d_model,
                                 const std::string& field) {
   AttentionSpec out;
   const std::string name = or_default(in.name, "default");
-  require_one_of(name, {"default", "normalized"}, field + ".name");
+  require_one_of(name, {"default", "normalized", "gated_delta_net"}, field + ".name");
+  const std::pair<bool, const char*> gdn_only[] = {
+      {in.n_v_heads.has_value(), "n_v_heads"}, {in.expand_v.has_value(), "expand_v"},
+      {in.allow_neg_eigval.has_value(), "allow_neg_eigval"}, {in.conv_size.has_value(), "conv_size"},
+      {in.conv_bias.has_value(), "conv_bias"}, {in.norm_eps.has_value(), "norm_eps"}};
+  for (const auto& [set, f] : gdn_only)
+    require(!set, ErrorCode::kInvalidConfig,
+            field + "." + f + ": only allowed with " + field + ".name \"gated_delta_net\" (got '" + name + "')");
   out.normalized = name == "normalized";
   if (out.normalized) {
     // OLMo-core's NormalizedAttention takes none of these.
@@ -245,6 +252,54 @@ FeedForwardSpec resolve_feed_forward(const fb::FeedForwardConfigT& in, int64_t d
 
 MoESpec resolve_moe(const fb::MoEConfigT& in, int64_t d_model, int64_t n_layers, const std::string& field);
 
+// GatedDeltaNetConfig, from the "attention" slot with name "gated_delta_net". OLMo-core asserts
+// what we check here; attention-only fields are refused by name.
+GatedDeltaNetSpec resolve_gated_delta_net(const fb::AttentionConfigT& in, int64_t d_model,
+                                          const std::string& field) {
+  const std::pair<bool, const char*> attention_only[] = {
+      {in.n_kv_heads.has_value(), "n_kv_heads"}, {in.bias.has_value(), "bias"},
+      {in.rope != nullptr, "rope"}, {in.clip_qkv.has_value(), "clip_qkv"},
+      {in.qk_norm != nullptr, "qk_norm"}, {in.use_head_qk_norm.has_value(), "use_head_qk_norm"},
+      {in.dropout.has_value(), "dropout"}, {!in.backend.empty(), "backend"}, {in.gate != nullptr, "gate"},
+      {in.sliding_window != nullptr, "sliding_window"}, {in.softcap.has_value(), "softcap"},
+      {in.alibi.has_value(), "alibi"}};
+  for (const auto& [set, f] : attention_only)
+    require(!set, ErrorCode::kInvalidConfig,
+            field + "." + f + ": not supported by " + field + ".name \"gated_delta_net\" (a GatedDeltaNet)");
+  GatedDeltaNetSpec g;
+  g.n_heads = in.n_heads;
+  require_positive(g.n_heads, field + ".n_heads");
+  g.n_v_heads = in.n_v_heads.value_or(g.n_heads);
+  require_positive(g.n_v_heads, field + ".n_v_heads");
+  require(g.n_v_heads >= g.n_heads && g.n_v_heads % g.n_heads == 0, ErrorCode::kInvalidConfig,
+          field + ".n_v_heads (" + std::to_string(g.n_v_heads) + ") must be a multiple of " + field + ".n_heads (" +
+              std::to_string(g.n_heads) + ")");
+  if (in.head_dim.has_value()) {
+    g.head_dim = *in.head_dim;
+    require_positive(g.head_dim, field + ".head_dim");
+  } else {
+    require(d_model % g.n_heads == 0, ErrorCode::kInvalidConfig,
+            "d_model (" + std::to_string(d_model) + ") must be divisible by " + field + ".n_heads (" +
+                std::to_string(g.n_heads) + ") when " + field + ".head_dim is not set");
+    g.head_dim = d_model / g.n_heads;
+  }
+  g.expand_v = in.expand_v.value_or(2.0);
+  require_positive_finite(g.expand_v, field + ".expand_v");
+  // OLMo-core: int(head_dim * expand_v), asserted to be (close to) the exact product.
+  const double v_dim = static_cast<double>(g.head_dim) * g.expand_v;
+  g.head_v_dim = static_cast<int64_t>(v_dim);
+  require(v_dim < 2147483648.0 && g.head_v_dim > 0 && std::abs(v_dim - static_cast<double>(g.head_v_dim)) <= 1e-5 * v_dim,
+          ErrorCode::kInvalidConfig,
+          field + ".expand_v: head_dim (" + std::to_string(g.head_dim) + ") * expand_v must be a positive integer");
+  g.allow_neg_eigval = in.allow_neg_eigval.value_or(true);
+  g.conv_size = in.conv_size.value_or(4);
+  require_positive(g.conv_size, field + ".conv_size");
+  g.conv_bias = in.conv_bias.value_or(false);
+  g.norm_eps = in.norm_eps.value_or(1e-5);
+  require_positive_finite(g.norm_eps, field + ".norm_eps");
+  return g;
+}
+
 BlockSpec resolve_block(const fb::TransformerBlockConfigT& block, int64_t d_model, int64_t n_layers,
                         const std::string& field) {
   require(block.attention != nullptr, ErrorCode::kInvalidConfig, field + ".attention: required field is missing");
@@ -260,7 +315,16 @@ BlockSpec resolve_block(const fb::TransformerBlockConfigT& block, int64_t d_mode
           field + ".layer_norm: required field is missing");
   require(!normalized || block.layer_norm == nullptr, ErrorCode::kInvalidConfig,
           field + ".layer_norm: normalized blocks have no layer norms");
-  b.attention = resolve_attention(*block.attention, d_model, field + ".attention");
+  if (block.attention->name == "gated_delta_net") {
+    require(!normalized, ErrorCode::kInvalidConfig,
+            field + ".attention.name: normalized blocks need normalized attention (got \"gated_delta_net\")");
+    b.gated_delta_net = resolve_gated_delta_net(*block.attention, d_model, field + ".attention");
+    b.attention.n_heads = b.attention.n_kv_heads = b.gated_delta_net->n_heads;
+    b.attention.head_dim = b.gated_delta_net->head_dim;
+    b.attention.bias = false;
+  } else {
+    b.attention = resolve_attention(*block.attention, d_model, field + ".attention");
+  }
   if (block.layer_norm) b.layer_norm = resolve_layer_norm(*block.layer_norm, field + ".layer_norm");
   if (!moe_block || hybrid) {
     require(block.feed_forward != nullptr, ErrorCode::kInvalidConfig,
@@ -602,6 +666,9 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
   spec.dtype = dtype == "bfloat16" ? c10::ScalarType::BFloat16 : c10::ScalarType::Float;
   spec.init_method = or_default(in.init_method, "normal");
   require_one_of(spec.init_method, {"normal", "llama", "llama_depth", "fan_in", "normalized"}, "init_method");
+  for (const auto& b : spec.blocks)
+    require(!(b.gated_delta_net && spec.init_method == "fan_in"), ErrorCode::kInvalidConfig,
+            "init_method: \"fan_in\" is not supported with GatedDeltaNet blocks (as in OLMo-core)");
   spec.init_seed = in.init_seed;
   spec.init_std = in.init_std;
   require_positive_finite(spec.init_std, "init_std");
@@ -643,6 +710,7 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
     const auto& a = b.attention;
     total += static_cast<long double>(spec.d_model) * a.head_dim * (2 * a.n_heads + 2 * a.n_kv_heads) +
              3.0L * spec.d_model * b.feed_forward.hidden_size +
+             (b.gated_delta_net ? 3.0L * spec.d_model * b.gated_delta_net->value_dim() : 0.0L) +
              (b.moe ? 3.0L * spec.d_model * b.moe->hidden_size * b.moe->num_experts +
                           static_cast<long double>(spec.d_model) * b.moe->num_experts +
                           (b.moe->shared_mlp ? 3.0L * spec.d_model * b.moe->shared_mlp->hidden_size : 0.0L)

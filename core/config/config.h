@@ -72,6 +72,24 @@ struct AttentionSpec {
   int64_t num_params(int64_t d_model) const;
 };
 
+// olmo_core.nn.attention.recurrent.GatedDeltaNetConfig, resolved (a block's sequence mixer
+// when set; see BlockSpec::gated_delta_net).
+struct GatedDeltaNetSpec {
+  int64_t n_heads = 0;    // key/query heads
+  int64_t n_v_heads = 0;  // value heads (a multiple of n_heads)
+  int64_t head_dim = 0;   // head_k_dim
+  int64_t head_v_dim = 0; // head_dim * expand_v
+  double expand_v = 2.0;
+  bool allow_neg_eigval = true;
+  int64_t conv_size = 4;
+  bool conv_bias = false;
+  double norm_eps = 1e-5;
+  int64_t key_dim() const { return n_heads * head_dim; }
+  int64_t value_dim() const { return n_v_heads * head_v_dim; }
+  int64_t num_params(int64_t d_model) const;
+  int64_t num_flops_per_token(int64_t d_model) const;  // GatedDeltaNet.num_flops_per_token
+};
+
 struct FeedForwardSpec {
   std::string name = "default";  // "default" (gated) | "classic" | "normalized" (nGPT)
   int64_t hidden_size = 0;
@@ -109,7 +127,9 @@ struct BlockSpec {
   // "default" | "reordered_norm" | "default_scaled" | "peri_norm" | "normalized" | "moe"
   // | "moe_reordered_norm" | "moe_hybrid" | "moe_hybrid_reordered_norm"
   std::string name;
-  AttentionSpec attention;
+  AttentionSpec attention;  // its n_heads/head_dim only, when gated_delta_net is set
+  // Set when the block's sequence mixer ("attention" slot) is a GatedDeltaNet.
+  std::optional<GatedDeltaNetSpec> gated_delta_net;
   LayerNormSpec layer_norm;
   FeedForwardSpec feed_forward;  // unused (hidden_size 0) by "moe" and "moe_reordered_norm"
   std::optional<MoESpec> moe;    // set exactly for the moe* blocks

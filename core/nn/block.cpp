@@ -2,14 +2,20 @@
 
 #include <cmath>
 
+#include "core/error.h"
+
 namespace olm::nn {
 
 TransformerBlock::TransformerBlock(int64_t d_model, int64_t block_idx, const BlockSpec& spec,
                                    std::shared_ptr<BufferCache> cache,
                                    const at::TensorOptions& options)
     : spec_(spec) {
-  attention_ = register_module("attention",
-                               std::make_shared<Attention>(d_model, spec.attention, std::move(cache), options));
+  if (spec.gated_delta_net) {
+    gated_delta_net_ = register_module("attention", std::make_shared<GatedDeltaNet>(d_model, *spec.gated_delta_net, options));
+  } else {
+    attention_ = register_module("attention",
+                                 std::make_shared<Attention>(d_model, spec.attention, std::move(cache), options));
+  }
   if (spec.name == "normalized") {
     feed_forward_ = register_module("feed_forward",
                                     std::make_shared<FeedForward>(d_model, spec.feed_forward, options));
@@ -52,6 +58,20 @@ TransformerBlock::TransformerBlock(int64_t d_model, int64_t block_idx, const Blo
   }
 }
 
+Attention& TransformerBlock::attention() {
+  require(attention_ != nullptr, ErrorCode::kInternal, "this block's sequence mixer is a GatedDeltaNet, not attention");
+  return *attention_;
+}
+
+at::Tensor TransformerBlock::mix(const at::Tensor& x, KVCache* cache, const at::Tensor& doc_positions) const {
+  if (gated_delta_net_) {
+    require(cache == nullptr, ErrorCode::kInvalidArgument,
+            "use_kv_cache: GatedDeltaNet blocks have no KV cache (generate without it)");
+    return gated_delta_net_->forward(x, doc_positions);
+  }
+  return attention_->forward(x, cache, doc_positions);
+}
+
 at::Tensor TransformerBlock::residual(const at::Tensor& residual, const at::Tensor& x, double alpha) const {
   const bool train = at::GradMode::is_enabled() && spec_.dropout > 0.0;
   return at::add(residual, train ? at::dropout(x, spec_.dropout, /*train=*/true) : x, alpha);
@@ -69,7 +89,7 @@ at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache, const 
     // alpha_eff = alpha * (0.05 / (1 / sqrt(d_model))) as OLMo-core computes it.
     const double factor = 0.05 / (1.0 / std::sqrt(d_model_));
     auto h = l2_normalize(
-        at::lerp(x, l2_normalize(attention_->forward(x, cache, doc_positions)), (*attn_alpha_ * factor).abs()));
+        at::lerp(x, l2_normalize(mix(x, cache, doc_positions)), (*attn_alpha_ * factor).abs()));
     return l2_normalize(at::lerp(h, l2_normalize(feed_forward_->forward(h)), (*mlp_alpha_ * factor).abs()));
   }
   const double a = spec_.attention_residual_alpha, f = spec_.feed_forward_residual_alpha;
@@ -77,11 +97,11 @@ at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache, const 
     // MoE blocks take no residual alphas (validated): h + dropout(sublayer).
     const auto& name = spec_.name;
     if (name == "moe") {
-      auto h = residual(x, attention_->forward(attention_norm_->forward(x), cache, doc_positions), 1.0);
+      auto h = residual(x, mix(attention_norm_->forward(x), cache, doc_positions), 1.0);
       return residual(h, moe_->forward(feed_forward_norm_->forward(h), aux), 1.0);
     }
     if (name == "moe_reordered_norm") {
-      auto h = residual(x, attention_norm_->forward(attention_->forward(x, cache, doc_positions)), 1.0);
+      auto h = residual(x, attention_norm_->forward(mix(x, cache, doc_positions)), 1.0);
       return residual(h, feed_forward_norm_->forward(moe_->forward(h, aux)), 1.0);
     }
     // Hybrid: sparse_forward(x) + dense_forward(x), the sparse branch reading the block input.
@@ -92,20 +112,20 @@ at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache, const 
     if (train) sparse = at::dropout(sparse, spec_.dropout, /*train=*/true);
     at::Tensor dense;
     if (reordered) {
-      auto h = residual(x, attention_norm_->forward(attention_->forward(x, cache, doc_positions)), 1.0);
+      auto h = residual(x, attention_norm_->forward(mix(x, cache, doc_positions)), 1.0);
       dense = residual(h, feed_forward_norm_->forward(feed_forward_->forward(h)), 1.0);
     } else {
-      auto h = residual(x, attention_->forward(attention_norm_->forward(x), cache, doc_positions), 1.0);
+      auto h = residual(x, mix(attention_norm_->forward(x), cache, doc_positions), 1.0);
       dense = residual(h, feed_forward_->forward(feed_forward_norm_->forward(h)), 1.0);
     }
     return sparse + dense;
   }
   if (spec_.name == "reordered_norm") {
-    auto h = residual(x, attention_norm_->forward(attention_->forward(x, cache, doc_positions)), a);
+    auto h = residual(x, attention_norm_->forward(mix(x, cache, doc_positions)), a);
     return residual(h, feed_forward_norm_->forward(feed_forward_->forward(h)), f);
   }
   if (spec_.name == "peri_norm") {
-    auto h = residual(x, post_attention_norm_->forward(attention_->forward(attention_norm_->forward(x), cache, doc_positions)), a);
+    auto h = residual(x, post_attention_norm_->forward(mix(attention_norm_->forward(x), cache, doc_positions)), a);
     return residual(h, post_feed_forward_norm_->forward(feed_forward_->forward(feed_forward_norm_->forward(h))), f);
   }
   if (spec_.name == "parallel") {
@@ -115,10 +135,10 @@ at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache, const 
   }
   if (spec_.name == "default_scaled") {
     const auto scale = ln_scale_->to(x.scalar_type());
-    auto h = residual(x, attention_->forward(attention_norm_->forward(x) * scale, cache, doc_positions), a);
+    auto h = residual(x, mix(attention_norm_->forward(x) * scale, cache, doc_positions), a);
     return residual(h, feed_forward_->forward(feed_forward_norm_->forward(h) * scale), f);
   }
-  auto h = residual(x, attention_->forward(attention_norm_->forward(x), cache, doc_positions), a);
+  auto h = residual(x, mix(attention_norm_->forward(x), cache, doc_positions), a);
   return residual(h, feed_forward_->forward(feed_forward_norm_->forward(h)), f);
 }
 

@@ -9,6 +9,7 @@
 #pragma once
 #include "core/nn/attention.h"
 #include "core/nn/feed_forward.h"
+#include "core/nn/gated_delta_net.h"
 #include "core/nn/moe.h"
 
 namespace olm::nn {
@@ -22,7 +23,10 @@ class TransformerBlock : public Module {
   at::Tensor forward(const at::Tensor& x, KVCache* cache = nullptr, const at::Tensor& doc_positions = at::Tensor(),
                      MoEAuxLosses* aux = nullptr) const;
 
-  Attention& attention() { return *attention_; }
+  // The sequence mixer in the "attention" slot: an Attention, or (BlockSpec::gated_delta_net)
+  // a GatedDeltaNet; attention() requires the former.
+  Attention& attention();
+  GatedDeltaNet* gated_delta_net() { return gated_delta_net_.get(); }
   FeedForward* feed_forward() { return feed_forward_.get(); }  // NULL for moe, moe_reordered_norm
   MoE* feed_forward_moe() { return moe_.get(); }               // NULL for dense blocks
 
@@ -35,6 +39,9 @@ class TransformerBlock : public Module {
 
   BlockSpec spec_;
   std::shared_ptr<Attention> attention_;
+  std::shared_ptr<GatedDeltaNet> gated_delta_net_;
+  // The sequence mixer's output (Attention with its cache, or the GatedDeltaNet).
+  at::Tensor mix(const at::Tensor& x, KVCache* cache, const at::Tensor& doc_positions) const;
   std::shared_ptr<LayerNorm> attention_norm_;
   std::shared_ptr<FeedForward> feed_forward_;
   std::shared_ptr<LayerNorm> feed_forward_norm_;

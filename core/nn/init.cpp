@@ -52,20 +52,43 @@ void init_weights(Transformer& model) {
   for (size_t i = 0; i < model.blocks().size(); ++i) {
     auto& block = *model.blocks()[i];
     const double depth = static_cast<double>(i + 1);
-    auto& att = block.attention();
     // OLMo-core's "normalized" replaces the base std by 1/sqrt(d_model) for the input
     // projections and then derives the output projections' std from that replacement.
     const double std = method == "normalized" ? inv_sqrt_d : spec.init_std;
-    for (Linear* w : {&att.w_q(), &att.w_k(), &att.w_v()}) {
-      init_linear(*w, method == "fan_in" ? std::pow(w->in_features(), -0.5) : std, generator);
+    if (GatedDeltaNet* gdn = block.gated_delta_net()) {
+      // GatedDeltaNet.init_weights (fan_in is refused by the config): the six input
+      // projections, the three convolutions, A_log = log U(0, 16), dt_bias = softplus^-1 of a
+      // log-uniform dt in [0.001, 0.1] floored at 1e-4, then w_out with the depth-scaled std.
+      for (Linear* w : {&gdn->w_q(), &gdn->w_k(), &gdn->w_v(), &gdn->w_a(), &gdn->w_b(), &gdn->w_g()})
+        init_linear(*w, std, generator);
+      for (CausalConv1d* c : {&gdn->q_conv1d(), &gdn->k_conv1d(), &gdn->v_conv1d()}) {
+        trunc_normal_(c->weight(), std, generator);
+        if (c->bias()) c->bias()->zero_();
+      }
+      gdn->A_log().uniform_(0, 16, generator);
+      gdn->A_log().log_();
+      const double dt_min = 0.001, dt_max = 0.1, dt_init_floor = 1e-4;
+      auto& dt_bias = gdn->dt_bias();
+      dt_bias.uniform_(0, 1, generator);
+      auto dt = (dt_bias * (std::log(dt_max) - std::log(dt_min)) + std::log(dt_min)).exp().clamp_min(dt_init_floor);
+      dt_bias.copy_(dt + at::log(-at::expm1(-dt)));
+      double out_std = std;
+      if (method == "llama" || method == "normalized") out_std = std / std::sqrt(2 * n_blocks);
+      else if (method == "llama_depth") out_std = std / std::sqrt(2 * depth);
+      init_linear(gdn->w_out(), out_std, generator);
+    } else {
+      auto& att = block.attention();
+      for (Linear* w : {&att.w_q(), &att.w_k(), &att.w_v()}) {
+        init_linear(*w, method == "fan_in" ? std::pow(w->in_features(), -0.5) : std, generator);
+      }
+      if (Linear* w_g = att.w_g())
+        init_linear(*w_g, method == "fan_in" ? std::pow(w_g->in_features(), -0.5) : std, generator);
+      double out_std = std;
+      if (method == "fan_in") out_std = std::pow(att.w_out().in_features(), -0.5);
+      else if (method == "llama" || method == "normalized") out_std = std / std::sqrt(2 * n_blocks);
+      else if (method == "llama_depth") out_std = std / std::sqrt(2 * depth);
+      init_linear(att.w_out(), out_std, generator);
     }
-    if (Linear* w_g = att.w_g())
-      init_linear(*w_g, method == "fan_in" ? std::pow(w_g->in_features(), -0.5) : std, generator);
-    double out_std = std;
-    if (method == "fan_in") out_std = std::pow(att.w_out().in_features(), -0.5);
-    else if (method == "llama" || method == "normalized") out_std = std / std::sqrt(2 * n_blocks);
-    else if (method == "llama_depth") out_std = std / std::sqrt(2 * depth);
-    init_linear(att.w_out(), out_std, generator);
 
     double w3_std = std;
     if (method == "llama") w3_std = std / std::sqrt(2 * n_blocks);
