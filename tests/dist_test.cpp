@@ -392,6 +392,32 @@ TEST(FullyShardedDataParallel, ConfigIsCheckedAndCheckpointsAreRefused) {
   EXPECT_TRUE(at::isfinite(model->module().named_parameters()[0].tensor->sum()).item<bool>());
 }
 
+// The counters are the storage: between steps a block's parameters own no bytes (the flat
+// buffer is resized to zero, not merely forgotten), the root's neither; gathering gives them
+// back their values.
+TEST(FullyShardedDataParallel, BlocksHoldNoStorageBetweenSteps) {
+  olm::dist::ProcessGroupOptions o;
+  o.rank = 0;
+  o.world_size = 1;
+  o.master_port = free_port();
+  auto model = std::make_shared<olm::Model>(model_config(), "cpu", olm::ModelOptions{});
+  olm::train::Trainer trainer(model, train_config(R"(, "data_parallel": {"name": "fsdp"})"));
+  trainer.set_process_group(olm::dist::ProcessGroup::create(o));
+  olm::data::DataLoader loader(dataset(), 8, 3, 0, 1);
+  auto b = loader.next();
+  const auto m = trainer.train_batch(b.input_ids, b.labels);
+  EXPECT_GT(m.peak_gathered_bytes, 0);
+  for (auto& p : model->module().named_parameters())
+    EXPECT_EQ(p.tensor->storage().nbytes(), 0u) << p.name;
+  EXPECT_EQ(trainer.fsdp()->memory().gathered_bytes, 0);
+  trainer.gather_parameters();
+  for (auto& p : model->module().named_parameters()) {
+    EXPECT_GT(p.tensor->storage().nbytes(), 0u) << p.name;
+    EXPECT_TRUE(at::isfinite(*p.tensor).all().item<bool>()) << p.name;
+  }
+  EXPECT_EQ(trainer.fsdp()->memory().gathered_bytes, trainer.fsdp()->memory().shard_bytes);
+}
+
 // A rank killed mid-training makes the survivor fail, naming it, well within the timeout.
 TEST(ProcessGroup, KilledRankIsNamedBySurvivor) {
   const auto t0 = std::chrono::steady_clock::now();
