@@ -33,6 +33,7 @@ int64_t sample_token(const at::Tensor& logits_in, const GenerateOptions& options
 
 std::vector<int64_t> generate(Model& model, const at::Tensor& prompt_in, const GenerateOptions& options) {
   require(prompt_in.defined(), ErrorCode::kInvalidArgument, "prompt: NULL");
+  model.require_materialized("generate");
   at::Tensor prompt = prompt_in;
   if (prompt.dim() == 2) {
     require(prompt.size(0) == 1, ErrorCode::kInvalidArgument, "prompt: batch size must be 1");

@@ -89,8 +89,21 @@ at::Tensor Model::checked_doc_positions(const at::Tensor& ids, const at::Tensor&
   return nn::document_positions(cu_doc_lens.to(device_), ids.size(0), ids.size(1), max_doc_len);
 }
 
+void Model::require_materialized(const std::string& what) const {
+  // FSDP keeps only each rank's slice of the weights between steps: the parameters' storage
+  // is released, so reading them would read freed memory.
+  for (auto& p : module_->named_parameters()) {
+    const at::Tensor& t = *p.tensor;
+    const auto needed = static_cast<size_t>(t.storage_offset() + t.numel()) * t.element_size();
+    require(t.numel() == 0 || (t.has_storage() && t.storage().nbytes() >= needed), ErrorCode::kInvalidArgument,
+            what + ": the model's parameters are sharded across ranks by a trainer with data_parallel \"fsdp\" (" +
+                p.name + " holds no data between steps); detach the trainer's process group to gather them first");
+  }
+}
+
 at::Tensor Model::forward(const at::Tensor& input_ids, int64_t logits_to_keep, const at::Tensor& cu_doc_lens,
                           int64_t max_doc_len) const {
+  require_materialized("forward");
   auto ids = checked_tokens(input_ids, "input_ids", std::nullopt);
   auto doc_positions = checked_doc_positions(ids, cu_doc_lens, max_doc_len);
   require(logits_to_keep >= 0 && logits_to_keep <= ids.size(1), ErrorCode::kInvalidArgument,
@@ -103,6 +116,7 @@ at::Tensor Model::forward(const at::Tensor& input_ids, int64_t logits_to_keep, c
 nn::LossOutput Model::loss(const at::Tensor& input_ids, const at::Tensor& labels,
                            const nn::LossOptions& options, const at::Tensor& cu_doc_lens,
                            int64_t max_doc_len) const {
+  require_materialized("loss");
   auto ids = checked_tokens(input_ids, "input_ids", std::nullopt);
   auto doc_positions = checked_doc_positions(ids, cu_doc_lens, max_doc_len);
   auto targets = checked_tokens(labels, "labels", options.ignore_index);
@@ -122,6 +136,7 @@ nn::LossOutput Model::loss(const at::Tensor& input_ids, const at::Tensor& labels
 }
 
 void Model::load_safetensors(const std::string& path) {
+  require_materialized("load_safetensors");
   io::SafetensorsFile file(path);
   std::map<std::string, const io::SafetensorsEntry*> by_name;
   for (const auto& e : file.entries()) by_name[e.name] = &e;
@@ -170,6 +185,7 @@ void Model::load_safetensors(const std::string& path) {
 }
 
 void Model::save_safetensors(const std::string& path) const {
+  require_materialized("save_safetensors");
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (auto& p : module_->named_state()) tensors.emplace_back(p.name, *p.tensor);
   // Tied: written under both names, as OLMo-core's state dict lists them, so either side loads

@@ -44,6 +44,9 @@ class Model {
 
   nn::Transformer& module() { return *module_; }
 
+  // Throws kInvalidArgument naming `what` when the parameters hold no data (FSDP between steps).
+  void require_materialized(const std::string& what) const;
+
  private:
   at::Tensor checked_doc_positions(const at::Tensor& ids, const at::Tensor& cu_doc_lens,
                                    int64_t max_doc_len) const;

@@ -1261,6 +1261,18 @@ OLM_API void olm_dist_free(olm_dist* dist);
  * and only rank 0 writes checkpoints and metrics; olm_trainer_evaluate() (and fit's
  * evaluations) split the batches across ranks and sum, so every rank must call it.
  *
+ * With the train config's `"data_parallel": {"name": "fsdp"}` (OLMo-core's
+ * TransformerDataParallelConfig; default "ddp") the trainer shards instead (FSDP, ZeRO-3): each
+ * rank keeps a flat 1/world_size slice of every block's parameters (and of the rest as one
+ * root unit) and the optimizer state of that slice only (the optimizer starts afresh here);
+ * each block is all-gathered before its forward and its backward and freed after them, and
+ * gradients are reduce-scattered in float32. Between steps the model's parameters then hold
+ * no data: an evaluation (a collective) gathers them all and leaves them gathered until the
+ * next step, and detaching with NULL (a collective) gathers them for good and rebuilds the
+ * optimizer over the full parameters (fresh state). Checkpoints are refused under FSDP
+ * (OLM_ERR_INVALID_ARGUMENT) until sharded checkpoints exist; nGPT and MoE models are refused
+ * (OLM_ERR_INVALID_CONFIG).
+ *
  * @param trainer The trainer.
  * @param dist The process group; kept alive by the trainer. NULL detaches (single process).
  *        The trainer issues collectives on it during steps, fits and evaluations: do not

@@ -19,11 +19,14 @@
 
 #include "core/data/token_data.h"
 #include "core/dist/ddp.h"
+#include "core/dist/fsdp.h"
 #include "core/dist/process_group.h"
 #include "core/error.h"
 #include "core/train/fit.h"
 #include "core/train/trainer.h"
 #include "test_util.h"
+
+#include <functional>
 
 namespace {
 
@@ -77,6 +80,8 @@ std::shared_ptr<olm::data::TokenDataset> dataset() {
 struct TrainRun {
   std::vector<double> loss, grad_norm, step_seconds, comm_wait;
   std::vector<int64_t> comm_bytes;
+  // FSDP (last step): parameter shards, unsharded parameters, optimizer state, peak gathered.
+  int64_t shard_bytes = 0, unsharded_bytes = 0, optim_bytes = 0, peak_gathered_bytes = 0;
   std::map<std::string, std::vector<float>> params;
   double eval_loss = 0;
   int64_t eval_tokens = 0;
@@ -107,6 +112,10 @@ TrainRun train(const std::shared_ptr<olm::dist::ProcessGroup>& group, int die_af
     run.step_seconds.push_back(m.step_seconds);
     run.comm_wait.push_back(m.comm_wait_seconds);
     run.comm_bytes.push_back(m.comm_bytes);
+    run.shard_bytes = m.param_shard_bytes;
+    run.unsharded_bytes = m.param_unsharded_bytes;
+    run.optim_bytes = m.optim_state_bytes;
+    run.peak_gathered_bytes = m.peak_gathered_bytes;
   }
   // Evaluation splits the batches over the ranks and sums: every rank gets the whole answer.
   const auto eval = olm::train::evaluate_dataset(trainer, *dataset(), 2, 0);
@@ -126,6 +135,8 @@ void write_run(const TrainRun& r, const std::string& path) {
     out << "step " << r.loss[i] << " " << r.grad_norm[i] << " " << r.step_seconds[i] << " " << r.comm_wait[i] << " "
         << r.comm_bytes[i] << "\n";
   out << "eval " << r.eval_loss << " " << r.eval_tokens << "\n";
+  out << "mem " << r.shard_bytes << " " << r.unsharded_bytes << " " << r.optim_bytes << " " << r.peak_gathered_bytes
+      << "\n";
   for (auto& [name, v] : r.params) {
     out << "param " << name << " " << v.size();
     for (float f : v) out << " " << f;
@@ -149,6 +160,8 @@ TrainRun read_run(const std::string& path) {
       r.comm_bytes.push_back(b);
     } else if (kind == "eval") {
       ss >> r.eval_loss >> r.eval_tokens;
+    } else if (kind == "mem") {
+      ss >> r.shard_bytes >> r.unsharded_bytes >> r.optim_bytes >> r.peak_gathered_bytes;
     } else if (kind == "param") {
       std::string name;
       size_t n;
@@ -315,6 +328,125 @@ TEST(DataParallel, CommunicatesParametersOncePerStep) {
   int64_t params = 0;
   for (auto& [name, v] : r.params) params += static_cast<int64_t>(v.size());
   for (int64_t b : r.comm_bytes) EXPECT_EQ(b, params * 4 + 8 + 8);
+}
+
+// FSDP: every rank holds half (a quarter) of each block's parameters and their AdamW state,
+// gathers each block around its forward and backward and reduce-scatters its gradients; the
+// losses and the final (gathered) weights are those of one process with the whole batch.
+TEST(FullyShardedDataParallel, TwoRanksMatchOneProcess) { expect_matches_single_process(2, "fsdp"); }
+TEST(FullyShardedDataParallel, FourRanksMatchOneProcess) { expect_matches_single_process(4, "fsdp"); }
+// Checkpointed blocks recompute inside backward, between the pre-backward gather and the
+// reduce-scatter.
+TEST(FullyShardedDataParallel, TwoRanksWithActivationCheckpointingMatchOneProcess) {
+  expect_matches_single_process(2, "fsdp_ac");
+}
+
+// What a rank holds: parameter shards and AdamW state fall to 1/world_size of the unsharded
+// amounts (plus at most world_size - 1 padding elements per unit); while a step runs, the
+// root unit and one block are gathered at a time.
+TEST(FullyShardedDataParallel, MemoryFallsWithWorldSize) {
+  int64_t unsharded = 0, unsharded_optim = 0;
+  for (int world : {1, 2, 4}) {
+    const auto children = launch(world, "fsdp", 60);
+    std::vector<TrainRun> runs;
+    for (auto& c : children) {
+      ASSERT_TRUE(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0) << slurp(c.log);
+      runs.push_back(read_run(c.out));
+    }
+    const TrainRun& r = runs[0];
+    if (world == 1) unsharded = r.shard_bytes, unsharded_optim = r.optim_bytes;
+    EXPECT_EQ(r.unsharded_bytes, unsharded);
+    const int64_t units = 3;  // 2 blocks and the root
+    const int64_t pad = units * (world - 1) * 4;
+    for (const TrainRun& q : runs) {
+      EXPECT_GE(q.shard_bytes * world, unsharded);
+      EXPECT_LE(q.shard_bytes * world, unsharded + pad);
+      // exp_avg and exp_avg_sq per shard element, plus a step counter per piece.
+      EXPECT_LE(q.optim_bytes, 2 * (unsharded / world + pad) + 4 * 64);
+      EXPECT_GT(q.peak_gathered_bytes, 0);
+      EXPECT_LT(q.peak_gathered_bytes, unsharded + pad);
+    }
+    std::printf("[ fsdp ] world %d: rank 0 holds %ld parameter bytes (%.3f of %ld unsharded), %ld optimizer-state "
+                "bytes (%.3f of %ld), peak gathered %ld bytes; %ld bytes communicated per step\n",
+                world, static_cast<long>(r.shard_bytes), static_cast<double>(r.shard_bytes) / unsharded,
+                static_cast<long>(unsharded), static_cast<long>(r.optim_bytes),
+                static_cast<double>(r.optim_bytes) / unsharded_optim, static_cast<long>(unsharded_optim),
+                static_cast<long>(r.peak_gathered_bytes), static_cast<long>(r.comm_bytes.back()));
+  }
+}
+
+// The collectives themselves: all-gather places rank r's input at r * n; reduce-scatter hands
+// rank r the sum of slice r. A group of one, and parameters a unit covers in order.
+TEST(FullyShardedDataParallel, GroupOfOneIsExact) {
+  olm::dist::ProcessGroupOptions o;
+  o.rank = 0;
+  o.world_size = 1;
+  o.master_port = free_port();
+  o.timeout = std::chrono::milliseconds(10000);
+  const TrainRun r = train(olm::dist::ProcessGroup::create(o), -1, SIGKILL, R"(, "data_parallel": {"name": "fsdp"})");
+  const TrainRun& ref = single_process();
+  for (int s = 0; s < kSteps; ++s) EXPECT_NEAR(r.loss[s], ref.loss[s], 1e-6 * ref.loss[s]) << s;
+  EXPECT_EQ(r.shard_bytes, r.unsharded_bytes);
+}
+
+TEST(FullyShardedDataParallel, ConfigIsCheckedAndCheckpointsAreRefused) {
+  olm::testing::expect_error([&] { train_config(R"(, "data_parallel": {"name": "zero"})"); },
+                             olm::ErrorCode::kInvalidConfig, "data_parallel.name");
+  olm::testing::expect_error([&] { train_config(R"(, "data_parallel": {"name": "fsdp", "reduce_dtype": "bfloat16"})"); },
+                             olm::ErrorCode::kInvalidConfig, "data_parallel.reduce_dtype");
+  olm::dist::ProcessGroupOptions o;
+  o.rank = 0;
+  o.world_size = 1;
+  o.master_port = free_port();
+  auto model = std::make_shared<olm::Model>(model_config(), "cpu", olm::ModelOptions{});
+  olm::train::Trainer trainer(model, train_config(R"(, "data_parallel": {"name": "fsdp"})"));
+  trainer.set_process_group(olm::dist::ProcessGroup::create(o));
+  olm::testing::expect_error([&] { trainer.require_unsharded("olm_trainer_save_checkpoint"); },
+                             olm::ErrorCode::kInvalidArgument, "fsdp");
+  // Detaching gathers the parameters back and leaves an ordinary trainer.
+  trainer.set_process_group(nullptr);
+  EXPECT_NO_THROW(trainer.require_unsharded("save"));
+  EXPECT_TRUE(at::isfinite(model->module().named_parameters()[0].tensor->sum()).item<bool>());
+}
+
+// The counters are the storage: between steps a block's parameters own no bytes (the flat
+// buffer is resized to zero, not merely forgotten), the root's neither; gathering gives them
+// back their values.
+TEST(FullyShardedDataParallel, BlocksHoldNoStorageBetweenSteps) {
+  olm::dist::ProcessGroupOptions o;
+  o.rank = 0;
+  o.world_size = 1;
+  o.master_port = free_port();
+  auto model = std::make_shared<olm::Model>(model_config(), "cpu", olm::ModelOptions{});
+  olm::train::Trainer trainer(model, train_config(R"(, "data_parallel": {"name": "fsdp"})"));
+  trainer.set_process_group(olm::dist::ProcessGroup::create(o));
+  olm::data::DataLoader loader(dataset(), 8, 3, 0, 1);
+  auto b = loader.next();
+  const auto m = trainer.train_batch(b.input_ids, b.labels);
+  EXPECT_GT(m.peak_gathered_bytes, 0);
+  for (auto& p : model->module().named_parameters())
+    EXPECT_EQ(p.tensor->storage().nbytes(), 0u) << p.name;
+  EXPECT_EQ(trainer.fsdp()->memory().gathered_bytes, 0);
+  // Reading or writing the weights now would touch freed memory: refused, naming the reason.
+  for (const auto& attempt : std::vector<std::function<void()>>{
+           [&] { model->forward(b.input_ids, 0); },
+           [&] { model->save_safetensors(olm::testing::temp_dir("fsdp_refused") + "/w.safetensors"); },
+           [&] { model->load_safetensors("/nonexistent.safetensors"); }}) {
+    try {
+      attempt();
+      ADD_FAILURE() << "a sharded model was read";
+    } catch (const olm::Error& e) {
+      EXPECT_EQ(e.code(), olm::ErrorCode::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find("sharded across ranks"), std::string::npos) << e.what();
+    }
+  }
+  trainer.gather_parameters();
+  EXPECT_NO_THROW(model->forward(b.input_ids, 0));
+  for (auto& p : model->module().named_parameters()) {
+    EXPECT_GT(p.tensor->storage().nbytes(), 0u) << p.name;
+    EXPECT_TRUE(at::isfinite(*p.tensor).all().item<bool>()) << p.name;
+  }
+  EXPECT_EQ(trainer.fsdp()->memory().gathered_bytes, trainer.fsdp()->memory().shard_bytes);
 }
 
 // A rank killed mid-training makes the survivor fail, naming it, well within the timeout.
@@ -505,8 +637,11 @@ int worker(const std::string& mode, const std::string& out, double timeout_s) {
     o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
     auto group = olm::dist::ProcessGroup::create(o);
     const bool dies = (mode == "die" || mode == "stop") && group->rank() == 1;
-    const TrainRun r = train(group, dies ? 3 : -1, mode == "stop" ? SIGSTOP : SIGKILL,
-                             mode == "ac" ? R"(, "ac_mode": "full")" : "", mode == "moe" ? "moe" : "train");
+    const std::string extra = mode == "ac"        ? R"(, "ac_mode": "full")"
+                              : mode == "fsdp"    ? R"(, "data_parallel": {"name": "fsdp"})"
+                              : mode == "fsdp_ac" ? R"(, "data_parallel": {"name": "fsdp"}, "ac_mode": "full")"
+                                                  : "";
+    const TrainRun r = train(group, dies ? 3 : -1, mode == "stop" ? SIGSTOP : SIGKILL, extra, mode == "moe" ? "moe" : "train");
     write_run(r, out);
     group->shutdown();
     return 0;

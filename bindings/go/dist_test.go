@@ -22,8 +22,11 @@ func distBatch(step int) []int64 {
 	return out
 }
 
-func distTrain(t *testing.T, d *Dist, rank, world int) []float64 {
-	tcfg := must(TrainConfigFromJSON(trainJSON("")))
+// FSDP: the same numbers with parameters and optimizer state sharded over the ranks.
+const fsdpJSON = `, "data_parallel": {"name": "fsdp"}`
+
+func distTrain(t *testing.T, d *Dist, rank, world int, extra string) []float64 {
+	tcfg := must(TrainConfigFromJSON(trainJSON(extra)))
 	defer tcfg.Close()
 	cfg := must(tcfg.Model())
 	defer cfg.Close()
@@ -34,6 +37,11 @@ func distTrain(t *testing.T, d *Dist, rank, world int) []float64 {
 	if d != nil {
 		if err := tr.SetDist(d); err != nil {
 			t.Fatal(err)
+		}
+		if extra == fsdpJSON {
+			// Sharded parameters and optimizer state: no checkpoints yet.
+			_, err := tr.SaveCheckpoint(t.TempDir())
+			wantCode(t, err, ErrInvalidArgument, "fsdp")
 		}
 	}
 	per := 32 / world
@@ -59,7 +67,7 @@ func TestDistWorker(t *testing.T) {
 	d := must(NewDist(o))
 	defer d.Close()
 	info := must(d.Info())
-	losses := distTrain(t, d, int(info.Rank), int(info.WorldSize))
+	losses := distTrain(t, d, int(info.Rank), int(info.WorldSize), os.Getenv("OLM_GO_DIST_EXTRA"))
 	sum := must(NewTensorFloat32([]float32{float32(info.Rank) + 1}, 1))
 	defer sum.Close()
 	if err := d.AllReduceSum(sum); err != nil {
@@ -91,7 +99,11 @@ func freePort(t *testing.T) int {
 
 // Two ranks (this test binary, relaunched) reproduce the single-process losses of the same
 // global batches to 1e-5 relative (the same float32 terms, summed in another order).
-func TestDistTwoRanksMatchOneProcess(t *testing.T) {
+func TestDistTwoRanksMatchOneProcess(t *testing.T) { distTwoRanks(t, "") }
+
+func TestDistFSDPTwoRanksMatchOneProcess(t *testing.T) { distTwoRanks(t, fsdpJSON) }
+
+func distTwoRanks(t *testing.T, extra string) {
 	if os.Getenv("OLM_GO_DIST_OUT") != "" {
 		t.Skip("inside a rank")
 	}
@@ -101,7 +113,7 @@ func TestDistTwoRanksMatchOneProcess(t *testing.T) {
 	for r := 0; r < 2; r++ {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestDistWorker$", "-test.count=1")
 		cmd.Env = append(os.Environ(), "OLM_GO_DIST_OUT="+filepath.Join(dir, fmt.Sprintf("rank%d.txt", r)),
-			"RANK="+strconv.Itoa(r), "WORLD_SIZE=2", "MASTER_ADDR=127.0.0.1", "MASTER_PORT="+port)
+			"RANK="+strconv.Itoa(r), "WORLD_SIZE=2", "MASTER_ADDR=127.0.0.1", "MASTER_PORT="+port, "OLM_GO_DIST_EXTRA="+extra)
 		cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -126,7 +138,7 @@ func TestDistTwoRanksMatchOneProcess(t *testing.T) {
 			t.Fatal("the ranks did not finish in time")
 		}
 	}
-	want := distTrain(t, nil, 0, 1)
+	want := distTrain(t, nil, 0, 1, "")
 	for r := 0; r < 2; r++ {
 		text := must(os.ReadFile(filepath.Join(dir, fmt.Sprintf("rank%d.txt", r))))
 		got := strings.Split(string(text), "\n")

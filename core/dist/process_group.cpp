@@ -297,6 +297,43 @@ void ProcessGroup::broadcast(std::vector<at::Tensor> tensors, int64_t root) {
   }
 }
 
+std::unique_ptr<Pending> ProcessGroup::all_gather_into_async(at::Tensor output, at::Tensor input) {
+  require(impl_->backend && !impl_->closed, ErrorCode::kDistributed, "the process group is shut down");
+  require(output.is_contiguous() && input.is_contiguous() && output.numel() == input.numel() * world_size() &&
+              output.scalar_type() == input.scalar_type(),
+          ErrorCode::kInvalidArgument, "all_gather: output must hold world_size times input's elements");
+  stats_.bytes += static_cast<int64_t>(output.numel() * output.element_size());
+  ++stats_.collectives;
+  c10d::AllgatherOptions opts;
+  opts.timeout = options_.timeout;
+  c10::intrusive_ptr<c10d::Work> work;
+  try {
+    work = impl_->backend->_allgather_base(output, input, opts);
+  } catch (const c10::Error& e) {
+    fail_collective("all_gather", e.what_without_backtrace());
+  }
+  return std::make_unique<PendingWork>(this, std::move(work), "all_gather");
+}
+
+std::unique_ptr<Pending> ProcessGroup::reduce_scatter_sum_async(at::Tensor output, at::Tensor input) {
+  require(impl_->backend && !impl_->closed, ErrorCode::kDistributed, "the process group is shut down");
+  require(output.is_contiguous() && input.is_contiguous() && input.numel() == output.numel() * world_size() &&
+              output.scalar_type() == input.scalar_type(),
+          ErrorCode::kInvalidArgument, "reduce_scatter: input must hold world_size times output's elements");
+  stats_.bytes += static_cast<int64_t>(input.numel() * input.element_size());
+  ++stats_.collectives;
+  c10d::ReduceScatterOptions opts;
+  opts.reduceOp = c10d::ReduceOp::SUM;
+  opts.timeout = options_.timeout;
+  c10::intrusive_ptr<c10d::Work> work;
+  try {
+    work = impl_->backend->_reduce_scatter_base(output, input, opts);
+  } catch (const c10::Error& e) {
+    fail_collective("reduce_scatter", e.what_without_backtrace());
+  }
+  return std::make_unique<PendingWork>(this, std::move(work), "reduce_scatter");
+}
+
 void ProcessGroup::barrier() {
   require(impl_->backend && !impl_->closed, ErrorCode::kDistributed, "the process group is shut down");
   ++stats_.collectives;

@@ -87,6 +87,14 @@ class ProcessGroup {
   std::unique_ptr<Pending> all_reduce_sum_async(std::vector<at::Tensor> tensors);
   void all_reduce_sum(std::vector<at::Tensor> tensors) { all_reduce_sum_async(std::move(tensors))->wait(); }
   void broadcast(std::vector<at::Tensor> tensors, int64_t root);
+  // c10d's all_gather_into_tensor (Backend::_allgather_base): `output` (world_size * n
+  // elements, contiguous) receives every rank's `input` (n elements), rank r's at r * n.
+  // Counted as output's bytes (the gathered payload this rank receives).
+  std::unique_ptr<Pending> all_gather_into_async(at::Tensor output, at::Tensor input);
+  // c10d's reduce_scatter_tensor (Backend::_reduce_scatter_base) with SUM: `output` (n
+  // elements) receives slice r (elements [r*n, (r+1)*n)) of `input` summed over the ranks.
+  // Counted as input's bytes (the full payload this rank contributes).
+  std::unique_ptr<Pending> reduce_scatter_sum_async(at::Tensor output, at::Tensor input);
   void barrier();
   // A final barrier, then the connections are closed; later collectives fail.
   void shutdown();

@@ -30,6 +30,9 @@ std::string metrics_json(const StepMetrics& m) {
      << ",\"router_z_loss\":" << json_number(m.router_z_loss);
   if (m.comm_bytes > 0)
     os << ",\"comm_bytes\":" << m.comm_bytes << ",\"comm_wait_seconds\":" << json_number(m.comm_wait_seconds);
+  if (m.param_shard_bytes > 0)
+    os << ",\"param_shard_bytes\":" << m.param_shard_bytes << ",\"param_unsharded_bytes\":" << m.param_unsharded_bytes
+       << ",\"optim_state_bytes\":" << m.optim_state_bytes << ",\"peak_gathered_bytes\":" << m.peak_gathered_bytes;
   os << "}";
   return os.str();
 }
@@ -84,6 +87,7 @@ FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const 
   FitResult result;
   auto save = [&]() {
     if (spec.save_folder.empty()) return;
+    trainer.require_unsharded("save_folder");
     const auto pos = loader.position();
     if (writer) {
       result.last_checkpoint =

@@ -201,6 +201,15 @@ TrainSpec resolve_train(const fb::TrainConfigT& in) {
   s.metrics_path = in.metrics_path;
   s.log_interval = in.log_interval;
   require(s.log_interval >= 1, ErrorCode::kInvalidConfig, "log_interval must be >= 1");
+  if (in.data_parallel) {
+    const auto& dp = *in.data_parallel;
+    s.data_parallel = dp.name.empty() ? "ddp" : dp.name;
+    require_one_of(s.data_parallel, {"ddp", "fsdp"}, "data_parallel.name");
+    s.dp_param_dtype = dp.param_dtype.empty() ? "float32" : dp.param_dtype;
+    require_one_of(s.dp_param_dtype, {"float32"}, "data_parallel.param_dtype");
+    require_one_of(dp.reduce_dtype.empty() ? std::string("float32") : dp.reduce_dtype, {"float32"},
+                   "data_parallel.reduce_dtype");
+  }
   return s;
 }
 

@@ -75,6 +75,8 @@ struct TrainSpec {
   int64_t keep_last_n = 3;
   std::string metrics_path;
   int64_t log_interval = 1;
+  std::string data_parallel = "ddp";          // data_parallel.name: "ddp" or "fsdp"
+  std::string dp_param_dtype = "float32";     // data_parallel.param_dtype (FSDP)
 
   int64_t global_batch_instances() const { return global_batch_size / sequence_length; }
   int64_t microbatch_instances() const { return rank_microbatch_size / sequence_length; }

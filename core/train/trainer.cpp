@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "core/dist/ddp.h"
+#include "core/dist/fsdp.h"
 #include "core/error.h"
 #include "core/train/activation_checkpointing.h"
 
@@ -68,25 +69,95 @@ Trainer::Trainer(std::shared_ptr<Model> model, TrainConfig config)
   require(!(spec.ac_mode != "none" && jitter), ErrorCode::kInvalidConfig,
           "ac_mode: activation checkpointing cannot be combined with block.feed_forward_moe.router.jitter_eps "
           "(the recomputed forward would route differently)");
-  if (spec.ac_mode != "none") {
-    const auto n = model_->module().blocks().size();
-    std::vector<bool> mask(n, spec.ac_mode == "full");
-    if (spec.ac_mode == "selected_blocks")
-      for (size_t i = 0; i < n; i += static_cast<size_t>(spec.ac_block_interval)) mask[i] = true;
-    model_->module().set_block_runner(checkpointed_block_forward, mask);
-  }
+  install_block_runner();
 }
 
 Trainer::~Trainer() = default;
 
+// Activation checkpointing's runner for the selected blocks; under FSDP every block runs
+// between its unit's gather and free (checkpointed or not inside).
+void Trainer::install_block_runner() {
+  const TrainSpec& spec = config_.spec();
+  const auto n = model_->module().blocks().size();
+  std::vector<bool> mask(n, spec.ac_mode == "full");
+  if (spec.ac_mode == "selected_blocks")
+    for (size_t i = 0; i < n; i += static_cast<size_t>(spec.ac_block_interval)) mask[i] = true;
+  if (!fsdp_) {
+    if (spec.ac_mode != "none") model_->module().set_block_runner(checkpointed_block_forward, mask);
+    else model_->module().set_block_runner(nullptr, {});
+    return;
+  }
+  std::vector<const nn::TransformerBlock*> blocks;
+  for (const auto& b : model_->module().blocks()) blocks.push_back(b.get());
+  dist::FullyShardedDataParallel* fsdp = fsdp_.get();
+  auto runner = [fsdp, blocks, mask](nn::TransformerBlock& block, const at::Tensor& x, const at::Tensor& doc_positions,
+                                     nn::MoEAuxLosses* aux) {
+    size_t i = 0;
+    while (i < blocks.size() && blocks[i] != &block) ++i;
+    return fsdp->run_block(i, [&]() {
+      return mask[i] ? checkpointed_block_forward(block, x, doc_positions, aux)
+                     : block.forward(x, nullptr, doc_positions, aux);
+    });
+  };
+  model_->module().set_block_runner(runner, std::vector<bool>(n, true));
+}
+
+void Trainer::gather_parameters() {
+  if (fsdp_) fsdp_->gather_all();
+}
+
+void Trainer::require_unsharded(const char* what) const {
+  require(!fsdp_, ErrorCode::kInvalidArgument,
+          std::string(what) + ": not supported with data_parallel.name \"fsdp\" (parameters and optimizer state "
+                              "are sharded across ranks; sharded checkpoints are not implemented yet)");
+}
+
 void Trainer::set_process_group(std::shared_ptr<dist::ProcessGroup> group) {
   ddp_.reset();
+  if (fsdp_) {
+    // Back to full parameters on every rank (a collective on the old group).
+    fsdp_->gather_all();
+    fsdp_.reset();
+    optimizer_ = make_optimizer(config_.spec().optimizer, params_);
+    install_block_runner();
+  }
   group_ = std::move(group);
   if (!group_) return;
   const int64_t world = group_->world_size();
   require(config_.spec().global_batch_instances() % world == 0, ErrorCode::kInvalidConfig,
           "global_batch_size: " + std::to_string(config_.spec().global_batch_instances()) +
               " instances do not divide evenly over world_size " + std::to_string(world));
+  if (config_.spec().data_parallel == "fsdp") {
+    const auto& mspec = model_->config().spec();
+    require(!mspec.normalized, ErrorCode::kInvalidConfig,
+            "data_parallel.name: fsdp does not support nGPT models (normalize_matrices needs full matrices)");
+    for (const auto& block : mspec.blocks)
+      require(!block.moe, ErrorCode::kInvalidConfig,
+              "data_parallel.name: fsdp does not support MoE blocks yet (the routers' losses reach block "
+              "parameters outside the block's output)");
+    // One unit per block ("blocks.<i>."), the root unit for everything else, last.
+    const size_t n = model_->module().blocks().size();
+    std::vector<dist::FsdpUnitSpec> units(n + 1);
+    units[n].name = "root";
+    for (size_t i = 0; i < n; ++i) units[i].name = "blocks." + std::to_string(i);
+    for (const auto& p : params_) {
+      size_t unit = n;
+      if (p.name.rfind("blocks.", 0) == 0) {
+        const size_t dot = p.name.find('.', 7);
+        unit = static_cast<size_t>(std::stoul(p.name.substr(7, dot - 7)));
+      }
+      units[unit].params.push_back(p);
+    }
+    std::vector<dist::FsdpUnitSpec> nonempty;
+    for (auto& u : units)
+      if (!u.params.empty() || u.name == "root") nonempty.push_back(std::move(u));
+    require(nonempty.back().params.size() > 0 && nonempty.size() == n + 1, ErrorCode::kInvalidConfig,
+            "data_parallel.name: fsdp needs parameters in every block and outside the blocks");
+    fsdp_ = std::make_unique<dist::FullyShardedDataParallel>(group_, std::move(nonempty));
+    optimizer_ = make_optimizer(config_.spec().optimizer, fsdp_->shard_parameters());
+    install_block_runner();
+    return;
+  }
   std::vector<at::Tensor> tensors;
   for (auto& p : params_) tensors.push_back(*p.tensor);
   ddp_ = std::make_unique<dist::DataParallel>(group_, tensors);
@@ -154,6 +225,11 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
     group_->all_reduce_sum({count});
     num_tokens_for_loss = count.reshape({}).to(device);
   }
+  if (fsdp_) {
+    fsdp_->free_all();  // after gather_parameters()
+    fsdp_->reset_peak();
+    fsdp_->gather_root();
+  }
   nn::LossOptions loss_options;
   loss_options.reduction = nn::LossReduction::kSum;
   loss_options.z_loss_multiplier = spec.z_loss_multiplier;
@@ -190,6 +266,7 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
         objective = objective + *out.router_z_loss;
       }
       objective.backward();
+      if (fsdp_) fsdp_->finish_backward();
     }
   }
   if (group_) {
@@ -199,8 +276,8 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   }
 
   at::NoGradGuard no_grad;
-  if (ddp_) {
-    ddp_->finish();
+  if (group_) {
+    if (ddp_) ddp_->finish();
     auto losses = at::stack({ce_batch, z_batch}).to(group_->comm_device());
     group_->all_reduce_sum({losses});
     losses = losses.to(device);
@@ -208,10 +285,21 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
     z_batch = losses[1];
   }
   std::vector<at::Tensor> grads;
-  for (auto& p : params_)
-    if (p.tensor->grad().defined()) grads.push_back(p.tensor->grad());
-  at::Tensor grad_norm = grads.empty() ? at::zeros({}, ce_batch.options())
-                                       : at::stack(at::_foreach_norm(grads, 2.0)).norm(2.0);
+  at::Tensor grad_norm;
+  if (fsdp_) {
+    // The global norm: every rank's squared shard norms, summed over ranks.
+    grads = fsdp_->shard_grads();
+    auto sq = grads.empty() ? at::zeros({1}, ce_batch.options())
+                            : at::stack(at::_foreach_norm(grads, 2.0)).to(at::kFloat).pow(2).sum().reshape({1});
+    sq = sq.to(group_->comm_device());
+    group_->all_reduce_sum({sq});
+    grad_norm = sq.to(device).reshape({}).sqrt();
+  } else {
+    for (auto& p : params_)
+      if (p.tensor->grad().defined()) grads.push_back(p.tensor->grad());
+    grad_norm = grads.empty() ? at::zeros({}, ce_batch.options())
+                              : at::stack(at::_foreach_norm(grads, 2.0)).norm(2.0);
+  }
   if (spec.max_grad_norm && !grads.empty()) {
     // torch.nn.utils.clip_grad_norm_.
     auto coef = at::clamp_max(*spec.max_grad_norm / (grad_norm + 1e-6), 1.0);
@@ -231,6 +319,10 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   // OLMo-core's post_optim_step: nGPT's matrices go back to the unit sphere.
   if (model_->config().spec().normalized) model_->module().normalize_matrices();
   for (auto& p : params_) p.tensor->mutable_grad().reset();
+  if (fsdp_) {
+    fsdp_->zero_grad();
+    fsdp_->free_root();
+  }
 
   StepMetrics m;
   m.step = step_;
@@ -247,7 +339,15 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   m.tokens = input_ids.numel() * world;
   if (group_) {
     m.comm_bytes = group_->stats().bytes - comm_bytes_before;
-    m.comm_wait_seconds = ddp_->last_wait_seconds();
+    m.comm_wait_seconds = ddp_ ? ddp_->last_wait_seconds() : fsdp_->last_wait_seconds();
+  }
+  if (fsdp_) {
+    const auto mem = fsdp_->memory();
+    m.param_shard_bytes = mem.shard_bytes;
+    m.param_unsharded_bytes = mem.unsharded_bytes;
+    m.peak_gathered_bytes = mem.peak_gathered_bytes;
+    for (const auto& [name, t] : optimizer_->state())
+      m.optim_state_bytes += t.numel() * static_cast<int64_t>(t.element_size());
   }
   m.tokens_seen = tokens_seen_;
   m.step_seconds = seconds_since(t0);
@@ -256,6 +356,8 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
 }
 
 EvalMetrics Trainer::evaluate(const std::function<bool(at::Tensor&, at::Tensor&, at::Tensor&)>& next_batch) {
+  // FSDP: every parameter gathered for the evaluation (a collective), freed at the next step.
+  gather_parameters();
   c10::InferenceMode guard;
   const auto device = model_->device();
   double total = 0;

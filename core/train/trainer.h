@@ -16,6 +16,7 @@ class DataLoader;
 namespace olm::dist {
 class ProcessGroup;
 class DataParallel;
+class FullyShardedDataParallel;
 }
 
 namespace olm::train {
@@ -39,6 +40,13 @@ struct StepMetrics {
   double router_z_loss = 0;
   int64_t comm_bytes = 0;         // bytes this rank all-reduced in this step (0 without DDP)
   double comm_wait_seconds = 0;   // time the step waited for gradient reduction after backward
+  // FSDP only (0 otherwise): bytes this rank holds persistently (its parameter shards, its
+  // optimizer state), the parameters' unsharded bytes for comparison, and the most bytes of
+  // gathered (full) units held at once during the step.
+  int64_t param_shard_bytes = 0;
+  int64_t param_unsharded_bytes = 0;
+  int64_t optim_state_bytes = 0;
+  int64_t peak_gathered_bytes = 0;
 };
 
 struct EvalMetrics {
@@ -58,7 +66,19 @@ class Trainer {
   // gradients and normalizes the loss by the global batch's target tokens. Each rank then
   // passes its own global_batch_size / world_size tokens to train_batch.
   void set_process_group(std::shared_ptr<dist::ProcessGroup> group);
+  // With the train config's data_parallel.name "fsdp" the parameters, gradients and optimizer
+  // state are sharded instead (dist::FullyShardedDataParallel): the optimizer is rebuilt over
+  // this rank's shards (fresh state), and between steps the model's parameters hold no data
+  // until gather_parameters(). Detaching (NULL) gathers them, a collective, and rebuilds the
+  // optimizer over the full parameters (fresh state again).
   const std::shared_ptr<dist::ProcessGroup>& process_group() const { return group_; }
+  dist::FullyShardedDataParallel* fsdp() { return fsdp_.get(); }
+  // FSDP: gathers every parameter on every rank and keeps them until the next step (a
+  // collective); a no-op otherwise.
+  void gather_parameters();
+  // Fails (kInvalidArgument naming `what`) under FSDP, whose parameters and optimizer state
+  // are split across ranks (no sharded checkpoints yet).
+  void require_unsharded(const char* what) const;
   int64_t rank() const;
   int64_t world_size() const;
 
@@ -93,6 +113,8 @@ class Trainer {
   std::vector<nn::NamedParameter> params_;
   std::shared_ptr<dist::ProcessGroup> group_;
   std::unique_ptr<dist::DataParallel> ddp_;
+  std::unique_ptr<dist::FullyShardedDataParallel> fsdp_;
+  void install_block_runner();
   int64_t step_ = 0;
   int64_t tokens_seen_ = 0;
   int64_t skipped_steps_ = 0;

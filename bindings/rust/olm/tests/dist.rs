@@ -14,16 +14,31 @@ const TINY: &str = r#"{"d_model": 32, "vocab_size": 64, "n_layers": 2,
 const TRAIN: &str = r#"{"sequence_length": 8, "global_batch_size": 32, "rank_microbatch_size": 8, "max_steps": 5,
  "optimizer": {"name": "adamw", "lr": 0.003}}"#;
 const STEPS: usize = 5;
+// FSDP: the same numbers with parameters and optimizer state sharded over the ranks.
+const FSDP: &str = r#", "data_parallel": {"name": "fsdp"}}"#;
+
+fn train_config(fsdp: bool) -> TrainConfig {
+    let json = if fsdp { format!("{}{}", &TRAIN[..TRAIN.len() - 1], FSDP) } else { TRAIN.to_string() };
+    TrainConfig::from_json(&json).unwrap()
+}
 
 // Global batch s: 4 instances of 8 tokens; rank r of 2 takes instances [2r, 2r + 2).
 fn global_batch(step: usize) -> Vec<i64> {
     (0..32).map(|i| ((i as i64) * 7 + (step as i64) * 13 + 3) % 64).collect()
 }
 
-fn train(dist: Option<&Dist>, rank: usize, world: usize) -> Vec<f64> {
+fn train(dist: Option<&Dist>, rank: usize, world: usize, fsdp: bool) -> Vec<f64> {
     let mut model = Model::new(&Config::from_json(TINY).unwrap(), "cpu", &ModelOptions::default()).unwrap();
-    let mut trainer = Trainer::new(&mut model, &TrainConfig::from_json(TRAIN).unwrap()).unwrap();
+    let mut trainer = Trainer::new(&mut model, &train_config(fsdp)).unwrap();
     trainer.set_dist(dist).unwrap();
+    if fsdp && dist.is_some() {
+        // Sharded parameters and optimizer state: no checkpoints yet.
+        let dir = std::env::temp_dir().join(format!("olm-rust-fsdp-{}", std::process::id()));
+        match trainer.save_checkpoint(&dir) {
+            Err(e) => assert!(e.code == ErrorCode::InvalidArgument && e.message.contains("fsdp"), "{}", e.message),
+            Ok(_) => panic!("a checkpoint under FSDP should be refused"),
+        }
+    }
     let per_rank = 32 / world;
     (0..STEPS)
         .map(|s| {
@@ -40,7 +55,8 @@ fn dist_worker() {
     let Ok(out) = std::env::var("OLM_RUST_DIST_OUT") else { return };
     let mut dist = Dist::new(&DistOptions::default().backend(DistBackend::Gloo).timeout_seconds(30.0)).unwrap();
     let info = dist.info().unwrap();
-    let losses = train(Some(&dist), info.rank as usize, info.world_size as usize);
+    let fsdp = std::env::var("OLM_RUST_DIST_FSDP").is_ok();
+    let losses = train(Some(&dist), info.rank as usize, info.world_size as usize, fsdp);
     let mut sum = Tensor::from_f32(&[info.rank as f32 + 1.0], &[1]).unwrap();
     dist.all_reduce_sum(&mut sum).unwrap();
     assert_eq!(sum.to_vec_f32().unwrap(), vec![3.0]);
@@ -56,17 +72,29 @@ fn free_port() -> u16 {
 
 #[test]
 fn two_ranks_match_one_process() {
+    two_ranks(false);
+}
+
+#[test]
+fn two_ranks_with_fsdp_match_one_process() {
+    two_ranks(true);
+}
+
+fn two_ranks(fsdp: bool) {
     if std::env::var("OLM_RUST_DIST_OUT").is_ok() {
         return;
     }
     let exe = std::env::current_exe().unwrap();
     let port = free_port().to_string();
-    let dir = std::env::temp_dir().join(format!("olm-rust-dist-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("olm-rust-dist-{}-{fsdp}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut children: Vec<_> = (0..2)
         .map(|r| {
-            Command::new(&exe)
-                .args(["--exact", "dist_worker", "--nocapture", "--test-threads=1"])
+            let mut cmd = Command::new(&exe);
+            if fsdp {
+                cmd.env("OLM_RUST_DIST_FSDP", "1");
+            }
+            cmd.args(["--exact", "dist_worker", "--nocapture", "--test-threads=1"])
                 .env("OLM_RUST_DIST_OUT", dir.join(format!("rank{r}.txt")))
                 .env("RANK", r.to_string())
                 .env("WORLD_SIZE", "2")
@@ -90,7 +118,7 @@ fn two_ranks_match_one_process() {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    let reference = train(None, 0, 1);
+    let reference = train(None, 0, 1, false);
     for r in 0..2 {
         let text = std::fs::read_to_string(dir.join(format!("rank{r}.txt"))).unwrap();
         let losses: Vec<f64> = text.lines().map(|l| l.parse().unwrap()).collect();

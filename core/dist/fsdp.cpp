@@ -1,0 +1,311 @@
+#include "core/dist/fsdp.h"
+
+#include <torch/csrc/autograd/function.h>
+#include <torch/csrc/autograd/utils/lambda_post_hook.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include <chrono>
+#include <deque>
+#include <mutex>
+
+#include "core/error.h"
+
+namespace olm::dist {
+
+struct FsdpUnit {
+  std::string name;
+  std::vector<at::Tensor> params;  // share their TensorImpl with the module's parameters
+  std::vector<std::string> names;
+  std::vector<int64_t> offsets;
+  int64_t numel = 0;
+  int64_t padded = 0;
+  int64_t shard_numel = 0;
+  at::Tensor flat;        // the full buffer; its storage is empty while the unit is not gathered
+  at::Tensor shard;       // this rank's elements [rank*S, (rank+1)*S), persistent
+  at::Tensor shard_grad;  // accumulated reduced gradients (undefined: none yet)
+  std::vector<std::pair<at::Tensor*, std::pair<int64_t, int64_t>>> piece_grads;  // piece, [start, len) in shard
+  size_t trainable = 0;
+  size_t pending = 0;
+  bool gathered = false;
+  bool launched = false;
+  bool root = false;
+  at::Tensor reduced;  // the in-flight reduce-scatter's output
+  std::unique_ptr<Pending> work;
+};
+
+struct FullyShardedDataParallel::State {
+  std::recursive_mutex mutex;
+  ProcessGroup* group = nullptr;
+  std::vector<FsdpUnit> units;
+  std::vector<size_t> order;  // reduce-scatter order: blocks last to first, then root
+  size_t next = 0;            // into `order`
+  std::deque<at::Tensor> pieces;
+  std::vector<std::shared_ptr<torch::autograd::Node>> accumulators;
+  std::vector<std::vector<bool>> ready;
+  bool alive = true;
+  int64_t gathered_bytes = 0;
+  int64_t peak_gathered_bytes = 0;
+  double last_wait_seconds = 0;
+
+  static int64_t bytes(const FsdpUnit& u) { return u.padded * static_cast<int64_t>(u.flat.element_size()); }
+
+  void gather(size_t i) {
+    auto& u = units[i];
+    if (u.gathered) return;
+    at::NoGradGuard no_grad;
+    auto* impl = u.flat.storage().unsafeGetStorageImpl();
+    const size_t nbytes = static_cast<size_t>(bytes(u));
+    impl->set_data_ptr_noswap(impl->allocator()->allocate(nbytes));
+    impl->set_nbytes(nbytes);
+    group->all_gather_into_async(u.flat, u.shard)->wait();
+    u.gathered = true;
+    gathered_bytes += bytes(u);
+    peak_gathered_bytes = std::max(peak_gathered_bytes, gathered_bytes);
+  }
+
+  void free(size_t i) {
+    auto& u = units[i];
+    if (!u.gathered) return;
+    u.flat.storage().unsafeGetStorageImpl()->reset();
+    u.gathered = false;
+    gathered_bytes -= bytes(u);
+  }
+
+  void launch(size_t i) {
+    auto& u = units[i];
+    u.launched = true;
+    if (u.trainable == 0) return;
+    at::NoGradGuard no_grad;
+    auto full = at::zeros({u.padded}, u.shard.options());
+    for (size_t k = 0; k < u.params.size(); ++k) {
+      auto& p = u.params[k];
+      if (!p.requires_grad()) continue;
+      if (p.grad().defined()) full.narrow(0, u.offsets[k], p.numel()).copy_(p.grad().reshape(-1));
+      p.mutable_grad().reset();
+    }
+    u.reduced = at::empty({u.shard_numel}, u.shard.options());
+    u.work = group->reduce_scatter_sum_async(u.reduced, full);
+    if (!u.root) free(i);
+  }
+
+  void launch_ready() {
+    while (next < order.size() && units[order[next]].pending == 0) launch(order[next++]);
+  }
+
+  void on_ready(size_t i, size_t k) {
+    std::lock_guard<std::recursive_mutex> lock(mutex);
+    if (!alive || ready[i][k]) return;
+    ready[i][k] = true;
+    --units[i].pending;
+    launch_ready();
+  }
+
+  void reset() {
+    for (size_t i = 0; i < units.size(); ++i) {
+      units[i].pending = units[i].trainable;
+      units[i].launched = false;
+      units[i].work.reset();
+      units[i].reduced = at::Tensor();
+      std::fill(ready[i].begin(), ready[i].end(), false);
+    }
+    next = 0;
+  }
+};
+
+FullyShardedDataParallel::FullyShardedDataParallel(std::shared_ptr<ProcessGroup> group,
+                                                   std::vector<FsdpUnitSpec> units)
+    : group_(std::move(group)), state_(std::make_shared<State>()) {
+  require(group_ != nullptr, ErrorCode::kInvalidArgument, "process group: NULL");
+  auto& s = *state_;
+  s.group = group_.get();
+  const int64_t world = group_->world_size();
+  const int64_t rank = group_->rank();
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < units.size(); ++i) {
+    FsdpUnit u;
+    u.name = units[i].name;
+    u.root = i + 1 == units.size();
+    require(!units[i].params.empty(), ErrorCode::kInvalidArgument, "FSDP unit " + u.name + " has no parameters");
+    const auto options = units[i].params[0].tensor->options().requires_grad(false);
+    require(!units[i].params[0].tensor->is_cuda() || group_->backend() == BackendKind::kNccl,
+            ErrorCode::kInvalidArgument, "a CUDA parameter needs the nccl backend, not gloo");
+    for (const auto& np : units[i].params) {
+      const at::Tensor& p = *np.tensor;
+      require(p.is_leaf() && p.scalar_type() == options.dtype().toScalarType() && p.device() == options.device(),
+              ErrorCode::kInvalidArgument,
+              "FSDP unit " + u.name + ": parameter " + np.name + " is not a leaf of the unit's dtype and device");
+      u.params.push_back(p);
+      u.names.push_back(np.name);
+      u.offsets.push_back(u.numel);
+      u.numel += p.numel();
+      if (p.requires_grad()) ++u.trainable;
+    }
+    u.shard_numel = (u.numel + world - 1) / world;
+    u.padded = u.shard_numel * world;
+    // Rank 0's values everywhere, then the parameters become views of the flat buffer.
+    u.flat = at::zeros({u.padded}, options);
+    for (size_t k = 0; k < u.params.size(); ++k)
+      u.flat.narrow(0, u.offsets[k], u.params[k].numel()).copy_(u.params[k].detach().reshape(-1));
+    group_->broadcast({u.flat}, 0);
+    for (size_t k = 0; k < u.params.size(); ++k) {
+      auto& p = u.params[k];
+      p.set_data(u.flat.narrow(0, u.offsets[k], p.numel()).view(p.sizes()));
+    }
+    u.shard = u.flat.narrow(0, rank * u.shard_numel, u.shard_numel).clone();
+    u.gathered = true;
+    s.units.push_back(std::move(u));
+    s.gathered_bytes += State::bytes(s.units.back());
+    s.free(s.units.size() - 1);
+    s.ready.emplace_back(s.units.back().params.size(), false);
+  }
+  for (size_t i = s.units.size(); i-- > 1;) s.order.push_back(i - 1);
+  if (!s.units.empty()) s.order.push_back(s.units.size() - 1);
+  s.reset();
+  s.peak_gathered_bytes = 0;
+  // This rank's pieces, and the gradient-accumulator hooks (as DDP's).
+  std::weak_ptr<State> weak = state_;
+  for (size_t i = 0; i < s.units.size(); ++i) {
+    auto& u = s.units[i];
+    const int64_t lo = rank * u.shard_numel, hi = lo + u.shard_numel;
+    for (size_t k = 0; k < u.params.size(); ++k) {
+      auto& p = u.params[k];
+      const int64_t a = std::max(lo, u.offsets[k]), b = std::min(hi, u.offsets[k] + p.numel());
+      if (a < b) {
+        s.pieces.push_back(u.shard.narrow(0, a - lo, b - a));
+        if (p.requires_grad()) {
+          s.pieces.back().set_requires_grad(true);
+          u.piece_grads.push_back({&s.pieces.back(), {a - lo, b - a}});
+        }
+      }
+      if (!p.requires_grad()) continue;
+      auto acc = torch::autograd::impl::grad_accumulator(p);
+      acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+          [weak, i, k](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+            if (auto st = weak.lock()) st->on_ready(i, k);
+            return outputs;
+          }));
+      s.accumulators.push_back(std::move(acc));
+    }
+  }
+}
+
+FullyShardedDataParallel::~FullyShardedDataParallel() {
+  std::lock_guard<std::recursive_mutex> lock(state_->mutex);
+  state_->alive = false;
+}
+
+std::vector<nn::NamedParameter> FullyShardedDataParallel::shard_parameters() {
+  std::vector<nn::NamedParameter> out;
+  auto& s = *state_;
+  size_t n = 0;
+  const int64_t rank = group_->rank();
+  for (auto& u : s.units) {
+    const int64_t lo = rank * u.shard_numel, hi = lo + u.shard_numel;
+    for (size_t k = 0; k < u.params.size(); ++k) {
+      const int64_t a = std::max(lo, u.offsets[k]), b = std::min(hi, u.offsets[k] + u.params[k].numel());
+      if (a < b) out.push_back({u.names[k], &s.pieces[n++]});
+    }
+  }
+  return out;
+}
+
+std::vector<at::Tensor> FullyShardedDataParallel::shard_grads() {
+  std::vector<at::Tensor> out;
+  for (auto& u : state_->units)
+    if (u.shard_grad.defined()) out.push_back(u.shard_grad);
+  return out;
+}
+
+void FullyShardedDataParallel::zero_grad() {
+  for (auto& u : state_->units) {
+    u.shard_grad = at::Tensor();
+    for (auto& [piece, range] : u.piece_grads) piece->mutable_grad().reset();
+  }
+}
+
+at::Tensor FullyShardedDataParallel::run_block(size_t index, const std::function<at::Tensor()>& forward) {
+  auto& s = *state_;
+  require(index + 1 < s.units.size(), ErrorCode::kInternal, "FSDP: block unit out of range");
+  {
+    std::lock_guard<std::recursive_mutex> lock(s.mutex);
+    s.gather(index);
+  }
+  at::Tensor y = forward();
+  {
+    std::lock_guard<std::recursive_mutex> lock(s.mutex);
+    s.free(index);
+  }
+  if (y.requires_grad()) {
+    std::weak_ptr<State> weak = state_;
+    // Before the block's backward: gather it again.
+    y.register_hook([weak, index](const at::Tensor&) {
+      if (auto st = weak.lock()) {
+        std::lock_guard<std::recursive_mutex> lock(st->mutex);
+        if (st->alive) st->gather(index);
+      }
+    });
+  }
+  return y;
+}
+
+void FullyShardedDataParallel::gather_root() {
+  std::lock_guard<std::recursive_mutex> lock(state_->mutex);
+  state_->gather(state_->units.size() - 1);
+}
+
+void FullyShardedDataParallel::free_root() {
+  std::lock_guard<std::recursive_mutex> lock(state_->mutex);
+  state_->free(state_->units.size() - 1);
+}
+
+void FullyShardedDataParallel::finish_backward() {
+  auto& s = *state_;
+  std::lock_guard<std::recursive_mutex> lock(s.mutex);
+  const auto t0 = std::chrono::steady_clock::now();
+  struct Reset {
+    State& s;
+    ~Reset() { s.reset(); }
+  } reset{s};
+  for (auto& u : s.units) u.pending = 0;
+  s.launch_ready();
+  at::NoGradGuard no_grad;
+  for (size_t i : s.order) {
+    auto& u = s.units[i];
+    if (!u.work) continue;
+    u.work->wait();
+    if (u.shard_grad.defined())
+      u.shard_grad.add_(u.reduced);
+    else
+      u.shard_grad = u.reduced;
+    for (auto& [piece, range] : u.piece_grads) piece->mutable_grad() = u.shard_grad.narrow(0, range.first, range.second);
+  }
+  s.last_wait_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
+void FullyShardedDataParallel::gather_all() {
+  std::lock_guard<std::recursive_mutex> lock(state_->mutex);
+  for (size_t i = 0; i < state_->units.size(); ++i) state_->gather(i);
+}
+
+void FullyShardedDataParallel::free_all() {
+  std::lock_guard<std::recursive_mutex> lock(state_->mutex);
+  for (size_t i = 0; i < state_->units.size(); ++i) state_->free(i);
+}
+
+size_t FullyShardedDataParallel::num_units() const { return state_->units.size(); }
+
+FsdpMemory FullyShardedDataParallel::memory() const {
+  FsdpMemory m;
+  for (const auto& u : state_->units) {
+    m.shard_bytes += u.shard_numel * static_cast<int64_t>(u.shard.element_size());
+    m.unsharded_bytes += u.numel * static_cast<int64_t>(u.shard.element_size());
+  }
+  m.gathered_bytes = state_->gathered_bytes;
+  m.peak_gathered_bytes = state_->peak_gathered_bytes;
+  return m;
+}
+
+void FullyShardedDataParallel::reset_peak() { state_->peak_gathered_bytes = state_->gathered_bytes; }
+double FullyShardedDataParallel::last_wait_seconds() const { return state_->last_wait_seconds; }
+
+}  // namespace olm::dist
