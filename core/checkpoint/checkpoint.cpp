@@ -222,32 +222,47 @@ std::string save_sharded(train::Trainer& trainer, dist::ProcessGroup& group, con
   }
   agree("to create the checkpoint directory");
   const auto tensors = trainer_tensors(trainer);
+  // Each rank checksums the slices it wrote; one all-reduce hands rank 0 the table.
+  auto crcs = at::zeros({static_cast<int64_t>(tensors.size()), world}, at::kLong);
   try {
     std::vector<std::pair<std::string, at::Tensor>> slices;
-    for (const auto& [file, name, t] : tensors) {
+    auto crc = crcs.accessor<int64_t, 2>();
+    for (size_t i = 0; i < tensors.size(); ++i) {
+      const auto& [file, name, t] = tensors[i];
       const auto [begin, end] = shard_range(t.numel(), rank, world);
-      if (end > begin)
-        slices.emplace_back(shard_entry(file, name), t.detach().reshape({-1}).slice(0, begin, end).to(at::kCPU).contiguous());
+      if (end <= begin) continue;
+      auto slice = t.detach().reshape({-1}).slice(0, begin, end).to(at::kCPU).contiguous();
+      crc[static_cast<int64_t>(i)][rank] = tensor_crc(slice);
+      slices.emplace_back(shard_entry(file, name), slice);
     }
     io::save_safetensors(tmp_dir + "/" + shard_file(rank), slices);
   } catch (...) {
     error = std::current_exception();
   }
   agree("to write its shard");
+  try {
+    auto on_device = crcs.to(group.comm_device());
+    group.all_reduce_sum({on_device});
+    crcs = on_device.to(at::kCPU);
+  } catch (...) {
+    if (rank == 0) remove_tree(tmp_dir);
+    throw;
+  }
   if (rank == 0) {
     try {
       fb::CheckpointMetaT meta = base_meta(trainer, data);
       meta.world_size = static_cast<int32_t>(world);
-      for (const auto& [file, name, t] : tensors) {
+      const auto crc = crcs.accessor<int64_t, 2>();
+      for (size_t i = 0; i < tensors.size(); ++i) {
+        const auto& [file, name, t] = tensors[i];
         auto r = std::make_unique<fb::TensorRecordT>();
         r->name = name;
         r->file = file;
         r->dtype = c10::toString(t.scalar_type());
         r->shape = t.sizes().vec();
+        // The whole tensor's checksum: under data parallelism rank 0 holds every tensor whole.
         r->crc32 = tensor_crc(t);
         meta.tensors.push_back(std::move(r));
-        // The slices every rank wrote: under data parallelism rank 0 holds the same tensors.
-        const auto flat = t.detach().reshape({-1});
         for (int64_t k = 0; k < world; ++k) {
           const auto [begin, end] = shard_range(t.numel(), k, world);
           if (end <= begin) continue;
@@ -258,7 +273,7 @@ std::string save_sharded(train::Trainer& trainer, dist::ProcessGroup& group, con
           sh->entry = shard_entry(file, name);
           sh->offset = begin;
           sh->numel = end - begin;
-          sh->crc32 = tensor_crc(flat.slice(0, begin, end));
+          sh->crc32 = static_cast<uint32_t>(crc[static_cast<int64_t>(i)][k]);
           meta.shards.push_back(std::move(sh));
         }
       }
