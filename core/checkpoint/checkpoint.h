@@ -9,8 +9,8 @@
 // elements (rank r of W: elements [r*ceil(n/W), min(n, (r+1)*ceil(n/W)))), for parameters and
 // optimizer state alike, into one temporary directory; after every rank finished (agreed by
 // an all-reduce, so a failure on any rank fails all and removes the directory), rank 0 writes
-// meta.olmk (global shapes, dtypes and CRC-32s, each shard's file, offset and length, world
-// size, counters, data position) and renames the directory into place. load() reads either
+// meta.olmk (global shapes and dtypes; each shard's file, offset, length and CRC-32, the
+// last computed by the rank that wrote it; world size, counters, data position) and renames the directory into place. load() reads either
 // kind at any world size (with or without a process group), assembling each tensor from the
 // shards that cover it.
 #pragma once
