@@ -50,7 +50,7 @@ for delay in 0.35 0.8 1.3 0.05 2.1 0.6; do
   esac
   wait "${pids[0]}" "${pids[1]}" 2>/dev/null || true
   i=$((i + 1))
-  newest="$(ls -d ckpt/step* | sort -t p -k 2 -n | tail -1)"
+  newest="ckpt/step$(ls -d ckpt/step* | sed 's/.*step//' | sort -n | tail -1)"
   [ -f "$newest/rank0.safetensors" ] && [ -f "$newest/rank1.safetensors" ] ||
     { echo "kill after ${delay}s: the newest checkpoint ($newest) is not sharded: $(ls "$newest")" >&2; exit 1; }
   "$olm" eval --checkpoint ckpt --data tokens.bin --batches 1 >/dev/null ||

@@ -119,6 +119,10 @@ void clean_stale(const std::string& folder) {
       const std::string path = folder + "/" + name;
       if (name.rfind(".tmp-step", 0) == 0) {
         remove_tree(path);
+      } else if (name.rfind("step", 0) == 0 && name.size() > 4 &&
+                 std::all_of(name.begin() + 4, name.end(), ::isdigit) && is_dir(path) &&
+                 !is_file(path + "/" + kMetaFile)) {
+        remove_tree(path);  // a removal (pruning) cut short: never a checkpoint again
       } else if (name.rfind(".old-step", 0) == 0) {
         const std::string step = name.substr(5, name.find('-', 5) - 5);  // "stepN"
         const std::string original = folder + "/" + step;
@@ -141,9 +145,16 @@ void publish(const std::string& folder, const std::string& tmp_dir, const std::s
   if (!old_dir.empty()) remove_tree(old_dir);
 }
 
+// The metadata goes first, so a removal cut short leaves a directory that is no checkpoint
+// (clean_stale removes it later) rather than one with files missing.
+void remove_checkpoint(const std::string& dir) {
+  ::unlink((dir + "/" + kMetaFile).c_str());
+  remove_tree(dir);
+}
+
 void prune(const std::string& folder, int64_t keep_last_n) {
   auto dirs = step_dirs(folder);
-  for (size_t i = 0; i + static_cast<size_t>(keep_last_n) < dirs.size(); ++i) remove_tree(dirs[i].second);
+  for (size_t i = 0; i + static_cast<size_t>(keep_last_n) < dirs.size(); ++i) remove_checkpoint(dirs[i].second);
 }
 
 fb::CheckpointMetaT base_meta(train::Trainer& trainer, const DataPosition& data) {
