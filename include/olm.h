@@ -885,11 +885,21 @@ OLM_API OLM_MUST_USE olm_error* olm_trainer_step_documents(olm_trainer* trainer,
  * optim.safetensors and meta.olmk. Written to a temporary directory and renamed into place;
  * only the newest keep_last_n checkpoints of the train config are kept.
  *
+ * With a process group (olm_trainer_set_dist()) this is a collective that every rank calls
+ * with the same folder (a file system all ranks share): the checkpoint is sharded. Each rank
+ * r writes rank<r>.safetensors, a contiguous slice of every parameter's and optimizer state
+ * tensor's flattened elements; rank 0 writes meta.olmk (global shapes, dtypes, checksums, each
+ * shard's offsets, world size, step, data position) and renames the directory into place only
+ * after every rank finished, so a checkpoint appears whole or not at all. A failure on any rank
+ * fails the call on every rank. olm_trainer_load_checkpoint() and `olm convert` read sharded
+ * checkpoints at any world size.
+ *
  * @param trainer The trainer.
  * @param folder The save folder (created if missing).
  * @param out_path Receives the checkpoint directory's path as a NUL-terminated buffer owned
  *        by the caller; may be NULL.
- * @return NULL on success; OLM_ERR_IO when writing fails (earlier checkpoints stay intact).
+ * @return NULL on success; OLM_ERR_IO when writing fails (earlier checkpoints stay intact);
+ *         with a process group, OLM_ERR_DISTRIBUTED when a rank is gone.
  */
 OLM_API OLM_MUST_USE olm_error* olm_trainer_save_checkpoint(olm_trainer* trainer,
                                                             const char* folder,
@@ -899,10 +909,16 @@ OLM_API OLM_MUST_USE olm_error* olm_trainer_save_checkpoint(olm_trainer* trainer
  * Restore weights, optimizer state, counters and RNG state from a checkpoint.
  *
  * @param trainer A trainer whose model has the checkpoint's model config.
+ * A sharded checkpoint (saved by a process group) loads at any world size, with or without
+ * a process group: each tensor is assembled from the shard files that cover it. Call it on
+ * every rank, then olm_trainer_set_dist() (or it was set before: every rank loaded the same).
+ *
  * @param path A checkpoint directory, or a save folder (its newest checkpoint is used).
- * @return NULL on success; OLM_ERR_IO when no checkpoint is found; OLM_ERR_PARSE for a
- *         corrupt checkpoint (checksum or shape mismatch); OLM_ERR_MISMATCH for a checkpoint
- *         of another model config. The trainer is unchanged on error.
+ * @return NULL on success; OLM_ERR_IO when no checkpoint is found or a shard file is missing
+ *         (the message names it); OLM_ERR_PARSE for a corrupt checkpoint (checksum or shape
+ *         mismatch, shards that do not tile a tensor: the message names the file and tensor);
+ *         OLM_ERR_MISMATCH for a checkpoint of another model config. The trainer is unchanged
+ *         on error.
  */
 OLM_API OLM_MUST_USE olm_error* olm_trainer_load_checkpoint(olm_trainer* trainer,
                                                             const char* path);
@@ -1258,7 +1274,8 @@ OLM_API void olm_dist_free(olm_dist* dist);
  * world_size tokens, gradients are summed over ranks in buckets while backward runs, and the
  * loss is normalized by the global batch's target tokens, as one process with the whole
  * global batch would; olm_trainer_fit() gives each rank its own slice of every global batch,
- * and only rank 0 writes checkpoints and metrics; olm_trainer_evaluate() (and fit's
+ * only rank 0 writes metrics, and every rank writes its shard of each checkpoint (see
+ * olm_trainer_save_checkpoint()); olm_trainer_evaluate() (and fit's
  * evaluations) split the batches across ranks and sum, so every rank must call it.
  *
  * With the train config's `"data_parallel": {"name": "fsdp"}` (OLMo-core's

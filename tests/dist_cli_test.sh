@@ -2,7 +2,7 @@
 # Data-parallel training through the front ends, launched by torchrun: `torchrun --no-python
 # olm train` with 2 and 4 ranks and a C program on the C API with 2 ranks must log the same
 # loss at every step as one process on the same global batches (1e-5 relative: the same
-# float32 terms summed in another order), and only rank 0 writes metrics and checkpoints.
+# float32 terms summed in another order), only rank 0 writes metrics, and checkpoints are sharded.
 # usage: dist_cli_test.sh OLM_BINARY DIST_TRAIN_C_PROGRAM TORCHRUN
 set -euo pipefail
 olm="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
@@ -64,8 +64,11 @@ config ddp2 && run 2 ddp2 "$olm" train --config ddp2.json
 grep -q "rank 1 of 2 (local 1 of 2), gloo" ddp2.out || { cat ddp2.out >&2; fail "rank 1 did not join"; }
 compare runs/single.jsonl runs/ddp2.jsonl || fail "olm train, 2 ranks: losses differ"
 [ "$(grep -c '"loss"' runs/ddp2.jsonl)" = 20 ] || fail "metrics written more than once per step"
-cmp runs/single/step20/model.safetensors runs/ddp2/step20/model.safetensors >/dev/null 2>&1 ||
-  python3 - runs/single/step20/model.safetensors runs/ddp2/step20/model.safetensors <<'PY' || fail "final weights differ"
+# A process group writes sharded checkpoints (rank<r>.safetensors); olm convert assembles them.
+[ -f runs/ddp2/step20/rank1.safetensors ] && [ ! -f runs/ddp2/step20/model.safetensors ] || fail "ddp2: not sharded"
+"$olm" convert --checkpoint runs/ddp2 --output ddp2.safetensors >/dev/null || fail "olm convert of a sharded checkpoint"
+cmp runs/single/step20/model.safetensors ddp2.safetensors >/dev/null 2>&1 ||
+  python3 - runs/single/step20/model.safetensors ddp2.safetensors <<'PY' || fail "final weights differ"
 import json, struct, sys, array
 def load(p):
     b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); out = {}
@@ -89,6 +92,17 @@ a, b = ([json.loads(l) for l in open(p) if '"loss"' in l] for p in sys.argv[1:])
 assert [m["step"] for m in a[-2:]] == [21, 22] == [m["step"] for m in b[-2:]], (a[-2:], b[-2:])
 worst = max(abs(x["loss"] - y["loss"]) / x["loss"] for x, y in zip(a[-2:], b[-2:]))
 print(f"resumed steps 21-22: worst relative loss difference {worst:.2e}")
+sys.exit(0 if worst <= 1e-5 else 1)
+PY
+# The 2-rank checkpoint resumes in one process (another world size) with the same losses.
+"$olm" resume runs/single --max-steps 24 >resume1b.out 2>&1 || { cat resume1b.out >&2; fail "olm resume"; }
+"$olm" resume runs/ddp2 --max-steps 24 >resume2b.out 2>&1 || { cat resume2b.out >&2; fail "olm resume of a sharded checkpoint"; }
+python3 - runs/single.jsonl runs/ddp2.jsonl <<'PY' || fail "losses resumed at another world size differ"
+import json, sys
+a, b = ([json.loads(l) for l in open(p) if '"loss"' in l] for p in sys.argv[1:])
+assert [m["step"] for m in a[-2:]] == [23, 24] == [m["step"] for m in b[-2:]], (a[-2:], b[-2:])
+worst = max(abs(x["loss"] - y["loss"]) / x["loss"] for x, y in zip(a[-2:], b[-2:]))
+print(f"sharded at 2, resumed at 1, steps 23-24: worst relative loss difference {worst:.2e}")
 sys.exit(0 if worst <= 1e-5 else 1)
 PY
 config ddp4 && run 4 ddp4 "$olm" train --config ddp4.json

@@ -196,7 +196,9 @@ func (t *Trainer) StepDocuments(ids, labels, cuDocLens *Tensor) (StepMetrics, er
 	return stepMetricsFromC(&m), nil
 }
 
-// SaveCheckpoint writes <folder>/step<N> atomically and returns its path.
+// SaveCheckpoint writes <folder>/step<N> atomically and returns its path. With a process
+// group (SetDist) it is a collective that every rank calls: each rank writes its shard
+// (rank<r>.safetensors) and the checkpoint appears once all have finished.
 func (t *Trainer) SaveCheckpoint(folder string) (string, error) {
 	cfolder := C.CString(folder)
 	defer C.free(unsafe.Pointer(cfolder))
@@ -209,7 +211,8 @@ func (t *Trainer) SaveCheckpoint(folder string) (string, error) {
 	return string(takeBuffer(buf)), nil
 }
 
-// LoadCheckpoint restores a checkpoint directory or a save folder's newest checkpoint.
+// LoadCheckpoint restores a checkpoint directory or a save folder's newest checkpoint,
+// single-process or sharded (at any world size).
 func (t *Trainer) LoadCheckpoint(path string) error {
 	cpath := C.CString(path)
 	defer C.free(unsafe.Pointer(cpath))

@@ -3,6 +3,16 @@
 // CheckpointMeta, identifier "OLMK": configs, counters, data position, RNG state and a tensor
 // index with shapes, dtypes and CRC-32s). A checkpoint is written into a temporary directory,
 // fsynced and renamed into place, so a crash at any moment leaves earlier ones intact.
+//
+// Sharded checkpoints: when the trainer has a process group, save() is a collective. Every
+// rank r writes rank<r>.safetensors holding a contiguous slice of each tensor's flattened
+// elements (rank r of W: elements [r*ceil(n/W), min(n, (r+1)*ceil(n/W)))), for parameters and
+// optimizer state alike, into one temporary directory; after every rank finished (agreed by
+// an all-reduce, so a failure on any rank fails all and removes the directory), rank 0 writes
+// meta.olmk (global shapes and dtypes; each shard's file, offset, length and CRC-32, the
+// last computed by the rank that wrote it; world size, counters, data position) and renames the directory into place. load() reads either
+// kind at any world size (with or without a process group), assembling each tensor from the
+// shards that cover it.
 #pragma once
 #include <string>
 
@@ -23,6 +33,7 @@ struct Meta {
   Config model_config;
   train::TrainConfig train_config;
   DataPosition data;
+  int32_t world_size = 0;  // 0: a single-process checkpoint; else the ranks that wrote shards
 };
 
 inline constexpr char kMetaIdentifier[] = "OLMK";
@@ -30,8 +41,15 @@ inline constexpr char kModelFile[] = "model.safetensors";
 inline constexpr char kOptimFile[] = "optim.safetensors";
 inline constexpr char kMetaFile[] = "meta.olmk";
 
+// The shard file rank `rank` writes: rank<r>.safetensors.
+std::string shard_file(int64_t rank);
+// The slice [begin, end) of n flattened elements that rank `rank` of `world` holds.
+std::pair<int64_t, int64_t> shard_range(int64_t n, int64_t rank, int64_t world);
+
 // Saves the trainer's state as <folder>/step<step>, then keeps the newest keep_last_n
 // checkpoints. Returns the checkpoint's directory. Throws kIo naming the path on failure.
+// With a process group on the trainer: a collective writing a sharded checkpoint (above);
+// every rank returns the same directory or throws.
 std::string save(train::Trainer& trainer, const std::string& folder, const DataPosition& data,
                  int64_t keep_last_n);
 
@@ -45,6 +63,9 @@ Meta read_meta(const std::string& path);
 // Restores model weights, optimizer state, counters and RNG state into a trainer built from
 // the checkpoint's configs; verifies checksums and shapes and refuses a checkpoint written
 // for another model config (kMismatch). Returns the data position to resume from.
+// A sharded checkpoint loads at any world size: missing shard files, shards that do not tile
+// a tensor exactly, or shapes, dtypes and checksums that differ from the metadata throw
+// (kIo/kParse naming the file and tensor) before the trainer is touched.
 DataPosition load(train::Trainer& trainer, const std::string& path);
 
 // Resolves a step directory or save folder to a checkpoint directory (kIo when none).

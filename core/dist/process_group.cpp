@@ -291,7 +291,12 @@ void ProcessGroup::broadcast(std::vector<at::Tensor> tensors, int64_t root) {
   opts.rootRank = root;
   opts.timeout = options_.timeout;
   try {
-    PendingWork(this, impl_->backend->broadcast(tensors, opts), "broadcast").wait();
+    // c10d's tensor list means one tensor per device (all the same size); several tensors of
+    // one device, as DDP's buckets, go one collective each.
+    for (auto& t : tensors) {
+      std::vector<at::Tensor> one{t};
+      PendingWork(this, impl_->backend->broadcast(one, opts), "broadcast").wait();
+    }
   } catch (const c10::Error& e) {
     fail_collective("broadcast", e.what_without_backtrace());
   }

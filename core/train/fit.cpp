@@ -72,8 +72,8 @@ FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const 
               const FitCallbacks& callbacks, std::optional<bool> documents) {
   const TrainSpec& spec = trainer.config().spec();
   std::unique_ptr<std::ofstream> metrics;
-  // With a process group, rank 0 alone writes metrics and checkpoints (every rank holds the
-  // same parameters and optimizer state); the others wait for it at a barrier.
+  // With a process group, rank 0 alone writes metrics; checkpoints are sharded, each rank
+  // writing its slice and rank 0 the metadata.
   const bool writer = trainer.rank() == 0;
   if (!spec.metrics_path.empty() && writer) {
     const auto slash = spec.metrics_path.find_last_of('/');
@@ -89,12 +89,10 @@ FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const 
     if (spec.save_folder.empty()) return;
     trainer.require_unsharded("save_folder");
     const auto pos = loader.position();
-    if (writer) {
-      result.last_checkpoint =
-          checkpoint::save(trainer, spec.save_folder, {pos.epoch, pos.batch_in_epoch}, spec.keep_last_n);
-      log("saved checkpoint " + result.last_checkpoint);
-    }
-    if (trainer.process_group()) trainer.process_group()->barrier();
+    // With a process group, a collective: every rank writes its shard (checkpoint.h).
+    result.last_checkpoint =
+        checkpoint::save(trainer, spec.save_folder, {pos.epoch, pos.batch_in_epoch}, spec.keep_last_n);
+    if (writer) log("saved checkpoint " + result.last_checkpoint);
   };
   auto run_eval = [&]() {
     if (!eval) return;

@@ -37,7 +37,8 @@ struct FitResult {
 // for training and evaluation; nullopt follows the config's data.generate_doc_lengths and
 // eval_data.generate_doc_lengths.
 // With a process group on the trainer, `loader` must be this rank's
-// (DataLoader's rank and world_size), rank 0 alone writes metrics and checkpoints, a stop
+// (DataLoader's rank and world_size), rank 0 alone writes metrics, every rank writes its shard
+// of each (sharded) checkpoint, a stop
 // asked for on any rank stops all at the same step, and the eval batches are split across
 // ranks (every rank gets the same result).
 FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const data::TokenDataset> eval,

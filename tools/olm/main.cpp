@@ -395,7 +395,7 @@ int cmd_info(int argc, char** argv) {
 int cmd_convert(int argc, char** argv) {
   cxxopts::Options options("olm convert",
                            "Convert between olm checkpoints and OLMo-core / Hugging Face safetensors state dicts.");
-  options.add_options()("checkpoint", "olm checkpoint to export", cxxopts::value<std::string>())(
+  options.add_options()("checkpoint", "olm checkpoint to export (single-process or sharded by a process group)", cxxopts::value<std::string>())(
       "input", "safetensors state dict to import", cxxopts::value<std::string>())(
       "train-config", "train config for an imported checkpoint", cxxopts::value<std::string>())(
       "names", "olmo-core (default) or hf", cxxopts::value<std::string>()->default_value("olmo-core"))(

@@ -899,7 +899,9 @@ impl Trainer {
         check(unsafe { sys::olm_trainer_set_dist(self.ptr.as_ptr(), d) })
     }
 
-    /// Writes `<folder>/step<N>` atomically; returns its path.
+    /// Writes `<folder>/step<N>` atomically; returns its path. With a process group
+    /// ([`Trainer::set_dist`]) a collective that every rank calls: each rank writes its shard
+    /// (`rank<r>.safetensors`) and the checkpoint appears once all have finished.
     pub fn save_checkpoint(&mut self, folder: impl AsRef<Path>) -> Result<String> {
         let folder = path_cstring(folder.as_ref())?;
         let mut buf = ptr::null_mut();
@@ -907,7 +909,8 @@ impl Trainer {
         Ok(String::from_utf8_lossy(&take_buffer(buf)).into_owned())
     }
 
-    /// Restores a checkpoint directory, or a save folder's newest checkpoint.
+    /// Restores a checkpoint directory, or a save folder's newest checkpoint, single-process
+    /// or sharded (at any world size).
     pub fn load_checkpoint(&mut self, path: impl AsRef<Path>) -> Result<()> {
         let path = path_cstring(path.as_ref())?;
         check(unsafe { sys::olm_trainer_load_checkpoint(self.ptr.as_ptr(), path.as_ptr()) })
