@@ -27,43 +27,23 @@
 #include "core/error.h"
 #include "core/io/safetensors.h"
 #include "core/train/trainer.h"
+#include "dist_harness.h"
 #include "test_util.h"
 
 namespace {
 
+using namespace olm_dist_testing;
+
+// Ranks run `--worker MODE FOLDER OUT`.
+std::vector<Child> launch(int world, const std::string& mode, const std::string& folder, double deadline_s = 120) {
+  LaunchOptions options;
+  options.deadline_s = deadline_s;
+  return olm_dist_testing::launch(
+      world, "dist_ckpt", [&](const Child& c) { return std::vector<std::string>{mode, folder, c.out}; }, options);
+}
+
 constexpr int kSteps = 20;    // the uninterrupted run
 constexpr int kSaveAt = 10;   // where the sharded checkpoint is written
-
-olm::Config model_config() {
-  return olm::Config::from_json(R"({"d_model": 32, "vocab_size": 50, "n_layers": 2,
-    "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "n_kv_heads": 2, "bias": false,
-      "rope": {"theta": 10000}, "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
-      "feed_forward": {"hidden_size": 64, "bias": false},
-      "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
-    "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
-}
-
-// 8 instances of 8 tokens per global batch, micro-batches of 2 instances; AdamW with clipping
-// and z-loss, so the optimizer state and every cross-rank quantity matter after a resume.
-olm::train::TrainConfig train_config() {
-  return olm::train::TrainConfig::from_json(R"({"sequence_length": 8, "global_batch_size": 64,
-      "rank_microbatch_size": 16, "max_steps": 20, "seed": 3, "z_loss_multiplier": 1e-4,
-      "max_grad_norm": 1.0, "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.1}})");
-}
-
-std::shared_ptr<olm::data::TokenDataset> dataset() {
-  std::vector<int64_t> tokens;
-  uint64_t x = 12345;
-  while (tokens.size() < 8 * 8 * 12) {
-    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-    const int64_t t = static_cast<int64_t>((x >> 33) % 50);
-    for (int r = 0; r < 1 + static_cast<int>(t % 3); ++r) tokens.push_back(t);
-  }
-  olm::data::DatasetOptions o;
-  o.sequence_length = 8;
-  o.vocab_size = 50;
-  return olm::data::TokenDataset::from_tokens(tokens, o);
-}
 
 struct TrainRun {
   std::shared_ptr<olm::Model> model;
@@ -73,7 +53,7 @@ struct TrainRun {
 
 TrainRun make_run(const std::shared_ptr<olm::dist::ProcessGroup>& group = nullptr) {
   TrainRun r;
-  r.model = std::make_shared<olm::Model>(model_config(), "cpu", olm::ModelOptions{});
+  r.model = std::make_shared<olm::Model>(dense_model_config(), "cpu", olm::ModelOptions{});
   r.trainer = std::make_unique<olm::train::Trainer>(r.model, train_config());
   const int64_t rank = group ? group->rank() : 0, world = group ? group->world_size() : 1;
   r.loader = std::make_unique<olm::data::DataLoader>(dataset(), 8, 3, rank, world);
@@ -116,78 +96,6 @@ std::vector<double> read_losses(const std::string& path) {
   while (in >> l) out.push_back(l);
   return out;
 }
-
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-std::string g_self;
-
-struct Child {
-  pid_t pid;
-  int status = -1;
-  std::string out, log;
-};
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-std::vector<Child> launch(int world, const std::string& mode, const std::string& folder, double deadline_s = 120) {
-  const auto dir = olm::testing::temp_dir("dist_ckpt");
-  const std::string port = std::to_string(free_port());
-  std::vector<Child> children;
-  for (int r = 0; r < world; ++r) {
-    Child c;
-    c.out = dir + "/rank" + std::to_string(r) + ".txt";
-    c.log = dir + "/rank" + std::to_string(r) + ".log";
-    c.pid = fork();
-    if (c.pid == 0) {
-      freopen(c.log.c_str(), "w", stderr);
-      setenv("RANK", std::to_string(r).c_str(), 1);
-      setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
-      setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
-      setenv("LOCAL_WORLD_SIZE", std::to_string(world).c_str(), 1);
-      setenv("MASTER_ADDR", "127.0.0.1", 1);
-      setenv("MASTER_PORT", port.c_str(), 1);
-      setenv("OMP_NUM_THREADS", "1", 1);
-      execl(g_self.c_str(), g_self.c_str(), "--worker", mode.c_str(), folder.c_str(), c.out.c_str(),
-            static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    children.push_back(c);
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(deadline_s);
-  size_t done = 0;
-  while (done < children.size()) {
-    for (auto& c : children) {
-      if (c.status != -1) continue;
-      int st;
-      if (waitpid(c.pid, &st, WNOHANG) == c.pid) c.status = st, ++done;
-    }
-    if (std::chrono::steady_clock::now() > deadline) {
-      for (auto& c : children)
-        if (c.status == -1) kill(c.pid, SIGKILL), waitpid(c.pid, &c.status, 0), ++done;
-      ADD_FAILURE() << "a rank was still running at the deadline";
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return children;
-}
-
-bool exited_ok(const Child& c) { return WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0; }
 
 bool exists(const std::string& path) {
   struct stat st {};
@@ -523,10 +431,6 @@ int worker(const std::string& mode, const std::string& folder, const std::string
 }  // namespace
 
 int main(int argc, char** argv) {
-  g_self = "/proc/self/exe";
-  char buf[4096];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n > 0) g_self.assign(buf, static_cast<size_t>(n));
   if (argc == 5 && std::string(argv[1]) == "--worker") return worker(argv[2], argv[3], argv[4]);
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();

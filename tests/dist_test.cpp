@@ -24,11 +24,14 @@
 #include "core/error.h"
 #include "core/train/fit.h"
 #include "core/train/trainer.h"
+#include "dist_harness.h"
 #include "test_util.h"
 
 #include <functional>
 
 namespace {
+
+using namespace olm_dist_testing;
 
 constexpr int kSteps = 20;
 
@@ -44,37 +47,7 @@ olm::Config model_config(const std::string& mode = "train") {
           "router": {"top_k": 2, "bias_gamma": 0.01}},
         "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
       "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
-  return olm::Config::from_json(R"({"d_model": 32, "vocab_size": 50, "n_layers": 2,
-    "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "n_kv_heads": 2, "bias": false,
-      "rope": {"theta": 10000}, "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
-      "feed_forward": {"hidden_size": 64, "bias": false},
-      "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
-    "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
-}
-
-// 8 instances of 8 tokens per global batch; micro-batches of 2 instances, so one process
-// accumulates 4 micro-batches, 2 ranks 2 each (no sync on the first), 4 ranks 1 each.
-// AdamW, clipping at a global norm of 1 and z-loss exercise every cross-rank quantity.
-olm::train::TrainConfig train_config(const std::string& extra = "") {
-  return olm::train::TrainConfig::from_json(R"({"sequence_length": 8, "global_batch_size": 64,
-      "rank_microbatch_size": 16, "max_steps": 20, "seed": 3, "z_loss_multiplier": 1e-4,
-      "max_grad_norm": 1.0, "optimizer": {"name": "adamw", "lr": 0.003, "weight_decay": 0.1})" +
-                                            extra + "}");
-}
-
-std::shared_ptr<olm::data::TokenDataset> dataset() {
-  // Documents with structure (repeated runs) so the loss falls, from a fixed LCG.
-  std::vector<int64_t> tokens;
-  uint64_t x = 12345;
-  while (tokens.size() < 8 * 8 * 12) {
-    x = x * 6364136223846793005ULL + 1442695040888963407ULL;
-    const int64_t t = static_cast<int64_t>((x >> 33) % 50);
-    for (int r = 0; r < 1 + static_cast<int>(t % 3); ++r) tokens.push_back(t);
-  }
-  olm::data::DatasetOptions o;
-  o.sequence_length = 8;
-  o.vocab_size = 50;
-  return olm::data::TokenDataset::from_tokens(tokens, o);
+  return dense_model_config();
 }
 
 struct TrainRun {
@@ -174,83 +147,16 @@ TrainRun read_run(const std::string& path) {
   return r;
 }
 
-int free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-std::string g_self;  // this executable
-
-struct Child {
-  pid_t pid;
-  int status = -1;
-  std::string out, log;
-};
-
-// Starts `world` ranks (or only those listed) as workers and waits for them, killing any that
-// is still running at the deadline. Returns exit statuses and output paths.
+// Ranks run `--worker MODE OUT TIMEOUT_S`.
 std::vector<Child> launch(int world, const std::string& mode, double timeout_s, std::vector<int> ranks = {},
                           double deadline_s = 120, bool end_with_rank0 = false) {
-  if (ranks.empty())
-    for (int r = 0; r < world; ++r) ranks.push_back(r);
-  const auto dir = olm::testing::temp_dir("dist");
-  const std::string port = std::to_string(free_port());
-  std::vector<Child> children;
-  for (int r : ranks) {
-    Child c;
-    c.out = dir + "/rank" + std::to_string(r) + ".txt";
-    c.log = dir + "/rank" + std::to_string(r) + ".log";
-    c.pid = fork();
-    if (c.pid == 0) {
-      freopen(c.log.c_str(), "w", stderr);
-      setenv("RANK", std::to_string(r).c_str(), 1);
-      setenv("WORLD_SIZE", std::to_string(world).c_str(), 1);
-      setenv("LOCAL_RANK", std::to_string(r).c_str(), 1);
-      setenv("LOCAL_WORLD_SIZE", std::to_string(world).c_str(), 1);
-      setenv("MASTER_ADDR", "127.0.0.1", 1);
-      setenv("MASTER_PORT", port.c_str(), 1);
-      // As torchrun does: one intra-op thread per rank, or the ranks oversubscribe the cores.
-      setenv("OMP_NUM_THREADS", "1", 1);
-      execl(g_self.c_str(), g_self.c_str(), "--worker", mode.c_str(), c.out.c_str(),
-            std::to_string(timeout_s).c_str(), static_cast<char*>(nullptr));
-      _exit(127);
-    }
-    children.push_back(c);
-  }
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(deadline_s);
-  size_t done = 0;
-  while (done < children.size()) {
-    for (auto& c : children) {
-      if (c.status != -1) continue;
-      int st;
-      if (waitpid(c.pid, &st, WNOHANG) == c.pid) c.status = st, ++done;
-    }
-    if (end_with_rank0 && children[0].status != -1)
-      for (auto& c : children)
-        if (c.status == -1) kill(c.pid, SIGKILL), waitpid(c.pid, &c.status, 0), ++done;
-    if (std::chrono::steady_clock::now() > deadline) {
-      for (auto& c : children)
-        if (c.status == -1) kill(c.pid, SIGKILL), waitpid(c.pid, &c.status, 0), ++done;
-      ADD_FAILURE() << "a rank was still running at the deadline";
-    }
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
-  return children;
-}
-
-std::string slurp(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
+  LaunchOptions options;
+  options.ranks = std::move(ranks);
+  options.deadline_s = deadline_s;
+  options.end_with_rank0 = end_with_rank0;
+  return olm_dist_testing::launch(
+      world, "dist",
+      [&](const Child& c) { return std::vector<std::string>{mode, c.out, std::to_string(timeout_s)}; }, options);
 }
 
 const TrainRun& single_process(const std::string& mode = "train") {
@@ -657,10 +563,6 @@ int worker(const std::string& mode, const std::string& out, double timeout_s) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  g_self = "/proc/self/exe";
-  char buf[4096];
-  const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n > 0) g_self.assign(buf, static_cast<size_t>(n));
   if (argc == 5 && std::string(argv[1]) == "--worker") return worker(argv[2], argv[3], std::stod(argv[4]));
   ::testing::InitGoogleTest(&argc, argv);
   return RUN_ALL_TESTS();
