@@ -80,6 +80,18 @@ LayerNormSpec resolve_layer_norm(const fb::LayerNormConfigT& in, const std::stri
   return out;
 }
 
+// The per-head size of attention and GatedDeltaNet alike: head_dim, else d_model / n_heads.
+int64_t resolve_head_dim(std::optional<int32_t> head_dim, int64_t d_model, int64_t n_heads, const std::string& field) {
+  if (head_dim.has_value()) {
+    require_positive(*head_dim, field + ".head_dim");
+    return *head_dim;
+  }
+  require(d_model % n_heads == 0, ErrorCode::kInvalidConfig,
+          "d_model (" + std::to_string(d_model) + ") must be divisible by " + field + ".n_heads (" +
+              std::to_string(n_heads) + ") when " + field + ".head_dim is not set");
+  return d_model / n_heads;
+}
+
 AttentionSpec resolve_attention(const fb::AttentionConfigT& in, int64_t d_model,
                                 const std::string& field) {
   AttentionSpec out;
@@ -111,16 +123,7 @@ AttentionSpec resolve_attention(const fb::AttentionConfigT& in, int64_t d_model,
           field + ".n_heads (" + std::to_string(out.n_heads) +
               ") must be divisible by " + field + ".n_kv_heads (" +
               std::to_string(out.n_kv_heads) + ")");
-  if (in.head_dim.has_value()) {
-    out.head_dim = *in.head_dim;
-    require_positive(out.head_dim, field + ".head_dim");
-  } else {
-    require(d_model % out.n_heads == 0, ErrorCode::kInvalidConfig,
-            "d_model (" + std::to_string(d_model) + ") must be divisible by " + field +
-                ".n_heads (" + std::to_string(out.n_heads) + ") when " + field +
-                ".head_dim is not set");
-    out.head_dim = d_model / out.n_heads;
-  }
+  out.head_dim = resolve_head_dim(in.head_dim, d_model, out.n_heads, field);
   out.bias = in.bias.has_value() ? *in.bias : !out.normalized;
   if (in.rope) {
     RoPESpec rope;
@@ -274,15 +277,7 @@ GatedDeltaNetSpec resolve_gated_delta_net(const fb::AttentionConfigT& in, int64_
   require(g.n_v_heads >= g.n_heads && g.n_v_heads % g.n_heads == 0, ErrorCode::kInvalidConfig,
           field + ".n_v_heads (" + std::to_string(g.n_v_heads) + ") must be a multiple of " + field + ".n_heads (" +
               std::to_string(g.n_heads) + ")");
-  if (in.head_dim.has_value()) {
-    g.head_dim = *in.head_dim;
-    require_positive(g.head_dim, field + ".head_dim");
-  } else {
-    require(d_model % g.n_heads == 0, ErrorCode::kInvalidConfig,
-            "d_model (" + std::to_string(d_model) + ") must be divisible by " + field + ".n_heads (" +
-                std::to_string(g.n_heads) + ") when " + field + ".head_dim is not set");
-    g.head_dim = d_model / g.n_heads;
-  }
+  g.head_dim = resolve_head_dim(in.head_dim, d_model, g.n_heads, field);
   g.expand_v = in.expand_v.value_or(2.0);
   require_positive_finite(g.expand_v, field + ".expand_v");
   // OLMo-core: int(head_dim * expand_v), asserted to be (close to) the exact product.
@@ -627,6 +622,11 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
     // losses and updates their routers after each batch).
     require(!b.moe || spec.moe, ErrorCode::kInvalidConfig,
             "name: " + field + ".name '" + b.name + "' needs the MoE transformer (name \"moe\")");
+    // nGPT is all or nothing: the normalized transformer runs normalized blocks only.
+    require((b.name == "normalized") == spec.normalized, ErrorCode::kInvalidConfig,
+            spec.normalized ? "name: the normalized transformer needs normalized blocks (layer " + std::to_string(i) +
+                                  " is '" + b.name + "')"
+                            : field + ".name: normalized blocks need the normalized transformer (name: \"normalized\")");
     if (const auto* sw = config->attention->sliding_window.get()) {
       const int64_t window = window_for_layer(*sw, i, spec.n_layers, field + ".attention.sliding_window");
       if (window != -1) {
@@ -638,19 +638,15 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
     spec.blocks.push_back(std::move(b));
   }
 
-  for (size_t i = 0; i < spec.blocks.size(); ++i)
-    require((spec.blocks[i].name == "normalized") == spec.normalized, ErrorCode::kInvalidConfig,
-            spec.normalized ? "name: the normalized transformer needs normalized blocks (layer " + std::to_string(i) + " is '" + spec.blocks[i].name + "')"
-                            : "block.name: normalized blocks need the normalized transformer (name: \"normalized\")");
-  if (spec.normalized) {
-    require(!in.embedding_norm && !in.embed_scale.has_value(), ErrorCode::kInvalidConfig,
-            "embedding_norm and embed_scale are not supported by the normalized transformer");
-    require(or_default(in.lm_head->name, "default") == "normalized", ErrorCode::kInvalidConfig,
-            "lm_head.name: the normalized transformer needs the normalized head");
-  }
   const std::string head_name = or_default(in.lm_head->name, "default");
   require_one_of(head_name, {"default", "normalized"}, "lm_head.name");
   spec.lm_head.normalized = head_name == "normalized";
+  if (spec.normalized) {
+    require(!in.embedding_norm && !in.embed_scale.has_value(), ErrorCode::kInvalidConfig,
+            "embedding_norm and embed_scale are not supported by the normalized transformer");
+    require(spec.lm_head.normalized, ErrorCode::kInvalidConfig,
+            "lm_head.name: the normalized transformer needs the normalized head");
+  }
   require(!spec.lm_head.normalized || !in.lm_head->layer_norm, ErrorCode::kInvalidConfig,
           "lm_head.layer_norm: the normalized head has no final norm");
   if (in.lm_head->layer_norm)

@@ -59,10 +59,14 @@ at::Tensor LMHead::keep_last(const at::Tensor& t, int64_t logits_to_keep) const 
   return logits_to_keep > 0 ? t.slice(1, t.size(1) - logits_to_keep) : t;
 }
 
+at::Tensor LMHead::project(const at::Tensor& x) const {
+  const auto b = bias();
+  return at::linear(x, weight(), b.defined() ? std::optional<at::Tensor>(b) : std::nullopt);
+}
+
 at::Tensor LMHead::logits(const at::Tensor& h, int64_t logits_to_keep) const {
   auto x = norm_ ? norm_->forward(h) : h;
-  const auto b = bias();
-  auto logits = at::linear(keep_last(x, logits_to_keep), weight(), b.defined() ? std::optional<at::Tensor>(b) : std::nullopt);
+  auto logits = project(keep_last(x, logits_to_keep));
   if (sz_) logits = *sz_ * (1.0 / (1.0 / std::sqrt(d_model_))) * logits;  // OLMo-core's NormalizedLMHead
   return logits;
 }
@@ -86,8 +90,7 @@ LossOutput LMHead::loss(const at::Tensor& h, const at::Tensor& labels_in,
       z_loss = z_loss_from_logsumexp(lse, mask, options.reduction, *options.z_loss_multiplier);
     if (options.return_logits) {
       at::NoGradGuard no_grad;  // asked for, so materialized, but outside the graph
-      const auto b = bias();
-      logits = at::linear(x, weight(), b.defined() ? std::optional<at::Tensor>(b) : std::nullopt);
+      logits = project(x);  // no sz: the normalized head does not take the fused loss
     }
   } else {
     logits = this->logits(h, options.logits_to_keep);
