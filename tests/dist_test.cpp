@@ -39,7 +39,23 @@ constexpr int kSteps = 20;
 // every batch by the expert loads, summed over the ranks first (as OLMo-core's router does).
 // No load-balancing loss: it is a product of per-rank batch statistics, so ranks differ from
 // one process by design, in OLMo-core too.
+// "moe_lb": the routers' load-balancing and z-losses instead, whose gradients reach the
+// routers without passing through the blocks' outputs. "ngpt": the normalized transformer,
+// whose matrices return to the unit sphere after every step.
 olm::Config model_config(const std::string& mode = "train") {
+  if (mode == "moe_lb")
+    return olm::Config::from_json(R"({"name": "moe", "d_model": 32, "vocab_size": 50, "n_layers": 2,
+      "block": {"name": "moe_reordered_norm", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 10000}},
+        "feed_forward_moe": {"name": "dropless", "num_experts": 4, "hidden_size": 16, "lb_loss_weight": 0.01,
+          "z_loss_weight": 0.001, "router": {"top_k": 2}},
+        "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+      "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
+  if (mode == "ngpt")
+    return olm::Config::from_json(R"({"name": "normalized", "d_model": 32, "vocab_size": 50, "n_layers": 2,
+      "init_method": "normalized",
+      "block": {"name": "normalized", "attention": {"name": "normalized", "n_heads": 4, "qk_norm": {"name": "l2_norm"},
+        "rope": {"theta": 10000}}, "feed_forward": {"name": "normalized", "hidden_size": 64}},
+      "lm_head": {"name": "normalized"}})");
   if (mode == "moe")
     return olm::Config::from_json(R"({"name": "moe", "d_model": 32, "vocab_size": 50, "n_layers": 2,
       "block": {"name": "moe_reordered_norm", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 10000}},
@@ -159,9 +175,35 @@ std::vector<Child> launch(int world, const std::string& mode, double timeout_s, 
       [&](const Child& c) { return std::vector<std::string>{mode, c.out, std::to_string(timeout_s)}; }, options);
 }
 
+// A worker mode: the train config's additions and the model (model_config's mode).
+struct Mode {
+  std::string extra, model;
+};
+Mode mode_setup(const std::string& mode) {
+  static const std::map<std::string, Mode> modes{
+      {"train", {"", "train"}},
+      {"die", {"", "train"}},
+      {"stop", {"", "train"}},
+      {"ac", {R"(, "ac_mode": "full")", "train"}},
+      {"moe", {"", "moe"}},
+      {"moe_lb", {"", "moe_lb"}},
+      {"ngpt", {"", "ngpt"}},
+      {"fsdp", {R"(, "data_parallel": {"name": "fsdp"})", "train"}},
+      {"fsdp_ac", {R"(, "data_parallel": {"name": "fsdp"}, "ac_mode": "full")", "train"}},
+      {"fsdp_moe", {R"(, "data_parallel": {"name": "fsdp"})", "moe"}},
+      {"fsdp_moe_lb", {R"(, "data_parallel": {"name": "fsdp"})", "moe_lb"}},
+      {"fsdp_ngpt", {R"(, "data_parallel": {"name": "fsdp"})", "ngpt"}},
+      {"fsdp_bf16", {R"(, "data_parallel": {"name": "fsdp", "param_dtype": "bfloat16"})", "train"}},
+      {"fsdp_bf16_reduce",
+       {R"(, "data_parallel": {"name": "fsdp", "param_dtype": "bfloat16", "reduce_dtype": "bfloat16"})", "train"}},
+      {"hsdp", {R"(, "data_parallel": {"name": "hsdp", "num_replicas": 2})", "train"}},
+  };
+  return modes.at(mode);
+}
+
 const TrainRun& single_process(const std::string& mode = "train") {
   static std::map<std::string, TrainRun> runs;
-  const std::string model = mode == "moe" ? "moe" : "train";
+  const std::string model = mode_setup(mode).model;
   if (!runs.count(model)) runs[model] = train(nullptr, -1, SIGKILL, "", model);
   return runs.at(model);
 }
@@ -298,8 +340,12 @@ TEST(FullyShardedDataParallel, GroupOfOneIsExact) {
 TEST(FullyShardedDataParallel, ConfigIsCheckedAndCheckpointsAreRefused) {
   olm::testing::expect_error([&] { train_config(R"(, "data_parallel": {"name": "zero"})"); },
                              olm::ErrorCode::kInvalidConfig, "data_parallel.name");
-  olm::testing::expect_error([&] { train_config(R"(, "data_parallel": {"name": "fsdp", "reduce_dtype": "bfloat16"})"); },
+  olm::testing::expect_error([&] { train_config(R"(, "data_parallel": {"name": "fsdp", "reduce_dtype": "float16"})"); },
                              olm::ErrorCode::kInvalidConfig, "data_parallel.reduce_dtype");
+  olm::testing::expect_error([&] { train_config(R"(, "data_parallel": {"param_dtype": "bfloat16"})"); },
+                             olm::ErrorCode::kInvalidConfig, "data_parallel.param_dtype");
+  olm::testing::expect_error([&] { train_config(R"(, "data_parallel": {"name": "fsdp", "num_replicas": 2})"); },
+                             olm::ErrorCode::kInvalidConfig, "hsdp");
   olm::dist::ProcessGroupOptions o;
   o.rank = 0;
   o.world_size = 1;
@@ -313,6 +359,144 @@ TEST(FullyShardedDataParallel, ConfigIsCheckedAndCheckpointsAreRefused) {
   trainer.set_process_group(nullptr);
   EXPECT_NO_THROW(trainer.require_unsharded("save"));
   EXPECT_TRUE(at::isfinite(model->module().named_parameters()[0].tensor->sum()).item<bool>());
+}
+
+// MoE under FSDP: the score biases as with DDP; and the routers' losses, whose gradients reach
+// a block's router through no block output, find the block gathered (against DDP at the same
+// world size: the load-balancing loss is a product of per-rank statistics, so one process
+// differs by design).
+TEST(FullyShardedDataParallel, TwoRanksOfMoEWithScoreBiasMatchOneProcess) {
+  expect_matches_single_process(2, "fsdp_moe");
+}
+TEST(FullyShardedDataParallel, TwoRanksOfMoEWithRouterLossesMatchDataParallel) {
+  std::vector<TrainRun> ddp, fsdp;
+  for (auto [mode, runs] : {std::pair{"moe_lb", &ddp}, {"fsdp_moe_lb", &fsdp}})
+    for (auto& c : launch(2, mode, 60)) {
+      ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
+      runs->push_back(read_run(c.out));
+    }
+  double worst_loss = 0, worst_weight = 0;
+  for (size_t r = 0; r < 2; ++r) {
+    for (int s = 0; s < kSteps; ++s) {
+      EXPECT_NEAR(fsdp[r].loss[s], ddp[r].loss[s], 1e-5 * ddp[r].loss[s]) << "step " << s + 1;
+      worst_loss = std::max(worst_loss, std::abs(fsdp[r].loss[s] - ddp[r].loss[s]) / ddp[r].loss[s]);
+    }
+    for (auto& [name, v] : ddp[r].params)
+      for (size_t i = 0; i < v.size(); ++i)
+        worst_weight = std::max(worst_weight, static_cast<double>(std::abs(fsdp[r].params.at(name)[i] - v[i])));
+  }
+  EXPECT_LT(worst_weight, 1e-5);
+  std::printf("[ fsdp ] MoE with router losses, world 2: against DDP, losses within %.2e relative, weights %.2e\n",
+              worst_loss, worst_weight);
+}
+
+// nGPT under FSDP: after each step the matrices are normalized whole, on a gathered float32
+// copy, and each rank keeps its slice.
+TEST(FullyShardedDataParallel, TwoRanksOfNormalizedTransformerMatchOneProcess) {
+  expect_matches_single_process(2, "fsdp_ngpt");
+}
+
+// HSDP: 2 replicas of 2 ranks; each replica shards the parameters over its 2 ranks, and the
+// shard gradients are summed over the replicas. Still one process's numbers.
+TEST(HybridShardedDataParallel, TwoReplicasOfTwoRanksMatchOneProcess) { expect_matches_single_process(4, "hsdp"); }
+
+TEST(HybridShardedDataParallel, MeshIsCheckedAndLaidOutRowMajor) {
+  olm::dist::ProcessGroupOptions o;
+  o.rank = 0;
+  o.world_size = 1;
+  o.master_port = free_port();
+  auto world = olm::dist::ProcessGroup::create(o);
+  olm::testing::expect_error([&] { olm::dist::build_data_parallel_mesh(*world, 2, 1); }, olm::ErrorCode::kInvalidConfig,
+                             "num_replicas (2) times shard_degree (1) must equal world_size 1");
+  olm::testing::expect_error([&] { world->new_subgroup("dp_shard/0", {0, 0}); }, olm::ErrorCode::kInvalidArgument,
+                             "listed twice");
+  olm::testing::expect_error([&] { world->new_subgroup("dp_shard/0", {1}); }, olm::ErrorCode::kInvalidArgument,
+                             "outside [0, world_size=1)");
+  const auto mesh = olm::dist::build_data_parallel_mesh(*world, 1, 1);
+  ASSERT_EQ(mesh.dims.size(), 2u);
+  EXPECT_EQ(mesh.dims[0].name, "dp_replicate");
+  EXPECT_EQ(mesh.dims[1].name, "dp_shard");
+  EXPECT_EQ(mesh.shard->world_size(), 1);
+  EXPECT_EQ(mesh.shard->mesh()[0].name, "dp_shard");
+  auto t = at::ones({3});
+  mesh.replicate->all_reduce_sum({t});
+  EXPECT_EQ(t.sum().item<float>(), 3.0f);
+}
+
+// bfloat16 parameters: every rank computes with bfloat16 copies of its float32 shards and
+// reduces float32 gradients. Against the same run on a group of one: each rank's micro-batches
+// are one process's, in bfloat16 alike, so only the float32 sums differ in order.
+TEST(FullyShardedDataParallel, BFloat16ParametersWithFloat32Reduction) {
+  olm::dist::ProcessGroupOptions o;
+  o.rank = 0;
+  o.world_size = 1;
+  o.master_port = free_port();
+  o.timeout = std::chrono::milliseconds(10000);
+  const TrainRun one = train(olm::dist::ProcessGroup::create(o), -1, SIGKILL, mode_setup("fsdp_bf16").extra);
+  const TrainRun& f32 = single_process();
+  const auto children = launch(2, "fsdp_bf16", 60);
+  double worst_loss = 0, worst_f32 = 0;
+  for (auto& c : children) {
+    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
+    const TrainRun r = read_run(c.out);
+    for (int s = 0; s < kSteps; ++s) {
+      worst_loss = std::max(worst_loss, std::abs(r.loss[s] - one.loss[s]) / one.loss[s]);
+      worst_f32 = std::max(worst_f32, std::abs(r.loss[s] - f32.loss[s]) / f32.loss[s]);
+    }
+    // Gathered units are bfloat16: half the bytes of the float32 shards' unsharded size.
+    EXPECT_LE(r.peak_gathered_bytes * 2, r.unsharded_bytes + 64);
+    EXPECT_GE(r.shard_bytes * 2, one.shard_bytes);
+    EXPECT_LE(r.shard_bytes * 2, one.shard_bytes + 3 * 4);  // a padding element per unit at most
+  }
+  std::printf("[ fsdp ] bfloat16 parameters, world 2: losses within %.2e relative of world 1, %.2e of float32\n",
+              worst_loss, worst_f32);
+  // A float32 master weight that differs in its last bits can round to the neighbouring
+  // bfloat16 value, one ulp = 2^-8 relative: the losses stay within that (seen: 1.2e-3).
+  EXPECT_LT(worst_loss, 4e-3);
+  // bfloat16 against float32 compute: a few ulps of bfloat16 (seen: 1.7e-2).
+  EXPECT_LT(worst_f32, 5e-2);
+  EXPECT_LT(one.loss.back(), one.loss.front() * 0.95);
+
+  // reduce_dtype bfloat16 as well: half the reduce-scatter bytes, losses still bfloat16's.
+  const auto fp32_reduce = read_run(children[0].out);
+  for (auto& c : launch(2, "fsdp_bf16_reduce", 60)) {
+    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
+    const TrainRun r = read_run(c.out);
+    for (int s = 0; s < kSteps; ++s) EXPECT_NEAR(r.loss[s], f32.loss[s], 5e-2 * f32.loss[s]) << s;
+    EXPECT_LT(r.comm_bytes.back(), fp32_reduce.comm_bytes.back());
+    if (c.rank == 0)
+      std::printf("[ fsdp ] bfloat16 parameters, world 2: %ld bytes per rank per step with float32 reduction, %ld "
+                  "with bfloat16\n",
+                  static_cast<long>(fp32_reduce.comm_bytes.back()), static_cast<long>(r.comm_bytes.back()));
+  }
+}
+
+// Detaching a bfloat16 FSDP trainer hands back float32 parameters holding the master weights
+// (not the bfloat16 copies the steps computed with).
+TEST(FullyShardedDataParallel, DetachingRestoresFloat32MasterWeights) {
+  olm::dist::ProcessGroupOptions o;
+  o.rank = 0;
+  o.world_size = 1;
+  o.master_port = free_port();
+  auto model = std::make_shared<olm::Model>(model_config(), "cpu", olm::ModelOptions{});
+  olm::train::Trainer trainer(model, train_config(mode_setup("fsdp_bf16").extra));
+  trainer.set_process_group(olm::dist::ProcessGroup::create(o));
+  olm::data::DataLoader loader(dataset(), 8, 3, 0, 1);
+  auto b = loader.next();
+  trainer.train_batch(b.input_ids, b.labels);
+  // A group of one: each shard piece is a whole parameter.
+  std::map<std::string, at::Tensor> master;
+  for (const auto& p : trainer.fsdp()->shard_parameters()) master[p.name] = p.tensor->detach().clone();
+  trainer.set_process_group(nullptr);
+  std::vector<at::Tensor> flat;
+  for (auto& p : model->module().named_parameters()) {
+    EXPECT_EQ(p.tensor->scalar_type(), at::kFloat) << p.name;
+    EXPECT_TRUE(at::equal(p.tensor->detach().reshape(-1), master.at(p.name))) << p.name;
+    flat.push_back(p.tensor->detach().reshape(-1));
+  }
+  EXPECT_FALSE(at::equal(at::cat(flat), at::cat(flat).to(at::kBFloat16).to(at::kFloat)));
+  b = loader.next();
+  EXPECT_TRUE(std::isfinite(trainer.train_batch(b.input_ids, b.labels).loss));
 }
 
 // The counters are the storage: between steps a block's parameters own no bytes (the flat
@@ -543,11 +727,8 @@ int worker(const std::string& mode, const std::string& out, double timeout_s) {
     o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
     auto group = olm::dist::ProcessGroup::create(o);
     const bool dies = (mode == "die" || mode == "stop") && group->rank() == 1;
-    const std::string extra = mode == "ac"        ? R"(, "ac_mode": "full")"
-                              : mode == "fsdp"    ? R"(, "data_parallel": {"name": "fsdp"})"
-                              : mode == "fsdp_ac" ? R"(, "data_parallel": {"name": "fsdp"}, "ac_mode": "full")"
-                                                  : "";
-    const TrainRun r = train(group, dies ? 3 : -1, mode == "stop" ? SIGSTOP : SIGKILL, extra, mode == "moe" ? "moe" : "train");
+    const Mode m = mode_setup(mode);
+    const TrainRun r = train(group, dies ? 3 : -1, mode == "stop" ? SIGSTOP : SIGKILL, m.extra, m.model);
     write_run(r, out);
     group->shutdown();
     return 0;

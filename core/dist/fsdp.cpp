@@ -20,8 +20,8 @@ struct FsdpUnit {
   int64_t numel = 0;
   int64_t padded = 0;
   int64_t shard_numel = 0;
-  at::Tensor flat;        // the full buffer; its storage is empty while the unit is not gathered
-  at::Tensor shard;       // this rank's elements [rank*S, (rank+1)*S), persistent
+  at::Tensor flat;        // the full buffer (param_dtype); its storage is empty while the unit is not gathered
+  at::Tensor shard;       // this rank's elements [rank*S, (rank+1)*S), persistent (master precision)
   at::Tensor shard_grad;  // accumulated reduced gradients (undefined: none yet)
   std::vector<std::pair<at::Tensor*, std::pair<int64_t, int64_t>>> piece_grads;  // piece, [start, len) in shard
   size_t trainable = 0;
@@ -36,6 +36,8 @@ struct FsdpUnit {
 struct FullyShardedDataParallel::State {
   std::recursive_mutex mutex;
   ProcessGroup* group = nullptr;
+  ProcessGroup* replicate = nullptr;  // HSDP
+  at::ScalarType reduce_dtype = at::kFloat;
   std::vector<FsdpUnit> units;
   std::vector<size_t> order;  // reduce-scatter order: blocks last to first, then root
   size_t next = 0;            // into `order`
@@ -57,7 +59,7 @@ struct FullyShardedDataParallel::State {
     const size_t nbytes = static_cast<size_t>(bytes(u));
     impl->set_data_ptr_noswap(impl->allocator()->allocate(nbytes));
     impl->set_nbytes(nbytes);
-    group->all_gather_into_async(u.flat, u.shard)->wait();
+    group->all_gather_into_async(u.flat, u.shard.to(u.flat.scalar_type()))->wait();
     u.gathered = true;
     gathered_bytes += bytes(u);
     peak_gathered_bytes = std::max(peak_gathered_bytes, gathered_bytes);
@@ -76,14 +78,14 @@ struct FullyShardedDataParallel::State {
     u.launched = true;
     if (u.trainable == 0) return;
     at::NoGradGuard no_grad;
-    auto full = at::zeros({u.padded}, u.shard.options());
+    auto full = at::zeros({u.padded}, u.shard.options().dtype(reduce_dtype));
     for (size_t k = 0; k < u.params.size(); ++k) {
       auto& p = u.params[k];
       if (!p.requires_grad()) continue;
       if (p.grad().defined()) full.narrow(0, u.offsets[k], p.numel()).copy_(p.grad().reshape(-1));
       p.mutable_grad().reset();
     }
-    u.reduced = at::empty({u.shard_numel}, u.shard.options());
+    u.reduced = at::empty({u.shard_numel}, full.options());
     u.work = group->reduce_scatter_sum_async(u.reduced, full);
     if (!u.root) free(i);
   }
@@ -100,6 +102,58 @@ struct FullyShardedDataParallel::State {
     launch_ready();
   }
 
+  // Sets the parameters' data to views of `buffer` (one unit's flat layout).
+  static void point_params_at(FsdpUnit& u, const at::Tensor& buffer) {
+    for (size_t k = 0; k < u.params.size(); ++k) {
+      auto& p = u.params[k];
+      p.set_data(buffer.narrow(0, u.offsets[k], p.numel()).view(p.sizes()));
+    }
+  }
+
+  // The parameters as views of the unit's flat buffer again; a freed buffer gets storage for
+  // the moment of taking the views (views check their bounds), then is freed again.
+  void point_params_at_flat(FsdpUnit& u) {
+    if (u.gathered) return point_params_at(u, u.flat);
+    auto* impl = u.flat.storage().unsafeGetStorageImpl();
+    const size_t nbytes = static_cast<size_t>(bytes(u));
+    impl->set_data_ptr_noswap(impl->allocator()->allocate(nbytes));
+    impl->set_nbytes(nbytes);
+    point_params_at(u, u.flat);
+    impl->reset();
+  }
+
+  // Every unit's full parameters in the shards' precision, one buffer per unit (collectives).
+  std::vector<at::Tensor> gather_full_precision() {
+    std::vector<at::Tensor> full;
+    at::NoGradGuard no_grad;
+    for (auto& u : units) {
+      full.push_back(at::empty({u.padded}, u.shard.options()));
+      group->all_gather_into_async(full.back(), u.shard)->wait();
+    }
+    return full;
+  }
+
+  // After each gradient accumulator fires, the unit may launch its reduction (as DDP's hooks).
+  // A parameter whose dtype changes gets a new accumulator (Variable::set_data), so this runs
+  // again after every such change.
+  void install_hooks(const std::weak_ptr<State>& weak) {
+    accumulators.clear();
+    for (size_t i = 0; i < units.size(); ++i) {
+      auto& u = units[i];
+      for (size_t k = 0; k < u.params.size(); ++k) {
+        auto& p = u.params[k];
+        if (!p.requires_grad()) continue;
+        auto acc = torch::autograd::impl::grad_accumulator(p);
+        acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
+            [weak, i, k](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
+              if (auto st = weak.lock()) st->on_ready(i, k);
+              return outputs;
+            }));
+        accumulators.push_back(std::move(acc));
+      }
+    }
+  }
+
   void reset() {
     for (size_t i = 0; i < units.size(); ++i) {
       units[i].pending = units[i].trainable;
@@ -113,11 +167,15 @@ struct FullyShardedDataParallel::State {
 };
 
 FullyShardedDataParallel::FullyShardedDataParallel(std::shared_ptr<ProcessGroup> group,
-                                                   std::vector<FsdpUnitSpec> units)
-    : group_(std::move(group)), state_(std::make_shared<State>()) {
+                                                   std::vector<FsdpUnitSpec> units, FsdpOptions options)
+    : group_(std::move(group)), options_(std::move(options)), state_(std::make_shared<State>()) {
   require(group_ != nullptr, ErrorCode::kInvalidArgument, "process group: NULL");
+  require(options_.reduce_dtype == at::kFloat || options_.reduce_dtype == at::kBFloat16, ErrorCode::kInvalidArgument,
+          "FSDP reduce_dtype must be float32 or bfloat16");
   auto& s = *state_;
   s.group = group_.get();
+  s.replicate = options_.replicate_group.get();
+  s.reduce_dtype = options_.reduce_dtype;
   const int64_t world = group_->world_size();
   const int64_t rank = group_->rank();
   at::NoGradGuard no_grad;
@@ -142,16 +200,18 @@ FullyShardedDataParallel::FullyShardedDataParallel(std::shared_ptr<ProcessGroup>
     }
     u.shard_numel = (u.numel + world - 1) / world;
     u.padded = u.shard_numel * world;
-    // Rank 0's values everywhere, then the parameters become views of the flat buffer.
-    u.flat = at::zeros({u.padded}, options);
+    // Rank 0's values everywhere (within the replica, then across replicas), then the
+    // parameters become views of the flat buffer in param_dtype.
+    auto master = at::zeros({u.padded}, options);
     for (size_t k = 0; k < u.params.size(); ++k)
-      u.flat.narrow(0, u.offsets[k], u.params[k].numel()).copy_(u.params[k].detach().reshape(-1));
-    group_->broadcast({u.flat}, 0);
-    for (size_t k = 0; k < u.params.size(); ++k) {
-      auto& p = u.params[k];
-      p.set_data(u.flat.narrow(0, u.offsets[k], p.numel()).view(p.sizes()));
-    }
-    u.shard = u.flat.narrow(0, rank * u.shard_numel, u.shard_numel).clone();
+      master.narrow(0, u.offsets[k], u.params[k].numel()).copy_(u.params[k].detach().reshape(-1));
+    group_->broadcast({master}, 0);
+    if (s.replicate) s.replicate->broadcast({master}, 0);
+    u.shard = master.narrow(0, rank * u.shard_numel, u.shard_numel).clone();
+    const auto compute = options_.param_dtype == at::ScalarType::Undefined ? options.dtype().toScalarType()
+                                                                             : options_.param_dtype;
+    u.flat = compute == options.dtype().toScalarType() ? master : master.to(compute);
+    State::point_params_at(u, u.flat);
     u.gathered = true;
     s.units.push_back(std::move(u));
     s.gathered_bytes += State::bytes(s.units.back());
@@ -162,8 +222,7 @@ FullyShardedDataParallel::FullyShardedDataParallel(std::shared_ptr<ProcessGroup>
   if (!s.units.empty()) s.order.push_back(s.units.size() - 1);
   s.reset();
   s.peak_gathered_bytes = 0;
-  // This rank's pieces, and the gradient-accumulator hooks (as DDP's).
-  std::weak_ptr<State> weak = state_;
+  // This rank's pieces.
   for (size_t i = 0; i < s.units.size(); ++i) {
     auto& u = s.units[i];
     const int64_t lo = rank * u.shard_numel, hi = lo + u.shard_numel;
@@ -177,16 +236,9 @@ FullyShardedDataParallel::FullyShardedDataParallel(std::shared_ptr<ProcessGroup>
           u.piece_grads.push_back({&s.pieces.back(), {a - lo, b - a}});
         }
       }
-      if (!p.requires_grad()) continue;
-      auto acc = torch::autograd::impl::grad_accumulator(p);
-      acc->add_post_hook(std::make_unique<torch::autograd::utils::LambdaPostHook>(
-          [weak, i, k](const torch::autograd::variable_list& outputs, const torch::autograd::variable_list&) {
-            if (auto st = weak.lock()) st->on_ready(i, k);
-            return outputs;
-          }));
-      s.accumulators.push_back(std::move(acc));
     }
   }
+  s.install_hooks(state_);
 }
 
 FullyShardedDataParallel::~FullyShardedDataParallel() {
@@ -223,6 +275,17 @@ void FullyShardedDataParallel::zero_grad() {
   }
 }
 
+void FullyShardedDataParallel::gather_before_backward(size_t index, const at::Tensor& t) {
+  if (!t.requires_grad()) return;
+  std::weak_ptr<State> weak = state_;
+  t.register_hook([weak, index](const at::Tensor&) {
+    if (auto st = weak.lock()) {
+      std::lock_guard<std::recursive_mutex> lock(st->mutex);
+      if (st->alive) st->gather(index);
+    }
+  });
+}
+
 at::Tensor FullyShardedDataParallel::run_block(size_t index, const std::function<at::Tensor()>& forward) {
   auto& s = *state_;
   require(index + 1 < s.units.size(), ErrorCode::kInternal, "FSDP: block unit out of range");
@@ -235,16 +298,7 @@ at::Tensor FullyShardedDataParallel::run_block(size_t index, const std::function
     std::lock_guard<std::recursive_mutex> lock(s.mutex);
     s.free(index);
   }
-  if (y.requires_grad()) {
-    std::weak_ptr<State> weak = state_;
-    // Before the block's backward: gather it again.
-    y.register_hook([weak, index](const at::Tensor&) {
-      if (auto st = weak.lock()) {
-        std::lock_guard<std::recursive_mutex> lock(st->mutex);
-        if (st->alive) st->gather(index);
-      }
-    });
-  }
+  gather_before_backward(index, y);  // the block's backward needs its parameters again
   return y;
 }
 
@@ -273,10 +327,11 @@ void FullyShardedDataParallel::finish_backward() {
     auto& u = s.units[i];
     if (!u.work) continue;
     u.work->wait();
+    if (s.replicate) s.replicate->all_reduce_sum({u.reduced});
     if (u.shard_grad.defined())
       u.shard_grad.add_(u.reduced);
     else
-      u.shard_grad = u.reduced;
+      u.shard_grad = u.reduced.to(u.shard.scalar_type());
     for (auto& [piece, range] : u.piece_grads) piece->mutable_grad() = u.shard_grad.narrow(0, range.first, range.second);
   }
   s.last_wait_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -290,6 +345,43 @@ void FullyShardedDataParallel::gather_all() {
 void FullyShardedDataParallel::free_all() {
   std::lock_guard<std::recursive_mutex> lock(state_->mutex);
   for (size_t i = 0; i < state_->units.size(); ++i) state_->free(i);
+}
+
+void FullyShardedDataParallel::update_full_precision(const std::function<void()>& update) {
+  auto& s = *state_;
+  std::lock_guard<std::recursive_mutex> lock(s.mutex);
+  for (size_t i = 0; i < s.units.size(); ++i) s.free(i);
+  auto full = s.gather_full_precision();
+  bool retyped = false;
+  for (size_t i = 0; i < s.units.size(); ++i) {
+    State::point_params_at(s.units[i], full[i]);
+    retyped = retyped || full[i].scalar_type() != s.units[i].flat.scalar_type();
+  }
+  struct Restore {  // the flat (param_dtype) views again, also when `update` throws
+    State& s;
+    std::shared_ptr<State> self;
+    bool retyped;
+    ~Restore() {
+      for (auto& u : s.units) s.point_params_at_flat(u);
+      if (retyped) s.install_hooks(self);
+    }
+  } restore{s, state_, retyped};
+  update();
+  at::NoGradGuard no_grad;
+  const int64_t rank = group_->rank();
+  for (size_t i = 0; i < s.units.size(); ++i) {
+    auto& u = s.units[i];
+    u.shard.copy_(full[i].narrow(0, rank * u.shard_numel, u.shard_numel));
+  }
+}
+
+void FullyShardedDataParallel::release_full_precision() {
+  auto& s = *state_;
+  std::lock_guard<std::recursive_mutex> lock(s.mutex);
+  for (size_t i = 0; i < s.units.size(); ++i) s.free(i);
+  auto full = s.gather_full_precision();
+  for (size_t i = 0; i < s.units.size(); ++i) State::point_params_at(s.units[i], full[i]);
+  s.alive = false;  // the hooks do nothing from now on
 }
 
 size_t FullyShardedDataParallel::num_units() const { return state_->units.size(); }

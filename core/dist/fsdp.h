@@ -15,6 +15,15 @@
 // Freeing resizes the flat storage to zero bytes (FSDP's storage resize), which leaves the
 // parameters' version counters alone, so autograd's saved references to them stay valid.
 //
+// Mixed precision (FSDP's MixedPrecisionPolicy): the shards are the float32 master weights;
+// with param_dtype bfloat16 the flat buffer (what the module computes with) is bfloat16, each
+// gather casts the shard before all-gathering it, and the bfloat16 gradients are reduced in
+// reduce_dtype (float32 by default) and accumulated into float32 shard gradients.
+//
+// HSDP (hybrid sharding): with a replicate group, the units are sharded over `group` (ranks of
+// one replica, usually one node) and every shard gradient is then all-reduced over the
+// replicate group (the ranks holding the same shard in the other replicas).
+//
 // The optimizer sees this rank's "pieces": for every parameter, the part of it that falls into
 // the rank's shard, a 1-D view of the shard under the parameter's name (so parameter-group
 // globs still apply). Gradients are summed, not averaged (the trainer normalizes by the global
@@ -23,6 +32,7 @@
 #pragma once
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -45,11 +55,23 @@ struct FsdpMemory {
   int64_t peak_gathered_bytes = 0;  // their maximum since the last reset_peak()
 };
 
+struct FsdpOptions {
+  // The dtype the gathered parameters (and so the forward and backward) use; Undefined: the
+  // parameters' own dtype.
+  at::ScalarType param_dtype = at::ScalarType::Undefined;
+  // The dtype gradients are reduce-scattered (and all-reduced across replicas) in.
+  at::ScalarType reduce_dtype = at::kFloat;
+  // HSDP: the group of the ranks holding the same shard in the other replicas (NULL: none).
+  std::shared_ptr<ProcessGroup> replicate_group;
+};
+
 class FullyShardedDataParallel {
  public:
-  // `units`: blocks first (in forward order), the root unit last. Rank 0's parameter values
-  // are broadcast (a collective), then every rank keeps its shard and frees the rest.
-  FullyShardedDataParallel(std::shared_ptr<ProcessGroup> group, std::vector<FsdpUnitSpec> units);
+  // `units`: blocks first (in forward order), the root unit last. The parameter values of
+  // rank 0 of `group` in replica 0 are broadcast (a collective), then every rank keeps its
+  // shard and frees the rest.
+  FullyShardedDataParallel(std::shared_ptr<ProcessGroup> group, std::vector<FsdpUnitSpec> units,
+                           FsdpOptions options = {});
   ~FullyShardedDataParallel();
   FullyShardedDataParallel(const FullyShardedDataParallel&) = delete;
   FullyShardedDataParallel& operator=(const FullyShardedDataParallel&) = delete;
@@ -75,8 +97,19 @@ class FullyShardedDataParallel {
   // free_all() reverts. Collectives.
   void gather_all();
   void free_all();
+  // Makes the block unit `index` gathered again before autograd back-propagates into `t`, a
+  // tensor the block's forward produced besides its output (the MoE routers' losses).
+  void gather_before_backward(size_t index, const at::Tensor& t);
+  // Runs `update` with every parameter full and in the shards' (master) precision, then keeps
+  // this rank's part of the result as its shards (nGPT's normalize_matrices after a step).
+  // A collective.
+  void update_full_precision(const std::function<void()>& update);
+  // Ends sharding: every parameter becomes a full tensor of its own in the shards' precision
+  // (a collective). Only destruction may follow.
+  void release_full_precision();
 
   ProcessGroup& group() { return *group_; }
+  ProcessGroup* replicate_group() { return options_.replicate_group.get(); }
   size_t num_units() const;
   FsdpMemory memory() const;
   void reset_peak();
@@ -86,6 +119,7 @@ class FullyShardedDataParallel {
 
  private:
   std::shared_ptr<ProcessGroup> group_;
+  FsdpOptions options_;
   std::shared_ptr<State> state_;
 };
 

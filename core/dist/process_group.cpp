@@ -210,15 +210,22 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const ProcessGroupOptions& in
     }
   }
 
+  group->connect_backend();
+  return group;
+}
+
+void ProcessGroup::connect_backend() {
+  const ProcessGroupOptions& o = options_;
+  const auto& store = impl_->store;
 #ifdef OLM_WITH_NCCL
   if (o.backend == BackendKind::kNccl) {
     try {
-      group->impl_->backend = make_nccl_backend(c10::make_intrusive<c10d::PrefixStore>("nccl", store),
-                                                static_cast<int>(o.rank), static_cast<int>(o.world_size), o.timeout);
+      impl_->backend = make_nccl_backend(c10::make_intrusive<c10d::PrefixStore>("nccl", store),
+                                         static_cast<int>(o.rank), static_cast<int>(o.world_size), o.timeout);
     } catch (const c10::Error& e) {
-      group->fail_collective("connecting the nccl backend", e.what_without_backtrace());
+      fail_collective("connecting the nccl backend", e.what_without_backtrace());
     }
-    return group;
+    return;
   }
 #endif
   auto gloo_options = c10d::ProcessGroupGloo::Options::create_default(o.timeout);
@@ -231,13 +238,55 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const ProcessGroupOptions& in
     gloo_options->devices = {c10d::ProcessGroupGloo::createDefaultDevice()};
   gloo_options->threads = 2;
   try {
-    group->impl_->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(
-        c10::make_intrusive<c10d::PrefixStore>("gloo", store), static_cast<int>(o.rank),
-        static_cast<int>(o.world_size), gloo_options);
+    impl_->backend = c10::make_intrusive<c10d::ProcessGroupGloo>(c10::make_intrusive<c10d::PrefixStore>("gloo", store),
+                                                                 static_cast<int>(o.rank),
+                                                                 static_cast<int>(o.world_size), gloo_options);
   } catch (const c10::Error& e) {
-    group->fail_collective("connecting the gloo backend", e.what_without_backtrace());
+    fail_collective("connecting the gloo backend", e.what_without_backtrace());
   }
-  return group;
+}
+
+std::shared_ptr<ProcessGroup> ProcessGroup::new_subgroup(const std::string& name, const std::vector<int64_t>& ranks) {
+  require(impl_->backend && !impl_->closed, ErrorCode::kDistributed, "the process group is shut down");
+  int64_t mine = -1;
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    require(ranks[i] >= 0 && ranks[i] < world_size(), ErrorCode::kInvalidArgument,
+            "sub-group " + name + ": rank " + std::to_string(ranks[i]) + " is outside [0, world_size=" +
+                std::to_string(world_size()) + ")");
+    for (size_t j = 0; j < i; ++j)
+      require(ranks[j] != ranks[i], ErrorCode::kInvalidArgument,
+              "sub-group " + name + ": rank " + std::to_string(ranks[i]) + " is listed twice");
+    if (ranks[i] == rank()) mine = static_cast<int64_t>(i);
+  }
+  require(mine >= 0, ErrorCode::kInvalidArgument,
+          "sub-group " + name + ": rank " + std::to_string(rank()) + " is not one of its members");
+  ProcessGroupOptions o = options_;
+  o.rank = mine;
+  o.world_size = static_cast<int64_t>(ranks.size());
+  std::shared_ptr<ProcessGroup> sub(new ProcessGroup(o));
+  sub->backend_ = backend_;
+  const auto slash = name.find('/');
+  sub->mesh_ = {MeshDim{name.substr(0, slash), o.world_size}};
+  for (int64_t r : ranks) sub->parent_ranks_.push_back(parent_ranks_.empty() ? r : parent_ranks_[r]);
+  sub->impl_->store = c10::make_intrusive<c10d::PrefixStore>("sub/" + name, impl_->store);
+  sub->connect_backend();
+  return sub;
+}
+
+DataParallelMesh build_data_parallel_mesh(ProcessGroup& world, int64_t num_replicas, int64_t shard_degree) {
+  require(num_replicas >= 1 && shard_degree >= 1 && num_replicas * shard_degree == world.world_size(),
+          ErrorCode::kInvalidConfig,
+          "data_parallel: num_replicas (" + std::to_string(num_replicas) + ") times shard_degree (" +
+              std::to_string(shard_degree) + ") must equal world_size " + std::to_string(world.world_size()));
+  const int64_t replica = world.rank() / shard_degree, index = world.rank() % shard_degree;
+  DataParallelMesh mesh;
+  mesh.dims = {MeshDim{"dp_replicate", num_replicas}, MeshDim{"dp_shard", shard_degree}};
+  std::vector<int64_t> shard_ranks, replicate_ranks;
+  for (int64_t j = 0; j < shard_degree; ++j) shard_ranks.push_back(replica * shard_degree + j);
+  for (int64_t r = 0; r < num_replicas; ++r) replicate_ranks.push_back(r * shard_degree + index);
+  mesh.shard = world.new_subgroup("dp_shard/" + std::to_string(replica), shard_ranks);
+  mesh.replicate = world.new_subgroup("dp_replicate/" + std::to_string(index), replicate_ranks);
+  return mesh;
 }
 
 void ProcessGroup::fail_collective(const std::string& what, const std::string& cause) {
@@ -255,7 +304,8 @@ void ProcessGroup::fail_collective(const std::string& what, const std::string& c
     do {
       missing.clear();
       for (int64_t r = 0; r < world_size(); ++r)
-        if (!store->check({prefix + std::to_string(r)})) missing.push_back(r);
+        if (!store->check({prefix + std::to_string(r)}))
+          missing.push_back(parent_ranks_.empty() ? r : parent_ranks_[static_cast<size_t>(r)]);
       if (missing.empty()) break;
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     } while (std::chrono::steady_clock::now() < deadline);
@@ -263,8 +313,10 @@ void ProcessGroup::fail_collective(const std::string& what, const std::string& c
   } catch (...) {
     who = "the rendezvous store is unreachable, so rank 0 (its host) is gone; ";
   }
-  fail(ErrorCode::kDistributed,
-       "rank " + std::to_string(rank()) + ": " + what + " failed: " + who + cause);
+  const std::string me = parent_ranks_.empty() ? "rank " + std::to_string(rank())
+                                               : "rank " + std::to_string(parent_ranks_[static_cast<size_t>(rank())]) +
+                                                     " (in " + mesh_[0].name + " sub-group)";
+  fail(ErrorCode::kDistributed, me + ": " + what + " failed: " + who + cause);
 }
 
 std::unique_ptr<Pending> ProcessGroup::all_reduce_sum_async(std::vector<at::Tensor> tensors) {

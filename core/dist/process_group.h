@@ -3,9 +3,10 @@
 // configured from explicit options or from the launcher's environment (torchrun, Slurm).
 // No collective is implemented here; every one is c10d's.
 //
-// A ProcessGroup is a 1-D mesh with one named dimension ("dp"); the `mesh` field is where a
-// device mesh with named dimensions (OLMo-core's build_world_mesh: dp_replicate, dp_shard,
-// tp, ...) will grow, each dimension getting its own sub-group.
+// A ProcessGroup is a 1-D mesh with one named dimension ("dp" for the world). A device mesh
+// with named dimensions (OLMo-core's build_world_mesh) is a set of sub-groups, one per
+// dimension, made by new_subgroup: build_data_parallel_mesh makes HSDP's (dp_replicate,
+// dp_shard); tensor, context and pipeline dimensions will be further sub-groups.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -99,6 +100,13 @@ class ProcessGroup {
   // A final barrier, then the connections are closed; later collectives fail.
   void shutdown();
 
+  // A group of some of this group's ranks (c10d's new_group): `ranks` lists them in their new
+  // order, and `name` (a mesh dimension and index, e.g. "dp_shard/1") keeps sub-groups apart.
+  // Only the members call it, each with the same arguments, and every member creates its
+  // sub-groups in the same order. The sub-group names its failed ranks by their rank in this
+  // group.
+  std::shared_ptr<ProcessGroup> new_subgroup(const std::string& name, const std::vector<int64_t>& ranks);
+
   // Turns a failed collective into an olm::Error naming the ranks that are gone (found
   // through the store within a short grace period). Never returns.
   [[noreturn]] void fail_collective(const std::string& what, const std::string& cause);
@@ -107,11 +115,24 @@ class ProcessGroup {
 
  private:
   explicit ProcessGroup(ProcessGroupOptions options);
+  void connect_backend();  // the backend over impl_->store, for options_'s rank and size
   ProcessGroupOptions options_;
   BackendKind backend_ = BackendKind::kGloo;
   std::vector<MeshDim> mesh_;
+  std::vector<int64_t> parent_ranks_;  // sub-groups: each member's rank in the world group
   CommStats stats_;
   std::unique_ptr<Impl> impl_;
 };
+
+// OLMo-core's build_world_mesh for hybrid sharding: world_size = num_replicas * shard_degree
+// ranks laid out row-major over (dp_replicate, dp_shard), so a replica is shard_degree
+// consecutive ranks (one node with shard_degree = LOCAL_WORLD_SIZE). A collective over the
+// members of each sub-group.
+struct DataParallelMesh {
+  std::vector<MeshDim> dims;                  // {"dp_replicate", R}, {"dp_shard", S}
+  std::shared_ptr<ProcessGroup> shard;        // this rank's replica
+  std::shared_ptr<ProcessGroup> replicate;    // the ranks holding the same shard elsewhere
+};
+DataParallelMesh build_data_parallel_mesh(ProcessGroup& world, int64_t num_replicas, int64_t shard_degree);
 
 }  // namespace olm::dist

@@ -204,11 +204,21 @@ TrainSpec resolve_train(const fb::TrainConfigT& in) {
   if (in.data_parallel) {
     const auto& dp = *in.data_parallel;
     s.data_parallel = dp.name.empty() ? "ddp" : dp.name;
-    require_one_of(s.data_parallel, {"ddp", "fsdp"}, "data_parallel.name");
+    require_one_of(s.data_parallel, {"ddp", "fsdp", "hsdp"}, "data_parallel.name");
     s.dp_param_dtype = dp.param_dtype.empty() ? "float32" : dp.param_dtype;
-    require_one_of(s.dp_param_dtype, {"float32"}, "data_parallel.param_dtype");
-    require_one_of(dp.reduce_dtype.empty() ? std::string("float32") : dp.reduce_dtype, {"float32"},
-                   "data_parallel.reduce_dtype");
+    require_one_of(s.dp_param_dtype, {"float32", "bfloat16"}, "data_parallel.param_dtype");
+    s.dp_reduce_dtype = dp.reduce_dtype.empty() ? "float32" : dp.reduce_dtype;
+    require_one_of(s.dp_reduce_dtype, {"float32", "bfloat16"}, "data_parallel.reduce_dtype");
+    require(s.sharded() || (s.dp_param_dtype == "float32" && s.dp_reduce_dtype == "float32"),
+            ErrorCode::kInvalidConfig,
+            "data_parallel.param_dtype and reduce_dtype: bfloat16 needs data_parallel.name \"fsdp\" or \"hsdp\" "
+            "(ddp keeps float32 parameters and gradients)");
+    require(dp.num_replicas >= 0 && dp.shard_degree >= 0, ErrorCode::kInvalidConfig,
+            "data_parallel.num_replicas and shard_degree must be >= 0");
+    require(s.data_parallel == "hsdp" || (dp.num_replicas == 0 && dp.shard_degree == 0), ErrorCode::kInvalidConfig,
+            "data_parallel.num_replicas and shard_degree apply to data_parallel.name \"hsdp\" only");
+    s.dp_num_replicas = dp.num_replicas;
+    s.dp_shard_degree = dp.shard_degree;
   }
   return s;
 }

@@ -75,8 +75,12 @@ struct TrainSpec {
   int64_t keep_last_n = 3;
   std::string metrics_path;
   int64_t log_interval = 1;
-  std::string data_parallel = "ddp";          // data_parallel.name: "ddp" or "fsdp"
-  std::string dp_param_dtype = "float32";     // data_parallel.param_dtype (FSDP)
+  std::string data_parallel = "ddp";          // data_parallel.name: "ddp", "fsdp" or "hsdp"
+  std::string dp_param_dtype = "float32";     // data_parallel.param_dtype (fsdp, hsdp)
+  std::string dp_reduce_dtype = "float32";    // data_parallel.reduce_dtype (fsdp, hsdp)
+  int64_t dp_num_replicas = 0;                // data_parallel.num_replicas (hsdp; 0: from the launch)
+  int64_t dp_shard_degree = 0;                // data_parallel.shard_degree (hsdp; 0: from the launch)
+  bool sharded() const { return data_parallel == "fsdp" || data_parallel == "hsdp"; }
 
   int64_t global_batch_instances() const { return global_batch_size / sequence_length; }
   int64_t microbatch_instances() const { return rank_microbatch_size / sequence_length; }

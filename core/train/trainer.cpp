@@ -95,8 +95,19 @@ void Trainer::install_block_runner() {
     size_t i = 0;
     while (i < blocks.size() && blocks[i] != &block) ++i;
     return fsdp->run_block(i, [&]() {
-      return mask[i] ? checkpointed_block_forward(block, x, doc_positions, aux)
-                     : block.forward(x, nullptr, doc_positions, aux);
+      if (mask[i]) return checkpointed_block_forward(block, x, doc_positions, aux);
+      if (!aux) return block.forward(x, nullptr, doc_positions, nullptr);
+      // The routers' losses reach the block's parameters without passing through its output:
+      // they too must find the block gathered when backward arrives.
+      nn::MoEAuxLosses local;
+      local.loss_div = aux->loss_div;
+      auto y = block.forward(x, nullptr, doc_positions, &local);
+      for (auto [into, value] : {std::pair{&aux->lb_loss, &local.lb_loss}, {&aux->router_z_loss, &local.router_z_loss}}) {
+        if (!value->defined()) continue;
+        fsdp->gather_before_backward(i, *value);
+        *into = into->defined() ? *into + *value : *value;
+      }
+      return y;
     });
   };
   model_->module().set_block_runner(runner, std::vector<bool>(n, true));
@@ -108,33 +119,49 @@ void Trainer::gather_parameters() {
 
 void Trainer::require_unsharded(const char* what) const {
   require(!fsdp_, ErrorCode::kInvalidArgument,
-          std::string(what) + ": not supported with data_parallel.name \"fsdp\" (parameters and optimizer state "
-                              "are sharded across ranks; sharded checkpoints are not implemented yet)");
+          std::string(what) + ": not supported with data_parallel.name \"" + config_.spec().data_parallel +
+              "\" (parameters and optimizer state are sharded across ranks; sharded checkpoints are not "
+              "implemented yet)");
+}
+
+int64_t Trainer::comm_bytes() const {
+  int64_t bytes = group_ ? group_->stats().bytes : 0;
+  for (const auto& g : mesh_groups_) bytes += g->stats().bytes;
+  return bytes;
 }
 
 void Trainer::set_process_group(std::shared_ptr<dist::ProcessGroup> group) {
   ddp_.reset();
   if (fsdp_) {
-    // Back to full parameters on every rank (a collective on the old group).
-    fsdp_->gather_all();
+    // Back to full float32 parameters on every rank (a collective on the old group).
+    fsdp_->release_full_precision();
     fsdp_.reset();
     optimizer_ = make_optimizer(config_.spec().optimizer, params_);
     install_block_runner();
   }
+  mesh_groups_.clear();
   group_ = std::move(group);
   if (!group_) return;
   const int64_t world = group_->world_size();
   require(config_.spec().global_batch_instances() % world == 0, ErrorCode::kInvalidConfig,
           "global_batch_size: " + std::to_string(config_.spec().global_batch_instances()) +
               " instances do not divide evenly over world_size " + std::to_string(world));
-  if (config_.spec().data_parallel == "fsdp") {
-    const auto& mspec = model_->config().spec();
-    require(!mspec.normalized, ErrorCode::kInvalidConfig,
-            "data_parallel.name: fsdp does not support nGPT models (normalize_matrices needs full matrices)");
-    for (const auto& block : mspec.blocks)
-      require(!block.moe, ErrorCode::kInvalidConfig,
-              "data_parallel.name: fsdp does not support MoE blocks yet (the routers' losses reach block "
-              "parameters outside the block's output)");
+  const TrainSpec& spec = config_.spec();
+  if (spec.sharded()) {
+    dist::FsdpOptions options;
+    options.param_dtype = spec.dp_param_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+    options.reduce_dtype = spec.dp_reduce_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+    std::shared_ptr<dist::ProcessGroup> shard_group = group_;
+    if (spec.data_parallel == "hsdp") {
+      const int64_t shard_degree = spec.dp_shard_degree > 0    ? spec.dp_shard_degree
+                                   : spec.dp_num_replicas > 0 ? world / spec.dp_num_replicas
+                                                              : group_->local_world_size();
+      const int64_t replicas = spec.dp_num_replicas > 0 ? spec.dp_num_replicas : world / std::max<int64_t>(shard_degree, 1);
+      auto mesh = dist::build_data_parallel_mesh(*group_, replicas, shard_degree);
+      shard_group = mesh.shard;
+      options.replicate_group = mesh.replicate;
+      mesh_groups_ = {mesh.shard, mesh.replicate};
+    }
     // One unit per block ("blocks.<i>."), the root unit for everything else, last.
     const size_t n = model_->module().blocks().size();
     std::vector<dist::FsdpUnitSpec> units(n + 1);
@@ -153,7 +180,7 @@ void Trainer::set_process_group(std::shared_ptr<dist::ProcessGroup> group) {
       if (!u.params.empty() || u.name == "root") nonempty.push_back(std::move(u));
     require(nonempty.back().params.size() > 0 && nonempty.size() == n + 1, ErrorCode::kInvalidConfig,
             "data_parallel.name: fsdp needs parameters in every block and outside the blocks");
-    fsdp_ = std::make_unique<dist::FullyShardedDataParallel>(group_, std::move(nonempty));
+    fsdp_ = std::make_unique<dist::FullyShardedDataParallel>(shard_group, std::move(nonempty), options);
     optimizer_ = make_optimizer(config_.spec().optimizer, fsdp_->shard_parameters());
     install_block_runner();
     return;
@@ -219,7 +246,7 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   // With DDP the count is the global batch's (summed over ranks) and gradients are summed,
   // so every rank's loss is its share of the single-process loss.
   auto num_tokens_for_loss = labels.ne(kIgnoreIndex).sum();
-  const int64_t comm_bytes_before = group_ ? group_->stats().bytes : 0;
+  const int64_t comm_bytes_before = comm_bytes();
   if (group_) {
     auto count = num_tokens_for_loss.to(group_->comm_device(), at::kLong).reshape({1});
     group_->all_reduce_sum({count});
@@ -287,12 +314,12 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   std::vector<at::Tensor> grads;
   at::Tensor grad_norm;
   if (fsdp_) {
-    // The global norm: every rank's squared shard norms, summed over ranks.
+    // The global norm: every rank's squared shard norms, summed over the ranks of one replica.
     grads = fsdp_->shard_grads();
     auto sq = grads.empty() ? at::zeros({1}, ce_batch.options())
                             : at::stack(at::_foreach_norm(grads, 2.0)).to(at::kFloat).pow(2).sum().reshape({1});
     sq = sq.to(group_->comm_device());
-    group_->all_reduce_sum({sq});
+    fsdp_->group().all_reduce_sum({sq});
     grad_norm = sq.to(device).reshape({}).sqrt();
   } else {
     for (auto& p : params_)
@@ -316,8 +343,12 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   for (auto& group : optimizer_->groups())
     group.lr = spec.scheduler.lr(group.initial_lr, current, std::max<int64_t>(t_max, 1));
   optimizer_->step(step_factor);
-  // OLMo-core's post_optim_step: nGPT's matrices go back to the unit sphere.
-  if (model_->config().spec().normalized) model_->module().normalize_matrices();
+  // OLMo-core's post_optim_step: nGPT's matrices go back to the unit sphere (whole matrices,
+  // so under FSDP on gathered full-precision copies).
+  if (model_->config().spec().normalized) {
+    if (fsdp_) fsdp_->update_full_precision([this] { model_->module().normalize_matrices(); });
+    else model_->module().normalize_matrices();
+  }
   for (auto& p : params_) p.tensor->mutable_grad().reset();
   if (fsdp_) {
     fsdp_->zero_grad();
@@ -338,7 +369,7 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   m.skipped_steps = skipped_steps_;
   m.tokens = input_ids.numel() * world;
   if (group_) {
-    m.comm_bytes = group_->stats().bytes - comm_bytes_before;
+    m.comm_bytes = comm_bytes() - comm_bytes_before;
     m.comm_wait_seconds = ddp_ ? ddp_->last_wait_seconds() : fsdp_->last_wait_seconds();
   }
   if (fsdp_) {

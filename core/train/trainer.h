@@ -114,6 +114,8 @@ class Trainer {
   std::shared_ptr<dist::ProcessGroup> group_;
   std::unique_ptr<dist::DataParallel> ddp_;
   std::unique_ptr<dist::FullyShardedDataParallel> fsdp_;
+  std::vector<std::shared_ptr<dist::ProcessGroup>> mesh_groups_;  // hsdp: the shard and replicate groups
+  int64_t comm_bytes() const;  // sent over the group and the mesh's sub-groups so far
   void install_block_runner();
   int64_t step_ = 0;
   int64_t tokens_seen_ = 0;
