@@ -406,21 +406,36 @@ TEST(HybridShardedDataParallel, MeshIsCheckedAndLaidOutRowMajor) {
   o.world_size = 1;
   o.master_port = free_port();
   auto world = olm::dist::ProcessGroup::create(o);
-  olm::testing::expect_error([&] { olm::dist::build_data_parallel_mesh(*world, 2, 1); }, olm::ErrorCode::kInvalidConfig,
-                             "num_replicas (2) times shard_degree (1) must equal world_size 1");
+  olm::testing::expect_error([&] { olm::dist::DeviceMesh::build(world, {{"dp_replicate", 2}, {"dp_shard", 1}}); },
+                             olm::ErrorCode::kInvalidConfig,
+                             "dp_replicate (2) x dp_shard (1) is 2 ranks, not world_size 1");
+  olm::testing::expect_error([&] { olm::dist::DeviceMesh::build(world, {{"dp", 1}, {"dp", 1}}); },
+                             olm::ErrorCode::kInvalidArgument, "dp is named twice");
   olm::testing::expect_error([&] { world->new_subgroup("dp_shard/0", {0, 0}); }, olm::ErrorCode::kInvalidArgument,
                              "listed twice");
   olm::testing::expect_error([&] { world->new_subgroup("dp_shard/0", {1}); }, olm::ErrorCode::kInvalidArgument,
                              "outside [0, world_size=1)");
-  const auto mesh = olm::dist::build_data_parallel_mesh(*world, 1, 1);
-  ASSERT_EQ(mesh.dims.size(), 2u);
-  EXPECT_EQ(mesh.dims[0].name, "dp_replicate");
-  EXPECT_EQ(mesh.dims[1].name, "dp_shard");
-  EXPECT_EQ(mesh.shard->world_size(), 1);
-  EXPECT_EQ(mesh.shard->mesh()[0].name, "dp_shard");
+  const auto mesh = olm::dist::DeviceMesh::build(world, {{"dp_replicate", 1}, {"dp_shard", 1}});
+  EXPECT_EQ(mesh.group("dp_shard")->world_size(), 1);
+  EXPECT_EQ(mesh.group("dp_shard")->mesh()[0].name, "dp_shard");
+  EXPECT_EQ(mesh.coordinate("dp_replicate"), 0);
+  olm::testing::expect_error([&] { mesh.group("tp"); }, olm::ErrorCode::kInvalidArgument,
+                             "no dimension tp (it has dp_replicate, dp_shard)");
   auto t = at::ones({3});
-  mesh.replicate->all_reduce_sum({t});
+  mesh.group("dp_replicate")->all_reduce_sum({t});
   EXPECT_EQ(t.sum().item<float>(), 3.0f);
+}
+
+// Four ranks as 2 x 2: rank r sits at (r / 2, r % 2); its dp_shard group is its row, its
+// dp_replicate group its column, and a sum over either adds exactly those ranks.
+TEST(HybridShardedDataParallel, MeshGroupsAreRowsAndColumns) {
+  for (auto& c : launch(4, "mesh", 60)) {
+    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
+    const int r = c.rank;
+    EXPECT_EQ(slurp(c.out), "coords " + std::to_string(r / 2) + " " + std::to_string(r % 2) + " row " +
+                                std::to_string(1 << (r / 2 * 2) | 1 << (r / 2 * 2 + 1)) + " column " +
+                                std::to_string(1 << (r % 2) | 1 << (r % 2 + 2)) + "\n");
+  }
 }
 
 // bfloat16 parameters: every rank computes with bfloat16 copies of its float32 shards and
@@ -727,6 +742,16 @@ int worker(const std::string& mode, const std::string& out, double timeout_s) {
     o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
     auto group = olm::dist::ProcessGroup::create(o);
     const bool dies = (mode == "die" || mode == "stop") && group->rank() == 1;
+    if (mode == "mesh") {  // each rank's coordinates, and the ranks summed over its row and column
+      const auto mesh = olm::dist::DeviceMesh::build(group, {{"dp_replicate", 2}, {"dp_shard", 2}});
+      auto row = at::full({1}, static_cast<int64_t>(1) << group->rank(), at::kLong), column = row.clone();
+      mesh.group("dp_shard")->all_reduce_sum({row});
+      mesh.group("dp_replicate")->all_reduce_sum({column});
+      std::ofstream(out) << "coords " << mesh.coordinate("dp_replicate") << " " << mesh.coordinate("dp_shard")
+                         << " row " << row.item<int64_t>() << " column " << column.item<int64_t>() << "\n";
+      group->shutdown();
+      return 0;
+    }
     const Mode m = mode_setup(mode);
     const TrainRun r = train(group, dies ? 3 : -1, mode == "stop" ? SIGSTOP : SIGKILL, m.extra, m.model);
     write_run(r, out);

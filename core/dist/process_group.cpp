@@ -273,21 +273,50 @@ std::shared_ptr<ProcessGroup> ProcessGroup::new_subgroup(const std::string& name
   return sub;
 }
 
-DataParallelMesh build_data_parallel_mesh(ProcessGroup& world, int64_t num_replicas, int64_t shard_degree) {
-  require(num_replicas >= 1 && shard_degree >= 1 && num_replicas * shard_degree == world.world_size(),
-          ErrorCode::kInvalidConfig,
-          "data_parallel: num_replicas (" + std::to_string(num_replicas) + ") times shard_degree (" +
-              std::to_string(shard_degree) + ") must equal world_size " + std::to_string(world.world_size()));
-  const int64_t replica = world.rank() / shard_degree, index = world.rank() % shard_degree;
-  DataParallelMesh mesh;
-  mesh.dims = {MeshDim{"dp_replicate", num_replicas}, MeshDim{"dp_shard", shard_degree}};
-  std::vector<int64_t> shard_ranks, replicate_ranks;
-  for (int64_t j = 0; j < shard_degree; ++j) shard_ranks.push_back(replica * shard_degree + j);
-  for (int64_t r = 0; r < num_replicas; ++r) replicate_ranks.push_back(r * shard_degree + index);
-  mesh.shard = world.new_subgroup("dp_shard/" + std::to_string(replica), shard_ranks);
-  mesh.replicate = world.new_subgroup("dp_replicate/" + std::to_string(index), replicate_ranks);
+DeviceMesh DeviceMesh::build(const std::shared_ptr<ProcessGroup>& world, const std::vector<MeshDim>& dims) {
+  require(world != nullptr, ErrorCode::kInvalidArgument, "device mesh: the world group is NULL");
+  require(!dims.empty(), ErrorCode::kInvalidArgument, "device mesh: no dimensions");
+  int64_t product = 1;
+  std::string shape;
+  for (size_t d = 0; d < dims.size(); ++d) {
+    require(dims[d].size >= 1, ErrorCode::kInvalidConfig,
+            "device mesh: dimension " + dims[d].name + " has size " + std::to_string(dims[d].size));
+    for (size_t e = 0; e < d; ++e)
+      require(dims[e].name != dims[d].name, ErrorCode::kInvalidArgument,
+              "device mesh: dimension " + dims[d].name + " is named twice");
+    product *= dims[d].size;
+    shape += (d ? " x " : "") + dims[d].name + " (" + std::to_string(dims[d].size) + ")";
+  }
+  require(product == world->world_size(), ErrorCode::kInvalidConfig,
+          "device mesh: " + shape + " is " + std::to_string(product) + " ranks, not world_size " +
+              std::to_string(world->world_size()));
+  DeviceMesh mesh;
+  mesh.dims_ = dims;
+  // Row-major coordinates of this rank, and the stride of each dimension.
+  std::vector<int64_t> stride(dims.size(), 1);
+  for (size_t d = dims.size() - 1; d-- > 0;) stride[d] = stride[d + 1] * dims[d + 1].size;
+  for (size_t d = 0; d < dims.size(); ++d) mesh.coordinates_.push_back(world->rank() / stride[d] % dims[d].size);
+  for (size_t d = 0; d < dims.size(); ++d) {
+    // The ranks differing from this one in dimension d only; named by where the line starts.
+    const int64_t first = world->rank() - mesh.coordinates_[d] * stride[d];
+    std::vector<int64_t> ranks;
+    for (int64_t k = 0; k < dims[d].size; ++k) ranks.push_back(first + k * stride[d]);
+    mesh.groups_.push_back(world->new_subgroup(dims[d].name + "/" + std::to_string(first), ranks));
+  }
   return mesh;
 }
+
+size_t DeviceMesh::index(const std::string& name) const {
+  std::string known;
+  for (size_t d = 0; d < dims_.size(); ++d) {
+    if (dims_[d].name == name) return d;
+    known += (d ? ", " : "") + dims_[d].name;
+  }
+  fail(ErrorCode::kInvalidArgument, "device mesh: no dimension " + name + " (it has " + known + ")");
+}
+
+int64_t DeviceMesh::coordinate(const std::string& name) const { return coordinates_[index(name)]; }
+const std::shared_ptr<ProcessGroup>& DeviceMesh::group(const std::string& name) const { return groups_[index(name)]; }
 
 void ProcessGroup::fail_collective(const std::string& what, const std::string& cause) {
   // Who is gone? Every survivor checks in under a fresh key; whoever does not within a short

@@ -3,10 +3,10 @@
 // configured from explicit options or from the launcher's environment (torchrun, Slurm).
 // No collective is implemented here; every one is c10d's.
 //
-// A ProcessGroup is a 1-D mesh with one named dimension ("dp" for the world). A device mesh
-// with named dimensions (OLMo-core's build_world_mesh) is a set of sub-groups, one per
-// dimension, made by new_subgroup: build_data_parallel_mesh makes HSDP's (dp_replicate,
-// dp_shard); tensor, context and pipeline dimensions will be further sub-groups.
+// A ProcessGroup is a 1-D mesh with one named dimension ("dp" for the world). A DeviceMesh
+// (torch's DeviceMesh, as OLMo-core's build_world_mesh builds it) lays the world's ranks out
+// over named dimensions and gives each rank one sub-group per dimension: HSDP uses
+// (dp_replicate, dp_shard); tensor, context and pipeline parallelism will add dimensions.
 #pragma once
 #include <ATen/ATen.h>
 
@@ -124,15 +124,27 @@ class ProcessGroup {
   std::unique_ptr<Impl> impl_;
 };
 
-// OLMo-core's build_world_mesh for hybrid sharding: world_size = num_replicas * shard_degree
-// ranks laid out row-major over (dp_replicate, dp_shard), so a replica is shard_degree
-// consecutive ranks (one node with shard_degree = LOCAL_WORLD_SIZE). A collective over the
-// members of each sub-group.
-struct DataParallelMesh {
-  std::vector<MeshDim> dims;                  // {"dp_replicate", R}, {"dp_shard", S}
-  std::shared_ptr<ProcessGroup> shard;        // this rank's replica
-  std::shared_ptr<ProcessGroup> replicate;    // the ranks holding the same shard elsewhere
+// The world's ranks laid out row-major over named dimensions (the last varies fastest, so it
+// spans consecutive ranks, as within a node). For each dimension, this rank's sub-group holds
+// the ranks that share its coordinates in every other dimension.
+class DeviceMesh {
+ public:
+  // A collective: every rank of `world` calls it with the same dimensions, whose sizes must
+  // multiply to world_size (kInvalidConfig naming them otherwise) and whose names differ.
+  static DeviceMesh build(const std::shared_ptr<ProcessGroup>& world, const std::vector<MeshDim>& dims);
+
+  const std::vector<MeshDim>& dims() const { return dims_; }
+  // This rank's coordinate along dimension `name`, and its sub-group there (kInvalidArgument
+  // naming the known dimensions for an unknown name).
+  int64_t coordinate(const std::string& name) const;
+  const std::shared_ptr<ProcessGroup>& group(const std::string& name) const;
+  const std::vector<std::shared_ptr<ProcessGroup>>& groups() const { return groups_; }
+
+ private:
+  size_t index(const std::string& name) const;
+  std::vector<MeshDim> dims_;
+  std::vector<int64_t> coordinates_;
+  std::vector<std::shared_ptr<ProcessGroup>> groups_;
 };
-DataParallelMesh build_data_parallel_mesh(ProcessGroup& world, int64_t num_replicas, int64_t shard_degree);
 
 }  // namespace olm::dist

@@ -157,10 +157,11 @@ void Trainer::set_process_group(std::shared_ptr<dist::ProcessGroup> group) {
                                    : spec.dp_num_replicas > 0 ? world / spec.dp_num_replicas
                                                               : group_->local_world_size();
       const int64_t replicas = spec.dp_num_replicas > 0 ? spec.dp_num_replicas : world / std::max<int64_t>(shard_degree, 1);
-      auto mesh = dist::build_data_parallel_mesh(*group_, replicas, shard_degree);
-      shard_group = mesh.shard;
-      options.replicate_group = mesh.replicate;
-      mesh_groups_ = {mesh.shard, mesh.replicate};
+      // OLMo-core's build_world_mesh for HSDP: a replica is shard_degree consecutive ranks.
+      const auto mesh = dist::DeviceMesh::build(group_, {{"dp_replicate", replicas}, {"dp_shard", shard_degree}});
+      shard_group = mesh.group("dp_shard");
+      options.replicate_group = mesh.group("dp_replicate");
+      mesh_groups_ = mesh.groups();
     }
     // One unit per block ("blocks.<i>."), the root unit for everything else, last.
     const size_t n = model_->module().blocks().size();
