@@ -190,6 +190,8 @@ Mode mode_setup(const std::string& mode) {
       {"ngpt", {"", "ngpt"}},
       {"fsdp", {R"(, "data_parallel": {"name": "fsdp"})", "train"}},
       {"fsdp_ac", {R"(, "data_parallel": {"name": "fsdp"}, "ac_mode": "full")", "train"}},
+      {"fsdp_prefetch", {R"(, "data_parallel": {"name": "fsdp", "prefetch_factor": 1}, "ac_mode": "selected_blocks")",
+                         "train"}},
       {"fsdp_moe", {R"(, "data_parallel": {"name": "fsdp"})", "moe"}},
       {"fsdp_moe_lb", {R"(, "data_parallel": {"name": "fsdp"})", "moe_lb"}},
       {"fsdp_ngpt", {R"(, "data_parallel": {"name": "fsdp"})", "ngpt"}},
@@ -283,6 +285,10 @@ TEST(DataParallel, CommunicatesParametersOncePerStep) {
 // losses and the final (gathered) weights are those of one process with the whole batch.
 TEST(FullyShardedDataParallel, TwoRanksMatchOneProcess) { expect_matches_single_process(2, "fsdp"); }
 TEST(FullyShardedDataParallel, FourRanksMatchOneProcess) { expect_matches_single_process(4, "fsdp"); }
+// Prefetching starts the next block's all-gather (the previous one's in backward) while a block
+// computes: the same numbers, with one more block gathered at the peak. Every other block
+// checkpointed, so prefetches and recomputations interleave.
+TEST(FullyShardedDataParallel, TwoRanksWithPrefetchMatchOneProcess) { expect_matches_single_process(2, "fsdp_prefetch"); }
 // Checkpointed blocks recompute inside backward, between the pre-backward gather and the
 // reduce-scatter.
 TEST(FullyShardedDataParallel, TwoRanksWithActivationCheckpointingMatchOneProcess) {

@@ -31,6 +31,8 @@ struct FsdpUnit {
   bool root = false;
   at::Tensor reduced;  // the in-flight reduce-scatter's output
   std::unique_ptr<Pending> work;
+  std::unique_ptr<Pending> gathering;  // an all-gather started ahead of use (prefetch)
+  at::Tensor gather_input;             // its input (the shard cast to param_dtype), alive until done
 };
 
 struct FullyShardedDataParallel::State {
@@ -38,6 +40,7 @@ struct FullyShardedDataParallel::State {
   ProcessGroup* group = nullptr;
   ProcessGroup* replicate = nullptr;  // HSDP
   at::ScalarType reduce_dtype = at::kFloat;
+  int64_t prefetch = 0;  // blocks gathered ahead of the one computing
   std::vector<FsdpUnit> units;
   std::vector<size_t> order;  // reduce-scatter order: blocks last to first, then root
   size_t next = 0;            // into `order`
@@ -51,7 +54,8 @@ struct FullyShardedDataParallel::State {
 
   static int64_t bytes(const FsdpUnit& u) { return u.padded * static_cast<int64_t>(u.flat.element_size()); }
 
-  void gather(size_t i) {
+  // Allocates the unit's storage and starts its all-gather; gather() waits for it.
+  void start_gather(size_t i) {
     auto& u = units[i];
     if (u.gathered) return;
     at::NoGradGuard no_grad;
@@ -59,15 +63,37 @@ struct FullyShardedDataParallel::State {
     const size_t nbytes = static_cast<size_t>(bytes(u));
     impl->set_data_ptr_noswap(impl->allocator()->allocate(nbytes));
     impl->set_nbytes(nbytes);
-    group->all_gather_into_async(u.flat, u.shard.to(u.flat.scalar_type()))->wait();
+    u.gather_input = u.shard.to(u.flat.scalar_type());
+    u.gathering = group->all_gather_into_async(u.flat, u.gather_input);
     u.gathered = true;
     gathered_bytes += bytes(u);
     peak_gathered_bytes = std::max(peak_gathered_bytes, gathered_bytes);
   }
 
+  void gather(size_t i) {
+    auto& u = units[i];
+    start_gather(i);
+    if (u.gathering) {
+      auto pending = std::move(u.gathering);
+      pending->wait();
+      u.gather_input = at::Tensor();
+    }
+  }
+
+  // Starts the all-gathers of the `prefetch` blocks after (step 1) or before (step -1) block
+  // i, in that order on every rank (OLMo-core's prefetch_factor).
+  void prefetch_from(size_t i, int step) {
+    for (int64_t k = 1; k <= prefetch; ++k) {
+      const int64_t j = static_cast<int64_t>(i) + step * k;
+      if (j < 0 || j + 1 >= static_cast<int64_t>(units.size())) break;  // blocks only, not the root
+      start_gather(static_cast<size_t>(j));
+    }
+  }
+
   void free(size_t i) {
     auto& u = units[i];
     if (!u.gathered) return;
+    if (u.gathering) gather(i);  // never release memory a collective is writing
     u.flat.storage().unsafeGetStorageImpl()->reset();
     u.gathered = false;
     gathered_bytes -= bytes(u);
@@ -176,6 +202,8 @@ FullyShardedDataParallel::FullyShardedDataParallel(std::shared_ptr<ProcessGroup>
   s.group = group_.get();
   s.replicate = options_.replicate_group.get();
   s.reduce_dtype = options_.reduce_dtype;
+  require(options_.prefetch >= 0, ErrorCode::kInvalidArgument, "FSDP prefetch must be >= 0");
+  s.prefetch = options_.prefetch;
   const int64_t world = group_->world_size();
   const int64_t rank = group_->rank();
   at::NoGradGuard no_grad;
@@ -281,7 +309,9 @@ void FullyShardedDataParallel::gather_before_backward(size_t index, const at::Te
   t.register_hook([weak, index](const at::Tensor&) {
     if (auto st = weak.lock()) {
       std::lock_guard<std::recursive_mutex> lock(st->mutex);
-      if (st->alive) st->gather(index);
+      if (!st->alive) return;
+      st->gather(index);
+      st->prefetch_from(index, -1);  // backward runs the blocks last to first
     }
   });
 }
@@ -292,6 +322,7 @@ at::Tensor FullyShardedDataParallel::run_block(size_t index, const std::function
   {
     std::lock_guard<std::recursive_mutex> lock(s.mutex);
     s.gather(index);
+    s.prefetch_from(index, 1);
   }
   at::Tensor y = forward();
   {

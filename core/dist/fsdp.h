@@ -63,6 +63,10 @@ struct FsdpOptions {
   at::ScalarType reduce_dtype = at::kFloat;
   // HSDP: the group of the ranks holding the same shard in the other replicas (NULL: none).
   std::shared_ptr<ProcessGroup> replicate_group;
+  // Blocks whose all-gather starts while an earlier one computes (the next ones in forward,
+  // the previous ones in backward), overlapping communication with compute at the cost of
+  // that many more gathered blocks (OLMo-core's prefetch_factor; 0: none).
+  int64_t prefetch = 0;
 };
 
 class FullyShardedDataParallel {

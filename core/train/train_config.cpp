@@ -217,6 +217,10 @@ TrainSpec resolve_train(const fb::TrainConfigT& in) {
             "data_parallel.num_replicas and shard_degree must be >= 0");
     require(s.data_parallel == "hsdp" || (dp.num_replicas == 0 && dp.shard_degree == 0), ErrorCode::kInvalidConfig,
             "data_parallel.num_replicas and shard_degree apply to data_parallel.name \"hsdp\" only");
+    require(dp.prefetch_factor >= 0, ErrorCode::kInvalidConfig, "data_parallel.prefetch_factor must be >= 0");
+    require(s.sharded() || dp.prefetch_factor == 0, ErrorCode::kInvalidConfig,
+            "data_parallel.prefetch_factor applies to data_parallel.name \"fsdp\" or \"hsdp\" only");
+    s.dp_prefetch_factor = dp.prefetch_factor;
     s.dp_num_replicas = dp.num_replicas;
     s.dp_shard_degree = dp.shard_degree;
   }

@@ -80,6 +80,7 @@ struct TrainSpec {
   std::string dp_reduce_dtype = "float32";    // data_parallel.reduce_dtype (fsdp, hsdp)
   int64_t dp_num_replicas = 0;                // data_parallel.num_replicas (hsdp; 0: from the launch)
   int64_t dp_shard_degree = 0;                // data_parallel.shard_degree (hsdp; 0: from the launch)
+  int64_t dp_prefetch_factor = 0;             // data_parallel.prefetch_factor (fsdp, hsdp)
   bool sharded() const { return data_parallel == "fsdp" || data_parallel == "hsdp"; }
 
   int64_t global_batch_instances() const { return global_batch_size / sequence_length; }

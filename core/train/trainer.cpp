@@ -151,6 +151,7 @@ void Trainer::set_process_group(std::shared_ptr<dist::ProcessGroup> group) {
     dist::FsdpOptions options;
     options.param_dtype = spec.dp_param_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
     options.reduce_dtype = spec.dp_reduce_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+    options.prefetch = spec.dp_prefetch_factor;
     std::shared_ptr<dist::ProcessGroup> shard_group = group_;
     if (spec.data_parallel == "hsdp") {
       const int64_t shard_degree = spec.dp_shard_degree > 0    ? spec.dp_shard_degree
