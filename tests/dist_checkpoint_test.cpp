@@ -51,10 +51,12 @@ struct TrainRun {
   std::unique_ptr<olm::data::DataLoader> loader;
 };
 
-TrainRun make_run(const std::shared_ptr<olm::dist::ProcessGroup>& group = nullptr) {
+constexpr char kFsdp[] = R"(, "data_parallel": {"name": "fsdp"})";
+
+TrainRun make_run(const std::shared_ptr<olm::dist::ProcessGroup>& group = nullptr, bool fsdp = false) {
   TrainRun r;
   r.model = std::make_shared<olm::Model>(dense_model_config(), "cpu", olm::ModelOptions{});
-  r.trainer = std::make_unique<olm::train::Trainer>(r.model, train_config());
+  r.trainer = std::make_unique<olm::train::Trainer>(r.model, train_config(fsdp ? kFsdp : ""));
   const int64_t rank = group ? group->rank() : 0, world = group ? group->world_size() : 1;
   r.loader = std::make_unique<olm::data::DataLoader>(dataset(), 8, 3, rank, world);
   return r;
@@ -119,6 +121,27 @@ const std::string& sharded(int world) {
   if (f.empty()) {
     const std::string folder = olm::testing::temp_dir("sharded" + std::to_string(world));
     const auto children = launch(world, "save", folder);
+    for (auto& c : children) EXPECT_TRUE(exited_ok(c)) << slurp(c.log);
+    f = folder;
+  }
+  return f;
+}
+
+// An FSDP checkpoint written at step kSaveAt by `world` ranks, which trained on to kSteps
+// (their losses in <folder>/losses<r>.txt), with the parameters gathered right after the save
+// in <folder>/gathered.safetensors.
+const std::string& fsdp_sharded(int world) {
+  static std::map<int, std::string> folders;
+  auto& f = folders[world];
+  if (f.empty()) {
+    const std::string folder = olm::testing::temp_dir("fsdp_sharded" + std::to_string(world));
+    LaunchOptions options;
+    const auto children = olm_dist_testing::launch(
+        world, "dist_ckpt",
+        [&](const Child& c) {
+          return std::vector<std::string>{"fsdp_save", folder, folder + "/losses" + std::to_string(c.rank) + ".txt"};
+        },
+        options);
     for (auto& c : children) EXPECT_TRUE(exited_ok(c)) << slurp(c.log);
     f = folder;
   }
@@ -195,6 +218,133 @@ TEST(ShardedCheckpoint, ResumeFromFourAtTwoMatchesUninterruptedRun) {
     ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
     expect_losses_match(read_losses(c.out), kSaveAt, "saved at 4, resumed at 2");
   }
+}
+
+// ---- FSDP: each rank saves the pieces its shard holds; any trainer loads the result.
+
+TEST(FsdpCheckpoint, TwoRanksSaveTheirPiecesAndTrainOnLikeOneProcess) {
+  const std::string folder = fsdp_sharded(2);
+  for (int r = 0; r < 2; ++r)
+    expect_losses_match(read_losses(folder + "/losses" + std::to_string(r) + ".txt"), 0,
+                        "FSDP at 2, saving at step 10 on the way");
+  const std::string dir = folder + "/step" + std::to_string(kSaveAt);
+  const auto meta = olm::checkpoint::read_meta(dir);
+  EXPECT_EQ(meta.world_size, 2);
+  EXPECT_EQ(meta.step, kSaveAt);
+  EXPECT_FALSE(exists(dir + "/model.safetensors"));
+  // Every element once, split about evenly (FSDP's shards, not whole tensors per rank).
+  int64_t total = 0, biggest = 0;
+  for (int r = 0; r < 2; ++r) {
+    olm::io::SafetensorsFile f(dir + "/rank" + std::to_string(r) + ".safetensors");
+    int64_t n = 0;
+    for (const auto& e : f.entries()) n += e.shape.at(0);
+    total += n;
+    biggest = std::max(biggest, n);
+  }
+  // The parameters, AdamW's two moments of each and its step (one element per parameter).
+  TrainRun r = make_run();
+  int64_t expected = 0;
+  for (auto& p : r.model->module().named_parameters()) expected += 3 * p.tensor->numel() + 1;
+  EXPECT_EQ(total, expected);
+  std::printf("[ ckpt ] FSDP world 2: %ld elements in 2 shards, the largest %ld\n", static_cast<long>(total),
+              static_cast<long>(biggest));
+  EXPECT_LT(biggest, total / 2 + 64);
+}
+
+TEST(FsdpCheckpoint, ResumeFromFsdpTwoAtFsdpFourMatchesUninterruptedRun) {
+  const auto children = launch(4, "fsdp_resume", fsdp_sharded(2));
+  for (auto& c : children) {
+    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
+    expect_losses_match(read_losses(c.out), kSaveAt, "FSDP saved at 2, FSDP resumed at 4");
+  }
+}
+
+TEST(FsdpCheckpoint, ResumeFromFsdpTwoInOneProcessMatchesUninterruptedRun) {
+  TrainRun r = make_run();
+  load_into(r, fsdp_sharded(2));
+  expect_losses_match(train_steps(r, kSteps), kSaveAt, "FSDP saved at 2, resumed in one process");
+}
+
+TEST(FsdpCheckpoint, ResumeFromFsdpTwoUnderDdpTwoMatchesUninterruptedRun) {
+  const auto children = launch(2, "resume", fsdp_sharded(2));
+  for (auto& c : children) {
+    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
+    expect_losses_match(read_losses(c.out), kSaveAt, "FSDP saved at 2, DDP resumed at 2");
+  }
+}
+
+TEST(FsdpCheckpoint, ResumeFromDdpFourUnderFsdpTwoMatchesUninterruptedRun) {
+  const auto children = launch(2, "fsdp_resume", sharded(4));
+  for (auto& c : children) {
+    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
+    expect_losses_match(read_losses(c.out), kSaveAt, "DDP saved at 4, FSDP resumed at 2");
+  }
+}
+
+// The trainer was attached after loading (olm resume's old order): each piece keeps its part
+// of the optimizer state the full load restored.
+TEST(FsdpCheckpoint, LoadThenShardKeepsOptimizerState) {
+  const auto children = launch(2, "fsdp_resume_late", fsdp_sharded(2));
+  for (auto& c : children) {
+    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
+    expect_losses_match(read_losses(c.out), kSaveAt, "FSDP saved at 2, loaded then sharded at 2");
+  }
+}
+
+// What `olm convert` writes (a checkpoint restored in one process): the gathered weights.
+TEST(FsdpCheckpoint, LoadsInOneProcessAsTheGatheredWeights) {
+  const std::string folder = fsdp_sharded(2);
+  TrainRun r = make_run();
+  load_into(r, folder + "/step" + std::to_string(kSaveAt));
+  olm::io::SafetensorsFile gathered(folder + "/gathered.safetensors");
+  auto state = r.model->module().named_state();
+  ASSERT_EQ(gathered.entries().size(), state.size());
+  for (const auto& e : gathered.entries()) {
+    at::Tensor mine;
+    for (auto& p : state)
+      if (p.name == e.name) mine = *p.tensor;
+    ASSERT_TRUE(mine.defined()) << e.name;
+    EXPECT_TRUE(at::equal(gathered.read(e), mine)) << e.name;
+  }
+}
+
+// Shard-local loading: rank 0 of an FSDP run at 2 needs only rank0.safetensors of a checkpoint
+// FSDP wrote at 2 (its pieces, and the scalar state of the parameters it holds, which it
+// wrote), so it resumes from a copy without rank1.safetensors. Rank 1 (which needs rank 0's
+// scalar state) loads the intact checkpoint.
+TEST(FsdpCheckpoint, RankReadsOnlyTheShardsItNeeds) {
+  const std::string original = fsdp_sharded(2);
+  const std::string dir = olm::testing::temp_dir("fsdp_local") + "/step" + std::to_string(kSaveAt);
+  ASSERT_EQ(std::system(("cp -r '" + original + "/step" + std::to_string(kSaveAt) + "' '" + dir + "'").c_str()), 0);
+  ASSERT_EQ(::unlink((dir + "/rank1.safetensors").c_str()), 0);
+  LaunchOptions options;
+  const auto children = olm_dist_testing::launch(2, "dist_ckpt", [&](const Child& c) {
+    return std::vector<std::string>{"fsdp_resume", c.rank == 0 ? dir : original, c.out};
+  }, options);
+  for (auto& c : children) {
+    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
+    expect_losses_match(read_losses(c.out), kSaveAt, "FSDP resumed at 2, rank 0 without rank1.safetensors");
+  }
+  // The same copy for rank 1, which needs the missing file: both ranks fail, nothing loaded.
+  const auto failing = olm_dist_testing::launch(2, "dist_ckpt", [&](const Child& c) {
+    return std::vector<std::string>{"fsdp_resume", c.rank == 1 ? dir : original, c.out};
+  }, options);
+  for (auto& c : failing) EXPECT_FALSE(exited_ok(c)) << c.rank;
+  EXPECT_THAT(slurp(failing[1].log), ::testing::HasSubstr("rank1.safetensors' is missing"));
+  EXPECT_THAT(slurp(failing[0].log), ::testing::HasSubstr("another rank failed to read it"));
+}
+
+// Rank 1 dies inside an FSDP save: rank 0 fails too, and the previous checkpoint stays the newest.
+TEST(FsdpCheckpoint, RankKilledMidSaveLeavesPreviousCheckpoint) {
+  const std::string folder = olm::testing::temp_dir("fsdp_crash");
+  const auto children = launch(2, "fsdp_crash", folder);
+  EXPECT_FALSE(exited_ok(children[0])) << slurp(children[0].log);
+  EXPECT_TRUE(WIFSIGNALED(children[1].status));
+  EXPECT_FALSE(exists(folder + "/step12"));
+  EXPECT_EQ(olm::checkpoint::latest(folder), folder + "/step10");
+  TrainRun r = make_run();
+  load_into(r, folder);
+  EXPECT_EQ(r.trainer->step(), 10);
 }
 
 // ---- validation: a damaged checkpoint is refused with the file or tensor named, and the
@@ -392,21 +542,36 @@ int worker(const std::string& mode, const std::string& folder, const std::string
       group->shutdown();
       return 0;
     }
-    TrainRun r = make_run(group);
-    if (mode == "resume") load_into(r, folder);
+    // fsdp_<mode>: the same with data_parallel "fsdp", the group joined before loading (each
+    // rank then reads only its shards); fsdp_resume_late loads first, then shards.
+    const bool fsdp = mode.rfind("fsdp_", 0) == 0;
+    const bool late = mode == "fsdp_resume_late";
+    const std::string base = fsdp ? (late ? std::string("resume") : mode.substr(5)) : mode;
+    TrainRun r = make_run(group, fsdp);
+    if (base == "resume" && (!fsdp || late)) load_into(r, folder);
     r.trainer->set_process_group(group);
-    if (mode == "resume") {
+    if (base == "resume" && fsdp && !late) load_into(r, folder);
+    if (base == "resume") {
       write_losses(train_steps(r, kSteps), out);
     } else {
-      train_steps(r, kSaveAt);
+      auto losses = train_steps(r, kSaveAt);
       const auto pos = r.loader->position();
       const std::string dir = olm::checkpoint::save(*r.trainer, folder, {pos.epoch, pos.batch_in_epoch}, 5);
-      if (mode == "save" && group->rank() == 0) {
+      if (fsdp && base == "save") {
+        r.trainer->gather_parameters();  // a collective
+        if (group->rank() == 0) {
+          std::vector<std::pair<std::string, at::Tensor>> state;
+          for (auto& p : r.model->module().named_state()) state.emplace_back(p.name, p.tensor->detach().clone());
+          olm::io::save_safetensors(folder + "/gathered.safetensors", state);
+        }
+        for (double l : train_steps(r, kSteps)) losses.push_back(l);
+        write_losses(losses, out);
+      } else if (base == "save" && group->rank() == 0) {
         std::vector<std::pair<std::string, at::Tensor>> state;
         for (auto& [name, t] : state_of(r)) state.emplace_back(name, t);
         olm::io::save_safetensors(folder + "/saved.safetensors", state);
       }
-      if (mode == "crash") {
+      if (base == "crash") {
         train_steps(r, kSaveAt + 2);
         if (group->rank() == 1) {
           // Let rank 0 enter the save (create the directory) first.
