@@ -53,9 +53,22 @@ struct TrainRun {
 
 constexpr char kFsdp[] = R"(, "data_parallel": {"name": "fsdp"})";
 
-TrainRun make_run(const std::shared_ptr<olm::dist::ProcessGroup>& group = nullptr, bool fsdp = false) {
+// The dense model with an odd-sized output bias (so FSDP pads the root unit at 2 and 4 ranks)
+// and frozen embeddings (pieces without gradient or optimizer state, spread over two ranks).
+olm::Config odd_model_config() {
+  return olm::Config::from_json(R"({"d_model": 32, "vocab_size": 51, "n_layers": 2,
+    "freeze_params": ["embeddings.*"],
+    "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "n_kv_heads": 2, "bias": false,
+      "rope": {"theta": 10000}, "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+      "feed_forward": {"hidden_size": 64, "bias": false},
+      "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+    "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": true}})");
+}
+
+TrainRun make_run(const std::shared_ptr<olm::dist::ProcessGroup>& group = nullptr, bool fsdp = false,
+                  bool odd = false) {
   TrainRun r;
-  r.model = std::make_shared<olm::Model>(dense_model_config(), "cpu", olm::ModelOptions{});
+  r.model = std::make_shared<olm::Model>(odd ? odd_model_config() : dense_model_config(), "cpu", olm::ModelOptions{});
   r.trainer = std::make_unique<olm::train::Trainer>(r.model, train_config(fsdp ? kFsdp : ""));
   const int64_t rank = group ? group->rank() : 0, world = group ? group->world_size() : 1;
   r.loader = std::make_unique<olm::data::DataLoader>(dataset(), 8, 3, rank, world);
@@ -130,16 +143,18 @@ const std::string& sharded(int world) {
 // An FSDP checkpoint written at step kSaveAt by `world` ranks, which trained on to kSteps
 // (their losses in <folder>/losses<r>.txt), with the parameters gathered right after the save
 // in <folder>/gathered.safetensors.
-const std::string& fsdp_sharded(int world) {
-  static std::map<int, std::string> folders;
-  auto& f = folders[world];
+// `variant` "_odd": the odd model (odd_model_config).
+const std::string& fsdp_sharded(int world, const std::string& variant = "") {
+  static std::map<std::string, std::string> folders;
+  auto& f = folders[std::to_string(world) + variant];
   if (f.empty()) {
     const std::string folder = olm::testing::temp_dir("fsdp_sharded" + std::to_string(world));
     LaunchOptions options;
     const auto children = olm_dist_testing::launch(
         world, "dist_ckpt",
         [&](const Child& c) {
-          return std::vector<std::string>{"fsdp_save", folder, folder + "/losses" + std::to_string(c.rank) + ".txt"};
+          return std::vector<std::string>{"fsdp_save" + variant, folder,
+                                          folder + "/losses" + std::to_string(c.rank) + ".txt"};
         },
         options);
     for (auto& c : children) EXPECT_TRUE(exited_ok(c)) << slurp(c.log);
@@ -289,6 +304,55 @@ TEST(FsdpCheckpoint, LoadThenShardKeepsOptimizerState) {
     ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
     expect_losses_match(read_losses(c.out), kSaveAt, "FSDP saved at 2, loaded then sharded at 2");
   }
+}
+
+// Padding, a parameter spread over two ranks' shards, and frozen pieces (no optimizer state):
+// saved by FSDP at 4, resumed by FSDP at 2 and by one process, both continuing the 4-rank run.
+TEST(FsdpCheckpoint, PaddedAndFrozenParametersResume) {
+  const std::string folder = fsdp_sharded(4, "_odd");
+  const auto uninterrupted = read_losses(folder + "/losses0.txt");
+  ASSERT_EQ(uninterrupted.size(), static_cast<size_t>(kSteps));
+  const auto meta_dir = folder + "/step" + std::to_string(kSaveAt);
+  {
+    // The frozen embeddings really are split between shards, and nothing records padding.
+    const std::string bytes = slurp(meta_dir + "/" + olm::checkpoint::kMetaFile);
+    olm::fb::CheckpointMetaT meta;
+    flatbuffers::GetRoot<olm::fb::CheckpointMeta>(bytes.data())->UnPackTo(&meta);
+    int embedding_shards = 0;
+    int64_t model_elements = 0;
+    for (const auto& sh : meta.shards) {
+      if (sh->group != olm::checkpoint::kModelFile) continue;
+      embedding_shards += sh->tensor == "embeddings.weight";
+      model_elements += sh->numel;
+    }
+    EXPECT_EQ(embedding_shards, 2);
+    TrainRun fresh = make_run(nullptr, false, true);
+    int64_t expected = 0;
+    for (auto& p : fresh.model->module().named_state()) expected += p.tensor->numel();
+    EXPECT_EQ(model_elements, expected);
+  }
+  olm::io::SafetensorsFile rank0(meta_dir + "/rank0.safetensors");
+  for (const auto& e : rank0.entries())
+    EXPECT_EQ(e.name.rfind("optim/embeddings.", 0), std::string::npos) << "frozen, yet " << e.name;
+  auto expect_continues = [&](const std::vector<double>& got, const char* what) {
+    ASSERT_EQ(got.size(), static_cast<size_t>(kSteps - kSaveAt)) << what;
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      const double want = uninterrupted[kSaveAt + i];
+      EXPECT_NEAR(got[i], want, 1e-5 * std::abs(want)) << what << ": step " << kSaveAt + i + 1;
+      worst = std::max(worst, std::abs(got[i] - want) / std::abs(want));
+    }
+    std::printf("[ ckpt ] %s: worst relative loss difference from the uninterrupted FSDP run at 4 %.2e\n", what,
+                worst);
+  };
+  const auto children = launch(2, "fsdp_resume_odd", folder);
+  for (auto& c : children) {
+    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
+    expect_continues(read_losses(c.out), "padded/frozen model: FSDP saved at 4, FSDP resumed at 2");
+  }
+  TrainRun r = make_run(nullptr, false, true);
+  load_into(r, folder);
+  expect_continues(train_steps(r, kSteps), "padded/frozen model: FSDP saved at 4, resumed in one process");
 }
 
 // What `olm convert` writes (a checkpoint restored in one process): the gathered weights.
@@ -544,10 +608,13 @@ int worker(const std::string& mode, const std::string& folder, const std::string
     }
     // fsdp_<mode>: the same with data_parallel "fsdp", the group joined before loading (each
     // rank then reads only its shards); fsdp_resume_late loads first, then shards.
-    const bool fsdp = mode.rfind("fsdp_", 0) == 0;
-    const bool late = mode == "fsdp_resume_late";
-    const std::string base = fsdp ? (late ? std::string("resume") : mode.substr(5)) : mode;
-    TrainRun r = make_run(group, fsdp);
+    // <mode>_odd: the odd model.
+    const bool odd = mode.size() > 4 && mode.substr(mode.size() - 4) == "_odd";
+    const std::string plain = odd ? mode.substr(0, mode.size() - 4) : mode;
+    const bool fsdp = plain.rfind("fsdp_", 0) == 0;
+    const bool late = plain == "fsdp_resume_late";
+    const std::string base = fsdp ? (late ? std::string("resume") : plain.substr(5)) : plain;
+    TrainRun r = make_run(group, fsdp, odd);
     if (base == "resume" && (!fsdp || late)) load_into(r, folder);
     r.trainer->set_process_group(group);
     if (base == "resume" && fsdp && !late) load_into(r, folder);
