@@ -233,7 +233,8 @@ ShardPlan replicated_plan(train::Trainer& trainer, int64_t rank, int64_t world) 
   for (auto& [file, name, t] : trainer_tensors(trainer)) {
     plan.tensors.push_back({file, name, t.sizes().vec(), c10::toString(t.scalar_type()), true});
     const auto [begin, end] = shard_range(t.numel(), rank, world);
-    if (end > begin) plan.writes.push_back({plan.tensors.size() - 1, begin, t.detach().reshape({-1}).slice(0, begin, end)});
+    if (end > begin)
+      plan.writes.push_back({plan.tensors.size() - 1, begin, t.detach().reshape({-1}).slice(0, begin, end)});
   }
   return plan;
 }
@@ -437,7 +438,8 @@ using Ranges = std::vector<std::pair<int64_t, int64_t>>;
 
 // What a loading rank needs of a recorded tensor (group, name, global shape): no ranges for
 // a tensor it does not need.
-using Need = std::function<Ranges(const std::string& group, const std::string& name, const std::vector<int64_t>& shape)>;
+using Need =
+    std::function<Ranges(const std::string& group, const std::string& name, const std::vector<int64_t>& shape)>;
 
 // A recorded tensor's needed elements: one 1-D part per needed range, in the same order.
 struct Loaded {
@@ -718,7 +720,8 @@ DataPosition load(train::Trainer& trainer, const std::string& path) {
       auto it = model.find(p.name);
       const bool own = !fsdp || !param_names.count(p.name) || pieces.count(p.name);
       if (!own) continue;
-      require(it != model.end(), ErrorCode::kMismatch, "checkpoint '" + dir + "': parameter '" + p.name + "' is missing");
+      require(it != model.end(), ErrorCode::kMismatch,
+              "checkpoint '" + dir + "': parameter '" + p.name + "' is missing");
       require(it->second.shape == p.tensor->sizes().vec(), ErrorCode::kMismatch,
               "checkpoint '" + dir + "': parameter '" + p.name + "' has the wrong shape");
       if (fsdp && param_names.count(p.name)) shard[p.name] = it->second.parts.at(0);

@@ -318,7 +318,8 @@ std::vector<FullyShardedDataParallel::Piece> FullyShardedDataParallel::pieces_of
     const int64_t lo = rank * u.shard_numel, hi = lo + u.shard_numel;
     for (size_t k = 0; k < u.params.size(); ++k) {
       const int64_t a = std::max(lo, u.offsets[k]), b = std::min(hi, u.offsets[k] + u.params[k].numel());
-      if (a < b) out.push_back({u.names[k], a - u.offsets[k], b - a, u.params[k].sizes().vec(), u.params[k].requires_grad()});
+      if (a < b)
+        out.push_back({u.names[k], a - u.offsets[k], b - a, u.params[k].sizes().vec(), u.params[k].requires_grad()});
     }
   }
   return out;
