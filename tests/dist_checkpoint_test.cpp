@@ -396,6 +396,13 @@ TEST(FsdpCheckpoint, RankReadsOnlyTheShardsItNeeds) {
   for (auto& c : failing) EXPECT_FALSE(exited_ok(c)) << c.rank;
   EXPECT_THAT(slurp(failing[1].log), ::testing::HasSubstr("rank1.safetensors' is missing"));
   EXPECT_THAT(slurp(failing[0].log), ::testing::HasSubstr("another rank failed to read it"));
+  // Also when a rank finds no checkpoint at all.
+  const auto lost = olm_dist_testing::launch(2, "dist_ckpt", [&](const Child& c) {
+    return std::vector<std::string>{"fsdp_resume", c.rank == 1 ? dir + "/nothing-here" : original, c.out};
+  }, options);
+  for (auto& c : lost) EXPECT_FALSE(exited_ok(c)) << c.rank;
+  EXPECT_THAT(slurp(lost[1].log), ::testing::HasSubstr("no checkpoint found"));
+  EXPECT_THAT(slurp(lost[0].log), ::testing::HasSubstr("another rank failed to read it"));
 }
 
 // Rank 1 dies inside an FSDP save: rank 0 fails too, and the previous checkpoint stays the newest.

@@ -671,14 +671,6 @@ Meta read_meta(const std::string& path) {
 }
 
 DataPosition load(train::Trainer& trainer, const std::string& path) {
-  const std::string dir = resolve(path);
-  auto native = read_meta_native(dir);
-  const auto expected = trainer.model().config().to_flatbuffer();
-  require(native->model_config == expected, ErrorCode::kMismatch,
-          "checkpoint '" + dir + "' was written for a different model config");
-  require(native->world_size >= 0, ErrorCode::kParse,
-          "checkpoint '" + dir + "': world size " + std::to_string(native->world_size));
-
   // What this trainer needs: whole tensors, or under FSDP only this rank's pieces of the
   // parameters and of their optimizer state (plus the replicated buffers and scalar state).
   dist::FullyShardedDataParallel* fsdp = trainer.fsdp();
@@ -706,14 +698,22 @@ DataPosition load(train::Trainer& trainer, const std::string& path) {
   };
 
   // Read and verify every needed tensor before touching the trainer. Under FSDP every rank
-  // reads different parts, so the ranks agree first (a collective): a failure on one fails all,
-  // and none is left training from a half-restored state.
+  // reads different parts, so the ranks agree first (a collective): a failure on one fails all
+  // (finding the checkpoint included), and none is left training from a half-restored state.
+  std::string dir = path;
+  std::unique_ptr<fb::CheckpointMetaT> native;
   LoadedTensors loaded;
   std::map<std::string, at::Tensor> shard;  // FSDP: this rank's parameter pieces
   std::map<std::string, at::Tensor> optim_state;
   auto params = trainer.model().module().named_state();
   std::exception_ptr error;
   try {
+    dir = resolve(path);
+    native = read_meta_native(dir);
+    require(native->model_config == trainer.model().config().to_flatbuffer(), ErrorCode::kMismatch,
+            "checkpoint '" + dir + "' was written for a different model config");
+    require(native->world_size >= 0, ErrorCode::kParse,
+            "checkpoint '" + dir + "': world size " + std::to_string(native->world_size));
     loaded = native->world_size > 0 ? read_sharded(dir, *native, need) : read_unsharded(dir, *native, need);
     auto& model = loaded[kModelFile];
     for (const auto& p : params) {
