@@ -165,7 +165,6 @@ olm_error* olm_trainer_save_checkpoint(olm_trainer* trainer, const char* folder,
   OLM_API_BEGIN
   require_arg(trainer, "trainer");
   require_arg(folder, "folder");
-  trainer->trainer->require_unsharded("olm_trainer_save_checkpoint");
   const auto& spec = trainer->trainer->config().spec();
   const std::string dir = olm::checkpoint::save(*trainer->trainer, folder, trainer->data_position,
                                                 spec.keep_last_n);

@@ -888,7 +888,9 @@ OLM_API OLM_MUST_USE olm_error* olm_trainer_step_documents(olm_trainer* trainer,
  * With a process group (olm_trainer_set_dist()) this is a collective that every rank calls
  * with the same folder (a file system all ranks share): the checkpoint is sharded. Each rank
  * r writes rank<r>.safetensors, a contiguous slice of every parameter's and optimizer state
- * tensor's flattened elements; rank 0 writes meta.olmk (global shapes, dtypes, checksums, each
+ * tensor's flattened elements (under FSDP: the pieces of the parameters and of their
+ * optimizer state that its shard holds, recorded with their offsets in the whole parameter,
+ * so the checkpoint means the same as a DDP one); rank 0 writes meta.olmk (global shapes, dtypes, checksums, each
  * shard's offsets, world size, step, data position) and renames the directory into place only
  * after every rank finished, so a checkpoint appears whole or not at all. A failure on any rank
  * fails the call on every rank. olm_trainer_load_checkpoint() and `olm convert` read sharded
@@ -912,6 +914,10 @@ OLM_API OLM_MUST_USE olm_error* olm_trainer_save_checkpoint(olm_trainer* trainer
  * A sharded checkpoint (saved by a process group) loads at any world size, with or without
  * a process group: each tensor is assembled from the shard files that cover it. Call it on
  * every rank, then olm_trainer_set_dist() (or it was set before: every rank loaded the same).
+ * Under FSDP (set olm_trainer_set_dist() first) each rank reads and verifies only the shard
+ * entries overlapping its own pieces, and the call is a collective: a failure on any rank
+ * fails it on every rank with nothing loaded. Any checkpoint (single process, DDP or FSDP, any
+ * world size) loads into an FSDP trainer.
  *
  * @param path A checkpoint directory, or a save folder (its newest checkpoint is used).
  * @return NULL on success; OLM_ERR_IO when no checkpoint is found or a shard file is missing
@@ -1281,13 +1287,14 @@ OLM_API void olm_dist_free(olm_dist* dist);
  * With the train config's `"data_parallel": {"name": "fsdp"}` (OLMo-core's
  * TransformerDataParallelConfig; default "ddp") the trainer shards instead (FSDP, ZeRO-3): each
  * rank keeps a flat 1/world_size slice of every block's parameters (and of the rest as one
- * root unit) and the optimizer state of that slice only (the optimizer starts afresh here);
+ * root unit) and the optimizer state of that slice only (each slice keeps its part of the
+ * optimizer state the trainer had, e.g. from a checkpoint loaded before);
  * each block is all-gathered before its forward and its backward and freed after them, and
  * gradients are reduce-scattered in float32. Between steps the model's parameters then hold
  * no data: an evaluation (a collective) gathers them all and leaves them gathered until the
  * next step, and detaching with NULL (a collective) gathers them for good and rebuilds the
- * optimizer over the full parameters (fresh state). Checkpoints are refused under FSDP
- * (OLM_ERR_INVALID_ARGUMENT) until sharded checkpoints exist; nGPT and MoE models are refused
+ * optimizer over the full parameters (fresh state). Checkpoints under FSDP are sharded by
+ * pieces (olm_trainer_save_checkpoint()); nGPT and MoE models are refused
  * (OLM_ERR_INVALID_CONFIG).
  *
  * @param trainer The trainer.

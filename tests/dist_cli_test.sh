@@ -18,7 +18,7 @@ for i in $(seq 60); do printf 'Line %d of some text to train on, with a little v
 "$olm" tokenize --fortunes --output train.bin a.txt >/dev/null
 # 4 instances of 16 tokens per global batch, micro-batches of one instance: one process
 # accumulates 4, two ranks 2 each (no gradient sync on the first), four ranks 1 each.
-config() {  # config NAME
+config() {  # config NAME [EXTRA_JSON]
   cat > "$1.json" <<JSON
 {"model": {"d_model": 32, "vocab_size": 264, "n_layers": 2,
    "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 10000}},
@@ -29,7 +29,7 @@ config() {  # config NAME
  "optimizer": {"name": "adamw", "lr": 0.003},
  "data": {"paths": ["train.bin"], "eos_token_id": 256},
  "eval_data": {"paths": ["train.bin"], "eos_token_id": 256}, "eval_interval": 10, "eval_batches": 5,
- "save_folder": "runs/$1", "metrics_path": "runs/$1.jsonl"}
+ "save_folder": "runs/$1", "metrics_path": "runs/$1.jsonl"${2:-}}
 JSON
 }
 compare() {  # compare REFERENCE.jsonl OTHER.jsonl
@@ -107,6 +107,36 @@ sys.exit(0 if worst <= 1e-5 else 1)
 PY
 config ddp4 && run 4 ddp4 "$olm" train --config ddp4.json
 compare runs/single.jsonl runs/ddp4.jsonl || fail "olm train, 4 ranks: losses differ"
+
+# FSDP: each rank saves its pieces; olm convert assembles the same weights as one process's;
+# olm resume at 4 ranks (each reading only its shards) continues like the one-process resume.
+config fsdp2 ', "data_parallel": {"name": "fsdp"}' && run 2 fsdp2 "$olm" train --config fsdp2.json
+compare runs/single.jsonl runs/fsdp2.jsonl || fail "olm train, FSDP at 2 ranks: losses differ"
+[ -f runs/fsdp2/step20/rank1.safetensors ] && [ ! -f runs/fsdp2/step20/model.safetensors ] || fail "fsdp2: not sharded"
+"$olm" convert --checkpoint runs/fsdp2 --output fsdp2.safetensors >/dev/null || fail "olm convert of an FSDP checkpoint"
+python3 - runs/single/step20/model.safetensors fsdp2.safetensors <<'PY' || fail "FSDP final weights differ"
+import json, struct, sys, array
+def load(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); out = {}
+    for k, v in h.items():
+        if k == "__metadata__": continue
+        s, e = v["data_offsets"]; a = array.array("f"); a.frombytes(b[8 + n + s:8 + n + e]); out[k] = a
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+assert a.keys() == b.keys(), a.keys() ^ b.keys()
+worst = max(abs(x - y) for k in a for x, y in zip(a[k], b[k]))
+print(f"FSDP final weights (olm convert): worst absolute difference {worst:.2e}")
+sys.exit(0 if worst <= 1e-5 else 1)
+PY
+run 4 fsdp2r "$olm" resume runs/fsdp2 --max-steps 22
+grep -q "trained to step 22" fsdp2r.out || { cat fsdp2r.out >&2; fail "FSDP resume under torchrun"; }
+python3 - runs/single.jsonl runs/fsdp2.jsonl <<'PY' || fail "FSDP resumed losses differ"
+import json, sys
+a, b = ({m["step"]: m["loss"] for m in (json.loads(l) for l in open(p) if '"loss"' in l)} for p in sys.argv[1:])
+worst = max(abs(a[s] - b[s]) / a[s] for s in (21, 22))
+print(f"FSDP saved at 2, resumed at 4, steps 21-22: worst relative loss difference {worst:.2e}")
+sys.exit(0 if worst <= 1e-5 else 1)
+PY
 
 # By hand, as srun starts tasks: Slurm's variables only, no torchrun.
 config slurm2

@@ -343,7 +343,7 @@ TEST(FullyShardedDataParallel, GroupOfOneIsExact) {
   EXPECT_EQ(r.shard_bytes, r.unsharded_bytes);
 }
 
-TEST(FullyShardedDataParallel, ConfigIsCheckedAndCheckpointsAreRefused) {
+TEST(FullyShardedDataParallel, ConfigIsCheckedAndDetachingGathers) {
   olm::testing::expect_error([&] { train_config(R"(, "data_parallel": {"name": "zero"})"); },
                              olm::ErrorCode::kInvalidConfig, "data_parallel.name");
   olm::testing::expect_error([&] { train_config(R"(, "data_parallel": {"name": "fsdp", "reduce_dtype": "float16"})"); },
@@ -359,11 +359,10 @@ TEST(FullyShardedDataParallel, ConfigIsCheckedAndCheckpointsAreRefused) {
   auto model = std::make_shared<olm::Model>(model_config(), "cpu", olm::ModelOptions{});
   olm::train::Trainer trainer(model, train_config(R"(, "data_parallel": {"name": "fsdp"})"));
   trainer.set_process_group(olm::dist::ProcessGroup::create(o));
-  olm::testing::expect_error([&] { trainer.require_unsharded("olm_trainer_save_checkpoint"); },
-                             olm::ErrorCode::kInvalidArgument, "fsdp");
+  EXPECT_NE(trainer.fsdp(), nullptr);
   // Detaching gathers the parameters back and leaves an ordinary trainer.
   trainer.set_process_group(nullptr);
-  EXPECT_NO_THROW(trainer.require_unsharded("save"));
+  EXPECT_EQ(trainer.fsdp(), nullptr);
   EXPECT_TRUE(at::isfinite(model->module().named_parameters()[0].tensor->sum()).item<bool>());
 }
 

@@ -10,9 +10,12 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <random>
 #include <set>
 
+#include "core/dist/fsdp.h"
 #include "core/dist/process_group.h"
 #include "core/error.h"
 #include "core/io/atomic_file.h"
@@ -201,6 +204,105 @@ bool all_ok(dist::ProcessGroup& group, bool ok) {
   return flag.item<int64_t>() == 0;
 }
 
+// What a sharded save writes. `tensors` is the same list, in the same order, on every rank
+// (rank 0 writes the records of shards it never saw); `writes` are this rank's shards of them.
+struct ShardPlan {
+  struct Tensor {
+    std::string group, name;
+    std::vector<int64_t> shape;  // global; {} when the writers say it is a scalar copy
+    std::string dtype;           // "" when only the writers know it (optimizer state)
+    bool always = true;          // recorded even when no rank writes any of it (empty tensors)
+  };
+  struct Write {
+    size_t tensor;
+    int64_t offset;  // first element within the tensor's flattened elements
+    at::Tensor data;  // 1-D
+    bool scalar = false;  // a 0-d tensor every holder has a copy of (FSDP's per-piece .step)
+  };
+  std::vector<Tensor> tensors;
+  std::vector<Write> writes;
+  // Scalar copies this rank holds but another rank writes: their checksums are compared with
+  // the written one, so ranks that disagree fail the save instead of losing a value.
+  std::vector<std::pair<size_t, at::Tensor>> copies;
+};
+
+// DDP or one process per rank with the same full state: rank r writes the r-th contiguous
+// slice of every tensor.
+ShardPlan replicated_plan(train::Trainer& trainer, int64_t rank, int64_t world) {
+  ShardPlan plan;
+  for (auto& [file, name, t] : trainer_tensors(trainer)) {
+    plan.tensors.push_back({file, name, t.sizes().vec(), c10::toString(t.scalar_type()), true});
+    const auto [begin, end] = shard_range(t.numel(), rank, world);
+    if (end > begin)
+      plan.writes.push_back({plan.tensors.size() - 1, begin, t.detach().reshape({-1}).slice(0, begin, end)});
+  }
+  return plan;
+}
+
+// FSDP: every rank writes the pieces of the parameters and of their optimizer state that lie
+// in its shard (offsets within the whole parameter, global shapes), so the checkpoint means the
+// same as a DDP one. A piece's scalar state (AdamW's step) is identical on every holder: the
+// lowest rank holding the parameter (the one whose piece starts at element 0) writes it.
+// Buffers are replicated and written as contiguous slices (rank and world: the trainer's
+// group). Under HSDP only the first replica writes pieces: its ranks are world ranks
+// 0..shard_degree-1, so each one's shard rank is its world rank, which names its file.
+ShardPlan fsdp_plan(train::Trainer& trainer, dist::FullyShardedDataParallel& fsdp, int64_t rank, int64_t world) {
+  ShardPlan plan;
+  std::map<std::string, std::pair<dist::FullyShardedDataParallel::Piece, at::Tensor>> mine;
+  const bool writes_pieces = !fsdp.replicate_group() || fsdp.replicate_group()->rank() == 0;
+  if (writes_pieces) {
+    require(fsdp.group().rank() == rank, ErrorCode::kInternal, "HSDP: the first replica is not world ranks 0..S-1");
+    const auto pieces = fsdp.pieces_of_rank(rank);
+    const auto tensors = fsdp.shard_parameters();
+    require(pieces.size() == tensors.size(), ErrorCode::kInternal, "FSDP: piece layout and shard differ");
+    for (size_t i = 0; i < pieces.size(); ++i) mine[pieces[i].name] = {pieces[i], *tensors[i].tensor};
+  }
+  std::map<std::string, std::vector<int64_t>> param_shapes;
+  for (auto& p : trainer.model().module().named_parameters()) param_shapes[p.name] = p.tensor->sizes().vec();
+  for (auto& p : trainer.model().module().named_state()) {
+    const at::Tensor& t = *p.tensor;
+    plan.tensors.push_back({kModelFile, p.name, t.sizes().vec(), c10::toString(t.scalar_type()), true});
+    const size_t index = plan.tensors.size() - 1;
+    if (param_shapes.count(p.name)) {
+      auto it = mine.find(p.name);
+      if (it != mine.end())
+        plan.writes.push_back({index, it->second.first.offset, it->second.second.detach().reshape({-1})});
+    } else {
+      const auto [begin, end] = shard_range(t.numel(), rank, world);
+      if (end > begin) plan.writes.push_back({index, begin, t.detach().reshape({-1}).slice(0, begin, end)});
+    }
+  }
+  std::map<std::string, at::Tensor> state;
+  for (auto& [name, t] : trainer.optimizer().state()) state[name] = t;
+  const auto keys = trainer.optimizer().state_keys();
+  for (auto& [param, shape] : param_shapes) {
+    for (const auto& key : keys) {
+      const std::string name = param + "." + key;
+      plan.tensors.push_back({kOptimFile, name, shape, "", false});
+      const size_t index = plan.tensors.size() - 1;
+      auto st = state.find(name);
+      auto piece = mine.find(param);
+      if (st == state.end() || !writes_pieces) continue;
+      require(piece != mine.end(), ErrorCode::kInternal, "FSDP: optimizer state '" + name + "' without a piece");
+      const at::Tensor& t = st->second;
+      const auto& pc = piece->second.first;
+      if (t.dim() == 0) {
+        if (pc.offset == 0) plan.writes.push_back({index, 0, t.detach().reshape({1}), true});
+        else plan.copies.emplace_back(index, t.detach());
+        continue;
+      }
+      require(t.numel() == pc.numel, ErrorCode::kInternal,
+              "optimizer state '" + name + "': " + std::to_string(t.numel()) + " elements for a piece of " +
+                  std::to_string(pc.numel));
+      plan.writes.push_back({index, pc.offset, t.detach().reshape({-1})});
+    }
+  }
+  return plan;
+}
+
+// The table every rank fills in its own column of and one all-reduce hands to rank 0.
+enum ShardColumn : int64_t { kDtype, kCrc, kOffset, kNumel, kScalar, kCopyCrc, kColumns };
+
 std::string save_sharded(train::Trainer& trainer, dist::ProcessGroup& group, const std::string& folder,
                          const DataPosition& data, int64_t keep_last_n) {
   const int64_t rank = group.rank(), world = group.world_size();
@@ -232,29 +334,36 @@ std::string save_sharded(train::Trainer& trainer, dist::ProcessGroup& group, con
     }
   }
   agree("to create the checkpoint directory");
-  const auto tensors = trainer_tensors(trainer);
-  // Each rank checksums the slices it wrote; one all-reduce hands rank 0 the table.
-  auto crcs = at::zeros({static_cast<int64_t>(tensors.size()), world}, at::kLong);
+  ShardPlan plan;
+  // Each rank describes and checksums the shards it wrote; one all-reduce hands rank 0 the table.
+  at::Tensor table;
   try {
+    plan = trainer.fsdp() ? fsdp_plan(trainer, *trainer.fsdp(), rank, world) : replicated_plan(trainer, rank, world);
+    table = at::zeros({static_cast<int64_t>(plan.tensors.size()), world, kColumns}, at::kLong);
+    auto cell = table.accessor<int64_t, 3>();
     std::vector<std::pair<std::string, at::Tensor>> slices;
-    auto crc = crcs.accessor<int64_t, 2>();
-    for (size_t i = 0; i < tensors.size(); ++i) {
-      const auto& [file, name, t] = tensors[i];
-      const auto [begin, end] = shard_range(t.numel(), rank, world);
-      if (end <= begin) continue;
-      auto slice = t.detach().reshape({-1}).slice(0, begin, end).to(at::kCPU).contiguous();
-      crc[static_cast<int64_t>(i)][rank] = tensor_crc(slice);
-      slices.emplace_back(shard_entry(file, name), slice);
+    for (const auto& w : plan.writes) {
+      const auto& t = plan.tensors[w.tensor];
+      auto slice = w.data.to(at::kCPU).contiguous();
+      auto row = cell[static_cast<int64_t>(w.tensor)][rank];
+      row[kDtype] = static_cast<int64_t>(slice.scalar_type()) + 1;
+      row[kCrc] = tensor_crc(slice);
+      row[kOffset] = w.offset;
+      row[kNumel] = slice.numel();
+      row[kScalar] = w.scalar ? 1 : 0;
+      slices.emplace_back(shard_entry(t.group, t.name), slice);
     }
+    for (const auto& [index, t] : plan.copies)
+      cell[static_cast<int64_t>(index)][rank][kCopyCrc] = static_cast<int64_t>(tensor_crc(t)) + 1;
     io::save_safetensors(tmp_dir + "/" + shard_file(rank), slices);
   } catch (...) {
     error = std::current_exception();
   }
   agree("to write its shard");
   try {
-    auto on_device = crcs.to(group.comm_device());
+    auto on_device = table.to(group.comm_device());
     group.all_reduce_sum({on_device});
-    crcs = on_device.to(at::kCPU);
+    table = on_device.to(at::kCPU);
   } catch (...) {
     if (rank == 0) remove_tree(tmp_dir);
     throw;
@@ -263,31 +372,58 @@ std::string save_sharded(train::Trainer& trainer, dist::ProcessGroup& group, con
     try {
       fb::CheckpointMetaT meta = base_meta(trainer, data);
       meta.world_size = static_cast<int32_t>(world);
-      const auto crc = crcs.accessor<int64_t, 2>();
-      for (size_t i = 0; i < tensors.size(); ++i) {
-        const auto& [file, name, t] = tensors[i];
+      const auto cell = table.accessor<int64_t, 3>();
+      for (size_t i = 0; i < plan.tensors.size(); ++i) {
+        const auto& t = plan.tensors[i];
+        const std::string what = "checkpoint '" + final_dir + "': tensor '" + t.name + "' (" + t.group + ")";
+        std::vector<int64_t> writers;
+        for (int64_t k = 0; k < world; ++k)
+          if (cell[static_cast<int64_t>(i)][k][kDtype] > 0) writers.push_back(k);
+        if (writers.empty() && !t.always) continue;
         auto r = std::make_unique<fb::TensorRecordT>();
-        r->name = name;
-        r->file = file;
-        r->dtype = c10::toString(t.scalar_type());
-        r->shape = t.sizes().vec();
+        r->name = t.name;
+        r->file = t.group;
+        r->dtype = t.dtype;
+        r->shape = t.shape;
         // Integrity is per shard (checksummed by the rank that wrote it), so no rank needs to
         // read a whole tensor: 0 here.
         r->crc32 = 0;
-        meta.tensors.push_back(std::move(r));
-        for (int64_t k = 0; k < world; ++k) {
-          const auto [begin, end] = shard_range(t.numel(), k, world);
-          if (end <= begin) continue;
+        std::vector<std::unique_ptr<fb::TensorShardT>> shards;
+        int64_t covered = 0;
+        for (int64_t k : writers) {
+          const auto row = cell[static_cast<int64_t>(i)][k];
+          const std::string dtype = c10::toString(static_cast<at::ScalarType>(row[kDtype] - 1));
+          require(r->dtype.empty() || r->dtype == dtype, ErrorCode::kInternal,
+                  what + ": rank " + std::to_string(k) + " holds it as " + dtype + ", others as " + r->dtype);
+          r->dtype = dtype;
+          if (row[kScalar]) r->shape = {};
           auto sh = std::make_unique<fb::TensorShardT>();
-          sh->tensor = name;
-          sh->group = file;
+          sh->tensor = t.name;
+          sh->group = t.group;
           sh->file = shard_file(k);
-          sh->entry = shard_entry(file, name);
-          sh->offset = begin;
-          sh->numel = end - begin;
-          sh->crc32 = static_cast<uint32_t>(crc[static_cast<int64_t>(i)][k]);
-          meta.shards.push_back(std::move(sh));
+          sh->entry = shard_entry(t.group, t.name);
+          sh->offset = row[kOffset];
+          sh->numel = row[kNumel];
+          sh->crc32 = static_cast<uint32_t>(row[kCrc]);
+          covered += sh->numel;
+          shards.push_back(std::move(sh));
         }
+        int64_t n = 1;
+        for (int64_t d : r->shape) n *= d;
+        // FSDP pieces tile a parameter only when every rank holding one wrote it (optimizer
+        // state present on some ranks only would load as garbage elsewhere).
+        require(covered == n, ErrorCode::kInternal,
+                what + ": the ranks' shards hold " + std::to_string(covered) + " of its " + std::to_string(n) +
+                    " elements (state present on some ranks only)");
+        for (int64_t k = 0; k < world; ++k) {
+          const int64_t copy = cell[static_cast<int64_t>(i)][k][kCopyCrc];
+          require(copy == 0 || (!shards.empty() && copy - 1 == static_cast<int64_t>(shards[0]->crc32)),
+                  ErrorCode::kInternal,
+                  what + ": rank " + std::to_string(k) + "'s copy differs from the one " +
+                      (shards.empty() ? std::string("no rank") : shards[0]->file) + " holds");
+        }
+        meta.tensors.push_back(std::move(r));
+        for (auto& sh : shards) meta.shards.push_back(std::move(sh));
       }
       write_meta(tmp_dir, meta);
       fsync_dir(tmp_dir);
@@ -301,9 +437,41 @@ std::string save_sharded(train::Trainer& trainer, dist::ProcessGroup& group, con
   return final_dir;
 }
 
-// Every tensor of a sharded checkpoint, assembled from its shards and verified.
-std::map<std::string, std::map<std::string, at::Tensor>> read_sharded(const std::string& dir,
-                                                                        const fb::CheckpointMetaT& meta) {
+// Element ranges [begin, end) of a tensor's flattened elements.
+using Ranges = std::vector<std::pair<int64_t, int64_t>>;
+
+// What a loading rank needs of a recorded tensor (group, name, global shape): no ranges for
+// a tensor it does not need.
+using Need =
+    std::function<Ranges(const std::string& group, const std::string& name, const std::vector<int64_t>& shape)>;
+
+// A recorded tensor's needed elements: one 1-D part per needed range, in the same order.
+struct Loaded {
+  std::vector<int64_t> shape;
+  Ranges ranges;
+  std::vector<at::Tensor> parts;
+  // The whole tensor in its recorded shape (when the only range needed was all of it).
+  at::Tensor whole() const { return parts.at(0).reshape(shape); }
+};
+using LoadedTensors = std::map<std::string, std::map<std::string, Loaded>>;
+
+int64_t numel_of(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+at::ScalarType dtype_named(const std::string& name, const std::string& what) {
+  for (auto dt : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16, at::kLong, at::kInt, at::kShort, at::kChar,
+                  at::kByte, at::kBool})
+    if (name == c10::toString(dt)) return dt;
+  fail(ErrorCode::kParse, what + ": unknown dtype '" + name + "'");
+}
+
+// The needed ranges of a sharded checkpoint's tensors, from the shards that overlap them. Every
+// record's shards are checked to tile it; only overlapping shard entries are opened, read and
+// checksummed, so a rank reads its own part of the checkpoint, not all of it.
+LoadedTensors read_sharded(const std::string& dir, const fb::CheckpointMetaT& meta, const Need& need) {
   const std::string where = "checkpoint '" + dir + "'";
   std::map<std::pair<std::string, std::string>, std::vector<const fb::TensorShardT*>> shards;
   for (const auto& sh : meta.shards) {
@@ -324,22 +492,20 @@ std::map<std::string, std::map<std::string, at::Tensor>> read_sharded(const std:
     }
     return *f;
   };
-  std::map<std::string, std::map<std::string, at::Tensor>> out;
+  LoadedTensors out;
   size_t used = 0;
   for (const auto& r : meta.tensors) {
     require(r->file == kModelFile || r->file == kOptimFile, ErrorCode::kParse,
             where + ": unknown tensor group '" + r->file + "'");
     const std::string what = where + ": tensor '" + r->name + "' (" + r->file + ")";
-    int64_t n = 1;
-    for (int64_t d : r->shape) {
-      require(d >= 0, ErrorCode::kParse, what + ": negative dimension in its shape");
-      n *= d;
-    }
+    for (int64_t d : r->shape) require(d >= 0, ErrorCode::kParse, what + ": negative dimension in its shape");
+    const int64_t n = numel_of(r->shape);
+    const auto dtype = dtype_named(r->dtype, what);
     auto it = shards.find({r->file, r->name});
     std::vector<const fb::TensorShardT*> list = it == shards.end() ? std::vector<const fb::TensorShardT*>{} : it->second;
     used += list.size();
     std::sort(list.begin(), list.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
-    std::vector<at::Tensor> parts;
+    // The tiling is checked for every tensor, needed or not (it costs no reading).
     int64_t next = 0;
     for (const auto* sh : list) {
       require(sh->offset == next, ErrorCode::kParse,
@@ -349,6 +515,24 @@ std::map<std::string, std::map<std::string, at::Tensor>> read_sharded(const std:
       require(next <= n, ErrorCode::kParse,
               what + ": shard in " + sh->file + " ends at element " + std::to_string(next) + " beyond its " +
                   std::to_string(n) + " elements");
+    }
+    require(next == n, ErrorCode::kParse,
+            what + ": its shards cover " + std::to_string(next) + " of its " + std::to_string(n) + " elements");
+    Loaded loaded;
+    loaded.shape = r->shape;
+    loaded.ranges = need(r->file, r->name, r->shape);
+    if (loaded.ranges.empty()) continue;
+    for (const auto& [begin, end] : loaded.ranges) {
+      require(0 <= begin && begin <= end && end <= n, ErrorCode::kMismatch,
+              what + ": elements [" + std::to_string(begin) + ", " + std::to_string(end) + ") are needed, it has " +
+                  std::to_string(n));
+      loaded.parts.push_back(at::empty({end - begin}, dtype));
+    }
+    for (const auto* sh : list) {
+      const int64_t lo = sh->offset, hi = sh->offset + sh->numel;
+      bool overlaps = false;
+      for (const auto& [begin, end] : loaded.ranges) overlaps = overlaps || (begin < hi && lo < end);
+      if (!overlaps) continue;
       auto& file = open(sh->file);
       const io::SafetensorsEntry* entry = nullptr;
       for (const auto& e : file.entries())
@@ -356,28 +540,58 @@ std::map<std::string, std::map<std::string, at::Tensor>> read_sharded(const std:
       require(entry != nullptr, ErrorCode::kParse, what + ": entry '" + sh->entry + "' is missing from " + sh->file);
       require(entry->shape == std::vector<int64_t>{sh->numel}, ErrorCode::kParse,
               what + ": entry '" + sh->entry + "' in " + sh->file + " has a different shape than recorded");
-      require(c10::toString(entry->dtype) == r->dtype, ErrorCode::kParse,
+      require(entry->dtype == dtype, ErrorCode::kParse,
               what + ": entry '" + sh->entry + "' in " + sh->file + " is " + c10::toString(entry->dtype) +
                   ", recorded " + r->dtype);
       auto t = file.read(*entry);
       require(tensor_crc(t) == sh->crc32, ErrorCode::kParse,
               what + ": checksum mismatch in " + sh->file + " (corrupt file)");
-      parts.push_back(t);
+      for (size_t j = 0; j < loaded.ranges.size(); ++j) {
+        const auto [begin, end] = loaded.ranges[j];
+        const int64_t a = std::max(begin, lo), b = std::min(end, hi);
+        if (a < b) loaded.parts[j].narrow(0, a - begin, b - a).copy_(t.narrow(0, a - lo, b - a));
+      }
     }
-    require(next == n && (n == 0 || !parts.empty()), ErrorCode::kParse,
-            what + ": its shards cover " + std::to_string(next) + " of its " + std::to_string(n) + " elements");
-    at::Tensor full;
-    if (parts.empty()) {
-      // An empty tensor has no shards; its dtype comes from the record.
-      full = at::empty(r->shape, at::kFloat);
-      for (auto dt : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16, at::kLong, at::kInt, at::kByte, at::kBool})
-        if (r->dtype == c10::toString(dt)) full = at::empty(r->shape, dt);
-    } else {
-      full = (parts.size() == 1 ? parts[0] : at::cat(parts)).reshape(r->shape);
-    }
-    out[r->file][r->name] = full;
+    out[r->file][r->name] = std::move(loaded);
   }
   require(used == meta.shards.size(), ErrorCode::kParse, where + ": a shard names a tensor that has no record");
+  return out;
+}
+
+// The tensors of a single-process checkpoint (whole files), cut to what `need` asks for.
+LoadedTensors read_unsharded(const std::string& dir, const fb::CheckpointMetaT& meta, const Need& need) {
+  require(meta.shards.empty(), ErrorCode::kParse, "checkpoint '" + dir + "': shards without a world size");
+  std::map<std::string, std::unique_ptr<io::SafetensorsFile>> files;
+  LoadedTensors out;
+  for (const auto& r : meta.tensors) {
+    auto& file = files[r->file];
+    require(r->file == kModelFile || r->file == kOptimFile, ErrorCode::kParse,
+            "checkpoint '" + dir + "': unknown tensor file '" + r->file + "'");
+    if (!file) file = std::make_unique<io::SafetensorsFile>(dir + "/" + r->file);
+    const io::SafetensorsEntry* entry = nullptr;
+    for (const auto& e : file->entries())
+      if (e.name == r->name) entry = &e;
+    require(entry != nullptr, ErrorCode::kParse,
+            "checkpoint '" + dir + "': tensor '" + r->name + "' is missing from " + r->file);
+    require(entry->shape == r->shape, ErrorCode::kParse,
+            "checkpoint '" + dir + "': tensor '" + r->name + "' has a different shape than recorded");
+    Loaded loaded;
+    loaded.shape = r->shape;
+    loaded.ranges = need(r->file, r->name, r->shape);
+    if (loaded.ranges.empty()) continue;
+    auto t = file->read(*entry);
+    require(tensor_crc(t) == r->crc32, ErrorCode::kParse,
+            "checkpoint '" + dir + "': checksum mismatch for tensor '" + r->name + "' in " + r->file +
+                " (corrupt file)");
+    const auto flat = t.reshape({-1});
+    for (const auto& [begin, end] : loaded.ranges) {
+      require(0 <= begin && begin <= end && end <= flat.numel(), ErrorCode::kMismatch,
+              "checkpoint '" + dir + "': tensor '" + r->name + "': elements [" + std::to_string(begin) + ", " +
+                  std::to_string(end) + ") are needed, it has " + std::to_string(flat.numel()));
+      loaded.parts.push_back(flat.slice(0, begin, end));
+    }
+    out[r->file][r->name] = std::move(loaded);
+  }
   return out;
 }
 
@@ -461,51 +675,88 @@ Meta read_meta(const std::string& path) {
 }
 
 DataPosition load(train::Trainer& trainer, const std::string& path) {
-  const std::string dir = resolve(path);
-  auto native = read_meta_native(dir);
-  const auto expected = trainer.model().config().to_flatbuffer();
-  require(native->model_config == expected, ErrorCode::kMismatch,
-          "checkpoint '" + dir + "' was written for a different model config");
+  // What this trainer needs: whole tensors, or under FSDP only this rank's pieces of the
+  // parameters and of their optimizer state (plus the replicated buffers and scalar state).
+  dist::FullyShardedDataParallel* fsdp = trainer.fsdp();
+  std::map<std::string, dist::FullyShardedDataParallel::Piece> pieces;
+  if (fsdp)
+    for (auto& piece : fsdp->pieces_of_rank(fsdp->group().rank())) pieces[piece.name] = piece;
+  std::set<std::string> param_names;
+  for (auto& p : trainer.model().module().named_parameters()) param_names.insert(p.name);
+  // The parameter an optimizer state "<param>.<key>" belongs to ("" when none).
+  auto param_of = [&](const std::string& state) {
+    const auto dot = state.rfind('.');
+    return dot == std::string::npos ? std::string() : state.substr(0, dot);
+  };
+  const Need need = [&](const std::string& group, const std::string& name, const std::vector<int64_t>& shape) {
+    const Ranges whole{{0, numel_of(shape)}};
+    if (!fsdp) return whole;
+    const std::string param = group == kModelFile ? name : param_of(name);
+    if (group == kModelFile && !param_names.count(name)) return whole;  // a buffer
+    auto it = pieces.find(param);
+    if (it == pieces.end()) return Ranges{};  // another rank's parameter (or unknown state)
+    const auto& piece = it->second;
+    // A scalar state (or a shape that is not the parameter's, refused below): all of it.
+    if (numel_of(shape) != numel_of(piece.shape) || shape.empty()) return whole;
+    return Ranges{{piece.offset, piece.offset + piece.numel}};
+  };
 
-  // Read and verify every tensor before touching the trainer.
-  std::map<std::string, std::map<std::string, at::Tensor>> by_file;
-  if (native->world_size > 0) {
-    by_file = read_sharded(dir, *native);
-  } else {
-    require(native->world_size == 0 && native->shards.empty(), ErrorCode::kParse,
-            "checkpoint '" + dir + "': shards without a world size");
-  std::map<std::string, std::unique_ptr<io::SafetensorsFile>> files;
-  for (const auto& r : native->tensors) {
-    auto& file = files[r->file];
-    require(r->file == kModelFile || r->file == kOptimFile, ErrorCode::kParse,
-            "checkpoint '" + dir + "': unknown tensor file '" + r->file + "'");
-    if (!file) file = std::make_unique<io::SafetensorsFile>(dir + "/" + r->file);
-    const io::SafetensorsEntry* entry = nullptr;
-    for (const auto& e : file->entries())
-      if (e.name == r->name) entry = &e;
-    require(entry != nullptr, ErrorCode::kParse,
-            "checkpoint '" + dir + "': tensor '" + r->name + "' is missing from " + r->file);
-    require(entry->shape == r->shape, ErrorCode::kParse,
-            "checkpoint '" + dir + "': tensor '" + r->name + "' has a different shape than recorded");
-    auto t = file->read(*entry);
-    require(tensor_crc(t) == r->crc32, ErrorCode::kParse,
-            "checkpoint '" + dir + "': checksum mismatch for tensor '" + r->name + "' in " + r->file +
-                " (corrupt file)");
-    by_file[r->file][r->name] = t;
-  }
-  }
-  auto params = trainer.model().module().named_state();
-  for (const auto& p : params) {
-    auto it = by_file[kModelFile].find(p.name);
-    require(it != by_file[kModelFile].end(), ErrorCode::kMismatch,
-            "checkpoint '" + dir + "': parameter '" + p.name + "' is missing");
-    require(it->second.sizes() == p.tensor->sizes(), ErrorCode::kMismatch,
-            "checkpoint '" + dir + "': parameter '" + p.name + "' has the wrong shape");
-  }
-  at::NoGradGuard no_grad;
-  for (auto& p : params) p.tensor->copy_(by_file[kModelFile][p.name]);
+  // Read and verify every needed tensor before touching the trainer. Under FSDP every rank
+  // reads different parts, so the ranks agree first (a collective): a failure on one fails all
+  // (finding the checkpoint included), and none is left training from a half-restored state.
+  std::string dir = path;
+  std::unique_ptr<fb::CheckpointMetaT> native;
+  LoadedTensors loaded;
+  std::map<std::string, at::Tensor> shard;  // FSDP: this rank's parameter pieces
   std::map<std::string, at::Tensor> optim_state;
-  for (auto& [name, t] : by_file[kOptimFile]) optim_state[name] = t;
+  auto params = trainer.model().module().named_state();
+  std::exception_ptr error;
+  try {
+    dir = resolve(path);
+    native = read_meta_native(dir);
+    require(native->model_config == trainer.model().config().to_flatbuffer(), ErrorCode::kMismatch,
+            "checkpoint '" + dir + "' was written for a different model config");
+    require(native->world_size >= 0, ErrorCode::kParse,
+            "checkpoint '" + dir + "': world size " + std::to_string(native->world_size));
+    loaded = native->world_size > 0 ? read_sharded(dir, *native, need) : read_unsharded(dir, *native, need);
+    auto& model = loaded[kModelFile];
+    for (const auto& p : params) {
+      auto it = model.find(p.name);
+      const bool own = !fsdp || !param_names.count(p.name) || pieces.count(p.name);
+      if (!own) continue;
+      require(it != model.end(), ErrorCode::kMismatch,
+              "checkpoint '" + dir + "': parameter '" + p.name + "' is missing");
+      require(it->second.shape == p.tensor->sizes().vec(), ErrorCode::kMismatch,
+              "checkpoint '" + dir + "': parameter '" + p.name + "' has the wrong shape");
+      if (fsdp && param_names.count(p.name)) shard[p.name] = it->second.parts.at(0);
+    }
+    for (auto& [name, t] : loaded[kOptimFile]) {
+      if (fsdp) {
+        auto it = pieces.find(param_of(name));
+        if (it != pieces.end() && !t.shape.empty())
+          require(t.shape == it->second.shape, ErrorCode::kMismatch,
+                  "checkpoint '" + dir + "': optimizer state '" + name + "' has the wrong shape");
+        optim_state[name] = t.shape.empty() || it == pieces.end() ? t.whole() : t.parts.at(0);
+      } else {
+        optim_state[name] = t.whole();
+      }
+    }
+  } catch (...) {
+    if (!fsdp) throw;
+    error = std::current_exception();
+  }
+  if (fsdp) {
+    const bool ok = all_ok(*trainer.process_group(), !error);  // every replica, under HSDP
+    if (error) std::rethrow_exception(error);
+    require(ok, ErrorCode::kIo, "checkpoint '" + dir + "': another rank failed to read it (nothing was loaded)");
+  }
+  auto& model = loaded[kModelFile];
+  at::NoGradGuard no_grad;
+  if (fsdp) fsdp->load_shard(shard);
+  for (auto& p : params) {
+    if (fsdp && param_names.count(p.name)) continue;
+    p.tensor->copy_(model.at(p.name).whole());
+  }
   trainer.optimizer().load_state(optim_state);
   trainer.optimizer().restore_history(native->recent_losses, native->recent_grad_norms);
   trainer.restore_counters(native->step, native->tokens_seen, native->skipped_steps);

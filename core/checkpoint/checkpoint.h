@@ -10,9 +10,20 @@
 // optimizer state alike, into one temporary directory; after every rank finished (agreed by
 // an all-reduce, so a failure on any rank fails all and removes the directory), rank 0 writes
 // meta.olmk (global shapes and dtypes; each shard's file, offset, length and CRC-32, the
-// last computed by the rank that wrote it; world size, counters, data position) and renames the directory into place. load() reads either
-// kind at any world size (with or without a process group), assembling each tensor from the
-// shards that cover it.
+// last computed by the rank that wrote it; world size, counters, data position) and renames
+// the directory into place.
+//
+// Under FSDP a rank holds only its pieces of the parameters (and their optimizer state), so
+// it writes exactly those, each recorded with its offset in the whole parameter's flattened
+// elements and the parameter's global shape: the checkpoint means the same as a DDP one. A
+// piece's scalar state (AdamW's step, identical on every rank holding the parameter) is
+// written once, by the rank holding the parameter's first element; the others' copies are
+// checksummed and a difference fails the save. Buffers are replicated: contiguous slices.
+//
+// load() reads any kind (single process, DDP or FSDP, any world size) into any trainer, with
+// or without a process group, and reads only what the trainer needs: whole tensors, or under
+// FSDP this rank's pieces, so only the shard entries overlapping them are opened, read and
+// checksummed. Every record's shards are checked to tile it either way.
 #pragma once
 #include <string>
 
@@ -65,7 +76,9 @@ Meta read_meta(const std::string& path);
 // for another model config (kMismatch). Returns the data position to resume from.
 // A sharded checkpoint loads at any world size: missing shard files, shards that do not tile
 // a tensor exactly, or shapes, dtypes and checksums that differ from the metadata throw
-// (kIo/kParse naming the file and tensor) before the trainer is touched.
+// (kIo/kParse naming the file and tensor) before the trainer is touched. Under FSDP (the
+// group set first) it is a collective: the ranks agree after reading, so a failure on one
+// rank fails every rank with nothing loaded.
 DataPosition load(train::Trainer& trainer, const std::string& path);
 
 // Resolves a step directory or save folder to a checkpoint directory (kIo when none).

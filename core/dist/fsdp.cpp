@@ -431,4 +431,45 @@ FsdpMemory FullyShardedDataParallel::memory() const {
 void FullyShardedDataParallel::reset_peak() { state_->peak_gathered_bytes = state_->gathered_bytes; }
 double FullyShardedDataParallel::last_wait_seconds() const { return state_->last_wait_seconds; }
 
+std::vector<FullyShardedDataParallel::Piece> FullyShardedDataParallel::pieces_of_rank(int64_t rank) const {
+  require(rank >= 0 && rank < group_->world_size(), ErrorCode::kInvalidArgument,
+          "rank " + std::to_string(rank) + " is outside the process group of " +
+              std::to_string(group_->world_size()));
+  // The same walk as the constructor's and shard_parameters()'s, for any rank.
+  std::vector<Piece> out;
+  for (const auto& u : state_->units) {
+    const int64_t lo = rank * u.shard_numel, hi = lo + u.shard_numel;
+    for (size_t k = 0; k < u.params.size(); ++k) {
+      const int64_t a = std::max(lo, u.offsets[k]), b = std::min(hi, u.offsets[k] + u.params[k].numel());
+      if (a < b)
+        out.push_back({u.names[k], a - u.offsets[k], b - a, u.params[k].sizes().vec(), u.params[k].requires_grad()});
+    }
+  }
+  return out;
+}
+
+void FullyShardedDataParallel::load_shard(const std::map<std::string, at::Tensor>& pieces) {
+  auto& s = *state_;
+  std::lock_guard<std::recursive_mutex> lock(s.mutex);
+  const int64_t rank = group_->rank();
+  // Every piece checked before any is written.
+  std::vector<std::pair<at::Tensor, const at::Tensor*>> copies;
+  for (auto& u : s.units) {
+    const int64_t lo = rank * u.shard_numel, hi = lo + u.shard_numel;
+    for (size_t k = 0; k < u.params.size(); ++k) {
+      const int64_t a = std::max(lo, u.offsets[k]), b = std::min(hi, u.offsets[k] + u.params[k].numel());
+      if (a >= b) continue;
+      auto it = pieces.find(u.names[k]);
+      require(it != pieces.end(), ErrorCode::kMismatch, "FSDP shard: no values for parameter '" + u.names[k] + "'");
+      require(it->second.numel() == b - a, ErrorCode::kMismatch,
+              "FSDP shard: parameter '" + u.names[k] + "': " + std::to_string(it->second.numel()) +
+                  " values for a piece of " + std::to_string(b - a) + " elements");
+      copies.emplace_back(u.shard.narrow(0, a - lo, b - a), &it->second);
+    }
+  }
+  at::NoGradGuard no_grad;
+  for (auto& [dst, src] : copies) dst.copy_(src->reshape({-1}));
+  for (size_t i = 0; i < s.units.size(); ++i) s.free(i);
+}
+
 }  // namespace olm::dist

@@ -87,7 +87,6 @@ FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const 
   FitResult result;
   auto save = [&]() {
     if (spec.save_folder.empty()) return;
-    trainer.require_unsharded("save_folder");
     const auto pos = loader.position();
     // With a process group, a collective: every rank writes its shard (checkpoint.h).
     result.last_checkpoint =

@@ -76,6 +76,8 @@ class FusedAdam : public Optimizer {
     return out;
   }
 
+  std::vector<std::string> state_keys() const override { return {"exp_avg", "exp_avg_sq", "step"}; }
+
   void load_state(const std::map<std::string, at::Tensor>& tensors) override {
     at::NoGradGuard no_grad;
     for (size_t g = 0; g < groups_.size(); ++g)
@@ -153,7 +155,6 @@ class ManualOptimizer : public Optimizer {
  protected:
   virtual void update(const ParamGroup& group, size_t g, size_t i, at::Tensor& p, const at::Tensor& grad,
                       const at::Tensor& factor) = 0;
-  virtual std::vector<std::string> state_keys() const = 0;
 
   at::Tensor& slot(size_t g, size_t i, const std::string& key, const at::Tensor& p) {
     if (state_.size() < groups_.size()) state_.resize(groups_.size());

@@ -37,6 +37,9 @@ class Optimizer {
   // State tensors by "<param name>.<state>" for checkpoints, and their restoration.
   virtual std::vector<std::pair<std::string, at::Tensor>> state() const = 0;
   virtual void load_state(const std::map<std::string, at::Tensor>& tensors) = 0;
+  // The <state> suffixes this optimizer keeps per parameter ("exp_avg", "step", ...), the same
+  // on every rank: a sharded save names what other ranks may hold without asking them.
+  virtual std::vector<std::string> state_keys() const = 0;
 
   // SkipStepAdamW's rolling windows (empty for the others), for checkpoints.
   virtual std::vector<double> recent_losses() const { return {}; }

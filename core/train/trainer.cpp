@@ -117,13 +117,6 @@ void Trainer::gather_parameters() {
   if (fsdp_) fsdp_->gather_all();
 }
 
-void Trainer::require_unsharded(const char* what) const {
-  require(!fsdp_, ErrorCode::kInvalidArgument,
-          std::string(what) + ": not supported with data_parallel.name \"" + config_.spec().data_parallel +
-              "\" (parameters and optimizer state are sharded across ranks; sharded checkpoints are not "
-              "implemented yet)");
-}
-
 int64_t Trainer::comm_bytes() const {
   int64_t bytes = group_ ? group_->stats().bytes : 0;
   for (const auto& g : mesh_groups_) bytes += g->stats().bytes;
@@ -182,8 +175,26 @@ void Trainer::set_process_group(std::shared_ptr<dist::ProcessGroup> group) {
       if (!u.params.empty() || u.name == "root") nonempty.push_back(std::move(u));
     require(nonempty.back().params.size() > 0 && nonempty.size() == n + 1, ErrorCode::kInvalidConfig,
             "data_parallel.name: fsdp needs parameters in every block and outside the blocks");
+    // Optimizer state restored before sharding (a checkpoint loaded into this trainer first)
+    // carries over: each piece keeps its elements of the full state, as a sharded load gives.
+    const auto full_state = optimizer_->state();
+    const auto recent_losses = optimizer_->recent_losses();
+    const auto recent_grad_norms = optimizer_->recent_grad_norms();
     fsdp_ = std::make_unique<dist::FullyShardedDataParallel>(shard_group, std::move(nonempty), options);
     optimizer_ = make_optimizer(config_.spec().optimizer, fsdp_->shard_parameters());
+    if (!full_state.empty()) {
+      std::map<std::string, dist::FullyShardedDataParallel::Piece> pieces;
+      for (auto& piece : fsdp_->pieces_of_rank(fsdp_->group().rank())) pieces[piece.name] = piece;
+      std::map<std::string, at::Tensor> sliced;
+      for (const auto& [name, t] : full_state) {
+        const auto dot = name.rfind('.');
+        auto it = dot == std::string::npos ? pieces.end() : pieces.find(name.substr(0, dot));
+        if (it == pieces.end()) continue;
+        sliced[name] = t.dim() == 0 ? t : t.reshape({-1}).narrow(0, it->second.offset, it->second.numel);
+      }
+      optimizer_->load_state(sliced);
+    }
+    optimizer_->restore_history(recent_losses, recent_grad_norms);
     install_block_runner();
     return;
   }

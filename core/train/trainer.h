@@ -68,17 +68,16 @@ class Trainer {
   void set_process_group(std::shared_ptr<dist::ProcessGroup> group);
   // With the train config's data_parallel.name "fsdp" the parameters, gradients and optimizer
   // state are sharded instead (dist::FullyShardedDataParallel): the optimizer is rebuilt over
-  // this rank's shards (fresh state), and between steps the model's parameters hold no data
-  // until gather_parameters(). Detaching (NULL) gathers them, a collective, and rebuilds the
-  // optimizer over the full parameters (fresh state again).
+  // this rank's shards (keeping each piece's part of any state the optimizer already had, as
+  // after loading a checkpoint), and between steps the model's parameters hold no data until
+  // gather_parameters(). Checkpoints save and load each rank's shards (core/checkpoint).
+  // Detaching (NULL) gathers them, a collective, and rebuilds the optimizer over the full
+  // parameters (fresh state).
   const std::shared_ptr<dist::ProcessGroup>& process_group() const { return group_; }
   dist::FullyShardedDataParallel* fsdp() { return fsdp_.get(); }
   // FSDP: gathers every parameter on every rank and keeps them until the next step (a
   // collective); a no-op otherwise.
   void gather_parameters();
-  // Fails (kInvalidArgument naming `what`) under FSDP, whose parameters and optimizer state
-  // are split across ranks (no sharded checkpoints yet).
-  void require_unsharded(const char* what) const;
   int64_t rank() const;
   int64_t world_size() const;
 

@@ -232,8 +232,9 @@ int cmd_resume(int argc, char** argv) {
   model_options.init_weights = false;
   auto model = std::make_shared<olm::Model>(meta.model_config, device, model_options);
   olm::train::Trainer trainer(model, config);
-  const auto position = olm::checkpoint::load(trainer, dir);
+  // Joined first: under FSDP each rank then reads only its own shards of the checkpoint.
   trainer.set_process_group(group);
+  const auto position = olm::checkpoint::load(trainer, dir);
   std::fprintf(stderr, "olm: resumed %s at step %ld\n", dir.c_str(), trainer.step());
   return run_fit(trainer, position, device);
 }
