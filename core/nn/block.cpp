@@ -64,11 +64,7 @@ Attention& TransformerBlock::attention() {
 }
 
 at::Tensor TransformerBlock::mix(const at::Tensor& x, KVCache* cache, const at::Tensor& doc_positions) const {
-  if (gated_delta_net_) {
-    require(cache == nullptr, ErrorCode::kInvalidArgument,
-            "use_kv_cache: GatedDeltaNet blocks have no KV cache (generate without it)");
-    return gated_delta_net_->forward(x, doc_positions);
-  }
+  if (gated_delta_net_) return gated_delta_net_->forward(x, doc_positions, cache);
   return attention_->forward(x, cache, doc_positions);
 }
 
@@ -130,7 +126,7 @@ at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache, const 
   }
   if (spec_.name == "parallel") {
     // Both sublayers read the block input: x + attention(norm(x)) + feed_forward(norm'(x)).
-    auto h = residual(x, attention_->forward(attention_norm_->forward(x), cache, doc_positions), a);
+    auto h = residual(x, mix(attention_norm_->forward(x), cache, doc_positions), a);
     return residual(h, feed_forward_->forward(feed_forward_norm_->forward(x)), f);
   }
   if (spec_.name == "default_scaled") {
