@@ -654,8 +654,6 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
   spec.lm_head.bias = in.lm_head->bias.has_value() ? *in.lm_head->bias : !spec.lm_head.normalized;
   spec.lm_head.loss_implementation = or_default(in.lm_head->loss_implementation, "default");
   require_one_of(spec.lm_head.loss_implementation, {"default", "fused_linear"}, "lm_head.loss_implementation");
-  require(!spec.lm_head.normalized || spec.lm_head.loss_implementation == "default", ErrorCode::kInvalidConfig,
-          "lm_head.loss_implementation: the normalized head supports only 'default'");
 
   const std::string dtype = or_default(in.dtype, "float32");
   require_one_of(dtype, {"float32", "bfloat16"}, "dtype");
