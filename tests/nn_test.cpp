@@ -354,14 +354,20 @@ TEST(Transformer, ForwardMatchesFloat64ReRun) {
 
 // An OLM-style model from JSON: LayerNorm -> attention -> residual -> LayerNorm -> SwiGLU ->
 // residual, hidden size by ff_multiplier, LayerNorm -> Linear head without bias, tied
-// embeddings; and OLM's Parallel merge as the "parallel" block (x + attn(ln x) + ffn(ln' x)).
+// embeddings; and OLM's Parallel merge as the "parallel" block (x + attn(ln x) + ffn(ln' x)),
+// or with parallel_merge "mean" x + (attn(ln x) + ffn(ln' x)) / 2.
 TEST(Transformer, OlmStyleAndParallelBlocksMatchFloat64) {
-  for (const std::string block : {"default", "parallel"}) {
+  for (const std::string variant : {"default", "parallel", "parallel_mean"}) {
+    const std::string block = variant == "default" ? "default" : "parallel";
+    const std::string merge = variant == "parallel_mean" ? R"(, "parallel_merge": "mean")" : "";
     auto config = olm::Config::from_json(R"({"d_model": 16, "vocab_size": 40, "n_layers": 2, "tie_word_embeddings": true,
-        "block": {"name": ")" + block + R"(", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 10000}},
+        "block": {"name": ")" + block + R"(")" + merge + R"(, "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 10000}},
           "feed_forward": {"ff_multiplier": 2.5, "bias": false}, "layer_norm": {"name": "default"}},
         "lm_head": {"layer_norm": {"name": "default"}, "bias": false}})");
     EXPECT_EQ(config.spec().blocks[0].feed_forward.hidden_size, 40);  // int(2.5 * 16)
+    EXPECT_EQ(config.spec().blocks[0].parallel_merge, variant == "parallel_mean" ? "mean" : "sum");
+    EXPECT_EQ(olm::Config::from_json(config.to_json()).to_json(), config.to_json());
+    EXPECT_EQ(config.to_json().find("parallel_merge") != std::string::npos, variant == "parallel_mean");
     olm::nn::Transformer model(config.spec());
     olm::nn::init_weights(model);
     randomize(model, 41);
@@ -385,15 +391,25 @@ TEST(Transformer, OlmStyleAndParallelBlocksMatchFloat64) {
       const auto& spec = config.spec().blocks[static_cast<size_t>(i)];
       auto att = ref_attention(blk.attention(), spec.attention, ln(h, pre + "attention_norm").to(at::kFloat));
       if (block == "parallel") {
-        h = h + att + ref_ffn(*blk.feed_forward(), "silu", ln(h, pre + "feed_forward_norm").to(at::kFloat));
+        const double scale = variant == "parallel_mean" ? 0.5 : 1.0;
+        h = h + scale * (att + ref_ffn(*blk.feed_forward(), "silu", ln(h, pre + "feed_forward_norm").to(at::kFloat)));
       } else {
         h = h + att;
         h = h + ref_ffn(*blk.feed_forward(), "silu", ln(h, pre + "feed_forward_norm").to(at::kFloat));
       }
     }
     auto ref = at::matmul(ln(h, "lm_head.norm"), model.embeddings().to(at::kDouble).t());
-    EXPECT_LT(max_diff(logits, ref), 1e-4) << block;
+    EXPECT_LT(max_diff(logits, ref), 1e-4) << variant;
   }
+  const std::string tail = R"(, "attention": {"n_heads": 4}, "feed_forward": {"hidden_size": 8}, "layer_norm": {}}})";
+  olm::testing::expect_error([&] {
+    olm::Config::from_json(R"({"d_model": 16, "vocab_size": 40, "n_layers": 1, "lm_head": {},
+      "block": {"name": "parallel", "parallel_merge": "max")" + tail);
+  }, olm::ErrorCode::kInvalidConfig, "block.parallel_merge: unknown value 'max'");
+  olm::testing::expect_error([&] {
+    olm::Config::from_json(R"({"d_model": 16, "vocab_size": 40, "n_layers": 1, "lm_head": {},
+      "block": {"parallel_merge": "mean")" + tail);
+  }, olm::ErrorCode::kInvalidConfig, "block.parallel_merge: only allowed with block.name \"parallel\" (got 'default')");
   olm::testing::expect_error([] {
     olm::Config::from_json(R"({"d_model": 16, "vocab_size": 40, "n_layers": 1, "lm_head": {},
       "block": {"attention": {"n_heads": 4}, "feed_forward": {"hidden_size": 8, "ff_multiplier": 2.0}, "layer_norm": {}}})");

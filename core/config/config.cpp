@@ -356,6 +356,10 @@ BlockSpec resolve_block(const fb::TransformerBlockConfigT& block, int64_t d_mode
   require(std::isfinite(b.attention_residual_alpha) && std::isfinite(b.feed_forward_residual_alpha),
           ErrorCode::kInvalidConfig,
           field + ".attention_residual_alpha and " + field + ".feed_forward_residual_alpha must be finite");
+  require(block.parallel_merge.empty() || b.name == "parallel", ErrorCode::kInvalidConfig,
+          field + ".parallel_merge: only allowed with " + field + ".name \"parallel\" (got '" + b.name + "')");
+  b.parallel_merge = or_default(block.parallel_merge, "sum");
+  require_one_of(b.parallel_merge, {"sum", "mean"}, field + ".parallel_merge");
   return b;
 }
 

@@ -125,9 +125,11 @@ at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache, const 
     return residual(h, post_feed_forward_norm_->forward(feed_forward_->forward(feed_forward_norm_->forward(h))), f);
   }
   if (spec_.name == "parallel") {
-    // Both sublayers read the block input: x + attention(norm(x)) + feed_forward(norm'(x)).
-    auto h = residual(x, mix(attention_norm_->forward(x), cache, doc_positions), a);
-    return residual(h, feed_forward_->forward(feed_forward_norm_->forward(x)), f);
+    // Both sublayers read the block input: x + attention(norm(x)) + feed_forward(norm'(x)),
+    // or half that sum for the "mean" merge.
+    const double merge = spec_.parallel_merge == "mean" ? 0.5 : 1.0;
+    auto h = residual(x, mix(attention_norm_->forward(x), cache, doc_positions), a * merge);
+    return residual(h, feed_forward_->forward(feed_forward_norm_->forward(x)), f * merge);
   }
   if (spec_.name == "default_scaled") {
     const auto scale = ln_scale_->to(x.scalar_type());
