@@ -67,15 +67,20 @@ std::vector<int64_t> generate(Model& model, const at::Tensor& prompt_in, const G
   std::vector<nn::KVCache> caches;
   at::Tensor logits;
   if (options.use_kv_cache) {
-    for (size_t i = 0; i < spec.blocks.size(); ++i)
-      require(!spec.blocks[i].gated_delta_net, ErrorCode::kInvalidArgument,
-              "use_kv_cache: not supported with GatedDeltaNet blocks (block " + std::to_string(i) +
-                  " has no KV cache; its recurrent state is not cached yet): set use_kv_cache false");
     // Refuse a cache that could never fit rather than let the system run out of memory.
+    // GatedDeltaNet blocks keep a fixed-size state instead of keys and values per position.
     long double cache_bytes = 0;
-    for (const auto& block : spec.blocks)
+    const long double element = c10::elementSize(module.embeddings().scalar_type());
+    for (const auto& block : spec.blocks) {
+      if (const auto& g = block.gated_delta_net) {
+        const long double state_element = element == 8 ? 8 : 4;  // float32 state but for float64 models
+        cache_bytes += state_element * g->n_v_heads * g->head_dim * g->head_v_dim +
+                       element * (g->conv_size - 1) * (2 * g->key_dim() + g->value_dim());
+        continue;
+      }
       cache_bytes += 2.0L * static_cast<long double>(ids.size(1) + options.max_new_tokens) *
-                     block.attention.n_kv_heads * block.attention.head_dim * c10::elementSize(module.embeddings().scalar_type());
+                     block.attention.n_kv_heads * block.attention.head_dim * element;
+    }
     const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
     const long double memory = pages > 0 && page > 0 ? static_cast<long double>(pages) * page : 0;
     require(memory == 0 || cache_bytes < memory, ErrorCode::kOutOfMemory,

@@ -583,4 +583,40 @@ TEST(CapiGenerate, StreamsStopsAndValidates) {
   olm_config_free(cfg);
 }
 
+// A model mixing GatedDeltaNet and attention layers generates through the C API with the
+// cache (the GatedDeltaNet layers' recurrent state) by default, and greedily gives the tokens
+// of full recomputation.
+TEST(CapiGenerate, GatedDeltaNetModelUsesTheCache) {
+  const std::string block_tail = R"(, "feed_forward": {"hidden_size": 64, "bias": false},
+      "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}})";
+  const std::string json = R"({"d_model": 32, "vocab_size": 64, "n_layers": 3,
+    "named_blocks": [{"name": "gdn", "block": {"attention": {"name": "gated_delta_net", "n_heads": 2, "n_v_heads": 4}
+      )" + block_tail + R"(}, {"name": "attn", "block": {"attention": {"n_heads": 4, "bias": false, "rope": {"theta": 10000}}
+      )" + block_tail + R"(}],
+    "block_pattern": ["gdn", "attn", "gdn"], "lm_head": {"bias": false}, "init_seed": 5})";
+  olm_config* cfg = nullptr;
+  ASSERT_OK(olm_config_from_json(json.c_str(), json.size(), &cfg));
+  olm_model* model = nullptr;
+  ASSERT_OK(olm_model_create(cfg, "cpu", nullptr, &model));
+  auto* prompt = ids_tensor({7, 8, 9, 10}, 1, 4);
+  olm_generate_options g;
+  olm_generate_options_init(&g);
+  ASSERT_EQ(g.use_kv_cache, 1);
+  g.max_new_tokens = 10;
+  g.temperature = 0;
+  std::vector<int64_t> with_cache(10), without_cache(10);
+  olm_tensor* out = nullptr;
+  ASSERT_OK(olm_model_generate(model, prompt, &g, &out));
+  ASSERT_OK(olm_tensor_copy_to_host(out, with_cache.data(), with_cache.size() * 8));
+  olm_tensor_free(out);
+  g.use_kv_cache = 0;
+  ASSERT_OK(olm_model_generate(model, prompt, &g, &out));
+  ASSERT_OK(olm_tensor_copy_to_host(out, without_cache.data(), without_cache.size() * 8));
+  olm_tensor_free(out);
+  EXPECT_EQ(with_cache, without_cache);
+  olm_tensor_free(prompt);
+  olm_model_free(model);
+  olm_config_free(cfg);
+}
+
 }  // namespace

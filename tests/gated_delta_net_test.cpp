@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <set>
 
 #include "core/error.h"
 #include "core/generate.h"
@@ -371,15 +372,158 @@ TEST(GatedDeltaNetTraining, StepsUpdateEveryParameter) {
     EXPECT_GT(max_diff(*p.tensor, before[p.name]), 0.0) << p.name << " did not move";
 }
 
-TEST(GatedDeltaNetGenerate, KVCacheIsRefusedAndFullRecomputeWorks) {
-  olm::Model model(olm::Config::from_json(gdn_config(kMixer)), "cpu", olm::ModelOptions{});
-  const auto prompt = at::tensor(std::vector<int64_t>{1, 2, 3}, at::kLong);
-  olm::GenerateOptions opts;
-  opts.max_new_tokens = 4;
-  opts.temperature = 0;
-  expect_error([&] { olm::generate(model, prompt, opts); }, olm::ErrorCode::kInvalidArgument, "use_kv_cache");
-  opts.use_kv_cache = false;
-  EXPECT_EQ(olm::generate(model, prompt, opts).size(), 4u);
+// The cache carries a GatedDeltaNet layer across calls: a sequence fed as a prompt (the
+// chunked form from the cached state) and then token by token (the recurrence), or in
+// pieces of 3, gives the outputs of one forward. float64, so any slip in the state or the
+// convolution inputs shows far above rounding (1e-12); 70 tokens cross a 64-token chunk.
+TEST(GatedDeltaNetCache, PiecesEqualOneForward) {
+  for (const auto& c : cases()) {
+    olm::nn::GatedDeltaNet m(12, c.s, at::TensorOptions().dtype(at::kDouble));
+    randomize(m, 40);
+    at::NoGradGuard g;
+    const auto x = randn({2, 70, 12}, 41);
+    const auto full = m.forward(x);
+    for (const auto& pieces : std::vector<std::vector<int64_t>>{{5, 1, 1, 1, 62}, {67, 1, 1, 1}, {3}}) {
+      auto cache = m.make_cache(2, at::kDouble, at::kCPU);
+      std::vector<at::Tensor> outs;
+      for (int64_t start = 0, i = 0; start < 70; ++i) {
+        const int64_t len = std::min<int64_t>(pieces[std::min<size_t>(i, pieces.size() - 1)], 70 - start);
+        outs.push_back(m.forward(x.narrow(1, start, len), at::Tensor(), &cache));
+        start += len;
+      }
+      EXPECT_EQ(cache.length, 70);
+      const double d = max_diff(at::cat(outs, 1), full);
+      EXPECT_LT(d, 1e-12) << c.name << " first piece " << pieces[0];
+    }
+  }
+  // A cache cannot be combined with document masking (positions restart inside the input).
+  olm::nn::GatedDeltaNet m(12, cases()[0].s, at::TensorOptions().dtype(at::kDouble));
+  auto cache = m.make_cache(1, at::kDouble, at::kCPU);
+  expect_error([&] { m.forward(randn({1, 3, 12}, 1), at::zeros({1, 3}, at::kLong), &cache); },
+               olm::ErrorCode::kInvalidArgument, "document masking");
+}
+
+// A final state handed back by either form, passed in as the next call's initial state,
+// continues the sequence exactly (fla's initial_state / output_final_state).
+TEST(GatedDeltaRule, StateHandOffContinuesTheSequence) {
+  const int64_t B = 2, T = 11, H = 3, K = 5, V = 4;
+  auto unit = [](const at::Tensor& t) { return t / t.norm(2, -1, true); };
+  const auto q = unit(randn({B, T, H, K}, 31)) * 0.5, k = unit(randn({B, T, H, K}, 32));
+  const auto v = randn({B, T, H, V}, 33);
+  const auto g = -at::softplus(randn({B, T, H}, 34)) * 0.7;
+  const auto beta = at::sigmoid(randn({B, T, H}, 35)) * 2;
+  at::Tensor final_state;
+  const auto whole = olm::nn::gated_delta_rule_recurrent(q, k, v, g, beta, at::Tensor(), &final_state);
+  for (const int64_t split : {1, 4, 10}) {
+    auto first = [&](const at::Tensor& t) { return t.narrow(1, 0, split); };
+    auto rest = [&](const at::Tensor& t) { return t.narrow(1, split, T - split); };
+    at::Tensor S;
+    const auto a = olm::nn::gated_delta_rule_chunked(first(q), first(k), first(v), first(g), first(beta), at::Tensor(), 4, &S);
+    const auto b = olm::nn::gated_delta_rule_recurrent(rest(q), rest(k), rest(v), rest(g), rest(beta), at::Tensor(), &S);
+    EXPECT_LT(max_diff(at::cat({a, b}, 1), whole), 1e-12) << "split " << split;
+    EXPECT_LT(max_diff(S, final_state), 1e-12) << "split " << split;
+    at::Tensor S2;
+    (void)olm::nn::gated_delta_rule_recurrent(first(q), first(k), first(v), first(g), first(beta), at::Tensor(), &S2);
+    const auto c = olm::nn::gated_delta_rule_chunked(rest(q), rest(k), rest(v), rest(g), rest(beta), at::Tensor(), 4, &S2);
+    EXPECT_LT(max_diff(c, whole.narrow(1, split, T - split)), 1e-12) << "split " << split;
+    EXPECT_LT(max_diff(S2, final_state), 1e-12) << "split " << split;
+  }
+  // A document start at the first token drops the state handed in.
+  at::Tensor S = at::ones({B, H, K, V}, at::kDouble);
+  auto reset = at::zeros({B, T}, at::kBool);
+  reset.select(1, 0).fill_(true);
+  EXPECT_LT(max_diff(olm::nn::gated_delta_rule_chunked(q, k, v, g, beta, reset, 4, &S), whole), 1e-12);
+}
+
+namespace {
+
+std::string mixer(bool allow_neg_eigval) {
+  return R"({"name": "gated_delta_net", "n_heads": 2, "n_v_heads": 4, "head_dim": 4, "expand_v": 1.5, "allow_neg_eigval": )" +
+         std::string(allow_neg_eigval ? "true" : "false") + R"(, "conv_size": 3, "conv_bias": true, "norm_eps": 1e-6})";
+}
+
+// Attention and GatedDeltaNet layers in one model, the second GatedDeltaNet in a parallel block.
+std::string hybrid_config(bool allow_neg_eigval) {
+  const std::string rest = R"(, "feed_forward": {"hidden_size": 32, "bias": false},
+      "layer_norm": {"name": "rms", "bias": false}})";
+  return R"({"d_model": 16, "vocab_size": 40, "n_layers": 4,
+    "named_blocks": [{"name": "gdn", "block": {"attention": )" + mixer(allow_neg_eigval) + rest + R"(},
+      {"name": "gdn_parallel", "block": {"name": "parallel", "attention": )" + mixer(allow_neg_eigval) + rest + R"(},
+      {"name": "attn", "block": {"attention": {"n_heads": 2, "bias": false, "rope": {"theta": 10000}})" + rest + R"(}],
+    "block_pattern": ["gdn", "attn", "gdn_parallel", "attn"],
+    "lm_head": {"bias": false}})";
+}
+
+// The model's GatedDeltaNet layers with random parameters in OLMo-core's ranges (the init's
+// are small enough that the state would barely matter).
+std::unique_ptr<olm::Model> decoding_model(const std::string& json) {
+  auto model = std::make_unique<olm::Model>(olm::Config::from_json(json), "cpu", olm::ModelOptions{});
+  uint64_t seed = 60;
+  for (auto& block : model->module().blocks())
+    if (auto* gdn = block->gated_delta_net()) randomize(*gdn, seed += 100);
+  return model;
+}
+
+struct DecodingCase {
+  std::string name, json;
+};
+
+std::vector<DecodingCase> decoding_cases() {
+  return {{"gdn", gdn_config(mixer(false))},
+          {"gdn_neg_eigval", gdn_config(mixer(true))},
+          {"hybrid", hybrid_config(false)},
+          {"hybrid_neg_eigval", hybrid_config(true)}};
+}
+
+}  // namespace
+
+// Generation's path: a prompt through the caches in one call, then one token per call (or
+// pieces of 3 from the start), gives the full forward's logits at every position. float32 logits of
+// magnitude ~1; the two sides differ only in summation order (chunked vs token-by-token state
+// updates over 70 tokens, SDPA over cached keys), a few ulps per step, so 1e-5 absolute is
+// generous (GatedDeltaNetCache.PiecesEqualOneForward shows the float64 layer exact to 1e-12).
+TEST(GatedDeltaNetGenerate, CachedDecodingEqualsFullForward) {
+  for (const auto& c : decoding_cases()) {
+    auto model = decoding_model(c.json);
+    auto& module = model->module();
+    c10::InferenceMode guard;
+    const auto ids = at::randint(40, {2, 70}, at::detail::createCPUGenerator(9), at::kLong);
+    const auto full = module.forward(ids);
+    // Prompt 62: its single-token steps cross the 64-token chunk edge; single steps right
+    // after short prompts are GatedDeltaNetCache.PiecesEqualOneForward's and the greedy test's.
+    for (const int64_t prompt : {int64_t{62}, int64_t{0}}) {
+      auto caches = module.make_kv_caches(2, 70);
+      std::vector<at::Tensor> pieces;
+      // prompt 0: every call takes 3 tokens.
+      if (prompt > 0) pieces.push_back(module.forward(ids.narrow(1, 0, prompt), 0, &caches));
+      for (int64_t t = prompt; t < 70;) {
+        const int64_t len = prompt > 0 ? 1 : std::min<int64_t>(3, 70 - t);
+        pieces.push_back(module.forward(ids.narrow(1, t, len), 0, &caches));
+        t += len;
+      }
+      const double d = max_diff(at::cat(pieces, 1), full);
+      std::printf("[gdn] %s prompt %lld: max |cached - full| float32 logits = %.3g (max |logit| %.3g)\n",
+                  c.name.c_str(), static_cast<long long>(prompt), d, full.abs().max().item<double>());
+      EXPECT_LT(d, 1e-5) << c.name << " prompt " << prompt;
+    }
+  }
+}
+
+TEST(GatedDeltaNetGenerate, GreedyWithAndWithoutCacheAgree) {
+  for (const auto& c : decoding_cases()) {
+    auto model = decoding_model(c.json);
+    const auto prompt = at::tensor(std::vector<int64_t>{1, 2, 3, 4, 5}, at::kLong);
+    olm::GenerateOptions opts;
+    opts.max_new_tokens = 24;
+    opts.temperature = 0;
+    const auto cached = olm::generate(*model, prompt, opts);
+    opts.use_kv_cache = false;
+    const auto uncached = olm::generate(*model, prompt, opts);
+    EXPECT_EQ(cached, uncached) << c.name;
+    EXPECT_EQ(cached.size(), 24u);
+    // Not a degenerate model that repeats one token.
+    EXPECT_GT(std::set<int64_t>(cached.begin(), cached.end()).size(), 2u) << c.name;
+  }
 }
 
 // The init follows GatedDeltaNet.init_weights' ranges.

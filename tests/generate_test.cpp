@@ -1,4 +1,4 @@
-// KV-cache decoding and sampling (core/generate.h, the cache in core/nn/attention.h).
+// KV-cache decoding and sampling (core/generate.h, the cache in core/nn/kv_cache.h).
 #include <gtest/gtest.h>
 
 #include <ATen/CPUGeneratorImpl.h>

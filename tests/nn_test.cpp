@@ -354,14 +354,20 @@ TEST(Transformer, ForwardMatchesFloat64ReRun) {
 
 // An OLM-style model from JSON: LayerNorm -> attention -> residual -> LayerNorm -> SwiGLU ->
 // residual, hidden size by ff_multiplier, LayerNorm -> Linear head without bias, tied
-// embeddings; and OLM's Parallel merge as the "parallel" block (x + attn(ln x) + ffn(ln' x)).
+// embeddings; and OLM's Parallel merge as the "parallel" block (x + attn(ln x) + ffn(ln' x)),
+// or with parallel_merge "mean" x + (attn(ln x) + ffn(ln' x)) / 2.
 TEST(Transformer, OlmStyleAndParallelBlocksMatchFloat64) {
-  for (const std::string block : {"default", "parallel"}) {
+  for (const std::string variant : {"default", "parallel", "parallel_mean"}) {
+    const std::string block = variant == "default" ? "default" : "parallel";
+    const std::string merge = variant == "parallel_mean" ? R"(, "parallel_merge": "mean")" : "";
     auto config = olm::Config::from_json(R"({"d_model": 16, "vocab_size": 40, "n_layers": 2, "tie_word_embeddings": true,
-        "block": {"name": ")" + block + R"(", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 10000}},
+        "block": {"name": ")" + block + R"(")" + merge + R"(, "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 10000}},
           "feed_forward": {"ff_multiplier": 2.5, "bias": false}, "layer_norm": {"name": "default"}},
         "lm_head": {"layer_norm": {"name": "default"}, "bias": false}})");
     EXPECT_EQ(config.spec().blocks[0].feed_forward.hidden_size, 40);  // int(2.5 * 16)
+    EXPECT_EQ(config.spec().blocks[0].parallel_merge, variant == "parallel_mean" ? "mean" : "sum");
+    EXPECT_EQ(olm::Config::from_json(config.to_json()).to_json(), config.to_json());
+    EXPECT_EQ(config.to_json().find("parallel_merge") != std::string::npos, variant == "parallel_mean");
     olm::nn::Transformer model(config.spec());
     olm::nn::init_weights(model);
     randomize(model, 41);
@@ -385,15 +391,25 @@ TEST(Transformer, OlmStyleAndParallelBlocksMatchFloat64) {
       const auto& spec = config.spec().blocks[static_cast<size_t>(i)];
       auto att = ref_attention(blk.attention(), spec.attention, ln(h, pre + "attention_norm").to(at::kFloat));
       if (block == "parallel") {
-        h = h + att + ref_ffn(*blk.feed_forward(), "silu", ln(h, pre + "feed_forward_norm").to(at::kFloat));
+        const double scale = variant == "parallel_mean" ? 0.5 : 1.0;
+        h = h + scale * (att + ref_ffn(*blk.feed_forward(), "silu", ln(h, pre + "feed_forward_norm").to(at::kFloat)));
       } else {
         h = h + att;
         h = h + ref_ffn(*blk.feed_forward(), "silu", ln(h, pre + "feed_forward_norm").to(at::kFloat));
       }
     }
     auto ref = at::matmul(ln(h, "lm_head.norm"), model.embeddings().to(at::kDouble).t());
-    EXPECT_LT(max_diff(logits, ref), 1e-4) << block;
+    EXPECT_LT(max_diff(logits, ref), 1e-4) << variant;
   }
+  const std::string tail = R"(, "attention": {"n_heads": 4}, "feed_forward": {"hidden_size": 8}, "layer_norm": {}}})";
+  olm::testing::expect_error([&] {
+    olm::Config::from_json(R"({"d_model": 16, "vocab_size": 40, "n_layers": 1, "lm_head": {},
+      "block": {"name": "parallel", "parallel_merge": "max")" + tail);
+  }, olm::ErrorCode::kInvalidConfig, "block.parallel_merge: unknown value 'max'");
+  olm::testing::expect_error([&] {
+    olm::Config::from_json(R"({"d_model": 16, "vocab_size": 40, "n_layers": 1, "lm_head": {},
+      "block": {"parallel_merge": "mean")" + tail);
+  }, olm::ErrorCode::kInvalidConfig, "block.parallel_merge: only allowed with block.name \"parallel\" (got 'default')");
   olm::testing::expect_error([] {
     olm::Config::from_json(R"({"d_model": 16, "vocab_size": 40, "n_layers": 1, "lm_head": {},
       "block": {"attention": {"n_heads": 4}, "feed_forward": {"hidden_size": 8, "ff_multiplier": 2.0}, "layer_norm": {}}})");
@@ -526,6 +542,122 @@ TEST(Loss, FusedLinearEqualsFloat64InValueAndGradients) {
   }
   EXPECT_TRUE(at::allclose(grads[0], grads[2], 1e-5, 1e-7));
   EXPECT_TRUE(at::allclose(grads[1], grads[3], 1e-5, 1e-7));
+}
+
+// The normalized (nGPT) head under the fused loss: logits (sz * sqrt(d)) * (x w^T), each
+// chunk scaled in the forward and in the recomputing backward, against the same head in
+// float64 and against the default loss, in value and in the gradients of the hidden states,
+// w_out and sz.
+TEST(Loss, FusedLinearWithNormalizedHeadEqualsFloat64) {
+  const int64_t d = 16, V = 120000, B = 2, T = 50;
+  ASSERT_LT(olm::nn::fused_linear_chunk_rows(V), B * T);  // two chunks, the last partial
+  olm::LMHeadSpec spec;
+  spec.normalized = true;
+  spec.bias = false;
+  spec.loss_implementation = "fused_linear";
+  const auto options = at::TensorOptions().dtype(at::kFloat);
+  olm::nn::LMHead head(d, V, spec, options);
+  auto params = head.named_parameters();  // sz, w_out.weight
+  ASSERT_EQ(params.size(), 2u);
+  if (params[0].name == "sz") std::swap(params[0], params[1]);
+  ASSERT_EQ(params[0].name, "w_out.weight");
+  ASSERT_EQ(params[1].name, "sz");
+  // Unit rows as nGPT keeps them; sz spread around its init 1/sqrt(d) so every entry's scale
+  // (and its gradient) differs.
+  *params[0].tensor = olm::nn::l2_normalize(randn({V, d}, 31), -1).set_requires_grad(true);
+  *params[1].tensor = ((1 + 0.5 * randn({V}, 32)) / std::sqrt(static_cast<double>(d))).set_requires_grad(true);
+  auto h = olm::nn::l2_normalize(randn({B, T, d}, 33), -1).set_requires_grad(true);
+  auto labels = at::randint(V, {B, T}, gen(34), at::TensorOptions().dtype(at::kLong));
+  labels.index_put_({0, at::indexing::Slice(0, 5)}, -100);
+
+  auto w64 = params[0].tensor->detach().to(at::kDouble).set_requires_grad(true);
+  auto sz64 = params[1].tensor->detach().to(at::kDouble).set_requires_grad(true);
+  auto h64 = h.detach().to(at::kDouble).set_requires_grad(true);
+  auto logits64 = (sz64 * std::sqrt(static_cast<double>(d)) * at::linear(h64, w64)).view({-1, V});
+  auto flat = labels.view({-1});
+  auto mask = flat.ne(-100);
+  auto lse64 = logits64.logsumexp(-1);
+  auto ce64 = ((lse64 - logits64.gather(1, flat.clamp_min(0).unsqueeze(1)).squeeze(1)) * mask).sum() / mask.sum();
+  auto z64 = 1e-4 * (lse64.pow(2) * mask).sum() / mask.sum();
+  (ce64 + z64).backward();
+
+  olm::nn::LossOptions lo;
+  lo.z_loss_multiplier = 1e-4;
+  auto out = head.loss(h, labels, lo);
+  out.loss.backward();
+  auto max_rel = [](const at::Tensor& got, const at::Tensor& want) {
+    return ((got.to(at::kDouble) - want.to(at::kDouble)).abs().max() / want.to(at::kDouble).abs().max()).item<double>();
+  };
+  const double ce_rel = std::abs(out.ce_loss.item<double>() - ce64.item<double>()) / ce64.item<double>();
+  const double z_rel = std::abs(out.z_loss->item<double>() - z64.item<double>()) / z64.item<double>();
+  const double gh = max_rel(h.grad(), h64.grad()), gw = max_rel(params[0].tensor->grad(), w64.grad()),
+               gs = max_rel(params[1].tensor->grad(), sz64.grad());
+  std::printf("[fused nGPT] relative to float64: ce %.3g, z %.3g, grad h %.3g, grad w_out %.3g, grad sz %.3g\n",
+              ce_rel, z_rel, gh, gw, gs);
+  // As the plain fused test: float32 logsumexps over 120000 terms, 1e-5 relative is ample.
+  EXPECT_LT(ce_rel, 1e-5);
+  EXPECT_LT(z_rel, 1e-5);
+  EXPECT_LT(gh, 1e-5);
+  EXPECT_LT(gw, 1e-5);
+  EXPECT_LT(gs, 1e-5);
+
+  // The default loss on the same parameters: the same loss and gradients, and with
+  // return_logits the same (scaled) logits.
+  olm::LMHeadSpec plain_spec = spec;
+  plain_spec.loss_implementation = "default";
+  olm::nn::LMHead plain(d, V, plain_spec, options);
+  auto plain_params = plain.named_parameters();
+  if (plain_params[0].name == "sz") std::swap(plain_params[0], plain_params[1]);
+  for (size_t i = 0; i < params.size(); ++i)
+    *plain_params[i].tensor = params[i].tensor->detach().clone().set_requires_grad(true);
+  auto h2 = h.detach().clone().set_requires_grad(true);
+  auto ref = plain.loss(h2, labels, lo);
+  ref.loss.backward();
+  EXPECT_LT(max_rel(out.loss.detach(), ref.loss.detach()), 1e-5);
+  EXPECT_LT(max_rel(h.grad(), h2.grad()), 1e-5);
+  for (size_t i = 0; i < params.size(); ++i)
+    EXPECT_LT(max_rel(params[i].tensor->grad(), plain_params[i].tensor->grad()), 1e-5) << params[i].name;
+  lo.return_logits = true;
+  lo.reduction = olm::nn::LossReduction::kNone;
+  at::NoGradGuard no_grad;
+  auto fused_none = head.loss(h, labels, lo);
+  auto plain_none = plain.loss(h, labels, lo);
+  EXPECT_TRUE(at::equal(fused_none.logits.value(), plain_none.logits.value()));
+  EXPECT_TRUE(at::allclose(fused_none.loss, plain_none.loss, 1e-5, 1e-5));
+}
+
+// A whole nGPT config takes loss_implementation "fused_linear" (once refused) and gives the
+// default loss and every parameter's gradient, from the same seeded init.
+TEST(Loss, FusedLinearNormalizedTransformerEqualsDefault) {
+  auto config = [](const std::string& loss) {
+    return olm::Config::from_json(R"({"name": "normalized", "d_model": 32, "vocab_size": 64, "n_layers": 2,
+      "init_method": "normalized", "block": {"name": "normalized", "attention": {"name": "normalized", "n_heads": 4,
+      "qk_norm": {"name": "l2_norm"}, "rope": {"theta": 500000}}, "feed_forward": {"name": "normalized", "hidden_size": 96}},
+      "lm_head": {"name": "normalized", "loss_implementation": ")" + loss + R"("}})");
+  };
+  olm::Model fused(config("fused_linear"), "cpu", {}), plain(config("default"), "cpu", {});
+  const auto ids = at::randint(64, {2, 12}, gen(41), at::TensorOptions().dtype(at::kLong));
+  const auto labels = at::randint(64, {2, 12}, gen(42), at::TensorOptions().dtype(at::kLong));
+  olm::nn::LossOptions lo;
+  lo.z_loss_multiplier = 1e-4;
+  // The module's loss: Model::loss is for evaluation and runs without autograd.
+  const auto a = fused.module().loss(ids, labels, lo), b = plain.module().loss(ids, labels, lo);
+  a.loss.backward();
+  b.loss.backward();
+  EXPECT_NEAR(a.loss.item<double>(), b.loss.item<double>(), 1e-5 * b.loss.item<double>());
+  auto fp = fused.module().named_parameters(), pp = plain.module().named_parameters();
+  ASSERT_EQ(fp.size(), pp.size());
+  double worst = 0;
+  for (size_t i = 0; i < fp.size(); ++i) {
+    ASSERT_EQ(fp[i].name, pp[i].name);
+    ASSERT_TRUE(fp[i].tensor->grad().defined()) << fp[i].name;
+    const auto want = pp[i].tensor->grad().to(at::kDouble);
+    const double rel = ((fp[i].tensor->grad().to(at::kDouble) - want).abs().max() / want.abs().max()).item<double>();
+    worst = std::max(worst, rel);
+    EXPECT_LT(rel, 1e-5) << fp[i].name;
+  }
+  std::printf("[fused nGPT] model: loss %.6f vs %.6f, worst relative gradient difference %.3g\n",
+              a.loss.item<double>(), b.loss.item<double>(), worst);
 }
 
 TEST(Init, TruncatedNormalAndSeeds) {

@@ -356,6 +356,10 @@ BlockSpec resolve_block(const fb::TransformerBlockConfigT& block, int64_t d_mode
   require(std::isfinite(b.attention_residual_alpha) && std::isfinite(b.feed_forward_residual_alpha),
           ErrorCode::kInvalidConfig,
           field + ".attention_residual_alpha and " + field + ".feed_forward_residual_alpha must be finite");
+  require(block.parallel_merge.empty() || b.name == "parallel", ErrorCode::kInvalidConfig,
+          field + ".parallel_merge: only allowed with " + field + ".name \"parallel\" (got '" + b.name + "')");
+  b.parallel_merge = or_default(block.parallel_merge, "sum");
+  require_one_of(b.parallel_merge, {"sum", "mean"}, field + ".parallel_merge");
   return b;
 }
 
@@ -654,8 +658,6 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
   spec.lm_head.bias = in.lm_head->bias.has_value() ? *in.lm_head->bias : !spec.lm_head.normalized;
   spec.lm_head.loss_implementation = or_default(in.lm_head->loss_implementation, "default");
   require_one_of(spec.lm_head.loss_implementation, {"default", "fused_linear"}, "lm_head.loss_implementation");
-  require(!spec.lm_head.normalized || spec.lm_head.loss_implementation == "default", ErrorCode::kInvalidConfig,
-          "lm_head.loss_implementation: the normalized head supports only 'default'");
 
   const std::string dtype = or_default(in.dtype, "float32");
   require_one_of(dtype, {"float32", "bfloat16"}, "dtype");

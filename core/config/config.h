@@ -136,6 +136,7 @@ struct BlockSpec {
   double dropout = 0.0;
   double attention_residual_alpha = 1.0;
   double feed_forward_residual_alpha = 1.0;
+  std::string parallel_merge = "sum";  // "parallel" blocks: "sum" | "mean" of the two branches
   bool has_feed_forward() const { return !moe || name == "moe_hybrid" || name == "moe_hybrid_reordered_norm"; }
   int64_t num_params(int64_t d_model) const;
   int64_t num_active_params(int64_t d_model) const;

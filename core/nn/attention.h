@@ -4,17 +4,11 @@
 // Intra-document masking as OLMo-core's forward(cu_doc_lens=...): no attention across
 // documents of a packed row, and RoPE positions restart at 0 in every document.
 #pragma once
+#include "core/nn/kv_cache.h"
 #include "core/nn/layer_norm.h"
 #include "core/nn/rope.h"
 
 namespace olm::nn {
-
-// Keys and values of the positions decoded so far, for one layer: (B, max_len, n_kv_heads,
-// head_dim), filled up to `length`.
-struct KVCache {
-  at::Tensor k, v;
-  int64_t length = 0;
-};
 
 // OLMo-core's cu_doc_lens (int32/int64, 1-D, over the flattened (batch, seq_len) tokens,
 // starting at 0 and ending at batch * seq_len; every row starts a document) turned into each

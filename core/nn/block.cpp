@@ -64,11 +64,7 @@ Attention& TransformerBlock::attention() {
 }
 
 at::Tensor TransformerBlock::mix(const at::Tensor& x, KVCache* cache, const at::Tensor& doc_positions) const {
-  if (gated_delta_net_) {
-    require(cache == nullptr, ErrorCode::kInvalidArgument,
-            "use_kv_cache: GatedDeltaNet blocks have no KV cache (generate without it)");
-    return gated_delta_net_->forward(x, doc_positions);
-  }
+  if (gated_delta_net_) return gated_delta_net_->forward(x, doc_positions, cache);
   return attention_->forward(x, cache, doc_positions);
 }
 
@@ -129,9 +125,11 @@ at::Tensor TransformerBlock::forward(const at::Tensor& x, KVCache* cache, const 
     return residual(h, post_feed_forward_norm_->forward(feed_forward_->forward(feed_forward_norm_->forward(h))), f);
   }
   if (spec_.name == "parallel") {
-    // Both sublayers read the block input: x + attention(norm(x)) + feed_forward(norm'(x)).
-    auto h = residual(x, attention_->forward(attention_norm_->forward(x), cache, doc_positions), a);
-    return residual(h, feed_forward_->forward(feed_forward_norm_->forward(x)), f);
+    // Both sublayers read the block input: x + attention(norm(x)) + feed_forward(norm'(x)),
+    // or half that sum for the "mean" merge.
+    const double merge = spec_.parallel_merge == "mean" ? 0.5 : 1.0;
+    auto h = residual(x, mix(attention_norm_->forward(x), cache, doc_positions), a * merge);
+    return residual(h, feed_forward_->forward(feed_forward_norm_->forward(x)), f * merge);
   }
   if (spec_.name == "default_scaled") {
     const auto scale = ln_scale_->to(x.scalar_type());

@@ -9,12 +9,15 @@
 namespace olm::nn {
 
 // x: (N, d) final hidden states (after the LM head's norm); weight: (V, d); bias: (V) or
-// undefined; labels: (N). Returns per-row (ce, logsumexp), both float32 (N): ce is 0 where
-// the label is ignore_index. Differentiable in x, weight and bias; the backward recomputes
-// each chunk's logits instead of keeping them.
+// undefined; labels: (N); logit_scale: (V) or undefined, multiplies each vocabulary entry's
+// logit after the projection (the normalized head's effective sz), in the weight's dtype as
+// the default head does. Returns per-row (ce, logsumexp), both float32 (N): ce is 0 where
+// the label is ignore_index. Differentiable in x, weight, bias and logit_scale; the backward
+// recomputes each chunk's logits instead of keeping them.
 std::pair<at::Tensor, at::Tensor> fused_linear_cross_entropy(const at::Tensor& x, const at::Tensor& weight,
                                                              const at::Tensor& bias, const at::Tensor& labels,
-                                                             int64_t ignore_index);
+                                                             int64_t ignore_index,
+                                                             const at::Tensor& logit_scale = at::Tensor());
 
 // Rows per chunk: the chunk's float32 logits stay near 32 MiB whatever the vocabulary.
 int64_t fused_linear_chunk_rows(int64_t vocab_size);

@@ -5,13 +5,25 @@
 
 #include <cmath>
 
+#include "core/error.h"
+
 namespace olm::nn {
 
 CausalConv1d::CausalConv1d(int64_t channels, int64_t kernel_size, bool bias, const at::TensorOptions& options)
     : weight_(register_parameter("weight", at::zeros({channels, 1, kernel_size}, options))),
       bias_(bias ? &register_parameter("bias", at::zeros({channels}, options)) : nullptr) {}
 
-at::Tensor CausalConv1d::forward(const at::Tensor& x, const at::Tensor& doc_positions) const {
+at::Tensor CausalConv1d::forward(const at::Tensor& x, const at::Tensor& doc_positions, at::Tensor* tail) const {
+  if (tail) {
+    require(!doc_positions.defined(), ErrorCode::kInvalidArgument,
+            "document masking cannot be combined with a KV cache");
+    // The cached inputs take the place of the zero padding: every output of x sees the same
+    // taps, and sums the same terms in the same order, as in one call over the whole sequence.
+    const int64_t keep = weight_.size(2) - 1, T = x.size(1);
+    const auto joined = at::cat({tail->to(x.scalar_type()), x}, 1);
+    *tail = joined.narrow(1, T, keep).clone();  // a copy: the cache must not pin the whole prompt
+    return forward(joined).narrow(1, keep, T);
+  }
   // y[t] = sum_j w[:, j] x[t - (K - 1 - j)]: tap j looks back `lag` = K - 1 - j tokens, and
   // drops out where that is before the row (zero padding) or before the document's start.
   const int64_t K = weight_.size(2), T = x.size(1);
@@ -61,7 +73,8 @@ GatedDeltaNet::GatedDeltaNet(int64_t d_model, const GatedDeltaNetSpec& spec, con
 }
 
 at::Tensor gated_delta_rule_recurrent(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                      const at::Tensor& g, const at::Tensor& beta, const at::Tensor& reset) {
+                                      const at::Tensor& g, const at::Tensor& beta, const at::Tensor& reset,
+                                      at::Tensor* state) {
   // The state's products stay in float32 under bf16 autocast (fla's kernels accumulate in float32).
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const auto dtype = v.scalar_type();
@@ -73,7 +86,7 @@ at::Tensor gated_delta_rule_recurrent(const at::Tensor& q, const at::Tensor& k, 
   auto decay = g.to(compute).exp().transpose(1, 2);  // (B, H, T)
   if (reset.defined()) decay = decay * reset.logical_not().to(compute).unsqueeze(1);
   const auto bf = beta.to(compute).transpose(1, 2);
-  at::Tensor S = at::zeros({B, H, K, V}, qf.options());
+  at::Tensor S = state && state->defined() ? state->to(compute) : at::zeros({B, H, K, V}, qf.options());
   std::vector<at::Tensor> outs;
   outs.reserve(T);
   for (int64_t t = 0; t < T; ++t) {
@@ -83,12 +96,13 @@ at::Tensor gated_delta_rule_recurrent(const at::Tensor& q, const at::Tensor& k, 
     S = S + at::matmul(k_t.transpose(-1, -2), u);  // + k u^T
     outs.push_back(at::matmul(qf.select(2, t).unsqueeze(-2), S));  // (B, H, 1, V)
   }
+  if (state) *state = S;
   return at::cat(outs, 2).transpose(1, 2).to(dtype);  // (B, T, H, V)
 }
 
 at::Tensor gated_delta_rule_chunked(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const at::Tensor& g, const at::Tensor& beta, const at::Tensor& reset,
-                                    int64_t chunk_size) {
+                                    int64_t chunk_size, at::Tensor* state) {
   // The state's products stay in float32 under bf16 autocast (fla's kernels accumulate in float32).
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   // Within a chunk, with gc the cumulative log-decay from the chunk's start, D_ij = exp(gc_i -
@@ -137,7 +151,9 @@ at::Tensor gated_delta_rule_chunked(const at::Tensor& q, const at::Tensor& k, co
   const auto qg = qc * gam.unsqueeze(-1);
   auto kdec = kc * at::exp(gcum.select(-1, C - 1).unsqueeze(-1) - gcum).unsqueeze(-1);
   if (same_last.defined()) kdec = kdec * same_last.unsqueeze(-1);
-  at::Tensor S = at::zeros({B, H, K, V}, opts);
+  // A state carried in from earlier tokens enters like a previous chunk's (a document start
+  // in the first chunk cuts it through gam and last, as any other).
+  at::Tensor S = state && state->defined() ? state->to(compute) : at::zeros({B, H, K, V}, opts);
   std::vector<at::Tensor> outs;
   outs.reserve(N);
   for (int64_t n = 0; n < N; ++n) {
@@ -145,22 +161,45 @@ at::Tensor gated_delta_rule_chunked(const at::Tensor& q, const at::Tensor& k, co
     outs.push_back(at::matmul(qg.select(2, n), S) + at::matmul(QK.select(2, n), U));
     S = S * last.select(2, n).unsqueeze(-1).unsqueeze(-1) + at::matmul(kdec.select(2, n).transpose(-1, -2), U);
   }
+  // The padding after the last token has g = 0, k = 0: S is the state after token T - 1.
+  if (state) *state = S;
   // (B, H, N, C, V) -> (B, T, H, V)
   return at::stack(outs, 2).permute({0, 2, 3, 1, 4}).reshape({B, N * C, H, V}).narrow(1, 0, T).to(dtype);
 }
 
-at::Tensor GatedDeltaNet::forward(const at::Tensor& x, const at::Tensor& doc_positions) const {
+KVCache GatedDeltaNet::make_cache(int64_t batch, at::ScalarType dtype, const at::Device& device) const {
+  const auto& s = spec_;
+  const auto options = at::TensorOptions().dtype(dtype).device(device);
+  const int64_t taps = s.conv_size - 1;
+  KVCache cache;
+  cache.state = at::zeros({batch, s.n_v_heads, s.head_dim, s.head_v_dim},
+                          options.dtype(dtype == at::kDouble ? at::kDouble : at::kFloat));
+  cache.q_conv = at::zeros({batch, taps, s.key_dim()}, options);
+  cache.k_conv = at::zeros({batch, taps, s.key_dim()}, options);
+  cache.v_conv = at::zeros({batch, taps, s.value_dim()}, options);
+  return cache;
+}
+
+at::Tensor GatedDeltaNet::forward(const at::Tensor& x, const at::Tensor& doc_positions, KVCache* cache) const {
   const int64_t B = x.size(0), T = x.size(1);
   const auto& s = spec_;
+  require(!(cache && doc_positions.defined()), ErrorCode::kInvalidArgument,
+          "document masking cannot be combined with a KV cache");
+  if (cache)
+    require(cache->state.defined() && cache->state.size(0) == B, ErrorCode::kInvalidArgument,
+            "cache: not a GatedDeltaNet cache for a batch of " + std::to_string(B) + " (make it with make_kv_caches)");
   auto beta = at::sigmoid(w_b_->forward(x));
   if (s.allow_neg_eigval) beta = beta * 2.0;
   // g = -exp(A_log) * softplus(w_a x + dt_bias), in float32 (float64 for float64 models).
   const auto compute = x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   const auto g = -A_log_->to(compute).exp() * at::softplus(w_a_->forward(x).to(compute) + *dt_bias_);
 
-  auto q = q_conv1d_->forward(w_q_->forward(x), doc_positions).view({B, T, s.n_heads, s.head_dim});
-  auto k = k_conv1d_->forward(w_k_->forward(x), doc_positions).view({B, T, s.n_heads, s.head_dim});
-  auto v = v_conv1d_->forward(w_v_->forward(x), doc_positions).view({B, T, s.n_v_heads, s.head_v_dim});
+  auto q = q_conv1d_->forward(w_q_->forward(x), doc_positions, cache ? &cache->q_conv : nullptr)
+               .view({B, T, s.n_heads, s.head_dim});
+  auto k = k_conv1d_->forward(w_k_->forward(x), doc_positions, cache ? &cache->k_conv : nullptr)
+               .view({B, T, s.n_heads, s.head_dim});
+  auto v = v_conv1d_->forward(w_v_->forward(x), doc_positions, cache ? &cache->v_conv : nullptr)
+               .view({B, T, s.n_v_heads, s.head_v_dim});
   if (s.n_v_heads > s.n_heads) {
     q = q.repeat_interleave(s.n_v_heads / s.n_heads, /*dim=*/2);
     k = k.repeat_interleave(s.n_v_heads / s.n_heads, /*dim=*/2);
@@ -173,7 +212,11 @@ at::Tensor GatedDeltaNet::forward(const at::Tensor& x, const at::Tensor& doc_pos
   q = l2norm(q) * std::pow(static_cast<double>(s.head_dim), -0.5);
   k = l2norm(k);
   const at::Tensor reset = doc_positions.defined() ? doc_positions.eq(0) : at::Tensor();
-  auto o = gated_delta_rule_chunked(q, k, v.to(compute), g, beta, reset);  // (B, T, H, V)
+  // One new token: a single state update; a padded 64-token chunk would cost far more.
+  auto o = cache && T == 1 ? gated_delta_rule_recurrent(q, k, v.to(compute), g, beta, reset, &cache->state)
+                           : gated_delta_rule_chunked(q, k, v.to(compute), g, beta, reset, 64,
+                                                      cache ? &cache->state : nullptr);  // (B, T, H, V)
+  if (cache) cache->length += T;
   const auto gate = w_g_->forward(x).view({B, T, s.n_v_heads, s.head_v_dim});
   o = o_norm_->forward(o, gate).to(x.scalar_type()).reshape({B, T, s.value_dim()});
   return w_out_->forward(o);

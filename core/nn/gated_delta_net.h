@@ -12,8 +12,12 @@
 // the reference it is tested against.
 // Intra-document masking as OLMo-core's forward(cu_doc_lens=...): the state restarts at every
 // document start and the convolutions do not reach into the previous document.
+// Generation carries the recurrent state and the convolutions' last inputs in a KVCache (as
+// fla's past_key_values: recurrent_state and conv_state), so each new token costs one state
+// update however long the sequence.
 #pragma once
 #include "core/config/config.h"
+#include "core/nn/kv_cache.h"
 #include "core/nn/module.h"
 
 namespace olm::nn {
@@ -24,7 +28,11 @@ class CausalConv1d : public Module {
  public:
   CausalConv1d(int64_t channels, int64_t kernel_size, bool bias, const at::TensorOptions& options);
   // x (B, T, C); doc_positions (B, T) or undefined: taps never reach before a document start.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& doc_positions = at::Tensor()) const;
+  // tail, when not NULL, holds the (B, kernel_size - 1, C) inputs just before x (zeros at a
+  // sequence start) and is replaced by the last kernel_size - 1 inputs up to x's end, so a
+  // sequence fed in pieces gives the outputs of one call; it excludes doc_positions.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& doc_positions = at::Tensor(),
+                     at::Tensor* tail = nullptr) const;
   at::Tensor& weight() { return weight_; }
   at::Tensor* bias() { return bias_; }
 
@@ -50,8 +58,15 @@ class GatedDeltaNet : public Module {
  public:
   GatedDeltaNet(int64_t d_model, const GatedDeltaNetSpec& spec, const at::TensorOptions& options);
 
-  // x: (B, T, d_model) -> (B, T, d_model). doc_positions: as Attention::forward.
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& doc_positions = at::Tensor()) const;
+  // x: (B, T, d_model) -> (B, T, d_model). doc_positions: as Attention::forward. With a
+  // cache (from make_cache), x holds the T positions after the cache's `length` ones, which
+  // start from the cached state and convolution inputs and leave theirs in the cache: a
+  // prompt goes through the chunked form in one call, single tokens through the recurrence.
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& doc_positions = at::Tensor(),
+                     KVCache* cache = nullptr) const;
+  // An empty cache for `batch` sequences: a zero state and zero convolution inputs, the
+  // convolutions' inputs in `dtype` (the model's).
+  KVCache make_cache(int64_t batch, at::ScalarType dtype, const at::Device& device) const;
 
   const GatedDeltaNetSpec& spec() const { return spec_; }
   Linear& w_q() { return *w_q_; }
@@ -80,14 +95,19 @@ class GatedDeltaNet : public Module {
 // The gated delta rule itself, token by token: q, k (B, T, H, K), v (B, T, H, V), g and beta
 // (B, T, H); q and k already normalized and scaled; reset (B, T) bool or undefined: the state
 // is zeroed before those tokens. Returns o (B, T, H, V) in the inputs' dtype.
+// state, when not NULL, is the (B, H, K, V) state before the first token (undefined: zeros,
+// as without it) and is replaced by the state after the last token, in float32 (float64 for
+// float64 inputs): fla's initial_state and output_final_state.
 at::Tensor gated_delta_rule_recurrent(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                       const at::Tensor& g, const at::Tensor& beta,
-                                      const at::Tensor& reset = at::Tensor());
+                                      const at::Tensor& reset = at::Tensor(), at::Tensor* state = nullptr);
 
 // The same in chunked form (the WY representation, as fla's chunk_gated_delta_rule): per
 // chunk of chunk_size tokens, two triangular solves and a few matmuls; the forward uses it.
+// state: as gated_delta_rule_recurrent's.
 at::Tensor gated_delta_rule_chunked(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                                     const at::Tensor& g, const at::Tensor& beta,
-                                    const at::Tensor& reset = at::Tensor(), int64_t chunk_size = 64);
+                                    const at::Tensor& reset = at::Tensor(), int64_t chunk_size = 64,
+                                    at::Tensor* state = nullptr);
 
 }  // namespace olm::nn

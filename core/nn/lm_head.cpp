@@ -59,16 +59,21 @@ at::Tensor LMHead::keep_last(const at::Tensor& t, int64_t logits_to_keep) const 
   return logits_to_keep > 0 ? t.slice(1, t.size(1) - logits_to_keep) : t;
 }
 
+at::Tensor LMHead::logit_scale() const {
+  // OLMo-core's NormalizedLMHead: sz * (sz_init_value / sz_init_scaling), with its
+  // Python-float factor.
+  return sz_ ? *sz_ * (1.0 / (1.0 / std::sqrt(d_model_))) : at::Tensor();
+}
+
 at::Tensor LMHead::project(const at::Tensor& x) const {
   const auto b = bias();
-  return at::linear(x, weight(), b.defined() ? std::optional<at::Tensor>(b) : std::nullopt);
+  auto logits = at::linear(x, weight(), b.defined() ? std::optional<at::Tensor>(b) : std::nullopt);
+  return sz_ ? logit_scale() * logits : logits;
 }
 
 at::Tensor LMHead::logits(const at::Tensor& h, int64_t logits_to_keep) const {
   auto x = norm_ ? norm_->forward(h) : h;
-  auto logits = project(keep_last(x, logits_to_keep));
-  if (sz_) logits = *sz_ * (1.0 / (1.0 / std::sqrt(d_model_))) * logits;  // OLMo-core's NormalizedLMHead
-  return logits;
+  return project(keep_last(x, logits_to_keep));
 }
 
 LossOutput LMHead::loss(const at::Tensor& h, const at::Tensor& labels_in,
@@ -81,7 +86,7 @@ LossOutput LMHead::loss(const at::Tensor& h, const at::Tensor& labels_in,
     auto x = keep_last(norm_ ? norm_->forward(h) : h, options.logits_to_keep);
     const auto flat_labels = labels.contiguous().view({-1});
     auto [ce_rows, lse] = fused_linear_cross_entropy(x.reshape({-1, x.size(-1)}), weight(), bias(), flat_labels,
-                                                     options.ignore_index);
+                                                     options.ignore_index, logit_scale());
     const auto mask = flat_labels != options.ignore_index;
     ce_loss = options.reduction == LossReduction::kMean  ? ce_rows.sum() / mask.sum()
               : options.reduction == LossReduction::kSum ? ce_rows.sum()
@@ -90,7 +95,7 @@ LossOutput LMHead::loss(const at::Tensor& h, const at::Tensor& labels_in,
       z_loss = z_loss_from_logsumexp(lse, mask, options.reduction, *options.z_loss_multiplier);
     if (options.return_logits) {
       at::NoGradGuard no_grad;  // asked for, so materialized, but outside the graph
-      logits = project(x);  // no sz: the normalized head does not take the fused loss
+      logits = project(x);
     }
   } else {
     logits = this->logits(h, options.logits_to_keep);

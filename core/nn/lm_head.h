@@ -59,7 +59,8 @@ class LMHead : public Module {
   at::Tensor keep_last(const at::Tensor& t, int64_t logits_to_keep) const;
   const at::Tensor& weight() const;  // w_out's, or the tied embedding table
   at::Tensor bias() const;           // undefined when there is none
-  at::Tensor project(const at::Tensor& x) const;  // x w^T (+ b), before the normalized head's sz
+  at::Tensor logit_scale() const;  // the normalized head's per-entry scale (V); undefined for others
+  at::Tensor project(const at::Tensor& x) const;  // (x w^T (+ b)) times logit_scale()
 
   int64_t vocab_size_;
   bool fused_linear_loss_;

@@ -105,9 +105,10 @@ at::Tensor Transformer::forward(const at::Tensor& input_ids, int64_t logits_to_k
 std::vector<KVCache> Transformer::make_kv_caches(int64_t batch, int64_t max_len) const {
   std::vector<KVCache> caches;
   for (const auto& block : blocks_) {
-    require(block->gated_delta_net() == nullptr, ErrorCode::kInvalidArgument,
-            "use_kv_cache: not supported by models with GatedDeltaNet blocks (their recurrent state "
-            "is not cached; generate with use_kv_cache false)");
+    if (const auto* gdn = block->gated_delta_net()) {
+      caches.push_back(gdn->make_cache(batch, embeddings_.scalar_type(), embeddings_.device()));
+      continue;
+    }
     auto& att = block->attention();
     const auto options = embeddings_.options().requires_grad(false);
     KVCache c;

@@ -24,7 +24,9 @@ class Transformer : public Module {
   at::Tensor forward(const at::Tensor& input_ids, int64_t logits_to_keep = 0,
                      std::vector<KVCache>* caches = nullptr,
                      const at::Tensor& doc_positions = at::Tensor()) const;
-  // Empty caches for `batch` sequences of up to max_len positions.
+  // Empty caches for `batch` sequences of up to max_len positions, one per block: keys and
+  // values for attention blocks, a recurrent state for GatedDeltaNet blocks (its size does
+  // not depend on max_len).
   std::vector<KVCache> make_kv_caches(int64_t batch, int64_t max_len) const;
   // For MoE models also the routers' auxiliary losses, divided by options.loss_div_tensor,
   // or by options.loss_div_factor when it is not 1, or else by the micro-batch's tokens.
