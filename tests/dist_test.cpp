@@ -18,6 +18,7 @@
 #include <thread>
 
 #include "core/data/token_data.h"
+#include "core/device.h"
 #include "core/dist/ddp.h"
 #include "core/dist/fsdp.h"
 #include "core/dist/process_group.h"
@@ -733,12 +734,58 @@ TEST(DataParallel, BucketsLaunchDuringBackward) {
 }
 
 TEST(ProcessGroup, NcclIsRefusedClearly) {
+  if (olm::cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is present (NcclGroupOfOneTrainsLikeOneProcess)";
   olm::dist::ProcessGroupOptions o;
   o.rank = 0;
   o.world_size = 1;
   o.backend = olm::dist::BackendKind::kNccl;
   olm::testing::expect_error([&] { olm::dist::ProcessGroup::create(o); }, olm::ErrorCode::kDeviceUnavailable,
                              "nccl");
+}
+
+// The NCCL path, on a machine with a CUDA device (a group of one: one GPU): its collectives
+// give a group of one's answers, and DDP and FSDP training of a CUDA model follow plain CUDA
+// training (5 steps; CUDA's atomics reorder some float32 sums, hence 1e-5 relative).
+TEST(ProcessGroup, NcclGroupOfOneTrainsLikeOneProcess) {
+  if (olm::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device in this process";
+  olm::dist::ProcessGroupOptions o;
+  o.rank = 0;
+  o.world_size = 1;
+  o.master_port = free_port();
+  o.device = "cuda";
+  auto group = olm::dist::ProcessGroup::create(o);
+  EXPECT_STREQ(group->backend_name(), "nccl");
+  const auto values = at::arange(6, at::TensorOptions(at::kFloat).device(at::kCUDA));
+  auto summed = values.clone();
+  group->all_reduce_sum({summed});
+  auto gathered = at::empty_like(values), scattered = at::empty_like(values);
+  group->all_gather_into_async(gathered, values)->wait();
+  group->reduce_scatter_sum_async(scattered, values)->wait();
+  for (const auto& t : {summed, gathered, scattered}) EXPECT_TRUE(at::equal(t.cpu(), values.cpu()));
+
+  auto cuda_losses = [&](const std::string& extra, const std::shared_ptr<olm::dist::ProcessGroup>& g) {
+    auto model = std::make_shared<olm::Model>(model_config(), "cuda", olm::ModelOptions{});
+    olm::train::Trainer trainer(model, train_config(extra));
+    if (g) trainer.set_process_group(g);
+    olm::data::DataLoader loader(dataset(), 8, 3, 0, 1);
+    std::vector<double> losses;
+    for (int s = 0; s < 5; ++s) {
+      auto b = loader.next();
+      losses.push_back(trainer.train_batch(b.input_ids, b.labels).loss);
+    }
+    if (g) trainer.set_process_group(nullptr);
+    return losses;
+  };
+  const auto plain = cuda_losses("", nullptr);
+  const auto ddp = cuda_losses("", group);
+  const auto fsdp = cuda_losses(R"(, "data_parallel": {"name": "fsdp", "prefetch_factor": 1})", group);
+  for (size_t s = 0; s < plain.size(); ++s) {
+    EXPECT_NEAR(ddp[s], plain[s], 1e-5 * plain[s]) << "DDP, step " << s + 1;
+    EXPECT_NEAR(fsdp[s], plain[s], 1e-5 * plain[s]) << "FSDP, step " << s + 1;
+  }
+  std::printf("[ nccl ] CUDA, group of one: losses %.6f -> %.6f; DDP and FSDP within 1e-5 relative\n", plain.front(),
+              plain.back());
+  group->shutdown();
 }
 
 int worker(const std::string& mode, const std::string& out, double timeout_s) {
