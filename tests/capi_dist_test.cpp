@@ -56,6 +56,7 @@ olm_dist_options options(int64_t rank, int64_t world) {
   return o;
 }
 
+const char* kFsdp = R"(, "data_parallel": {"name": "fsdp"})";
 const char* kTrain = R"({"model": {"d_model": 32, "vocab_size": 64, "n_layers": 2,
   "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 500000}},
     "feed_forward": {"hidden_size": 96, "bias": false}, "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
@@ -63,36 +64,49 @@ const char* kTrain = R"({"model": {"d_model": 32, "vocab_size": 64, "n_layers": 
   "sequence_length": 8, "global_batch_size": 32, "rank_microbatch_size": 16, "max_steps": 3,
   "optimizer": {"name": "adamw", "lr": 0.01}})";
 
-std::vector<double> train(olm_dist* dist) {
+// One model and trainer through the C API (with `dist` attached when given), freed at the end.
+struct CapiRun {
   olm_train_config* tcfg = nullptr;
   olm_config* cfg = nullptr;
   olm_model* model = nullptr;
   olm_trainer* trainer = nullptr;
-  EXPECT_EQ(olm_train_config_from_json(kTrain, strlen(kTrain), &tcfg), nullptr);
-  EXPECT_EQ(olm_train_config_model(tcfg, &cfg), nullptr);
-  EXPECT_EQ(olm_model_create(cfg, "cpu", nullptr, &model), nullptr);
-  EXPECT_EQ(olm_trainer_create(model, tcfg, &trainer), nullptr);
-  if (dist) EXPECT_EQ(olm_trainer_set_dist(trainer, dist), nullptr);
-  std::vector<double> losses;
-  for (int s = 0; s < 3; ++s) {
-    std::vector<int64_t> ids(32);
-    for (int i = 0; i < 32; ++i) ids[i] = (i * 7 + s * 13 + 3) % 64;
-    const int64_t shape[] = {4, 8};
-    olm_tensor* t = nullptr;
-    EXPECT_EQ(olm_tensor_create(OLM_DTYPE_INT64, shape, 2, ids.data(), ids.size() * 8, &t), nullptr);
-    olm_step_metrics m;
-    m.struct_size = sizeof m;
-    EXPECT_EQ(olm_trainer_step(trainer, t, nullptr, &m), nullptr);
-    EXPECT_EQ(m.comm_bytes > 0, dist != nullptr);
-    losses.push_back(m.loss);
-    olm_tensor_free(t);
+  bool distributed = false;
+  // data_parallel: kTrain's addition (e.g. kFsdp).
+  explicit CapiRun(olm_dist* dist, const char* data_parallel = "") : distributed(dist != nullptr) {
+    std::string json = kTrain;
+    json.insert(json.rfind('}'), data_parallel);
+    EXPECT_EQ(olm_train_config_from_json(json.data(), json.size(), &tcfg), nullptr);
+    EXPECT_EQ(olm_train_config_model(tcfg, &cfg), nullptr);
+    EXPECT_EQ(olm_model_create(cfg, "cpu", nullptr, &model), nullptr);
+    EXPECT_EQ(olm_trainer_create(model, tcfg, &trainer), nullptr);
+    if (dist) EXPECT_EQ(olm_trainer_set_dist(trainer, dist), nullptr);
   }
-  olm_trainer_free(trainer);
-  olm_model_free(model);
-  olm_config_free(cfg);
-  olm_train_config_free(tcfg);
-  return losses;
-}
+  ~CapiRun() {
+    olm_trainer_free(trainer);
+    olm_model_free(model);
+    olm_config_free(cfg);
+    olm_train_config_free(tcfg);
+  }
+  std::vector<double> steps(int from, int to) {
+    std::vector<double> losses;
+    for (int s = from; s < to; ++s) {
+      std::vector<int64_t> ids(32);
+      for (int i = 0; i < 32; ++i) ids[i] = (i * 7 + s * 13 + 3) % 64;
+      const int64_t shape[] = {4, 8};
+      olm_tensor* t = nullptr;
+      EXPECT_EQ(olm_tensor_create(OLM_DTYPE_INT64, shape, 2, ids.data(), ids.size() * 8, &t), nullptr);
+      olm_step_metrics m;
+      m.struct_size = sizeof m;
+      EXPECT_EQ(olm_trainer_step(trainer, t, nullptr, &m), nullptr);
+      EXPECT_EQ(m.comm_bytes > 0, distributed);
+      losses.push_back(m.loss);
+      olm_tensor_free(t);
+    }
+    return losses;
+  }
+};
+
+std::vector<double> train(olm_dist* dist) { return CapiRun(dist).steps(0, 3); }
 
 TEST(CapiDist, ArgumentsAreNamed) {
   olm_dist* dist = nullptr;
@@ -168,44 +182,6 @@ TEST(CapiDist, GroupOfOneTrainsExactlyLikeNoGroup) {
 // FSDP through the C ABI: olm_trainer_save_checkpoint under a group writes the sharded
 // checkpoint (no longer refused), and an FSDP trainer or a plain one resumes from it with the
 // uninterrupted run's losses (a group of one: exactly).
-struct CapiRun {
-  olm_train_config* tcfg = nullptr;
-  olm_config* cfg = nullptr;
-  olm_model* model = nullptr;
-  olm_trainer* trainer = nullptr;
-  explicit CapiRun(olm_dist* dist) {
-    std::string json = kTrain;
-    json.insert(json.rfind('}'), R"(, "data_parallel": {"name": "fsdp"})");
-    EXPECT_EQ(olm_train_config_from_json(json.data(), json.size(), &tcfg), nullptr);
-    EXPECT_EQ(olm_train_config_model(tcfg, &cfg), nullptr);
-    EXPECT_EQ(olm_model_create(cfg, "cpu", nullptr, &model), nullptr);
-    EXPECT_EQ(olm_trainer_create(model, tcfg, &trainer), nullptr);
-    if (dist) EXPECT_EQ(olm_trainer_set_dist(trainer, dist), nullptr);
-  }
-  ~CapiRun() {
-    olm_trainer_free(trainer);
-    olm_model_free(model);
-    olm_config_free(cfg);
-    olm_train_config_free(tcfg);
-  }
-  std::vector<double> steps(int from, int to) {
-    std::vector<double> losses;
-    for (int s = from; s < to; ++s) {
-      std::vector<int64_t> ids(32);
-      for (int i = 0; i < 32; ++i) ids[i] = (i * 7 + s * 13 + 3) % 64;
-      const int64_t shape[] = {4, 8};
-      olm_tensor* t = nullptr;
-      EXPECT_EQ(olm_tensor_create(OLM_DTYPE_INT64, shape, 2, ids.data(), ids.size() * 8, &t), nullptr);
-      olm_step_metrics m;
-      m.struct_size = sizeof m;
-      EXPECT_EQ(olm_trainer_step(trainer, t, nullptr, &m), nullptr);
-      losses.push_back(m.loss);
-      olm_tensor_free(t);
-    }
-    return losses;
-  }
-};
-
 TEST(CapiDist, FsdpCheckpointSavesAndResumes) {
   const std::string folder = olm_testing::temp_dir("capi_fsdp_ckpt");
   olm_dist* dist = nullptr;
@@ -214,7 +190,7 @@ TEST(CapiDist, FsdpCheckpointSavesAndResumes) {
   std::vector<double> after;
   std::string dir;
   {
-    CapiRun run(dist);
+    CapiRun run(dist, kFsdp);
     run.steps(0, 2);
     olm_buffer* path = nullptr;
     ASSERT_OK(olm_trainer_save_checkpoint(run.trainer, folder.c_str(), &path));
@@ -224,7 +200,7 @@ TEST(CapiDist, FsdpCheckpointSavesAndResumes) {
   }
   EXPECT_EQ(access((dir + "/rank0.safetensors").c_str(), F_OK), 0) << dir;
   for (olm_dist* group : {dist, static_cast<olm_dist*>(nullptr)}) {
-    CapiRun resumed(group);
+    CapiRun resumed(group, kFsdp);
     ASSERT_OK(olm_trainer_load_checkpoint(resumed.trainer, dir.c_str()));
     const auto losses = resumed.steps(2, 4);
     ASSERT_EQ(losses.size(), after.size());

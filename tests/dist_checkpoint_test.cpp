@@ -179,6 +179,21 @@ void expect_losses_match(const std::vector<double>& got, size_t first_step, cons
               what, first_step + 1, ref.size(), worst);
 }
 
+// Resumes from `folder` in one process, or with `world` ranks in worker mode `mode`, and
+// expects the uninterrupted run's losses from the save on.
+void expect_resumes_in_one_process(const std::string& folder, const char* what) {
+  TrainRun r = make_run();
+  load_into(r, folder);
+  expect_losses_match(train_steps(r, kSteps), kSaveAt, what);
+}
+
+void expect_ranks_resume(int world, const std::string& mode, const std::string& folder, const char* what) {
+  for (auto& c : launch(world, mode, folder)) {
+    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
+    expect_losses_match(read_losses(c.out), kSaveAt, what);
+  }
+}
+
 // The shard files and metadata are there, and no unsharded files.
 TEST(ShardedCheckpoint, EveryRankWritesItsShard) {
   const std::string dir = sharded(4) + "/step" + std::to_string(kSaveAt);
@@ -219,23 +234,15 @@ TEST(ShardedCheckpoint, LoadsAtWorldSizeOneExactly) {
 }
 
 TEST(ShardedCheckpoint, ResumeFromFourAtOneMatchesUninterruptedRun) {
-  TrainRun r = make_run();
-  load_into(r, sharded(4));
-  expect_losses_match(train_steps(r, kSteps), kSaveAt, "saved at 4, resumed at 1");
+  expect_resumes_in_one_process(sharded(4), "saved at 4, resumed at 1");
 }
 
 TEST(ShardedCheckpoint, ResumeFromTwoAtOneMatchesUninterruptedRun) {
-  TrainRun r = make_run();
-  load_into(r, sharded(2));
-  expect_losses_match(train_steps(r, kSteps), kSaveAt, "saved at 2, resumed at 1");
+  expect_resumes_in_one_process(sharded(2), "saved at 2, resumed at 1");
 }
 
 TEST(ShardedCheckpoint, ResumeFromFourAtTwoMatchesUninterruptedRun) {
-  const auto children = launch(2, "resume", sharded(4));
-  for (auto& c : children) {
-    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
-    expect_losses_match(read_losses(c.out), kSaveAt, "saved at 4, resumed at 2");
-  }
+  expect_ranks_resume(2, "resume", sharded(4), "saved at 4, resumed at 2");
 }
 
 // ---- FSDP: each rank saves the pieces its shard holds; any trainer loads the result.
@@ -270,33 +277,19 @@ TEST(FsdpCheckpoint, TwoRanksSaveTheirPiecesAndTrainOnLikeOneProcess) {
 }
 
 TEST(FsdpCheckpoint, ResumeFromFsdpTwoAtFsdpFourMatchesUninterruptedRun) {
-  const auto children = launch(4, "fsdp_resume", fsdp_sharded(2));
-  for (auto& c : children) {
-    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
-    expect_losses_match(read_losses(c.out), kSaveAt, "FSDP saved at 2, FSDP resumed at 4");
-  }
+  expect_ranks_resume(4, "fsdp_resume", fsdp_sharded(2), "FSDP saved at 2, FSDP resumed at 4");
 }
 
 TEST(FsdpCheckpoint, ResumeFromFsdpTwoInOneProcessMatchesUninterruptedRun) {
-  TrainRun r = make_run();
-  load_into(r, fsdp_sharded(2));
-  expect_losses_match(train_steps(r, kSteps), kSaveAt, "FSDP saved at 2, resumed in one process");
+  expect_resumes_in_one_process(fsdp_sharded(2), "FSDP saved at 2, resumed in one process");
 }
 
 TEST(FsdpCheckpoint, ResumeFromFsdpTwoUnderDdpTwoMatchesUninterruptedRun) {
-  const auto children = launch(2, "resume", fsdp_sharded(2));
-  for (auto& c : children) {
-    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
-    expect_losses_match(read_losses(c.out), kSaveAt, "FSDP saved at 2, DDP resumed at 2");
-  }
+  expect_ranks_resume(2, "resume", fsdp_sharded(2), "FSDP saved at 2, DDP resumed at 2");
 }
 
 TEST(FsdpCheckpoint, ResumeFromDdpFourUnderFsdpTwoMatchesUninterruptedRun) {
-  const auto children = launch(2, "fsdp_resume", sharded(4));
-  for (auto& c : children) {
-    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
-    expect_losses_match(read_losses(c.out), kSaveAt, "DDP saved at 4, FSDP resumed at 2");
-  }
+  expect_ranks_resume(2, "fsdp_resume", sharded(4), "DDP saved at 4, FSDP resumed at 2");
 }
 
 // HSDP as 2 replicas of 2: only the first replica writes parameter and optimizer pieces, so
@@ -325,20 +318,13 @@ TEST(HsdpCheckpoint, FirstReplicaWritesThePiecesAndAnyLayoutResumes) {
   EXPECT_EQ(per_rank[2] + per_rank[3], 0);  // the second replica: no buffers in this model
   load_into(fresh, folder);
   expect_losses_match(train_steps(fresh, kSteps), kSaveAt, "HSDP 2x2 saved, resumed in one process");
-  for (auto& c : launch(4, "hsdp_resume", fsdp_sharded(2))) {
-    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
-    expect_losses_match(read_losses(c.out), kSaveAt, "FSDP saved at 2, HSDP 2x2 resumed");
-  }
+  expect_ranks_resume(4, "hsdp_resume", fsdp_sharded(2), "FSDP saved at 2, HSDP 2x2 resumed");
 }
 
 // The trainer was attached after loading (olm resume's old order): each piece keeps its part
 // of the optimizer state the full load restored.
 TEST(FsdpCheckpoint, LoadThenShardKeepsOptimizerState) {
-  const auto children = launch(2, "fsdp_resume_late", fsdp_sharded(2));
-  for (auto& c : children) {
-    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
-    expect_losses_match(read_losses(c.out), kSaveAt, "FSDP saved at 2, loaded then sharded at 2");
-  }
+  expect_ranks_resume(2, "fsdp_resume_late", fsdp_sharded(2), "FSDP saved at 2, loaded then sharded at 2");
 }
 
 // Padding, a parameter spread over two ranks' shards, and frozen pieces (no optimizer state):

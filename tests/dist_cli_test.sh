@@ -32,6 +32,22 @@ config() {  # config NAME [EXTRA_JSON]
  "save_folder": "runs/$1", "metrics_path": "runs/$1.jsonl"${2:-}}
 JSON
 }
+compare_weights() {  # compare_weights A.safetensors B.safetensors LABEL: same tensors, within 1e-5
+  python3 - "$1" "$2" "$3" <<'PY'
+import json, struct, sys, array
+def load(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); out = {}
+    for k, v in h.items():
+        if k == "__metadata__": continue
+        s, e = v["data_offsets"]; a = array.array("f"); a.frombytes(b[8 + n + s:8 + n + e]); out[k] = a
+    return out
+a, b = load(sys.argv[1]), load(sys.argv[2])
+assert a.keys() == b.keys(), a.keys() ^ b.keys()
+worst = max(abs(x - y) for k in a for x, y in zip(a[k], b[k]))
+print(f"{sys.argv[3]}: worst absolute difference {worst:.2e}")
+sys.exit(0 if worst <= 1e-5 else 1)
+PY
+}
 compare() {  # compare REFERENCE.jsonl OTHER.jsonl
   python3 - "$1" "$2" <<'PY'
 import json, sys
@@ -67,20 +83,7 @@ compare runs/single.jsonl runs/ddp2.jsonl || fail "olm train, 2 ranks: losses di
 # A process group writes sharded checkpoints (rank<r>.safetensors); olm convert assembles them.
 [ -f runs/ddp2/step20/rank1.safetensors ] && [ ! -f runs/ddp2/step20/model.safetensors ] || fail "ddp2: not sharded"
 "$olm" convert --checkpoint runs/ddp2 --output ddp2.safetensors >/dev/null || fail "olm convert of a sharded checkpoint"
-cmp runs/single/step20/model.safetensors ddp2.safetensors >/dev/null 2>&1 ||
-  python3 - runs/single/step20/model.safetensors ddp2.safetensors <<'PY' || fail "final weights differ"
-import json, struct, sys, array
-def load(p):
-    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); out = {}
-    for k, v in h.items():
-        if k == "__metadata__": continue
-        s, e = v["data_offsets"]; a = array.array("f"); a.frombytes(b[8 + n + s:8 + n + e]); out[k] = a
-    return out
-a, b = load(sys.argv[1]), load(sys.argv[2])
-worst = max(abs(x - y) for k in a for x, y in zip(a[k], b[k]))
-print(f"final weights: worst absolute difference {worst:.2e}")
-sys.exit(0 if worst <= 1e-5 else 1)
-PY
+compare_weights runs/single/step20/model.safetensors ddp2.safetensors "final weights" || fail "final weights differ"
 # Resuming under torchrun: every rank loads rank 0's checkpoint and the data order goes on.
 "$olm" resume runs/single --max-steps 22 >resume1.out 2>&1 || { cat resume1.out >&2; fail "olm resume"; }
 run 2 resume2 "$olm" resume runs/ddp2 --max-steps 22
@@ -114,20 +117,8 @@ config fsdp2 ', "data_parallel": {"name": "fsdp"}' && run 2 fsdp2 "$olm" train -
 compare runs/single.jsonl runs/fsdp2.jsonl || fail "olm train, FSDP at 2 ranks: losses differ"
 [ -f runs/fsdp2/step20/rank1.safetensors ] && [ ! -f runs/fsdp2/step20/model.safetensors ] || fail "fsdp2: not sharded"
 "$olm" convert --checkpoint runs/fsdp2 --output fsdp2.safetensors >/dev/null || fail "olm convert of an FSDP checkpoint"
-python3 - runs/single/step20/model.safetensors fsdp2.safetensors <<'PY' || fail "FSDP final weights differ"
-import json, struct, sys, array
-def load(p):
-    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]; h = json.loads(b[8:8 + n]); out = {}
-    for k, v in h.items():
-        if k == "__metadata__": continue
-        s, e = v["data_offsets"]; a = array.array("f"); a.frombytes(b[8 + n + s:8 + n + e]); out[k] = a
-    return out
-a, b = load(sys.argv[1]), load(sys.argv[2])
-assert a.keys() == b.keys(), a.keys() ^ b.keys()
-worst = max(abs(x - y) for k in a for x, y in zip(a[k], b[k]))
-print(f"FSDP final weights (olm convert): worst absolute difference {worst:.2e}")
-sys.exit(0 if worst <= 1e-5 else 1)
-PY
+compare_weights runs/single/step20/model.safetensors fsdp2.safetensors "FSDP final weights (olm convert)" ||
+  fail "FSDP final weights differ"
 run 4 fsdp2r "$olm" resume runs/fsdp2 --max-steps 22
 grep -q "trained to step 22" fsdp2r.out || { cat fsdp2r.out >&2; fail "FSDP resume under torchrun"; }
 python3 - runs/single.jsonl runs/fsdp2.jsonl <<'PY' || fail "FSDP resumed losses differ"

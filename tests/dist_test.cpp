@@ -204,6 +204,17 @@ Mode mode_setup(const std::string& mode) {
   return modes.at(mode);
 }
 
+// This process alone as a group (the backend for `device`: gloo for the CPU, nccl for CUDA).
+std::shared_ptr<olm::dist::ProcessGroup> group_of_one(const std::string& device = "cpu") {
+  olm::dist::ProcessGroupOptions o;
+  o.rank = 0;
+  o.world_size = 1;
+  o.master_port = free_port();
+  o.device = device;
+  o.timeout = std::chrono::milliseconds(10000);
+  return olm::dist::ProcessGroup::create(o);
+}
+
 const TrainRun& single_process(const std::string& mode = "train") {
   static std::map<std::string, TrainRun> runs;
   const std::string model = mode_setup(mode).model;
@@ -333,12 +344,7 @@ TEST(FullyShardedDataParallel, MemoryFallsWithWorldSize) {
 // The collectives themselves: all-gather places rank r's input at r * n; reduce-scatter hands
 // rank r the sum of slice r. A group of one, and parameters a unit covers in order.
 TEST(FullyShardedDataParallel, GroupOfOneIsExact) {
-  olm::dist::ProcessGroupOptions o;
-  o.rank = 0;
-  o.world_size = 1;
-  o.master_port = free_port();
-  o.timeout = std::chrono::milliseconds(10000);
-  const TrainRun r = train(olm::dist::ProcessGroup::create(o), -1, SIGKILL, R"(, "data_parallel": {"name": "fsdp"})");
+  const TrainRun r = train(group_of_one(), -1, SIGKILL, R"(, "data_parallel": {"name": "fsdp"})");
   const TrainRun& ref = single_process();
   for (int s = 0; s < kSteps; ++s) EXPECT_NEAR(r.loss[s], ref.loss[s], 1e-6 * ref.loss[s]) << s;
   EXPECT_EQ(r.shard_bytes, r.unsharded_bytes);
@@ -353,13 +359,9 @@ TEST(FullyShardedDataParallel, ConfigIsCheckedAndDetachingGathers) {
                              olm::ErrorCode::kInvalidConfig, "data_parallel.param_dtype");
   olm::testing::expect_error([&] { train_config(R"(, "data_parallel": {"name": "fsdp", "num_replicas": 2})"); },
                              olm::ErrorCode::kInvalidConfig, "hsdp");
-  olm::dist::ProcessGroupOptions o;
-  o.rank = 0;
-  o.world_size = 1;
-  o.master_port = free_port();
   auto model = std::make_shared<olm::Model>(model_config(), "cpu", olm::ModelOptions{});
   olm::train::Trainer trainer(model, train_config(R"(, "data_parallel": {"name": "fsdp"})"));
-  trainer.set_process_group(olm::dist::ProcessGroup::create(o));
+  trainer.set_process_group(group_of_one());
   EXPECT_NE(trainer.fsdp(), nullptr);
   // Detaching gathers the parameters back and leaves an ordinary trainer.
   trainer.set_process_group(nullptr);
@@ -407,11 +409,7 @@ TEST(FullyShardedDataParallel, TwoRanksOfNormalizedTransformerMatchOneProcess) {
 TEST(HybridShardedDataParallel, TwoReplicasOfTwoRanksMatchOneProcess) { expect_matches_single_process(4, "hsdp"); }
 
 TEST(HybridShardedDataParallel, MeshIsCheckedAndLaidOutRowMajor) {
-  olm::dist::ProcessGroupOptions o;
-  o.rank = 0;
-  o.world_size = 1;
-  o.master_port = free_port();
-  auto world = olm::dist::ProcessGroup::create(o);
+  auto world = group_of_one();
   olm::testing::expect_error([&] { olm::dist::DeviceMesh::build(world, {{"dp_replicate", 2}, {"dp_shard", 1}}); },
                              olm::ErrorCode::kInvalidConfig,
                              "dp_replicate (2) x dp_shard (1) is 2 ranks, not world_size 1");
@@ -448,12 +446,7 @@ TEST(HybridShardedDataParallel, MeshGroupsAreRowsAndColumns) {
 // reduces float32 gradients. Against the same run on a group of one: each rank's micro-batches
 // are one process's, in bfloat16 alike, so only the float32 sums differ in order.
 TEST(FullyShardedDataParallel, BFloat16ParametersWithFloat32Reduction) {
-  olm::dist::ProcessGroupOptions o;
-  o.rank = 0;
-  o.world_size = 1;
-  o.master_port = free_port();
-  o.timeout = std::chrono::milliseconds(10000);
-  const TrainRun one = train(olm::dist::ProcessGroup::create(o), -1, SIGKILL, mode_setup("fsdp_bf16").extra);
+  const TrainRun one = train(group_of_one(), -1, SIGKILL, mode_setup("fsdp_bf16").extra);
   const TrainRun& f32 = single_process();
   const auto children = launch(2, "fsdp_bf16", 60);
   double worst_loss = 0, worst_f32 = 0;
@@ -495,13 +488,9 @@ TEST(FullyShardedDataParallel, BFloat16ParametersWithFloat32Reduction) {
 // Detaching a bfloat16 FSDP trainer hands back float32 parameters holding the master weights
 // (not the bfloat16 copies the steps computed with).
 TEST(FullyShardedDataParallel, DetachingRestoresFloat32MasterWeights) {
-  olm::dist::ProcessGroupOptions o;
-  o.rank = 0;
-  o.world_size = 1;
-  o.master_port = free_port();
   auto model = std::make_shared<olm::Model>(model_config(), "cpu", olm::ModelOptions{});
   olm::train::Trainer trainer(model, train_config(mode_setup("fsdp_bf16").extra));
-  trainer.set_process_group(olm::dist::ProcessGroup::create(o));
+  trainer.set_process_group(group_of_one());
   olm::data::DataLoader loader(dataset(), 8, 3, 0, 1);
   auto b = loader.next();
   trainer.train_batch(b.input_ids, b.labels);
@@ -524,13 +513,9 @@ TEST(FullyShardedDataParallel, DetachingRestoresFloat32MasterWeights) {
 // buffer is resized to zero, not merely forgotten), the root's neither; gathering gives them
 // back their values.
 TEST(FullyShardedDataParallel, BlocksHoldNoStorageBetweenSteps) {
-  olm::dist::ProcessGroupOptions o;
-  o.rank = 0;
-  o.world_size = 1;
-  o.master_port = free_port();
   auto model = std::make_shared<olm::Model>(model_config(), "cpu", olm::ModelOptions{});
   olm::train::Trainer trainer(model, train_config(R"(, "data_parallel": {"name": "fsdp"})"));
-  trainer.set_process_group(olm::dist::ProcessGroup::create(o));
+  trainer.set_process_group(group_of_one());
   olm::data::DataLoader loader(dataset(), 8, 3, 0, 1);
   auto b = loader.next();
   const auto m = trainer.train_batch(b.input_ids, b.labels);
@@ -681,12 +666,7 @@ TEST(ProcessGroup, OptionsFromTorchrunAndSlurmEnvironments) {
 
 // One process in a group of one: DDP's machinery, exactly the plain numbers.
 TEST(DataParallel, GroupOfOneIsExact) {
-  olm::dist::ProcessGroupOptions o;
-  o.rank = 0;
-  o.world_size = 1;
-  o.master_port = free_port();
-  o.timeout = std::chrono::milliseconds(10000);
-  const TrainRun r = train(olm::dist::ProcessGroup::create(o));
+  const TrainRun r = train(group_of_one());
   const TrainRun& ref = single_process();
   for (int s = 0; s < kSteps; ++s) EXPECT_EQ(r.loss[s], ref.loss[s]) << s;
   EXPECT_EQ(r.params, ref.params);
@@ -697,11 +677,7 @@ TEST(DataParallel, GroupOfOneIsExact) {
 // gradients only accumulate. A parameter backward never reaches gets a zero gradient (and,
 // since buckets launch in order, holds back the buckets after it until finish()).
 TEST(DataParallel, BucketsLaunchDuringBackward) {
-  olm::dist::ProcessGroupOptions o;
-  o.rank = 0;
-  o.world_size = 1;
-  o.master_port = free_port();
-  auto group = olm::dist::ProcessGroup::create(o);
+  auto group = group_of_one();
   auto a = at::randn({64, 32}).requires_grad_(), b = at::randn({32, 32}).requires_grad_(),
        c = at::randn({32}).requires_grad_();
   olm::dist::DataParallel ddp(group, {a, b, c}, 4096);  // one parameter per bucket
@@ -748,12 +724,7 @@ TEST(ProcessGroup, NcclIsRefusedClearly) {
 // training (5 steps; CUDA's atomics reorder some float32 sums, hence 1e-5 relative).
 TEST(ProcessGroup, NcclGroupOfOneTrainsLikeOneProcess) {
   if (olm::cuda_device_count() == 0) GTEST_SKIP() << "no CUDA device in this process";
-  olm::dist::ProcessGroupOptions o;
-  o.rank = 0;
-  o.world_size = 1;
-  o.master_port = free_port();
-  o.device = "cuda";
-  auto group = olm::dist::ProcessGroup::create(o);
+  auto group = group_of_one("cuda");
   EXPECT_STREQ(group->backend_name(), "nccl");
   const auto values = at::arange(6, at::TensorOptions(at::kFloat).device(at::kCUDA));
   auto summed = values.clone();

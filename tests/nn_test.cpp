@@ -453,6 +453,19 @@ TEST(Loss, CrossEntropyAndZLossMatchFloat64) {
   EXPECT_EQ(plain.item<double>(), mean.item<double>());
 }
 
+
+// The head's loss in float64 from (N, V) logits: mean cross-entropy over the labels that are
+// not -100, and OLMo-core's z-loss (multiplier * mean logsumexp^2) over the same.
+std::pair<at::Tensor, at::Tensor> mean_ce_and_z_loss64(const at::Tensor& logits64, const at::Tensor& labels,
+                                                       double z_multiplier) {
+  auto flat = labels.view({-1});
+  auto mask = flat.ne(-100);
+  auto lse64 = logits64.logsumexp(-1);
+  auto ce64 = ((lse64 - logits64.gather(1, flat.clamp_min(0).unsqueeze(1)).squeeze(1)) * mask).sum() / mask.sum();
+  auto z64 = z_multiplier * (lse64.pow(2) * mask).sum() / mask.sum();
+  return {ce64, z64};
+}
+
 TEST(Loss, FusedLinearEqualsFloat64InValueAndGradients) {
   // A vocabulary large enough that the fused loss works in several chunks (the last partial).
   const int64_t d = 16, V = 300000, B = 2, T = 50;
@@ -484,11 +497,7 @@ TEST(Loss, FusedLinearEqualsFloat64InValueAndGradients) {
   auto h64 = h.detach().to(at::kDouble).set_requires_grad(true);
   auto x64 = h64 * (h64.pow(2).mean(-1, true) + 1e-6).rsqrt() * p64[0];
   auto logits64 = at::linear(x64, p64[1], p64[2]).view({-1, V});
-  auto flat = labels.view({-1});
-  auto mask = flat.ne(-100);
-  auto lse64 = logits64.logsumexp(-1);
-  auto ce64 = ((lse64 - logits64.gather(1, flat.clamp_min(0).unsqueeze(1)).squeeze(1)) * mask).sum() / mask.sum();
-  auto z64 = 1e-4 * (lse64.pow(2) * mask).sum() / mask.sum();
+  const auto [ce64, z64] = mean_ce_and_z_loss64(logits64, labels, 1e-4);
   (ce64 + z64).backward();
 
   olm::nn::LossOptions lo;
@@ -574,11 +583,7 @@ TEST(Loss, FusedLinearWithNormalizedHeadEqualsFloat64) {
   auto sz64 = params[1].tensor->detach().to(at::kDouble).set_requires_grad(true);
   auto h64 = h.detach().to(at::kDouble).set_requires_grad(true);
   auto logits64 = (sz64 * std::sqrt(static_cast<double>(d)) * at::linear(h64, w64)).view({-1, V});
-  auto flat = labels.view({-1});
-  auto mask = flat.ne(-100);
-  auto lse64 = logits64.logsumexp(-1);
-  auto ce64 = ((lse64 - logits64.gather(1, flat.clamp_min(0).unsqueeze(1)).squeeze(1)) * mask).sum() / mask.sum();
-  auto z64 = 1e-4 * (lse64.pow(2) * mask).sum() / mask.sum();
+  const auto [ce64, z64] = mean_ce_and_z_loss64(logits64, labels, 1e-4);
   (ce64 + z64).backward();
 
   olm::nn::LossOptions lo;
