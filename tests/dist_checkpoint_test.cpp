@@ -194,6 +194,22 @@ void expect_ranks_resume(int world, const std::string& mode, const std::string& 
   }
 }
 
+// Two ranks in worker mode `mode` (crash or fsdp_crash) save at step 10, then rank 1 dies
+// inside the save of step 12: rank 0 fails, step 12 never appears, step 10 stays the newest
+// loadable checkpoint. Returns the save folder and the ranks.
+std::pair<std::string, std::vector<Child>> expect_crash_keeps_step10(const std::string& mode) {
+  const std::string folder = olm::testing::temp_dir(mode);
+  auto children = launch(2, mode, folder);
+  EXPECT_FALSE(exited_ok(children[0])) << slurp(children[0].log);
+  EXPECT_TRUE(WIFSIGNALED(children[1].status));
+  EXPECT_FALSE(exists(folder + "/step12"));
+  EXPECT_EQ(olm::checkpoint::latest(folder), folder + "/step10");
+  TrainRun r = make_run();
+  load_into(r, folder);
+  EXPECT_EQ(r.trainer->step(), 10);
+  return {folder, children};
+}
+
 // The shard files and metadata are there, and no unsharded files.
 TEST(ShardedCheckpoint, EveryRankWritesItsShard) {
   const std::string dir = sharded(4) + "/step" + std::to_string(kSaveAt);
@@ -427,17 +443,7 @@ TEST(FsdpCheckpoint, RankReadsOnlyTheShardsItNeeds) {
 }
 
 // Rank 1 dies inside an FSDP save: rank 0 fails too, and the previous checkpoint stays the newest.
-TEST(FsdpCheckpoint, RankKilledMidSaveLeavesPreviousCheckpoint) {
-  const std::string folder = olm::testing::temp_dir("fsdp_crash");
-  const auto children = launch(2, "fsdp_crash", folder);
-  EXPECT_FALSE(exited_ok(children[0])) << slurp(children[0].log);
-  EXPECT_TRUE(WIFSIGNALED(children[1].status));
-  EXPECT_FALSE(exists(folder + "/step12"));
-  EXPECT_EQ(olm::checkpoint::latest(folder), folder + "/step10");
-  TrainRun r = make_run();
-  load_into(r, folder);
-  EXPECT_EQ(r.trainer->step(), 10);
-}
+TEST(FsdpCheckpoint, RankKilledMidSaveLeavesPreviousCheckpoint) { expect_crash_keeps_step10("fsdp_crash"); }
 
 // ---- validation: a damaged checkpoint is refused with the file or tensor named, and the
 // trainer is left as it was.
@@ -526,21 +532,15 @@ TEST(ShardedCheckpoint, CorruptShardIsNamed) {
 // Rank 1 dies while rank 0 is inside the save of step 12: rank 0 fails, step 12 never appears,
 // and step 10 stays the newest loadable checkpoint; the next save cleans the leftover.
 TEST(ShardedCheckpoint, RankKilledMidSaveLeavesPreviousCheckpoint) {
-  const std::string folder = olm::testing::temp_dir("crash");
-  const auto children = launch(2, "crash", folder);
-  EXPECT_FALSE(exited_ok(children[0])) << slurp(children[0].log);
-  EXPECT_TRUE(WIFSIGNALED(children[1].status));
-  EXPECT_FALSE(exists(folder + "/step12"));
-  EXPECT_EQ(olm::checkpoint::latest(folder), folder + "/step10");
-  TrainRun r = make_run();
-  load_into(r, folder);
-  EXPECT_EQ(r.trainer->step(), 10);
+  const auto [folder, children] = expect_crash_keeps_step10("crash");
   std::printf("[ ckpt ] rank 0 after rank 1 died mid-save: %s\n", [&] {
     std::string log = slurp(children[0].log);
     const auto at = log.find("worker error");
     return at == std::string::npos ? std::string("?") : log.substr(at, log.find('\n', at) - at);
   }().c_str());
   // A later single-process save into the folder removes the sharded save's leftover.
+  TrainRun r = make_run();
+  load_into(r, folder);
   olm::checkpoint::save(*r.trainer, folder, {0, 10}, 5);
   bool leftover = false;
   if (DIR* d = ::opendir(folder.c_str())) {
