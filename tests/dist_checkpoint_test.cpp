@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "core/checkpoint/checkpoint.h"
+#include "core/dist/fsdp.h"
 #include "core/data/token_data.h"
 #include "core/dist/process_group.h"
 #include "core/error.h"
@@ -306,6 +307,34 @@ TEST(FsdpCheckpoint, ResumeFromFsdpTwoUnderDdpTwoMatchesUninterruptedRun) {
 
 TEST(FsdpCheckpoint, ResumeFromDdpFourUnderFsdpTwoMatchesUninterruptedRun) {
   expect_ranks_resume(2, "fsdp_resume", sharded(4), "DDP saved at 4, FSDP resumed at 2");
+}
+
+// bfloat16 FSDP parameters: the checkpoint holds the float32 master weights the optimizer
+// updates (not the bfloat16 copies the steps computed with), so a float32 trainer resumes them.
+TEST(FsdpCheckpoint, BFloat16ParametersSaveTheirFloat32Masters) {
+  olm::dist::ProcessGroupOptions o;
+  o.rank = 0;
+  o.world_size = 1;
+  o.master_port = free_port();
+  auto group = olm::dist::ProcessGroup::create(o);
+  TrainRun r = make_run(group, R"(, "data_parallel": {"name": "fsdp", "param_dtype": "bfloat16"})");
+  r.trainer->set_process_group(group);
+  train_steps(r, 3);
+  const std::string folder = olm::testing::temp_dir("fsdp_bf16");
+  olm::checkpoint::save(*r.trainer, folder, {0, 3}, 1);
+  std::map<std::string, at::Tensor> master;  // a group of one: each piece is a whole parameter
+  for (const auto& p : r.trainer->fsdp()->shard_parameters()) master[p.name] = p.tensor->detach().clone();
+  TrainRun plain = make_run();
+  load_into(plain, folder);
+  bool beyond_bfloat16 = false;
+  for (auto& p : plain.model->module().named_parameters()) {
+    EXPECT_EQ(p.tensor->scalar_type(), at::kFloat) << p.name;
+    const auto w = p.tensor->detach().reshape(-1);
+    EXPECT_TRUE(at::equal(w, master.at(p.name))) << p.name;
+    beyond_bfloat16 = beyond_bfloat16 || !at::equal(w, w.to(at::kBFloat16).to(at::kFloat));
+  }
+  EXPECT_TRUE(beyond_bfloat16);
+  group->shutdown();
 }
 
 // HSDP as 2 replicas of 2: only the first replica writes parameter and optimizer pieces, so

@@ -261,9 +261,12 @@ ShardPlan fsdp_plan(train::Trainer& trainer, dist::FullyShardedDataParallel& fsd
   for (auto& p : trainer.model().module().named_parameters()) param_shapes[p.name] = p.tensor->sizes().vec();
   for (auto& p : trainer.model().module().named_state()) {
     const at::Tensor& t = *p.tensor;
-    plan.tensors.push_back({kModelFile, p.name, t.sizes().vec(), c10::toString(t.scalar_type()), true});
+    // A parameter's dtype is its pieces' (the float32 masters under bfloat16 param_dtype, not
+    // the module's compute copies): taken from the writers' table.
+    const bool param = param_shapes.count(p.name) > 0;
+    plan.tensors.push_back({kModelFile, p.name, t.sizes().vec(), param ? "" : c10::toString(t.scalar_type()), true});
     const size_t index = plan.tensors.size() - 1;
-    if (param_shapes.count(p.name)) {
+    if (param) {
       auto it = mine.find(p.name);
       if (it != mine.end())
         plan.writes.push_back({index, it->second.first.offset, it->second.second.detach().reshape({-1})});
