@@ -428,6 +428,11 @@ TEST(HybridShardedDataParallel, MeshIsCheckedAndLaidOutRowMajor) {
   auto t = at::ones({3});
   mesh.group("dp_replicate")->all_reduce_sum({t});
   EXPECT_EQ(t.sum().item<float>(), 3.0f);
+  // A trainer whose hsdp layout does not fit the world names the config fields.
+  auto model = std::make_shared<olm::Model>(model_config(), "cpu", olm::ModelOptions{});
+  olm::train::Trainer trainer(model, train_config(mode_setup("hsdp").extra));
+  olm::testing::expect_error([&] { trainer.set_process_group(world); }, olm::ErrorCode::kInvalidConfig,
+                             "hsdp needs num_replicas x shard_degree = world_size 1, got 2 x 0");
 }
 
 // Four ranks as 2 x 2: rank r sits at (r / 2, r % 2); its dp_shard group is its row, its

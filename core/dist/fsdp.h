@@ -113,6 +113,28 @@ class FullyShardedDataParallel {
   // (a collective). Only destruction may follow.
   void release_full_precision();
 
+  // ---- Checkpoints: which elements a rank holds, and restoring them.
+
+  // A parameter's piece in one rank's shard: elements [offset, offset + numel) of the
+  // parameter's flattened elements, whose global shape is `shape`.
+  struct Piece {
+    std::string name;
+    int64_t offset = 0;
+    int64_t numel = 0;
+    std::vector<int64_t> shape;
+    bool trainable = false;
+  };
+  // The pieces rank `rank` of group() holds, in shard_parameters()'s order when `rank` is this
+  // rank (under HSDP each replica holds the same pieces by shard rank). The
+  // unit layout is the same on every rank, so any rank can tell what any other holds (rank 0
+  // writes every shard's record into a checkpoint's metadata). No collective.
+  std::vector<Piece> pieces_of_rank(int64_t rank) const;
+  // Overwrites this rank's pieces: `pieces` maps every piece's parameter name to that piece's
+  // values (piece.numel elements, any shape). Units gathered now are freed, as their full
+  // buffers would be stale; the next gather all-gathers the new values. Throws kMismatch naming
+  // a missing or wrongly sized piece before anything is written. No collective.
+  void load_shard(const std::map<std::string, at::Tensor>& pieces);
+
   ProcessGroup& group() { return *group_; }
   ProcessGroup* replicate_group() { return options_.replicate_group.get(); }
   size_t num_units() const;
@@ -126,28 +148,6 @@ class FullyShardedDataParallel {
   std::shared_ptr<ProcessGroup> group_;
   FsdpOptions options_;
   std::shared_ptr<State> state_;
-
- public:
-  // ---- Checkpoints: which elements a rank holds, and restoring them.
-
-  // A parameter's piece in one rank's shard: elements [offset, offset + numel) of the
-  // parameter's flattened elements, whose global shape is `shape`.
-  struct Piece {
-    std::string name;
-    int64_t offset = 0;
-    int64_t numel = 0;
-    std::vector<int64_t> shape;
-    bool trainable = false;
-  };
-  // The pieces rank `rank` holds, in shard_parameters()'s order when `rank` is this rank. The
-  // unit layout is the same on every rank, so any rank can tell what any other holds (rank 0
-  // writes every shard's record into a checkpoint's metadata). No collective.
-  std::vector<Piece> pieces_of_rank(int64_t rank) const;
-  // Overwrites this rank's pieces: `pieces` maps every piece's parameter name to that piece's
-  // values (piece.numel elements, any shape). Units gathered now are freed, as their full
-  // buffers would be stale; the next gather all-gathers the new values. Throws kMismatch naming
-  // a missing or wrongly sized piece before anything is written. No collective.
-  void load_shard(const std::map<std::string, at::Tensor>& pieces);
 };
 
 }  // namespace olm::dist

@@ -151,6 +151,12 @@ void Trainer::set_process_group(std::shared_ptr<dist::ProcessGroup> group) {
                                    : spec.dp_num_replicas > 0 ? world / spec.dp_num_replicas
                                                               : group_->local_world_size();
       const int64_t replicas = spec.dp_num_replicas > 0 ? spec.dp_num_replicas : world / std::max<int64_t>(shard_degree, 1);
+      require(replicas * shard_degree == world, ErrorCode::kInvalidConfig,
+              "data_parallel: hsdp needs num_replicas x shard_degree = world_size " + std::to_string(world) +
+                  ", got " + std::to_string(replicas) + " x " + std::to_string(shard_degree) +
+                  (spec.dp_num_replicas > 0 || spec.dp_shard_degree > 0
+                       ? std::string()
+                       : " (shard_degree from LOCAL_WORLD_SIZE)"));
       // OLMo-core's build_world_mesh for HSDP: a replica is shard_degree consecutive ranks.
       const auto mesh = dist::DeviceMesh::build(group_, {{"dp_replicate", replicas}, {"dp_shard", shard_degree}});
       shard_group = mesh.group("dp_shard");
