@@ -108,6 +108,10 @@ struct ProcessGroup::Impl {
   c10::intrusive_ptr<c10d::Store> store;  // prefixed "olm/"
   c10::intrusive_ptr<c10d::Backend> backend;
   bool closed = false;
+
+  static void count(ProcessGroup& g, int64_t bytes);
+  template <typename Start>
+  static std::unique_ptr<Pending> start(ProcessGroup& g, const char* what, Start&& start_work);
 };
 
 namespace {
@@ -348,88 +352,84 @@ void ProcessGroup::fail_collective(const std::string& what, const std::string& c
   fail(ErrorCode::kDistributed, me + ": " + what + " failed: " + who + cause);
 }
 
-std::unique_ptr<Pending> ProcessGroup::all_reduce_sum_async(std::vector<at::Tensor> tensors) {
-  require(impl_->backend && !impl_->closed, ErrorCode::kDistributed, "the process group is shut down");
-  for (const auto& t : tensors) stats_.bytes += static_cast<int64_t>(t.numel() * t.element_size());
-  ++stats_.collectives;
-  c10d::AllreduceOptions opts;
-  opts.reduceOp = c10d::ReduceOp::SUM;
-  opts.timeout = options_.timeout;
+// Every collective: refused on a closed group, counted, then started; a start that throws (a
+// peer already gone) is named as a failure of `what`, like a failed wait.
+void ProcessGroup::Impl::count(ProcessGroup& g, int64_t bytes) {
+  require(g.impl_->backend && !g.impl_->closed, ErrorCode::kDistributed, "the process group is shut down");
+  g.stats_.bytes += bytes;
+  ++g.stats_.collectives;
+}
+
+template <typename Start>
+std::unique_ptr<Pending> ProcessGroup::Impl::start(ProcessGroup& g, const char* what, Start&& start_work) {
   c10::intrusive_ptr<c10d::Work> work;
   try {
-    work = impl_->backend->allreduce(tensors, opts);
+    work = start_work();
   } catch (const c10::Error& e) {
-    fail_collective("all_reduce", e.what_without_backtrace());
+    g.fail_collective(what, e.what_without_backtrace());
   }
-  return std::make_unique<PendingWork>(this, std::move(work), "all_reduce");
+  return std::make_unique<PendingWork>(&g, std::move(work), what);
+}
+
+std::unique_ptr<Pending> ProcessGroup::all_reduce_sum_async(std::vector<at::Tensor> tensors) {
+  int64_t bytes = 0;
+  for (const auto& t : tensors) bytes += static_cast<int64_t>(t.numel() * t.element_size());
+  Impl::count(*this, bytes);
+  return Impl::start(*this, "all_reduce", [&] {
+    c10d::AllreduceOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    opts.timeout = options_.timeout;
+    return impl_->backend->allreduce(tensors, opts);
+  });
 }
 
 void ProcessGroup::broadcast(std::vector<at::Tensor> tensors, int64_t root) {
-  require(impl_->backend && !impl_->closed, ErrorCode::kDistributed, "the process group is shut down");
-  for (const auto& t : tensors) stats_.bytes += static_cast<int64_t>(t.numel() * t.element_size());
-  ++stats_.collectives;
+  int64_t bytes = 0;
+  for (const auto& t : tensors) bytes += static_cast<int64_t>(t.numel() * t.element_size());
+  Impl::count(*this, bytes);
   c10d::BroadcastOptions opts;
   opts.rootRank = root;
   opts.timeout = options_.timeout;
-  try {
-    // c10d's tensor list means one tensor per device (all the same size); several tensors of
-    // one device, as DDP's buckets, go one collective each.
-    for (auto& t : tensors) {
-      std::vector<at::Tensor> one{t};
-      PendingWork(this, impl_->backend->broadcast(one, opts), "broadcast").wait();
-    }
-  } catch (const c10::Error& e) {
-    fail_collective("broadcast", e.what_without_backtrace());
+  // c10d's tensor list means one tensor per device (all the same size); several tensors of
+  // one device, as DDP's buckets, go one collective each.
+  for (auto& t : tensors) {
+    std::vector<at::Tensor> one{t};
+    Impl::start(*this, "broadcast", [&] { return impl_->backend->broadcast(one, opts); })->wait();
   }
 }
 
 std::unique_ptr<Pending> ProcessGroup::all_gather_into_async(at::Tensor output, at::Tensor input) {
-  require(impl_->backend && !impl_->closed, ErrorCode::kDistributed, "the process group is shut down");
   require(output.is_contiguous() && input.is_contiguous() && output.numel() == input.numel() * world_size() &&
               output.scalar_type() == input.scalar_type(),
           ErrorCode::kInvalidArgument, "all_gather: output must hold world_size times input's elements");
-  stats_.bytes += static_cast<int64_t>(output.numel() * output.element_size());
-  ++stats_.collectives;
-  c10d::AllgatherOptions opts;
-  opts.timeout = options_.timeout;
-  c10::intrusive_ptr<c10d::Work> work;
-  try {
-    work = impl_->backend->_allgather_base(output, input, opts);
-  } catch (const c10::Error& e) {
-    fail_collective("all_gather", e.what_without_backtrace());
-  }
-  return std::make_unique<PendingWork>(this, std::move(work), "all_gather");
+  Impl::count(*this, static_cast<int64_t>(output.numel() * output.element_size()));
+  return Impl::start(*this, "all_gather", [&] {
+    c10d::AllgatherOptions opts;
+    opts.timeout = options_.timeout;
+    return impl_->backend->_allgather_base(output, input, opts);
+  });
 }
 
 std::unique_ptr<Pending> ProcessGroup::reduce_scatter_sum_async(at::Tensor output, at::Tensor input) {
-  require(impl_->backend && !impl_->closed, ErrorCode::kDistributed, "the process group is shut down");
   require(output.is_contiguous() && input.is_contiguous() && input.numel() == output.numel() * world_size() &&
               output.scalar_type() == input.scalar_type(),
           ErrorCode::kInvalidArgument, "reduce_scatter: input must hold world_size times output's elements");
-  stats_.bytes += static_cast<int64_t>(input.numel() * input.element_size());
-  ++stats_.collectives;
-  c10d::ReduceScatterOptions opts;
-  opts.reduceOp = c10d::ReduceOp::SUM;
-  opts.timeout = options_.timeout;
-  c10::intrusive_ptr<c10d::Work> work;
-  try {
-    work = impl_->backend->_reduce_scatter_base(output, input, opts);
-  } catch (const c10::Error& e) {
-    fail_collective("reduce_scatter", e.what_without_backtrace());
-  }
-  return std::make_unique<PendingWork>(this, std::move(work), "reduce_scatter");
+  Impl::count(*this, static_cast<int64_t>(input.numel() * input.element_size()));
+  return Impl::start(*this, "reduce_scatter", [&] {
+    c10d::ReduceScatterOptions opts;
+    opts.reduceOp = c10d::ReduceOp::SUM;
+    opts.timeout = options_.timeout;
+    return impl_->backend->_reduce_scatter_base(output, input, opts);
+  });
 }
 
 void ProcessGroup::barrier() {
-  require(impl_->backend && !impl_->closed, ErrorCode::kDistributed, "the process group is shut down");
-  ++stats_.collectives;
-  c10d::BarrierOptions opts;
-  opts.timeout = options_.timeout;
-  try {
-    PendingWork(this, impl_->backend->barrier(opts), "barrier").wait();
-  } catch (const c10::Error& e) {
-    fail_collective("barrier", e.what_without_backtrace());
-  }
+  Impl::count(*this, 0);
+  Impl::start(*this, "barrier", [&] {
+    c10d::BarrierOptions opts;
+    opts.timeout = options_.timeout;
+    return impl_->backend->barrier(opts);
+  })->wait();
 }
 
 void ProcessGroup::shutdown() {
