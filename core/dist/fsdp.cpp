@@ -54,15 +54,20 @@ struct FullyShardedDataParallel::State {
 
   static int64_t bytes(const FsdpUnit& u) { return u.padded * static_cast<int64_t>(u.flat.element_size()); }
 
+  // Gives the unit's flat buffer its bytes back (free() resizes its storage to zero).
+  static void allocate_flat(FsdpUnit& u) {
+    auto* impl = u.flat.storage().unsafeGetStorageImpl();
+    const size_t nbytes = static_cast<size_t>(bytes(u));
+    impl->set_data_ptr_noswap(impl->allocator()->allocate(nbytes));
+    impl->set_nbytes(nbytes);
+  }
+
   // Allocates the unit's storage and starts its all-gather; gather() waits for it.
   void start_gather(size_t i) {
     auto& u = units[i];
     if (u.gathered) return;
     at::NoGradGuard no_grad;
-    auto* impl = u.flat.storage().unsafeGetStorageImpl();
-    const size_t nbytes = static_cast<size_t>(bytes(u));
-    impl->set_data_ptr_noswap(impl->allocator()->allocate(nbytes));
-    impl->set_nbytes(nbytes);
+    allocate_flat(u);
     u.gather_input = u.shard.to(u.flat.scalar_type());
     u.gathering = group->all_gather_into_async(u.flat, u.gather_input);
     u.gathered = true;
@@ -140,12 +145,9 @@ struct FullyShardedDataParallel::State {
   // the moment of taking the views (views check their bounds), then is freed again.
   void point_params_at_flat(FsdpUnit& u) {
     if (u.gathered) return point_params_at(u, u.flat);
-    auto* impl = u.flat.storage().unsafeGetStorageImpl();
-    const size_t nbytes = static_cast<size_t>(bytes(u));
-    impl->set_data_ptr_noswap(impl->allocator()->allocate(nbytes));
-    impl->set_nbytes(nbytes);
+    allocate_flat(u);
     point_params_at(u, u.flat);
-    impl->reset();
+    u.flat.storage().unsafeGetStorageImpl()->reset();
   }
 
   // Every unit's full parameters in the shards' precision, one buffer per unit (collectives).
