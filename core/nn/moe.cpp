@@ -14,6 +14,20 @@ MoERouter::MoERouter(int64_t d_model, const MoESpec& spec, const at::TensorOptio
   }
 }
 
+namespace {
+
+// Undefined: no loss yet.
+void add_loss(at::Tensor& into, const at::Tensor& value) {
+  if (value.defined()) into = into.defined() ? into + value : value;
+}
+
+}  // namespace
+
+void MoEAuxLosses::add(const MoEAuxLosses& other) {
+  add_loss(lb_loss, other.lb_loss);
+  add_loss(router_z_loss, other.router_z_loss);
+}
+
 MoERouter::Routing MoERouter::forward(const at::Tensor& x_in, MoEAuxLosses* aux) const {
   const int64_t E = spec_.num_experts, k = spec_.router.top_k;
   const int64_t B = x_in.size(0), S = x_in.size(1);
@@ -73,14 +87,14 @@ MoERouter::Routing MoERouter::forward(const at::Tensor& x_in, MoEAuxLosses* aux)
         loss = aux->loss_div.defined() ? loss / aux->loss_div : loss / static_cast<double>(B * S);
       }
       loss = loss * (static_cast<double>(E) / static_cast<double>(k)) * *spec_.lb_loss_weight;
-      aux->lb_loss = aux->lb_loss.defined() ? aux->lb_loss + loss : loss;
+      add_loss(aux->lb_loss, loss);
     }
     if (spec_.z_loss_weight) {
       // olmo_core.nn.moe.loss.router_z_loss.
       auto z = logits.logsumexp(-1).square().sum();
       z = aux->loss_div.defined() ? z / aux->loss_div : z / static_cast<double>(B * S);
       z = z * *spec_.z_loss_weight;
-      aux->router_z_loss = aux->router_z_loss.defined() ? aux->router_z_loss + z : z;
+      add_loss(aux->router_z_loss, z);
     }
   }
   return r;

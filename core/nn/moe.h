@@ -30,6 +30,9 @@ struct MoEAuxLosses {
   at::Tensor loss_div;
   at::Tensor lb_loss;        // weighted load-balancing loss; undefined when no block has one
   at::Tensor router_z_loss;  // weighted router z-loss; undefined when no block has one
+
+  // Adds another record's losses to these (a block's record into the model's).
+  void add(const MoEAuxLosses& other);
 };
 
 class MoERouter : public Module {

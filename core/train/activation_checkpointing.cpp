@@ -7,10 +7,6 @@
 namespace olm::train {
 namespace {
 
-void accumulate(at::Tensor& into, const at::Tensor& value) {
-  if (value.defined()) into = into.defined() ? into + value : value;
-}
-
 struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
   // doc_positions is optional: autograd Functions refuse undefined tensor arguments.
   // aux_address: the caller's nn::MoEAuxLosses, or 0. Its loss_div is kept for the recompute.
@@ -33,8 +29,7 @@ struct BlockCheckpoint : public torch::autograd::Function<BlockCheckpoint> {
     nn::MoEAuxLosses local;
     local.loss_div = aux->loss_div;
     auto y = block->forward(x, nullptr, positions, &local);
-    accumulate(aux->lb_loss, local.lb_loss);  // values only: their gradients come in backward
-    accumulate(aux->router_z_loss, local.router_z_loss);
+    aux->add(local);  // values only: their gradients come in backward
     return y;
   }
 

@@ -102,11 +102,9 @@ void Trainer::install_block_runner() {
       nn::MoEAuxLosses local;
       local.loss_div = aux->loss_div;
       auto y = block.forward(x, nullptr, doc_positions, &local);
-      for (auto [into, value] : {std::pair{&aux->lb_loss, &local.lb_loss}, {&aux->router_z_loss, &local.router_z_loss}}) {
-        if (!value->defined()) continue;
-        fsdp->gather_before_backward(i, *value);
-        *into = into->defined() ? *into + *value : *value;
-      }
+      for (const auto& loss : {local.lb_loss, local.router_z_loss})
+        if (loss.defined()) fsdp->gather_before_backward(i, loss);
+      aux->add(local);
       return y;
     });
   };
