@@ -6,26 +6,7 @@
 # size), and training resumes from it. Repeated with several delays.
 # usage: dist_checkpoint_kill_test.sh OLM_BINARY
 set -euo pipefail
-olm="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
-work="$(mktemp -d)"
-trap 'kill -9 $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-cd "$work"
-python3 - <<'PY'
-import random, struct
-random.seed(0)
-with open("tokens.bin", "wb") as f:
-    f.write(struct.pack("<%dH" % 20000, *[random.randrange(64) for _ in range(20000)]))
-PY
-cat > train.json <<'JSON'
-{"model": {"d_model": 64, "vocab_size": 64, "n_layers": 2,
-   "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 10000}},
-     "feed_forward": {"hidden_size": 128, "bias": false}, "layer_norm": {"name": "rms", "bias": false}},
-   "lm_head": {"layer_norm": {"name": "rms", "bias": false}, "bias": false}},
- "sequence_length": 32, "global_batch_size": 256, "max_steps": 100000,
- "optimizer": {"name": "adamw", "lr": 0.001},
- "data": {"paths": ["tokens.bin"]},
- "save_folder": "ckpt", "save_interval": 1, "keep_last_n": 2}
-JSON
+source "$(dirname "${BASH_SOURCE[0]}")/checkpoint_kill_setup.sh" "$1"
 start() {  # start RANK COMMAND...: one rank of 2 in the background
   local rank="$1"; shift
   RANK="$rank" WORLD_SIZE=2 LOCAL_RANK="$rank" LOCAL_WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT="$port" \
