@@ -4,34 +4,11 @@
 # all-reduces per step and the time a step waits for gradients after backward.
 # usage: benchmarks/dist_overhead.sh [BUILD_DIR] [STEPS]
 set -euo pipefail
-root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-build="$(cd "${1:-$root/build}" && pwd)"
-steps="${2:-12}"
-olm="$build/bin/olm"
-torchrun="${TORCHRUN:-$HOME/.cache/olm/venv/bin/torchrun}"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-for i in $(seq 400); do printf 'Line %d of some text to train on, with a little variety %d.\n%%\n' "$i" "$((i * i))"; done > a.txt
-"$olm" tokenize --fortunes --output train.bin a.txt >/dev/null
-config() {  # config NAME
-  cat > "$1.json" <<JSON
-{"model": {"d_model": 256, "vocab_size": 264, "n_layers": 4,
-   "block": {"name": "reordered_norm", "attention": {"n_heads": 8, "bias": false, "rope": {"theta": 10000}},
-     "feed_forward": {"hidden_size": 768, "bias": false}, "layer_norm": {"name": "rms", "bias": false}},
-   "lm_head": {"layer_norm": {"name": "rms", "bias": false}, "bias": false}},
- "sequence_length": 128, "global_batch_size": 2048, "rank_microbatch_size": 512, "max_steps": $steps,
- "optimizer": {"name": "adamw", "lr": 0.001},
- "data": {"paths": ["train.bin"], "eos_token_id": 256}, "metrics_path": "$1.jsonl"}
-JSON
-}
-# One intra-op thread per process everywhere (torchrun's default for several ranks), so one
-# process uses one core and two ranks two.
-config one && OMP_NUM_THREADS=1 "$olm" train --config one.json >one.out 2>&1
+source "$(dirname "${BASH_SOURCE[0]}")/dist_bench_setup.sh" "$@"
+run one '{"name": "ddp"}' 0
 # The DDP machinery alone: a group of one (hooks, bucket copies, all-reduces of one rank).
-config solo && OMP_NUM_THREADS=1 MASTER_PORT=$((20000 + RANDOM % 20000)) "$olm" train --dist on --config solo.json >solo.out 2>&1
-config two && OMP_NUM_THREADS=1 timeout 600 "$torchrun" --standalone --nproc_per_node=2 --no-python \
-  "$olm" train --config two.json >two.out 2>&1 || { cat two.out >&2; exit 1; }
+run solo '{"name": "ddp"}' 1
+run two '{"name": "ddp"}' 2
 echo "load average (other work on this machine skews the times): $(cut -d" " -f1-3 /proc/loadavg)"
 python3 - one.jsonl two.jsonl solo.jsonl <<'PY'
 import json, statistics, sys
