@@ -686,15 +686,10 @@ DataPosition load(train::Trainer& trainer, const std::string& path) {
     for (auto& piece : fsdp->pieces_of_rank(fsdp->group().rank())) pieces[piece.name] = piece;
   std::set<std::string> param_names;
   for (auto& p : trainer.model().module().named_parameters()) param_names.insert(p.name);
-  // The parameter an optimizer state "<param>.<key>" belongs to ("" when none).
-  auto param_of = [&](const std::string& state) {
-    const auto dot = state.rfind('.');
-    return dot == std::string::npos ? std::string() : state.substr(0, dot);
-  };
   const Need need = [&](const std::string& group, const std::string& name, const std::vector<int64_t>& shape) {
     const Ranges whole{{0, numel_of(shape)}};
     if (!fsdp) return whole;
-    const std::string param = group == kModelFile ? name : param_of(name);
+    const std::string param = group == kModelFile ? name : train::Optimizer::parameter_of_state(name);
     if (group == kModelFile && !param_names.count(name)) return whole;  // a buffer
     auto it = pieces.find(param);
     if (it == pieces.end()) return Ranges{};  // another rank's parameter (or unknown state)
@@ -735,7 +730,7 @@ DataPosition load(train::Trainer& trainer, const std::string& path) {
     }
     for (auto& [name, t] : loaded[kOptimFile]) {
       if (fsdp) {
-        auto it = pieces.find(param_of(name));
+        auto it = pieces.find(train::Optimizer::parameter_of_state(name));
         if (it != pieces.end() && !t.shape.empty())
           require(t.shape == it->second.shape, ErrorCode::kMismatch,
                   "checkpoint '" + dir + "': optimizer state '" + name + "' has the wrong shape");

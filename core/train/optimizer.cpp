@@ -12,6 +12,11 @@ bool glob_match(const std::string& pattern, const std::string& name) {
   return ::fnmatch(pattern.c_str(), name.c_str(), 0) == 0;
 }
 
+std::string Optimizer::parameter_of_state(const std::string& state_name) {
+  const auto dot = state_name.rfind('.');
+  return dot == std::string::npos ? std::string() : state_name.substr(0, dot);
+}
+
 at::Tensor Optimizer::step_factor(const at::Tensor& loss, const at::Tensor&) {
   return at::ones({}, loss.options().dtype(at::kFloat));
 }

@@ -40,6 +40,8 @@ class Optimizer {
   // The <state> suffixes this optimizer keeps per parameter ("exp_avg", "step", ...), the same
   // on every rank: a sharded save names what other ranks may hold without asking them.
   virtual std::vector<std::string> state_keys() const = 0;
+  // The parameter a state name "<param name>.<state>" belongs to ("" for a name without one).
+  static std::string parameter_of_state(const std::string& state_name);
 
   // SkipStepAdamW's rolling windows (empty for the others), for checkpoints.
   virtual std::vector<double> recent_losses() const { return {}; }

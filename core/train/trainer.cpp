@@ -191,8 +191,7 @@ void Trainer::set_process_group(std::shared_ptr<dist::ProcessGroup> group) {
       for (auto& piece : fsdp_->pieces_of_rank(fsdp_->group().rank())) pieces[piece.name] = piece;
       std::map<std::string, at::Tensor> sliced;
       for (const auto& [name, t] : full_state) {
-        const auto dot = name.rfind('.');
-        auto it = dot == std::string::npos ? pieces.end() : pieces.find(name.substr(0, dot));
+        auto it = pieces.find(Optimizer::parameter_of_state(name));
         if (it == pieces.end()) continue;
         sliced[name] = t.dim() == 0 ? t : t.reshape({-1}).narrow(0, it->second.offset, it->second.numel);
       }
