@@ -359,6 +359,10 @@ TEST(FullyShardedDataParallel, ConfigIsCheckedAndDetachingGathers) {
                              olm::ErrorCode::kInvalidConfig, "data_parallel.param_dtype");
   olm::testing::expect_error([&] { train_config(R"(, "data_parallel": {"name": "fsdp", "num_replicas": 2})"); },
                              olm::ErrorCode::kInvalidConfig, "hsdp");
+  olm::testing::expect_error([&] { train_config(R"(, "data_parallel": {"name": "fsdp", "prefetch_factor": -1})"); },
+                             olm::ErrorCode::kInvalidConfig, "data_parallel.prefetch_factor must be >= 0");
+  olm::testing::expect_error([&] { train_config(R"(, "data_parallel": {"name": "ddp", "prefetch_factor": 1})"); },
+                             olm::ErrorCode::kInvalidConfig, "data_parallel.prefetch_factor applies to");
   auto model = std::make_shared<olm::Model>(model_config(), "cpu", olm::ModelOptions{});
   olm::train::Trainer trainer(model, train_config(R"(, "data_parallel": {"name": "fsdp"})"));
   trainer.set_process_group(group_of_one());
