@@ -1,14 +1,37 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, then runs the C++/C API/parity suite
-# (ctest), the Rust suite and the Go suite.
+# (ctest), the Rust suite and the Go suite. Every suite runs even when an earlier one failed;
+# the command fails at the end if any did, after a one-line summary of each.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/setup.sh"
 "$root/scripts/build.sh"
 [ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
-echo "[test] ctest"
-ctest --test-dir "$root/build" --output-on-failure -j "${OLM_TEST_JOBS:-2}"
-echo "[test] rust"
-"$root/bindings/rust/test.sh"
-echo "[test] go"
-"$root/bindings/go/test.sh"
+
+summary=()
+failed=0
+# run NAME COMMAND...: runs one suite, records "NAME: passed|FAILED (exit N) in Ss".
+run() {
+  local name=$1 start=$SECONDS status=0
+  shift
+  echo "[test] $name"
+  "$@" || status=$?
+  if ((status == 0)); then
+    summary+=("$name: passed in $((SECONDS - start)) s")
+  else
+    summary+=("$name: FAILED (exit $status) in $((SECONDS - start)) s")
+    failed=$((failed + 1))
+  fi
+}
+
+run ctest ctest --test-dir "$root/build" --output-on-failure -j "${OLM_TEST_JOBS:-2}"
+run rust "$root/bindings/rust/test.sh"
+run go "$root/bindings/go/test.sh"
+
+echo "[test] summary"
+for line in "${summary[@]}"; do echo "[test]   $line"; done
+if ((failed)); then
+  echo "[test] $failed of ${#summary[@]} suites failed"
+  exit 1
+fi
+echo "[test] all ${#summary[@]} suites passed"
