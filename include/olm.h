@@ -1,7 +1,7 @@
 /*
  * olm.h - the C ABI of libolm: transformer language models on LibTorch.
  *
- * Conventions (see docs in README.md and design.md):
+ * Conventions (the full rules are in docs/design.md; usage in README.md):
  *  - Every fallible function returns an `olm_error*`. NULL means success. On error the
  *    out parameters are left untouched and the caller owns the returned error, which it
  *    releases with olm_error_free().
