@@ -90,7 +90,8 @@ TEST(Config, Olmo3Gemma3AndQwen3PresetsMatchOlmoCoreCounts) {
     if (e.flops_512 >= 0) EXPECT_EQ(c.num_flops_per_token(512), e.flops_512);
   }
   // Gemma-3's layer kinds: local layers have the window and theta 10k, every sixth is global.
-  const auto& blocks = olm::preset("gemma3_1B", 1000).spec().blocks;
+  const auto gemma = olm::preset("gemma3_1B", 1000);  // kept alive: `blocks` refers into it
+  const auto& blocks = gemma.spec().blocks;
   ASSERT_EQ(blocks.size(), 26u);
   for (size_t i = 0; i < blocks.size(); ++i) {
     const bool global = i % 6 == 5;
