@@ -243,10 +243,10 @@ TEST(CapiConfig, JsonPresetsRoundTripsAndBadInput) {
   };
   for (const auto& c : std::vector<Case>{
            {"{", OLM_ERR_PARSE, "config JSON"},
-           {edited("\"n_layers\": 2", "\"n_layers\": 2, \"surprise\": true"), OLM_ERR_PARSE, "unknown field: surprise"},
+           {edited("\"n_layers\": 2", "\"n_layers\": 2, \"surprise\": true"), OLM_ERR_PARSE, "unknown field 'surprise' in model config"},
            {edited("\"d_model\": 64", "\"d_model\": \"wide\""), OLM_ERR_PARSE, "field 'd_model'"},
            {edited("\"d_model\": 64", "\"d_model\": 1e40"), OLM_ERR_PARSE, "d_model"},
-           {R"({"d_model": 64, "vocab_size": 10, "n_layers": 1})", OLM_ERR_PARSE, "required field is missing: lm_head"},
+           {R"({"d_model": 64, "vocab_size": 10, "n_layers": 1})", OLM_ERR_PARSE, "field 'lm_head' is required but missing"},
            {R"({"d_model": 64, "vocab_size": 10, "n_layers": 1, "lm_head": {}})", OLM_ERR_INVALID_CONFIG, "block: required field is missing"},
            {edited("\"d_model\": 64", "\"d_model\": 63"), OLM_ERR_INVALID_CONFIG, "d_model (63) must be divisible"},
            {edited("\"n_heads\": 4", "\"n_heads\": 4, \"n_kv_heads\": 3"), OLM_ERR_INVALID_CONFIG, "n_kv_heads (3)"},
