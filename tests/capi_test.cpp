@@ -243,10 +243,10 @@ TEST(CapiConfig, JsonPresetsRoundTripsAndBadInput) {
   };
   for (const auto& c : std::vector<Case>{
            {"{", OLM_ERR_PARSE, "config JSON"},
-           {edited("\"n_layers\": 2", "\"n_layers\": 2, \"surprise\": true"), OLM_ERR_PARSE, "unknown field: surprise"},
+           {edited("\"n_layers\": 2", "\"n_layers\": 2, \"surprise\": true"), OLM_ERR_PARSE, "unknown field 'surprise' in model config"},
            {edited("\"d_model\": 64", "\"d_model\": \"wide\""), OLM_ERR_PARSE, "field 'd_model'"},
            {edited("\"d_model\": 64", "\"d_model\": 1e40"), OLM_ERR_PARSE, "d_model"},
-           {R"({"d_model": 64, "vocab_size": 10, "n_layers": 1})", OLM_ERR_PARSE, "required field is missing: lm_head"},
+           {R"({"d_model": 64, "vocab_size": 10, "n_layers": 1})", OLM_ERR_PARSE, "field 'lm_head' is required but missing"},
            {R"({"d_model": 64, "vocab_size": 10, "n_layers": 1, "lm_head": {}})", OLM_ERR_INVALID_CONFIG, "block: required field is missing"},
            {edited("\"d_model\": 64", "\"d_model\": 63"), OLM_ERR_INVALID_CONFIG, "d_model (63) must be divisible"},
            {edited("\"n_heads\": 4", "\"n_heads\": 4, \"n_kv_heads\": 3"), OLM_ERR_INVALID_CONFIG, "n_kv_heads (3)"},
@@ -852,4 +852,119 @@ TEST(CapiMoE, ActiveParamsAndRouterLosses) {
   olm_model_free(model);
   olm_config_free(cfg2);
   olm_config_free(cfg);
+}
+
+// ---- Configs through the ABI: one validation whichever door, JSON that reads back, errors
+// that name the path and what was expected (issues #12 and #11).
+
+// A buffer from olm_config_to_flatbuffer with one string's bytes replaced in place.
+std::vector<uint8_t> config_buffer_with(const std::string& json, const std::string& from, const std::string& to) {
+  olm_config* cfg = nullptr;
+  olm_buffer* fb = nullptr;
+  EXPECT_EQ(olm_config_from_json(json.data(), json.size(), &cfg), nullptr);
+  EXPECT_EQ(olm_config_to_flatbuffer(cfg, &fb), nullptr);
+  const auto* data = olm_buffer_data(fb);
+  std::vector<uint8_t> bytes(data, data + olm_buffer_size(fb));
+  olm_buffer_free(fb);
+  olm_config_free(cfg);
+  const auto at = std::search(bytes.begin(), bytes.end(), from.begin(), from.end());
+  EXPECT_NE(at, bytes.end()) << from;
+  EXPECT_EQ(from.size(), to.size());
+  if (at != bytes.end()) std::copy(to.begin(), to.end(), at);
+  return bytes;
+}
+
+TEST(CapiConfigDoors, InvalidUtf8InABufferIsRefusedNamingTheField) {
+  const std::string json = std::string(kTiny).replace(std::string(kTiny).find("\"n_layers\": 2"), 13,
+                                                      "\"n_layers\": 2, \"freeze_params\": [\"zzzz\"]");
+  const auto bad = config_buffer_with(json, "zzzz", "z\xff\xfez");
+  olm_config* cfg = sentinel<olm_config>();
+  expect(olm_config_from_flatbuffer(bad.data(), bad.size(), &cfg), OLM_ERR_INVALID_CONFIG,
+         "freeze_params[0]: not valid UTF-8 (byte 0xFF at offset 1)");
+  EXPECT_EQ(cfg, sentinel<olm_config>());
+  // A train config's strings, and its model's, alike.
+  const std::string train = R"({"sequence_length": 8, "global_batch_size": 16, "save_folder": "abcd"})";
+  olm_train_config* tcfg = nullptr;
+  olm_buffer* fb = nullptr;
+  ASSERT_OK(olm_train_config_from_json(train.data(), train.size(), &tcfg));
+  ASSERT_OK(olm_train_config_to_flatbuffer(tcfg, &fb));
+  const auto* data = olm_buffer_data(fb);
+  std::vector<uint8_t> bytes(data, data + olm_buffer_size(fb));
+  olm_buffer_free(fb);
+  olm_train_config_free(tcfg);
+  const std::string abcd = "abcd";
+  std::copy_n("ab\x80" "d", 4, std::search(bytes.begin(), bytes.end(), abcd.begin(), abcd.end()));
+  olm_train_config* bad_train = sentinel<olm_train_config>();
+  expect(olm_train_config_from_flatbuffer(bytes.data(), bytes.size(), &bad_train), OLM_ERR_INVALID_CONFIG,
+         "save_folder: not valid UTF-8 (byte 0x80 at offset 2)");
+  EXPECT_EQ(bad_train, sentinel<olm_train_config>());
+}
+
+TEST(CapiConfigDoors, JsonOfAnAcceptedConfigReadsBack) {
+  // eps 1e-17 was written with 12 decimals ("0.0") and the text was then refused.
+  const std::string json = std::string(kTiny).replace(std::string(kTiny).find("1e-6"), 4, "1e-17");
+  olm_config* cfg = nullptr;
+  olm_buffer* text = nullptr;
+  ASSERT_OK(olm_config_from_json(json.data(), json.size(), &cfg));
+  ASSERT_OK(olm_config_to_json(cfg, &text));
+  const std::string written(reinterpret_cast<const char*>(olm_buffer_data(text)), olm_buffer_size(text));
+  EXPECT_THAT(written, HasSubstr("\"eps\": 1e-17"));
+  olm_config* again = nullptr;
+  ASSERT_OK(olm_config_from_json(written.data(), written.size(), &again));
+  olm_buffer* fb1 = nullptr;
+  olm_buffer* fb2 = nullptr;
+  ASSERT_OK(olm_config_to_flatbuffer(cfg, &fb1));
+  ASSERT_OK(olm_config_to_flatbuffer(again, &fb2));
+  ASSERT_EQ(olm_buffer_size(fb1), olm_buffer_size(fb2));
+  EXPECT_EQ(0, std::memcmp(olm_buffer_data(fb1), olm_buffer_data(fb2), olm_buffer_size(fb1)));
+  const std::string train = R"({"sequence_length": 8, "global_batch_size": 16, "optimizer": {"eps": 1e-17},
+      "z_loss_multiplier": 0})";
+  olm_train_config* tcfg = nullptr;
+  olm_buffer* ttext = nullptr;
+  ASSERT_OK(olm_train_config_from_json(train.data(), train.size(), &tcfg));
+  ASSERT_OK(olm_train_config_to_json(tcfg, &ttext));
+  const std::string twritten(reinterpret_cast<const char*>(olm_buffer_data(ttext)), olm_buffer_size(ttext));
+  EXPECT_THAT(twritten, HasSubstr("\"eps\": 1e-17"));
+  olm_train_config* tagain = nullptr;
+  ASSERT_OK(olm_train_config_from_json(twritten.data(), twritten.size(), &tagain));
+  for (auto* b : {text, fb1, fb2, ttext}) olm_buffer_free(b);
+  for (auto* c : {cfg, again}) olm_config_free(c);
+  for (auto* c : {tcfg, tagain}) olm_train_config_free(c);
+}
+
+TEST(CapiConfigDoors, FlopsOverflowNamesSeqLen) {
+  olm_config* cfg = nullptr;
+  ASSERT_OK(olm_config_from_preset("llama3_405B", 128256, &cfg));
+  int64_t flops = -7;
+  expect(olm_config_num_flops_per_token(cfg, int64_t{1} << 42, &flops), OLM_ERR_INVALID_ARGUMENT,
+         "seq_len (4398046511104) is too large");
+  EXPECT_EQ(flops, -7) << "out parameters stay untouched on error";
+  ASSERT_OK(olm_config_num_flops_per_token(cfg, 8192, &flops));
+  EXPECT_GT(flops, 0);
+  olm_config_free(cfg);
+}
+
+TEST(CapiConfigErrors, NameThePathTheExpectationAndTheNearestField) {
+  struct Case {
+    std::string json;
+    int32_t code;
+    std::string needle;
+  };
+  const std::string head = R"({"sequence_length": 8, "global_batch_size": 16, )";
+  for (const auto& c : std::vector<Case>{
+           {head + R"("max_step": 3})", OLM_ERR_PARSE,
+            "train config JSON, line 1, column 49: unknown field 'max_step' in train config; did you mean 'max_steps'?"},
+           {head + R"("optimizer": {"lr": "x"}})", OLM_ERR_PARSE,
+            "field 'optimizer.lr': expected a number, not the string \"x\""},
+           {head + R"("max_steps": 0.5})", OLM_ERR_PARSE, "field 'max_steps': expected an integer, not 0.5"},
+           {head + R"("model_preset": "olmo2_3M", "model_vocab_size": 10})", OLM_ERR_INVALID_CONFIG,
+            "model_preset: unknown preset 'olmo2_3M'"},
+       }) {
+    olm_train_config* out = sentinel<olm_train_config>();
+    expect(olm_train_config_from_json(c.json.data(), c.json.size(), &out), c.code, c.needle);
+    EXPECT_EQ(out, sentinel<olm_train_config>());
+  }
+  // The C call's own argument is `name`; inside a train config it is model_preset.
+  olm_config* cfg = sentinel<olm_config>();
+  expect(olm_config_from_preset("olmo2_3M", 10, &cfg), OLM_ERR_INVALID_ARGUMENT, "name: unknown preset 'olmo2_3M'");
 }

@@ -2,7 +2,16 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <charconv>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <random>
+
 #include "core/config/config.h"
+#include "core/io/json.h"
 #include "core/model.h"
 #include "core/error.h"
 #include "test_util.h"
@@ -90,7 +99,8 @@ TEST(Config, Olmo3Gemma3AndQwen3PresetsMatchOlmoCoreCounts) {
     if (e.flops_512 >= 0) EXPECT_EQ(c.num_flops_per_token(512), e.flops_512);
   }
   // Gemma-3's layer kinds: local layers have the window and theta 10k, every sixth is global.
-  const auto& blocks = olm::preset("gemma3_1B", 1000).spec().blocks;
+  const auto gemma = olm::preset("gemma3_1B", 1000);  // kept alive: `blocks` refers into it
+  const auto& blocks = gemma.spec().blocks;
   ASSERT_EQ(blocks.size(), 26u);
   for (size_t i = 0; i < blocks.size(); ++i) {
     const bool global = i % 6 == 5;
@@ -195,20 +205,20 @@ TEST(Config, JsonValueKindsAreCheckedByField) {
   EXPECT_TRUE(olm::Config::from_json(with("null")).spec().blocks[0].attention.bias);  // null: unset
   using olm::ErrorCode;
   expect_error([&] { olm::Config::from_json(with("1")); }, ErrorCode::kParse,
-               "field 'block.attention.bias': expected true or false, not a number");
+               "field 'block.attention.bias': expected true or false, not 1");
   expect_error([&] { olm::Config::from_json(with("\"yes\"")); }, ErrorCode::kParse,
                "field 'block.attention.bias': expected true or false");
   std::string boolean_size = with("true");
   boolean_size.replace(boolean_size.find("16"), 2, "true");
   expect_error([&] { olm::Config::from_json(boolean_size); }, ErrorCode::kParse,
-               "field 'd_model': expected a number, not true or false");
+               "field 'd_model': expected an integer, not true");
   std::string quoted = with("true");
   quoted.replace(quoted.find("\"hidden_size\": 8"), 16, "\"hidden_size\": \"8\"");
   expect_error([&] { olm::Config::from_json(quoted); }, ErrorCode::kParse,
-               "field 'block.feed_forward.hidden_size': expected a number, not a string");
+               "field 'block.feed_forward.hidden_size': expected an integer, not the string \"8\"");
   // Inside vectors of tables too, with the element's index.
   expect_error([&] { olm::Config::from_json(with("true", R"([{"name": "a", "block": {"dropout": true}}])")); },
-               ErrorCode::kParse, "field 'named_blocks[0].block.dropout': expected a number, not true or false");
+               ErrorCode::kParse, "field 'named_blocks[0].block.dropout': expected a number, not true");
 }
 
 TEST(Config, ValidationNamesTheField) {
@@ -232,7 +242,7 @@ TEST(Config, ValidationNamesTheField) {
            {"\"n_heads\": 4", "\"n_heads\": 4, \"head_dim\": 15", "head_dim (15) times rope.partial_rotary_factor gives 15 rotary dimensions", ErrorCode::kInvalidConfig},
            {"\"n_heads\": 4", "\"n_heads\": 4, \"dropout\": 1.5", "block.attention.dropout must be in [0, 1)", ErrorCode::kInvalidConfig},
            {"\"theta\": 500000", "\"theta\": -1", "block.attention.rope.theta", ErrorCode::kInvalidConfig},
-           {"\"n_layers\": 2", "\"n_layers\": 2, \"bogus\": 1", "unknown field: bogus", ErrorCode::kParse},
+           {"\"n_layers\": 2", "\"n_layers\": 2, \"bogus\": 1", "unknown field 'bogus' in model config", ErrorCode::kParse},
            {"\"n_heads\": 4", "\"n_heads\": 4, \"gate\": {\"granularity\": \"per-token\"}", "block.attention.gate.granularity: unknown value 'per-token' (known: headwise, elementwise)", ErrorCode::kInvalidConfig},
            {"\"n_heads\": 4", "\"n_heads\": 4, \"sliding_window\": {\"pattern\": [0]}", "block.attention.sliding_window.pattern: window sizes must be positive or -1 (got 0)", ErrorCode::kInvalidConfig},
            {"\"n_heads\": 4", "\"n_heads\": 4, \"sliding_window\": {\"pattern\": []}", "block.attention.sliding_window.pattern: empty", ErrorCode::kInvalidConfig},
@@ -262,7 +272,7 @@ TEST(Config, ValidationNamesTheField) {
                                    "\"n_layers\": 100000");
   expect_error([&] { olm::Config::from_json(huge); }, ErrorCode::kInvalidConfig, "1e15");
   expect_error([] { olm::Config::from_json("{\"d_model\": 8,"); }, ErrorCode::kParse, "config JSON");
-  expect_error([] { olm::Config::from_json("{\"d_model\": 8}"); }, ErrorCode::kParse, "required field is missing: lm_head");
+  expect_error([] { olm::Config::from_json("{\"d_model\": 8}"); }, ErrorCode::kParse, "field 'lm_head' is required but missing");
   expect_error([] { olm::Config::from_json(""); }, ErrorCode::kParse, "config JSON");
 }
 
@@ -370,6 +380,229 @@ TEST(Config, MalformedFlatBuffersAreParseErrors) {
       EXPECT_TRUE(e.code() == olm::ErrorCode::kParse || e.code() == olm::ErrorCode::kInvalidConfig) << e.what();
     }
   }
+}
+
+
+// ---- One validation whichever door a config comes in by, and JSON that reads back (#12, #11).
+
+std::vector<uint8_t> pack(const olm::fb::TransformerConfigT& native) {
+  flatbuffers::FlatBufferBuilder builder;
+  builder.Finish(olm::fb::TransformerConfig::Pack(builder, &native), olm::fb::TransformerConfigIdentifier());
+  return {builder.GetBufferPointer(), builder.GetBufferPointer() + builder.GetSize()};
+}
+
+// The native object and the buffer doors refuse alike, naming the field.
+void expect_refused_by_every_door(const olm::fb::TransformerConfigT& native, const std::string& needle) {
+  SCOPED_TRACE(needle);
+  expect_error([&] { olm::Config::from_native(native); }, olm::ErrorCode::kInvalidConfig, needle);
+  const auto buffer = pack(native);
+  expect_error([&] { olm::Config::from_flatbuffer(buffer.data(), buffer.size()); }, olm::ErrorCode::kInvalidConfig,
+               needle);
+}
+
+// The JSON text of an accepted config reads back as the same config, buffer for buffer.
+void expect_round_trip(const olm::Config& config) {
+  const std::string json = config.to_json();
+  const auto again = olm::Config::from_json(json);
+  EXPECT_EQ(again.to_flatbuffer(), config.to_flatbuffer()) << json;
+  EXPECT_EQ(again.to_json(), json);
+}
+
+TEST(ConfigDoors, BlocksNoLayerUsesAreValidatedToo) {
+  const auto tiny = olm::Config::from_json(kTiny).native();
+  // `block` overridden on every layer: its eps 0 was accepted (and written as JSON).
+  auto overridden = tiny;
+  for (int32_t layer = 0; layer < 2; ++layer) {
+    auto o = std::make_unique<olm::fb::TransformerBlockOverrideT>();
+    o->layer = layer;
+    o->block = std::make_unique<olm::fb::TransformerBlockConfigT>(*tiny.block);
+    overridden.block_overrides.push_back(std::move(o));
+  }
+  EXPECT_NO_THROW(olm::Config::from_native(overridden));
+  overridden.block->layer_norm->eps = 0.0;
+  expect_refused_by_every_door(overridden, "block.layer_norm.eps must be a positive finite number (got 0)");
+  overridden.block->layer_norm->eps = 1e-6;
+  overridden.block->attention->qk_norm->eps = 0.0;
+  expect_refused_by_every_door(overridden, "block.attention.qk_norm.eps must be a positive finite number");
+  // A named block the pattern never picks.
+  auto named = tiny;
+  named.block.reset();
+  for (const char* name : {"used", "spare"}) {
+    auto nb = std::make_unique<olm::fb::NamedTransformerBlockConfigT>();
+    nb->name = name;
+    nb->block = std::make_unique<olm::fb::TransformerBlockConfigT>(*tiny.block);
+    named.named_blocks.push_back(std::move(nb));
+  }
+  named.block_pattern = {"used"};
+  EXPECT_NO_THROW(olm::Config::from_native(named));
+  named.named_blocks[1]->block->attention->qk_norm->eps = 0.0;
+  expect_refused_by_every_door(named, "named_blocks[spare].attention.qk_norm.eps must be a positive finite number");
+  // NaN: JSON cannot hold it at all (it was written as "nan").
+  named.named_blocks[1]->block->attention->qk_norm->eps = std::nan("");
+  expect_refused_by_every_door(named, "named_blocks[1].block.attention.qk_norm.eps: not a finite number");
+  named.named_blocks[1]->block->attention->qk_norm->eps = 1e-6;
+  named.named_blocks[1]->block->attention->sliding_window = std::make_unique<olm::fb::SlidingWindowAttentionConfigT>();
+  named.named_blocks[1]->block->attention->sliding_window->pattern = {0};
+  expect_refused_by_every_door(named, "named_blocks[spare].attention.sliding_window.pattern");
+}
+
+TEST(ConfigDoors, StringsMustBeUtf8WhicheverDoor) {
+  auto native = olm::Config::from_json(kTiny).native();
+  native.freeze_params = {"blocks.0.\xff*"};
+  expect_refused_by_every_door(native, "freeze_params[0]: not valid UTF-8 (byte 0xFF at offset 9)");
+  native.freeze_params = {"ok"};
+  native.block->attention->rope->name = "\xc3";  // a truncated two-byte sequence
+  expect_refused_by_every_door(native, "block.attention.rope.name: not valid UTF-8");
+  native.block->attention->rope->name = "\xed\xa0\x80";  // an encoded UTF-16 surrogate
+  expect_refused_by_every_door(native, "block.attention.rope.name: not valid UTF-8");
+  // JSON text with the same bytes: a parse error naming the field and the line.
+  expect_error([] { olm::Config::from_json(replace(kTiny, "\"n_layers\": 2", "\"n_layers\": 2,\n \"dtype\": \"\xff\"")); },
+               olm::ErrorCode::kParse, "config JSON, line 2, column 11: field 'dtype': not valid UTF-8");
+  // Valid UTF-8, escapes and control characters are kept exactly.
+  native.block->attention->rope->name = "default";
+  native.freeze_params = {"bl\xc3\xb6" "cks.*", "quote\"back\\slash\nnew\tline\x01", "\xf0\x9f\x98\x80"};
+  const auto config = olm::Config::from_native(native);
+  expect_round_trip(config);
+  EXPECT_EQ(olm::Config::from_json(config.to_json()).native().freeze_params, native.freeze_params);
+  // \u escapes, surrogate pairs included, read as UTF-8; a lone surrogate is malformed JSON.
+  const auto escaped = olm::Config::from_json(
+      replace(kTiny, "\"n_layers\": 2", "\"n_layers\": 2, \"freeze_params\": [\"\\u00e9\\ud83d\\ude00\"]"));
+  EXPECT_EQ(escaped.native().freeze_params[0], "\xc3\xa9\xf0\x9f\x98\x80");
+  expect_error([] { olm::Config::from_json(replace(kTiny, "\"n_layers\": 2", "\"n_layers\": 2, \"dtype\": \"\\ud83d\"")); },
+               olm::ErrorCode::kParse, "lone UTF-16 surrogate");
+}
+
+TEST(ConfigJson, DoublesAreWrittenShortestAndReadBackExactly) {
+  using olm::io::format_double;
+  EXPECT_EQ(format_double(1e-17), "1e-17");
+  EXPECT_EQ(format_double(1e-6), "0.000001");
+  EXPECT_EQ(format_double(1e-7), "1e-7");
+  EXPECT_EQ(format_double(0.02), "0.02");
+  EXPECT_EQ(format_double(500000), "500000");
+  EXPECT_EQ(format_double(-2.5), "-2.5");
+  EXPECT_EQ(format_double(0.1 + 0.2), "0.30000000000000004");
+  EXPECT_EQ(format_double(1e21), "1e+21");
+  EXPECT_EQ(format_double(123456789012345680000.0), "123456789012345680000");
+  EXPECT_EQ(format_double(5e-324), "5e-324");
+  EXPECT_EQ(format_double(1.7976931348623157e308), "1.7976931348623157e+308");
+  // Any finite double: the text reads back to the same bits, and is no longer than %.17g.
+  std::mt19937_64 rng(7);
+  for (int i = 0; i < 200000; ++i) {
+    uint64_t bits = rng();
+    if (i % 4 == 0) bits &= 0x800FFFFFFFFFFFFFull | (uint64_t{rng() % 64 + 990} << 52);  // near 1
+    double v = 0;
+    std::memcpy(&v, &bits, sizeof v);
+    if (!std::isfinite(v)) continue;
+    const std::string text = format_double(v);
+    double back = 0;
+    const auto r = std::from_chars(text.data(), text.data() + text.size(), back);
+    ASSERT_EQ(r.ec, std::errc()) << text;
+    ASSERT_EQ(r.ptr, text.data() + text.size()) << text;
+    ASSERT_EQ(std::memcmp(&back, &v, sizeof v), 0) << text;
+  }
+  // Through a config and FlatBuffers' JSON parser: 1e-17 was written as 0 and then refused.
+  auto native = olm::Config::from_json(kTiny).native();
+  native.block->layer_norm->eps = 1e-17;
+  native.block->attention->rope->theta = 1.0 / 3;
+  native.init_std = 0.1 + 0.2;
+  native.embedding_init_std = 5e-324;
+  expect_round_trip(olm::Config::from_native(native));
+  std::uniform_real_distribution<double> exponent(-300, 300);
+  for (int i = 0; i < 100; ++i) {
+    native.block->attention->rope->theta = std::pow(10.0, exponent(rng)) * (1 + static_cast<double>(rng() % 1000) / 997);
+    const auto config = olm::Config::from_native(native);
+    const auto again = olm::Config::from_json(config.to_json());
+    ASSERT_EQ(again.native().block->attention->rope->theta, native.block->attention->rope->theta) << config.to_json();
+  }
+}
+
+TEST(ConfigJson, AcceptedCorruptBuffersStillRoundTrip) {
+  const auto fb = olm::Config::from_json(kTiny).to_flatbuffer();
+  uint64_t state = 99;
+  int accepted = 0;
+  for (int trial = 0; trial < 400; ++trial) {
+    auto bad = fb;
+    for (int k = 0; k < 3; ++k) {
+      state = state * 6364136223846793005ull + 1442695040888963407ull;
+      bad[8 + (state >> 33) % (bad.size() - 8)] = static_cast<uint8_t>(state >> 11);
+    }
+    std::optional<olm::Config> config;
+    try {
+      config = olm::Config::from_flatbuffer(bad.data(), bad.size());
+    } catch (const olm::Error& e) {
+      EXPECT_TRUE(e.code() == olm::ErrorCode::kParse || e.code() == olm::ErrorCode::kInvalidConfig) << e.what();
+      continue;
+    }
+    ++accepted;
+    expect_round_trip(*config);
+  }
+  EXPECT_GT(accepted, 0);
+}
+
+TEST(ConfigLimits, InitStdAndFlopsAreBounded) {
+  auto native = olm::Config::from_json(kTiny).native();
+  native.init_std = 1e308;
+  expect_refused_by_every_door(native, "init_std must be at most 10 (got 1e+308)");
+  native.init_std = 10;
+  EXPECT_NO_THROW(olm::Config::from_native(native));
+  native.embedding_init_std = 11;
+  expect_refused_by_every_door(native, "embedding_init_std must be at most 10");
+  // FLOPs per token: an error naming seq_len instead of a wrapped number.
+  const auto big = olm::preset("llama3_405B", 128256);
+  EXPECT_GT(big.num_flops_per_token(131072), 0);
+  for (int64_t seq_len : {int64_t{1} << 40, int64_t{1} << 62, std::numeric_limits<int64_t>::max()})
+    expect_error([&] { big.num_flops_per_token(seq_len); }, olm::ErrorCode::kInvalidArgument,
+                 "seq_len (" + std::to_string(seq_len) + ") is too large");
+  const auto tiny = olm::Config::from_json(kTiny);
+  EXPECT_GT(tiny.num_flops_per_token(int64_t{1} << 24), 0);
+  expect_error([&] { tiny.num_flops_per_token(int64_t{1} << 55); }, olm::ErrorCode::kInvalidArgument, "seq_len");
+}
+
+TEST(ConfigErrors, NameTheSourceThePathAndWhatWasExpected) {
+  using olm::ErrorCode;
+  // A typo: the nearest field at that level, with the line and column of the key.
+  expect_error([] { olm::Config::from_json(replace(kTiny, "\"n_layers\": 2", "\"n_layers\": 2,\n\n  \"vocab_sise\": 3")); },
+               ErrorCode::kParse, "config JSON, line 3, column 3: unknown field 'vocab_sise' in model config; did you mean 'vocab_size'?");
+  expect_error([] { olm::Config::from_json(replace(kTiny, "\"theta\"", "\"thetta\"")); }, ErrorCode::kParse,
+               "unknown field 'thetta' in 'block.attention.rope'; did you mean 'theta'?");
+  // Nothing near: the known fields.
+  expect_error([] { olm::Config::from_json(replace(kTiny, "\"theta\"", "\"frequency\"")); }, ErrorCode::kParse,
+               "unknown field 'frequency' in 'block.attention.rope'; known fields: name, theta, full_precision");
+  expect_error([] { olm::Config::from_json(replace(kTiny, "\"hidden_size\": 192", "\"hidden_size\": 19.5")); },
+               ErrorCode::kParse, "field 'block.feed_forward.hidden_size': expected an integer, not 19.5");
+  expect_error([] { olm::Config::from_json(replace(kTiny, "\"hidden_size\": 192", "\"hidden_size\": 2e2")); },
+               ErrorCode::kParse, "field 'block.feed_forward.hidden_size': expected an integer, not 2e2");
+  expect_error([] { olm::Config::from_json(replace(kTiny, "\"d_model\": 64", "\"d_model\": 99999999999")); },
+               ErrorCode::kParse, "field 'd_model': expected an integer in [-2147483648, 2147483647], not 99999999999");
+  expect_error([] { olm::Config::from_json(replace(kTiny, "\"d_model\": 64", "\"d_model\": 99999999999999999999")); },
+               ErrorCode::kParse, "field 'd_model': expected an integer in [-2147483648, 2147483647], not 99999999999999999999");
+  expect_error([] { olm::Config::from_json(replace(kTiny, "\"theta\": 500000", "\"theta\": 1e999")); },
+               ErrorCode::kParse, "field 'block.attention.rope.theta': expected a finite number, not 1e999");
+  expect_error([] { olm::Config::from_json(replace(kTiny, "\"theta\": 500000", "\"theta\": [1]")); },
+               ErrorCode::kParse, "field 'block.attention.rope.theta': expected a number, not an array");
+  expect_error([] { olm::Config::from_json(replace(kTiny, "\"name\": \"reordered_norm\"", "\"name\": 7")); },
+               ErrorCode::kParse, "field 'block.name': expected a string, not 7");
+  expect_error([] { olm::Config::from_json(replace(kTiny, "\"lm_head\": {", "\"lm_head\": 3, \"x\": {")); },
+               ErrorCode::kParse, "field 'lm_head': expected an object, not 3");
+  expect_error([] { olm::Config::from_json(replace(kTiny, "\"d_model\": 64", "\"d_model\": 64, \"d_model\": 32")); },
+               ErrorCode::kParse, "field 'd_model' is set more than once");
+  expect_error([] { olm::Config::from_json(replace(kTiny, "\"attention\": {", "\"attentio\": {")); },
+               ErrorCode::kParse, "unknown field 'attentio' in 'block'; did you mean 'attention'?");
+  expect_error([] { olm::Config::from_json("[1, 2]"); }, ErrorCode::kParse,
+               "config JSON: expected a JSON object ({...}) at the top level, not an array");
+  expect_error([] { olm::Config::from_json("{\"d_model\": 8,\n  }"); }, ErrorCode::kParse,
+               "config JSON: malformed JSON at line 2, column 3");
+  // A source name, and a file.
+  expect_error([] { olm::Config::from_json("{\"d_modle\": 8}", "my.json"); }, ErrorCode::kParse,
+               "my.json, line 1, column 2: unknown field 'd_modle' in model config; did you mean 'd_model'?");
+  const std::string dir = olm::testing::temp_dir("config_errors");
+  const std::string path = dir + "/model.json";
+  std::ofstream(path) << replace(kTiny, "\"hidden_size\": 192", "\"hidden_size\": \"big\"");
+  expect_error([&] { olm::Config::from_json_file(path); }, ErrorCode::kParse,
+               path + ", line 4, column 37: field 'block.feed_forward.hidden_size': expected an integer, not the string \"big\"");
+  std::ofstream(path) << kTiny;
+  EXPECT_EQ(olm::Config::from_json_file(path).to_json(), olm::Config::from_json(kTiny).to_json());
+  expect_error([&] { olm::Config::from_json_file(dir + "/missing.json"); }, ErrorCode::kIo, dir + "/missing.json: cannot open");
 }
 
 }  // namespace

@@ -1,6 +1,8 @@
 // Parameter and FLOP accounting, mirroring OLMo-core's num_params (config side) and
 // num_flops_per_token (module side) formulas term by term.
 #include "core/config/config.h"
+
+#include <limits>
 #include "core/error.h"
 
 namespace olm {
@@ -105,35 +107,49 @@ int64_t Config::num_flops_per_token(int64_t seq_len) const {
   require(seq_len > 0, ErrorCode::kInvalidArgument,
           "seq_len must be positive (got " + std::to_string(seq_len) + ")");
   const ModelSpec& s = spec();
+  const auto too_large = [&] {
+    fail(ErrorCode::kInvalidArgument, "seq_len (" + std::to_string(seq_len) +
+                                          ") is too large: the FLOPs per token do not fit in a 64-bit integer");
+  };
+  // Every term is exact in 128-bit arithmetic once the attention term is known to fit: the
+  // parameter counts are below 1e15 (checked when resolving), and the attention term's
+  // numerator is its result times seq_len.
+  using Wide = __int128;
+  constexpr Wide kMax = std::numeric_limits<int64_t>::max();
   // 6 FLOPs per parameter (2 for the matmul, times 3 for forward and backward); the block's
   // own norms are not counted, as in OLMo-core, while the LM head's norm is.
-  int64_t flops = 0;
+  Wide flops = 0;
   for (const auto& block : s.blocks) {
     const auto& a = block.attention;
     if (block.gated_delta_net) {
       flops += block.gated_delta_net->num_flops_per_token(s.d_model);
     } else {
-      flops += 6 * a.num_params(s.d_model);
+      flops += Wide{6} * a.num_params(s.d_model);
       // QK^T and AV (2 matmuls x 2 ops x 3 for forward and backward) over the (query, key) pairs
       // a causal (sliding-window) mask keeps, per token, as OLMo-core 3.x counts them.
       const int64_t w = a.window_size.value_or(seq_len);
-      const int64_t pairs = w >= seq_len ? seq_len * (seq_len + 1) / 2 : w * (w + 1) / 2 + (seq_len - w) * w;
-      flops += 12 * a.n_heads * a.head_dim * pairs / seq_len;
+      const long double estimate = 12.0L * a.n_heads * a.head_dim *
+                                   (w >= seq_len ? (seq_len + 1.0L) / 2 : static_cast<long double>(w));
+      if (estimate > 4e18L) too_large();
+      const Wide pairs = w >= seq_len ? Wide{seq_len} * (seq_len + 1) / 2 : Wide{w} * (w + 1) / 2 + Wide{seq_len - w} * w;
+      flops += Wide{12} * a.n_heads * a.head_dim * pairs / seq_len;
     }
     if (block.moe) {
       // MoEBase.num_flops_per_token: router and shared MLP parameters, plus the experts'
       // parameters times top_k / num_experts (exact: the product is divisible). OLMo-core's
       // hybrid blocks inherit this and leave their dense feed-forward uncounted; so do we.
       const auto& m = *block.moe;
-      flops += 6 * s.d_model * m.num_experts;
-      if (m.shared_mlp) flops += 6 * m.shared_mlp->num_params(s.d_model);
-      flops += 6 * (3 * s.d_model * m.hidden_size * m.router.top_k);
+      flops += Wide{6} * s.d_model * m.num_experts;
+      if (m.shared_mlp) flops += Wide{6} * m.shared_mlp->num_params(s.d_model);
+      flops += Wide{6} * (Wide{3} * s.d_model * m.hidden_size * m.router.top_k);
     } else {
-      flops += 6 * block.feed_forward.num_params(s.d_model);
+      flops += Wide{6} * block.feed_forward.num_params(s.d_model);
     }
+    if (flops > kMax) too_large();
   }
-  flops += 6 * s.lm_head.num_params(s.d_model, s.vocab_size);
-  return flops;
+  flops += Wide{6} * s.lm_head.num_params(s.d_model, s.vocab_size);
+  if (flops > kMax) too_large();
+  return static_cast<int64_t>(flops);
 }
 
 }  // namespace olm

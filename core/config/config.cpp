@@ -2,11 +2,19 @@
 
 #include <flatbuffers/idl.h>
 
+#include <algorithm>
 #include <cctype>
+#include <charconv>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
 #include <map>
 #include <sstream>
+#include <type_traits>
 
 #include "core/error.h"
 #include "core/io/json.h"
@@ -526,80 +534,361 @@ std::string with_field_name(const std::string& source, const std::string& error)
   return error;
 }
 
-// FlatBuffers' JSON parser converts between numbers and booleans ("bias": 2 becomes true,
-// "d_model": true becomes 1). Config fields are typed: check each value's JSON kind against
-// the schema, naming the field by its path.
-void check_json_types(const flatbuffers::StructDef& table, const io::Json& object, const std::string& path);
-
-void check_json_value(const flatbuffers::Type& type, const io::Json& value, const std::string& field) {
-  using io::Json;
-  if (value.kind == Json::kNull) return;  // null: the field is unset
-  if (type.base_type == flatbuffers::BASE_TYPE_BOOL) {
-    require(value.kind == Json::kBool, ErrorCode::kParse,
-            "field '" + field + "': expected true or false" +
-                (value.kind == Json::kInt || value.kind == Json::kOther ? ", not a number" : ""));
-  } else if (flatbuffers::IsScalar(type.base_type) && !type.enum_def) {
-    require(value.kind == Json::kInt || value.kind == Json::kOther, ErrorCode::kParse,
-            "field '" + field + "': expected a number" +
-                std::string(value.kind == Json::kBool     ? ", not true or false"
-                            : value.kind == Json::kString ? ", not a string"
-                                                          : ""));
-  } else if (type.base_type == flatbuffers::BASE_TYPE_STRUCT && type.struct_def && value.kind == Json::kObject) {
-    check_json_types(*type.struct_def, value, field);
-  } else if (type.base_type == flatbuffers::BASE_TYPE_VECTOR && value.kind == Json::kArray) {
-    const flatbuffers::Type element = type.VectorType();
-    for (size_t i = 0; i < value.array.size(); ++i)
-      check_json_value(element, value.array[i], field + "[" + std::to_string(i) + "]");
-  }
+// What a root table is called in messages.
+std::string root_description(const std::string& root_type) {
+  if (root_type == "TransformerConfig") return "model config";
+  if (root_type == "TrainConfig") return "train config";
+  if (root_type == "CheckpointMeta") return "checkpoint metadata";
+  return root_type;
 }
 
-void check_json_types(const flatbuffers::StructDef& table, const io::Json& object, const std::string& path) {
-  for (const auto& [key, value] : object.object) {
-    const auto* field = table.fields.Lookup(key);
-    if (field) check_json_value(field->value.type, value, path.empty() ? key : path + "." + key);
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diagonal = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t above = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diagonal = above;
+    }
   }
+  return row[b.size()];
+}
+
+// "did you mean 'x'?" for a near miss (Levenshtein distance at most 2, or a third of the
+// name), else the list of known names.
+std::string suggestion(const std::string& name, const std::vector<std::string>& known) {
+  const std::string* best = nullptr;
+  size_t best_distance = std::numeric_limits<size_t>::max();
+  for (const auto& k : known) {
+    const size_t d = edit_distance(name, k);
+    if (d < best_distance) best_distance = d, best = &k;
+  }
+  if (best && best_distance <= std::max<size_t>(2, name.size() / 3)) return "did you mean '" + *best + "'?";
+  return "known fields: " + join(known);
+}
+
+// The value as written, for "expected X, not <this>".
+std::string describe(const io::Json& v) {
+  using io::Json;
+  switch (v.kind) {
+    case Json::kNull: return "null";
+    case Json::kBool: return v.boolean ? "true" : "false";
+    case Json::kInt:
+    case Json::kOther: return v.number;
+    case Json::kString: {
+      const std::string quoted = io::quote_json(v.string.size() > 40 ? v.string.substr(0, 40) + "..." : v.string);
+      return "the string " + quoted;
+    }
+    case Json::kArray: return "an array";
+    case Json::kObject: return "an object";
+  }
+  return "?";
+}
+
+// Checks a JSON document against a schema table before FlatBuffers' parser sees it: every
+// key is a field of its table (else the nearest field name is suggested), every value has the
+// field's kind and fits its type, required fields are present, strings are UTF-8. Errors
+// name the source, line and column, and the field's path ("optimizer.lr").
+class JsonSchemaChecker {
+ public:
+  JsonSchemaChecker(std::string_view text, std::string source, std::string root)
+      : text_(text), source_(std::move(source)), root_(std::move(root)) {}
+
+  void table(const flatbuffers::StructDef& def, const io::Json& object, const std::string& path) {
+    std::vector<std::string> known;
+    for (const auto* f : def.fields.vec)
+      if (!f->deprecated) known.push_back(f->name);
+    std::vector<const flatbuffers::FieldDef*> seen;
+    for (size_t i = 0; i < object.object.size(); ++i) {
+      const auto& [key, value] = object.object[i];
+      const size_t at = i < object.key_offsets.size() ? object.key_offsets[i] : value.offset;
+      const auto* field = def.fields.Lookup(key);
+      if (!field || field->deprecated)
+        error(at, "unknown field '" + key + "' in " + (path.empty() ? root_ : "'" + path + "'") + "; " +
+                      suggestion(key, known));
+      const std::string child = path.empty() ? key : path + "." + key;
+      if (std::find(seen.begin(), seen.end(), field) != seen.end())
+        error(at, "field '" + child + "' is set more than once");
+      seen.push_back(field);
+      this->value(field->value.type, value, child);
+    }
+    for (const auto* f : def.fields.vec) {
+      if (!f->IsRequired()) continue;
+      bool present = false;
+      for (const auto& [key, value] : object.object) present = present || (key == f->name && value.kind != io::Json::kNull);
+      if (!present)
+        error(object.offset, "field '" + (path.empty() ? f->name : path + "." + f->name) + "' is required but missing");
+    }
+  }
+
+ private:
+  [[noreturn]] void error(size_t offset, const std::string& what) const {
+    const auto at = io::position_of(text_, offset);
+    fail(ErrorCode::kParse, source_ + ", line " + std::to_string(at.line) + ", column " + std::to_string(at.column) +
+                                ": " + what);
+  }
+  [[noreturn]] void expected(const io::Json& v, const std::string& path, const std::string& what) const {
+    error(v.offset, "field '" + path + "': expected " + what + ", not " + describe(v));
+  }
+
+  void value(const flatbuffers::Type& type, const io::Json& v, const std::string& path) {
+    using io::Json;
+    using flatbuffers::BaseType;
+    if (v.kind == Json::kNull) return;  // null: the field is unset
+    const BaseType base = type.base_type;
+    if (type.enum_def) {
+      // Enums (none in olm.fbs today): FlatBuffers takes a name or a number.
+      if (v.kind != Json::kString && v.kind != Json::kInt) expected(v, path, "an enum name or an integer");
+      return;
+    }
+    if (base == flatbuffers::BASE_TYPE_BOOL) {
+      if (v.kind != Json::kBool) expected(v, path, "true or false");
+    } else if (base == flatbuffers::BASE_TYPE_FLOAT || base == flatbuffers::BASE_TYPE_DOUBLE) {
+      if (v.kind != Json::kInt && v.kind != Json::kOther) expected(v, path, "a number");
+      // Locale-independent; out of range is an overflow unless the exponent is negative
+      // (underflow reads as a denormal or 0, as FlatBuffers' parser does).
+      double d = 0;
+      const auto r = std::from_chars(v.number.data(), v.number.data() + v.number.size(), d);
+      const bool underflow = r.ec == std::errc::result_out_of_range &&
+                             (v.number.find("e-") != std::string::npos || v.number.find("E-") != std::string::npos);
+      const bool fits = underflow || (r.ec == std::errc() && (base == flatbuffers::BASE_TYPE_DOUBLE
+                                                                   ? std::isfinite(d)
+                                                                   : std::isfinite(static_cast<float>(d))));
+      if (!fits) expected(v, path, "a finite number");
+    } else if (flatbuffers::IsInteger(base)) {
+      int64_t lo = 0;
+      uint64_t hi = 0;
+      switch (base) {
+        case flatbuffers::BASE_TYPE_CHAR: lo = INT8_MIN, hi = INT8_MAX; break;
+        case flatbuffers::BASE_TYPE_UCHAR: lo = 0, hi = UINT8_MAX; break;
+        case flatbuffers::BASE_TYPE_SHORT: lo = INT16_MIN, hi = INT16_MAX; break;
+        case flatbuffers::BASE_TYPE_USHORT: lo = 0, hi = UINT16_MAX; break;
+        case flatbuffers::BASE_TYPE_INT: lo = INT32_MIN, hi = INT32_MAX; break;
+        case flatbuffers::BASE_TYPE_UINT: lo = 0, hi = UINT32_MAX; break;
+        case flatbuffers::BASE_TYPE_ULONG: lo = 0, hi = INT64_MAX; break;  // JSON integers we read are int64
+        default: lo = INT64_MIN, hi = INT64_MAX; break;
+      }
+      const bool integral_text = v.kind == Json::kOther && v.number.find_first_of(".eE") == std::string::npos;
+      if (v.kind != Json::kInt && !integral_text) expected(v, path, "an integer");
+      if (v.kind != Json::kInt || v.integer < lo || (v.integer >= 0 && static_cast<uint64_t>(v.integer) > hi))
+        expected(v, path, "an integer in [" + std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    } else if (base == flatbuffers::BASE_TYPE_STRING) {
+      if (v.kind != Json::kString) expected(v, path, "a string");
+      size_t bad = 0;
+      if (!io::valid_utf8(v.string, &bad))
+        error(v.offset, "field '" + path + "': not valid UTF-8 (byte " + std::to_string(bad) + ")");
+    } else if (base == flatbuffers::BASE_TYPE_STRUCT && type.struct_def) {
+      if (v.kind != Json::kObject) expected(v, path, "an object");
+      table(*type.struct_def, v, path);
+    } else if (base == flatbuffers::BASE_TYPE_VECTOR) {
+      if (v.kind != Json::kArray) expected(v, path, "an array");
+      const flatbuffers::Type element = type.VectorType();
+      for (size_t i = 0; i < v.array.size(); ++i) {
+        const std::string child = path + "[" + std::to_string(i) + "]";
+        if (v.array[i].kind == Json::kNull) error(v.array[i].offset, "field '" + child + "': null in an array");
+        value(element, v.array[i], child);
+      }
+    }
+    // Unions and fixed structs are not in olm.fbs; FlatBuffers' parser checks them.
+  }
+
+  std::string_view text_;
+  std::string source_;
+  std::string root_;
+};
+
+// The schema's text generation, our way: FlatBuffers 2.0 prints doubles with 12 fixed
+// decimals (1e-17 becomes 0) and cannot print invalid UTF-8. This writes the shortest text
+// that reads back to the same double, and refuses what it cannot write (a string that is not
+// UTF-8, a non-finite number), naming the field: the same walk validates configs whichever
+// door they came in by, so whatever is accepted can be written as JSON and read back.
+class JsonWriter {
+ public:
+  explicit JsonWriter(ErrorCode code) : code_(code) {}
+
+  std::string document(const flatbuffers::StructDef& def, const flatbuffers::Table* root, const std::string& prefix) {
+    out_.clear();
+    table(def, root, prefix, 0);
+    out_ += "\n";
+    return out_;
+  }
+
+ private:
+  void newline(int depth) {
+    out_ += "\n";
+    out_.append(static_cast<size_t>(depth) * 2, ' ');
+  }
+
+  void table(const flatbuffers::StructDef& def, const flatbuffers::Table* t, const std::string& path, int depth) {
+    require(!def.fixed, ErrorCode::kInternal, path + ": fixed structs are not supported");
+    out_ += "{";
+    bool first = true;
+    for (const auto* f : def.fields.vec) {
+      const auto offset = f->value.offset;
+      if (f->deprecated || !t->CheckField(offset)) continue;
+      out_ += first ? "" : ",";
+      first = false;
+      newline(depth + 1);
+      out_ += io::quote_json(f->name) + ": ";
+      field(f->value.type, t, offset, path.empty() ? f->name : path + "." + f->name, depth + 1);
+    }
+    if (!first) newline(depth);
+    out_ += "}";
+  }
+
+  template <class T>
+  void scalar_text(T value) {
+    if constexpr (std::is_floating_point_v<T>) {
+      out_ += io::format_double(static_cast<double>(value));
+    } else {
+      out_ += std::to_string(value);
+    }
+  }
+
+  template <class T>
+  void number(T value, const std::string& path) {
+    if constexpr (std::is_floating_point_v<T>)
+      require(std::isfinite(value), code_, path + ": not a finite number (JSON cannot hold it)");
+    scalar_text(value);
+  }
+
+  void string(const flatbuffers::String* s, const std::string& path) {
+    require(s != nullptr, ErrorCode::kInternal, path + ": missing string");
+    const std::string_view text(s->c_str(), s->size());
+    size_t bad = 0;
+    if (!io::valid_utf8(text, &bad)) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "0x%02X", static_cast<unsigned char>(text[bad]));
+      fail(code_, path + ": not valid UTF-8 (byte " + hex + " at offset " + std::to_string(bad) + ")");
+    }
+    out_ += io::quote_json(text);
+  }
+
+  void field(const flatbuffers::Type& type, const flatbuffers::Table* t, flatbuffers::voffset_t offset,
+             const std::string& path, int depth) {
+    using namespace flatbuffers;
+    switch (type.base_type) {
+      case BASE_TYPE_BOOL: out_ += t->GetField<uint8_t>(offset, 0) ? "true" : "false"; return;
+      case BASE_TYPE_CHAR: return number(static_cast<int>(t->GetField<int8_t>(offset, 0)), path);
+      case BASE_TYPE_UCHAR: return number(static_cast<unsigned>(t->GetField<uint8_t>(offset, 0)), path);
+      case BASE_TYPE_SHORT: return number(t->GetField<int16_t>(offset, 0), path);
+      case BASE_TYPE_USHORT: return number(t->GetField<uint16_t>(offset, 0), path);
+      case BASE_TYPE_INT: return number(t->GetField<int32_t>(offset, 0), path);
+      case BASE_TYPE_UINT: return number(t->GetField<uint32_t>(offset, 0), path);
+      case BASE_TYPE_LONG: return number(t->GetField<int64_t>(offset, 0), path);
+      case BASE_TYPE_ULONG: return number(t->GetField<uint64_t>(offset, 0), path);
+      case BASE_TYPE_FLOAT: return number(t->GetField<float>(offset, 0), path);
+      case BASE_TYPE_DOUBLE: return number(t->GetField<double>(offset, 0), path);
+      case BASE_TYPE_STRING: return string(t->GetPointer<const String*>(offset), path);
+      case BASE_TYPE_STRUCT:
+        return table(*type.struct_def, t->GetPointer<const Table*>(offset), path, depth);
+      case BASE_TYPE_VECTOR: return vector(type.VectorType(), t->GetPointer<const uint8_t*>(offset), path, depth);
+      default: fail(ErrorCode::kInternal, path + ": unsupported field type in the schema");
+    }
+  }
+
+  template <class T>
+  void scalars(const uint8_t* vec, const std::string& path, int depth) {
+    const auto* v = reinterpret_cast<const flatbuffers::Vector<T>*>(vec);
+    open_array(v->size());
+    for (flatbuffers::uoffset_t i = 0; i < v->size(); ++i) {
+      element(i, depth);
+      if constexpr (std::is_same_v<T, uint8_t> || std::is_same_v<T, int8_t>)
+        number(static_cast<int>(v->Get(i)), path + "[" + std::to_string(i) + "]");
+      else
+        number(v->Get(i), path + "[" + std::to_string(i) + "]");
+    }
+    close_array(v->size(), depth);
+  }
+  void open_array(size_t) { out_ += "["; }
+  void element(size_t i, int depth) {
+    out_ += i ? "," : "";
+    newline(depth + 1);
+  }
+  void close_array(size_t n, int depth) {
+    if (n) newline(depth);
+    out_ += "]";
+  }
+
+  void vector(const flatbuffers::Type& element_type, const uint8_t* vec, const std::string& path, int depth) {
+    using namespace flatbuffers;
+    switch (element_type.base_type) {
+      case BASE_TYPE_BOOL: {
+        const auto* v = reinterpret_cast<const Vector<uint8_t>*>(vec);
+        open_array(v->size());
+        for (uoffset_t i = 0; i < v->size(); ++i) element(i, depth), out_ += v->Get(i) ? "true" : "false";
+        return close_array(v->size(), depth);
+      }
+      case BASE_TYPE_CHAR: return scalars<int8_t>(vec, path, depth);
+      case BASE_TYPE_UCHAR: return scalars<uint8_t>(vec, path, depth);
+      case BASE_TYPE_SHORT: return scalars<int16_t>(vec, path, depth);
+      case BASE_TYPE_USHORT: return scalars<uint16_t>(vec, path, depth);
+      case BASE_TYPE_INT: return scalars<int32_t>(vec, path, depth);
+      case BASE_TYPE_UINT: return scalars<uint32_t>(vec, path, depth);
+      case BASE_TYPE_LONG: return scalars<int64_t>(vec, path, depth);
+      case BASE_TYPE_ULONG: return scalars<uint64_t>(vec, path, depth);
+      case BASE_TYPE_FLOAT: return scalars<float>(vec, path, depth);
+      case BASE_TYPE_DOUBLE: return scalars<double>(vec, path, depth);
+      case BASE_TYPE_STRING: {
+        const auto* v = reinterpret_cast<const Vector<Offset<String>>*>(vec);
+        open_array(v->size());
+        for (uoffset_t i = 0; i < v->size(); ++i) element(i, depth), string(v->Get(i), path + "[" + std::to_string(i) + "]");
+        return close_array(v->size(), depth);
+      }
+      case BASE_TYPE_STRUCT: {
+        const auto* v = reinterpret_cast<const Vector<Offset<Table>>*>(vec);
+        open_array(v->size());
+        for (uoffset_t i = 0; i < v->size(); ++i)
+          element(i, depth), table(*element_type.struct_def, v->Get(i), path + "[" + std::to_string(i) + "]", depth + 1);
+        return close_array(v->size(), depth);
+      }
+      default: fail(ErrorCode::kInternal, path + ": unsupported vector type in the schema");
+    }
+  }
+
+  ErrorCode code_;
+  std::string out_;
+};
+
+// One parsed copy of the schema for reading its table definitions (never mutated after the
+// first call, so it may be shared between threads).
+const flatbuffers::StructDef& schema_table(const char* root_type) {
+  static const std::unique_ptr<flatbuffers::Parser> schema = make_parser("TransformerConfig");
+  const auto* def = schema->structs_.Lookup(std::string("olm.fb.") + root_type);
+  require(def != nullptr, ErrorCode::kInternal, std::string("schema/olm.fbs has no table ") + root_type);
+  return *def;
 }
 
 }  // namespace
 
 std::vector<uint8_t> json_to_flatbuffer(std::string_view text, const char* root_type,
                                         const std::string& what) {
+  require(text.find('\0') == std::string_view::npos, ErrorCode::kParse, what + ": contains a NUL byte");
+  // Our reader first: it knows JSON's kinds and positions, so every problem it finds names
+  // the line, the field's path and what was expected. (Standard JSON only: no comments.)
+  const io::Json doc = io::parse_json(text.data(), text.size(), what, 64);
+  require(doc.kind == io::Json::kObject, ErrorCode::kParse,
+          what + ": expected a JSON object ({...}) at the top level, not " + describe(doc));
   auto parser = make_parser(root_type);
+  JsonSchemaChecker(text, what, root_description(root_type)).table(*parser->root_struct_def_, doc, "");
   const std::string source(text);  // the parser wants NUL-terminated text
-  require(source.find('\0') == std::string::npos, ErrorCode::kParse, what + ": contains a NUL byte");
-  // The kinds of the values as written; nullopt when the text is not a JSON object at all
-  // (FlatBuffers' own message then says where).
-  auto type_error = [&]() -> std::optional<std::string> {
-    io::Json doc;
-    try {
-      doc = io::parse_json(source.data(), source.size(), what, 64);
-    } catch (const Error&) {
-      return std::nullopt;
-    }
-    if (doc.kind != io::Json::kObject) return std::nullopt;
-    try {
-      check_json_types(*parser->root_struct_def_, doc, "");
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::nullopt;
-  };
-  if (!parser->ParseJson(source.c_str())) {
-    // A value of the wrong kind is a common cause: name the field and the kinds when it is.
-    if (auto e = type_error()) fail(ErrorCode::kParse, what + ": " + *e);
+  if (!parser->ParseJson(source.c_str()))
     fail(ErrorCode::kParse, what + ": " + with_field_name(source, parser->error_));
-  }
-  if (auto e = type_error()) fail(ErrorCode::kParse, what + ": " + *e);
   const uint8_t* buf = parser->builder_.GetBufferPointer();
   return {buf, buf + parser->builder_.GetSize()};
 }
 
 std::string flatbuffer_to_json(const uint8_t* buffer, const char* root_type) {
-  auto parser = make_parser(root_type);
-  std::string text;
-  require(flatbuffers::GenerateText(*parser, buffer, &text), ErrorCode::kInternal,
-          std::string("could not generate JSON text for ") + root_type);
-  return text;
+  return JsonWriter(ErrorCode::kInternal)
+      .document(schema_table(root_type), flatbuffers::GetRoot<flatbuffers::Table>(buffer), "");
+}
+
+void check_json_writable(const uint8_t* buffer, const char* root_type) {
+  JsonWriter(ErrorCode::kInvalidConfig)
+      .document(schema_table(root_type), flatbuffers::GetRoot<flatbuffers::Table>(buffer), "");
 }
 
 ModelSpec resolve(const fb::TransformerConfigT& in) {
@@ -619,7 +908,24 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
   // the parameter-count check below gets to run.
   require(spec.n_layers <= 100000, ErrorCode::kInvalidConfig,
           "n_layers (" + std::to_string(spec.n_layers) + ") is larger than 100000");
-  for (const auto& [config, field] : block_configs_per_layer(in)) {
+  const auto per_layer = block_configs_per_layer(in);
+  // Blocks no layer uses (`block` when every layer is overridden, named blocks the pattern
+  // never picks) are checked by the same rules: an accepted config has no invalid part.
+  {
+    std::vector<std::pair<const fb::TransformerBlockConfigT*, std::string>> all;
+    if (in.block) all.emplace_back(in.block.get(), "block");
+    for (size_t k = 0; k < in.block_overrides.size(); ++k)
+      all.emplace_back(in.block_overrides[k]->block.get(), "block_overrides[" + std::to_string(k) + "].block");
+    for (const auto& nb : in.named_blocks) all.emplace_back(nb->block.get(), "named_blocks[" + nb->name + "]");
+    for (const auto& [config, field] : all) {
+      const bool used = std::any_of(per_layer.begin(), per_layer.end(), [&](const auto& p) { return p.first == config; });
+      if (used) continue;
+      resolve_block(*config, spec.d_model, spec.n_layers, field);
+      if (const auto* sw = config->attention->sliding_window.get())
+        window_for_layer(*sw, 0, spec.n_layers, field + ".attention.sliding_window");
+    }
+  }
+  for (const auto& [config, field] : per_layer) {
     const int64_t i = static_cast<int64_t>(spec.blocks.size());
     BlockSpec b = resolve_block(*config, spec.d_model, spec.n_layers, field);
     // OLMo-core's MoETransformer also runs dense blocks; MoE blocks need it (it reports their
@@ -668,11 +974,18 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
     require(!(b.gated_delta_net && spec.init_method == "fan_in"), ErrorCode::kInvalidConfig,
             "init_method: \"fan_in\" is not supported with GatedDeltaNet blocks (as in OLMo-core)");
   spec.init_seed = in.init_seed;
+  // Standard deviations above kMaxInitStd are no initialization anyone trains from (OLMo-core
+  // uses 0.02; embeddings at most 1), and far larger ones overflow to a model of NaNs.
+  constexpr double kMaxInitStd = 10;
   spec.init_std = in.init_std;
   require_positive_finite(spec.init_std, "init_std");
+  require(spec.init_std <= kMaxInitStd, ErrorCode::kInvalidConfig,
+          "init_std must be at most 10 (got " + io::format_double(spec.init_std) + ")");
   spec.embedding_init_std =
       in.embedding_init_std.has_value() ? *in.embedding_init_std : spec.init_std;
   require_positive_finite(spec.embedding_init_std, "embedding_init_std");
+  require(spec.embedding_init_std <= kMaxInitStd, ErrorCode::kInvalidConfig,
+          "embedding_init_std must be at most 10 (got " + io::format_double(spec.embedding_init_std) + ")");
   if (in.embedding_norm) spec.embedding_norm = resolve_layer_norm(*in.embedding_norm, "embedding_norm");
   for (size_t k = 0; k < in.freeze_params.size(); ++k)
     require(!in.freeze_params[k].empty(), ErrorCode::kInvalidConfig,
@@ -723,11 +1036,36 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
 }
 
 Config Config::from_native(const fb::TransformerConfigT& native) {
+  // The one validation, whatever door the config came in by (JSON, FlatBuffer, native, a
+  // preset or a train config's `model`): the rules of resolve(), and what JSON can hold.
+  // What JSON can hold is checked first, so later messages quote only valid UTF-8.
   Config config;
-  config.spec_ = std::make_shared<const ModelSpec>(resolve(native));
   config.native_ = std::make_shared<const fb::TransformerConfigT>(native);
+  check_json_writable(config.to_flatbuffer().data(), "TransformerConfig");
+  config.spec_ = std::make_shared<const ModelSpec>(resolve(native));
   return config;
 }
+
+std::string read_text_file(const std::string& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) fail(ErrorCode::kIo, path + ": cannot open: " + std::strerror(errno));
+  std::string text;
+  char chunk[65536];
+  size_t n = 0;
+  while ((n = std::fread(chunk, 1, sizeof chunk, f)) > 0) {
+    text.append(chunk, n);
+    if (text.size() > (size_t{1} << 30)) {
+      std::fclose(f);
+      fail(ErrorCode::kIo, path + ": larger than 1 GiB; not a config");
+    }
+  }
+  const bool failed = std::ferror(f) != 0;
+  std::fclose(f);
+  require(!failed, ErrorCode::kIo, path + ": read error");
+  return text;
+}
+
+Config Config::from_json_file(const std::string& path) { return from_json(read_text_file(path), path); }
 
 Config Config::from_flatbuffer(const void* data, size_t size) {
   require(data != nullptr || size == 0, ErrorCode::kInvalidArgument, "data: NULL");
@@ -748,8 +1086,8 @@ Config Config::from_flatbuffer(const void* data, size_t size) {
   return from_native(native);
 }
 
-Config Config::from_json(std::string_view text) {
-  const auto buffer = json_to_flatbuffer(text, "TransformerConfig", "config JSON");
+Config Config::from_json(std::string_view text, const std::string& source) {
+  const auto buffer = json_to_flatbuffer(text, "TransformerConfig", source.empty() ? "config JSON" : source);
   return from_flatbuffer(buffer.data(), buffer.size());
 }
 

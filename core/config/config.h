@@ -190,7 +190,10 @@ class Config {
  public:
   // Each validates and throws olm::Error (kParse for malformed input, kInvalidConfig for an
   // impossible configuration, naming the field).
-  static Config from_json(std::string_view text);
+  // `source` names the text in messages (a file name; default "config JSON").
+  static Config from_json(std::string_view text, const std::string& source = "");
+  // Reads and parses a JSON file; messages name the file (Error(kIo) when it cannot be read).
+  static Config from_json_file(const std::string& path);
   static Config from_flatbuffer(const void* data, size_t size);
   static Config from_native(const fb::TransformerConfigT& native);
 
@@ -216,10 +219,19 @@ Config preset(const std::string& name, int64_t vocab_size);
 const std::vector<std::string>& preset_names();
 
 // JSON text <-> FlatBuffer through the embedded schema, for any root table of schema/olm.fbs.
-// Malformed JSON, unknown fields and wrong types are Error(kParse) prefixed with `what`.
+// Malformed JSON, unknown fields (with the nearest field name), values of the wrong kind or
+// range and invalid UTF-8 are Error(kParse) prefixed with `what` (the source: a file name or
+// "config JSON"), the line and column, and naming the field by its path ("optimizer.lr").
 std::vector<uint8_t> json_to_flatbuffer(std::string_view text, const char* root_type,
                                         const std::string& what);
+// Doubles are written as the shortest text that reads back to the same value.
 std::string flatbuffer_to_json(const uint8_t* buffer, const char* root_type);
+// Refuses, as Error(kInvalidConfig) naming the field, what JSON cannot hold: strings that are
+// not UTF-8 and non-finite numbers. Part of every config's validation, whichever door it came
+// in by, so that everything accepted can be written as JSON and read back.
+void check_json_writable(const uint8_t* buffer, const char* root_type);
+// Reads a whole text file (Error(kIo) naming the path).
+std::string read_text_file(const std::string& path);
 
 // Resolves and validates; exposed for tests.
 ModelSpec resolve(const fb::TransformerConfigT& native);

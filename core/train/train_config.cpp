@@ -1,19 +1,17 @@
 #include "core/train/train_config.h"
 
+#include <algorithm>
 #include <cfenv>
 #include <cmath>
 #include <sstream>
 
 #include "core/error.h"
+#include "core/io/json.h"
 
 namespace olm::train {
 namespace {
 
-std::string text(double v) {
-  std::ostringstream os;
-  os << v;
-  return os.str();
-}
+std::string text(double v) { return io::format_double(v); }
 
 void require_in(double v, double lo, double hi, const std::string& field) {
   require(std::isfinite(v) && v >= lo && v <= hi, ErrorCode::kInvalidConfig,
@@ -62,6 +60,12 @@ TrainSpec resolve_train(const fb::TrainConfigT& in) {
     require(in.model_vocab_size > 0, ErrorCode::kInvalidConfig,
             "model_vocab_size must be positive with model_preset (got " +
                 std::to_string(in.model_vocab_size) + ")");
+    const auto& names = preset_names();
+    if (std::find(names.begin(), names.end(), in.model_preset) == names.end()) {
+      std::string known;
+      for (const auto& n : names) known += (known.empty() ? "" : ", ") + n;
+      fail(ErrorCode::kInvalidConfig, "model_preset: unknown preset '" + in.model_preset + "' (known: " + known + ")");
+    }
     s.model = preset(in.model_preset, in.model_vocab_size);
   }
 
@@ -104,10 +108,9 @@ TrainSpec resolve_train(const fb::TrainConfigT& in) {
       out.group_overrides.push_back(go);
     }
   }
-  if (s.optimizer.group_overrides.empty()) {
-    // OLMo-core's recipes: no weight decay on the embeddings.
-    s.optimizer.group_overrides.push_back({{"embeddings.weight"}, std::nullopt, 0.0});
-  }
+  // No group_overrides (absent or []): every parameter in one group with weight_decay, as
+  // OLMo-core 3.0's OptimConfig (group_overrides None). Its training scripts turn decay off for
+  // the embeddings with an override: [{"params": ["embeddings.weight"], "weight_decay": 0}].
 
   if (in.scheduler) {
     const auto& c = *in.scheduler;
@@ -128,9 +131,14 @@ TrainSpec resolve_train(const fb::TrainConfigT& in) {
     }
     if (out.warmup) require(*out.warmup >= 0, ErrorCode::kInvalidConfig, "scheduler.warmup must be >= 0");
     if (out.warmup_fraction) require_in(*out.warmup_fraction, 0, 1, "scheduler.warmup_fraction");
+    // The warmup starts at warmup_min_lr and climbs to optimizer.lr. Schedules without a
+    // warmup ignore it; OLMo-core and PyTorch accept a learning rate of 0 (a frozen run).
     out.warmup_min_lr = c.warmup_min_lr;
-    require(out.warmup_min_lr >= 0 && out.warmup_min_lr < s.optimizer.lr, ErrorCode::kInvalidConfig,
-            "scheduler.warmup_min_lr must be in [0, optimizer.lr)");
+    require(std::isfinite(out.warmup_min_lr) && out.warmup_min_lr >= 0 &&
+                (out.name == "constant" || out.warmup_min_lr <= s.optimizer.lr),
+            ErrorCode::kInvalidConfig,
+            "scheduler.warmup_min_lr must be in [0, optimizer.lr] (got " + text(out.warmup_min_lr) +
+                " with optimizer.lr " + text(s.optimizer.lr) + ")");
     out.alpha_f = c.alpha_f;
     require_in(out.alpha_f, 0, 1, "scheduler.alpha_f");
     if (c.t_max.has_value()) {
@@ -147,13 +155,25 @@ TrainSpec resolve_train(const fb::TrainConfigT& in) {
       if (out.decay_fraction) require_in(*out.decay_fraction, 0, 1, "scheduler.decay_fraction");
     }
     out.decay_min_lr = c.decay_min_lr;
-    require(out.decay_min_lr >= 0 && out.decay_min_lr < s.optimizer.lr, ErrorCode::kInvalidConfig,
-            "scheduler.decay_min_lr must be in [0, optimizer.lr)");
+    require(std::isfinite(out.decay_min_lr) && out.decay_min_lr >= 0 &&
+                (out.name != "wsd" || out.decay_min_lr <= s.optimizer.lr),
+            ErrorCode::kInvalidConfig,
+            "scheduler.decay_min_lr must be in [0, optimizer.lr] (got " + text(out.decay_min_lr) +
+                " with optimizer.lr " + text(s.optimizer.lr) + ")");
   }
 
   s.sequence_length = in.sequence_length;
   require(s.sequence_length > 0, ErrorCode::kInvalidConfig,
           "sequence_length must be positive (got " + std::to_string(s.sequence_length) + ")");
+  if (s.model) {
+    // The trainer reports FLOPs per token at this length: it must be countable.
+    try {
+      (void)s.model->num_flops_per_token(s.sequence_length);
+    } catch (const Error&) {
+      fail(ErrorCode::kInvalidConfig, "sequence_length (" + std::to_string(s.sequence_length) +
+                                          ") is too large: the model's FLOPs per token do not fit in a 64-bit integer");
+    }
+  }
   s.global_batch_size = in.global_batch_size;
   require(s.global_batch_size > 0 && s.global_batch_size % s.sequence_length == 0,
           ErrorCode::kInvalidConfig,
@@ -173,10 +193,12 @@ TrainSpec resolve_train(const fb::TrainConfigT& in) {
             "max_grad_norm must be positive");
     s.max_grad_norm = *in.max_grad_norm;
   }
+  // OLMo-core's z_loss_multiplier is Optional (None: no z-loss); 0 also means off, here as in
+  // the C API's olm_loss_options. Negative or non-finite values are refused.
   if (in.z_loss_multiplier.has_value()) {
-    require(std::isfinite(*in.z_loss_multiplier) && *in.z_loss_multiplier > 0,
-            ErrorCode::kInvalidConfig, "z_loss_multiplier must be positive");
-    s.z_loss_multiplier = *in.z_loss_multiplier;
+    require(std::isfinite(*in.z_loss_multiplier) && *in.z_loss_multiplier >= 0, ErrorCode::kInvalidConfig,
+            "z_loss_multiplier must be finite and >= 0 (0 or absent: no z-loss; got " + text(*in.z_loss_multiplier) + ")");
+    if (*in.z_loss_multiplier > 0) s.z_loss_multiplier = *in.z_loss_multiplier;
   }
   if (!in.autocast_precision.empty()) {
     require_one_of(in.autocast_precision, {"float32", "bfloat16"}, "autocast_precision");
@@ -274,9 +296,12 @@ double SchedulerSpec::lr(double initial_lr, int64_t current, int64_t t_max_in) c
 }
 
 TrainConfig TrainConfig::from_native(const fb::TrainConfigT& native) {
+  // The one validation, whatever door the config came in by: what JSON can hold (strings in
+  // UTF-8, finite numbers; named by their paths, "model." included), then resolve_train's rules.
   TrainConfig config;
-  config.spec_ = std::make_shared<const TrainSpec>(resolve_train(native));
   config.native_ = std::make_shared<const fb::TrainConfigT>(native);
+  check_json_writable(config.to_flatbuffer().data(), "TrainConfig");
+  config.spec_ = std::make_shared<const TrainSpec>(resolve_train(native));
   return config;
 }
 
@@ -295,8 +320,10 @@ TrainConfig TrainConfig::from_flatbuffer(const void* data, size_t size) {
   return from_native(native);
 }
 
-TrainConfig TrainConfig::from_json(std::string_view text) {
-  const auto buffer = json_to_flatbuffer(text, "TrainConfig", "train config JSON");
+TrainConfig TrainConfig::from_json_file(const std::string& path) { return from_json(read_text_file(path), path); }
+
+TrainConfig TrainConfig::from_json(std::string_view text, const std::string& source) {
+  const auto buffer = json_to_flatbuffer(text, "TrainConfig", source.empty() ? "train config JSON" : source);
   fb::TrainConfigT native;
   flatbuffers::GetRoot<fb::TrainConfig>(buffer.data())->UnPackTo(&native);
   return from_native(native);

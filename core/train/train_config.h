@@ -89,7 +89,10 @@ struct TrainSpec {
 
 class TrainConfig {
  public:
-  static TrainConfig from_json(std::string_view text);
+  // `source` names the text in messages (a file name; default "train config JSON").
+  static TrainConfig from_json(std::string_view text, const std::string& source = "");
+  // Reads and parses a JSON file; messages name the file (Error(kIo) when it cannot be read).
+  static TrainConfig from_json_file(const std::string& path);
   static TrainConfig from_flatbuffer(const void* data, size_t size);
   static TrainConfig from_native(const fb::TrainConfigT& native);
 

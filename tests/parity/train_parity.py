@@ -38,6 +38,9 @@ def batches(seed, n=STEPS):
 
 
 def train_json(model_json, optimizer, scheduler, micro_instances=2, extra=None):
+    # As OLMo-core's training scripts (its optimizer default decays every parameter): no
+    # weight decay on the embeddings, the reference runs' first parameter group below.
+    optimizer = dict(optimizer, group_overrides=[{"params": ["embeddings.weight"], "weight_decay": 0.0}])
     cfg = {
         "model": model_json,
         "optimizer": optimizer,
