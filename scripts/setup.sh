@@ -10,7 +10,7 @@ OLM_HOME="${OLM_HOME:-$HOME/.cache/olm}"
 VENV="$OLM_HOME/venv"
 say() { printf '[setup] %s\n' "$*"; }
 
-apt_packages=(cmake ninja-build g++ pkg-config ccache flatbuffers-compiler libflatbuffers-dev
+apt_packages=(cmake ninja-build g++ pkg-config ccache flatbuffers-compiler libflatbuffers-dev zlib1g-dev
               libcxxopts-dev libgtest-dev libgmock-dev libgloo-dev golang-go bindgen abigail-tools valgrind python3-venv
               fortunes)
 missing=()

@@ -287,6 +287,64 @@ TEST_F(Fixture, CheckpointRoundTripAndRefusals) {
   olm_tensor_free(ids);
 }
 
+// Damages a checkpoint's RNG state in place: the Mersenne Twister position (bytes 8..15 of
+// LibTorch's 5056-byte CPU generator state, found by its FlatBuffers length prefix) zeroed.
+// Without the metadata's checksum LibTorch refused it only after the weights, optimizer
+// state and counters had been restored.
+void zero_rng_position(const std::string& meta_path) {
+  std::string bytes;
+  {
+    std::ifstream in(meta_path, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  }
+  const std::string prefix("\xc0\x13\x00\x00", 4);  // 5056, little-endian
+  const auto at = bytes.find(prefix);
+  ASSERT_NE(at, std::string::npos) << "no RNG state in " << meta_path;
+  for (size_t i = at + 4 + 8; i < at + 4 + 16; ++i) bytes[i] = 0;
+  std::ofstream(meta_path, std::ios::binary | std::ios::trunc).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+}
+
+// A checkpoint load refused through the C API leaves the trainer as it was: its next step is
+// the one it would have taken (the same loss and step as a trainer restored to that point).
+TEST_F(Fixture, FailedCheckpointLoadLeavesTheTrainerAsItWas) {
+  const std::string dir = olm_testing::temp_dir("capi_ckpt_failed");
+  const std::string good = olm_testing::temp_dir("capi_ckpt_good");
+  auto* ids = ids_tensor(pattern(32), 4, 8);
+  olm_step_metrics m{};
+  m.struct_size = sizeof m;
+  ASSERT_OK(olm_trainer_step(trainer, ids, nullptr, &m));
+  ASSERT_OK(olm_trainer_save_checkpoint(trainer, dir.c_str(), nullptr));
+  ASSERT_OK(olm_trainer_step(trainer, ids, nullptr, &m));
+  ASSERT_OK(olm_trainer_save_checkpoint(trainer, good.c_str(), nullptr));
+  zero_rng_position(dir + "/step1/meta.olmk");
+
+  int32_t code = 0;
+  const std::string message = consume(olm_trainer_load_checkpoint(trainer, dir.c_str()), &code);
+  EXPECT_THAT(message, HasSubstr(dir + "/step1/meta.olmk"));
+  EXPECT_EQ(code, OLM_ERR_PARSE) << message;
+  olm_step_metrics after{};
+  after.struct_size = sizeof after;
+  ASSERT_OK(olm_trainer_step(trainer, ids, nullptr, &after));
+
+  olm_model* model2 = nullptr;
+  olm_model_options mo;
+  olm_model_options_init(&mo);
+  mo.init_weights = 0;
+  ASSERT_OK(olm_model_create(cfg, "cpu", &mo, &model2));
+  olm_trainer* trainer2 = nullptr;
+  ASSERT_OK(olm_trainer_create(model2, tcfg, &trainer2));
+  ASSERT_OK(olm_trainer_load_checkpoint(trainer2, good.c_str()));
+  olm_step_metrics want{};
+  want.struct_size = sizeof want;
+  ASSERT_OK(olm_trainer_step(trainer2, ids, nullptr, &want));
+  EXPECT_EQ(after.step, 3);
+  EXPECT_EQ(after.step, want.step);
+  EXPECT_EQ(after.loss, want.loss) << "the refused load changed the trainer";
+  olm_trainer_free(trainer2);
+  olm_model_free(model2);
+  olm_tensor_free(ids);
+}
+
 TEST(CapiData, FromTokensFilesAndBatches) {
   olm_dataset_options o;
   olm_dataset_options_init(&o);

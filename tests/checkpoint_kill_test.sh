@@ -27,4 +27,17 @@ done
 # And training resumes from it.
 "$olm" resume ckpt --max-steps "$(( $(ls -d ckpt/step* | sed 's/.*step//' | sort -n | tail -1) + 2 ))" >/dev/null 2>&1
 echo "resumed and trained 2 more steps"
+# A flipped byte in the newest checkpoint's metadata: resume refuses it (the metadata's own
+# checksum), naming the file and the older checkpoint that would load, and exits non-zero.
+newest="$(ls -d ckpt/step* | sort -t p -k 2 -n | tail -1)"
+meta="$newest/meta.olmk"
+offset=$(( $(stat -c %s "$meta") / 2 ))
+byte=$(od -An -tu1 -j "$offset" -N1 "$meta" | tr -d ' ')
+printf "$(printf '\\%03o' $(( byte ^ 4 )))" | dd of="$meta" bs=1 seek="$offset" conv=notrunc status=none
+if "$olm" resume ckpt >/dev/null 2>resume.err; then
+  echo "resume accepted a damaged $meta" >&2; exit 1
+fi
+grep -q "$meta" resume.err && grep -q "previous checkpoint" resume.err ||
+  { echo "resume's refusal names neither $meta nor the previous checkpoint:" >&2; cat resume.err >&2; exit 1; }
+echo "a damaged $meta is refused: $(head -c 300 resume.err)"
 echo "1 passed, 0 failed"

@@ -490,9 +490,10 @@ void edit_meta(const std::string& dir, const std::function<void(olm::fb::Checkpo
   olm::fb::CheckpointMetaT meta;
   flatbuffers::GetRoot<olm::fb::CheckpointMeta>(bytes.data())->UnPackTo(&meta);
   edit(meta);
-  flatbuffers::FlatBufferBuilder b;
-  b.Finish(olm::fb::CheckpointMeta::Pack(b, &meta), olm::checkpoint::kMetaIdentifier);
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(b.GetBufferPointer()), b.GetSize());
+  // With a valid metadata checksum: a consistent file whose shard records are wrong.
+  const auto out = olm::checkpoint::encode_meta(meta);
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(out.data()),
+                                              static_cast<std::streamsize>(out.size()));
 }
 
 void expect_refused(const std::string& dir, olm::ErrorCode code, const std::vector<std::string>& needles) {

@@ -200,3 +200,58 @@ func TestFitDocumentMasking(t *testing.T) {
 		t.Fatalf("first losses: config %v, off %v, on %v", byConfig, unmasked, masked)
 	}
 }
+
+// zeroRNGPosition zeroes the Mersenne Twister position (bytes 8..15 of LibTorch's 5056-byte
+// CPU generator state, found by its FlatBuffers length prefix) in a checkpoint's meta.olmk:
+// without the metadata's checksum LibTorch refused it only after the weights and counters
+// were restored.
+func zeroRNGPosition(t *testing.T, meta string) {
+	t.Helper()
+	bytes, err := os.ReadFile(meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := strings.Index(string(bytes), "\xc0\x13\x00\x00")
+	if at < 0 {
+		t.Fatal("no RNG state in meta.olmk")
+	}
+	for i := at + 12; i < at+20; i++ {
+		bytes[i] = 0
+	}
+	if err := os.WriteFile(meta, bytes, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestFailedCheckpointLoadLeavesTheTrainerUsable(t *testing.T) {
+	tcfg := must(TrainConfigFromJSON(trainJSON("")))
+	defer tcfg.Close()
+	cfg := must(tcfg.Model())
+	defer cfg.Close()
+	m := must(NewModel(cfg, "cpu", nil))
+	defer m.Close()
+	tr := must(NewTrainer(m, tcfg))
+	defer tr.Close()
+	x := must(NewTensorInt64(ids(32, 64), 4, 8))
+	defer x.Close()
+	dir, good := t.TempDir(), t.TempDir()
+	must(tr.Step(x, nil))
+	must(tr.SaveCheckpoint(dir))
+	must(tr.Step(x, nil))
+	must(tr.SaveCheckpoint(good))
+	zeroRNGPosition(t, filepath.Join(dir, "step1", "meta.olmk"))
+
+	wantCode(t, tr.LoadCheckpoint(dir), ErrParse, "meta.olmk")
+	after := must(tr.Step(x, nil))
+	m2 := must(NewModel(cfg, "cpu", nil))
+	defer m2.Close()
+	tr2 := must(NewTrainer(m2, tcfg))
+	defer tr2.Close()
+	if err := tr2.LoadCheckpoint(good); err != nil {
+		t.Fatal(err)
+	}
+	want := must(tr2.Step(x, nil))
+	if after.Step != 3 || after.Loss != want.Loss {
+		t.Fatalf("the refused load changed the trainer: %+v, want step 3 and %+v", after, want)
+	}
+}

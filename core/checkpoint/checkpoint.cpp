@@ -21,6 +21,7 @@
 #include "core/io/atomic_file.h"
 #include "core/io/crc32.h"
 #include "core/io/safetensors.h"
+#include "core/io/utf8.h"
 
 namespace olm::checkpoint {
 namespace {
@@ -96,20 +97,224 @@ std::vector<uint8_t> read_file(const std::string& path) {
   return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-std::unique_ptr<fb::CheckpointMetaT> read_meta_native(const std::string& dir) {
+// meta.olmk's checksum trailer, after the FlatBuffer: its length and CRC-32 (little-endian
+// uint32s), then these four bytes. Checked before the buffer is parsed.
+constexpr char kTrailerMagic[4] = {'O', 'K', 'C', '1'};
+constexpr size_t kTrailerSize = 12;
+
+void put_u32(std::vector<uint8_t>& out, uint32_t v) {
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+
+uint32_t get_u32(const uint8_t* p) {
+  return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 | static_cast<uint32_t>(p[2]) << 16 |
+         static_cast<uint32_t>(p[3]) << 24;
+}
+
+std::string meta_where(const std::string& dir) { return "checkpoint metadata '" + dir + "/" + kMetaFile + "'"; }
+
+// "stepN" -> N; -1 for any other name.
+int64_t step_of_name(const std::string& name) {
+  if (name.size() < 5 || name.size() > 22 || name.rfind("step", 0) != 0) return -1;
+  if (!std::all_of(name.begin() + 4, name.end(), ::isdigit)) return -1;
+  return std::stoll(name.substr(4));
+}
+
+// The directory part and the last name of a checkpoint directory path (trailing '/' ignored).
+std::pair<std::string, std::string> split_dir(std::string dir) {
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  const auto slash = dir.find_last_of('/');
+  if (slash == std::string::npos) return {".", dir};
+  return {slash == 0 ? "/" : dir.substr(0, slash), dir.substr(slash + 1)};
+}
+
+int64_t numel_of(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+at::ScalarType dtype_named(const std::string& name, const std::string& what) {
+  for (auto dt : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16, at::kLong, at::kInt, at::kShort, at::kChar,
+                  at::kByte, at::kBool})
+    if (name == c10::toString(dt)) return dt;
+  fail(ErrorCode::kParse, what + ": unknown dtype '" + name + "'");
+}
+
+std::string shape_text(const std::vector<int64_t>& shape) {
+  std::string out = "[";
+  for (size_t i = 0; i < shape.size(); ++i) out += (i ? ", " : "") + std::to_string(shape[i]);
+  return out + "]";
+}
+
+std::string optimizer_keys_text(const std::vector<std::string>& keys) {
+  std::string out;
+  for (size_t i = 0; i < keys.size(); ++i) out += (i ? ", " : "") + keys[i];
+  return out;
+}
+
+// The parts of a checkpoint's metadata that only make sense together, checked field by field
+// against each other and the rest of the checkpoint before anything is applied.
+struct CheckedMeta {
+  std::unique_ptr<fb::CheckpointMetaT> native;
+  Config model_config;
+  train::TrainConfig train_config;
+};
+
+// Every field of a parsed meta.olmk that can be checked without the trainer: counters, data
+// position, both configs (through the same validation as a config read from a file), the RNG
+// state (by LibTorch's own rules, on a scratch generator, so a bad one never reaches the
+// trainer's) and the tensor index. Throws kParse naming the file and the field.
+void check_fields(const std::string& dir, CheckedMeta& checked) {
+  const auto& m = *checked.native;
+  const std::string where = meta_where(dir);
+  auto field = [&](bool ok, const std::string& name, const std::string& what) {
+    if (!ok) fail(ErrorCode::kParse, where + ": field '" + name + "' " + what + " (corrupt file)");
+  };
+  const std::string step = std::to_string(m.step);
+  field(m.step >= 0, "step", "is " + step + "; a step count is >= 0");
+  const int64_t named = step_of_name(split_dir(dir).second);
+  field(named < 0 || named == m.step, "step", "is " + step + " but the directory is step" + std::to_string(named));
+  field(m.tokens_seen >= 0, "tokens_seen", "is " + std::to_string(m.tokens_seen) + "; a token count is >= 0");
+  // Every step trains on a batch of at least one token.
+  field(m.tokens_seen >= m.step, "tokens_seen",
+        "is " + std::to_string(m.tokens_seen) + ", fewer than one token for each of its " + step + " steps");
+  field(m.skipped_steps >= 0 && m.skipped_steps <= m.step, "skipped_steps",
+        "is " + std::to_string(m.skipped_steps) + "; it lies in [0, step " + step + "]");
+  // The range within an epoch depends on the dataset, which the resuming run opens later: the
+  // data loader checks the batch against it then.
+  field(m.data_epoch >= 0, "data_epoch", "is " + std::to_string(m.data_epoch) + "; an epoch is >= 0");
+  field(m.data_batch_in_epoch >= 0, "data_batch_in_epoch",
+        "is " + std::to_string(m.data_batch_in_epoch) + "; a batch index is >= 0");
+  field(m.world_size >= 0 && m.world_size <= (1 << 20), "world_size",
+        "is " + std::to_string(m.world_size) + "; 0 (one process) or the number of ranks that wrote shards");
+
+  field(!m.model_config.empty(), "model_config", "is empty");
+  try {
+    checked.model_config = Config::from_flatbuffer(m.model_config.data(), m.model_config.size());
+  } catch (const Error& e) {
+    field(false, "model_config", std::string("is not a valid model config: ") + io::valid_utf8(e.what()));
+  }
+  field(!m.train_config.empty(), "train_config", "is empty");
+  try {
+    checked.train_config = train::TrainConfig::from_flatbuffer(m.train_config.data(), m.train_config.size());
+  } catch (const Error& e) {
+    field(false, "train_config", std::string("is not a valid train config: ") + io::valid_utf8(e.what()));
+  }
+  const auto& spec = checked.train_config.spec();
+  field(!spec.model || spec.model->to_flatbuffer() == checked.model_config.to_flatbuffer(), "train_config",
+        "names a model that differs from field 'model_config'");
+  const auto window = static_cast<size_t>(spec.optimizer.rolling_interval_length + 1);
+  field(m.recent_losses.size() <= window, "recent_losses",
+        "holds " + std::to_string(m.recent_losses.size()) + " values, more than the optimizer's window of " +
+            std::to_string(window));
+  field(m.recent_grad_norms.size() <= window, "recent_grad_norms",
+        "holds " + std::to_string(m.recent_grad_norms.size()) + " values, more than the optimizer's window of " +
+            std::to_string(window));
+
+  // Empty only in metadata written by hand (the saver always records it): then not restored.
+  if (!m.rng_state.empty()) {
+    at::Generator scratch = at::make_generator<at::CPUGeneratorImpl>();
+    const int64_t expected = scratch.get_state().numel();
+    field(static_cast<int64_t>(m.rng_state.size()) == expected, "rng_state",
+          "holds " + std::to_string(m.rng_state.size()) + " bytes; LibTorch's CPU generator state has " +
+              std::to_string(expected));
+    auto state = at::empty({expected}, at::kByte);
+    std::memcpy(state.data_ptr(), m.rng_state.data(), m.rng_state.size());
+    bool ok = true;
+    try {
+      scratch.set_state(state);
+    } catch (const c10::Error&) {
+      ok = false;  // LibTorch's text names no file: ours does
+    }
+    field(ok, "rng_state", "is not a valid CPU generator state (its Mersenne Twister position is out of range)");
+  }
+
+  for (size_t i = 0; i < m.tensors.size(); ++i) {
+    const auto& r = *m.tensors[i];
+    const std::string name = "tensors[" + std::to_string(i) + "]";
+    field(!r.name.empty(), name + ".name", "is empty");
+    field(r.file == kModelFile || r.file == kOptimFile, name + ".file",
+          "is '" + io::valid_utf8(r.file) + "', not " + kModelFile + " or " + kOptimFile);
+    for (int64_t d : r.shape)
+      field(d >= 0, name + ".shape", "of '" + io::valid_utf8(r.name) + "' has the negative dimension " + std::to_string(d));
+    dtype_named(r.dtype, where + ": field '" + name + ".dtype' of '" + io::valid_utf8(r.name) + "'");
+  }
+}
+
+// Reads meta.olmk: the checksum trailer first (before the buffer is parsed), then the
+// FlatBuffers verifier, the schema version and every field (check_fields).
+CheckedMeta read_meta_native(const std::string& dir) {
   const std::string path = dir + "/" + kMetaFile;
+  const std::string where = meta_where(dir);
   auto bytes = read_file(path);
-  require(bytes.size() >= 8 && flatbuffers::BufferHasIdentifier(bytes.data(), kMetaIdentifier),
-          ErrorCode::kParse, "checkpoint metadata '" + path + "': not an olm checkpoint (identifier \"OLMK\")");
-  flatbuffers::Verifier verifier(bytes.data(), bytes.size(), 64, 1000000);
+  size_t size = bytes.size();
+  if (size >= kTrailerSize && std::memcmp(bytes.data() + size - 4, kTrailerMagic, 4) == 0) {
+    const uint32_t length = get_u32(bytes.data() + size - kTrailerSize);
+    const uint32_t crc = get_u32(bytes.data() + size - 8);
+    require(length == size - kTrailerSize, ErrorCode::kParse,
+            where + ": its checksum trailer records " + std::to_string(length) + " bytes of metadata, the file holds " +
+                std::to_string(size - kTrailerSize) + " (truncated or corrupt file)");
+    require(io::crc32(bytes.data(), length) == crc, ErrorCode::kParse,
+            where + ": checksum mismatch (corrupt file)");
+    size = length;
+  }
+  require(size >= 8 && flatbuffers::BufferHasIdentifier(bytes.data(), kMetaIdentifier), ErrorCode::kParse,
+          where + ": not an olm checkpoint (identifier \"OLMK\")");
+  flatbuffers::Verifier verifier(bytes.data(), size, 64, 1000000);
   require(verifier.VerifyBuffer<fb::CheckpointMeta>(kMetaIdentifier), ErrorCode::kParse,
-          "checkpoint metadata '" + path + "': verification failed (corrupt file)");
-  auto meta = std::make_unique<fb::CheckpointMetaT>();
-  flatbuffers::GetRoot<fb::CheckpointMeta>(bytes.data())->UnPackTo(meta.get());
-  require(meta->schema_version == 1, ErrorCode::kParse,
-          "checkpoint metadata '" + path + "': unsupported schema_version " +
-              std::to_string(meta->schema_version));
-  return meta;
+          where + ": verification failed (corrupt file)");
+  CheckedMeta checked;
+  checked.native = std::make_unique<fb::CheckpointMetaT>();
+  flatbuffers::GetRoot<fb::CheckpointMeta>(bytes.data())->UnPackTo(checked.native.get());
+  const auto& meta = *checked.native;
+  // No trailer: a checkpoint written before metadata checksums. It still loads, protected by
+  // the FlatBuffers verifier and the field checks alone. (A trailer whose four-byte mark is
+  // damaged reads the same way; the buffer before it is then intact, a second fault aside.)
+  require(meta.schema_version == 1, ErrorCode::kParse,
+          where + ": unsupported schema_version " + std::to_string(meta.schema_version));
+  check_fields(dir, checked);
+  return checked;
+}
+
+// "; the previous checkpoint '<folder>/stepM' would load", naming the newest checkpoint older
+// than `dir` in the same save folder whose metadata reads and checks and whose tensor files
+// are there; "" when there is none.
+std::string older_checkpoint_hint(const std::string& dir) {
+  const auto [folder, name] = split_dir(dir);
+  const int64_t step = step_of_name(name);
+  if (step < 0) return "";
+  auto dirs = step_dirs(folder);
+  for (auto it = dirs.rbegin(); it != dirs.rend(); ++it) {
+    if (it->first >= step) continue;
+    try {
+      const auto checked = read_meta_native(it->second);
+      bool files = true;
+      if (checked.native->world_size > 0) {
+        for (const auto& sh : checked.native->shards) files = files && is_file(it->second + "/" + sh->file);
+      } else {
+        for (const auto& r : checked.native->tensors) files = files && is_file(it->second + "/" + r->file);
+      }
+      if (files) return "; the previous checkpoint '" + io::valid_utf8(it->second) + "' would load";
+    } catch (...) {
+      // damaged too: try an older one
+    }
+  }
+  return "";
+}
+
+// Runs f, the reading of checkpoint `dir`; its refusals come back with valid UTF-8 only (names
+// read from a damaged file may be anything), and a damaged or unreadable checkpoint's with the
+// older checkpoint that would load.
+template <class F>
+auto explained(const std::string& dir, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const Error& e) {
+    std::string message = io::valid_utf8(e.what());
+    if (e.code() == ErrorCode::kParse || e.code() == ErrorCode::kIo) message += older_checkpoint_hint(dir);
+    throw Error(e.code(), message);
+  }
 }
 
 // Removes the leftovers of a writer killed mid-save (see save()).
@@ -178,10 +383,9 @@ fb::CheckpointMetaT base_meta(train::Trainer& trainer, const DataPosition& data)
 }
 
 void write_meta(const std::string& dir, const fb::CheckpointMetaT& meta) {
-  flatbuffers::FlatBufferBuilder builder;
-  builder.Finish(fb::CheckpointMeta::Pack(builder, &meta), kMetaIdentifier);
+  const auto bytes = encode_meta(meta);
   io::write_file_atomically(dir + "/" + kMetaFile, [&](int fd) {
-    io::write_all(fd, builder.GetBufferPointer(), builder.GetSize(), dir + "/" + kMetaFile);
+    io::write_all(fd, bytes.data(), bytes.size(), dir + "/" + kMetaFile);
   });
 }
 
@@ -458,19 +662,6 @@ struct Loaded {
 };
 using LoadedTensors = std::map<std::string, std::map<std::string, Loaded>>;
 
-int64_t numel_of(const std::vector<int64_t>& shape) {
-  int64_t n = 1;
-  for (int64_t d : shape) n *= d;
-  return n;
-}
-
-at::ScalarType dtype_named(const std::string& name, const std::string& what) {
-  for (auto dt : {at::kFloat, at::kDouble, at::kHalf, at::kBFloat16, at::kLong, at::kInt, at::kShort, at::kChar,
-                  at::kByte, at::kBool})
-    if (name == c10::toString(dt)) return dt;
-  fail(ErrorCode::kParse, what + ": unknown dtype '" + name + "'");
-}
-
 // The needed ranges of a sharded checkpoint's tensors, from the shards that overlap them. Every
 // record's shards are checked to tile it; only overlapping shard entries are opened, read and
 // checksummed, so a rank reads its own part of the checkpoint, not all of it.
@@ -598,6 +789,39 @@ LoadedTensors read_unsharded(const std::string& dir, const fb::CheckpointMetaT& 
   return out;
 }
 
+// A single-process trainer's optimizer state from a checkpoint, checked against what its
+// optimizer keeps before load_state sees it (which copies into its slots one parameter after
+// another): every name is "<parameter>.<key>" for one of its parameters and keys, a parameter
+// has all of its keys or none, and each has the shape its slot has ("step" is a scalar, the
+// others are shaped like the parameter; core/train/optimizer.cpp). Moves each onto its
+// parameter's device. Throws kMismatch naming the state.
+void check_optimizer_state(const std::string& dir, train::Optimizer& optimizer,
+                           std::map<std::string, at::Tensor>& state) {
+  std::map<std::string, const at::Tensor*> params;
+  for (auto& group : optimizer.groups())
+    for (size_t i = 0; i < group.params.size(); ++i) params[group.names[i]] = group.params[i];
+  const auto keys = optimizer.state_keys();
+  const std::string where = "checkpoint '" + dir + "': optimizer state '";
+  std::map<std::string, std::set<std::string>> present;
+  for (auto& [name, t] : state) {
+    const std::string param = train::Optimizer::parameter_of_state(name);
+    const std::string key = param.empty() ? name : name.substr(param.size() + 1);
+    auto it = params.find(param);
+    require(it != params.end() && std::find(keys.begin(), keys.end(), key) != keys.end(), ErrorCode::kMismatch,
+            where + name + "' is not state this trainer's optimizer keeps (" + optimizer_keys_text(keys) + " of its parameters)");
+    const auto expected = key == "step" ? std::vector<int64_t>{} : it->second->sizes().vec();
+    require(t.sizes().vec() == expected, ErrorCode::kMismatch,
+            where + name + "' has shape " + shape_text(t.sizes().vec()) + ", its parameter's state has " +
+                shape_text(expected));
+    present[param].insert(key);
+    t = t.to(it->second->device());
+  }
+  for (const auto& [param, have] : present)
+    for (const auto& key : keys)
+      require(have.count(key) > 0, ErrorCode::kMismatch,
+              where + param + "." + key + "' is missing (the checkpoint has the parameter's other state)");
+}
+
 }  // namespace
 
 std::string shard_file(int64_t rank) { return "rank" + std::to_string(rank) + ".safetensors"; }
@@ -662,18 +886,31 @@ std::string save(train::Trainer& trainer, const std::string& folder, const DataP
   return final_dir;
 }
 
+std::vector<uint8_t> encode_meta(const fb::CheckpointMetaT& meta) {
+  flatbuffers::FlatBufferBuilder builder;
+  builder.Finish(fb::CheckpointMeta::Pack(builder, &meta), kMetaIdentifier);
+  std::vector<uint8_t> out(builder.GetBufferPointer(), builder.GetBufferPointer() + builder.GetSize());
+  const auto length = static_cast<uint32_t>(out.size());
+  const uint32_t crc = io::crc32(out.data(), out.size());
+  put_u32(out, length);
+  put_u32(out, crc);
+  out.insert(out.end(), kTrailerMagic, kTrailerMagic + 4);
+  return out;
+}
+
 Meta read_meta(const std::string& path) {
   const std::string dir = resolve(path);
-  auto native = read_meta_native(dir);
+  auto checked = explained(dir, [&] { return read_meta_native(dir); });
+  const auto& native = *checked.native;
   Meta meta;
-  meta.schema_version = native->schema_version;
-  meta.step = native->step;
-  meta.tokens_seen = native->tokens_seen;
-  meta.skipped_steps = native->skipped_steps;
-  meta.model_config = Config::from_flatbuffer(native->model_config.data(), native->model_config.size());
-  meta.train_config = train::TrainConfig::from_flatbuffer(native->train_config.data(), native->train_config.size());
-  meta.data = {native->data_epoch, native->data_batch_in_epoch};
-  meta.world_size = native->world_size;
+  meta.schema_version = native.schema_version;
+  meta.step = native.step;
+  meta.tokens_seen = native.tokens_seen;
+  meta.skipped_steps = native.skipped_steps;
+  meta.model_config = checked.model_config;
+  meta.train_config = checked.train_config;
+  meta.data = {native.data_epoch, native.data_batch_in_epoch};
+  meta.world_size = native.world_size;
   return meta;
 }
 
@@ -707,38 +944,47 @@ DataPosition load(train::Trainer& trainer, const std::string& path) {
   LoadedTensors loaded;
   std::map<std::string, at::Tensor> shard;  // FSDP: this rank's parameter pieces
   std::map<std::string, at::Tensor> optim_state;
+  std::map<std::string, at::Tensor> model_values;  // the rest: whole tensors on their devices
   auto params = trainer.model().module().named_state();
   std::exception_ptr error;
+  at::Tensor rng_state;
   try {
     dir = resolve(path);
-    native = read_meta_native(dir);
-    require(native->model_config == trainer.model().config().to_flatbuffer(), ErrorCode::kMismatch,
-            "checkpoint '" + dir + "' was written for a different model config");
-    require(native->world_size >= 0, ErrorCode::kParse,
-            "checkpoint '" + dir + "': world size " + std::to_string(native->world_size));
-    loaded = native->world_size > 0 ? read_sharded(dir, *native, need) : read_unsharded(dir, *native, need);
-    auto& model = loaded[kModelFile];
-    for (const auto& p : params) {
-      auto it = model.find(p.name);
-      const bool own = !fsdp || !param_names.count(p.name) || pieces.count(p.name);
-      if (!own) continue;
-      require(it != model.end(), ErrorCode::kMismatch,
-              "checkpoint '" + dir + "': parameter '" + p.name + "' is missing");
-      require(it->second.shape == p.tensor->sizes().vec(), ErrorCode::kMismatch,
-              "checkpoint '" + dir + "': parameter '" + p.name + "' has the wrong shape");
-      if (fsdp && param_names.count(p.name)) shard[p.name] = it->second.parts.at(0);
-    }
-    for (auto& [name, t] : loaded[kOptimFile]) {
-      if (fsdp) {
-        auto it = pieces.find(train::Optimizer::parameter_of_state(name));
-        if (it != pieces.end() && !t.shape.empty())
-          require(t.shape == it->second.shape, ErrorCode::kMismatch,
-                  "checkpoint '" + dir + "': optimizer state '" + name + "' has the wrong shape");
-        optim_state[name] = t.shape.empty() || it == pieces.end() ? t.whole() : t.parts.at(0);
-      } else {
-        optim_state[name] = t.whole();
+    explained(dir, [&] {
+      native = read_meta_native(dir).native;
+      require(native->model_config == trainer.model().config().to_flatbuffer(), ErrorCode::kMismatch,
+              "checkpoint '" + dir + "' was written for a different model config");
+      loaded = native->world_size > 0 ? read_sharded(dir, *native, need) : read_unsharded(dir, *native, need);
+      auto& model = loaded[kModelFile];
+      for (auto& p : params) {
+        auto it = model.find(p.name);
+        const bool own = !fsdp || !param_names.count(p.name) || pieces.count(p.name);
+        if (!own) continue;
+        require(it != model.end(), ErrorCode::kMismatch,
+                "checkpoint '" + dir + "': parameter '" + p.name + "' is missing");
+        require(it->second.shape == p.tensor->sizes().vec(), ErrorCode::kMismatch,
+                "checkpoint '" + dir + "': parameter '" + p.name + "' has the wrong shape");
+        if (fsdp && param_names.count(p.name)) shard[p.name] = it->second.parts.at(0);
+        else model_values[p.name] = it->second.whole().to(p.tensor->device());
       }
-    }
+      for (auto& [name, t] : loaded[kOptimFile]) {
+        if (fsdp) {
+          auto it = pieces.find(train::Optimizer::parameter_of_state(name));
+          if (it != pieces.end() && !t.shape.empty())
+            require(t.shape == it->second.shape, ErrorCode::kMismatch,
+                    "checkpoint '" + dir + "': optimizer state '" + name + "' has the wrong shape");
+          optim_state[name] = t.shape.empty() || it == pieces.end() ? t.whole() : t.parts.at(0);
+        } else {
+          optim_state[name] = t.whole();
+        }
+      }
+      if (!fsdp) check_optimizer_state(dir, trainer.optimizer(), optim_state);
+      loaded.clear();  // what is needed was moved out above
+      if (!native->rng_state.empty()) {  // checked against LibTorch's rules by read_meta_native
+        rng_state = at::empty({static_cast<int64_t>(native->rng_state.size())}, at::kByte);
+        std::memcpy(rng_state.data_ptr(), native->rng_state.data(), native->rng_state.size());
+      }
+    });
   } catch (...) {
     if (!fsdp) throw;
     error = std::current_exception();
@@ -748,22 +994,23 @@ DataPosition load(train::Trainer& trainer, const std::string& path) {
     if (error) std::rethrow_exception(error);
     require(ok, ErrorCode::kIo, "checkpoint '" + dir + "': another rank failed to read it (nothing was loaded)");
   }
-  auto& model = loaded[kModelFile];
+  // Everything was read, checked and moved onto the trainer's devices above: from here on only
+  // copies of matching shapes into the trainer's tensors, so a refusal above leaves the trainer
+  // and model exactly as they were. (A device running out of memory while the optimizer
+  // allocates its state for the first time is the one failure left here.)
   at::NoGradGuard no_grad;
   if (fsdp) fsdp->load_shard(shard);
   for (auto& p : params) {
     if (fsdp && param_names.count(p.name)) continue;
-    p.tensor->copy_(model.at(p.name).whole());
+    p.tensor->copy_(model_values.at(p.name));
   }
   trainer.optimizer().load_state(optim_state);
   trainer.optimizer().restore_history(native->recent_losses, native->recent_grad_norms);
   trainer.restore_counters(native->step, native->tokens_seen, native->skipped_steps);
-  if (!native->rng_state.empty()) {
-    auto state = at::empty({static_cast<int64_t>(native->rng_state.size())}, at::kByte);
-    std::memcpy(state.data_ptr(), native->rng_state.data(), native->rng_state.size());
+  if (rng_state.defined()) {
     at::Generator generator = at::detail::getDefaultCPUGenerator();
     std::lock_guard<std::mutex> lock(generator.mutex());
-    generator.set_state(state);
+    generator.set_state(rng_state);
   }
   return {native->data_epoch, native->data_batch_in_epoch};
 }

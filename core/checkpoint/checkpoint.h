@@ -25,7 +25,9 @@
 // FSDP this rank's pieces, so only the shard entries overlapping them are opened, read and
 // checksummed. Every record's shards are checked to tile it either way.
 #pragma once
+#include <cstdint>
 #include <string>
+#include <vector>
 
 #include "core/train/trainer.h"
 
@@ -68,18 +70,32 @@ std::string save(train::Trainer& trainer, const std::string& folder, const DataP
 std::string latest(const std::string& folder);
 
 // Reads and verifies a checkpoint's metadata. `path` is a step directory or a save folder
-// (then its latest checkpoint).
+// (then its latest checkpoint). The metadata's own checksum is checked before it is parsed,
+// then every field: counters, data position, both configs (validated as a config file is),
+// the RNG state (by LibTorch's rules) and the tensor index. A refusal (kParse/kIo) names
+// <dir>/meta.olmk and the field, holds only valid UTF-8 and, when an older checkpoint in the
+// same save folder has metadata that reads, says it would load.
 Meta read_meta(const std::string& path);
 
 // Restores model weights, optimizer state, counters and RNG state into a trainer built from
 // the checkpoint's configs; verifies checksums and shapes and refuses a checkpoint written
 // for another model config (kMismatch). Returns the data position to resume from.
+// All of it is read into new tensors and checked (metadata as read_meta does, each tensor
+// against its parameter or optimizer slot) before the first byte of the trainer changes, so
+// a refused load leaves the trainer and model as they were. Refusals read as read_meta's.
 // A sharded checkpoint loads at any world size: missing shard files, shards that do not tile
 // a tensor exactly, or shapes, dtypes and checksums that differ from the metadata throw
 // (kIo/kParse naming the file and tensor) before the trainer is touched. Under FSDP (the
 // group set first) it is a collective: the ranks agree after reading, so a failure on one
 // rank fails every rank with nothing loaded.
 DataPosition load(train::Trainer& trainer, const std::string& path);
+
+// meta.olmk's bytes: the CheckpointMeta FlatBuffer followed by a 12-byte trailer holding the
+// buffer's length and CRC-32 (little-endian uint32s) and "OKC1". Readers check the trailer
+// before parsing. A file without it was written before metadata checksums and still loads
+// (older readers, which stop at the buffer's end, read the new files too). Exposed for tests
+// that build damaged checkpoints.
+std::vector<uint8_t> encode_meta(const fb::CheckpointMetaT& meta);
 
 // Resolves a step directory or save folder to a checkpoint directory (kIo when none).
 std::string resolve(const std::string& path);

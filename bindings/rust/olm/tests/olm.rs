@@ -431,3 +431,36 @@ fn mixture_of_experts() {
     assert!(m.lb_loss > 0.0 && m.router_z_loss > 0.0 && m.ce_loss > 0.0);
     assert!((m.loss - m.ce_loss - m.z_loss).abs() < 1e-9);
 }
+
+/// Zeroes the Mersenne Twister position (bytes 8..15 of LibTorch's 5056-byte CPU generator
+/// state, found by its FlatBuffers length prefix) in a checkpoint's meta.olmk: without the
+/// metadata's checksum LibTorch refused it only after the weights and counters were restored.
+fn zero_rng_position(meta: &std::path::Path) {
+    let mut bytes = std::fs::read(meta).unwrap();
+    let at = bytes.windows(4).position(|w| w == 5056u32.to_le_bytes()).expect("no RNG state in meta.olmk");
+    bytes[at + 12..at + 20].fill(0);
+    std::fs::write(meta, bytes).unwrap();
+}
+
+#[test]
+fn failed_checkpoint_load_leaves_the_trainer_usable() {
+    let tcfg = TrainConfig::from_json(&train_json("")).unwrap();
+    let cfg = tcfg.model().unwrap();
+    let mut model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let mut trainer = Trainer::new(&mut model, &tcfg).unwrap();
+    let x = Tensor::from_i64(&ids(32, 64), &[4, 8]).unwrap();
+    let (dir, good) = (temp_dir("ckpt-damaged"), temp_dir("ckpt-good"));
+    trainer.step(&x, None).unwrap();
+    trainer.save_checkpoint(&dir).unwrap();
+    trainer.step(&x, None).unwrap();
+    trainer.save_checkpoint(&good).unwrap();
+    zero_rng_position(&dir.join("step1").join("meta.olmk"));
+
+    expect_err(trainer.load_checkpoint(&dir), ErrorCode::Parse, "meta.olmk");
+    let after = trainer.step(&x, None).unwrap();
+    let mut model2 = Model::new(&cfg, "cpu", &ModelOptions::default().init_weights(false)).unwrap();
+    let mut trainer2 = Trainer::new(&mut model2, &tcfg).unwrap();
+    trainer2.load_checkpoint(&good).unwrap();
+    let want = trainer2.step(&x, None).unwrap();
+    assert_eq!((after.step, after.loss), (3, want.loss), "the refused load changed the trainer");
+}
