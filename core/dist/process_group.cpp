@@ -222,9 +222,9 @@ class PendingWork : public Pending {
     try {
       work->wait();
     } catch (const c10::Error& e) {
-      group_->fail_collective(what_, e.what_without_backtrace());
+      group_->fail_collective(what_, one_line(e));
     } catch (const std::exception& e) {
-      group_->fail_collective(what_, e.what());
+      group_->fail_collective(what_, one_line(e));
     }
   }
 
@@ -358,7 +358,7 @@ void ProcessGroup::connect_backend() {
       impl_->backend = make_nccl_backend(c10::make_intrusive<c10d::PrefixStore>("nccl", store),
                                          static_cast<int>(o.rank), static_cast<int>(o.world_size), o.timeout);
     } catch (const c10::Error& e) {
-      fail_collective("connecting the nccl backend", e.what_without_backtrace());
+      fail_collective("connecting the nccl backend", one_line(e));
     }
     return;
   }
@@ -377,7 +377,7 @@ void ProcessGroup::connect_backend() {
                                                                  static_cast<int>(o.rank),
                                                                  static_cast<int>(o.world_size), gloo_options);
   } catch (const c10::Error& e) {
-    fail_collective("connecting the gloo backend", e.what_without_backtrace());
+    fail_collective("connecting the gloo backend", one_line(e));
   }
 }
 
@@ -497,7 +497,7 @@ std::unique_ptr<Pending> ProcessGroup::Impl::start(ProcessGroup& g, const char* 
   try {
     work = start_work();
   } catch (const c10::Error& e) {
-    g.fail_collective(what, e.what_without_backtrace());
+    g.fail_collective(what, one_line(e));
   }
   return std::make_unique<PendingWork>(&g, std::move(work), what);
 }
