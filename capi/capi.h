@@ -11,6 +11,7 @@
 #include "core/checkpoint/checkpoint.h"
 #include "core/train/trainer.h"
 #include "olm.h"
+#include "capi/capi_struct.h"
 
 struct olm_error {
   olm_error_code_t code;
@@ -81,41 +82,58 @@ inline void require_arg(const void* pointer, const char* name) {
   require(pointer != nullptr, ErrorCode::kInvalidArgument, std::string(name) + ": NULL");
 }
 
-// The body of every olm_<x>_options_init_sized: the library's defaults, written only as far
-// as the caller's struct reaches (a program built against an older header has a smaller one).
+// The body of every olm_<x>_options_init_sized: the library's defaults, written one whole
+// field at a time, only the fields that lie entirely inside the caller's struct (a program
+// built against an older header has a smaller one). Nothing is written when struct_size
+// cannot hold struct_size itself.
 template <class T>
 void init_options(T* user, size_t struct_size, void (*defaults)(T*)) {
   if (user == nullptr || struct_size < sizeof(size_t)) return;
   T full;
   defaults(&full);
-  const size_t n = struct_size < sizeof(T) ? struct_size : sizeof(T);
-  full.struct_size = n;
-  std::memcpy(static_cast<void*>(user), &full, n);
+  user->struct_size = struct_size < sizeof(T) ? struct_size : sizeof(T);
+  copy_fields(user, &full, struct_size);
 }
 
-// Reads a caller's option struct: defaults first, then the bytes the caller's struct_size
-// covers, so older callers (smaller structs) get defaults for fields they do not know.
+// Refuses a struct_size smaller than the end of the struct's first field (0 included),
+// naming `what` (for example "options.struct_size" or "out->struct_size").
+template <class T>
+void require_struct_size(size_t struct_size, const std::string& what) {
+  constexpr size_t min = min_struct_size<T>();
+  require(struct_size >= min, ErrorCode::kInvalidArgument,
+          what + " is " + std::to_string(struct_size) + ": " + StructFields<T>::name + " needs at least " +
+              std::to_string(min) + " bytes; set it to sizeof(" + StructFields<T>::name + ")");
+}
+
+// Reads a caller's option struct: defaults first, then each field that lies entirely inside
+// the caller's struct_size, so older callers (smaller structs) get defaults for fields they do
+// not know and a field the struct_size covers only in part keeps its default. A larger
+// struct_size (a newer caller) is accepted: fields this library does not know are not read.
 template <class T>
 T read_options(const T* user, void (*init)(T*), const char* name) {
   T options;
   init(&options);
   if (user == nullptr) return options;
-  require(user->struct_size >= sizeof(size_t), ErrorCode::kInvalidArgument,
-          std::string(name) + ".struct_size is " + std::to_string(user->struct_size) +
-              ": initialize the struct with its _options_init function");
-  const size_t n = user->struct_size < sizeof(T) ? user->struct_size : sizeof(T);
-  std::memcpy(static_cast<void*>(&options), user, n);
+  require_struct_size<T>(user->struct_size, std::string(name) + ".struct_size");
+  copy_fields(&options, user, user->struct_size);
   options.struct_size = sizeof(T);
   return options;
 }
 
-// Writes a result struct into the caller's, up to the caller's struct_size.
+// Checks a caller's result struct before any work is done; `name` is the argument ("out").
 template <class T>
-void write_result(T* user, const T& result) {
-  const size_t n = user->struct_size < sizeof(T) ? user->struct_size : sizeof(T);
-  if (n <= sizeof(size_t)) return;
-  std::memcpy(reinterpret_cast<char*>(user) + sizeof(size_t),
-              reinterpret_cast<const char*>(&result) + sizeof(size_t), n - sizeof(size_t));
+void require_result(const T* user, const char* name) {
+  require_arg(user, name);
+  require_struct_size<T>(user->struct_size, std::string(name) + "->struct_size");
+}
+
+// Writes a result struct into the caller's: each field that lies entirely inside the caller's
+// struct_size; the caller's struct_size and every byte past the last whole field stay as they
+// were. Refuses (before writing anything) a struct_size smaller than the first field's end.
+template <class T>
+void write_result(T* user, const T& result, const char* name = "out") {
+  require_result(user, name);
+  copy_fields(user, &result, user->struct_size);
 }
 
 }  // namespace olm::capi

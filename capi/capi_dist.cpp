@@ -1,4 +1,5 @@
 #include <cmath>
+#include <cstdio>
 
 #include "capi/capi.h"
 #include "core/dist/process_group.h"
@@ -38,12 +39,48 @@ olm_error* olm_dist_create(const olm_dist_options* options, olm_dist** out) {
           ErrorCode::kInvalidArgument, "options.backend: " + std::to_string(opts.backend) + " is not an OLM_DIST_* value");
   o.backend = static_cast<olm::dist::BackendKind>(opts.backend);
   o.device = opts.device ? opts.device : "cpu";
-  require(opts.rank >= -1, ErrorCode::kInvalidArgument, "options.rank: must be -1 or a rank");
-  require(opts.world_size == -1 || opts.world_size >= 1, ErrorCode::kInvalidArgument,
-          "options.world_size: must be -1 or positive");
-  require(opts.local_rank >= -1, ErrorCode::kInvalidArgument, "options.local_rank: must be -1 or a rank");
-  require(opts.local_world_size == -1 || opts.local_world_size >= 1, ErrorCode::kInvalidArgument,
-          "options.local_world_size: must be -1 or positive");
+  {
+    const std::string& d = o.device;
+    bool ok = d == "cpu" || d == "cuda";
+    if (!ok && d.rfind("cuda:", 0) == 0 && d.size() > 5 && d.size() <= 9) {
+      ok = true;
+      for (size_t i = 5; i < d.size(); ++i) ok = ok && d[i] >= '0' && d[i] <= '9';
+    }
+    std::string shown;  // the caller's string, its control bytes escaped
+    for (unsigned char c : d.substr(0, 64)) {
+      if (c < 0x20 || c == 0x7f) {
+        char hex[8];
+        std::snprintf(hex, sizeof hex, "\\x%02x", c);
+        shown += hex;
+      } else {
+        shown += static_cast<char>(c);
+      }
+    }
+    require(ok, ErrorCode::kInvalidArgument,
+            "options.device: '" + shown + (d.size() > 64 ? "...'" : "'") + " is not \"cpu\", \"cuda\" or \"cuda:N\"");
+  }
+  const std::string max_world = std::to_string(olm::dist::kMaxWorldSize);
+  require(opts.rank >= -1 && opts.rank < olm::dist::kMaxWorldSize, ErrorCode::kInvalidArgument,
+          "options.rank: " + std::to_string(opts.rank) + " is neither -1 nor a rank in [0, " + max_world + ")");
+  require(opts.world_size == -1 || (opts.world_size >= 1 && opts.world_size <= olm::dist::kMaxWorldSize),
+          ErrorCode::kInvalidArgument,
+          "options.world_size: " + std::to_string(opts.world_size) + " is neither -1 nor in [1, " + max_world + "]");
+  require(opts.rank == -1 || opts.world_size == -1 || opts.rank < opts.world_size, ErrorCode::kInvalidArgument,
+          "options.rank: rank " + std::to_string(opts.rank) + " is outside [0, world_size=" +
+              std::to_string(opts.world_size) + ")");
+  require(opts.local_rank >= -1 && opts.local_rank < olm::dist::kMaxWorldSize, ErrorCode::kInvalidArgument,
+          "options.local_rank: " + std::to_string(opts.local_rank) + " is neither -1 nor a rank in [0, " +
+              max_world + ")");
+  require(opts.local_world_size == -1 ||
+              (opts.local_world_size >= 1 && opts.local_world_size <= olm::dist::kMaxWorldSize),
+          ErrorCode::kInvalidArgument,
+          "options.local_world_size: " + std::to_string(opts.local_world_size) + " is neither -1 nor in [1, " +
+              max_world + "]");
+  require(opts.local_rank == -1 || opts.local_world_size == -1 || opts.local_rank < opts.local_world_size,
+          ErrorCode::kInvalidArgument,
+          "options.local_rank: local rank " + std::to_string(opts.local_rank) +
+              " is outside [0, local_world_size=" +
+              std::to_string(opts.local_world_size) + ")");
   o.rank = opts.rank;
   o.world_size = opts.world_size;
   o.local_rank = opts.local_rank;
@@ -63,9 +100,7 @@ olm_error* olm_dist_create(const olm_dist_options* options, olm_dist** out) {
 olm_error* olm_dist_info_get(const olm_dist* dist, olm_dist_info* out) {
   OLM_API_BEGIN
   require_arg(dist, "dist");
-  require_arg(out, "out");
-  require(out->struct_size >= sizeof(size_t) + sizeof(int64_t), ErrorCode::kInvalidArgument,
-          "out->struct_size is " + std::to_string(out->struct_size) + ": set it to sizeof(olm_dist_info)");
+  olm::capi::require_result(out, "out");
   const auto& g = *dist->group;
   olm_dist_info info{};
   info.struct_size = sizeof(info);
@@ -94,9 +129,9 @@ olm_error* olm_dist_all_reduce_sum(olm_dist* dist, olm_tensor* tensor) {
   const auto& t = tensor->tensor;
   require(t.scalar_type() == at::kFloat || t.scalar_type() == at::kLong, ErrorCode::kInvalidArgument,
           "tensor: dtype must be float32 or int64");
-  require(t.is_cpu(), ErrorCode::kInvalidArgument, "tensor: must be a CPU tensor");
-  // olm_tensor data may be shared with views; reduce a contiguous copy and write it back.
-  auto buffer = t.contiguous().clone();
+  // olm_tensor data may be shared with views; reduce a contiguous copy on the backend's device
+  // (the CPU for gloo, the rank's GPU for nccl) and write it back.
+  auto buffer = t.contiguous().to(dist->group->comm_device()).clone();
   dist->group->all_reduce_sum({buffer});
   tensor->tensor.copy_(buffer);
   OLM_API_END

@@ -13,9 +13,28 @@ olm_error g_out_of_memory_error{OLM_ERR_OUT_OF_MEMORY, "out of memory (while rep
 
 }  // namespace
 
+// A message as C reads it: a NUL byte (from a caller's buffer, a file's tensor name, ...)
+// would end the C string early, so each is written as the two characters "\0"; and a
+// LibTorch message's "Exception raised from ..." context and stack frames are dropped.
+static std::string c_message(const std::string& message) {
+  std::string text = message;
+  const size_t raised = text.find("Exception raised from");
+  if (raised != std::string::npos) text.erase(raised);
+  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+  std::string out;
+  out.reserve(text.size());
+  for (const char c : text) {
+    if (c == '\0')
+      out += "\\0";
+    else
+      out += c;
+  }
+  return out;
+}
+
 olm_error* make_error(olm_error_code_t code, const std::string& message) noexcept {
   try {
-    return new olm_error{code, message};
+    return new olm_error{code, c_message(message)};
   } catch (...) {
     return &g_out_of_memory_error;
   }

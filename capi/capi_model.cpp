@@ -14,6 +14,22 @@ olm_tensor* wrap(at::Tensor t) { return new olm_tensor{std::move(t)}; }
 
 double scalar_value(const at::Tensor& t) { return t.to(at::kCPU).to(at::kDouble).item<double>(); }
 
+// The options that forward and loss share, checked under their olm.h names (the core names
+// them as its own parameters). The ids themselves are checked by the model as `input_ids`.
+void check_sequence_options(const at::Tensor& ids, int64_t logits_to_keep, const olm_tensor* cu_doc_lens,
+                            int64_t max_doc_len) {
+  const bool shaped = ids.dim() == 2 && ids.size(0) > 0 && ids.size(1) > 0;
+  require(logits_to_keep >= 0 && (!shaped || logits_to_keep <= ids.size(1)), ErrorCode::kInvalidArgument,
+          "options.logits_to_keep: must be in [0, seq_len" +
+              (shaped ? "=" + std::to_string(ids.size(1)) : std::string()) + "] (got " +
+              std::to_string(logits_to_keep) + ")");
+  require(max_doc_len >= 0, ErrorCode::kInvalidArgument,
+          "options.max_doc_len: must be >= 0 (got " + std::to_string(max_doc_len) + ")");
+  if (cu_doc_lens && shaped)
+    (void)olm::nn::document_positions(cu_doc_lens->tensor.to(at::kCPU), ids.size(0), ids.size(1), 0,
+                                      "options.cu_doc_lens");
+}
+
 }  // namespace
 
 extern "C" {
@@ -92,6 +108,7 @@ olm_error* olm_model_forward(olm_model* model, const olm_tensor* input_ids,
   require_arg(input_ids, "input_ids");
   require_arg(logits, "logits");
   const auto opts = read_options(options, forward_defaults, "options");
+  check_sequence_options(input_ids->tensor, opts.logits_to_keep, opts.cu_doc_lens, opts.max_doc_len);
   *logits = wrap(model->model->forward(input_ids->tensor, opts.logits_to_keep,
                                        opts.cu_doc_lens ? opts.cu_doc_lens->tensor : at::Tensor(),
                                        opts.max_doc_len));
@@ -104,11 +121,11 @@ olm_error* olm_model_loss(olm_model* model, const olm_tensor* input_ids, const o
   require_arg(model, "model");
   require_arg(input_ids, "input_ids");
   require_arg(labels, "labels");
-  require_arg(out, "out");
-  require(out->struct_size >= offsetof(olm_loss_result, ce_loss), ErrorCode::kInvalidArgument,
-          "out->struct_size is " + std::to_string(out->struct_size) +
-              ": set it to sizeof(olm_loss_result)");
+  olm::capi::require_result(out, "out");
   const auto opts = read_options(options, loss_defaults, "options");
+  check_sequence_options(input_ids->tensor, opts.logits_to_keep, opts.cu_doc_lens, opts.max_doc_len);
+  require(opts.loss_div_factor != 0.0 && std::isfinite(opts.loss_div_factor), ErrorCode::kInvalidArgument,
+          "options.loss_div_factor: must be a non-zero finite number");
   olm::nn::LossOptions loss_options;
   loss_options.ignore_index = opts.ignore_index;
   switch (opts.loss_reduction) {
@@ -120,7 +137,7 @@ olm_error* olm_model_loss(olm_model* model, const olm_tensor* input_ids, const o
                 "options.loss_reduction: unknown value " + std::to_string(opts.loss_reduction));
   }
   require(std::isfinite(opts.z_loss_multiplier) && opts.z_loss_multiplier >= 0,
-          ErrorCode::kInvalidArgument, "options.z_loss_multiplier must be finite and >= 0");
+          ErrorCode::kInvalidArgument, "options.z_loss_multiplier: must be finite and >= 0");
   if (opts.z_loss_multiplier > 0) loss_options.z_loss_multiplier = opts.z_loss_multiplier;
   loss_options.loss_div_factor = opts.loss_div_factor;
   loss_options.return_logits = opts.return_logits != 0;
@@ -210,7 +227,7 @@ olm_error* olm_model_parameter_count(const olm_model* model, size_t* out) {
 olm_error* olm_model_parameter_info(const olm_model* model, size_t index, olm_parameter_info* out) {
   OLM_API_BEGIN
   require_arg(model, "model");
-  require_arg(out, "out");
+  olm::capi::require_result(out, "out");
   const auto& params = model->model->parameters();
   require(index < params.size(), ErrorCode::kInvalidArgument,
           "index: " + std::to_string(index) + " is out of range (the model has " +

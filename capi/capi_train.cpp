@@ -63,6 +63,29 @@ olm_error* olm_model_generate(olm_model* model, const olm_tensor* prompt,
   require_arg(prompt, "prompt");
   require_arg(out, "out");
   const auto opts = read_options(options, generate_defaults, "options");
+  // The prompt and the options are checked here, under their names in olm.h, before the core
+  // (which checks the ids as a forward's input_ids) sees them.
+  const at::Tensor& p = prompt->tensor;
+  require(p.scalar_type() == at::kLong || p.scalar_type() == at::kInt, ErrorCode::kInvalidArgument,
+          std::string("prompt: dtype must be int32 or int64 (got ") + c10::toString(p.scalar_type()) + ")");
+  require((p.dim() == 1 || (p.dim() == 2 && p.size(0) == 1)) && p.numel() > 0, ErrorCode::kInvalidArgument,
+          "prompt: must hold at least one token id, shape (T,) or (1, T) (got " + std::to_string(p.dim()) +
+              "-D with " + std::to_string(p.numel()) + " elements)");
+  const int64_t vocab = model->model->config().spec().vocab_size;
+  {
+    const auto ids = p.to(at::kCPU, at::kLong).flatten();
+    const auto bad = ids.lt(0).logical_or(ids.ge(vocab));
+    if (bad.any().item<bool>())
+      olm::fail(ErrorCode::kInvalidArgument,
+                "prompt: token id " + std::to_string(ids.masked_select(bad)[0].item<int64_t>()) +
+                    " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+  }
+  require(opts.max_new_tokens >= 0 && opts.max_new_tokens <= (1 << 24), ErrorCode::kInvalidArgument,
+          "options.max_new_tokens: must be in [0, 2^24] (got " + std::to_string(opts.max_new_tokens) + ")");
+  require(std::isfinite(opts.temperature) && opts.temperature >= 0, ErrorCode::kInvalidArgument,
+          "options.temperature: must be finite and >= 0");
+  require(opts.top_k >= 0, ErrorCode::kInvalidArgument, "options.top_k: must be >= 0");
+  require(opts.top_p > 0 && opts.top_p <= 1, ErrorCode::kInvalidArgument, "options.top_p: must be in (0, 1]");
   olm::GenerateOptions g;
   g.max_new_tokens = opts.max_new_tokens;
   g.temperature = opts.temperature;
@@ -74,6 +97,10 @@ olm_error* olm_model_generate(olm_model* model, const olm_tensor* prompt,
   require(opts.num_stop_tokens <= (1u << 20), ErrorCode::kInvalidArgument,
           "options.num_stop_tokens: too many");
   g.stop_tokens.assign(opts.stop_tokens, opts.stop_tokens + opts.num_stop_tokens);
+  for (size_t i = 0; i < g.stop_tokens.size(); ++i)
+    require(g.stop_tokens[i] >= 0 && g.stop_tokens[i] < vocab, ErrorCode::kInvalidArgument,
+            "options.stop_tokens[" + std::to_string(i) + "]: " + std::to_string(g.stop_tokens[i]) +
+                " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
   g.use_kv_cache = opts.use_kv_cache != 0;
   if (opts.on_token) {
     auto callback = opts.on_token;
@@ -152,9 +179,7 @@ olm_error* olm_trainer_step_documents(olm_trainer* trainer, const olm_tensor* in
   OLM_API_BEGIN
   require_arg(trainer, "trainer");
   require_arg(input_ids, "input_ids");
-  require_arg(out, "out");
-  require(out->struct_size >= sizeof(size_t) + sizeof(int64_t), ErrorCode::kInvalidArgument,
-          "out->struct_size is " + std::to_string(out->struct_size) + ": set it to sizeof(olm_step_metrics)");
+  olm::capi::require_result(out, "out");
   const auto m = trainer->trainer->train_batch(input_ids->tensor, labels ? labels->tensor : at::Tensor(),
                                                cu_doc_lens ? cu_doc_lens->tensor : at::Tensor());
   olm::capi::write_result(out, olm::capi::step_metrics_to_c(m));

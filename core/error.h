@@ -18,9 +18,18 @@ enum class ErrorCode : int {
   kDistributed = 9,  // a process group failed: a rank missing, dead or timed out
 };
 
+// A NUL byte in a message (a tensor name read from a file, a caller's buffer) would end
+// what()'s C string, and so the C caller's message, early: it is kept as the two characters
+// "\0" instead.
+inline std::string escape_nul(std::string message) {
+  for (size_t i = message.find('\0'); i != std::string::npos; i = message.find('\0', i + 2))
+    message.replace(i, 1, "\\0");
+  return message;
+}
+
 class Error : public std::runtime_error {
  public:
-  Error(ErrorCode code, const std::string& message) : std::runtime_error(message), code_(code) {}
+  Error(ErrorCode code, const std::string& message) : std::runtime_error(escape_nul(message)), code_(code) {}
   ErrorCode code() const noexcept { return code_; }
 
  private:

@@ -11,6 +11,28 @@
  *  - Option structs begin with `size_t struct_size`; fill them with olm_<x>_options_init()
  *    and then change the fields you need. The library reads only the fields that fit in
  *    the caller's struct_size, so programs built against an older header keep working.
+ *    Result structs (olm_loss_result, olm_step_metrics, ...) also begin with struct_size,
+ *    which the caller sets (to sizeof the struct) before the call. The exact rule, for
+ *    option and result structs alike:
+ *      - A field is read (options) or written (results) only when it lies entirely within
+ *        the caller's struct_size. A field that struct_size covers only in part is neither
+ *        read (it keeps its default) nor written.
+ *      - Smaller than this library's struct (an older caller): the fields that fit are read
+ *        or written, the others take their defaults (options) or are not reported (results).
+ *      - Equal: every field.
+ *      - Larger (a newer caller): every field this library knows; the bytes past its own
+ *        struct are neither read nor written.
+ *      - Refused with OLM_ERR_INVALID_ARGUMENT naming `<argument>.struct_size` (options) or
+ *        `<argument>->struct_size` (results), with nothing written: a
+ *        struct_size that does not cover the struct's first field after struct_size, 0
+ *        included.
+ *      - A result function never changes the caller's struct_size, and writes nothing on
+ *        error. olm_<x>_options_init_sized() writes the defaults by the same rule, sets
+ *        struct_size to the smaller of its argument and the library's size, and writes
+ *        nothing when its argument is smaller than a size_t.
+ *  - Messages: an error message is one line of text. Bytes it quotes from the caller's
+ *    input are kept, except a NUL byte, which is written as the two characters "\0" so the
+ *    message is never cut short.
  *  - Strings are UTF-8 and NUL-terminated. Strings returned by the library are borrowed
  *    from the object that returned them and stay valid until that object is freed.
  *  - Threads: a single handle must not be used from two threads at once; different
@@ -710,7 +732,9 @@ OLM_API void (olm_generate_options_init)(olm_generate_options* options);
  * Generate tokens after a prompt.
  *
  * @param model The model.
- * @param prompt Token ids, int32 or int64, shape (T,) or (1, T), T >= 1.
+ * @param prompt Token ids, int32 or int64, shape (T,) or (1, T), T >= 1, each in
+ *        [0, vocab_size); errors about it name `prompt`, errors about options name
+ *        `options.<field>`.
  * @param options Options, or NULL for the defaults.
  * @param out On success, receives a new 1-D int64 host tensor with the generated tokens (not
  *        including the prompt), owned by the caller.
@@ -1138,7 +1162,10 @@ OLM_API OLM_MUST_USE olm_error* olm_trainer_fit(olm_trainer* trainer, const olm_
  * @param max_batches Evaluate at most this many batches of the config's global batch size;
  *        0 for all.
  * @param out Receives the metrics; its struct_size must be set.
- * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers or max_batches < 0.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers, max_batches < 0, a
+ *         struct_size too small, or a token id of the evaluated instances outside the
+ *         model's vocabulary (the message names `data`, the instance and the id; checked
+ *         before any batch is evaluated).
  */
 OLM_API OLM_MUST_USE olm_error* olm_trainer_evaluate(olm_trainer* trainer, const olm_dataset* data,
                                                      int64_t max_batches, olm_eval_metrics* out);
@@ -1169,23 +1196,29 @@ typedef struct olm_dist_options {
     size_t struct_size;
     /** OLM_DIST_AUTO (default), OLM_DIST_GLOO or OLM_DIST_NCCL. */
     olm_dist_backend backend;
-    /** The training device, "cpu" (default) or "cuda[:N]"; picks the backend for OLM_DIST_AUTO. */
+    /** The training device, "cpu" (default), "cuda" or "cuda:N" (anything else is refused
+     *  naming options.device); picks the backend for OLM_DIST_AUTO. */
     const char* device;
     /** This process's rank in [0, world_size); -1 (default): from the environment. */
     int64_t rank;
-    /** The number of processes; -1 (default): from the environment. */
+    /** The number of processes, in [1, 2^20]; -1 (default): from the environment. */
     int64_t world_size;
-    /** The rank within this machine; -1 (default): from the environment, else rank. */
+    /** The rank within this machine, in [0, local_world_size); -1 (default): from the
+     *  environment, else rank. */
     int64_t local_rank;
-    /** Processes on this machine; -1 (default): from the environment, else world_size. */
+    /** Processes on this machine, in [1, 2^20]; -1 (default): from the environment, else
+     *  world_size. */
     int64_t local_world_size;
     /** The rendezvous host (rank 0's, or torchrun's agent); NULL (default): MASTER_ADDR, else
      *  "127.0.0.1". */
     const char* master_addr;
     /** The rendezvous TCP port; 0 (default): MASTER_PORT, else 29500. */
     int32_t master_port;
-    /** Every rendezvous step and collective fails with OLM_ERR_DISTRIBUTED after this many
-     *  seconds instead of waiting forever; default 300. */
+    /** The whole rendezvous (reaching rank 0's store and every rank's arrival) fails with
+     *  OLM_ERR_DISTRIBUTED when it has not completed this many seconds after olm_dist_create()
+     *  was called, on every rank and whatever the world size (a rank whose rank 0 never
+     *  comes fails within about 0.1 s past it); every collective fails after this long too,
+     *  instead of waiting forever. Default 300. */
     double timeout_seconds;
 } olm_dist_options;
 
@@ -1222,7 +1255,8 @@ OLM_API void olm_dist_options_init_sized(olm_dist_options* options, size_t struc
  * @param options The options, or NULL for the defaults (all from the environment).
  * @param out On success, receives a new process group owned by the caller.
  * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for a bad option or environment variable
- *         (the message names it); OLM_ERR_DISTRIBUTED when a rank does not arrive within the
+ *         (the message names it: options.device, options.world_size, options.rank, ...);
+ *         OLM_ERR_DISTRIBUTED (a one-line message) when a rank does not arrive within the
  *         timeout (the message names the missing ranks) or the store cannot be reached;
  *         OLM_ERR_DEVICE_UNAVAILABLE for the nccl backend, which this build does not offer.
  */

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -219,3 +220,77 @@ TEST(CapiDist, MissingRankIsNamed) {
 }
 
 }  // namespace
+
+// ---- Issue #12: bad input at the C boundary and in process groups ----
+
+// Device strings and rank ranges are checked before any rendezvous, naming the field.
+TEST(CapiDist, Issue12DeviceAndRanksAreValidated) {
+  olm_dist* dist = nullptr;
+  for (const char* device : {"gpu", "cuda:x", "", "cuda:-1", "cuda:12345", "cuda:", "cpu0", "CUDA"}) {
+    SCOPED_TRACE(device);
+    olm_dist_options o = options(0, 1);
+    o.device = device;
+    EXPECT_ERR(olm_dist_create(&o, &dist), OLM_ERR_INVALID_ARGUMENT, "options.device");
+  }
+  olm_dist_options o = options(0, (int64_t{1} << 20) + 1);
+  EXPECT_ERR(olm_dist_create(&o, &dist), OLM_ERR_INVALID_ARGUMENT, "options.world_size");
+  o = options(0, INT64_MAX);
+  EXPECT_ERR(olm_dist_create(&o, &dist), OLM_ERR_INVALID_ARGUMENT, "options.world_size");
+  o = options(2, 2);
+  EXPECT_ERR(olm_dist_create(&o, &dist), OLM_ERR_INVALID_ARGUMENT, "options.rank: rank 2 is outside [0, world_size=2)");
+  o = options(INT64_MAX, -1);
+  EXPECT_ERR(olm_dist_create(&o, &dist), OLM_ERR_INVALID_ARGUMENT, "options.rank");
+  o = options(0, 1);
+  o.local_rank = 3;
+  o.local_world_size = 2;
+  EXPECT_ERR(olm_dist_create(&o, &dist), OLM_ERR_INVALID_ARGUMENT, "options.local_rank");
+  o = options(0, 1);
+  o.local_world_size = (int64_t{1} << 20) + 1;
+  EXPECT_ERR(olm_dist_create(&o, &dist), OLM_ERR_INVALID_ARGUMENT, "options.local_world_size");
+  EXPECT_EQ(dist, nullptr);
+  // The valid spellings pass validation (a group of one on the CPU).
+  o = options(0, 1);
+  o.device = "cpu";
+  ASSERT_OK(olm_dist_create(&o, &dist));
+  olm_dist_free(dist);
+}
+
+// A rank whose rank 0 never comes fails within its timeout plus the granularity of its
+// connection attempts (at most 0.1 s each, then a 50 ms pause; 0.5 s of slack covers a loaded
+// machine), with one line naming what it waited for.
+TEST(CapiDist, Issue12TimeoutHoldsWhenRankZeroNeverComes) {
+  olm_dist* dist = nullptr;
+  olm_dist_options o = options(1, 2);
+  o.timeout_seconds = 3;
+  const auto t0 = std::chrono::steady_clock::now();
+  int32_t code = 0;
+  const std::string message = consume(olm_dist_create(&o, &dist), &code);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(code, OLM_ERR_DISTRIBUTED) << message;
+  EXPECT_THAT(message, HasSubstr("rank 1 cannot reach the rendezvous store"));
+  EXPECT_THAT(message, HasSubstr("rank 0, which never arrived"));
+  EXPECT_THAT(message, HasSubstr("within 3.0 s"));
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  EXPECT_EQ(message.find("Exception raised from"), std::string::npos) << message;
+  EXPECT_GE(seconds, 2.9);
+  EXPECT_LT(seconds, 3.5) << message;
+  EXPECT_EQ(dist, nullptr);
+}
+
+// The whole rendezvous is bounded by one deadline whatever the world size: rank 0 of the
+// largest world waits its 2 s, names the first missing ranks and counts the rest.
+TEST(CapiDist, Issue12HugeWorldStillKeepsTheTimeout) {
+  olm_dist* dist = nullptr;
+  olm_dist_options o = options(0, int64_t{1} << 20);
+  o.timeout_seconds = 2;
+  const auto t0 = std::chrono::steady_clock::now();
+  int32_t code = 0;
+  const std::string message = consume(olm_dist_create(&o, &dist), &code);
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(code, OLM_ERR_DISTRIBUTED) << message;
+  EXPECT_THAT(message, HasSubstr("ranks 1, 2, 3"));
+  EXPECT_THAT(message, HasSubstr("and 1048559 more of world_size 1048576 never arrived"));
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  EXPECT_LT(seconds, 3.0) << message;
+  EXPECT_EQ(dist, nullptr);
+}

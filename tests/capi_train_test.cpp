@@ -678,3 +678,130 @@ TEST(CapiGenerate, GatedDeltaNetModelUsesTheCache) {
 }
 
 }  // namespace
+
+// Issue #12: bad input at the C boundary never gets an internal error.
+
+// Evaluation checks its dataset's ids against the model's vocabulary (as a step checks its
+// input_ids), before any batch is evaluated, naming the argument, the instance and the id.
+TEST_F(Fixture, Issue12EvaluateNamesTokenIdsOutsideTheVocabulary) {
+  olm_dataset_options o;
+  olm_dataset_options_init(&o);
+  o.sequence_length = 8;
+  o.vocab_size = 1000;  // the dataset's own bound; the model's vocabulary is 64
+  auto tokens = pattern(8 * 8);
+  tokens[8 * 5 + 3] = 64;  // instance 5; the model's vocabulary is [0, 64)
+  olm_dataset* data = nullptr;
+  ASSERT_OK(olm_dataset_from_tokens(tokens.data(), tokens.size(), &o, &data));
+  olm_eval_metrics m{};
+  m.struct_size = sizeof m;
+  m.loss = 1234;
+  int32_t code = 0;
+  const std::string message = consume(olm_trainer_evaluate(trainer, data, 0, &m), &code);
+  EXPECT_EQ(code, OLM_ERR_INVALID_ARGUMENT) << message;
+  EXPECT_THAT(message, HasSubstr("data: instance 5 holds token id 64"));
+  EXPECT_THAT(message, HasSubstr("vocabulary [0, 64)"));
+  EXPECT_EQ(m.loss, 1234);
+  // max_batches bounds what is checked (batches of 4 instances: instance 5 is in the second
+  // batch, so one batch evaluates). Negative ids never get this far: the dataset refuses them.
+  ASSERT_OK(olm_trainer_evaluate(trainer, data, 1, &m));
+  EXPECT_TRUE(std::isfinite(m.loss));
+  // fit's eval_data is checked the same way, under its own name.
+  olm_fit_options fo;
+  olm_fit_options_init(&fo);
+  fo.eval_data = data;
+  olm_dataset* good = nullptr;
+  const auto train_tokens = pattern(8 * 40);
+  ASSERT_OK(olm_dataset_from_tokens(train_tokens.data(), train_tokens.size(), &o, &good));
+  const std::string fit_message = consume(olm_trainer_fit(trainer, good, &fo, nullptr), &code);
+  EXPECT_EQ(code, OLM_ERR_INVALID_ARGUMENT) << fit_message;
+  EXPECT_THAT(fit_message, HasSubstr("eval_data: instance 5 holds token id 64"));
+  olm_dataset_free(data);
+  olm_dataset_free(good);
+}
+
+// One struct_size rule for results: too small to hold the first field (0 included) is refused
+// naming the argument, and nothing is written.
+TEST_F(Fixture, Issue12ResultStructSizeTooSmallIsRefused) {
+  olm_dataset_options o;
+  olm_dataset_options_init(&o);
+  o.sequence_length = 8;
+  o.vocab_size = 64;
+  const auto tokens = pattern(8 * 8);
+  olm_dataset* data = nullptr;
+  ASSERT_OK(olm_dataset_from_tokens(tokens.data(), tokens.size(), &o, &data));
+  for (size_t size : {size_t{0}, sizeof(size_t), offsetof(olm_eval_metrics, loss) + 4}) {
+    SCOPED_TRACE(size);
+    olm_eval_metrics m;
+    std::memset(&m, 0x5a, sizeof m);
+    m.struct_size = size;
+    int32_t code = 0;
+    EXPECT_THAT(consume(olm_trainer_evaluate(trainer, data, 1, &m), &code), HasSubstr("out->struct_size"));
+    EXPECT_EQ(code, OLM_ERR_INVALID_ARGUMENT);
+    const auto* bytes = reinterpret_cast<const unsigned char*>(&m);
+    for (size_t i = sizeof(size_t); i < sizeof m; ++i) ASSERT_EQ(bytes[i], 0x5a) << "size " << size << " byte " << i;
+  }
+  auto* x = ids_tensor(pattern(32), 4, 8);
+  olm_step_metrics s;
+  std::memset(&s, 0x5a, sizeof s);
+  s.struct_size = 0;
+  int32_t code = 0;
+  EXPECT_THAT(consume(olm_trainer_step(trainer, x, nullptr, &s), &code), HasSubstr("out->struct_size"));
+  EXPECT_EQ(code, OLM_ERR_INVALID_ARGUMENT);
+  // A step result covering `step` and half of `loss`: loss is not written.
+  s.struct_size = offsetof(olm_step_metrics, loss) + 4;
+  ASSERT_OK(olm_trainer_step(trainer, x, nullptr, &s));
+  EXPECT_EQ(s.step, 1);
+  EXPECT_EQ(s.struct_size, offsetof(olm_step_metrics, loss) + 4);
+  const auto* bytes = reinterpret_cast<const unsigned char*>(&s);
+  for (size_t i = offsetof(olm_step_metrics, loss); i < sizeof s; ++i) ASSERT_EQ(bytes[i], 0x5a) << "byte " << i;
+  olm_tensor_free(x);
+  olm_dataset_free(data);
+}
+
+// Generation's bad prompts and options are named as olm.h names them, never as the forward's
+// input_ids, and are never internal errors.
+TEST(CapiGenerate, Issue12NamesThePromptAndOptions) {
+  olm_config* cfg = nullptr;
+  ASSERT_OK(olm_config_from_json(kModel, std::strlen(kModel), &cfg));
+  olm_model* model = nullptr;
+  ASSERT_OK(olm_model_create(cfg, "cpu", nullptr, &model));
+  olm_tensor* out = reinterpret_cast<olm_tensor*>(static_cast<uintptr_t>(0x51));
+  int32_t code = 0;
+  const float fv[3] = {1, 2, 3};
+  const int64_t shape1[1] = {3};
+  olm_tensor* f = nullptr;
+  ASSERT_OK(olm_tensor_create(OLM_DTYPE_FLOAT32, shape1, 1, fv, sizeof fv, &f));
+  std::string message = consume(olm_model_generate(model, f, nullptr, &out), &code);
+  EXPECT_EQ(code, OLM_ERR_INVALID_ARGUMENT) << message;
+  EXPECT_THAT(message, HasSubstr("prompt: dtype must be int32 or int64"));
+  EXPECT_THAT(message, ::testing::Not(HasSubstr("input_ids")));
+  auto* oov = ids_tensor({1, 64, 3}, 1, 3);
+  message = consume(olm_model_generate(model, oov, nullptr, &out), &code);
+  EXPECT_EQ(code, OLM_ERR_INVALID_ARGUMENT) << message;
+  EXPECT_THAT(message, HasSubstr("prompt: token id 64 is outside the vocabulary [0, 64)"));
+  auto* two_rows = ids_tensor({1, 2, 3, 4}, 2, 2);
+  message = consume(olm_model_generate(model, two_rows, nullptr, &out), &code);
+  EXPECT_EQ(code, OLM_ERR_INVALID_ARGUMENT) << message;
+  EXPECT_THAT(message, HasSubstr("prompt:"));
+  auto* prompt = ids_tensor({1, 2, 3}, 1, 3);
+  olm_generate_options g;
+  olm_generate_options_init(&g);
+  g.top_p = 0;
+  EXPECT_THAT(consume(olm_model_generate(model, prompt, &g, &out), &code), HasSubstr("options.top_p"));
+  olm_generate_options_init(&g);
+  g.max_new_tokens = -1;
+  EXPECT_THAT(consume(olm_model_generate(model, prompt, &g, &out), &code), HasSubstr("options.max_new_tokens"));
+  olm_generate_options_init(&g);
+  g.temperature = std::nan("");
+  EXPECT_THAT(consume(olm_model_generate(model, prompt, &g, &out), &code), HasSubstr("options.temperature"));
+  olm_generate_options_init(&g);
+  const int64_t stop[2] = {5, 99};
+  g.stop_tokens = stop;
+  g.num_stop_tokens = 2;
+  EXPECT_THAT(consume(olm_model_generate(model, prompt, &g, &out), &code), HasSubstr("options.stop_tokens[1]: 99"));
+  EXPECT_EQ(code, OLM_ERR_INVALID_ARGUMENT);
+  EXPECT_EQ(out, reinterpret_cast<olm_tensor*>(static_cast<uintptr_t>(0x51)));
+  for (auto* t : {f, oov, two_rows, prompt}) olm_tensor_free(t);
+  olm_model_free(model);
+  olm_config_free(cfg);
+}

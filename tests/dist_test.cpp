@@ -809,6 +809,32 @@ int worker(const std::string& mode, const std::string& out, double timeout_s) {
 
 }  // namespace
 
+// Issue #12: the timeout holds from a client's side too. Its rank 0 never hosts the store: it
+// gives up within the timeout plus its connection attempts' granularity (0.1 s attempts, 50 ms
+// pauses; 0.5 s of slack for a loaded machine), with one line (no c10d stack dump).
+TEST(ProcessGroup, Issue12ClientKeepsItsTimeoutWithOneLine) {
+  olm::dist::ProcessGroupOptions o;
+  o.rank = 1;
+  o.world_size = 2;
+  o.master_addr = "127.0.0.1";
+  o.master_port = free_port();
+  o.timeout = std::chrono::milliseconds(3000);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string message;
+  try {
+    olm::dist::ProcessGroup::create(o);
+    ADD_FAILURE() << "a client without its store host must fail";
+  } catch (const olm::Error& e) {
+    EXPECT_EQ(e.code(), olm::ErrorCode::kDistributed);
+    message = e.what();
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(message.find("within 3.0 s"), std::string::npos) << message;
+  EXPECT_EQ(message.find('\n'), std::string::npos) << message;
+  EXPECT_GE(seconds, 2.9);
+  EXPECT_LT(seconds, 3.5) << message;
+}
+
 int main(int argc, char** argv) {
   if (argc == 5 && std::string(argv[1]) == "--worker") return worker(argv[2], argv[3], std::stod(argv[4]));
   ::testing::InitGoogleTest(&argc, argv);

@@ -177,3 +177,26 @@ func TestDistMissingRankIsNamed(t *testing.T) {
 	wantCode(t, closed.Barrier(), ErrInvalidArgument, "dist")
 	closed.Close()
 }
+
+// Issue #12: device strings and rank ranges are checked before any rendezvous, naming the field.
+func TestDistBadOptionsAreNamed(t *testing.T) {
+	if os.Getenv("OLM_GO_DIST_OUT") != "" {
+		t.Skip("inside a rank")
+	}
+	for _, device := range []string{"gpu", "cuda:x", "", "cuda:-1"} {
+		o := DefaultDistOptions()
+		o.Rank, o.WorldSize = 0, 1
+		o.Device = device
+		_, err := NewDist(o)
+		wantCode(t, err, ErrInvalidArgument, "options.device")
+	}
+	o := DefaultDistOptions()
+	o.Rank, o.WorldSize = 0, 1<<20+1
+	_, err := NewDist(o)
+	wantCode(t, err, ErrInvalidArgument, "options.world_size")
+	o = DefaultDistOptions()
+	o.Rank, o.WorldSize = 0, 1
+	o.LocalRank, o.LocalWorldSize = 2, 2
+	_, err = NewDist(o)
+	wantCode(t, err, ErrInvalidArgument, "options.local_rank")
+}

@@ -9,9 +9,18 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "core/device.h"
@@ -65,6 +74,90 @@ std::string rank_list(const std::vector<int64_t>& ranks) {
   return (ranks.size() == 1 ? "rank " : "ranks ") + s;
 }
 
+// An exception's message on one line: c10's "Exception raised from ..." context and stack
+// frames (which wrapped c10d errors carry inside their message) are dropped, and the lines
+// left are joined with "; ".
+std::string one_line(const std::exception& e) {
+  const auto* c10 = dynamic_cast<const c10::Error*>(&e);
+  std::string text = c10 ? c10->what_without_backtrace() : e.what();
+  const size_t raised = text.find("Exception raised from");
+  if (raised != std::string::npos) text.erase(raised);
+  std::string out, line;
+  auto flush = [&] {
+    while (!line.empty() && (line.back() == ' ' || line.back() == '\r' || line.back() == '\t')) line.pop_back();
+    size_t b = line.find_first_not_of(" \t");
+    if (b != std::string::npos && line.compare(b, 6, "frame ") != 0) out += (out.empty() ? "" : "; ") + line.substr(b);
+    line.clear();
+  };
+  for (char c : text) {
+    if (c == '\n')
+      flush();
+    else
+      line += c;
+  }
+  flush();
+  return out;
+}
+
+using Clock = std::chrono::steady_clock;
+
+std::chrono::milliseconds until(Clock::time_point deadline) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+}
+
+// The longest single connection attempt while waiting for the store's port: the wait ends at
+// most this long after its deadline.
+constexpr std::chrono::milliseconds kConnectAttempt{100};
+
+// Waits until something accepts TCP connections on addr:port, with attempts of at most
+// kConnectAttempt, until `deadline`. False when nothing did.
+bool wait_for_port(const std::string& addr, int port, Clock::time_point deadline) {
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  for (;;) {
+    addrinfo* found = nullptr;
+    if (getaddrinfo(addr.c_str(), std::to_string(port).c_str(), &hints, &found) == 0) {
+      for (addrinfo* a = found; a; a = a->ai_next) {
+        const int fd = socket(a->ai_family, a->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, a->ai_protocol);
+        if (fd < 0) continue;
+        bool ok = false;
+        if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
+          ok = true;
+        } else if (errno == EINPROGRESS) {
+          const auto wait = std::max<std::chrono::milliseconds>(
+              std::chrono::milliseconds(1), std::min(kConnectAttempt, until(deadline)));
+          pollfd p{fd, POLLOUT, 0};
+          if (poll(&p, 1, static_cast<int>(wait.count())) == 1) {
+            int err = 0;
+            socklen_t len = sizeof err;
+            ok = getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) == 0 && err == 0;
+          }
+        }
+        close(fd);
+        if (ok) {
+          freeaddrinfo(found);
+          return true;
+        }
+      }
+      freeaddrinfo(found);
+    }
+    const auto left = until(deadline);
+    if (left.count() <= 0) return false;
+    std::this_thread::sleep_for(std::min(left, std::chrono::milliseconds(50)));
+  }
+}
+
+bool valid_device(const std::string& d) {
+  if (d == "cpu" || d == "cuda") return true;
+  if (d.rfind("cuda:", 0) != 0) return false;
+  const std::string index = d.substr(5);
+  if (index.empty() || index.size() > 4) return false;
+  for (char c : index)
+    if (c < '0' || c > '9') return false;
+  return true;
+}
+
 }  // namespace
 
 bool launched_distributed() {
@@ -89,7 +182,10 @@ ProcessGroupOptions resolve_options(ProcessGroupOptions o) {
     o.master_addr = env("MASTER_ADDR") ? env("MASTER_ADDR") : "127.0.0.1";
   }
   if (o.master_port == 0) o.master_port = static_cast<int>(env_int("MASTER_PORT", 29500));
-  require(o.world_size >= 1, ErrorCode::kInvalidArgument, "world_size must be at least 1");
+  require(o.world_size >= 1 && o.world_size <= kMaxWorldSize, ErrorCode::kInvalidArgument,
+          "world_size " + std::to_string(o.world_size) + " is outside [1, " + std::to_string(kMaxWorldSize) + "]");
+  require(valid_device(o.device), ErrorCode::kInvalidArgument,
+          "device: '" + o.device + "' is not \"cpu\", \"cuda\" or \"cuda:N\"");
   require(o.rank >= 0 && o.rank < o.world_size, ErrorCode::kInvalidArgument,
           "rank " + std::to_string(o.rank) + " is outside [0, world_size=" + std::to_string(o.world_size) + ")");
   require(o.local_rank >= 0 && o.local_world_size >= 1 && o.local_rank < o.local_world_size,
@@ -126,9 +222,9 @@ class PendingWork : public Pending {
     try {
       work->wait();
     } catch (const c10::Error& e) {
-      group_->fail_collective(what_, e.what_without_backtrace());
+      group_->fail_collective(what_, one_line(e));
     } catch (const std::exception& e) {
-      group_->fail_collective(what_, e.what());
+      group_->fail_collective(what_, one_line(e));
     }
   }
 
@@ -168,28 +264,31 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const ProcessGroupOptions& in
 #endif
   }
 
-  // Rendezvous. torchrun's agent already hosts a store at MASTER_ADDR:MASTER_PORT and says so
-  // with TORCHELASTIC_USE_AGENT_STORE; otherwise rank 0 hosts it.
+  // Rendezvous, all of it within one deadline: reaching the store, and every rank's arrival.
+  // torchrun's agent already hosts a store at MASTER_ADDR:MASTER_PORT and says so with
+  // TORCHELASTIC_USE_AGENT_STORE; otherwise rank 0 hosts it.
+  const auto deadline = Clock::now() + o.timeout;
   const char* agent = env("TORCHELASTIC_USE_AGENT_STORE");
   const bool agent_store = agent && std::string(agent) == "True";
   c10d::TCPStoreOptions so;
   so.port = static_cast<uint16_t>(o.master_port);
   so.isServer = !agent_store && o.rank == 0;
-  so.numWorkers = std::nullopt;  // arrival is checked below, per rank, so we can name the missing
+  so.numWorkers = std::nullopt;  // arrival is checked below, so we can name the missing
   so.waitWorkers = false;
-  so.timeout = o.timeout;
+  const std::string unreachable = "rank " + std::to_string(o.rank) + " cannot reach the rendezvous store at " + where +
+                                  (agent_store ? "" : " (hosted by rank 0, which never arrived)") + " within " +
+                                  ms_text(o.timeout);
+  // A client waits for the port itself, in short attempts, rather than in c10d's connect
+  // loop, whose random back-off overshoots the timeout by tens of seconds.
+  if (!so.isServer && !wait_for_port(o.master_addr, o.master_port, deadline))
+    fail(ErrorCode::kDistributed, unreachable);
+  so.timeout = std::max(until(deadline), kConnectAttempt);
   c10::intrusive_ptr<c10d::Store> tcp;
   try {
     tcp = c10::make_intrusive<c10d::TCPStore>(o.master_addr, so);
   } catch (const std::exception& e) {
-    const std::string cause = dynamic_cast<const c10::Error*>(&e)
-                                  ? static_cast<const c10::Error&>(e).what_without_backtrace()
-                                  : e.what();
-    fail(ErrorCode::kDistributed,
-         so.isServer ? "rank 0 cannot host the rendezvous store on " + where + ": " + cause
-                     : "rank " + std::to_string(o.rank) + " cannot reach the rendezvous store at " + where +
-                           (agent_store ? "" : " (hosted by rank 0, which never arrived)") + " within " +
-                           ms_text(o.timeout) + ": " + cause);
+    fail(ErrorCode::kDistributed, so.isServer ? "rank 0 cannot host the rendezvous store on " + where + ": " + one_line(e)
+                                              : unreachable + ": " + one_line(e));
   }
   // One namespace per run and group: torchrun's agent store outlives restarts, and a process
   // may create several groups in turn (every rank creates them in the same order).
@@ -198,21 +297,53 @@ std::shared_ptr<ProcessGroup> ProcessGroup::create(const ProcessGroupOptions& in
   group->impl_->store =
       c10::make_intrusive<c10d::PrefixStore>("olm/" + run + "/" + std::to_string(groups_created++), tcp);
   auto& store = group->impl_->store;
-  store->set("arrived/" + std::to_string(o.rank), std::vector<uint8_t>{1});
-  const auto deadline = std::chrono::steady_clock::now() + o.timeout;
-  for (int64_t r = 0; r < o.world_size; ++r) {
-    const std::string key = "arrived/" + std::to_string(r);
-    while (!store->check({key})) {
-      if (std::chrono::steady_clock::now() > deadline) {
+  // Arrival: one counter, polled (one round trip a poll, whatever the world size); the ranks
+  // that arrived are also appended to one list, read once to name the missing on a timeout.
+  try {
+    const std::string me = std::to_string(o.rank) + ",";
+    store->append("arrived_ranks", std::vector<uint8_t>(me.begin(), me.end()));
+    int64_t arrived = store->add("arrived", 1);
+    while (arrived < o.world_size) {
+      const auto left = until(deadline);
+      if (left.count() <= 0) {
+        const auto list = store->get("arrived_ranks");
+        std::vector<bool> here(static_cast<size_t>(o.world_size), false);
+        int64_t r = 0;
+        bool digits = false;
+        for (uint8_t c : list) {
+          if (c >= '0' && c <= '9') {
+            r = r * 10 + (c - '0');
+            digits = true;
+          } else {
+            if (digits && r < o.world_size) here[static_cast<size_t>(r)] = true;
+            r = 0;
+            digits = false;
+          }
+        }
         std::vector<int64_t> missing;
-        for (int64_t m = r; m < o.world_size; ++m)
-          if (!store->check({"arrived/" + std::to_string(m)})) missing.push_back(m);
-        fail(ErrorCode::kDistributed, rank_list(missing) + " of world_size " + std::to_string(o.world_size) +
-                                          " never arrived at " + where + " within " + ms_text(o.timeout));
+        int64_t more = 0;
+        for (int64_t m = 0; m < o.world_size; ++m) {
+          if (here[static_cast<size_t>(m)]) continue;
+          if (missing.size() < 16)
+            missing.push_back(m);
+          else
+            ++more;
+        }
+        fail(ErrorCode::kDistributed, rank_list(missing) + (more ? " and " + std::to_string(more) + " more" : "") +
+                                          " of world_size " + std::to_string(o.world_size) + " never arrived at " +
+                                          where + " within " + ms_text(o.timeout));
       }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      std::this_thread::sleep_for(std::min(left, std::chrono::milliseconds(20)));
+      arrived = store->add("arrived", 0);
     }
+  } catch (const olm::Error&) {
+    throw;
+  } catch (const std::exception& e) {
+    fail(ErrorCode::kDistributed, "rank " + std::to_string(o.rank) + ": the rendezvous at " + where +
+                                      " failed (its host, rank 0, is gone?): " + one_line(e));
   }
+  // Later store operations (the backend's connection, failure reports) get the full timeout.
+  tcp->setTimeout(o.timeout);
 
   group->connect_backend();
   return group;
@@ -227,7 +358,7 @@ void ProcessGroup::connect_backend() {
       impl_->backend = make_nccl_backend(c10::make_intrusive<c10d::PrefixStore>("nccl", store),
                                          static_cast<int>(o.rank), static_cast<int>(o.world_size), o.timeout);
     } catch (const c10::Error& e) {
-      fail_collective("connecting the nccl backend", e.what_without_backtrace());
+      fail_collective("connecting the nccl backend", one_line(e));
     }
     return;
   }
@@ -246,7 +377,7 @@ void ProcessGroup::connect_backend() {
                                                                  static_cast<int>(o.rank),
                                                                  static_cast<int>(o.world_size), gloo_options);
   } catch (const c10::Error& e) {
-    fail_collective("connecting the gloo backend", e.what_without_backtrace());
+    fail_collective("connecting the gloo backend", one_line(e));
   }
 }
 
@@ -366,7 +497,7 @@ std::unique_ptr<Pending> ProcessGroup::Impl::start(ProcessGroup& g, const char* 
   try {
     work = start_work();
   } catch (const c10::Error& e) {
-    g.fail_collective(what, e.what_without_backtrace());
+    g.fail_collective(what, one_line(e));
   }
   return std::make_unique<PendingWork>(&g, std::move(work), what);
 }

@@ -20,6 +20,10 @@ namespace olm::dist {
 
 enum class BackendKind { kAuto = 0, kGloo = 1, kNccl = 2 };
 
+// The largest world_size a group accepts (c10d and Gloo count ranks in an int; a rendezvous of
+// more processes than this is a mistake, not a job).
+constexpr int64_t kMaxWorldSize = int64_t{1} << 20;
+
 struct ProcessGroupOptions {
   BackendKind backend = BackendKind::kAuto;  // auto: nccl for a CUDA device, else gloo
   std::string device = "cpu";                // the device training runs on (for kAuto)
@@ -32,12 +36,16 @@ struct ProcessGroupOptions {
   int64_t local_world_size = -1;
   std::string master_addr;
   int master_port = 0;
-  // Every rendezvous step and every collective fails after this long instead of hanging.
+  // The whole rendezvous (reaching the store, every rank's arrival) fails after this long from
+  // the start of create(), on every rank and whatever the world size; so does every
+  // collective, instead of hanging.
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
 };
 
 // Options with the unset fields filled from the environment and defaults; throws
-// kInvalidArgument naming the variable when one is malformed.
+// kInvalidArgument naming the variable when one is malformed, and naming the field when a
+// value is out of range (world_size in [1, kMaxWorldSize], rank < world_size, local_rank <
+// local_world_size, device "cpu", "cuda" or "cuda:N").
 ProcessGroupOptions resolve_options(ProcessGroupOptions options);
 
 // True when the environment describes a multi-process launch (WORLD_SIZE or SLURM_NTASKS > 1).
