@@ -26,8 +26,11 @@ std::string absolute_against(const std::string& path, const fs::path& base) {
   return p.lexically_normal().string();
 }
 
+// Absolute and normal, without a trailing slash.
 fs::path absolute_dir(const std::string& dir) {
-  return fs::absolute(dir.empty() ? fs::path(".") : fs::path(dir)).lexically_normal();
+  auto p = fs::absolute(dir.empty() ? fs::path(".") : fs::path(dir)).lexically_normal();
+  if (p.has_relative_path() && p.filename().empty()) p = p.parent_path();
+  return p;
 }
 
 // The same folder, whether written with a trailing slash, relative, or through links.

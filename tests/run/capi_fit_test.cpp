@@ -37,18 +37,18 @@ int32_t on_step(const olm_step_metrics* m, void* user) {
   return 0;
 }
 
-struct Run {
+struct Session {
   olm_train_config* tcfg = nullptr;
   olm_config* cfg = nullptr;
   olm_model* model = nullptr;
   olm_trainer* trainer = nullptr;
-  explicit Run(const std::string& json) {
+  explicit Session(const std::string& json) {
     EXPECT_EQ(olm_train_config_from_json(json.data(), json.size(), &tcfg), nullptr);
     EXPECT_EQ(olm_train_config_model(tcfg, &cfg), nullptr);
     EXPECT_EQ(olm_model_create(cfg, "cpu", nullptr, &model), nullptr);
     EXPECT_EQ(olm_trainer_create(model, tcfg, &trainer), nullptr);
   }
-  ~Run() {
+  ~Session() {
     olm_trainer_free(trainer);
     olm_model_free(model);
     olm_config_free(cfg);
@@ -73,7 +73,7 @@ TEST(CapiRunFit, TrainsFromTheConfigsDataSection) {
   }
   const std::string data = R"(, "data": {"paths": [")" + dir + R"(/tokens.bin"]}, "eval_data": {"paths": [")" + dir +
                            R"(/tokens.bin"]}, "eval_batches": 1)";
-  Run run(train_json(dir, data));
+  Session run(train_json(dir, data));
   Log log;
   olm_fit_options fo;
   olm_fit_options_init(&fo);
@@ -94,7 +94,7 @@ TEST(CapiRunFit, TrainsFromTheConfigsDataSection) {
   EXPECT_EQ(lines, 5);  // four steps and the final evaluation
 
   // A resumed trainer continues the data order from the checkpoint, also from the config.
-  Run resumed(train_json(dir, data));
+  Session resumed(train_json(dir, data));
   ASSERT_OK(olm_trainer_load_checkpoint(resumed.trainer, (dir + "/run/step2").c_str()));
   Log rest;
   fo.user_data = &rest;
@@ -108,13 +108,13 @@ TEST(CapiRunFit, TrainsFromTheConfigsDataSection) {
                                                "{\"step\":4"}));
   int32_t code = 0;
   // The run at step 4 has nothing left to train at max_steps 4.
-  Run finished(train_json(dir, data));
+  Session finished(train_json(dir, data));
   ASSERT_OK(olm_trainer_load_checkpoint(finished.trainer, (dir + "/run").c_str()));
   EXPECT_THAT(consume(olm_trainer_fit(finished.trainer, nullptr, nullptr, nullptr), &code), HasSubstr("max_steps"));
   EXPECT_EQ(code, OLM_ERR_INVALID_ARGUMENT);
 
   // Without a data section and without a dataset there is nothing to train on.
-  Run no_data(train_json(dir + "/other", ""));
+  Session no_data(train_json(dir + "/other", ""));
   EXPECT_THAT(consume(olm_trainer_fit(no_data.trainer, nullptr, nullptr, nullptr), &code), HasSubstr("data"));
   EXPECT_EQ(code, OLM_ERR_INVALID_ARGUMENT);
 }

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -51,7 +52,7 @@ std::unique_ptr<olm::train::Trainer> make_trainer(const olm::train::TrainConfig&
 }
 
 TEST(Run, LoadConfigResolvesRelativePathsAgainstTheConfigFilesDirectory) {
-  const auto dir = temp_dir("run_paths");
+  const auto dir = std::filesystem::path(temp_dir("run_paths")).lexically_normal().string();
   write(dir + "/train.json", train_json(R"(, "data": {"paths": ["data/a.bin", "/abs/b.bin"]},
       "eval_data": {"paths": ["../c.bin"]}, "save_folder": "runs/x", "metrics_path": "runs/m.jsonl")"));
   const auto config = olm::run::load_config(dir + "/train.json");

@@ -355,7 +355,13 @@ std::vector<int64_t> parse_ids(const std::string& text, const std::string& flag)
   std::vector<int64_t> ids;
   std::stringstream ss(text);
   std::string item;
-  while (std::getline(ss, item, ',')) ids.push_back(parse_int(item, flag + " (comma-separated token ids)"));
+  while (std::getline(ss, item, ',')) {
+    try {
+      ids.push_back(parse_int(item, flag));
+    } catch (const UsageError&) {
+      throw UsageError(flag + ": '" + text + "' is not a list of comma-separated token ids ('" + item + "')");
+    }
+  }
   if (ids.empty()) throw UsageError(flag + ": no token ids in '" + text + "'");
   return ids;
 }
