@@ -8,7 +8,6 @@
 #include "core/config/config.h"
 #include "core/error.h"
 #include "core/model.h"
-#include "core/checkpoint/checkpoint.h"
 #include "core/train/trainer.h"
 #include "olm.h"
 #include "capi/capi_struct.h"
@@ -48,9 +47,8 @@ struct olm_dist {
 };
 
 struct olm_trainer {
+  // The trainer keeps the data position (core/run saves and restores it with checkpoints).
   std::unique_ptr<olm::train::Trainer> trainer;
-  // Where the training data stood at the last checkpoint load or fit; saved with checkpoints.
-  olm::checkpoint::DataPosition data_position;
 };
 
 namespace olm::capi {

@@ -1,4 +1,5 @@
 #include "capi/capi.h"
+#include "core/run/run.h"
 #include "core/train/fit.h"
 
 using olm::ErrorCode;
@@ -155,35 +156,30 @@ olm_error* olm_trainer_fit(olm_trainer* trainer, const olm_dataset* train_data, 
                            olm_eval_metrics* out) {
   OLM_API_BEGIN
   require_arg(trainer, "trainer");
-  require_arg(train_data, "train_data");
   const auto opts = read_options(options, fit_defaults, "options");
   auto& t = *trainer->trainer;
   const auto& spec = t.config().spec();
-  require(train_data->dataset->options().sequence_length == spec.sequence_length, ErrorCode::kInvalidArgument,
-          "train_data: sequence_length " + std::to_string(train_data->dataset->options().sequence_length) +
-              " differs from the train config's " + std::to_string(spec.sequence_length));
-  olm::data::DataLoader loader(train_data->dataset, spec.global_batch_instances(), static_cast<uint64_t>(spec.seed),
-                               t.rank(), t.world_size());
-  loader.restore({trainer->data_position.epoch, trainer->data_position.batch_in_epoch});
-  olm::train::FitCallbacks callbacks;
+  olm::run::FitOptions fit;
+  if (train_data) {
+    require(train_data->dataset->options().sequence_length == spec.sequence_length, ErrorCode::kInvalidArgument,
+            "train_data: sequence_length " + std::to_string(train_data->dataset->options().sequence_length) +
+                " differs from the train config's " + std::to_string(spec.sequence_length));
+    fit.train_data = train_data->dataset;
+  }
+  if (opts.eval_data) fit.eval_data = opts.eval_data->dataset;
+  require(opts.document_masking >= -1 && opts.document_masking <= 1, ErrorCode::kInvalidArgument,
+          "options.document_masking must be -1, 0 or 1 (got " + std::to_string(opts.document_masking) + ")");
+  if (opts.document_masking != -1) fit.documents = opts.document_masking == 1;
   if (opts.on_step) {
-    callbacks.on_step = [&](const olm::train::StepMetrics& m) {
+    fit.callbacks.on_step = [&](const olm::train::StepMetrics& m) {
       const auto c = olm::capi::step_metrics_to_c(m);
       return opts.on_step(&c, opts.user_data) == 0;
     };
   }
   if (opts.on_log) {
-    callbacks.on_log = [&](const std::string& message) { opts.on_log(message.c_str(), opts.user_data); };
+    fit.callbacks.on_log = [&](const std::string& message) { opts.on_log(message.c_str(), opts.user_data); };
   }
-  std::shared_ptr<const olm::data::TokenDataset> eval;
-  if (opts.eval_data) eval = opts.eval_data->dataset;
-  require(opts.document_masking >= -1 && opts.document_masking <= 1, ErrorCode::kInvalidArgument,
-          "options.document_masking must be -1, 0 or 1 (got " + std::to_string(opts.document_masking) + ")");
-  std::optional<bool> documents;
-  if (opts.document_masking != -1) documents = opts.document_masking == 1;
-  const auto result = olm::train::fit(t, loader, eval, callbacks, documents);
-  const auto pos = loader.position();
-  trainer->data_position = {pos.epoch, pos.batch_in_epoch};
+  const auto result = olm::run::fit(t, fit);
   if (out) {
     olm_eval_metrics metrics{};
     metrics.struct_size = sizeof(olm_eval_metrics);

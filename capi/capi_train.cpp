@@ -3,6 +3,7 @@
 #include "capi/capi.h"
 #include "core/checkpoint/checkpoint.h"
 #include "core/generate.h"
+#include "core/run/run.h"
 
 using olm::ErrorCode;
 using olm::require;
@@ -190,9 +191,7 @@ olm_error* olm_trainer_save_checkpoint(olm_trainer* trainer, const char* folder,
   OLM_API_BEGIN
   require_arg(trainer, "trainer");
   require_arg(folder, "folder");
-  const auto& spec = trainer->trainer->config().spec();
-  const std::string dir = olm::checkpoint::save(*trainer->trainer, folder, trainer->data_position,
-                                                spec.keep_last_n);
+  const std::string dir = olm::run::save_checkpoint(*trainer->trainer, folder);
   if (out_path) *out_path = make_buffer(reinterpret_cast<const uint8_t*>(dir.data()), dir.size(), true);
   OLM_API_END
 }
@@ -201,7 +200,7 @@ olm_error* olm_trainer_load_checkpoint(olm_trainer* trainer, const char* path) {
   OLM_API_BEGIN
   require_arg(trainer, "trainer");
   require_arg(path, "path");
-  trainer->data_position = olm::checkpoint::load(*trainer->trainer, path);
+  olm::run::load_checkpoint(*trainer->trainer, path);
   OLM_API_END
 }
 

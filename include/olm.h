@@ -1109,7 +1109,8 @@ typedef struct olm_eval_metrics {
 /** Options for olm_trainer_fit(). Fill with olm_fit_options_init(). */
 typedef struct olm_fit_options {
     size_t struct_size;
-    /** Evaluated every eval_interval steps and at the end; may be NULL. */
+    /** Evaluated every eval_interval steps and at the end; may be NULL (then, when fit's
+     *  train_data is NULL too, the config's eval_data section). */
     const olm_dataset* eval_data;
     olm_metrics_callback on_step;
     olm_log_callback on_log;
@@ -1139,14 +1140,29 @@ OLM_API void (olm_fit_options_init)(olm_fit_options* options);
  * Train until the config's max_steps on batches drawn from a dataset in a deterministic
  * order (the config's seed and the epoch), evaluating and checkpointing as configured and
  * writing JSON-lines metrics to the config's metrics_path. After olm_trainer_load_checkpoint()
- * the data order continues where the checkpoint left off.
+ * the data order continues where the checkpoint left off. This is the same training run as
+ * `olm train` and `olm resume`: with train_data NULL it opens the config's `data` section
+ * (and, unless options->eval_data is given, its `eval_data` section), so a host program trains
+ * from the JSON the command takes. Relative paths in a config built from JSON text are taken
+ * against the current directory (`olm train` takes them against the config file's directory).
+ *
+ * Before step 1 the save folder and the metrics file are checked writable; the metrics file
+ * keeps only the lines of steps up to the trainer's step (a resumed run does not repeat the
+ * steps it replays), and a step's checkpoint is written once.
+ *
+ * To stop on a signal as `olm train` does on SIGINT and SIGTERM (save a checkpoint, then
+ * return): set a flag in the signal handler and return non-zero from on_step when it is set;
+ * fit then saves a checkpoint (with a save_folder) and returns NULL.
  *
  * @param trainer The trainer.
- * @param train_data The training data; its sequence_length must equal the config's.
+ * @param train_data The training data, whose sequence_length must equal the config's; or
+ *        NULL for the config's `data` section.
  * @param options Options, or NULL for the defaults.
  * @param out Receives the last evaluation (zeroed when none ran); may be NULL.
  * @return NULL on success, including a stop requested by a callback; OLM_ERR_INVALID_ARGUMENT
- *         for NULL pointers or a dataset that does not fit the config; OLM_ERR_IO when a
+ *         for a NULL trainer, a dataset that does not fit the config, a config without a
+ *         `data` section when train_data is NULL, or nothing to train (max_steps unset, or not
+ *         above the trainer's step); OLM_ERR_IO when a data file cannot be read or a
  *         checkpoint or the metrics file cannot be written.
  */
 OLM_API OLM_MUST_USE olm_error* olm_trainer_fit(olm_trainer* trainer, const olm_dataset* train_data,

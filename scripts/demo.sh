@@ -23,8 +23,11 @@ if [ ! -s demo-data/train.bin ]; then
   "$olm" tokenize --fortunes --eos 256 --output demo-data/val.bin "$corpus/riddles"
 fi
 rm -rf demo-runs
+# A train config's relative paths are its own directory's: the demo's copy sits next to its data
+# (and then trains the same from any directory: olm train --config build/demo/train.json).
+cp "$root/examples/demo/train.json" train.json
 echo "[demo] training (Ctrl-C saves a checkpoint and stops)"
-"$olm" train --config "$root/examples/demo/train.json"
+"$olm" train --config train.json
 echo "[demo] sampling from the checkpoint"
 "$olm" generate --checkpoint demo-runs/fortunes --prompt "The meaning of life is " \
   --max-new-tokens 200 --temperature 0.8 --top-k 40 --seed 7 --stop 256

@@ -70,6 +70,28 @@ echo '{"sequence_length": 0}' > bad.json
 expect_exit 1 "$olm" train --config bad.json
 grep -q "sequence_length must be positive" err.txt || fail "config error message"
 expect_exit 1 "$olm" resume does-not-exist
+# Every numeric flag is refused naming the flag and the value (exit 2, a usage error).
+expect_flag_error() {  # expect_flag_error FLAG VALUE command...
+  local flag="$1" value="$2"; shift 2
+  expect_exit 2 "$@"
+  grep -q -- "$flag" err.txt && grep -q -- "$value" err.txt || { cat err.txt >&2; fail "'$*' does not name $flag and $value"; }
+}
+expect_flag_error --max-steps abc "$olm" train --config train.json --max-steps abc
+expect_flag_error --max-steps 3x "$olm" resume runs/tiny --max-steps 3x
+expect_flag_error --dist-timeout soon "$olm" train --config train.json --dist-timeout soon
+expect_flag_error --batches many "$olm" eval --checkpoint runs/tiny --batches many
+expect_flag_error --batches -1 "$olm" eval --checkpoint runs/tiny --batches -1
+expect_flag_error --stop eos "$olm" generate --checkpoint runs/tiny --prompt "The " --stop eos
+expect_flag_error --prompt-ids 1,x "$olm" generate --checkpoint runs/tiny --prompt-ids 1,x
+expect_flag_error --temperature hot "$olm" generate --checkpoint runs/tiny --prompt "The " --temperature hot
+expect_flag_error --seed -3 "$olm" generate --checkpoint runs/tiny --prompt "The " --seed -3
+expect_flag_error --vocab 1e5 "$olm" info --preset olmo2_30M --vocab 1e5
+expect_flag_error --seq-len 4k "$olm" bench --config train.json --seq-len 4k
+expect_flag_error --eos x "$olm" tokenize --output t.bin --eos x a.txt
+# info on an invalid train config reports the train config's error, not a model config's.
+sed 's/"sequence_length": 16/"sequence_length": 0/' train.json > bad_train.json
+expect_exit 1 "$olm" info --config bad_train.json
+grep -q "sequence_length must be positive" err.txt || { cat err.txt >&2; fail "info on an invalid train config"; }
 for cmd in train resume eval generate info convert bench tokenize; do
   expect_exit 0 "$olm" "$cmd" --help
 done

@@ -233,7 +233,11 @@ type FitOptions struct {
 	DocumentMasking *bool
 }
 
-// Fit trains until the config's max_steps and returns the last evaluation.
+// Fit trains until the config's max_steps and returns the last evaluation. A nil data
+// trains on the train config's `data` section (and, without opts.EvalData, evaluates its
+// `eval_data`), the run `olm train` makes from the same JSON. To stop on SIGTERM or SIGINT
+// with a checkpoint, as `olm train` does, return false from OnStep once signal.Notify has
+// delivered one.
 func (t *Trainer) Fit(data *Dataset, opts *FitOptions) (EvalMetrics, error) {
 	var co C.olm_fit_options
 	C.olm_fit_options_init_sized(&co, C.sizeof_olm_fit_options)

@@ -255,3 +255,40 @@ func TestFailedCheckpointLoadLeavesTheTrainerUsable(t *testing.T) {
 		t.Fatalf("the refused load changed the trainer: %+v, want step 3 and %+v", after, want)
 	}
 }
+
+// Fit(nil, ...) trains on the train config's data section, as `olm train` does.
+func TestFitFromTheConfigsData(t *testing.T) {
+	dir := t.TempDir()
+	raw := make([]byte, 2*2000)
+	for i := 0; i < 2000; i++ {
+		v := uint16((i*13 + i/7) % 64)
+		raw[2*i], raw[2*i+1] = byte(v), byte(v>>8)
+	}
+	tokens := filepath.Join(dir, "tokens.bin")
+	if err := os.WriteFile(tokens, raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tcfg := must(TrainConfigFromJSON(trainJSON(`, "data": {"paths": ["` + tokens + `"]},
+	 "eval_data": {"paths": ["` + tokens + `"]}, "eval_batches": 1, "save_folder": "` + filepath.Join(dir, "run") + `"`)))
+	defer tcfg.Close()
+	cfg := must(tcfg.Model())
+	defer cfg.Close()
+	m := must(NewModel(cfg, "cpu", nil))
+	defer m.Close()
+	tr := must(NewTrainer(m, tcfg))
+	defer tr.Close()
+	steps := 0
+	eval := must(tr.Fit(nil, &FitOptions{OnStep: func(s StepMetrics) bool {
+		steps++
+		return true
+	}}))
+	if steps != 4 || eval.Tokens == 0 {
+		t.Fatalf("%d steps, eval %+v", steps, eval)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "run", "step4")); err != nil {
+		t.Fatal(err)
+	}
+	// A finished run has nothing left to train.
+	_, err := tr.Fit(nil, nil)
+	wantCode(t, err, ErrInvalidArgument, "max_steps")
+}

@@ -108,12 +108,33 @@ FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const 
     if (callbacks.on_log) callbacks.on_log(message);
   };
   FitResult result;
+  // The trainer carries the data position: it starts where the loader stands and moves with it.
+  trainer.set_data_position(loader.position());
+  // A step is saved once: a stop right after a periodic save, or at the step a run resumed from,
+  // does not write the same checkpoint again. Whether that step's checkpoint exists is agreed by
+  // every rank (the save is a collective).
+  int64_t saved_step = -1;
+  if (!spec.save_folder.empty() && trainer.step() > 0) {
+    const std::string meta = spec.save_folder + "/step" + std::to_string(trainer.step()) + "/" + checkpoint::kMetaFile;
+    bool exists = std::ifstream(meta).good();
+    if (trainer.process_group()) {
+      auto flag = at::full({1}, exists ? 1L : 0L,
+                           at::TensorOptions(at::kLong).device(trainer.process_group()->comm_device()));
+      trainer.process_group()->all_reduce_sum({flag});
+      exists = flag.item<int64_t>() > 0;
+    }
+    if (exists) {
+      saved_step = trainer.step();
+      result.last_checkpoint = spec.save_folder + "/step" + std::to_string(saved_step);
+    }
+  }
   auto save = [&]() {
-    if (spec.save_folder.empty()) return;
-    const auto pos = loader.position();
+    if (spec.save_folder.empty() || trainer.step() == saved_step) return;
+    const auto pos = trainer.data_position();
     // With a process group, a collective: every rank writes its shard (checkpoint.h).
     result.last_checkpoint =
         checkpoint::save(trainer, spec.save_folder, {pos.epoch, pos.batch_in_epoch}, spec.keep_last_n);
+    saved_step = trainer.step();
     if (writer) log("saved checkpoint " + result.last_checkpoint);
   };
   auto run_eval = [&]() {
@@ -142,6 +163,7 @@ FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const 
       break;
     }
     auto batch = loader.next();
+    trainer.set_data_position(loader.position());
     const bool masked = documents.value_or(spec.data && spec.data->generate_doc_lengths) && batch.cu_doc_lens;
     const auto m = trainer.train_batch(batch.input_ids, batch.labels, masked ? *batch.cu_doc_lens : at::Tensor());
     if (metrics && (m.step % spec.log_interval == 0 || m.step == spec.max_steps)) {

@@ -30,9 +30,12 @@ struct FitResult {
   std::optional<EvalMetrics> last_eval;
 };
 
-// Trains until the config's max_steps. `loader` supplies the training batches and its
-// position is saved in checkpoints; `eval` (may be null) is evaluated every eval_interval steps
-// and at the end.
+// Trains until the config's max_steps. `loader` supplies the training batches; the trainer's
+// data_position() follows it and is what checkpoints save. A step's checkpoint is written once
+// (a stop right after a periodic save, or before the first step of a resumed run, writes none).
+// `eval` (may be null) is evaluated every eval_interval steps and at the end.
+// The loop alone: core/run (run::fit) is what callers use, opening the config's data,
+// resolving its paths and checking its outputs first.
 // `documents` turns intra-document masking (from the batches' document lengths) on or off
 // for training and evaluation; nullopt follows the config's data.generate_doc_lengths and
 // eval_data.generate_doc_lengths.

@@ -6,6 +6,7 @@
 #include <functional>
 #include <memory>
 
+#include "core/data/token_data.h"
 #include "core/model.h"
 #include "core/train/optimizer.h"
 #include "core/train/train_config.h"
@@ -104,6 +105,11 @@ class Trainer {
   int64_t tokens_seen() const { return tokens_seen_; }
   int64_t skipped_steps() const { return skipped_steps_; }
   void restore_counters(int64_t step, int64_t tokens_seen, int64_t skipped_steps);
+  // Where the training data stands (the next batch's epoch and index): fit() advances it with
+  // every batch, the run service's data loader continues from it, and checkpoints written and
+  // read through core/run save and restore it with the rest of the trainer's state.
+  const data::LoaderPosition& data_position() const { return data_position_; }
+  void set_data_position(const data::LoaderPosition& position) { data_position_ = position; }
 
  private:
   std::shared_ptr<Model> model_;
@@ -119,6 +125,7 @@ class Trainer {
   int64_t step_ = 0;
   int64_t tokens_seen_ = 0;
   int64_t skipped_steps_ = 0;
+  data::LoaderPosition data_position_;
 };
 
 // OLMo-core's get_labels: input_ids shifted left by one, the last position ignore_index.

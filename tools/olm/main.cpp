@@ -1,7 +1,11 @@
 // olm: train, resume, evaluate, sample from, inspect, convert and benchmark models.
 //
-// Exit codes: 0 success, 1 a failure reported on stderr, 2 a usage error, 130 interrupted
-// (Ctrl-C; a checkpoint was saved first when the run has a save folder).
+// Exit codes: 0 success, 1 a failure reported on stderr, 2 a usage error, 128 + the signal when
+// train or resume was stopped by SIGINT (Ctrl-C, 130) or SIGTERM (what Slurm and torchrun send
+// before a kill, 143): the run saves a checkpoint first when it has a save folder.
+//
+// train and resume only parse arguments and print progress: the run itself (paths, data,
+// checks, checkpoints, metrics) is core/run's, the same service olm_trainer_fit() calls.
 //
 // Reads no environment variables except a launcher's: under `torchrun --no-python olm train`
 // or `srun olm train` (WORLD_SIZE or SLURM_NTASKS above 1) train and resume join a c10d
@@ -12,12 +16,16 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cctype>
+#include <cerrno>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <dirent.h>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <sstream>
 
 #include "core/checkpoint/checkpoint.h"
@@ -25,21 +33,70 @@
 #include "core/error.h"
 #include "core/generate.h"
 #include "core/io/hf_names.h"
+#include "core/io/json.h"
 #include "core/io/safetensors.h"
 #include "core/model.h"
 #include "core/dist/process_group.h"
+#include "core/run/run.h"
 #include "core/train/fit.h"
 #include "olm.h"
 
 namespace {
 
 std::atomic<bool> g_stop{false};
+volatile std::sig_atomic_t g_signal = 0;
 
-void on_sigint(int) { g_stop.store(true); }
+void on_stop_signal(int sig) {
+  g_signal = sig;
+  g_stop.store(true);
+}
 
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
+
+// Numeric flags are read as text and parsed here, so that a bad value is refused naming the
+// flag and the value (cxxopts and std::stoll name neither).
+int64_t parse_int(const std::string& text, const std::string& what) {
+  errno = 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(text.c_str(), &end, 10);
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0])) || *end != '\0' || errno == ERANGE)
+    throw UsageError(what + ": '" + text + "' is not an integer");
+  return static_cast<int64_t>(v);
+}
+
+int64_t int_flag(const cxxopts::ParseResult& args, const std::string& name) {
+  return parse_int(args[name].as<std::string>(), "--" + name);
+}
+
+uint64_t uint_flag(const cxxopts::ParseResult& args, const std::string& name) {
+  const auto text = args[name].as<std::string>();
+  errno = 0;
+  char* end = nullptr;
+  const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  if (text.empty() || !std::isdigit(static_cast<unsigned char>(text[0])) || *end != '\0' || errno == ERANGE)
+    throw UsageError("--" + name + ": '" + text + "' is not a non-negative integer");
+  return static_cast<uint64_t>(v);
+}
+
+double double_flag(const cxxopts::ParseResult& args, const std::string& name) {
+  const auto text = args[name].as<std::string>();
+  errno = 0;
+  char* end = nullptr;
+  const double v = std::strtod(text.c_str(), &end);
+  if (text.empty() || std::isspace(static_cast<unsigned char>(text[0])) || *end != '\0' || errno == ERANGE ||
+      !std::isfinite(v))
+    throw UsageError("--" + name + ": '" + text + "' is not a number");
+  return v;
+}
+
+// A numeric flag's declaration: text, parsed by the functions above.
+std::shared_ptr<cxxopts::Value> number(const char* default_value = nullptr) {
+  auto v = cxxopts::value<std::string>();
+  if (default_value) v->default_value(default_value);
+  return v;
+}
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -96,23 +153,11 @@ class Progress {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
-std::shared_ptr<olm::data::TokenDataset> open_dataset(const olm::train::DataSpec& d, int64_t seq_len,
-                                                      int64_t vocab) {
-  olm::data::DatasetOptions o;
-  o.sequence_length = seq_len;
-  o.vocab_size = vocab;
-  o.eos_token_id = d.eos_token_id;
-  o.masked_token_ids = d.masked_token_ids;
-  o.raw_dtype = d.raw_dtype;
-  return olm::data::TokenDataset::from_files(d.paths, o);
-}
-
 void add_dist_options(cxxopts::Options& options) {
   options.add_options()("dist", "auto (join a process group when launched by torchrun or srun), on (join one "
                         "even alone) or off",
                         cxxopts::value<std::string>()->default_value("auto"))(
-      "dist-timeout", "seconds before a missing or dead rank fails the run",
-      cxxopts::value<double>()->default_value("300"));
+      "dist-timeout", "seconds before a missing or dead rank fails the run", number("300"));
 }
 
 // Data-parallel training when a launcher started several processes: the group, joined before
@@ -121,11 +166,11 @@ std::shared_ptr<olm::dist::ProcessGroup> maybe_join(const cxxopts::ParseResult& 
   const auto mode = args["dist"].as<std::string>();
   if (mode != "auto" && mode != "on" && mode != "off")
     throw UsageError("--dist must be auto, on or off, not '" + mode + "'");
+  const double timeout = double_flag(args, "dist-timeout");
+  if (!(timeout > 0)) throw UsageError("--dist-timeout must be positive");
   if (mode == "off" || (mode == "auto" && !olm::dist::launched_distributed())) return nullptr;
   olm::dist::ProcessGroupOptions o;
   o.device = device;
-  const double timeout = args["dist-timeout"].as<double>();
-  if (!(timeout > 0)) throw UsageError("--dist-timeout must be positive");
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000));
   auto group = olm::dist::ProcessGroup::create(o);
   if (device == "cuda") device = "cuda:" + std::to_string(group->local_rank());
@@ -135,26 +180,20 @@ std::shared_ptr<olm::dist::ProcessGroup> maybe_join(const cxxopts::ParseResult& 
   return group;
 }
 
-// Shared by train and resume: builds data, fits, reports.
-int run_fit(olm::train::Trainer& trainer, const olm::checkpoint::DataPosition& position, const std::string& device) {
+// Shared by train and resume: the run service trains; this reports progress and handles signals.
+int run_fit(olm::train::Trainer& trainer, const std::string& device) {
   const auto& spec = trainer.config().spec();
-  if (!spec.data) throw UsageError("the train config has no `data` section");
-  const int64_t vocab = trainer.model().config().spec().vocab_size;
-  auto train_data = open_dataset(*spec.data, spec.sequence_length, vocab);
-  std::shared_ptr<const olm::data::TokenDataset> eval_data;
-  if (spec.eval_data) eval_data = open_dataset(*spec.eval_data, spec.sequence_length, vocab);
-  olm::data::DataLoader loader(train_data, spec.global_batch_instances(), static_cast<uint64_t>(spec.seed),
-                               trainer.rank(), trainer.world_size());
-  loader.restore({position.epoch, position.batch_in_epoch});
   // With several ranks only rank 0 reports (the numbers are global, hence equal everywhere).
   const bool quiet = trainer.rank() != 0;
-  const auto counts = trainer.model().config().num_params();
-  std::fprintf(stderr, "olm: %ld parameters (%ld non-embedding) on %s; %ld training tokens, %ld instances of %ld\n",
-               counts.total, counts.non_embedding, device.c_str(), train_data->num_tokens(),
-               train_data->num_instances(), spec.sequence_length);
-
   Progress progress(spec.max_steps, trainer.step());
-  olm::train::FitCallbacks callbacks;
+  olm::run::FitOptions options;
+  options.on_start = [&](const olm::data::TokenDataset& train_data) {
+    const auto counts = trainer.model().config().num_params();
+    std::fprintf(stderr, "olm: %ld parameters (%ld non-embedding) on %s; %ld training tokens, %ld instances of %ld\n",
+                 counts.total, counts.non_embedding, device.c_str(), train_data.num_tokens(),
+                 train_data.num_instances(), spec.sequence_length);
+  };
+  auto& callbacks = options.callbacks;
   callbacks.stop_requested = &g_stop;
   double first_loss = NAN, last_loss = NAN;
   callbacks.on_step = [&](const olm::train::StepMetrics& m) {
@@ -170,73 +209,96 @@ int run_fit(olm::train::Trainer& trainer, const olm::checkpoint::DataPosition& p
   callbacks.on_log = [&](const std::string& message) {
     std::fprintf(stderr, "%s%s\n", isatty(STDERR_FILENO) ? "\n" : "", message.c_str());
   };
-  std::signal(SIGINT, on_sigint);
-  auto result = olm::train::fit(trainer, loader, eval_data, callbacks);
+  // Ctrl-C and SIGTERM (Slurm, torchrun) alike: stop after the current step, on every rank at
+  // the same step, save a checkpoint and exit with 128 + the signal.
+  g_stop.store(false);
+  g_signal = 0;
+  std::signal(SIGINT, on_stop_signal);
+  std::signal(SIGTERM, on_stop_signal);
+  olm::train::FitResult result;
+  try {
+    result = olm::run::fit(trainer, options);
+  } catch (...) {
+    std::signal(SIGINT, SIG_DFL);
+    std::signal(SIGTERM, SIG_DFL);
+    throw;
+  }
   std::signal(SIGINT, SIG_DFL);
-  if (quiet) return result.stopped_early ? 130 : 0;
+  std::signal(SIGTERM, SIG_DFL);
+  const int code = result.stopped_early ? 128 + (g_signal ? static_cast<int>(g_signal) : SIGINT) : 0;
+  if (quiet) return code;
   progress.finish();
   std::printf("trained to step %ld: loss %.4f -> %.4f%s\n", result.steps, first_loss, last_loss,
-              result.stopped_early ? " (interrupted)" : "");
+              result.stopped_early ? (g_signal == SIGTERM ? " (terminated)" : " (interrupted)") : "");
   if (!result.last_checkpoint.empty()) std::printf("checkpoint: %s\n", result.last_checkpoint.c_str());
-  return result.stopped_early ? 130 : 0;
+  return code;
 }
 
 int cmd_train(int argc, char** argv) {
   cxxopts::Options options("olm train", "Train a model from a train config (JSON, schema/olm.fbs TrainConfig).");
   options.add_options()("c,config", "train config JSON", cxxopts::value<std::string>())(
       "d,device", "cpu, cuda or cuda:N", cxxopts::value<std::string>()->default_value("cpu"))(
-      "save-folder", "override save_folder", cxxopts::value<std::string>())(
-      "max-steps", "override max_steps", cxxopts::value<int64_t>())("h,help", "show this help");
+      "save-folder", "write checkpoints and the metrics file into this run folder instead",
+      cxxopts::value<std::string>())("max-steps", "override max_steps", number())("h,help", "show this help");
   add_dist_options(options);
   auto args = options.parse(argc, argv);
   if (args.count("help")) {
-    std::cout << options.help() << "\nCtrl-C saves a checkpoint (with a save folder) and exits with 130.\n";
+    std::cout << options.help()
+              << "\nRelative paths in the config are taken against the config file's directory.\n"
+                 "Ctrl-C or SIGTERM saves a checkpoint (with a save folder) and exits with 130 or 143.\n";
     return 0;
   }
   if (!args.count("config")) throw UsageError("--config is required\n" + options.help());
-  auto native_config = olm::train::TrainConfig::from_json(read_text(args["config"].as<std::string>())).native();
-  if (args.count("save-folder")) native_config.save_folder = args["save-folder"].as<std::string>();
-  if (args.count("max-steps")) native_config.max_steps = args["max-steps"].as<int64_t>();
-  auto config = olm::train::TrainConfig::from_native(native_config);
+  std::optional<int64_t> max_steps;
+  if (args.count("max-steps")) max_steps = int_flag(args, "max-steps");
+  auto config = olm::run::load_config(args["config"].as<std::string>());
+  if (args.count("save-folder")) config = olm::run::relocate(config, args["save-folder"].as<std::string>());
+  if (max_steps) config = olm::run::with_max_steps(config, *max_steps);
   if (!config.spec().model) throw UsageError("the train config names no model (`model` or `model_preset`)");
   std::string device = args["device"].as<std::string>();
   auto group = maybe_join(args, device);
   auto model = std::make_shared<olm::Model>(*config.spec().model, device, olm::ModelOptions{});
   olm::train::Trainer trainer(model, config);
   trainer.set_process_group(group);
-  return run_fit(trainer, {}, device);
+  return run_fit(trainer, device);
 }
 
 int cmd_resume(int argc, char** argv) {
-  cxxopts::Options options("olm resume", "Resume training from a checkpoint directory or save folder.");
+  cxxopts::Options options("olm resume",
+                           "Resume training from a checkpoint directory or save folder, writing into that run folder.");
   options.add_options()("dir", "checkpoint directory or save folder", cxxopts::value<std::string>())(
       "d,device", "cpu, cuda or cuda:N", cxxopts::value<std::string>()->default_value("cpu"))(
-      "max-steps", "override max_steps", cxxopts::value<int64_t>())("h,help", "show this help");
+      "save-folder", "fork: write checkpoints and the metrics file into this run folder instead",
+      cxxopts::value<std::string>())("max-steps", "override max_steps", number())("h,help", "show this help");
   add_dist_options(options);
   options.parse_positional({"dir"});
   options.positional_help("DIR");
   auto args = options.parse(argc, argv);
   if (args.count("help")) {
-    std::cout << options.help() << "\n";
+    std::cout << options.help()
+              << "\nCheckpoints and metrics go to the folder resumed (DIR, or the save folder of the step\n"
+                 "directory DIR), or to --save-folder. Ctrl-C or SIGTERM saves and exits with 130 or 143.\n";
     return 0;
   }
   if (!args.count("dir")) throw UsageError("a checkpoint directory is required\n" + options.help());
-  const auto dir = olm::checkpoint::resolve(args["dir"].as<std::string>());
-  auto meta = olm::checkpoint::read_meta(dir);
-  auto native = meta.train_config.native();
-  if (args.count("max-steps")) native.max_steps = args["max-steps"].as<int64_t>();
-  auto config = olm::train::TrainConfig::from_native(native);
+  std::optional<int64_t> max_steps;
+  if (args.count("max-steps")) max_steps = int_flag(args, "max-steps");
+  auto plan = olm::run::plan_resume(args["dir"].as<std::string>(),
+                                    args.count("save-folder") ? args["save-folder"].as<std::string>() : "");
+  auto config = max_steps ? olm::run::with_max_steps(plan.train_config, *max_steps) : plan.train_config;
   std::string device = args["device"].as<std::string>();
   auto group = maybe_join(args, device);
   olm::ModelOptions model_options;
   model_options.init_weights = false;
-  auto model = std::make_shared<olm::Model>(meta.model_config, device, model_options);
+  auto model = std::make_shared<olm::Model>(plan.model_config, device, model_options);
   olm::train::Trainer trainer(model, config);
   // Joined first: under FSDP each rank then reads only its own shards of the checkpoint.
   trainer.set_process_group(group);
-  const auto position = olm::checkpoint::load(trainer, dir);
-  std::fprintf(stderr, "olm: resumed %s at step %ld\n", dir.c_str(), trainer.step());
-  return run_fit(trainer, position, device);
+  olm::run::load_checkpoint(trainer, plan.checkpoint);
+  if (trainer.rank() == 0)
+    std::fprintf(stderr, "olm: resumed %s at step %ld, writing to %s\n", plan.checkpoint.c_str(), trainer.step(),
+                 plan.run_folder.c_str());
+  return run_fit(trainer, device);
 }
 
 // A model and trainer restored from a checkpoint, for eval and generate.
@@ -253,7 +315,7 @@ Restored restore(const std::string& path, const std::string& device) {
   Restored r;
   r.model = std::make_shared<olm::Model>(meta.model_config, device, model_options);
   r.trainer = std::make_unique<olm::train::Trainer>(r.model, meta.train_config);
-  olm::checkpoint::load(*r.trainer, dir);
+  olm::run::load_checkpoint(*r.trainer, dir);
   return r;
 }
 
@@ -262,7 +324,7 @@ int cmd_eval(int argc, char** argv) {
   options.add_options()("checkpoint", "checkpoint directory or save folder", cxxopts::value<std::string>())(
       "data", "token files (default: the train config's eval_data)", cxxopts::value<std::vector<std::string>>())(
       "raw-dtype", "uint16 or uint32", cxxopts::value<std::string>()->default_value("uint16"))(
-      "batches", "at most this many batches (0: all)", cxxopts::value<int64_t>()->default_value("0"))(
+      "batches", "at most this many batches (0: all)", number("0"))(
       "d,device", "cpu, cuda or cuda:N", cxxopts::value<std::string>()->default_value("cpu"))("h,help", "show this help");
   auto args = options.parse(argc, argv);
   if (args.count("help")) {
@@ -270,6 +332,8 @@ int cmd_eval(int argc, char** argv) {
     return 0;
   }
   if (!args.count("checkpoint")) throw UsageError("--checkpoint is required\n" + options.help());
+  const int64_t batches = int_flag(args, "batches");
+  if (batches < 0) throw UsageError("--batches: " + std::to_string(batches) + " is negative (0 evaluates all)");
   auto r = restore(args["checkpoint"].as<std::string>(), args["device"].as<std::string>());
   const auto& spec = r.trainer->config().spec();
   olm::train::DataSpec data;
@@ -281,18 +345,24 @@ int cmd_eval(int argc, char** argv) {
   } else {
     throw UsageError("no --data and the train config has no eval_data");
   }
-  auto dataset = open_dataset(data, spec.sequence_length, r.model->config().spec().vocab_size);
-  auto m = olm::train::evaluate_dataset(*r.trainer, *dataset, spec.global_batch_instances(),
-                                        args["batches"].as<int64_t>());
+  auto dataset = olm::run::open_dataset(data, spec.sequence_length, r.model->config().spec().vocab_size);
+  auto m = olm::train::evaluate_dataset(*r.trainer, *dataset, spec.global_batch_instances(), batches);
   std::printf("eval: loss %.6f perplexity %.4f over %ld tokens\n", m.loss, m.perplexity, m.tokens);
   return 0;
 }
 
-std::vector<int64_t> parse_ids(const std::string& text) {
+std::vector<int64_t> parse_ids(const std::string& text, const std::string& flag) {
   std::vector<int64_t> ids;
   std::stringstream ss(text);
   std::string item;
-  while (std::getline(ss, item, ',')) ids.push_back(std::stoll(item));
+  while (std::getline(ss, item, ',')) {
+    try {
+      ids.push_back(parse_int(item, flag));
+    } catch (const UsageError&) {
+      throw UsageError(flag + ": '" + text + "' is not a list of comma-separated token ids ('" + item + "')");
+    }
+  }
+  if (ids.empty()) throw UsageError(flag + ": no token ids in '" + text + "'");
   return ids;
 }
 
@@ -301,11 +371,8 @@ int cmd_generate(int argc, char** argv) {
   options.add_options()("checkpoint", "checkpoint directory or save folder", cxxopts::value<std::string>())(
       "prompt", "prompt text (byte-level tokens)", cxxopts::value<std::string>())(
       "prompt-ids", "prompt as comma-separated token ids", cxxopts::value<std::string>())(
-      "max-new-tokens", "token budget", cxxopts::value<int64_t>()->default_value("64"))(
-      "temperature", "0 is greedy", cxxopts::value<double>()->default_value("0.8"))(
-      "top-k", "0 disables", cxxopts::value<int64_t>()->default_value("0"))(
-      "top-p", "1 disables", cxxopts::value<double>()->default_value("1.0"))(
-      "seed", "sampler seed", cxxopts::value<uint64_t>()->default_value("0"))(
+      "max-new-tokens", "token budget", number("64"))("temperature", "0 is greedy", number("0.8"))(
+      "top-k", "0 disables", number("0"))("top-p", "1 disables", number("1.0"))("seed", "sampler seed", number("0"))(
       "stop", "stop token ids, comma-separated", cxxopts::value<std::string>())(
       "d,device", "cpu, cuda or cuda:N", cxxopts::value<std::string>()->default_value("cpu"))("h,help", "show this help");
   auto args = options.parse(argc, argv);
@@ -315,21 +382,23 @@ int cmd_generate(int argc, char** argv) {
   }
   if (!args.count("checkpoint")) throw UsageError("--checkpoint is required\n" + options.help());
   if (args.count("prompt") == args.count("prompt-ids")) throw UsageError("give exactly one of --prompt and --prompt-ids");
+  olm::GenerateOptions g;
+  g.max_new_tokens = int_flag(args, "max-new-tokens");
+  g.temperature = double_flag(args, "temperature");
+  g.top_k = int_flag(args, "top-k");
+  g.top_p = double_flag(args, "top-p");
+  g.seed = uint_flag(args, "seed");
+  if (args.count("stop")) g.stop_tokens = parse_ids(args["stop"].as<std::string>(), "--stop");
+  std::vector<int64_t> prompt_ids;
+  if (args.count("prompt-ids")) prompt_ids = parse_ids(args["prompt-ids"].as<std::string>(), "--prompt-ids");
   auto r = restore(args["checkpoint"].as<std::string>(), args["device"].as<std::string>());
   const bool bytes = args.count("prompt") > 0;
   std::vector<int64_t> prompt;
   if (bytes) {
     for (unsigned char c : args["prompt"].as<std::string>()) prompt.push_back(c);
   } else {
-    prompt = parse_ids(args["prompt-ids"].as<std::string>());
+    prompt = prompt_ids;
   }
-  olm::GenerateOptions g;
-  g.max_new_tokens = args["max-new-tokens"].as<int64_t>();
-  g.temperature = args["temperature"].as<double>();
-  g.top_k = args["top-k"].as<int64_t>();
-  g.top_p = args["top-p"].as<double>();
-  g.seed = args["seed"].as<uint64_t>();
-  if (args.count("stop")) g.stop_tokens = parse_ids(args["stop"].as<std::string>());
   if (bytes) std::fwrite(args["prompt"].as<std::string>().data(), 1, args["prompt"].as<std::string>().size(), stdout);
   g.on_token = [&](int64_t token) {
     if (bytes) {
@@ -346,18 +415,34 @@ int cmd_generate(int argc, char** argv) {
   return 0;
 }
 
+// Whether a config file's top-level keys are a train config's (TrainConfig's fields that no
+// model config has).
+bool is_train_config(const std::string& text, const std::string& path) {
+  static const char* const keys[] = {"model", "model_preset", "optimizer", "scheduler", "sequence_length",
+                                     "global_batch_size", "rank_microbatch_size", "max_steps", "data",
+                                     "eval_data", "save_folder", "metrics_path", "data_parallel"};
+  const auto json = olm::io::parse_json(text.data(), text.size(), path);
+  if (json.kind != olm::io::Json::kObject) return false;
+  for (const auto& [key, value] : json.object)
+    for (const char* k : keys)
+      if (key == k) return true;
+  return false;
+}
+
 olm::Config config_from_args(const cxxopts::ParseResult& args) {
   if (args.count("config")) {
-    const std::string text = read_text(args["config"].as<std::string>());
-    // A train config carries its model; a model config is the model.
-    try {
+    const std::string path = args["config"].as<std::string>();
+    const std::string text = read_text(path);
+    // A train config carries its model; a model config is the model. Which one the file is
+    // follows from its keys, so that the error reported is the one for what it is.
+    if (is_train_config(text, path)) {
       auto train = olm::train::TrainConfig::from_json(text);
-      if (train.spec().model) return *train.spec().model;
-    } catch (const olm::Error&) {
+      if (!train.spec().model) throw UsageError("the train config '" + path + "' names no model (`model` or `model_preset`)");
+      return *train.spec().model;
     }
     return olm::Config::from_json(text);
   }
-  if (args.count("preset")) return olm::preset(args["preset"].as<std::string>(), args["vocab"].as<int64_t>());
+  if (args.count("preset")) return olm::preset(args["preset"].as<std::string>(), int_flag(args, "vocab"));
   throw UsageError("give --config or --preset");
 }
 
@@ -365,8 +450,7 @@ int cmd_info(int argc, char** argv) {
   cxxopts::Options options("olm info", "Parameters, FLOPs per token and a memory estimate for a config.");
   options.add_options()("config", "model or train config JSON", cxxopts::value<std::string>())(
       "preset", "a preset name", cxxopts::value<std::string>())(
-      "vocab", "vocabulary size for --preset", cxxopts::value<int64_t>()->default_value("100278"))(
-      "seq-len", "sequence length for FLOPs", cxxopts::value<int64_t>()->default_value("4096"))(
+      "vocab", "vocabulary size for --preset", number("100278"))("seq-len", "sequence length for FLOPs", number("4096"))(
       "json", "print the config as JSON too")("h,help", "show this help");
   auto args = options.parse(argc, argv);
   if (args.count("help")) {
@@ -375,7 +459,7 @@ int cmd_info(int argc, char** argv) {
   }
   auto config = config_from_args(args);
   const auto counts = config.num_params();
-  const int64_t seq = args["seq-len"].as<int64_t>();
+  const int64_t seq = int_flag(args, "seq-len");
   const double gib = 1024.0 * 1024.0 * 1024.0;
   std::printf("parameters:               %ld\n", counts.total);
   std::printf("non-embedding parameters: %ld\n", counts.non_embedding);
@@ -426,7 +510,7 @@ int cmd_convert(int argc, char** argv) {
   }
   if (!args.count("input") || !args.count("train-config"))
     throw UsageError("give --checkpoint (export) or --input with --train-config (import)");
-  auto config = olm::train::TrainConfig::from_json(read_text(args["train-config"].as<std::string>()));
+  auto config = olm::run::load_config(args["train-config"].as<std::string>());
   if (!config.spec().model) throw UsageError("the train config names no model");
   olm::ModelOptions model_options;
   model_options.init_weights = false;
@@ -444,7 +528,7 @@ int cmd_convert(int argc, char** argv) {
   model->load_safetensors(input);
   if (hf) std::remove(input.c_str());
   olm::train::Trainer trainer(model, config);
-  const auto dir = olm::checkpoint::save(trainer, args["output"].as<std::string>(), {}, config.spec().keep_last_n);
+  const auto dir = olm::run::save_checkpoint(trainer, args["output"].as<std::string>());
   std::printf("wrote checkpoint %s\n", dir.c_str());
   return 0;
 }
@@ -453,15 +537,12 @@ int cmd_bench(int argc, char** argv) {
   cxxopts::Options options("olm bench", "Training throughput: tokens/s, step time, peak memory, MFU.");
   options.add_options()("config", "model or train config JSON", cxxopts::value<std::string>())(
       "preset", "a preset name", cxxopts::value<std::string>())(
-      "vocab", "vocabulary size for --preset", cxxopts::value<int64_t>()->default_value("16384"))(
-      "seq-len", "sequence length", cxxopts::value<int64_t>()->default_value("256"))(
-      "batch", "instances per step", cxxopts::value<int64_t>()->default_value("16"))(
-      "steps", "measured steps", cxxopts::value<int64_t>()->default_value("10"))(
-      "warmup", "unmeasured steps first", cxxopts::value<int64_t>()->default_value("2"))(
-      "lr", "AdamW learning rate", cxxopts::value<double>()->default_value("1e-3"))(
+      "vocab", "vocabulary size for --preset", number("16384"))("seq-len", "sequence length", number("256"))(
+      "batch", "instances per step", number("16"))("steps", "measured steps", number("10"))(
+      "warmup", "unmeasured steps first", number("2"))("lr", "AdamW learning rate", number("1e-3"))(
       "batches", "raw int64 file of (warmup+steps, batch, seq-len) token ids (default: random)",
       cxxopts::value<std::string>())("losses", "write each step's loss to this file", cxxopts::value<std::string>())(
-      "peak-tflops", "device peak for MFU", cxxopts::value<double>()->default_value("0"))(
+      "peak-tflops", "device peak for MFU", number("0"))(
       "d,device", "cpu, cuda or cuda:N", cxxopts::value<std::string>()->default_value("cpu"))(
       "bf16", "bfloat16 autocast")("h,help", "show this help");
   auto args = options.parse(argc, argv);
@@ -469,16 +550,19 @@ int cmd_bench(int argc, char** argv) {
     std::cout << options.help() << "\n";
     return 0;
   }
+  const int64_t seq = int_flag(args, "seq-len"), batch = int_flag(args, "batch");
+  const int64_t steps = int_flag(args, "steps"), warmup = int_flag(args, "warmup");
+  const double lr = double_flag(args, "lr"), peak_tflops = double_flag(args, "peak-tflops");
+  if (seq <= 0 || batch <= 0 || steps <= 0 || warmup < 0)
+    throw UsageError("--seq-len, --batch and --steps must be positive and --warmup not negative");
   auto config = config_from_args(args);
-  const int64_t seq = args["seq-len"].as<int64_t>(), batch = args["batch"].as<int64_t>();
-  const int64_t steps = args["steps"].as<int64_t>(), warmup = args["warmup"].as<int64_t>();
   olm::fb::TrainConfigT native;
   native.sequence_length = seq;
   native.global_batch_size = seq * batch;
   native.max_steps = warmup + steps;
   native.optimizer = std::make_unique<olm::fb::OptimizerConfigT>();
   native.optimizer->name = "adamw";
-  native.optimizer->lr = args["lr"].as<double>();
+  native.optimizer->lr = lr;
   if (args.count("bf16")) native.autocast_precision = "bfloat16";
   auto train_config = olm::train::TrainConfig::from_native(native);
   const std::string device = args["device"].as<std::string>();
@@ -510,7 +594,7 @@ int cmd_bench(int argc, char** argv) {
   const double step_time = measured / static_cast<double>(std::max<int64_t>(steps, 1));
   const double tps = static_cast<double>(batch * seq) / step_time;
   const double flops = static_cast<double>(config.num_flops_per_token(seq)) * tps;
-  const double peak = args["peak-tflops"].as<double>() * 1e12;
+  const double peak = peak_tflops * 1e12;
   std::printf("{\"tokens_per_second\": %.1f, \"step_seconds\": %.5f, \"peak_rss_mib\": %.1f, \"tflops\": %.4f%s}\n",
               tps, step_time, peak_rss_mib(), flops / 1e12,
               peak > 0 ? (", \"mfu\": " + std::to_string(flops / peak)).c_str() : "");
@@ -522,7 +606,7 @@ int cmd_bench(int argc, char** argv) {
 int cmd_tokenize(int argc, char** argv) {
   cxxopts::Options options("olm tokenize", "Byte-level tokenization of text files into a uint16 token file.");
   options.add_options()("o,output", "output token file", cxxopts::value<std::string>())(
-      "eos", "end-of-document token id", cxxopts::value<int64_t>()->default_value("256"))(
+      "eos", "end-of-document token id", number("256"))(
       "fortunes", "split documents at lines holding a single %")(
       "inputs", "text files or directories", cxxopts::value<std::vector<std::string>>())("h,help", "show this help");
   options.parse_positional({"inputs"});
@@ -533,7 +617,7 @@ int cmd_tokenize(int argc, char** argv) {
     return 0;
   }
   if (!args.count("output") || !args.count("inputs")) throw UsageError("--output and input files are required");
-  const int64_t eos = args["eos"].as<int64_t>();
+  const int64_t eos = int_flag(args, "eos");
   if (eos < 256 || eos > 65535) throw UsageError("--eos must be in [256, 65535]");
   std::vector<std::string> files;
   for (const auto& path : args["inputs"].as<std::vector<std::string>>()) {

@@ -921,12 +921,30 @@ impl Trainer {
         self.fit_with_documents(data, eval_data, callbacks, None)
     }
 
+    /// Trains until the config's max_steps on the train config's `data` section, evaluating
+    /// `eval_data` (or, when `None`, the config's `eval_data` section): the run `olm train`
+    /// makes from the same JSON. To stop on SIGTERM or SIGINT with a checkpoint, as `olm
+    /// train` does, have `on_step` return `false` once a signal flag is set.
+    pub fn fit_from_config(&mut self, eval_data: Option<&Dataset>, callbacks: FitCallbacks) -> Result<EvalMetrics> {
+        self.fit_data(None, eval_data, callbacks, None)
+    }
+
     /// [`Trainer::fit`] with intra-document masking from the datasets' document boundaries
     /// switched on or off for training and evaluation; `None` follows the train config
     /// (`data.generate_doc_lengths`, `eval_data.generate_doc_lengths`).
     pub fn fit_with_documents(
         &mut self,
         data: &Dataset,
+        eval_data: Option<&Dataset>,
+        callbacks: FitCallbacks,
+        document_masking: Option<bool>,
+    ) -> Result<EvalMetrics> {
+        self.fit_data(Some(data), eval_data, callbacks, document_masking)
+    }
+
+    fn fit_data(
+        &mut self,
+        data: Option<&Dataset>,
         eval_data: Option<&Dataset>,
         callbacks: FitCallbacks,
         document_masking: Option<bool>,
@@ -946,7 +964,8 @@ impl Trainer {
         opts.user_data = &mut state as *mut FitState as *mut c_void;
         let mut out: sys::olm_eval_metrics = unsafe { std::mem::zeroed() };
         out.struct_size = std::mem::size_of::<sys::olm_eval_metrics>();
-        let result = check(unsafe { sys::olm_trainer_fit(self.ptr.as_ptr(), data.ptr.as_ptr(), &opts, &mut out) });
+        let d = data.map_or(ptr::null(), |d| d.ptr.as_ptr() as *const _);
+        let result = check(unsafe { sys::olm_trainer_fit(self.ptr.as_ptr(), d, &opts, &mut out) });
         if let Some(panic) = state.panic.take() {
             std::panic::resume_unwind(panic);
         }

@@ -282,6 +282,36 @@ fn training_data_and_checkpoints() {
     assert!(eval.tokens > 0 && (eval.perplexity - eval.loss.exp()).abs() < 1e-6 * eval.perplexity);
 }
 
+// fit_from_config trains on the train config's data section, as `olm train` does.
+#[test]
+fn fit_from_the_configs_data() {
+    let dir = temp_dir("fit-config-data");
+    let file = dir.join("tokens.bin");
+    let bytes: Vec<u8> = (0..2000u32).flat_map(|i| (((i * 13 + i / 7) % 64) as u16).to_le_bytes()).collect();
+    std::fs::write(&file, &bytes).unwrap();
+    let run = dir.join("run");
+    let tcfg = TrainConfig::from_json(&train_json(&format!(
+        r#", "data": {{"paths": ["{}"]}}, "eval_data": {{"paths": ["{}"]}}, "eval_batches": 1, "save_folder": "{}""#,
+        file.display(),
+        file.display(),
+        run.display()
+    )))
+    .unwrap();
+    let cfg = tcfg.model().unwrap();
+    let mut model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let mut trainer = Trainer::new(&mut model, &tcfg).unwrap();
+    let mut steps = 0;
+    let mut on_step = |_m: &olm::StepMetrics| {
+        steps += 1;
+        true
+    };
+    let eval = trainer.fit_from_config(None, FitCallbacks { on_step: Some(&mut on_step), on_log: None }).unwrap();
+    assert_eq!(steps, 4);
+    assert!(eval.tokens > 0, "the config's eval_data was evaluated");
+    assert!(run.join("step4").join("meta.olmk").exists());
+    expect_err(trainer.fit_from_config(None, FitCallbacks::default()), ErrorCode::InvalidArgument, "max_steps");
+}
+
 #[test]
 fn handles_move_between_threads() {
     let cfg = Config::from_json(TINY).unwrap();
