@@ -156,6 +156,7 @@ olm_error* olm_trainer_fit(olm_trainer* trainer, const olm_dataset* train_data, 
                            olm_eval_metrics* out) {
   OLM_API_BEGIN
   require_arg(trainer, "trainer");
+  if (out) olm::capi::require_result(out, "out");
   const auto opts = read_options(options, fit_defaults, "options");
   auto& t = *trainer->trainer;
   const auto& spec = t.config().spec();
@@ -184,7 +185,7 @@ olm_error* olm_trainer_fit(olm_trainer* trainer, const olm_dataset* train_data, 
     olm_eval_metrics metrics{};
     metrics.struct_size = sizeof(olm_eval_metrics);
     if (result.last_eval) metrics = to_c(*result.last_eval);
-    if (out->struct_size >= sizeof(size_t)) olm::capi::write_result(out, metrics);
+    olm::capi::write_result(out, metrics);
   }
   OLM_API_END
 }
@@ -194,7 +195,7 @@ olm_error* olm_trainer_evaluate(olm_trainer* trainer, const olm_dataset* data, i
   OLM_API_BEGIN
   require_arg(trainer, "trainer");
   require_arg(data, "data");
-  require_arg(out, "out");
+  olm::capi::require_result(out, "out");
   require(max_batches >= 0, ErrorCode::kInvalidArgument, "max_batches must be >= 0");
   auto& t = *trainer->trainer;
   const auto m = olm::train::evaluate_dataset(t, *data->dataset, t.config().spec().global_batch_instances(),

@@ -88,11 +88,7 @@ train::TrainConfig resolve_paths(const train::TrainConfig& config, const std::st
 }
 
 train::TrainConfig load_config(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  require(in.good(), ErrorCode::kIo, "cannot read the train config '" + path + "'");
-  std::stringstream text;
-  text << in.rdbuf();
-  const auto config = train::TrainConfig::from_json(text.str());
+  const auto config = train::TrainConfig::from_json_file(path);
   return resolve_paths(config, fs::absolute(path).parent_path().string());
 }
 

@@ -436,11 +436,11 @@ olm::Config config_from_args(const cxxopts::ParseResult& args) {
     // A train config carries its model; a model config is the model. Which one the file is
     // follows from its keys, so that the error reported is the one for what it is.
     if (is_train_config(text, path)) {
-      auto train = olm::train::TrainConfig::from_json(text);
+      auto train = olm::train::TrainConfig::from_json(text, path);
       if (!train.spec().model) throw UsageError("the train config '" + path + "' names no model (`model` or `model_preset`)");
       return *train.spec().model;
     }
-    return olm::Config::from_json(text);
+    return olm::Config::from_json(text, path);
   }
   if (args.count("preset")) return olm::preset(args["preset"].as<std::string>(), int_flag(args, "vocab"));
   throw UsageError("give --config or --preset");
