@@ -73,6 +73,10 @@ olm_step_metrics step_metrics_to_c(const olm::train::StepMetrics& m);
 olm_error* current_exception_to_error() noexcept;
 olm_error* make_error(olm_error_code_t code, const std::string& message) noexcept;
 
+// Applies olm_set_num_threads()'s count to the calling thread when it changed since this thread
+// last ran an entry point (ATen's count is per thread under OpenMP); never throws.
+void apply_num_threads() noexcept;
+
 at::ScalarType to_scalar_type(olm_dtype dtype, const char* argument);
 olm_dtype to_olm_dtype(at::ScalarType type);
 
@@ -136,7 +140,7 @@ void write_result(T* user, const T& result, const char* name = "out") {
 
 }  // namespace olm::capi
 
-#define OLM_API_BEGIN try {
+#define OLM_API_BEGIN try { ::olm::capi::apply_num_threads();
 #define OLM_API_END                                    \
   }                                                    \
   catch (...) {                                        \

@@ -67,7 +67,7 @@ static void loss_defaults(olm_loss_options* options) {
   options->ignore_index = -100;
   options->loss_reduction = OLM_LOSS_REDUCTION_MEAN;
   options->z_loss_multiplier = 0.0;
-  options->loss_div_factor = 1.0;
+  options->loss_div_factor = 0.0;  // unset
   options->return_logits = 0;
   options->logits_to_keep = 0;
   options->cu_doc_lens = nullptr;
@@ -139,7 +139,16 @@ olm_error* olm_model_loss(olm_model* model, const olm_tensor* input_ids, const o
   require(std::isfinite(opts.z_loss_multiplier) && opts.z_loss_multiplier >= 0,
           ErrorCode::kInvalidArgument, "options.z_loss_multiplier: must be finite and >= 0");
   if (opts.z_loss_multiplier > 0) loss_options.z_loss_multiplier = opts.z_loss_multiplier;
-  loss_options.loss_div_factor = opts.loss_div_factor;
+  require(std::isfinite(opts.loss_div_factor), ErrorCode::kInvalidArgument,
+          "options.loss_div_factor must be finite (0 leaves it unset)");
+  if (opts.loss_div_factor == 1.0) {
+    // An explicit 1: core reads a factor of 1 as unset (the MoE losses then fall back to the
+    // token count), a divisor tensor it takes as given.
+    loss_options.loss_div_tensor =
+        at::scalar_tensor(1.0, at::TensorOptions().dtype(at::kFloat).device(model->model->device()));
+  } else if (opts.loss_div_factor != 0.0) {
+    loss_options.loss_div_factor = opts.loss_div_factor;
+  }
   loss_options.return_logits = opts.return_logits != 0;
   loss_options.logits_to_keep = opts.logits_to_keep;
 

@@ -469,6 +469,13 @@ OLM_API void (olm_forward_options_init)(olm_forward_options* options);
 /**
  * Run the model on token ids and return the logits.
  *
+ * Runs in evaluation mode, always: no dropout (attention and residual dropout are off), no MoE
+ * router jitter, no autograd graph, and nothing in the model changes (an MoE router's expert
+ * loads are not counted toward its score_bias update). Only the optimizer steps of
+ * olm_trainer_step(), olm_trainer_step_documents() and olm_trainer_fit() run the model in
+ * training mode (with the config's dropout and router jitter); evaluations and
+ * olm_model_generate() run in evaluation mode too.
+ *
  * @param model The model.
  * @param input_ids Token ids, int32 or int64, shape (batch, seq_len), each in
  *        [0, vocab_size); on any device (moved to the model's device).
@@ -498,7 +505,13 @@ typedef struct olm_loss_options {
     olm_loss_reduction loss_reduction;
     /** The z-loss multiplier; 0 (the default) disables the z-loss. */
     double z_loss_multiplier;
-    /** Every loss is divided by this; 1 (the default) leaves them as they are. */
+    /** OLMo-core's loss_div_factor: every loss (and the MoE losses, see olm_loss_result) is
+     *  divided by this. 0 (the default since olm 0.1.1) means unset, OLMo-core's None: loss,
+     *  ce_loss and z_loss are not divided and the MoE losses are divided by the number of
+     *  input tokens. Any other finite value, 1 included, is the divisor of all of them.
+     *  (olm 0.1.0 defaulted to 1 and read 1 as unset; programs that take the default from
+     *  olm_loss_options_init keep their results, a program that wrote 1 itself now divides
+     *  the MoE losses of an MoE model by exactly 1.) */
     double loss_div_factor;
     /** Non-zero returns the float32 logits in olm_loss_result.logits (default 0). */
     int32_t return_logits;
@@ -554,8 +567,9 @@ typedef struct olm_loss_result {
     /** MoE models: the routers' load-balancing loss and router z-loss, each already times its
      *  (per-layer) weight and summed over the blocks; scalars for every reduction, not part of
      *  loss (a trainer adds them to what it differentiates). They are divided by
-     *  loss_div_factor when it is not 1, else by the number of input tokens. NULL (and the
-     *  values 0) for dense models or when the weight is 0 / unset. */
+     *  loss_div_factor when it is set (non-zero), else by the number of input tokens. They are
+     *  computed in evaluation mode too (see olm_model_loss()). NULL (and the values 0) for
+     *  dense models or when the weight is 0 / unset. */
     olm_tensor* lb_loss;
     olm_tensor* router_z_loss;
     double lb_loss_value;
@@ -567,6 +581,12 @@ typedef struct olm_loss_result {
  *
  * Labels are not shifted inside the model: labels[b][t] is the target for position t.
  *
+ * Runs in evaluation mode, as olm_model_forward(): no dropout, no MoE router jitter, no autograd
+ * graph (the returned tensors carry no gradients), and the model is not changed. For MoE models
+ * the routers' load-balancing loss and router z-loss are still computed and returned (in
+ * olm_loss_result.lb_loss and router_z_loss, when their weights are set), from the routing the
+ * evaluation took; olm_trainer_evaluate() reports the cross-entropy only.
+ *
  * @param model The model.
  * @param input_ids Token ids, int32 or int64, shape (batch, seq_len).
  * @param labels Targets, int32 or int64, shape (batch, seq_len); each in [0, vocab_size)
@@ -575,7 +595,7 @@ typedef struct olm_loss_result {
  * @param out The caller's result struct; its struct_size must be set (for example with
  *        sizeof(olm_loss_result)). Filled only on success.
  * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers, wrong dtypes or
- *         shapes, out-of-vocabulary ids or labels, an unknown reduction, a zero
+ *         shapes, out-of-vocabulary ids or labels, an unknown reduction, a non-finite
  *         loss_div_factor, or a bad cu_doc_lens or max_doc_len (see olm_forward_options).
  */
 OLM_API OLM_MUST_USE olm_error* olm_model_loss(olm_model* model, const olm_tensor* input_ids,
@@ -1355,6 +1375,110 @@ OLM_API void olm_dist_free(olm_dist* dist);
  *         over the ranks; OLM_ERR_DISTRIBUTED when the broadcast fails.
  */
 OLM_API OLM_MUST_USE olm_error* olm_trainer_set_dist(olm_trainer* trainer, olm_dist* dist);
+
+/* ------------------------------------------------------------------------------------ */
+/* Parameters by name, DLPack exchange, threads                                          */
+/* ------------------------------------------------------------------------------------ */
+
+/**
+ * Copy one parameter of a model into a new tensor.
+ *
+ * @param model The model. Refused while a trainer with data_parallel "fsdp" holds its
+ *        parameters sharded between steps (they hold no data then).
+ * @param name An OLMo-core state-dict name, e.g. "blocks.0.attention.w_q.weight": one of the
+ *        names olm_model_parameter_info() lists, a persistent buffer olm_model_save_safetensors()
+ *        writes (an MoE router's "blocks.N.feed_forward_moe.router.score_bias"), or, with
+ *        tie_word_embeddings, "lm_head.w_out.weight" for the shared embeddings.weight.
+ * @param out On success, receives a new tensor owned by the caller: a contiguous copy with the
+ *        parameter's dtype and shape, on the model's device (olm_tensor_copy_to_host() reads it
+ *        from any device). Later changes to the model do not change it, nor it the model.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers, a sharded model, or an
+ *         unknown name (the message names the nearest known name).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_model_get_parameter(const olm_model* model, const char* name,
+                                                        olm_tensor** out);
+
+/**
+ * Overwrite one parameter of a model with a tensor's values, in place.
+ *
+ * The parameter stays the same tensor: whether it is trainable, and the optimizer state a
+ * trainer of this model keeps for it (AdamW moments, step counts), are unchanged; the next
+ * olm_trainer_step() updates the new values. The copy runs without autograd. With a process
+ * group (olm_trainer_set_dist()), set the same value on every rank, or the replicas diverge. An
+ * nGPT model's matrices are not renormalized (call olm_model_normalize_matrices()).
+ *
+ * @param model The model. Refused while a trainer with data_parallel "fsdp" holds its
+ *        parameters sharded between steps (they hold no data then). After an FSDP evaluation
+ *        they are gathered copies that the next step replaces from the shards, so a write there
+ *        is lost: detach the trainer's process group (olm_trainer_set_dist(trainer, NULL))
+ *        before writing, as for olm_model_load_safetensors().
+ * @param name A name as for olm_model_get_parameter().
+ * @param value The new values: the parameter's shape; the parameter's dtype, or float32 (then
+ *        rounded to the parameter's dtype, e.g. bfloat16, to nearest even); on any device
+ *        (copied to the model's). Not owned: only read during the call.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers, an unknown name (the
+ *         message names the nearest known name), a shape or dtype that does not fit (the
+ *         message gives both) or a sharded model. On error the model is unchanged.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_model_set_parameter(olm_model* model, const char* name,
+                                                        const olm_tensor* value);
+
+/**
+ * Export a tensor through DLPack without copying, for PyTorch (torch.from_dlpack), NumPy,
+ * JAX, CuPy and other frameworks.
+ *
+ * The result is a `DLManagedTensor*` of the DLPack C ABI (dlpack.h, the unversioned struct
+ * of DLPack v0.6 to v1.x: `DLTensor dl_tensor; void* manager_ctx; void (*deleter)(struct
+ * DLManagedTensor*)`), passed as void* so that this header does not need dlpack.h. It shares
+ * the tensor's memory (host or CUDA device memory; writes through either are seen by both)
+ * and keeps that memory alive on its own: the tensor may be freed before or after. Python
+ * callers wrap it in a PyCapsule named "dltensor".
+ *
+ * @param tensor The tensor (not consumed; the caller still owns and frees it).
+ * @param out_dl_managed_tensor On success, receives the DLManagedTensor. Its consumer owns it and
+ *        must call its deleter exactly once, from any thread, when done (a framework that
+ *        imports it does so itself).
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_tensor_to_dlpack(const olm_tensor* tensor,
+                                                     void** out_dl_managed_tensor);
+
+/**
+ * Import a DLPack tensor without copying.
+ *
+ * @param dl_managed_tensor A `DLManagedTensor*` (the unversioned DLPack struct, see
+ *        olm_tensor_to_dlpack()) on the CPU (kDLCPU) or a CUDA device (kDLCUDA), of dtype int32,
+ *        int64, float32, float16 or bfloat16 (one lane), with at most OLM_MAX_DIMS dimensions;
+ *        strides are honoured (NULL strides: row-major). On success the library takes
+ *        ownership: it calls the deleter exactly once, when the returned tensor and every
+ *        tensor sharing its memory are gone. On error the caller still owns it.
+ * @param out On success, receives a new tensor owned by the caller, sharing the memory.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers or a dtype, device or
+ *         shape the library cannot represent (the message says which).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_tensor_from_dlpack(void* dl_managed_tensor, olm_tensor** out);
+
+/**
+ * Set the number of CPU threads the library's operations use (ATen's intra-op thread pool:
+ * OpenMP, MKL).
+ *
+ * Process-wide: it applies to every thread that calls into the library, including threads
+ * that already did (each applies the new count at its next olm_* call, so it also holds for
+ * Go's goroutines, which move between threads). A call in progress keeps the count it began
+ * with. Initially the library uses ATen's default (the number of physical cores, or
+ * OMP_NUM_THREADS). GPU work is not affected. Call it from one thread at a time.
+ *
+ * @param num_threads The number of threads, 1 to 1024.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT when num_threads is out of range.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_set_num_threads(int32_t num_threads);
+
+/**
+ * The number of CPU threads the library's operations use (see olm_set_num_threads()).
+ *
+ * @return The thread count, >= 1.
+ */
+OLM_API int32_t olm_get_num_threads(void);
 
 #ifdef __cplusplus
 } /* extern "C" */

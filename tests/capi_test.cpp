@@ -512,7 +512,7 @@ TEST_F(Tiny, LossReductionsZLossAndDivisor) {
   expect(olm_model_loss(model, x, neg, &o, &r), OLM_ERR_INVALID_ARGUMENT, "labels: value -7");
   auto* other_shape = ids(seq(12), 3, 4);
   expect(olm_model_loss(model, x, other_shape, &o, &r), OLM_ERR_INVALID_ARGUMENT, "differs from input_ids shape");
-  o.loss_div_factor = 0;
+  o.loss_div_factor = NAN;
   expect(olm_model_loss(model, x, labels, &o, &r), OLM_ERR_INVALID_ARGUMENT, "loss_div_factor");
   olm_loss_options_init(&o);
   o.loss_reduction = 9;
@@ -540,7 +540,7 @@ TEST_F(Tiny, LossReductionsZLossAndDivisor) {
   olm_loss_options_init(&o);
   o.struct_size = offsetof(olm_loss_options, z_loss_multiplier);
   o.loss_reduction = OLM_LOSS_REDUCTION_SUM;
-  o.loss_div_factor = 0;  // beyond struct_size: must be ignored
+  o.loss_div_factor = NAN;  // beyond struct_size: must be ignored
   olm_loss_result r2{};
   r2.struct_size = sizeof r2;
   ASSERT_OK(olm_model_loss(model, x, labels, &o, &r2));
@@ -564,11 +564,11 @@ TEST(CapiBasics, OptionsInitWritesOnlyTheCallersStruct) {
   olm_loss_options full;
   olm_loss_options_init(&full);
   EXPECT_EQ(full.struct_size, sizeof full);
-  EXPECT_EQ(full.loss_div_factor, 1.0);
+  EXPECT_EQ(full.loss_div_factor, 0.0);  // unset
   olm_loss_options legacy{};
   (olm_loss_options_init)(&legacy);
   EXPECT_EQ(legacy.struct_size, sizeof legacy);
-  EXPECT_EQ(legacy.loss_div_factor, 1.0);
+  EXPECT_EQ(legacy.loss_div_factor, 0.0);  // unset
   // Too small to hold struct_size, or NULL: nothing is written.
   size_t tiny = 7;
   olm_loss_options_init_sized(reinterpret_cast<olm_loss_options*>(&tiny), 4);

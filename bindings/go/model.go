@@ -126,13 +126,13 @@ const (
 	None Reduction = C.OLM_LOSS_REDUCTION_NONE
 )
 
-// LossOptions configures Loss. The zero value is not the default (a zero LossDivFactor is
-// rejected and IgnoreIndex 0 would ignore token 0): start from DefaultLossOptions.
+// LossOptions configures Loss. The zero value is not the default (IgnoreIndex 0 would ignore
+// token 0): start from DefaultLossOptions.
 type LossOptions struct {
 	IgnoreIndex     int64     // labels equal to this are ignored (default -100)
 	Reduction       Reduction // Mean (default), Sum or None
 	ZLossMultiplier float64   // 0 (the default) disables the z-loss
-	LossDivFactor   float64   // every loss is divided by this (default 1)
+	LossDivFactor   float64   // every loss is divided by this; 0 (the default): unset, see olm_loss_options
 	ReturnLogits    bool      // also return the float32 logits (default false)
 	LogitsToKeep    int64     // the loss over the last N positions only; 0 (default): all
 	CuDocLens       *Tensor   // intra-document masking, as ForwardOptions.CuDocLens; nil: none
@@ -140,7 +140,7 @@ type LossOptions struct {
 }
 
 // DefaultLossOptions are libolm's defaults (olm_loss_options_init): ignore -100, mean, no
-// z-loss, divide by 1.
+// z-loss, no loss_div_factor (0: the MoE losses are divided by the token count).
 func DefaultLossOptions() LossOptions {
 	var o C.olm_loss_options
 	C.olm_loss_options_init_sized(&o, C.sizeof_olm_loss_options)

@@ -27,7 +27,7 @@ func TestModelOptions(t *testing.T) {
 		t.Fatalf("forward defaults %+v", f)
 	}
 	l := DefaultLossOptions()
-	if l.IgnoreIndex != -100 || l.Reduction != Mean || l.ZLossMultiplier != 0 || l.LossDivFactor != 1 ||
+	if l.IgnoreIndex != -100 || l.Reduction != Mean || l.ZLossMultiplier != 0 || l.LossDivFactor != 0 ||
 		l.ReturnLogits || l.LogitsToKeep != 0 || l.CuDocLens != nil || l.MaxDocLen != 0 {
 		t.Fatalf("loss defaults %+v", l)
 	}
@@ -298,8 +298,10 @@ func TestLossErrors(t *testing.T) {
 	opts.Reduction = Reduction(7)
 	_, err = m.Loss(x, labels, &opts)
 	wantCode(t, err, ErrInvalidArgument, "reduction")
-	// The zero value of LossOptions is not the default: its divisor is 0.
-	_, err = m.Loss(x, labels, &LossOptions{})
+	// A divisor must be finite (0 is unset).
+	opts = DefaultLossOptions()
+	opts.LossDivFactor = math.NaN()
+	_, err = m.Loss(x, labels, &opts)
 	wantCode(t, err, ErrInvalidArgument, "loss_div_factor")
 }
 

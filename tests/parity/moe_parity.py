@@ -354,17 +354,17 @@ def run_config(olm, label, ref_cfg, tmp, core_tests):
     # dropout or jitter in these configs); olm returns them with every loss.
     ref.train()
     worst = 0.0
-    for div in (1.0, 7.0):
+    for div in (None, 1.0, 7.0):
         ref.compute_auxiliary_metrics(reset=True)
         r = ref(t_ids, labels=t_labels, loss_reduction="mean", z_loss_multiplier=1e-4,
-                loss_div_factor=div if div != 1.0 else None)
+                loss_div_factor=div)
         lb, z = router_losses(ref)
         o = olm.loss(loaded, ids, labels, z_loss_multiplier=1e-4, loss_div_factor=div)
         diffs = [abs(o["values"][0] - float(r.loss)), abs(o["values"][1] - float(r.ce_loss)),
                  abs(o["lb_loss_value"] - lb), abs(o["router_z_loss_value"] - z)]
         worst = max(worst, max(diffs))
         assert max(diffs) <= LOSS_TOL, (label, div, diffs, o["lb_loss_value"], lb, o["router_z_loss_value"], z)
-    check(True, f"loss, ce_loss, load-balancing and router z-loss (div 1, 7) max |diff| = {worst:.3e}; "
+    check(True, f"loss, ce_loss, load-balancing and router z-loss (div unset, 1, 7) max |diff| = {worst:.3e}; "
                 f"lb {o['lb_loss_value']:.6f}, router z {o['router_z_loss_value']:.6f}")
     ref.eval()
 

@@ -221,12 +221,13 @@ class Olm:
         return logits
 
     def loss(self, model, ids, labels, *, reduction="mean", z_loss_multiplier=0.0,
-             loss_div_factor=1.0, ignore_index=-100, return_logits=False):
+             loss_div_factor=None, ignore_index=-100, return_logits=False):
         opts = LossOptions()
         self.lib.olm_loss_options_init_sized(C.byref(opts), C.sizeof(opts))
         opts.loss_reduction = REDUCTIONS[reduction]
         opts.z_loss_multiplier = z_loss_multiplier
-        opts.loss_div_factor = loss_div_factor
+        # None: unset (0 in the C struct), as OLMo-core's None.
+        opts.loss_div_factor = 0.0 if loss_div_factor is None else loss_div_factor
         opts.ignore_index = ignore_index
         opts.return_logits = 1 if return_logits else 0
         res = LossResult()

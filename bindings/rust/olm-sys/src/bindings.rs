@@ -2525,3 +2525,35 @@ extern "C" {
 extern "C" {
     pub fn olm_trainer_set_dist(trainer: *mut olm_trainer, dist: *mut olm_dist) -> *mut olm_error;
 }
+extern "C" {
+    pub fn olm_model_get_parameter(
+        model: *const olm_model,
+        name: *const ::std::os::raw::c_char,
+        out: *mut *mut olm_tensor,
+    ) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_model_set_parameter(
+        model: *mut olm_model,
+        name: *const ::std::os::raw::c_char,
+        value: *const olm_tensor,
+    ) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_tensor_to_dlpack(
+        tensor: *const olm_tensor,
+        out_dl_managed_tensor: *mut *mut ::std::os::raw::c_void,
+    ) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_tensor_from_dlpack(
+        dl_managed_tensor: *mut ::std::os::raw::c_void,
+        out: *mut *mut olm_tensor,
+    ) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_set_num_threads(num_threads: i32) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_get_num_threads() -> i32;
+}

@@ -25,6 +25,9 @@ use std::ptr::{self, NonNull};
 
 use olm_sys as sys;
 
+mod params;
+pub use params::{num_threads, set_num_threads, DlPack};
+
 // ------------------------------------------------------------------------------------------
 // Errors
 
@@ -439,6 +442,8 @@ impl<'a> LossOptions<'a> {
         self.raw.z_loss_multiplier = multiplier;
         self
     }
+    /// OLMo-core's loss_div_factor: every loss is divided by it; 0 (the default) is unset (the
+    /// LM losses are not divided, the MoE losses are divided by the number of input tokens).
     pub fn loss_div_factor(mut self, factor: f64) -> Self {
         self.raw.loss_div_factor = factor;
         self

@@ -120,7 +120,7 @@ fn model_forward_loss_and_weights() {
     expect_err(model.forward(&x, 9), ErrorCode::InvalidArgument, "logits_to_keep");
     let bad_labels = Tensor::from_i64(&vec![-5; 16], &[2, 8]).unwrap();
     expect_err(model.loss(&x, &bad_labels, &LossOptions::default()), ErrorCode::InvalidArgument, "labels");
-    expect_err(model.loss(&x, &labels, &LossOptions::default().loss_div_factor(0.0)), ErrorCode::InvalidArgument, "loss_div_factor");
+    expect_err(model.loss(&x, &labels, &LossOptions::default().loss_div_factor(f64::NAN)), ErrorCode::InvalidArgument, "loss_div_factor");
 
     let params = model.parameters().unwrap();
     assert_eq!(params[0].name, "embeddings.weight");
