@@ -126,13 +126,15 @@ func (d *Dist) Shutdown() error {
 	return err
 }
 
-// Close releases the handle (a trainer using the group keeps it alive). Safe to call twice.
-func (d *Dist) Close() {
+// Close releases the handle (a trainer using the group keeps it alive). Safe to call twice and on nil; it
+// always returns nil (the C release functions cannot fail): every handle is an io.Closer.
+func (d *Dist) Close() error {
 	if d != nil && d.c != nil {
 		C.olm_dist_free(d.c)
 		d.c = nil
 		runtime.SetFinalizer(d, nil)
 	}
+	return nil
 }
 
 // SetDist makes the trainer train data-parallel over a process group (every rank calls it;
