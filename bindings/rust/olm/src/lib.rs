@@ -785,11 +785,10 @@ handle!(
     /// ```compile_fail,E0277
     /// # use olm::*;
     /// # let model = Model::new(&Config::from_preset("olmo2_1M", 64)?, Device::Cpu, &ModelOptions::default())?;
-    /// # let x = Tensor::from_i64(&[1, 2], &[1, 2])?;
     /// std::thread::scope(|s| {
-    ///     s.spawn(|| model.forward(&x)); // error: `Model` cannot be shared between threads
-    ///     model.forward(&x)
-    /// });
+    ///     s.spawn(|| model.num_params()); // error: `Model` cannot be shared between threads
+    ///     model.num_params()
+    /// })?;
     /// # Ok::<(), olm::Error>(())
     /// ```
     Model,
