@@ -149,11 +149,13 @@ func (c *Config) NumFlopsPerToken(seqLen int64) (int64, error) {
 	return int64(f), nil
 }
 
-// Close releases the configuration. It is safe to call more than once and on nil.
-func (c *Config) Close() {
+// Close releases the configuration. It is safe to call more than once and on nil, and
+// always returns nil (the C release functions cannot fail): every handle is an io.Closer.
+func (c *Config) Close() error {
 	if c != nil && c.c != nil {
 		C.olm_config_free(c.c)
 		c.c = nil
 		runtime.SetFinalizer(c, nil)
 	}
+	return nil
 }

@@ -117,14 +117,16 @@ type Batch struct {
 	MaxDocLen                   int64
 }
 
-// Close releases the batch's tensors. It is safe to call more than once and on nil.
-func (b *Batch) Close() {
+// Close releases the batch's tensors. It is safe to call more than once and on nil, and
+// always returns nil (the C release functions cannot fail): every handle is an io.Closer.
+func (b *Batch) Close() error {
 	if b == nil {
-		return
+		return nil
 	}
 	b.InputIDs.Close()
 	b.Labels.Close()
 	b.CuDocLens.Close()
+	return nil
 }
 
 // Batch builds a batch from instance indices.
@@ -146,11 +148,13 @@ func (d *Dataset) Batch(indices []int64) (*Batch, error) {
 		MaxDocLen: int64(b.max_doc_len)}, nil
 }
 
-// Close releases the dataset. Safe to call twice.
-func (d *Dataset) Close() {
+// Close releases the dataset. Safe to call twice and on nil; it
+// always returns nil (the C release functions cannot fail): every handle is an io.Closer.
+func (d *Dataset) Close() error {
 	if d != nil && d.c != nil {
 		C.olm_dataset_free(d.c)
 		d.c = nil
 		runtime.SetFinalizer(d, nil)
 	}
+	return nil
 }

@@ -126,18 +126,22 @@ func (d *Dist) Shutdown() error {
 	return err
 }
 
-// Close releases the handle (a trainer using the group keeps it alive). Safe to call twice.
-func (d *Dist) Close() {
+// Close releases the handle (a trainer using the group keeps it alive). Safe to call twice and on nil; it
+// always returns nil (the C release functions cannot fail): every handle is an io.Closer.
+func (d *Dist) Close() error {
 	if d != nil && d.c != nil {
 		C.olm_dist_free(d.c)
 		d.c = nil
 		runtime.SetFinalizer(d, nil)
 	}
+	return nil
 }
 
 // SetDist makes the trainer train data-parallel over a process group (every rank calls it;
 // rank 0's weights are broadcast). Step then takes this rank's part of the global batch and
-// Fit gives each rank its slice. nil detaches.
+// Fit gives each rank its slice. nil detaches. From then on the trainer issues collectives on
+// the group during its calls: the trainer and the group are one object for threading (do
+// not call Barrier, AllReduceSum or Shutdown while the trainer works in another goroutine).
 func (t *Trainer) SetDist(d *Dist) error {
 	err := takeError(C.olm_trainer_set_dist(t.ptr(), d.ptr()))
 	runtime.KeepAlive(t)

@@ -8,6 +8,7 @@ package olm
 import "C"
 
 import (
+	"context"
 	"runtime"
 	"runtime/cgo"
 	"sync/atomic"
@@ -166,14 +167,16 @@ type LossResult struct {
 	LBLossValue, RouterZLossValue float64
 }
 
-// Close releases the result's tensors. It is safe to call more than once and on nil.
-func (r *LossResult) Close() {
+// Close releases the result's tensors. It is safe to call more than once and on nil, and
+// always returns nil (the C release functions cannot fail): every handle is an io.Closer.
+func (r *LossResult) Close() error {
 	if r == nil {
-		return
+		return nil
 	}
 	for _, t := range []*Tensor{r.Loss, r.CELoss, r.ZLoss, r.Logits, r.LBLoss, r.RouterZLoss} {
 		t.Close()
 	}
+	return nil
 }
 
 // Loss runs the model and computes cross-entropy (plus the z-loss) against labels, which are
@@ -314,10 +317,36 @@ func DefaultGenerateOptions() GenerateOptions {
 }
 
 // Generate samples tokens after prompt (shape (T,) or (1, T)) and returns them.
+// GenerateContext can also be cancelled.
 func (m *Model) Generate(prompt *Tensor, opts *GenerateOptions) ([]int64, error) {
+	return m.GenerateContext(context.Background(), prompt, opts)
+}
+
+// GenerateContext is Generate that stops when ctx is done: libolm asks the token callback
+// after every token whether to go on, so generation stops after the token being produced
+// when ctx is cancelled, and GenerateContext returns the tokens generated so far together
+// with ctx.Err(). A ctx that is already done returns ctx.Err() before generating.
+func (m *Model) GenerateContext(ctx context.Context, prompt *Tensor, opts *GenerateOptions) ([]int64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	o := DefaultGenerateOptions()
 	if opts != nil {
 		o = *opts
+	}
+	cancelled := false
+	if ctx.Done() != nil { // a context that can be cancelled: ask it after every token
+		user := o.OnToken
+		o.OnToken = func(token int64) bool {
+			if user != nil && !user(token) {
+				return false
+			}
+			if ctx.Err() != nil {
+				cancelled = true
+				return false
+			}
+			return true
+		}
 	}
 	var co C.olm_generate_options
 	C.olm_generate_options_init_sized(&co, C.sizeof_olm_generate_options)
@@ -361,15 +390,20 @@ func (m *Model) Generate(prompt *Tensor, opts *GenerateOptions) ([]int64, error)
 	if tokens == nil && err == nil {
 		tokens = []int64{}
 	}
+	if err == nil && cancelled {
+		err = ctx.Err()
+	}
 	return tokens, err
 }
 
-// Close releases the model (a Trainer keeps its own reference). Safe to call twice.
-func (m *Model) Close() {
+// Close releases the model (a Trainer keeps its own reference). Safe to call twice and on nil; it
+// always returns nil (the C release functions cannot fail): every handle is an io.Closer.
+func (m *Model) Close() error {
 	if m != nil && m.c != nil {
 		C.olm_model_free(m.c)
 		m.c = nil
 		liveModels.Add(-1)
 		runtime.SetFinalizer(m, nil)
 	}
+	return nil
 }

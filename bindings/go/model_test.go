@@ -12,9 +12,9 @@ import (
 func tinyModel(t *testing.T) (*Config, *Model) {
 	t.Helper()
 	cfg := must(ConfigFromJSON(tinyJSON))
-	t.Cleanup(cfg.Close)
+	t.Cleanup(func() { cfg.Close() })
 	m := must(NewModel(cfg, "cpu", nil))
-	t.Cleanup(m.Close)
+	t.Cleanup(func() { m.Close() })
 	return cfg, m
 }
 

@@ -220,12 +220,14 @@ func (t *Tensor) Int64s() ([]int64, error) { return copyOutAs[int64](t, Int64) }
 // Int32s copies an int32 tensor's elements out, row-major (from any device).
 func (t *Tensor) Int32s() ([]int32, error) { return copyOutAs[int32](t, Int32) }
 
-// Close releases the tensor. It is safe to call more than once and on nil.
-func (t *Tensor) Close() {
+// Close releases the tensor. It is safe to call more than once and on nil, and
+// always returns nil (the C release functions cannot fail): every handle is an io.Closer.
+func (t *Tensor) Close() error {
 	if t != nil && t.c != nil {
 		C.olm_tensor_free(t.c)
 		t.c = nil
 		liveTensors.Add(-1)
 		runtime.SetFinalizer(t, nil)
 	}
+	return nil
 }

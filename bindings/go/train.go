@@ -8,6 +8,7 @@ package olm
 import "C"
 
 import (
+	"context"
 	"runtime"
 	"runtime/cgo"
 	"unsafe"
@@ -87,13 +88,15 @@ func (t *TrainConfig) Model() (*Config, error) {
 	return newConfig(out), nil
 }
 
-// Close releases the training configuration. Safe to call twice.
-func (t *TrainConfig) Close() {
+// Close releases the training configuration. Safe to call twice and on nil; it
+// always returns nil (the C release functions cannot fail): every handle is an io.Closer.
+func (t *TrainConfig) Close() error {
 	if t != nil && t.c != nil {
 		C.olm_train_config_free(t.c)
 		t.c = nil
 		runtime.SetFinalizer(t, nil)
 	}
+	return nil
 }
 
 // StepMetrics are the metrics of one optimizer step.
@@ -233,16 +236,29 @@ type FitOptions struct {
 	DocumentMasking *bool
 }
 
-// Fit trains until the config's max_steps and returns the last evaluation. A nil data
-// trains on the train config's `data` section (and, without opts.EvalData, evaluates its
-// `eval_data`), the run `olm train` makes from the same JSON. To stop on SIGTERM or SIGINT
-// with a checkpoint, as `olm train` does, return false from OnStep once signal.Notify has
-// delivered one.
+// Fit trains until the config's max_steps (or until OnStep returns false) and returns the
+// last evaluation. A nil data trains on the train config's `data` section (and, without
+// opts.EvalData, evaluates its `eval_data`), the run `olm train` makes from the same JSON.
+// FitContext can also be cancelled, for example from signal.NotifyContext to stop on SIGTERM
+// with a checkpoint as `olm train` does.
 func (t *Trainer) Fit(data *Dataset, opts *FitOptions) (EvalMetrics, error) {
+	return t.FitContext(context.Background(), data, opts)
+}
+
+// FitContext is Fit that stops when ctx is done: libolm asks the step callback after every
+// optimizer step whether to go on, so training stops cleanly after the step that is running
+// when ctx is cancelled (saving a checkpoint first when the config has a save_folder), and
+// FitContext returns ctx.Err(). A ctx that is already done returns ctx.Err() before
+// training starts. With a process group, cancel every rank's context: a rank that stops
+// alone leaves the others waiting in a collective until the group's timeout.
+func (t *Trainer) FitContext(ctx context.Context, data *Dataset, opts *FitOptions) (EvalMetrics, error) {
+	if err := ctx.Err(); err != nil {
+		return EvalMetrics{}, err
+	}
 	var co C.olm_fit_options
 	C.olm_fit_options_init_sized(&co, C.sizeof_olm_fit_options)
-	var handle cgo.Handle
-	var state *callbackState
+	var onStep func(StepMetrics) bool
+	var onLog func(string)
 	if opts != nil {
 		co.eval_data = opts.EvalData.ptr()
 		if opts.DocumentMasking != nil {
@@ -251,11 +267,28 @@ func (t *Trainer) Fit(data *Dataset, opts *FitOptions) (EvalMetrics, error) {
 				co.document_masking = 1
 			}
 		}
-		if opts.OnStep != nil || opts.OnLog != nil {
-			state = &callbackState{onStep: opts.OnStep, onLog: opts.OnLog}
-			handle = cgo.NewHandle(state)
-			defer handle.Delete()
+		onStep, onLog = opts.OnStep, opts.OnLog
+	}
+	cancelled := false
+	if ctx.Done() != nil { // a context that can be cancelled: ask it after every step
+		user := onStep
+		onStep = func(m StepMetrics) bool {
+			if user != nil && !user(m) {
+				return false
+			}
+			if ctx.Err() != nil {
+				cancelled = true
+				return false
+			}
+			return true
 		}
+	}
+	var handle cgo.Handle
+	var state *callbackState
+	if onStep != nil || onLog != nil {
+		state = &callbackState{onStep: onStep, onLog: onLog}
+		handle = cgo.NewHandle(state)
+		defer handle.Delete()
 	}
 	var out C.olm_eval_metrics
 	out.struct_size = C.size_t(unsafe.Sizeof(out))
@@ -266,11 +299,27 @@ func (t *Trainer) Fit(data *Dataset, opts *FitOptions) (EvalMetrics, error) {
 	if state != nil && state.panicked != nil {
 		panic(state.panicked)
 	}
-	return EvalMetrics{Loss: float64(out.loss), Perplexity: float64(out.perplexity), Tokens: int64(out.tokens)}, err
+	metrics := EvalMetrics{Loss: float64(out.loss), Perplexity: float64(out.perplexity), Tokens: int64(out.tokens)}
+	if err == nil && cancelled {
+		err = ctx.Err()
+	}
+	return metrics, err
 }
 
 // Evaluate is the mean loss over a dataset (maxBatches 0: all of it).
 func (t *Trainer) Evaluate(data *Dataset, maxBatches int64) (EvalMetrics, error) {
+	return t.EvaluateContext(context.Background(), data, maxBatches)
+}
+
+// EvaluateContext is Evaluate that honours ctx as far as libolm allows:
+// olm_trainer_evaluate takes no callback, so it cannot be interrupted once started. A ctx
+// that is already done returns ctx.Err() without evaluating; a cancellation during the
+// evaluation takes effect when it returns (the complete result is returned, with a nil
+// error). Bound the work with maxBatches where that matters.
+func (t *Trainer) EvaluateContext(ctx context.Context, data *Dataset, maxBatches int64) (EvalMetrics, error) {
+	if err := ctx.Err(); err != nil {
+		return EvalMetrics{}, err
+	}
 	var out C.olm_eval_metrics
 	out.struct_size = C.size_t(unsafe.Sizeof(out))
 	err := takeError(C.olm_trainer_evaluate(t.ptr(), data.ptr(), C.int64_t(maxBatches), &out))
@@ -279,11 +328,13 @@ func (t *Trainer) Evaluate(data *Dataset, maxBatches int64) (EvalMetrics, error)
 	return EvalMetrics{Loss: float64(out.loss), Perplexity: float64(out.perplexity), Tokens: int64(out.tokens)}, err
 }
 
-// Close releases the trainer. Safe to call twice.
-func (t *Trainer) Close() {
+// Close releases the trainer. Safe to call twice and on nil; it
+// always returns nil (the C release functions cannot fail): every handle is an io.Closer.
+func (t *Trainer) Close() error {
 	if t != nil && t.c != nil {
 		C.olm_trainer_free(t.c)
 		t.c = nil
 		runtime.SetFinalizer(t, nil)
 	}
+	return nil
 }

@@ -1,9 +1,12 @@
-// Builds a preset OLMo-2 model, runs a forward pass and a loss, and prints the numbers.
+// Builds a preset OLMo-2 model, runs a forward pass, a loss and a greedy generation bounded by
+// a context, and prints the numbers.
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"olm.dev/olm"
 )
@@ -65,6 +68,23 @@ func run() error {
 	fmt.Printf("olm %s: olmo2_1M with %d parameters (%d non-embedding)\n", olm.Version(), total, nonEmbedding)
 	fmt.Printf("logits %v, first %.6f\n", shape, values[0])
 	fmt.Printf("loss %.6f = ce %.6f + z %.6f\n", loss.LossValue, loss.CELossValue, loss.ZLossValue)
+
+	// Greedy continuation (the weights are untrained: expect noise). The context stops
+	// generation at the next token once it is done.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	prompt, err := olm.NewTensorInt64(tokens, int64(len(tokens)))
+	if err != nil {
+		return err
+	}
+	defer prompt.Close()
+	gen := olm.DefaultGenerateOptions()
+	gen.MaxNewTokens, gen.Temperature = 8, 0
+	generated, err := model.GenerateContext(ctx, prompt, &gen)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("generated %v\n", generated)
 	return nil
 }
 

@@ -1,7 +1,7 @@
 //! Data-parallel training through the safe API: this test binary launches itself twice as
 //! ranks 0 and 1 (Gloo over loopback), and both must reproduce the single-process losses of
 //! the same global batches.
-use olm::{Config, Dist, DistBackend, DistOptions, ErrorCode, Model, ModelOptions, Tensor, TrainConfig, Trainer};
+use olm::{Config, Device, Dist, DistBackend, DistOptions, ErrorCode, Model, ModelOptions, Tensor, TrainConfig, Trainer};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -27,11 +27,13 @@ fn global_batch(step: usize) -> Vec<i64> {
     (0..32).map(|i| ((i as i64) * 7 + (step as i64) * 13 + 3) % 64).collect()
 }
 
-fn train(dist: Option<&Dist>, rank: usize, world: usize, fsdp: bool) -> Vec<f64> {
-    let mut model = Model::new(&Config::from_json(TINY).unwrap(), "cpu", &ModelOptions::default()).unwrap();
+fn train(dist: Option<&mut Dist>, rank: usize, world: usize, fsdp: bool) -> Vec<f64> {
+    let mut model = Model::new(&Config::from_json(TINY).unwrap(), Device::Cpu, &ModelOptions::default()).unwrap();
     let mut trainer = Trainer::new(&mut model, &train_config(fsdp)).unwrap();
+    let distributed = dist.is_some();
     trainer.set_dist(dist).unwrap();
-    if fsdp && dist.is_some() {
+    assert_eq!(trainer.dist().map(|d| d.info().unwrap().world_size), distributed.then_some(world as i64));
+    if fsdp && distributed {
         // Sharded parameters: every rank saves its pieces (a collective, into a folder both
         // ranks share: the one holding their result files).
         let out = std::env::var("OLM_RUST_DIST_OUT").unwrap();
@@ -56,7 +58,7 @@ fn dist_worker() {
     let mut dist = Dist::new(&DistOptions::default().backend(DistBackend::Gloo).timeout_seconds(30.0)).unwrap();
     let info = dist.info().unwrap();
     let fsdp = std::env::var("OLM_RUST_DIST_FSDP").is_ok();
-    let losses = train(Some(&dist), info.rank as usize, info.world_size as usize, fsdp);
+    let losses = train(Some(&mut dist), info.rank as usize, info.world_size as usize, fsdp);
     let mut sum = Tensor::from_f32(&[info.rank as f32 + 1.0], &[1]).unwrap();
     dist.all_reduce_sum(&mut sum).unwrap();
     assert_eq!(sum.to_vec_f32().unwrap(), vec![3.0]);

@@ -1,6 +1,6 @@
 use olm::{
-    Config, Dataset, DatasetOptions, Dtype, ErrorCode, FitCallbacks, ForwardOptions, GenerateOptions, LossOptions, Model,
-    ModelOptions, Reduction, Tensor, TrainConfig, Trainer,
+    Config, Dataset, DatasetOptions, Device, Dtype, ErrorCode, EvalOptions, FitOptions, ForwardOptions, GenerateOptions,
+    LossOptions, Model, ModelOptions, Reduction, Tensor, TrainConfig, Trainer,
 };
 
 const TINY: &str = r#"{"d_model": 32, "vocab_size": 64, "n_layers": 2,
@@ -80,13 +80,13 @@ fn tensors() {
 #[test]
 fn model_forward_loss_and_weights() {
     let cfg = Config::from_json(TINY).unwrap();
-    let model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let model = Model::new(&cfg, Device::Cpu, &ModelOptions::default()).unwrap();
     let x = Tensor::from_i64(&ids(16, 64), &[2, 8]).unwrap();
-    let logits = model.forward(&x, 0).unwrap();
+    let logits = model.forward(&x).unwrap();
     assert_eq!(logits.shape().unwrap(), vec![2, 8, 64]);
     let values = logits.to_vec_f32().unwrap();
     assert!(values.iter().all(|v| v.is_finite()));
-    let last = model.forward(&x, 3).unwrap();
+    let last = model.forward_with(&x, &ForwardOptions::default().logits_to_keep(3)).unwrap();
     assert_eq!(last.shape().unwrap(), vec![2, 3, 64]);
     // The last 3 positions of the full logits.
     let tail = last.to_vec_f32().unwrap();
@@ -114,10 +114,10 @@ fn model_forward_loss_and_weights() {
     assert_eq!(divided.logits.unwrap().to_vec_f32().unwrap(), values);
 
     let oov = Tensor::from_i64(&[1, 2, 64, 3], &[1, 4]).unwrap();
-    expect_err(model.forward(&oov, 0), ErrorCode::InvalidArgument, "input_ids");
-    expect_err(model.forward(&Tensor::from_i64(&[1, 2], &[2]).unwrap(), 0), ErrorCode::InvalidArgument, "shape");
-    expect_err(model.forward(&Tensor::from_f32(&[1.0], &[1, 1]).unwrap(), 0), ErrorCode::InvalidArgument, "dtype");
-    expect_err(model.forward(&x, 9), ErrorCode::InvalidArgument, "logits_to_keep");
+    expect_err(model.forward(&oov), ErrorCode::InvalidArgument, "input_ids");
+    expect_err(model.forward(&Tensor::from_i64(&[1, 2], &[2]).unwrap()), ErrorCode::InvalidArgument, "shape");
+    expect_err(model.forward(&Tensor::from_f32(&[1.0], &[1, 1]).unwrap()), ErrorCode::InvalidArgument, "dtype");
+    expect_err(model.forward_with(&x, &ForwardOptions::default().logits_to_keep(9)), ErrorCode::InvalidArgument, "logits_to_keep");
     let bad_labels = Tensor::from_i64(&vec![-5; 16], &[2, 8]).unwrap();
     expect_err(model.loss(&x, &bad_labels, &LossOptions::default()), ErrorCode::InvalidArgument, "labels");
     expect_err(model.loss(&x, &labels, &LossOptions::default().loss_div_factor(f64::NAN)), ErrorCode::InvalidArgument, "loss_div_factor");
@@ -132,24 +132,24 @@ fn model_forward_loss_and_weights() {
     let dir = temp_dir("weights");
     let path = dir.join("w.safetensors");
     model.save_safetensors(&path).unwrap();
-    let mut empty = Model::new(&cfg, "cpu", &ModelOptions::default().init_weights(false)).unwrap();
+    let mut empty = Model::new(&cfg, Device::Cpu, &ModelOptions::default().init_weights(false)).unwrap();
     empty.load_safetensors(&path).unwrap();
-    assert_eq!(empty.forward(&x, 0).unwrap().to_vec_f32().unwrap(), values, "save/load must be exact");
+    assert_eq!(empty.forward(&x).unwrap().to_vec_f32().unwrap(), values, "save/load must be exact");
     expect_err(empty.load_safetensors(dir.join("missing.safetensors")), ErrorCode::Io, "missing.safetensors");
-    let other = Model::new(&Config::from_preset("olmo2_1M", 64).unwrap(), "cpu", &ModelOptions::default()).unwrap();
+    let other = Model::new(&Config::from_preset("olmo2_1M", 64).unwrap(), Device::Cpu, &ModelOptions::default()).unwrap();
     let other_path = dir.join("other.safetensors");
     other.save_safetensors(&other_path).unwrap();
     expect_err(empty.load_safetensors(&other_path), ErrorCode::Mismatch, "tensor");
-    assert_eq!(empty.forward(&x, 0).unwrap().to_vec_f32().unwrap(), values, "a failed load leaves the model alone");
-    expect_err(Model::new(&cfg, "gpu", &ModelOptions::default()), ErrorCode::InvalidArgument, "device");
+    assert_eq!(empty.forward(&x).unwrap().to_vec_f32().unwrap(), values, "a failed load leaves the model alone");
+    expect_err("gpu".parse::<Device>(), ErrorCode::InvalidArgument, "device");
     if olm::cuda_device_count() == 0 {
-        expect_err(Model::new(&cfg, "cuda", &ModelOptions::default()), ErrorCode::DeviceUnavailable, "CUDA");
+        expect_err(Model::new(&cfg, Device::Cuda(0), &ModelOptions::default()), ErrorCode::DeviceUnavailable, "CUDA");
     }
-    let bf16 = Model::new(&cfg, "cpu", &ModelOptions::default().param_dtype(Some(Dtype::BFloat16))).unwrap();
+    let bf16 = Model::new(&cfg, Device::Cpu, &ModelOptions::default().param_dtype(Some(Dtype::BFloat16))).unwrap();
     assert_eq!(bf16.parameters().unwrap()[0].dtype, Dtype::BFloat16);
     assert!(params.iter().all(|p| p.trainable));
     let frozen_cfg = Config::from_json(&TINY.replace("\"n_layers\": 2", "\"n_layers\": 2, \"freeze_params\": [\"blocks.0.*\"]")).unwrap();
-    let frozen = Model::new(&frozen_cfg, "cpu", &ModelOptions::default()).unwrap();
+    let frozen = Model::new(&frozen_cfg, Device::Cpu, &ModelOptions::default()).unwrap();
     for p in frozen.parameters().unwrap() {
         assert_eq!(p.trainable, !p.name.starts_with("blocks.0."), "{}", p.name);
     }
@@ -162,20 +162,20 @@ fn normalized_transformer_renormalizes() {
    "rope": {"theta": 500000}}, "feed_forward": {"name": "normalized", "hidden_size": 96}},
  "lm_head": {"name": "normalized"}}"#;
     let cfg = Config::from_json(ngpt).unwrap();
-    let mut model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let mut model = Model::new(&cfg, Device::Cpu, &ModelOptions::default()).unwrap();
     let x = Tensor::from_i64(&ids(8, 64), &[1, 8]).unwrap();
-    let before = model.forward(&x, 0).unwrap().to_vec_f32().unwrap();
+    let before = model.forward(&x).unwrap().to_vec_f32().unwrap();
     model.normalize_matrices().unwrap();
-    let after = model.forward(&x, 0).unwrap().to_vec_f32().unwrap();
+    let after = model.forward(&x).unwrap().to_vec_f32().unwrap();
     assert!(before.iter().zip(&after).all(|(a, b)| (a - b).abs() < 1e-4));
-    let mut plain = Model::new(&Config::from_json(TINY).unwrap(), "cpu", &ModelOptions::default()).unwrap();
+    let mut plain = Model::new(&Config::from_json(TINY).unwrap(), Device::Cpu, &ModelOptions::default()).unwrap();
     expect_err(plain.normalize_matrices(), ErrorCode::InvalidArgument, "not a normalized");
 }
 
 #[test]
 fn generation_streams_and_stops() {
     let cfg = Config::from_json(TINY).unwrap();
-    let model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let mut model = Model::new(&cfg, Device::Cpu, &ModelOptions::default()).unwrap();
     let prompt = Tensor::from_i64(&[1, 2, 3], &[3]).unwrap();
     let greedy = GenerateOptions::default().max_new_tokens(10).temperature(0.0);
     let mut streamed = Vec::new();
@@ -194,7 +194,8 @@ fn generation_streams_and_stops() {
     assert_eq!(*stopped.last().unwrap(), out[4]);
     assert!(stopped.len() <= 5);
     let sampled = GenerateOptions::default().max_new_tokens(20).temperature(1.0).top_k(10).top_p(0.9).seed(3);
-    assert_eq!(model.generate(&prompt, &sampled, None).unwrap(), model.generate(&prompt, &sampled, None).unwrap());
+    let first = model.generate(&prompt, &sampled, None).unwrap();
+    assert_eq!(first, model.generate(&prompt, &sampled, None).unwrap());
     expect_err(model.generate(&prompt, &greedy.clone().temperature(-1.0), None), ErrorCode::InvalidArgument, "temperature");
     // A panic in the callback never crosses C: it comes back here once libolm returns.
     let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -221,9 +222,8 @@ fn training_data_and_checkpoints() {
     expect_err(TrainConfig::from_json(&train_json(r#", "ac_mode": "sometimes""#)), ErrorCode::InvalidConfig, "ac_mode");
     expect_err(TrainConfig::from_flatbuffer(&[1, 2, 3]), ErrorCode::Parse, "train config");
     let cfg = tcfg.model().unwrap();
-    let mut model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let mut model = Model::new(&cfg, Device::Cpu, &ModelOptions::default()).unwrap();
     let mut trainer = Trainer::new(&mut model, &tcfg).unwrap();
-    drop(model); // the trainer keeps the model alive
 
     let x = Tensor::from_i64(&ids(32, 64), &[4, 8]).unwrap();
     let first = trainer.step(&x, None).unwrap();
@@ -240,7 +240,7 @@ fn training_data_and_checkpoints() {
     let path = trainer.save_checkpoint(&dir).unwrap();
     assert!(path.ends_with("step3"), "{path}");
     let next = trainer.step(&x, None).unwrap();
-    let mut model2 = Model::new(&cfg, "cpu", &ModelOptions::default().init_weights(false)).unwrap();
+    let mut model2 = Model::new(&cfg, Device::Cpu, &ModelOptions::default().init_weights(false)).unwrap();
     let mut trainer2 = Trainer::new(&mut model2, &tcfg).unwrap();
     trainer2.load_checkpoint(&dir).unwrap();
     let resumed = trainer2.step(&x, None).unwrap();
@@ -265,7 +265,7 @@ fn training_data_and_checkpoints() {
     expect_err(Dataset::from_files(&[dir.join("odd.bin")], &DatasetOptions::new(8, 64)), ErrorCode::Parse, "multiple of 2");
     expect_err(Dataset::from_files(&[dir.join("none.bin")], &DatasetOptions::new(8, 64)), ErrorCode::Io, "none.bin");
 
-    let mut model3 = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let mut model3 = Model::new(&cfg, Device::Cpu, &ModelOptions::default()).unwrap();
     let mut trainer3 = Trainer::new(&mut model3, &tcfg).unwrap();
     let mut losses = Vec::new();
     let mut on_step = |m: &olm::StepMetrics| {
@@ -275,10 +275,13 @@ fn training_data_and_checkpoints() {
     let mut logs = Vec::new();
     let mut on_log = |s: &str| logs.push(s.to_string());
     trainer3
-        .fit(&data, Some(&data), FitCallbacks { on_step: Some(&mut on_step), on_log: Some(&mut on_log) })
+        .fit(&data, FitOptions::default().eval_data(&data).on_step(&mut on_step).on_log(&mut on_log))
         .unwrap();
     assert_eq!(losses.len(), 3, "the step callback stops training");
-    let eval = trainer3.evaluate(&data, 1).unwrap();
+    let eval = trainer3.evaluate(&data, &EvalOptions::default().max_batches(1)).unwrap();
+    let all = trainer3.evaluate(&data, &EvalOptions::default()).unwrap();
+    assert!(all.tokens > eval.tokens, "{all:?} vs {eval:?}");
+    expect_err(trainer3.evaluate(&data, &EvalOptions::default().max_batches(0)), ErrorCode::InvalidArgument, "max_batches");
     assert!(eval.tokens > 0 && (eval.perplexity - eval.loss.exp()).abs() < 1e-6 * eval.perplexity);
 }
 
@@ -298,28 +301,120 @@ fn fit_from_the_configs_data() {
     )))
     .unwrap();
     let cfg = tcfg.model().unwrap();
-    let mut model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let mut model = Model::new(&cfg, Device::Cpu, &ModelOptions::default()).unwrap();
     let mut trainer = Trainer::new(&mut model, &tcfg).unwrap();
     let mut steps = 0;
     let mut on_step = |_m: &olm::StepMetrics| {
         steps += 1;
         true
     };
-    let eval = trainer.fit_from_config(None, FitCallbacks { on_step: Some(&mut on_step), on_log: None }).unwrap();
+    let eval = trainer.fit_from_config(FitOptions::default().on_step(&mut on_step)).unwrap();
     assert_eq!(steps, 4);
     assert!(eval.tokens > 0, "the config's eval_data was evaluated");
     assert!(run.join("step4").join("meta.olmk").exists());
-    expect_err(trainer.fit_from_config(None, FitCallbacks::default()), ErrorCode::InvalidArgument, "max_steps");
+    expect_err(trainer.fit_from_config(FitOptions::default()), ErrorCode::InvalidArgument, "max_steps");
 }
 
 #[test]
 fn handles_move_between_threads() {
     let cfg = Config::from_json(TINY).unwrap();
-    let model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let model = Model::new(&cfg, Device::Cpu, &ModelOptions::default()).unwrap();
     let x = Tensor::from_i64(&ids(8, 64), &[1, 8]).unwrap();
-    let here = model.forward(&x, 0).unwrap().to_vec_f32().unwrap();
-    let there = std::thread::spawn(move || model.forward(&x, 0).unwrap().to_vec_f32().unwrap()).join().unwrap();
+    let here = model.forward(&x).unwrap().to_vec_f32().unwrap();
+    let there = std::thread::spawn(move || model.forward(&x).unwrap().to_vec_f32().unwrap()).join().unwrap();
     assert_eq!(here, there);
+}
+
+fn assert_send<T: Send>() {}
+fn assert_sync<T: Sync>() {}
+
+// Handles are Send; datasets (immutable, thread-safe in olm.h) are also Sync. What must not
+// compile (a model shared between threads, a model used while its trainer lives, a group used
+// while a trainer holds it, a generate callback that calls back into its model) is proven by
+// the compile_fail examples in the crate's documentation.
+#[test]
+fn send_and_sync() {
+    assert_send::<Config>();
+    assert_send::<Model>();
+    assert_send::<Tensor>();
+    assert_send::<TrainConfig>();
+    assert_send::<Trainer<'static>>();
+    assert_send::<Dataset>();
+    assert_send::<olm::Dist>();
+    assert_sync::<Dataset>();
+}
+
+// A trainer moves to another thread together with the model it borrows; afterwards the model
+// is free again. One dataset is read from two threads at once.
+#[test]
+fn trainer_moves_with_its_model_and_datasets_are_shared() {
+    let tcfg = TrainConfig::from_json(&train_json("")).unwrap();
+    let mut model = Model::new(&tcfg.model().unwrap(), Device::Cpu, &ModelOptions::default()).unwrap();
+    let data = Dataset::from_tokens(&ids(8 * 20, 64), &DatasetOptions::new(8, 64)).unwrap();
+    let x = Tensor::from_i64(&ids(32, 64), &[4, 8]).unwrap();
+    let before = model.forward(&x).unwrap().to_vec_f32().unwrap();
+    let mut trainer = Trainer::new(&mut model, &tcfg).unwrap();
+    let (losses, sizes) = std::thread::scope(|s| {
+        let data = &data;
+        let counting = s.spawn(move || (0..4).map(|_| data.size().unwrap()).collect::<Vec<_>>());
+        let training = s.spawn(move || {
+            let batch = data.batch(&[0, 1, 2, 3]).unwrap();
+            let first = trainer.step(&batch.input_ids, Some(&batch.labels)).unwrap().loss;
+            let second = trainer.step(&batch.input_ids, Some(&batch.labels)).unwrap().loss;
+            (first, second)
+        });
+        (training.join().unwrap(), counting.join().unwrap())
+    });
+    assert!(losses.1 < losses.0, "{losses:?}");
+    assert!(sizes.iter().all(|&size| size == (160, 20)));
+    let after = model.forward(&x).unwrap().to_vec_f32().unwrap();
+    assert_ne!(before, after, "the trainer updated the model in place");
+}
+
+// The trainer lends its model between steps; once the trainer is dropped the model is free.
+#[test]
+fn trainer_lends_its_model() {
+    let tcfg = TrainConfig::from_json(&train_json("")).unwrap();
+    let mut model = Model::new(&tcfg.model().unwrap(), Device::Cpu, &ModelOptions::default()).unwrap();
+    let x = Tensor::from_i64(&ids(32, 64), &[4, 8]).unwrap();
+    let mut trainer = Trainer::new(&mut model, &tcfg).unwrap();
+    assert!(trainer.dist().is_none());
+    let before = trainer.model().forward(&x).unwrap().to_vec_f32().unwrap();
+    trainer.step(&x, None).unwrap();
+    let after = trainer.model().forward(&x).unwrap().to_vec_f32().unwrap();
+    assert_ne!(before, after);
+    let prompt = Tensor::from_i64(&[1, 2, 3], &[3]).unwrap();
+    let greedy = GenerateOptions::default().max_new_tokens(4).temperature(0.0);
+    let generated = trainer.model_mut().generate(&prompt, &greedy, None).unwrap();
+    trainer.step(&x, None).unwrap();
+    assert!(format!("{trainer:?}").starts_with("Trainer"));
+    drop(trainer);
+    assert_ne!(model.forward(&x).unwrap().to_vec_f32().unwrap(), after, "the second step changed the model");
+    assert_eq!(generated.len(), 4);
+}
+
+#[test]
+fn devices_errors_and_debug() {
+    assert_eq!(Device::Cpu.to_string(), "cpu");
+    assert_eq!(Device::Cuda(1).to_string(), "cuda:1");
+    assert_eq!("cpu".parse::<Device>().unwrap(), Device::Cpu);
+    assert_eq!("cuda".parse::<Device>().unwrap(), Device::Cuda(0));
+    assert_eq!("cuda:3".parse::<Device>().unwrap(), Device::Cuda(3));
+    for bad in ["gpu", "cuda:", "cuda:x", "cuda:-1", "CPU"] {
+        expect_err(bad.parse::<Device>(), ErrorCode::InvalidArgument, bad);
+    }
+    assert_eq!(Device::default(), Device::Cpu);
+
+    let err = Config::from_preset("olmo9_1T", 100).unwrap_err();
+    let shown = err.to_string();
+    assert!(shown.starts_with("invalid argument: "), "{shown}");
+    assert!(!shown.contains("olm:"), "no crate prefix: {shown}");
+    assert!(shown.ends_with(&err.message), "{shown}");
+
+    let t = Tensor::from_i64(&[1, 2, 3, 4, 5, 6], &[2, 3]).unwrap();
+    assert_eq!(format!("{t:?}"), "Tensor { dtype: Int64, shape: [2, 3] }");
+    let model = Model::new(&Config::from_json(TINY).unwrap(), Device::Cpu, &ModelOptions::default()).unwrap();
+    assert!(format!("{model:?}").starts_with("Model("));
 }
 
 // Intra-document masking: each document of a packed row gets the logits of a forward over it
@@ -327,17 +422,17 @@ fn handles_move_between_threads() {
 #[test]
 fn document_masking_matches_separate_documents() {
     let cfg = Config::from_json(TINY).unwrap();
-    let model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let model = Model::new(&cfg, Device::Cpu, &ModelOptions::default()).unwrap();
     let tokens = ids(16, 64);
     let x = Tensor::from_i64(&tokens, &[2, 8]).unwrap();
     let cu = Tensor::from_i32(&[0, 3, 8, 10, 16], &[5]).unwrap();
     let packed = model.forward_with(&x, &ForwardOptions::default().documents(&cu, 6)).unwrap().to_vec_f32().unwrap();
     let plain = model.forward_with(&x, &ForwardOptions::default()).unwrap().to_vec_f32().unwrap();
-    assert_eq!(plain, model.forward(&x, 0).unwrap().to_vec_f32().unwrap());
+    assert_eq!(plain, model.forward(&x).unwrap().to_vec_f32().unwrap());
     let mut worst = 0f32;
     for (s, e) in [(0usize, 3usize), (3, 8), (8, 10), (10, 16)] {
         let alone = Tensor::from_i64(&tokens[s..e], &[1, (e - s) as i64]).unwrap();
-        let got = model.forward(&alone, 0).unwrap().to_vec_f32().unwrap();
+        let got = model.forward(&alone).unwrap().to_vec_f32().unwrap();
         for (i, v) in got.iter().enumerate() {
             worst = worst.max((v - packed[s * 64 + i]).abs());
         }
@@ -364,7 +459,7 @@ fn document_masking_matches_separate_documents() {
 fn trainer_step_with_documents() {
     let tcfg = TrainConfig::from_json(&train_json("")).unwrap();
     let cfg = tcfg.model().unwrap();
-    let reference = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let reference = Model::new(&cfg, Device::Cpu, &ModelOptions::default()).unwrap();
     let tokens = ids(32, 64);
     let x = Tensor::from_i64(&tokens, &[4, 8]).unwrap();
     let mut shifted = vec![-100i64; 32];
@@ -378,7 +473,7 @@ fn trainer_step_with_documents() {
     let masked = reference.loss(&x, &labels, &LossOptions::default().documents(&cu, 0)).unwrap().loss_value;
     let plain = reference.loss(&x, &labels, &LossOptions::default()).unwrap().loss_value;
     assert!((masked - plain).abs() > 1e-4);
-    let mut model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let mut model = Model::new(&cfg, Device::Cpu, &ModelOptions::default()).unwrap();
     let mut trainer = Trainer::new(&mut model, &tcfg).unwrap();
     let m = trainer.step_documents(&x, None, &cu).unwrap();
     assert!((m.loss - masked).abs() < 1e-5 * masked, "{} vs {masked}", m.loss);
@@ -386,8 +481,8 @@ fn trainer_step_with_documents() {
     expect_err(trainer.step_documents(&x, None, &crossing), ErrorCode::InvalidArgument, "cu_doc_lens");
 }
 
-// Trainer::fit_with_documents: None follows the config (no generate_doc_lengths: unmasked),
-// Some(true) masks documents and changes the first loss.
+// FitOptions::document_masking: unset follows the config (no generate_doc_lengths: unmasked),
+// true masks documents and changes the first loss.
 #[test]
 fn fit_with_document_masking() {
     let tcfg = TrainConfig::from_json(&train_json("")).unwrap();
@@ -395,16 +490,19 @@ fn fit_with_document_masking() {
     let tokens: Vec<i64> = (0..64i64).map(|i| if i % 3 == 2 { 0 } else { (i * 7 + 1) % 64 }).collect();
     let data = Dataset::from_tokens(&tokens, &DatasetOptions::new(8, 64).eos_token_id(0)).unwrap();
     let first_loss = |masking: Option<bool>| {
-        let mut model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+        let mut model = Model::new(&cfg, Device::Cpu, &ModelOptions::default()).unwrap();
         let mut trainer = Trainer::new(&mut model, &tcfg).unwrap();
         let mut losses = Vec::new();
         let mut on_step = |m: &olm::StepMetrics| {
             losses.push(m.loss);
             false
         };
-        trainer
-            .fit_with_documents(&data, None, FitCallbacks { on_step: Some(&mut on_step), on_log: None }, masking)
-            .unwrap();
+        let options = FitOptions::default().on_step(&mut on_step);
+        let options = match masking {
+            Some(on) => options.document_masking(on),
+            None => options,
+        };
+        trainer.fit(&data, options).unwrap();
         losses[0]
     };
     let (config, off, on) = (first_loss(None), first_loss(Some(false)), first_loss(Some(true)));
@@ -436,7 +534,7 @@ fn mixture_of_experts() {
     );
 
     let cfg = Config::from_json(TINY_MOE).unwrap();
-    let model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let model = Model::new(&cfg, Device::Cpu, &ModelOptions::default()).unwrap();
     let x = Tensor::from_i64(&ids(16, 64), &[2, 8]).unwrap();
     let out = model.loss(&x, &x, &LossOptions::default()).unwrap();
     assert!(out.lb_loss.is_some() && out.router_z_loss.is_some());
@@ -446,7 +544,7 @@ fn mixture_of_experts() {
     let divided = model.loss(&x, &x, &LossOptions::default().loss_div_factor(4.0)).unwrap();
     assert!((divided.lb_loss_value * 4.0 - out.lb_loss_value * 16.0).abs() < 1e-6);
     assert!((divided.router_z_loss_value * 4.0 - out.router_z_loss_value * 16.0).abs() < 1e-6);
-    let dense_model = Model::new(&dense, "cpu", &ModelOptions::default()).unwrap();
+    let dense_model = Model::new(&dense, Device::Cpu, &ModelOptions::default()).unwrap();
     let plain = dense_model.loss(&x, &x, &LossOptions::default()).unwrap();
     assert!(plain.lb_loss.is_none() && plain.lb_loss_value == 0.0);
 
@@ -455,7 +553,7 @@ fn mixture_of_experts() {
         "optimizer": {{"name": "adamw", "lr": 0.01}}}}"#
     ))
     .unwrap();
-    let mut model = Model::new(&tcfg.model().unwrap(), "cpu", &ModelOptions::default()).unwrap();
+    let mut model = Model::new(&tcfg.model().unwrap(), Device::Cpu, &ModelOptions::default()).unwrap();
     let mut trainer = Trainer::new(&mut model, &tcfg).unwrap();
     let m = trainer.step(&x, None).unwrap();
     assert!(m.lb_loss > 0.0 && m.router_z_loss > 0.0 && m.ce_loss > 0.0);
