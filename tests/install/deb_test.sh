@@ -35,7 +35,7 @@ for p in libolm0 libolm-dev olm-tools; do
 done
 dpkg-deb -c "$(deb libolm0)" | grep -q './usr/lib/libolm.so.0 ' || fail "libolm0 lacks usr/lib/libolm.so.0"
 dpkg-deb -c "$(deb libolm0)" | grep -q './usr/lib/libolm0/torch/lib/libtorch_cpu.so' || fail "libolm0 lacks the private LibTorch"
-dpkg-deb -c "$(deb libolm0)" | grep -qE 'usr/include|pkgconfig|libolm.so$' && fail "libolm0 holds development files"
+dpkg-deb -c "$(deb libolm0)" | grep -qE 'usr/include|pkgconfig|/libolm\.so( |$)' && fail "libolm0 holds development files"
 for f in ./usr/include/olm.h ./usr/lib/pkgconfig/olm.pc ./usr/lib/cmake/olm/olmConfig.cmake \
          ./usr/share/olm/olm.fbs ./usr/lib/libolm.so; do
   dpkg-deb -c "$(deb libolm-dev)" | grep -q " $f" || fail "libolm-dev lacks $f"
