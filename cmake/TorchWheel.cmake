@@ -37,9 +37,10 @@ if(NOT DEFINED OLM_CUDA)
       set(_olm_cuda_default OFF)
     endif()
   endif()
-  option(OLM_CUDA "Build with CUDA (LibTorch's CUDA backend, kernels/, NCCL); OFF links no CUDA library"
-         ${_olm_cuda_default})
 endif()
+# (Also types a -DOLM_CUDA=OFF given without :BOOL.)
+option(OLM_CUDA "Build with CUDA (LibTorch's CUDA backend, kernels/, NCCL); OFF links no CUDA library"
+       ${_olm_cuda_default})
 set(OLM_WITH_CUDA ${OLM_CUDA} CACHE BOOL "Deprecated alias of OLM_CUDA" FORCE)
 
 add_library(olm::torch INTERFACE IMPORTED)

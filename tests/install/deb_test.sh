@@ -14,7 +14,7 @@ fail() { printf 'deb: FAILED: %s\n' "$*" >&2; exit 1; }
 command -v dpkg-deb > /dev/null || { say "SKIPPED: no dpkg-deb"; exit 77; }
 if [ -f "$build/cpu-only/CPackConfig.cmake" ]; then
   build="$build/cpu-only"
-elif grep -q '^OLM_CUDA:BOOL=ON' "$build/CMakeCache.txt"; then
+elif grep -qE '^OLM_CUDA:[A-Z]+=ON' "$build/CMakeCache.txt"; then
   say "SKIPPED: a CUDA build's packages are several GB; make build/cpu-only (OLM_BUILD_CPU_ONLY=1 ./scripts/build.sh)"
   exit 77
 fi
