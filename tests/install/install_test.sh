@@ -117,7 +117,8 @@ else
 fi
 if command -v go > /dev/null; then
   say "Go example (examples/go)"
-  (cd "$root/examples/go" && GOPROXY=off GOFLAGS=-mod=readonly GOTOOLCHAIN=local CGO_ENABLED=1 go build -o "$work/go-example" .)
+  # A fresh GOCACHE: the cgo package cached from another prefix would keep its -L.
+  (cd "$root/examples/go" && GOCACHE="$work/gocache" GOPROXY=off GOFLAGS=-mod=readonly GOTOOLCHAIN=local CGO_ENABLED=1 go build -o "$work/go-example" .)
   runs+=("$work/go-example")
 else
   say "SKIPPED Go: no go"
