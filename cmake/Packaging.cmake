@@ -101,7 +101,10 @@ set(CPACK_DEBIAN_COMPRESSION_TYPE gzip)
 string(TOUPPER ${OLM_RUNTIME_COMPONENT} _olm_rt)
 set(CPACK_DEBIAN_${_olm_rt}_PACKAGE_NAME ${OLM_RUNTIME_COMPONENT})
 set(CPACK_DEBIAN_${_olm_rt}_PACKAGE_DEPENDS "libc6 (>= 2.34), libstdc++6 (>= 12), libgcc-s1, libflatbuffers2")
-set(CPACK_DEBIAN_${_olm_rt}_PACKAGE_CONTROL_EXTRA ${PROJECT_SOURCE_DIR}/cmake/${OLM_RUNTIME_COMPONENT}.symbols)
+# dpkg names a control file after its basename: cmake/libolm0.symbols goes in as `symbols`.
+configure_file(cmake/${OLM_RUNTIME_COMPONENT}.symbols
+  ${CMAKE_CURRENT_BINARY_DIR}/debian/${OLM_RUNTIME_COMPONENT}/symbols COPYONLY)
+set(CPACK_DEBIAN_${_olm_rt}_PACKAGE_CONTROL_EXTRA ${CMAKE_CURRENT_BINARY_DIR}/debian/${OLM_RUNTIME_COMPONENT}/symbols)
 set(CPACK_DEBIAN_${_olm_rt}_PACKAGE_CONTROL_STRICT_PERMISSION ON)
 set(CPACK_DEBIAN_${_olm_rt}_DESCRIPTION "olm: transformer language models behind a C ABI (run-time library)\n libolm.so.0 with the LibTorch libraries it needs in a private directory.")
 set(CPACK_DEBIAN_LIBOLM-DEV_PACKAGE_NAME libolm-dev)
@@ -113,6 +116,10 @@ set(CPACK_DEBIAN_OLM-TOOLS_PACKAGE_SECTION science)
 # The CLI links the core statically but uses the same private LibTorch libraries.
 set(CPACK_DEBIAN_OLM-TOOLS_PACKAGE_DEPENDS "${OLM_RUNTIME_COMPONENT} (= ${PROJECT_VERSION})")
 set(CPACK_DEBIAN_OLM-TOOLS_DESCRIPTION "olm: the olm command\n train, resume, evaluate, generate, convert and benchmark language models.")
+foreach(_c ${OLM_RUNTIME_COMPONENT} libolm-dev olm-tools)
+  string(TOUPPER ${_c} _cu)
+  set(CPACK_COMPONENT_${_cu}_DESCRIPTION "${CPACK_DEBIAN_${_cu}_DESCRIPTION}")
+endforeach()
 # cpack-time overrides (environment): OLM_CPACK_COMPONENTS, OLM_CPACK_COMPRESSION.
 set(CPACK_PROJECT_CONFIG_FILE ${PROJECT_SOURCE_DIR}/cmake/CPackProjectConfig.cmake)
 include(CPack)
