@@ -129,6 +129,7 @@ olm_home="${OLM_HOME:-$HOME/.cache/olm}"
 cat > "$work/run_all.sh" <<SH
 #!/usr/bin/env bash
 set -euo pipefail
+cd "$work"  # not in the (hidden) build tree: ctest starts tests there
 export HOME="$work/home" LD_LIBRARY_PATH= PKG_CONFIG_PATH=
 mkdir -p "\$HOME"
 check_loads() {  # every library the loader opens comes from the prefix or the system
