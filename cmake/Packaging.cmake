@@ -36,10 +36,21 @@ else()
   set(_olm_lib_rpath "")
   set(_olm_bin_rpath "")
 endif()
-set_target_properties(olm olm_cli PROPERTIES BUILD_WITH_INSTALL_RPATH OFF
-  BUILD_RPATH "${OLM_TORCH_LIB_DIR}")
-set_target_properties(olm PROPERTIES INSTALL_RPATH "${_olm_lib_rpath}")
-set_target_properties(olm_cli PROPERTIES INSTALL_RPATH "${_olm_bin_rpath}")
+# The build tree links with the final RUNPATH (BUILD_WITH_INSTALL_RPATH: CMake's own build
+# RPATH of a CUDA build ends in an empty entry, which the loader reads as the current
+# directory): the wheel's directory, then the installed one, which the install keeps alone
+# (file(RPATH_CHANGE) needs the new RUNPATH to fit in the old one; this guarantees it).
+function(_olm_rpath target installed)
+  if(installed)
+    set_target_properties(${target} PROPERTIES BUILD_WITH_INSTALL_RPATH ON
+      INSTALL_RPATH "${OLM_TORCH_LIB_DIR}:${installed}")
+  else()
+    set_target_properties(${target} PROPERTIES BUILD_WITH_INSTALL_RPATH ON
+      INSTALL_RPATH "${OLM_TORCH_LIB_DIR}")
+  endif()
+endfunction()
+_olm_rpath(olm "${_olm_lib_rpath}")
+_olm_rpath(olm_cli "${_olm_bin_rpath}")
 
 # ---- Components: libolm0 (run time), libolm-dev (build against it), olm-tools (the CLI) ----
 set(OLM_RUNTIME_COMPONENT libolm${PROJECT_VERSION_MAJOR})
@@ -61,6 +72,21 @@ write_basic_package_version_file(${CMAKE_CURRENT_BINARY_DIR}/olmConfigVersion.cm
 install(FILES ${CMAKE_CURRENT_BINARY_DIR}/olmConfig.cmake ${CMAKE_CURRENT_BINARY_DIR}/olmConfigVersion.cmake
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/olm COMPONENT libolm-dev)
 install(TARGETS olm_cli RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR} COMPONENT olm-tools)
+# Installed, the RUNPATH is the $ORIGIN-relative entry alone (none without OLM_BUNDLE_TORCH).
+foreach(_t olm olm_cli)
+  if(_t STREQUAL olm)
+    set(_file "${CMAKE_INSTALL_LIBDIR}/$<TARGET_FILE_NAME:olm>")
+    set(_new "${_olm_lib_rpath}")
+    set(_comp ${OLM_RUNTIME_COMPONENT})
+  else()
+    set(_file "${CMAKE_INSTALL_BINDIR}/$<TARGET_FILE_NAME:olm_cli>")
+    set(_new "${_olm_bin_rpath}")
+    set(_comp olm-tools)
+  endif()
+  get_target_property(_old ${_t} INSTALL_RPATH)
+  install(CODE "file(RPATH_CHANGE FILE \"\$ENV{DESTDIR}\${CMAKE_INSTALL_PREFIX}/${_file}\"
+    OLD_RPATH \"${_old}\" NEW_RPATH \"${_new}\")" COMPONENT ${_comp})
+endforeach()
 
 # ---- The private LibTorch (and CUDA) libraries, found at install time ----
 # file(GET_RUNTIME_DEPENDENCIES) follows libolm.so's and the CLI's NEEDED entries through the
