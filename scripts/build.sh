@@ -13,3 +13,17 @@ if [ ! -f "$root/build/build.ninja" ]; then
 fi
 echo "[build] building (ninja -j$jobs)"
 cmake --build "$root/build" -j "$jobs"
+
+# OLM_BUILD_CPU_ONLY=1: also the CPU-only library and CLI (-DOLM_CUDA=OFF) in build/cpu-only,
+# which the packaging tests check (no CUDA library linked) and package (.deb). Its first build
+# compiles the core again; ccache makes later ones quick.
+if [ "${OLM_BUILD_CPU_ONLY:-0}" = 1 ]; then
+  torch_root="$(sed -n 's/^OLM_TORCH_ROOT:PATH=//p' "$root/build/CMakeCache.txt")"
+  if [ ! -f "$root/build/cpu-only/build.ninja" ]; then
+    echo "[build] configuring build/cpu-only (OLM_CUDA=OFF)"
+    cmake -S "$root" -B "$root/build/cpu-only" -G Ninja -DOLM_TORCH_ROOT="$torch_root" -DOLM_CUDA=OFF \
+      -DOLM_BUILD_TESTS=OFF -DOLM_BUILD_EXAMPLES=OFF >/dev/null
+  fi
+  echo "[build] building build/cpu-only: olm olm_cli (ninja -j$jobs)"
+  cmake --build "$root/build/cpu-only" --target olm olm_cli -j "$jobs"
+fi

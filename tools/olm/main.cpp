@@ -703,7 +703,9 @@ int main(int argc, char** argv) {
     if (command == "convert") return cmd_convert(argc - 1, argv + 1);
     if (command == "bench") return cmd_bench(argc - 1, argv + 1);
     if (command == "tokenize") return cmd_tokenize(argc - 1, argv + 1);
-    if (command == "version") {
+    // `olm --version` as well as `olm version`: the project VERSION, as olm_version() (tested
+    // against the package version by tests/install).
+    if (command == "version" || command == "--version") {
       std::printf("olm %d.%d.%d\n", OLM_VERSION_MAJOR, OLM_VERSION_MINOR, OLM_VERSION_PATCH);
       return 0;
     }
