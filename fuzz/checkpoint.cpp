@@ -17,8 +17,18 @@ olm::fuzz::CheckpointFixture& fixture() {
 
 }  // namespace
 
+// OLM_FUZZ_WRITE_SEEDS=<dir>: also writes the fixture's two metadata files there as seeds
+// (fuzz/corpus/checkpoint/ came from this).
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  fixture();
+  auto& f = fixture();
+  if (const char* dir = std::getenv("OLM_FUZZ_WRITE_SEEDS")) {
+    std::vector<uint8_t> seed{0};
+    seed.insert(seed.end(), f.unsharded_meta.begin(), f.unsharded_meta.end());
+    olm::fuzz::write_file(std::string(dir) + "/single.bin", seed.data(), seed.size());
+    seed = {1};
+    seed.insert(seed.end(), f.sharded_meta.begin(), f.sharded_meta.end());
+    olm::fuzz::write_file(std::string(dir) + "/sharded.bin", seed.data(), seed.size());
+  }
   return 0;
 }
 

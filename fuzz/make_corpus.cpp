@@ -1,7 +1,7 @@
 // Writes the generated part of the seed corpora under <corpus root>: every preset's JSON, the
 // FlatBuffers of every accepted JSON seed (config_json/ and train_config_json/ also hold the
-// examples and the tests' configs, extracted by hand), safetensors files, the checkpoint
-// fixture's metadata and small .npy and raw token files. Usage: make_corpus <repo>/fuzz/corpus
+// examples and the tests' configs, extracted by hand), safetensors files, small .npy
+// and raw token files (the checkpoint target writes its own seeds). Usage: make_corpus <repo>/fuzz/corpus
 #include <dirent.h>
 #include <sys/stat.h>
 
@@ -13,7 +13,6 @@
 #include "core/config/config.h"
 #include "core/io/safetensors.h"
 #include "core/train/train_config.h"
-#include "fuzz/checkpoint_fixture.h"
 #include "fuzz/fuzz_util.h"
 
 namespace {
@@ -107,14 +106,6 @@ int main(int argc, char** argv) {
   safetensors("scalar-empty.safetensors", {{"s", at::ones({}, at::kFloat)}, {"z", at::empty({0, 3}, at::kFloat)}},
               {{"format", "pt"}, {"note", "esc\"aped\\"}});
   safetensors("empty.safetensors", {}, {});
-
-  const auto f = olm::fuzz::make_checkpoint_fixture(tmp);
-  std::vector<uint8_t> seed{0};
-  seed.insert(seed.end(), f.unsharded_meta.begin(), f.unsharded_meta.end());
-  put("checkpoint", "single.bin", seed);
-  seed = {1};
-  seed.insert(seed.end(), f.sharded_meta.begin(), f.sharded_meta.end());
-  put("checkpoint", "sharded.bin", seed);
 
   put("npy", "v1-u2.npy", npy(1, "<u2", 8, 2, 7));
   put("npy", "v2-i8.npy", npy(2, "<i8", 3, 8, 100));

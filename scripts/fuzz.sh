@@ -3,15 +3,18 @@
 # seed corpus fuzz/corpus/<target>/, after building them (scripts/sanitize.sh build).
 #   scripts/fuzz.sh [seconds]
 #   OLM_FUZZ_RUNS=1000000 scripts/fuzz.sh      a fixed number of executions instead of a time
+#                                             (with [seconds] too: whichever comes first)
+#   OLM_FUZZ_TOLERATE=json-doubles            see fuzz/config_roundtrip.h (a known finding)
 #   OLM_FUZZ_TARGETS="npy safetensors"        a subset
 #   OLM_FUZZ_JOBS=4                           targets run in parallel (default 1)
+#   OLM_FUZZ_BUILD=0                          use build-sanitize/ as it is
 # New inputs found go to build-sanitize/fuzz-work/<target>/ (the committed corpus is only read);
 # a crash or a failed property leaves build-sanitize/fuzz-artifacts/<target>-crash-* and fails
 # the script, printing the line that replays it.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 seconds="${1:-20}"
-"$root/scripts/sanitize.sh" build
+[ "${OLM_FUZZ_BUILD:-1}" = 0 ] || "$root/scripts/sanitize.sh" build
 source "$root/scripts/sanitize/env.sh"
 build="$root/build-sanitize"
 targets="${OLM_FUZZ_TARGETS:-config_json config_flatbuffer train_config_json train_config_flatbuffer safetensors checkpoint npy token_file}"
@@ -19,8 +22,13 @@ jobs="${OLM_FUZZ_JOBS:-1}"
 mkdir -p "$build/fuzz-work" "$build/fuzz-artifacts" "$build/fuzz-logs"
 export OLM_FUZZ_TMPDIR="$(mktemp -d "${TMPDIR:-/tmp}/olm-fuzz.XXXXXX")"
 trap 'rm -rf "$OLM_FUZZ_TMPDIR"' EXIT
-if [ -n "${OLM_FUZZ_RUNS:-}" ]; then limit=(-runs="$OLM_FUZZ_RUNS"); what="$OLM_FUZZ_RUNS runs"
-else limit=(-max_total_time="$seconds"); what="${seconds}s"; fi
+if [ -n "${OLM_FUZZ_RUNS:-}" ]; then
+  limit=(-runs="$OLM_FUZZ_RUNS"); what="$OLM_FUZZ_RUNS runs"
+  # With an explicit time as well, whichever comes first.
+  if [ -n "${1:-}" ]; then limit+=(-max_total_time="$seconds"); what="$what or ${seconds}s"; fi
+else
+  limit=(-max_total_time="$seconds"); what="${seconds}s"
+fi
 
 run_one() {
   local t="$1" log="$build/fuzz-logs/$1.log"
