@@ -33,9 +33,12 @@ fi
 run_one() {
   local t="$1" log="$build/fuzz-logs/$1.log"
   mkdir -p "$build/fuzz-work/$t"
-  local rc=0
+  local rc=0 seeds=()
+  [ -d "$root/fuzz/corpus/$t" ] && seeds=("$root/fuzz/corpus/$t")
+  # The checkpoint target writes seeds from its own fixture (current formats) into its work dir.
+  OLM_FUZZ_WRITE_SEEDS="$build/fuzz-work/$t" \
   "$build/fuzz/fuzz_$t" "${limit[@]}" -timeout=25 -rss_limit_mb=4096 -print_final_stats=1 \
-    -artifact_prefix="$build/fuzz-artifacts/$t-" "$build/fuzz-work/$t" "$root/fuzz/corpus/$t" >"$log" 2>&1 || rc=$?
+    -artifact_prefix="$build/fuzz-artifacts/$t-" "$build/fuzz-work/$t" "${seeds[@]}" >"$log" 2>&1 || rc=$?
   local execs; execs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)"
   local cov; cov="$(grep -Eo 'cov: [0-9]+' "$log" | tail -1 || true)"
   if [ "$rc" -eq 0 ]; then
