@@ -2,9 +2,10 @@
 // Properties of an accepted file: every tensor's bytes lie inside the file's data section and
 // match its dtype and shape, the tensors tile the data section, every tensor reads; written
 // again by save_safetensors, the file reads back with the same names, dtypes, shapes,
-// metadata and bytes. Rejections are olm::Error, never another exception.
+// metadata and bytes; names are unique. Rejections are olm::Error, never another exception.
 #include <cstring>
 #include <exception>
+#include <set>
 
 #include "core/io/safetensors.h"
 #include "fuzz/fuzz_util.h"
@@ -38,7 +39,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const uint64_t data_size = size - 8 - header_len;
   uint64_t covered = 0;
   std::vector<std::pair<std::string, at::Tensor>> tensors;
+  std::set<std::string> names;
   for (const auto& e : file->entries()) {
+    OLM_FUZZ_CHECK(e.name != "__metadata__" && names.insert(e.name).second, "tensor name '" + e.name + "' twice");
     OLM_FUZZ_CHECK(e.begin <= e.end && e.end <= data_size, "tensor '" + e.name + "' lies outside the file");
     uint64_t numel = 1;
     for (int64_t d : e.shape) {
