@@ -59,7 +59,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   // Accepted: the trainer's tensors are the ones the metadata vouches for.
   olm::fb::CheckpointMetaT meta;
-  flatbuffers::GetRoot<olm::fb::CheckpointMeta>(data + 1)->UnPackTo(&meta);
+  const std::vector<uint8_t> aligned(data + 1, data + size);  // the input at data + 1 is not
+  flatbuffers::GetRoot<olm::fb::CheckpointMeta>(aligned.data())->UnPackTo(&meta);
   std::map<std::pair<std::string, std::string>, at::Tensor> state;
   for (auto& p : f.trainer->model().module().named_state()) state[{olm::checkpoint::kModelFile, p.name}] = *p.tensor;
   for (auto& [name, t] : f.trainer->optimizer().state()) state[{olm::checkpoint::kOptimFile, name}] = t;
