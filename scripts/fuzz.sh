@@ -8,6 +8,7 @@
 #   OLM_FUZZ_TARGETS="npy safetensors"        a subset
 #   OLM_FUZZ_JOBS=4                           targets run in parallel (default 1)
 #   OLM_FUZZ_BUILD=0                          use build-sanitize/ as it is
+#   OLM_FUZZ_TIMEOUT=25                       seconds one input may take (raise on a loaded machine)
 # New inputs found go to build-sanitize/fuzz-work/<target>/ (the committed corpus is only read);
 # a crash or a failed property leaves build-sanitize/fuzz-artifacts/<target>-crash-* and fails
 # the script, printing the line that replays it.
@@ -37,7 +38,7 @@ run_one() {
   [ -d "$root/fuzz/corpus/$t" ] && seeds=("$root/fuzz/corpus/$t")
   # The checkpoint target writes seeds from its own fixture (current formats) into its work dir.
   OLM_FUZZ_WRITE_SEEDS="$build/fuzz-work/$t" \
-  "$build/fuzz/fuzz_$t" "${limit[@]}" -timeout=25 -rss_limit_mb=4096 -print_final_stats=1 \
+  "$build/fuzz/fuzz_$t" "${limit[@]}" -timeout="${OLM_FUZZ_TIMEOUT:-25}" -rss_limit_mb=4096 -print_final_stats=1 \
     -artifact_prefix="$build/fuzz-artifacts/$t-" "$build/fuzz-work/$t" "${seeds[@]}" >"$log" 2>&1 || rc=$?
   local execs; execs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)"
   local cov; cov="$(grep -Eo 'cov: [0-9]+' "$log" | tail -1 || true)"
