@@ -117,6 +117,11 @@ TEST(Safetensors, MalformedFilesAreRefusedWithTheReason) {
                ErrorCode::kParse, "cover 4 bytes but the data section holds 8 (trailing bytes)");
   std::string deep(100, '[');
   expect_error([&] { open(file_with_header("{\"x\":" + deep, "")); }, ErrorCode::kParse, "nesting too deep");
+  // A name twice (seen writing fuzz/safetensors.cpp): both entries tiled the data and were kept.
+  expect_error([&] { open(file_with_header(R"({"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}})", "12")); },
+               ErrorCode::kParse, "'a' appears twice in the header");
+  expect_error([&] { open(file_with_header(R"({"__metadata__":{},"__metadata__":{}})", "")); }, ErrorCode::kParse,
+               "'__metadata__' appears twice");
 }
 
 olm::Config tiny(int64_t d_model) {

@@ -10,6 +10,7 @@
 #include <cstring>
 #include <limits>
 #include <memory>
+#include <set>
 
 #include "core/error.h"
 #include "core/io/atomic_file.h"
@@ -92,7 +93,10 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : path_(path) {
 
     Json root = parse_json(reinterpret_cast<const char*>(bytes + 8), header_len, ctx + " header");
     require(root.kind == Json::kObject, ErrorCode::kParse, ctx + ": the header is not a JSON object");
+    // A name given twice would leave readers to pick one (the reference reader refuses it).
+    std::set<std::string> names;
     for (auto& [name, value] : root.object) {
+      require(names.insert(name).second, ErrorCode::kParse, ctx + ": '" + name + "' appears twice in the header");
       if (name == "__metadata__") {
         require(value.kind == Json::kObject, ErrorCode::kParse, ctx + ": __metadata__ is not an object");
         for (auto& [k, v] : value.object) {
