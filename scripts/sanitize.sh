@@ -24,7 +24,7 @@ if [ ! -f "$build/build.ninja" ]; then
   echo "[sanitize] configuring build-sanitize/ ($cxx)"
   cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
     -DCMAKE_C_COMPILER="$cc" -DCMAKE_CXX_COMPILER="$cxx" \
-    -DOLM_SANITIZE=ON -DOLM_WITH_CUDA=OFF -DOLM_PYTHON="$python" >/dev/null
+    -DOLM_SANITIZE=ON -DOLM_CUDA=OFF -DOLM_PYTHON="$python" >/dev/null
 fi
 t0=$(date +%s)
 echo "[sanitize] building (ninja -j$jobs): olm_capi_tests olm_example_c olm_fuzz"

@@ -10,6 +10,7 @@
 // Reads no environment variables except a launcher's: under `torchrun --no-python olm train`
 // or `srun olm train` (WORLD_SIZE or SLURM_NTASKS above 1) train and resume join a c10d
 // process group and train data-parallel; --dist off trains alone regardless.
+#include <ATen/Parallel.h>
 #include <cxxopts.hpp>
 #include <sys/resource.h>
 #include <sys/stat.h>
@@ -683,7 +684,8 @@ void usage() {
       "  convert    olm checkpoints to and from OLMo-core / Hugging Face safetensors\n"
       "  bench      training throughput\n"
       "  tokenize   byte-level tokenization of text files\n"
-      "  version    print the library version\n");
+      "  version    print the library version\n\n"
+      "every command also takes --threads N: the CPU threads the library uses (1..1024)\n");
 }
 
 }  // namespace
@@ -695,6 +697,17 @@ int main(int argc, char** argv) {
   }
   const std::string command = argv[1];
   try {
+    // --threads N, for every command: ATen's CPU threads for the whole process (olm_set_num_threads).
+    for (int i = 2; i + 1 < argc; ++i) {
+      if (std::string(argv[i]) != "--threads") continue;
+      char* end = nullptr;
+      const long n = std::strtol(argv[i + 1], &end, 10);
+      if (*end != '\0' || n < 1 || n > 1024) throw UsageError("--threads must be an integer in [1, 1024]");
+      at::set_num_threads(static_cast<int>(n));
+      for (int j = i; j + 2 <= argc; ++j) argv[j] = argv[j + 2];  // hidden from the command's parser
+      argc -= 2;
+      break;
+    }
     if (command == "train") return cmd_train(argc - 1, argv + 1);
     if (command == "resume") return cmd_resume(argc - 1, argv + 1);
     if (command == "eval") return cmd_eval(argc - 1, argv + 1);
