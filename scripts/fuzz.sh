@@ -4,7 +4,6 @@
 #   scripts/fuzz.sh [seconds]
 #   OLM_FUZZ_RUNS=1000000 scripts/fuzz.sh      a fixed number of executions instead of a time
 #                                             (with [seconds] too: whichever comes first)
-#   OLM_FUZZ_TOLERATE=json-doubles            see fuzz/config_roundtrip.h (a known finding)
 #   OLM_FUZZ_TARGETS="npy safetensors"        a subset
 #   OLM_FUZZ_JOBS=4                           targets run in parallel (default 1)
 #   OLM_FUZZ_BUILD=0                          use build-sanitize/ as it is
@@ -53,8 +52,19 @@ run_one() {
   fi
 }
 
-echo "[fuzz] $what per target: $targets"
+# Every committed finding replays first: each is a regression test of its fix.
 failed=0
+for f in "$root"/fuzz/findings/*; do
+  [ -f "$f" ] || continue
+  t="$(basename "$f")"; t="${t%%-*}"
+  if "$build/fuzz/fuzz_$t" "$f" >"$build/fuzz-logs/finding-$(basename "$f").log" 2>&1; then
+    echo "[fuzz] finding $(basename "$f"): fixed"
+  else
+    echo "[fuzz] finding $(basename "$f"): FAILS again (log $build/fuzz-logs/finding-$(basename "$f").log)"
+    failed=1
+  fi
+done
+echo "[fuzz] $what per target: $targets"
 if [ "$jobs" -le 1 ]; then
   for t in $targets; do run_one "$t" || failed=1; done
 else

@@ -443,3 +443,33 @@ TEST(TrainConfigErrors, NameTheSourceThePathAndWhatWasExpected) {
 }
 
 }  // namespace
+
+// Fuzz finding 3 (fuzz/README.md): FlatBuffers' verifier checks a vector's length prefix for
+// 4-byte alignment only, so an [int64] vector can sit at an address 4 mod 8 and unpacking it
+// would load misaligned int64s. Built here with 4-byte elements under an int64 length.
+TEST(TrainConfigFlatbuffer, RefusesAMisalignedInt64Vector) {
+  bool misaligned_built = false;
+  for (int pad = 0; pad < 2 && !misaligned_built; ++pad) {
+    flatbuffers::FlatBufferBuilder builder;
+    if (pad) builder.PushElement<uint32_t>(0);
+    builder.StartVector(4, sizeof(uint32_t));
+    for (uint32_t word : {0u, 0u, 7u, 0u}) builder.PushElement(word);  // two int64: 7, 0
+    const flatbuffers::Offset<flatbuffers::Vector<int64_t>> masked(builder.EndVector(2));
+    olm::fb::DataConfigBuilder data(builder);
+    data.add_masked_token_ids(masked);
+    const auto data_offset = data.Finish();
+    olm::fb::TrainConfigBuilder config(builder);
+    config.add_data(data_offset);
+    builder.Finish(config.Finish(), olm::train::kTrainConfigIdentifier);
+    // from_flatbuffer copies into malloc'd (16-aligned) memory: the offset decides.
+    std::vector<uint8_t> buffer(builder.GetBufferPointer(), builder.GetBufferPointer() + builder.GetSize());
+    const auto* ids = flatbuffers::GetRoot<olm::fb::TrainConfig>(buffer.data())->data()->masked_token_ids();
+    if (reinterpret_cast<uintptr_t>(ids->Data()) % 8 == 0) continue;
+    misaligned_built = true;
+    flatbuffers::Verifier verifier(buffer.data(), buffer.size());
+    ASSERT_TRUE(verifier.VerifyBuffer<olm::fb::TrainConfig>(olm::train::kTrainConfigIdentifier));
+    expect_error([&] { olm::train::TrainConfig::from_flatbuffer(buffer.data(), buffer.size()); },
+                 olm::ErrorCode::kParse, "data.masked_token_ids is misaligned");
+  }
+  EXPECT_TRUE(misaligned_built);
+}

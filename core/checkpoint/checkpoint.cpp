@@ -20,6 +20,7 @@
 #include "core/error.h"
 #include "core/io/atomic_file.h"
 #include "core/io/crc32.h"
+#include "core/io/flatbuffer_alignment.h"
 #include "core/io/safetensors.h"
 #include "core/io/utf8.h"
 
@@ -264,9 +265,19 @@ CheckedMeta read_meta_native(const std::string& dir) {
   flatbuffers::Verifier verifier(bytes.data(), size, 64, 1000000);
   require(verifier.VerifyBuffer<fb::CheckpointMeta>(kMetaIdentifier), ErrorCode::kParse,
           where + ": verification failed (corrupt file)");
+  const auto* root = flatbuffers::GetRoot<fb::CheckpointMeta>(bytes.data());
+  const auto misaligned = [&](const std::string& field) {
+    throw Error(ErrorCode::kParse, where + ": " + field + " is misaligned (corrupt file)");
+  };
+  if (!io::elements_aligned(root->recent_losses())) misaligned("recent_losses");
+  if (!io::elements_aligned(root->recent_grad_norms())) misaligned("recent_grad_norms");
+  if (root->tensors())
+    for (flatbuffers::uoffset_t i = 0; i < root->tensors()->size(); ++i)
+      if (!io::elements_aligned(root->tensors()->Get(i)->shape()))
+        misaligned("tensors[" + std::to_string(i) + "].shape");
   CheckedMeta checked;
   checked.native = std::make_unique<fb::CheckpointMetaT>();
-  flatbuffers::GetRoot<fb::CheckpointMeta>(bytes.data())->UnPackTo(checked.native.get());
+  root->UnPackTo(checked.native.get());
   const auto& meta = *checked.native;
   // No trailer: a checkpoint written before metadata checksums. It still loads, protected by
   // the FlatBuffers verifier and the field checks alone. (A trailer whose four-byte mark is

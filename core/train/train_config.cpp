@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "core/error.h"
+#include "core/io/flatbuffer_alignment.h"
 #include "core/io/json.h"
 
 namespace olm::train {
@@ -315,8 +316,12 @@ TrainConfig TrainConfig::from_flatbuffer(const void* data, size_t size) {
   flatbuffers::Verifier verifier(aligned.data(), aligned.size(), 64, 100000);
   require(verifier.VerifyBuffer<fb::TrainConfig>(kTrainConfigIdentifier), ErrorCode::kParse,
           "train config FlatBuffer: verification failed (truncated or corrupt buffer)");
+  const auto* root = flatbuffers::GetRoot<fb::TrainConfig>(aligned.data());
+  for (const auto& [field, data] : {std::pair{"data", root->data()}, std::pair{"eval_data", root->eval_data()}})
+    require(!data || io::elements_aligned(data->masked_token_ids()), ErrorCode::kParse,
+            std::string("train config FlatBuffer: ") + field + ".masked_token_ids is misaligned (corrupt buffer)");
   fb::TrainConfigT native;
-  flatbuffers::GetRoot<fb::TrainConfig>(aligned.data())->UnPackTo(&native);
+  root->UnPackTo(&native);
   return from_native(native);
 }
 
