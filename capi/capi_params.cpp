@@ -143,6 +143,21 @@ olm_error* olm_tensor_to_dlpack(const olm_tensor* tensor, void** out_dl_managed_
   OLM_API_END
 }
 
+namespace {
+
+// The deleter comes from a foreign producer (C, Rust, Go, a C++ library with its own copy of
+// dlpack.h): its parameter type is that producer's DLManagedTensor, the same layout under
+// another name. Across the C ABI that is the contract, so clang's -fsanitize=function, which
+// compares the C++ type names, is off for this one call.
+#if defined(__clang__)
+__attribute__((no_sanitize("function")))
+#endif
+void call_producer_deleter(DLManagedTensor* managed) {
+  if (managed->deleter) managed->deleter(managed);
+}
+
+}  // namespace
+
 olm_error* olm_tensor_from_dlpack(void* dl_managed_tensor, olm_tensor** out) {
   OLM_API_BEGIN
   require_arg(dl_managed_tensor, "dl_managed_tensor");
@@ -174,9 +189,7 @@ olm_error* olm_tensor_from_dlpack(void* dl_managed_tensor, olm_tensor** out) {
     view.dl_tensor.data = static_cast<char*>(view.dl_tensor.data) + view.dl_tensor.byte_offset;
     view.dl_tensor.byte_offset = 0;
   }
-  at::Tensor t = at::fromDLPack(&view, [managed](void*) {
-    if (managed->deleter) managed->deleter(managed);
-  });
+  at::Tensor t = at::fromDLPack(&view, [managed](void*) { call_producer_deleter(managed); });
   *out = new olm_tensor{std::move(t)};
   OLM_API_END
 }
