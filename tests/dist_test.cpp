@@ -23,7 +23,7 @@
 #include "core/dist/fsdp.h"
 #include "core/dist/process_group.h"
 #include "core/error.h"
-#include "core/train/fit.h"
+#include "core/train/evaluate.h"
 #include "core/train/trainer.h"
 #include "dist_harness.h"
 #include "test_util.h"
