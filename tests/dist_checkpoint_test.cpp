@@ -22,9 +22,9 @@
 #include <thread>
 
 #include "core/checkpoint/checkpoint.h"
-#include "core/dist/fsdp.h"
+#include "core/distributed/fsdp.h"
 #include "core/data/token_data.h"
-#include "core/dist/process_group.h"
+#include "core/distributed/process_group.h"
 #include "core/error.h"
 #include "core/io/safetensors.h"
 #include "core/train/trainer.h"

@@ -15,7 +15,7 @@ nn
 model
 convert generate
 data
-dist
+distributed
 train
 checkpoint
 run

@@ -8,8 +8,8 @@
 #include <set>
 
 #include "core/checkpoint/internal.h"
-#include "core/dist/fsdp.h"
-#include "core/dist/process_group.h"
+#include "core/distributed/fsdp.h"
+#include "core/distributed/process_group.h"
 #include "core/error.h"
 #include "core/io/atomic_file.h"
 #include "core/io/safetensors.h"

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "core/checkpoint/checkpoint.h"
-#include "core/dist/process_group.h"
+#include "core/distributed/process_group.h"
 #include "core/error.h"
 #include "core/io/utf8.h"
 

@@ -5,7 +5,7 @@
 #include <algorithm>
 
 #include "core/checkpoint/internal.h"
-#include "core/dist/fsdp.h"
+#include "core/distributed/fsdp.h"
 #include "core/error.h"
 #include "core/io/atomic_file.h"
 #include "core/io/safetensors.h"

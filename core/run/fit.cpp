@@ -5,7 +5,7 @@
 #include <sstream>
 
 #include "core/checkpoint/checkpoint.h"
-#include "core/dist/process_group.h"
+#include "core/distributed/process_group.h"
 #include "core/error.h"
 #include "core/io/atomic_file.h"
 #include "core/train/evaluate.h"

@@ -37,7 +37,7 @@
 #include "core/io/json.h"
 #include "core/io/safetensors.h"
 #include "core/model.h"
-#include "core/dist/process_group.h"
+#include "core/distributed/process_group.h"
 #include "core/run/run.h"
 #include "core/run/fit.h"
 #include "core/train/evaluate.h"
