@@ -1,6 +1,6 @@
 #include "capi/capi.h"
 #include "core/run/run.h"
-#include "core/train/fit.h"
+#include "core/train/evaluate.h"
 
 using olm::ErrorCode;
 using olm::require;

@@ -2,7 +2,7 @@
 #include <cstdio>
 
 #include "capi/capi.h"
-#include "core/dist/process_group.h"
+#include "core/distributed/process_group.h"
 
 using olm::ErrorCode;
 using olm::require;

@@ -10,10 +10,18 @@
 #include <string>
 #include <vector>
 
+#include <ATen/ATen.h>
+
 #include "core/error.h"
 #include "core/train/train_config.h"
 
 namespace olm::testing {
+
+// The largest elementwise difference of two tensors, compared in float64 (the tests'
+// reference implementations compute in float64).
+inline double max_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
 
 // A fresh directory under the test temp dir.
 inline std::string temp_dir(const std::string& name) {

@@ -10,7 +10,7 @@
 #include <sstream>
 
 #include "core/checkpoint/checkpoint.h"
-#include "core/dist/process_group.h"
+#include "core/distributed/process_group.h"
 #include "core/error.h"
 #include "core/io/atomic_file.h"
 
@@ -207,7 +207,7 @@ void trim_metrics(const std::string& path, int64_t step) {
   io::write_file_atomically(path, [&](int fd) { io::write_all(fd, kept.data(), kept.size(), path); });
 }
 
-train::FitResult fit(train::Trainer& trainer, const FitOptions& options) {
+FitResult fit(train::Trainer& trainer, const FitOptions& options) {
   check_steps(trainer);
   const auto& spec = trainer.config().spec();
   const int64_t vocab = trainer.model().config().spec().vocab_size;
@@ -225,7 +225,7 @@ train::FitResult fit(train::Trainer& trainer, const FitOptions& options) {
                           trainer.world_size());
   loader.restore(trainer.data_position());
   if (options.on_start) options.on_start(*train_data);
-  return train::fit(trainer, loader, eval_data, options.callbacks, options.documents);
+  return fit_loop(trainer, loader, eval_data, options.callbacks, options.documents);
 }
 
 }  // namespace olm::run

@@ -2,7 +2,7 @@
 // and olm_trainer_fit() all call it and only parse arguments, marshal and report. From a train
 // config it resolves the config's relative paths once, checks every output before step 1,
 // opens the train and eval data, continues the data order from the trainer's data position,
-// and trains (train::fit) with periodic evaluation and checkpoints into the run folder, keeping
+// and trains (fit_loop, fit.h) with periodic evaluation and checkpoints into the run folder, keeping
 // the metrics file free of replayed steps.
 //
 // The run folder is the config's save_folder: checkpoints (<folder>/step<N>) go there, and a
@@ -16,7 +16,7 @@
 #include <string>
 
 #include "core/data/token_data.h"
-#include "core/train/fit.h"
+#include "core/run/fit.h"
 #include "core/train/trainer.h"
 
 namespace olm::run {
@@ -81,15 +81,15 @@ struct FitOptions {
   // Evaluation data; null: the config's eval_data when train_data is null too (a run wholly
   // from the config), none otherwise.
   std::shared_ptr<const data::TokenDataset> eval_data;
-  std::optional<bool> documents;  // intra-document masking, as train::fit's
-  train::FitCallbacks callbacks;
+  std::optional<bool> documents;  // intra-document masking, as fit_loop's
+  FitCallbacks callbacks;
   // Called once the data is open and the outputs are checked, right before step 1.
   std::function<void(const data::TokenDataset& train_data)> on_start;
 };
 
 // A training run: check_steps, the data opened, check_outputs, the metrics file trimmed to
-// the trainer's step (rank 0), then train::fit from the trainer's data position, which it
+// the trainer's step (rank 0), then fit_loop from the trainer's data position, which it
 // leaves where the data stopped.
-train::FitResult fit(train::Trainer& trainer, const FitOptions& options);
+FitResult fit(train::Trainer& trainer, const FitOptions& options);
 
 }  // namespace olm::run

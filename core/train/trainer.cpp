@@ -4,8 +4,8 @@
 
 #include <cmath>
 
-#include "core/dist/ddp.h"
-#include "core/dist/fsdp.h"
+#include "core/distributed/ddp.h"
+#include "core/distributed/fsdp.h"
 #include "core/error.h"
 #include "core/train/activation_checkpointing.h"
 

@@ -33,13 +33,14 @@
 #include "core/config/config.h"
 #include "core/error.h"
 #include "core/generate.h"
-#include "core/io/hf_names.h"
+#include "core/convert/hf_names.h"
 #include "core/io/json.h"
 #include "core/io/safetensors.h"
 #include "core/model.h"
-#include "core/dist/process_group.h"
+#include "core/distributed/process_group.h"
 #include "core/run/run.h"
-#include "core/train/fit.h"
+#include "core/run/fit.h"
+#include "core/train/evaluate.h"
 #include "olm.h"
 
 namespace {
@@ -216,7 +217,7 @@ int run_fit(olm::train::Trainer& trainer, const std::string& device) {
   g_signal = 0;
   std::signal(SIGINT, on_stop_signal);
   std::signal(SIGTERM, on_stop_signal);
-  olm::train::FitResult result;
+  olm::run::FitResult result;
   try {
     result = olm::run::fit(trainer, options);
   } catch (...) {
@@ -504,7 +505,7 @@ int cmd_convert(int argc, char** argv) {
     // OLMo-core's state dict includes persistent buffers; HF layouts have none of ours.
     auto& module = r.model->module();
     for (auto& p : hf ? module.named_parameters() : module.named_state())
-      tensors.emplace_back(hf ? olm::io::to_hf_name(p.name, r.model->config().spec()) : p.name, *p.tensor);
+      tensors.emplace_back(hf ? olm::convert::to_hf_name(p.name, r.model->config().spec()) : p.name, *p.tensor);
     olm::io::save_safetensors(args["output"].as<std::string>(), tensors);
     std::printf("wrote %zu tensors to %s\n", tensors.size(), args["output"].as<std::string>().c_str());
     return 0;
@@ -522,7 +523,7 @@ int cmd_convert(int argc, char** argv) {
     olm::io::SafetensorsFile file(input);
     std::vector<std::pair<std::string, at::Tensor>> tensors;
     for (const auto& e : file.entries())
-      tensors.emplace_back(olm::io::from_hf_name(e.name, model->config().spec()), file.read(e));
+      tensors.emplace_back(olm::convert::from_hf_name(e.name, model->config().spec()), file.read(e));
     input = args["output"].as<std::string>() + ".import.safetensors";
     olm::io::save_safetensors(input, tensors);
   }

@@ -1,4 +1,4 @@
-#include "core/dist/fsdp.h"
+#include "core/distributed/fsdp.h"
 
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>

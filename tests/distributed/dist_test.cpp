@@ -1,4 +1,4 @@
-// core/dist: c10d process groups (Gloo over loopback) and DDP. The reference for every number
+// core/distributed: c10d process groups (Gloo over loopback) and DDP. The reference for every number
 // is the single-process run of the same global batch; the ranks are child processes of this
 // binary (`olm_dist_tests --worker ...`), on a port the OS picked, killed at a deadline.
 #include <arpa/inet.h>
@@ -19,11 +19,11 @@
 
 #include "core/data/token_data.h"
 #include "core/device.h"
-#include "core/dist/ddp.h"
-#include "core/dist/fsdp.h"
-#include "core/dist/process_group.h"
+#include "core/distributed/ddp.h"
+#include "core/distributed/fsdp.h"
+#include "core/distributed/process_group.h"
 #include "core/error.h"
-#include "core/train/fit.h"
+#include "core/train/evaluate.h"
 #include "core/train/trainer.h"
 #include "dist_harness.h"
 #include "test_util.h"

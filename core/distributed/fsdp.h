@@ -38,7 +38,7 @@
 #include <string>
 #include <vector>
 
-#include "core/dist/process_group.h"
+#include "core/distributed/process_group.h"
 #include "core/nn/module.h"
 
 namespace olm::dist {

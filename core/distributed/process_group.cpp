@@ -1,4 +1,4 @@
-#include "core/dist/process_group.h"
+#include "core/distributed/process_group.h"
 
 // libtorch_cpu.so carries c10d's Gloo backend; its header needs gloo's own headers
 // (Debian's libgloo-dev: only pointer types of gloo cross into what we use).
@@ -28,7 +28,7 @@
 
 namespace olm::dist {
 #ifdef OLM_WITH_NCCL
-// core/dist/nccl.cpp, which alone includes the CUDA-dependent header.
+// core/distributed/nccl.cpp, which alone includes the CUDA-dependent header.
 c10::intrusive_ptr<c10d::Backend> make_nccl_backend(const c10::intrusive_ptr<c10d::Store>& store, int rank,
                                                     int world_size, std::chrono::milliseconds timeout);
 #endif

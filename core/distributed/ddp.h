@@ -15,7 +15,7 @@
 #include <memory>
 #include <vector>
 
-#include "core/dist/process_group.h"
+#include "core/distributed/process_group.h"
 
 namespace olm::dist {
 

@@ -1,14 +1,16 @@
-#include "core/train/fit.h"
+#include "core/run/fit.h"
 
 #include <cmath>
 #include <fstream>
 #include <sstream>
 
-#include "core/dist/process_group.h"
+#include "core/checkpoint/checkpoint.h"
+#include "core/distributed/process_group.h"
 #include "core/error.h"
 #include "core/io/atomic_file.h"
+#include "core/train/evaluate.h"
 
-namespace olm::train {
+namespace olm::run {
 namespace {
 
 std::string json_number(double v) {
@@ -19,7 +21,7 @@ std::string json_number(double v) {
   return os.str();
 }
 
-std::string metrics_json(const StepMetrics& m) {
+std::string metrics_json(const train::StepMetrics& m) {
   std::ostringstream os;
   os << "{\"step\":" << m.step << ",\"loss\":" << json_number(m.loss) << ",\"ce_loss\":" << json_number(m.ce_loss)
      << ",\"z_loss\":" << json_number(m.z_loss) << ",\"grad_norm\":" << json_number(m.grad_norm)
@@ -39,61 +41,10 @@ std::string metrics_json(const StepMetrics& m) {
 
 }  // namespace
 
-bool eval_documents(const TrainSpec& spec) { return spec.eval_data && spec.eval_data->generate_doc_lengths; }
-
-EvalMetrics evaluate_dataset(Trainer& trainer, const data::TokenDataset& dataset, int64_t batch_instances,
-                             int64_t max_batches, bool documents, const std::string& argument) {
-  const int64_t n = dataset.num_instances();
-  require(batch_instances > 0, ErrorCode::kInvalidArgument, "batch_instances must be positive");
-  // The ids must index the model's embeddings (as Trainer::train_batch checks a step's). Every
-  // rank checks every instance any rank will evaluate, so a bad id fails all ranks alike
-  // instead of leaving the others waiting in the evaluation's all-reduce. Labels are the ids
-  // shifted (or -100), so checking the ids covers them.
-  {
-    const int64_t vocab = trainer.model().config().spec().vocab_size;
-    const int64_t end = max_batches > 0 ? std::min(n, max_batches * batch_instances) : n;
-    for (int64_t first = 0; first < end; first += batch_instances) {
-      std::vector<int64_t> indices;
-      for (int64_t i = first; i < std::min(end, first + batch_instances); ++i) indices.push_back(i);
-      const at::Tensor ids = data::make_batch(dataset, indices).input_ids;
-      const at::Tensor bad = ids.lt(0).logical_or(ids.ge(vocab));
-      if (bad.any().item<bool>()) {
-        const auto flat = bad.flatten().nonzero().select(1, 0);
-        const int64_t pos = flat[0].item<int64_t>();
-        const int64_t instance = first + pos / ids.size(1);
-        fail(ErrorCode::kInvalidArgument,
-             argument + ": instance " + std::to_string(instance) + " holds token id " +
-                 std::to_string(ids.flatten()[pos].item<int64_t>()) + ", outside the model's vocabulary [0, " +
-                 std::to_string(vocab) + ")");
-      }
-    }
-  }
-  // With a process group, rank r evaluates batches r, r + world, ... and evaluate() sums the
-  // ranks' totals.
-  const int64_t rank = trainer.rank(), world = trainer.world_size();
-  int64_t next = 0, batches = 0;
-  return trainer.evaluate([&](at::Tensor& ids, at::Tensor& labels, at::Tensor& cu_doc_lens) {
-    for (;;) {
-      if (next >= n || (max_batches > 0 && batches >= max_batches)) return false;
-      if (batches % world == rank) break;
-      next += batch_instances;
-      ++batches;
-    }
-    std::vector<int64_t> indices;
-    for (int64_t i = next; i < std::min(n, next + batch_instances); ++i) indices.push_back(i);
-    next += batch_instances;
-    ++batches;
-    auto batch = data::make_batch(dataset, indices);
-    ids = batch.input_ids;
-    labels = batch.labels;
-    if (documents && batch.cu_doc_lens) cu_doc_lens = *batch.cu_doc_lens;
-    return true;
-  });
-}
-
-FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const data::TokenDataset> eval,
-              const FitCallbacks& callbacks, std::optional<bool> documents) {
-  const TrainSpec& spec = trainer.config().spec();
+FitResult fit_loop(train::Trainer& trainer, data::DataLoader& loader,
+                   std::shared_ptr<const data::TokenDataset> eval, const FitCallbacks& callbacks,
+                   std::optional<bool> documents) {
+  const train::TrainSpec& spec = trainer.config().spec();
   std::unique_ptr<std::ofstream> metrics;
   // With a process group, rank 0 alone writes metrics; checkpoints are sharded, each rank
   // writing its slice and rank 0 the metadata.
@@ -139,8 +90,8 @@ FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const 
   };
   auto run_eval = [&]() {
     if (!eval) return;
-    result.last_eval = evaluate_dataset(trainer, *eval, spec.global_batch_instances(), spec.eval_batches,
-                                        documents.value_or(eval_documents(spec)), "eval_data");
+    result.last_eval = train::evaluate_dataset(trainer, *eval, spec.global_batch_instances(), spec.eval_batches,
+                                        documents.value_or(train::eval_documents(spec)), "eval_data");
     if (metrics)
       *metrics << "{\"step\":" << trainer.step() << ",\"eval_loss\":" << json_number(result.last_eval->loss)
                << ",\"eval_perplexity\":" << json_number(result.last_eval->perplexity) << "}\n";
@@ -186,4 +137,4 @@ FitResult fit(Trainer& trainer, data::DataLoader& loader, std::shared_ptr<const 
   return result;
 }
 
-}  // namespace olm::train
+}  // namespace olm::run

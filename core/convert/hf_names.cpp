@@ -1,4 +1,4 @@
-#include "core/io/hf_names.h"
+#include "core/convert/hf_names.h"
 
 #include <regex>
 #include <utility>
@@ -6,7 +6,7 @@
 
 #include "core/error.h"
 
-namespace olm::io {
+namespace olm::convert {
 namespace {
 
 // (OLMo-core suffix after "blocks.<i>.", HF suffix after "model.layers.<i>.")
@@ -58,4 +58,4 @@ std::string from_hf_name(const std::string& hf_name, const ModelSpec& spec) {
   fail(ErrorCode::kMismatch, "tensor '" + hf_name + "' is not a Hugging Face Llama/OLMo-2 parameter");
 }
 
-}  // namespace olm::io
+}  // namespace olm::convert

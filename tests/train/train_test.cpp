@@ -8,7 +8,8 @@
 #include <sstream>
 
 #include "core/error.h"
-#include "core/train/fit.h"
+#include "core/run/fit.h"
+#include "core/train/evaluate.h"
 #include "test_util.h"
 #include "core/train/trainer.h"
 
@@ -288,18 +289,18 @@ TEST(Training, FitUsesDocumentLengthsWhenAsked) {
         "generate_doc_lengths": )") + (docs ? "true" : "false") + "}"));
     olm::data::DataLoader loader(ds, 4, 0);
     double loss = 0;
-    olm::train::FitCallbacks callbacks;
+    olm::run::FitCallbacks callbacks;
     callbacks.on_step = [&](const olm::train::StepMetrics& step) {
       loss = step.loss;
       return false;
     };
-    olm::train::fit(t, loader, nullptr, callbacks);
+    olm::run::fit_loop(t, loader, nullptr, callbacks);
     EXPECT_NEAR(loss, docs ? masked : unmasked, 1e-6 * loss) << "generate_doc_lengths " << docs;
     // An explicit choice overrides the config.
     auto m2 = std::make_shared<olm::Model>(config(), "cpu", olm::ModelOptions{});
     olm::train::Trainer t2(m2, train_config(R"(, "data": {"paths": ["unused"], "eos_token_id": 0})"));
     olm::data::DataLoader loader2(ds, 4, 0);
-    olm::train::fit(t2, loader2, nullptr, callbacks, docs);
+    olm::run::fit_loop(t2, loader2, nullptr, callbacks, docs);
     EXPECT_NEAR(loss, docs ? masked : unmasked, 1e-6 * loss) << "fit(documents=" << docs << ")";
   }
   // Evaluation masks documents on request: the mean of the masked losses.

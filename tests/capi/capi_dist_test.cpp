@@ -1,6 +1,6 @@
 // The distributed part of the C ABI as a C caller uses it: argument errors name the argument,
 // a group of one trains exactly like no group, a missing rank is named, shutdown is final.
-// (Several ranks through the C ABI: tests/dist_cli_test.sh's C program.)
+// (Several ranks through the C ABI: tests/distributed/dist_cli_test.sh's C program.)
 #include <arpa/inet.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>

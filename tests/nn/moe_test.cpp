@@ -21,6 +21,7 @@
 #include "core/nn/moe.h"
 #include "core/checkpoint/checkpoint.h"
 #include "core/train/trainer.h"
+#include "test_util.h"
 
 using ::testing::HasSubstr;
 
@@ -28,9 +29,7 @@ namespace {
 
 const at::TensorOptions kF32 = at::TensorOptions().dtype(at::kFloat);
 
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
+using olm::testing::max_diff;
 
 olm::MoESpec moe_spec(bool dropless, int64_t experts, int64_t hidden, int64_t top_k) {
   olm::MoESpec s;

@@ -2,7 +2,7 @@
 // rank 0 the metadata and the rename), loads at another world size, resumes that continue an
 // uninterrupted single-process run, validation of damaged checkpoints, and a rank killed
 // mid-save. The ranks are child processes of this binary (`--worker MODE FOLDER OUT`), on a
-// port the OS picked, killed at a deadline (as in dist_test.cpp).
+// port the OS picked, killed at a deadline (as in distributed/dist_test.cpp).
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -22,13 +22,13 @@
 #include <thread>
 
 #include "core/checkpoint/checkpoint.h"
-#include "core/dist/fsdp.h"
+#include "core/distributed/fsdp.h"
 #include "core/data/token_data.h"
-#include "core/dist/process_group.h"
+#include "core/distributed/process_group.h"
 #include "core/error.h"
 #include "core/io/safetensors.h"
 #include "core/train/trainer.h"
-#include "dist_harness.h"
+#include "distributed/dist_harness.h"
 #include "test_util.h"
 
 namespace {

@@ -30,9 +30,7 @@ at::Tensor randn(at::IntArrayRef shape, uint64_t seed) {
   return at::randn(shape, g, at::kFloat);
 }
 
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
+using olm::testing::max_diff;
 
 olm::LayerNormSpec norm_spec(const std::string& name, bool bias, double eps = 1e-5) {
   olm::LayerNormSpec s;

@@ -1,4 +1,4 @@
-#include "core/dist/ddp.h"
+#include "core/distributed/ddp.h"
 
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/utils/lambda_post_hook.h>

@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "../capi_test_util.h"
+#include "capi_test_util.h"
 
 using ::testing::HasSubstr;
 

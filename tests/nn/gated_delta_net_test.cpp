@@ -31,9 +31,7 @@ at::Tensor randn(at::IntArrayRef shape, uint64_t seed, at::ScalarType dtype = at
   return at::randn(shape, g, at::kDouble).to(dtype);
 }
 
-double max_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
+using olm::testing::max_diff;
 
 olm::GatedDeltaNetSpec spec(int64_t n_heads, int64_t n_v_heads, int64_t head_dim, double expand_v, bool neg,
                             int64_t conv_size, bool conv_bias) {
