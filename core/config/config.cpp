@@ -72,6 +72,21 @@ void require_probability(double value, const std::string& field) {
   require(std::isfinite(value) && value >= 0 && value < 1, ErrorCode::kInvalidConfig, os.str());
 }
 
+const flatbuffers::StructDef& schema_table(const char* root_type);
+
+// The first field set in `in` (in schema order) that `mixer` does not accept, or nullptr.
+// "Set" is what a packed buffer holds: an optional scalar with a value, a non-empty string, a
+// present table, a non-empty vector, or a scalar with a default that differs from it.
+const AttentionConfigField* first_field_refused(const fb::AttentionConfigT& in, SequenceMixer mixer) {
+  flatbuffers::FlatBufferBuilder builder;
+  builder.Finish(fb::AttentionConfig::Pack(builder, &in));
+  const auto* table = flatbuffers::GetRoot<flatbuffers::Table>(builder.GetBufferPointer());
+  for (const auto& f : attention_config_fields())
+    if (f.accepted_by != SequenceMixer::kAny && f.accepted_by != mixer && table->CheckField(f.vtable_offset))
+      return &f;
+  return nullptr;
+}
+
 LayerNormSpec resolve_layer_norm(const fb::LayerNormConfigT& in, const std::string& field) {
   LayerNormSpec out;
   out.name = or_default(in.name, "default");
@@ -105,13 +120,10 @@ AttentionSpec resolve_attention(const fb::AttentionConfigT& in, int64_t d_model,
   AttentionSpec out;
   const std::string name = or_default(in.name, "default");
   require_one_of(name, {"default", "normalized", "gated_delta_net"}, field + ".name");
-  const std::pair<bool, const char*> gdn_only[] = {
-      {in.n_v_heads.has_value(), "n_v_heads"}, {in.expand_v.has_value(), "expand_v"},
-      {in.allow_neg_eigval.has_value(), "allow_neg_eigval"}, {in.conv_size.has_value(), "conv_size"},
-      {in.conv_bias.has_value(), "conv_bias"}, {in.norm_eps.has_value(), "norm_eps"}};
-  for (const auto& [set, f] : gdn_only)
-    require(!set, ErrorCode::kInvalidConfig,
-            field + "." + f + ": only allowed with " + field + ".name \"gated_delta_net\" (got '" + name + "')");
+  // GatedDeltaNet fields (schema/olm.fbs: sequence_mixer "gated_delta_net").
+  if (const auto* f = first_field_refused(in, SequenceMixer::kAttention))
+    fail(ErrorCode::kInvalidConfig,
+         field + "." + f->name + ": only allowed with " + field + ".name \"gated_delta_net\" (got '" + name + "')");
   out.normalized = name == "normalized";
   if (out.normalized) {
     // OLMo-core's NormalizedAttention takes none of these.
@@ -267,16 +279,10 @@ MoESpec resolve_moe(const fb::MoEConfigT& in, int64_t d_model, int64_t n_layers,
 // what we check here; attention-only fields are refused by name.
 GatedDeltaNetSpec resolve_gated_delta_net(const fb::AttentionConfigT& in, int64_t d_model,
                                           const std::string& field) {
-  const std::pair<bool, const char*> attention_only[] = {
-      {in.n_kv_heads.has_value(), "n_kv_heads"}, {in.bias.has_value(), "bias"},
-      {in.rope != nullptr, "rope"}, {in.clip_qkv.has_value(), "clip_qkv"},
-      {in.qk_norm != nullptr, "qk_norm"}, {in.use_head_qk_norm.has_value(), "use_head_qk_norm"},
-      {in.dropout.has_value(), "dropout"}, {!in.backend.empty(), "backend"}, {in.gate != nullptr, "gate"},
-      {in.sliding_window != nullptr, "sliding_window"}, {in.softcap.has_value(), "softcap"},
-      {in.alibi.has_value(), "alibi"}};
-  for (const auto& [set, f] : attention_only)
-    require(!set, ErrorCode::kInvalidConfig,
-            field + "." + f + ": not supported by " + field + ".name \"gated_delta_net\" (a GatedDeltaNet)");
+  // Attention fields (schema/olm.fbs: sequence_mixer "attention").
+  if (const auto* f = first_field_refused(in, SequenceMixer::kGatedDeltaNet))
+    fail(ErrorCode::kInvalidConfig,
+         field + "." + f->name + ": not supported by " + field + ".name \"gated_delta_net\" (a GatedDeltaNet)");
   GatedDeltaNetSpec g;
   g.n_heads = in.n_heads;
   require_positive(g.n_heads, field + ".n_heads");
@@ -863,6 +869,30 @@ const flatbuffers::StructDef& schema_table(const char* root_type) {
 }
 
 }  // namespace
+
+const std::vector<AttentionConfigField>& attention_config_fields() {
+  static const std::vector<AttentionConfigField> fields = [] {
+    std::vector<AttentionConfigField> out;
+    for (const auto* f : schema_table("AttentionConfig").fields.vec) {
+      const std::string where = "schema/olm.fbs: AttentionConfig." + f->name;
+      const auto* attribute = f->attributes.Lookup("sequence_mixer");
+      require(attribute != nullptr, ErrorCode::kInternal,
+              where + " has no (sequence_mixer: \"attention\" | \"gated_delta_net\" | \"any\") attribute");
+      const std::string& value = attribute->constant;
+      AttentionConfigField field;
+      field.name = f->name;
+      field.accepted_by = value == "attention"         ? SequenceMixer::kAttention
+                          : value == "gated_delta_net" ? SequenceMixer::kGatedDeltaNet
+                                                       : SequenceMixer::kAny;
+      require(value == "attention" || value == "gated_delta_net" || value == "any", ErrorCode::kInternal,
+              where + ": unknown sequence_mixer '" + value + "' (known: attention, gated_delta_net, any)");
+      field.vtable_offset = f->value.offset;
+      out.push_back(std::move(field));
+    }
+    return out;
+  }();
+  return fields;
+}
 
 std::vector<uint8_t> json_to_flatbuffer(std::string_view text, const char* root_type,
                                         const std::string& what) {

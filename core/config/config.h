@@ -236,4 +236,21 @@ std::string read_text_file(const std::string& path);
 // Resolves and validates; exposed for tests.
 ModelSpec resolve(const fb::TransformerConfigT& native);
 
+// The sequence mixers a block's "attention" slot (an AttentionConfig) can hold: attention
+// (names "default" and "normalized") or a GatedDeltaNet (name "gated_delta_net").
+enum class SequenceMixer { kAttention, kGatedDeltaNet, kAny };
+
+// One AttentionConfig field and the mixers that accept it: its (sequence_mixer: "attention" |
+// "gated_delta_net" | "any") attribute in schema/olm.fbs. Resolving refuses, naming it, a field
+// set for a mixer that does not accept it; there is no hand-kept list to forget a field in.
+struct AttentionConfigField {
+  std::string name;
+  SequenceMixer accepted_by = SequenceMixer::kAny;
+  uint16_t vtable_offset = 0;  // flatbuffers::voffset_t: where a packed table says it is set
+};
+// Every AttentionConfig field in schema order, read once from the embedded schema;
+// Error(kInternal) naming the field if one has no valid sequence_mixer attribute. Exposed for
+// tests.
+const std::vector<AttentionConfigField>& attention_config_fields();
+
 }  // namespace olm
