@@ -1,6 +1,7 @@
 // Model configuration: the FlatBuffers object (schema/olm.fbs) as the user wrote it, plus the
 // resolved specification the model is built from (every default filled in, every field
-// validated). Only this file and config.cpp know how optional fields default.
+// validated). Only this file and the resolution steps (core/config/internal.h lists their
+// files) know how optional fields default.
 #pragma once
 #include <c10/core/ScalarType.h>
 
