@@ -124,8 +124,6 @@ olm_error* olm_model_loss(olm_model* model, const olm_tensor* input_ids, const o
   olm::capi::require_result(out, "out");
   const auto opts = read_options(options, loss_defaults, "options");
   check_sequence_options(input_ids->tensor, opts.logits_to_keep, opts.cu_doc_lens, opts.max_doc_len);
-  require(opts.loss_div_factor != 0.0 && std::isfinite(opts.loss_div_factor), ErrorCode::kInvalidArgument,
-          "options.loss_div_factor: must be a non-zero finite number");
   olm::nn::LossOptions loss_options;
   loss_options.ignore_index = opts.ignore_index;
   switch (opts.loss_reduction) {

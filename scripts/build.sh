@@ -6,6 +6,9 @@ OLM_HOME="${OLM_HOME:-$HOME/.cache/olm}"
 python="$OLM_HOME/venv/bin/python"
 export PATH="/usr/local/cuda/bin:$PATH"
 export CCACHE_DIR="${CCACHE_DIR:-$OLM_HOME/ccache}"
+# Paths inside the checkout are hashed relative to it, so a fresh clone elsewhere (CI) reuses
+# the cache of this one.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$root}"
 jobs="${OLM_BUILD_JOBS:-$(nproc)}"
 if [ ! -f "$root/build/build.ninja" ]; then
   echo "[build] configuring build/"

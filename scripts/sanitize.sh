@@ -14,6 +14,12 @@ source "$root/scripts/sanitize/env.sh"
 OLM_HOME="${OLM_HOME:-$HOME/.cache/olm}"
 python="$OLM_HOME/venv/bin/python"
 export CCACHE_DIR="${CCACHE_DIR:-$OLM_HOME/ccache}"
+# Paths inside the checkout are hashed relative to it, so a fresh clone elsewhere (CI) reuses
+# the cache of this one.
+export CCACHE_BASEDIR="${CCACHE_BASEDIR:-$root}"
+# RelWithDebInfo: -g would put the checkout's path into the hash; the debug info keeps paths
+# relative to the checkout instead.
+export CCACHE_NOHASHDIR="${CCACHE_NOHASHDIR:-1}"
 jobs="${OLM_BUILD_JOBS:-$(nproc)}"
 build="$root/build-sanitize"
 cc="${OLM_SANITIZE_CC:-$(command -v clang-14 || command -v clang)}"

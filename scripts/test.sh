@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what is missing, builds, then runs the C++/C API/parity suite
-# (ctest), the Rust suite and the Go suite. Every suite runs even when an earlier one failed;
-# the command fails at the end if any did, after a one-line summary of each.
+# (ctest), the Rust suite, the Go suite, the fuzz targets and the sanitizer run. Every suite
+# runs even when an earlier one failed; the command fails at the end if any did, after a
+# one-line summary of each.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/setup.sh"
@@ -27,6 +28,10 @@ run() {
 run ctest ctest --test-dir "$root/build" --output-on-failure -j "${OLM_TEST_JOBS:-2}"
 run rust "$root/bindings/rust/test.sh"
 run go "$root/bindings/go/test.sh"
+# Every libFuzzer target for OLM_FUZZ_SECONDS (default 20) after replaying the committed
+# findings, then the C API tests and the C example under ASan + UBSan (build-sanitize/).
+run fuzz "$root/scripts/fuzz.sh" "${OLM_FUZZ_SECONDS:-20}"
+run sanitize "$root/scripts/sanitize.sh"
 
 echo "[test] summary"
 for line in "${summary[@]}"; do echo "[test]   $line"; done

@@ -1109,7 +1109,7 @@ TEST_F(Tiny, Issue12ForwardAndLossOptionsAreNamed) {
   EXPECT_EQ(out, sentinel<olm_tensor>());
   olm_loss_options lo;
   olm_loss_options_init(&lo);
-  lo.loss_div_factor = 0;
+  lo.loss_div_factor = INFINITY;  // 0 is "unset"; a divisor must be finite
   olm_loss_result r{};
   r.struct_size = sizeof r;
   expect(olm_model_loss(model, x, x, &lo, &r), OLM_ERR_INVALID_ARGUMENT, "options.loss_div_factor");

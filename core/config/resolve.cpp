@@ -42,7 +42,10 @@ ModelSpec resolve(const fb::TransformerConfigT& in) {
     for (size_t k = 0; k < in.block_overrides.size(); ++k)
       all.emplace_back(in.block_overrides[k]->block.get(), "block_overrides[" + std::to_string(k) + "].block");
     for (const auto& nb : in.named_blocks) all.emplace_back(nb->block.get(), "named_blocks[" + nb->name + "]");
-    for (const auto& [config, field] : all) {
+    for (const auto& entry : all) {
+      // Not a structured binding: C++17 lambdas cannot capture one (clang refuses).
+      const auto* config = entry.first;
+      const std::string& field = entry.second;
       const bool used = std::any_of(per_layer.begin(), per_layer.end(), [&](const auto& p) { return p.first == config; });
       if (used) continue;
       resolve_block(*config, spec.d_model, spec.n_layers, field);

@@ -84,8 +84,12 @@ cat > "$work/version.c" <<'C'
 int main(void) { printf("%s %d.%d.%d\n", olm_version(), OLM_VERSION_MAJOR, OLM_VERSION_MINOR, OLM_VERSION_PATCH); return 0; }
 C
 cc "$work/version.c" $(pkg-config --cflags --libs olm) -o "$work/version"
+say "the README's C quickstart, verbatim (pkg-config)"
+awk '/^## Quickstart: C/{r=1} r&&/^```c$/{p=1;next} p&&/^```/{exit} p' "$root/README.md" > "$work/quickstart.c"
+[ -s "$work/quickstart.c" ] || fail "no C quickstart in README.md"
+cc "$work/quickstart.c" $(pkg-config --cflags --libs olm) -o "$work/quickstart_c"
 
-runs=("$work/example_pc $config" "$work/example_cmake/olm_example $config")
+runs=("$work/example_pc $config" "$work/example_cmake/olm_example $config" "$work/quickstart_c")
 cargo_run=()
 if command -v cargo > /dev/null || [ -x "$HOME/.cargo/bin/cargo" ]; then
   export PATH="$PATH:$HOME/.cargo/bin"
@@ -120,6 +124,15 @@ if command -v go > /dev/null; then
   # A fresh GOCACHE: the cgo package cached from another prefix would keep its -L.
   (cd "$root/examples/go" && GOCACHE="$work/gocache" GOPROXY=off GOFLAGS=-mod=readonly GOTOOLCHAIN=local CGO_ENABLED=1 go build -o "$work/go-example" .)
   runs+=("$work/go-example")
+  say "the README's Go quickstart, verbatim, as a fresh module outside the repository"
+  mkdir -p "$work/quickstart_go"
+  awk '/^## Quickstart: Go/{r=1} r&&/^```go$/{p=1;next} p&&/^```/{exit} p' "$root/README.md" \
+    > "$work/quickstart_go/main.go"
+  [ -s "$work/quickstart_go/main.go" ] || fail "no Go quickstart in README.md"
+  printf 'module quickstart\n\ngo 1.19\n\nrequire olm.dev/olm v0.0.0\n\nreplace olm.dev/olm => %s/bindings/go\n' "$root" \
+    > "$work/quickstart_go/go.mod"
+  (cd "$work/quickstart_go" && GOCACHE="$work/gocache" GOPROXY=off GOFLAGS=-mod=mod GOTOOLCHAIN=local CGO_ENABLED=1 go build -o "$work/quickstart-go" .)
+  runs+=("$work/quickstart-go")
 else
   say "SKIPPED Go: no go"
 fi

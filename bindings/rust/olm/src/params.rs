@@ -27,6 +27,7 @@ struct DlManagedTensorRaw {
 /// An owned DLPack `DLManagedTensor*` sharing a tensor's memory without a copy: the currency
 /// of zero-copy exchange with PyTorch (`torch.from_dlpack`), NumPy, JAX and others. Dropping it
 /// calls its deleter; [`DlPack::into_raw`] hands it to a consumer that will.
+#[derive(Debug)]
 pub struct DlPack {
     ptr: NonNull<DlManagedTensorRaw>,
 }

@@ -152,21 +152,14 @@ fn missing_rank_is_named() {
     }
 }
 
-/// Issue #12: device strings and rank ranges are checked before any rendezvous, naming the field.
+/// Issue #12: rank ranges are checked before any rendezvous, naming the field.
 #[test]
 fn bad_options_are_named() {
     if std::env::var("OLM_RUST_DIST_OUT").is_ok() {
         return;
     }
-    for device in ["gpu", "cuda:x", "", "cuda:-1"] {
-        match Dist::new(&DistOptions::default().rank(0, 1).device(device)) {
-            Ok(_) => panic!("device {device:?} must be refused"),
-            Err(e) => {
-                assert_eq!(e.code, ErrorCode::InvalidArgument, "{}", e.message);
-                assert!(e.message.contains("options.device"), "{}", e.message);
-            }
-        }
-    }
+    // Device strings ("gpu", "cuda:x") cannot be written in Rust (`Device` is an enum); the C
+    // and Go suites check their refusal.
     match Dist::new(&DistOptions::default().rank(0, (1 << 20) + 1)) {
         Ok(_) => panic!("a world of 2^20 + 1 ranks must be refused"),
         Err(e) => {

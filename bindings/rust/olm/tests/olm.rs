@@ -574,7 +574,7 @@ fn zero_rng_position(meta: &std::path::Path) {
 fn failed_checkpoint_load_leaves_the_trainer_usable() {
     let tcfg = TrainConfig::from_json(&train_json("")).unwrap();
     let cfg = tcfg.model().unwrap();
-    let mut model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let mut model = Model::new(&cfg, Device::Cpu, &ModelOptions::default()).unwrap();
     let mut trainer = Trainer::new(&mut model, &tcfg).unwrap();
     let x = Tensor::from_i64(&ids(32, 64), &[4, 8]).unwrap();
     let (dir, good) = (temp_dir("ckpt-damaged"), temp_dir("ckpt-good"));
@@ -586,7 +586,7 @@ fn failed_checkpoint_load_leaves_the_trainer_usable() {
 
     expect_err(trainer.load_checkpoint(&dir), ErrorCode::Parse, "meta.olmk");
     let after = trainer.step(&x, None).unwrap();
-    let mut model2 = Model::new(&cfg, "cpu", &ModelOptions::default().init_weights(false)).unwrap();
+    let mut model2 = Model::new(&cfg, Device::Cpu, &ModelOptions::default().init_weights(false)).unwrap();
     let mut trainer2 = Trainer::new(&mut model2, &tcfg).unwrap();
     trainer2.load_checkpoint(&good).unwrap();
     let want = trainer2.step(&x, None).unwrap();

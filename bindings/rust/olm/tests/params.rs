@@ -1,5 +1,5 @@
 //! Parameters by name, DLPack exchange, the thread count and loss_div_factor's "unset".
-use olm::{Config, DlPack, ErrorCode, LossOptions, Model, ModelOptions, Tensor, TrainConfig, Trainer};
+use olm::{Config, Device, DlPack, ErrorCode, LossOptions, Model, ModelOptions, Tensor, TrainConfig, Trainer};
 
 const TINY: &str = r#"{"d_model": 32, "vocab_size": 64, "n_layers": 2,
  "block": {"name": "reordered_norm",
@@ -34,7 +34,7 @@ fn expect_err<T>(result: olm::Result<T>, code: ErrorCode, needle: &str) {
 #[test]
 fn parameters_by_name() {
     let cfg = Config::from_json(TINY).unwrap();
-    let mut model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let mut model = Model::new(&cfg, Device::Cpu, &ModelOptions::default()).unwrap();
     for info in model.parameters().unwrap() {
         let p = model.parameter(&info.name).unwrap();
         assert_eq!(p.dtype().unwrap(), info.dtype, "{}", info.name);
@@ -61,17 +61,20 @@ fn set_parameter_keeps_the_optimizer_state() {
     ))
     .unwrap();
     let cfg = tcfg.model().unwrap();
-    let mut a = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
-    let mut b = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let mut a = Model::new(&cfg, Device::Cpu, &ModelOptions::default()).unwrap();
+    let mut b = Model::new(&cfg, Device::Cpu, &ModelOptions::default()).unwrap();
     let mut ta = Trainer::new(&mut a, &tcfg).unwrap();
     let mut tb = Trainer::new(&mut b, &tcfg).unwrap();
     let x = Tensor::from_i64(&ids(16, 64), &[2, 8]).unwrap();
     ta.step(&x, None).unwrap();
     tb.step(&x, None).unwrap();
-    let same = b.parameter(WQ).unwrap();
-    b.set_parameter(WQ, &same).unwrap();
+    let same = tb.model().parameter(WQ).unwrap();
+    tb.model_mut().set_parameter(WQ, &same).unwrap();
     assert_eq!(ta.step(&x, None).unwrap().loss, tb.step(&x, None).unwrap().loss);
-    assert_eq!(a.parameter(WQ).unwrap().to_vec_f32().unwrap(), b.parameter(WQ).unwrap().to_vec_f32().unwrap());
+    assert_eq!(
+        ta.model().parameter(WQ).unwrap().to_vec_f32().unwrap(),
+        tb.model().parameter(WQ).unwrap().to_vec_f32().unwrap()
+    );
 }
 
 #[test]
@@ -114,7 +117,7 @@ fn num_threads_is_process_wide() {
 #[test]
 fn loss_div_factor_zero_is_unset_and_one_divides() {
     let cfg = Config::from_json(TINY_MOE).unwrap();
-    let model = Model::new(&cfg, "cpu", &ModelOptions::default()).unwrap();
+    let model = Model::new(&cfg, Device::Cpu, &ModelOptions::default()).unwrap();
     let x = Tensor::from_i64(&ids(16, 64), &[2, 8]).unwrap();
     let unset = model.loss(&x, &x, &LossOptions::default()).unwrap();
     let zero = model.loss(&x, &x, &LossOptions::default().loss_div_factor(0.0)).unwrap();
