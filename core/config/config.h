@@ -1,6 +1,7 @@
 // Model configuration: the FlatBuffers object (schema/olm.fbs) as the user wrote it, plus the
 // resolved specification the model is built from (every default filled in, every field
-// validated). Only this file and config.cpp know how optional fields default.
+// validated). Only this file and the resolution steps (core/config/internal.h lists their
+// files) know how optional fields default.
 #pragma once
 #include <c10/core/ScalarType.h>
 
@@ -235,5 +236,22 @@ std::string read_text_file(const std::string& path);
 
 // Resolves and validates; exposed for tests.
 ModelSpec resolve(const fb::TransformerConfigT& native);
+
+// The sequence mixers a block's "attention" slot (an AttentionConfig) can hold: attention
+// (names "default" and "normalized") or a GatedDeltaNet (name "gated_delta_net").
+enum class SequenceMixer { kAttention, kGatedDeltaNet, kAny };
+
+// One AttentionConfig field and the mixers that accept it: its (sequence_mixer: "attention" |
+// "gated_delta_net" | "any") attribute in schema/olm.fbs. Resolving refuses, naming it, a field
+// set for a mixer that does not accept it; there is no hand-kept list to forget a field in.
+struct AttentionConfigField {
+  std::string name;
+  SequenceMixer accepted_by = SequenceMixer::kAny;
+  uint16_t vtable_offset = 0;  // flatbuffers::voffset_t: where a packed table says it is set
+};
+// Every AttentionConfig field in schema order, read once from the embedded schema;
+// Error(kInternal) naming the field if one has no valid sequence_mixer attribute. Exposed for
+// tests.
+const std::vector<AttentionConfigField>& attention_config_fields();
 
 }  // namespace olm
