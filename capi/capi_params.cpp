@@ -6,6 +6,7 @@
 #include <atomic>
 
 #include "capi/capi.h"
+#include "core/io/nearest_name.h"
 
 using olm::ErrorCode;
 using olm::require;
@@ -29,21 +30,6 @@ std::string shape_string(at::IntArrayRef shape) {
   return out + "]";
 }
 
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t up = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = up;
-    }
-  }
-  return row[b.size()];
-}
-
 const char* kTiedName = "lm_head.w_out.weight";
 
 // The state-dict entry called `name` (parameters, then persistent buffers such as an MoE
@@ -58,15 +44,12 @@ at::Tensor& find_state(olm::Model& model, const char* name) {
     for (auto& entry : state)
       if (entry.name == "embeddings.weight") return *entry.tensor;
   }
-  std::string nearest;
-  size_t best = std::string::npos;
-  for (const auto& entry : state) {
-    const size_t d = edit_distance(wanted, entry.name);
-    if (d < best) best = d, nearest = entry.name;
-  }
+  std::vector<std::string> names;
+  for (const auto& entry : state) names.push_back(entry.name);
+  const auto nearest = olm::io::nearest_name(wanted, names);
   olm::fail(ErrorCode::kInvalidArgument,
             "name: the model has no parameter \"" + wanted + "\"" +
-                (nearest.empty() ? std::string() : "; did you mean \"" + nearest + "\"?") +
+                (nearest.name ? "; did you mean \"" + *nearest.name + "\"?" : std::string()) +
                 " (olm_model_parameter_info lists the " + std::to_string(state.size()) + " names)");
 }
 

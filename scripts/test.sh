@@ -6,7 +6,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$root/scripts/setup.sh"
-"$root/scripts/build.sh"
+# The CPU-only library and CLI too (build/cpu-only), so the packaging tests check a build that
+# links no CUDA library and package it (OLM_BUILD_CPU_ONLY=0 skips them).
+OLM_BUILD_CPU_ONLY="${OLM_BUILD_CPU_ONLY:-1}" "$root/scripts/build.sh"
 [ -d "$HOME/.cargo/bin" ] && export PATH="$HOME/.cargo/bin:$PATH"
 
 summary=()

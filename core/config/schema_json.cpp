@@ -20,6 +20,7 @@
 
 #include "core/error.h"
 #include "core/io/json.h"
+#include "core/io/nearest_name.h"
 #include "olm_schema_text.h"
 
 namespace olm {
@@ -101,31 +102,11 @@ std::string root_description(const std::string& root_type) {
   return root_type;
 }
 
-size_t edit_distance(const std::string& a, const std::string& b) {
-  std::vector<size_t> row(b.size() + 1);
-  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
-  for (size_t i = 1; i <= a.size(); ++i) {
-    size_t diagonal = row[0];
-    row[0] = i;
-    for (size_t j = 1; j <= b.size(); ++j) {
-      const size_t above = row[j];
-      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diagonal + (a[i - 1] == b[j - 1] ? 0 : 1)});
-      diagonal = above;
-    }
-  }
-  return row[b.size()];
-}
-
 // "did you mean 'x'?" for a near miss (Levenshtein distance at most 2, or a third of the
 // name), else the list of known names.
 std::string suggestion(const std::string& name, const std::vector<std::string>& known) {
-  const std::string* best = nullptr;
-  size_t best_distance = std::numeric_limits<size_t>::max();
-  for (const auto& k : known) {
-    const size_t d = edit_distance(name, k);
-    if (d < best_distance) best_distance = d, best = &k;
-  }
-  if (best && best_distance <= std::max<size_t>(2, name.size() / 3)) return "did you mean '" + *best + "'?";
+  const auto best = io::nearest_name(name, known);
+  if (best.name && best.distance <= std::max<size_t>(2, name.size() / 3)) return "did you mean '" + *best.name + "'?";
   return "known fields: " + join(known);
 }
 
