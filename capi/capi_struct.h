@@ -11,6 +11,7 @@
 #include <cstddef>
 #include <cstring>
 
+#include "core/train/step_metrics.h"
 #include "olm.h"
 
 namespace olm::capi {
@@ -52,10 +53,8 @@ OLM_STRUCT_FIELDS(olm_parameter_info, F(name), F(dtype), F(ndim), F(shape), F(tr
 OLM_STRUCT_FIELDS(olm_generate_options, F(max_new_tokens), F(temperature), F(top_k), F(top_p), F(seed),
                   F(stop_tokens), F(num_stop_tokens), F(on_token), F(user_data), F(use_kv_cache))
 #undef F
-#define F(f) OLM_FIELD(olm_step_metrics, f)
-OLM_STRUCT_FIELDS(olm_step_metrics, F(step), F(loss), F(ce_loss), F(z_loss), F(grad_norm), F(lr), F(tokens),
-                  F(tokens_seen), F(tokens_per_second), F(step_seconds), F(skipped), F(skipped_steps), F(lb_loss),
-                  F(router_z_loss), F(comm_bytes), F(comm_wait_seconds))
+#define F(type, f) OLM_FIELD(olm_step_metrics, f),
+OLM_STRUCT_FIELDS(olm_step_metrics, OLM_STEP_METRICS(F) OLM_STEP_METRICS_COMM(F))
 #undef F
 #define F(f) OLM_FIELD(olm_dataset_options, f)
 OLM_STRUCT_FIELDS(olm_dataset_options, F(sequence_length), F(vocab_size), F(eos_token_id), F(masked_token_ids),

@@ -15,22 +15,10 @@ using olm::capi::require_arg;
 olm_step_metrics olm::capi::step_metrics_to_c(const olm::train::StepMetrics& m) {
   olm_step_metrics c{};
   c.struct_size = sizeof(olm_step_metrics);
-  c.step = m.step;
-  c.loss = m.loss;
-  c.ce_loss = m.ce_loss;
-  c.z_loss = m.z_loss;
-  c.grad_norm = m.grad_norm;
-  c.lr = m.lr;
-  c.tokens = m.tokens;
-  c.tokens_seen = m.tokens_seen;
-  c.tokens_per_second = m.tokens_per_second;
-  c.step_seconds = m.step_seconds;
-  c.skipped = m.skipped ? 1 : 0;
-  c.skipped_steps = m.skipped_steps;
-  c.lb_loss = m.lb_loss;
-  c.router_z_loss = m.router_z_loss;
-  c.comm_bytes = m.comm_bytes;
-  c.comm_wait_seconds = m.comm_wait_seconds;
+#define COPY(type, name) c.name = static_cast<decltype(c.name)>(m.name);
+  OLM_STEP_METRICS(COPY)
+  OLM_STEP_METRICS_COMM(COPY)
+#undef COPY
   return c;
 }
 

@@ -21,22 +21,22 @@ std::string json_number(double v) {
   return os.str();
 }
 
+std::string json_value(double v) { return json_number(v); }
+std::string json_value(int64_t v) { return std::to_string(v); }
+std::string json_value(bool v) { return v ? "true" : "false"; }
+
 std::string metrics_json(const train::StepMetrics& m) {
-  std::ostringstream os;
-  os << "{\"step\":" << m.step << ",\"loss\":" << json_number(m.loss) << ",\"ce_loss\":" << json_number(m.ce_loss)
-     << ",\"z_loss\":" << json_number(m.z_loss) << ",\"grad_norm\":" << json_number(m.grad_norm)
-     << ",\"lr\":" << json_number(m.lr) << ",\"tokens\":" << m.tokens << ",\"tokens_seen\":" << m.tokens_seen
-     << ",\"tokens_per_second\":" << json_number(m.tokens_per_second)
-     << ",\"step_seconds\":" << json_number(m.step_seconds) << ",\"skipped\":" << (m.skipped ? "true" : "false")
-     << ",\"skipped_steps\":" << m.skipped_steps << ",\"lb_loss\":" << json_number(m.lb_loss)
-     << ",\"router_z_loss\":" << json_number(m.router_z_loss);
-  if (m.comm_bytes > 0)
-    os << ",\"comm_bytes\":" << m.comm_bytes << ",\"comm_wait_seconds\":" << json_number(m.comm_wait_seconds);
-  if (m.param_shard_bytes > 0)
-    os << ",\"param_shard_bytes\":" << m.param_shard_bytes << ",\"param_unsharded_bytes\":" << m.param_unsharded_bytes
-       << ",\"optim_state_bytes\":" << m.optim_state_bytes << ",\"peak_gathered_bytes\":" << m.peak_gathered_bytes;
-  os << "}";
-  return os.str();
+  std::string out;
+#define FIELD(type, name) out += std::string(out.empty() ? "{" : ",") + "\"" #name "\":" + json_value(m.name);
+  OLM_STEP_METRICS(FIELD)
+  if (m.comm_bytes > 0) {
+    OLM_STEP_METRICS_COMM(FIELD)
+  }
+  if (m.param_shard_bytes > 0) {
+    OLM_STEP_METRICS_FSDP(FIELD)
+  }
+#undef FIELD
+  return out + "}";
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 
 #include "core/data/token_data.h"
 #include "core/model.h"
+#include "core/train/step_metrics.h"
 #include "core/train/optimizer.h"
 #include "core/train/train_config.h"
 
@@ -23,31 +24,11 @@ class FullyShardedDataParallel;
 namespace olm::train {
 
 struct StepMetrics {
-  int64_t step = 0;           // optimizer steps taken so far, this one included
-  double loss = 0;            // ce_loss + z_loss, mean over the batch's target tokens
-  double ce_loss = 0;
-  double z_loss = 0;          // 0 without z-loss
-  double grad_norm = 0;       // before clipping
-  double lr = 0;              // of the default parameter group
-  int64_t tokens = 0;         // tokens in this batch
-  int64_t tokens_seen = 0;    // all tokens trained on so far
-  double tokens_per_second = 0;
-  double step_seconds = 0;
-  bool skipped = false;       // NaN/Inf or the skip-step rule: parameters untouched
-  int64_t skipped_steps = 0;  // so far
-  // MoE models: the routers' weighted load-balancing and z-losses over the batch (summed over
-  // blocks, normalized like the loss); they join the gradient but not `loss`, as in OLMo-core.
-  double lb_loss = 0;
-  double router_z_loss = 0;
-  int64_t comm_bytes = 0;         // bytes this rank all-reduced in this step (0 without DDP)
-  double comm_wait_seconds = 0;   // time the step waited for gradient reduction after backward
-  // FSDP only (0 otherwise): bytes this rank holds persistently (its parameter shards, its
-  // optimizer state), the parameters' unsharded bytes for comparison, and the most bytes of
-  // gathered (full) units held at once during the step.
-  int64_t param_shard_bytes = 0;
-  int64_t param_unsharded_bytes = 0;
-  int64_t optim_state_bytes = 0;
-  int64_t peak_gathered_bytes = 0;
+#define OLM_STEP_METRIC_MEMBER(type, name) type name = 0;
+  OLM_STEP_METRICS(OLM_STEP_METRIC_MEMBER)
+  OLM_STEP_METRICS_COMM(OLM_STEP_METRIC_MEMBER)
+  OLM_STEP_METRICS_FSDP(OLM_STEP_METRIC_MEMBER)
+#undef OLM_STEP_METRIC_MEMBER
 };
 
 struct EvalMetrics {
