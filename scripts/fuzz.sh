@@ -5,6 +5,8 @@
 #   OLM_FUZZ_RUNS=1000000 scripts/fuzz.sh      a fixed number of executions instead of a time
 #                                             (with [seconds] too: whichever comes first)
 #   OLM_FUZZ_TARGETS="npy safetensors"        a subset
+#   OLM_FUZZ_SEED=1                           libFuzzer's -seed (default 0: a new one each run);
+#                                             the test command fixes it so a CI run replays
 #   OLM_FUZZ_JOBS=4                           targets run in parallel (default 1)
 #   OLM_FUZZ_BUILD=0                          use build-sanitize/ as it is
 #   OLM_FUZZ_TIMEOUT=25                       seconds one input may take (raise on a loaded machine)
@@ -37,7 +39,7 @@ run_one() {
   [ -d "$root/fuzz/corpus/$t" ] && seeds=("$root/fuzz/corpus/$t")
   # The checkpoint target writes seeds from its own fixture (current formats) into its work dir.
   OLM_FUZZ_WRITE_SEEDS="$build/fuzz-work/$t" \
-  "$build/fuzz/fuzz_$t" "${limit[@]}" -timeout="${OLM_FUZZ_TIMEOUT:-25}" -rss_limit_mb=4096 -print_final_stats=1 \
+  "$build/fuzz/fuzz_$t" "${limit[@]}" -seed="${OLM_FUZZ_SEED:-0}" -timeout="${OLM_FUZZ_TIMEOUT:-25}" -rss_limit_mb=4096 -print_final_stats=1 \
     -artifact_prefix="$build/fuzz-artifacts/$t-" "$build/fuzz-work/$t" "${seeds[@]}" >"$log" 2>&1 || rc=$?
   local execs; execs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || true)"
   local cov; cov="$(grep -Eo 'cov: [0-9]+' "$log" | tail -1 || true)"

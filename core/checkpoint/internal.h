@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -40,6 +41,9 @@ void publish(const std::string& folder, const std::string& tmp_dir, const std::s
 void prune(const std::string& folder, int64_t keep_last_n);
 
 // ---- meta.cpp ----
+// The element count of a shape; checked_numel is nullopt for a negative dimension or a count
+// past int64, numel_of throws kParse for them.
+std::optional<int64_t> checked_numel(const std::vector<int64_t>& shape);
 int64_t numel_of(const std::vector<int64_t>& shape);
 at::ScalarType dtype_named(const std::string& name, const std::string& what);
 uint32_t tensor_crc(const at::Tensor& t);

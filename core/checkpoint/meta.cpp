@@ -4,6 +4,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <optional>
 
 #include "core/checkpoint/internal.h"
 #include "core/error.h"
@@ -48,10 +49,17 @@ uint32_t tensor_crc(const at::Tensor& t) {
   return io::crc32(host.data_ptr(), static_cast<size_t>(host.numel()) * host.element_size());
 }
 
-int64_t numel_of(const std::vector<int64_t>& shape) {
+std::optional<int64_t> checked_numel(const std::vector<int64_t>& shape) {
   int64_t n = 1;
-  for (int64_t d : shape) n *= d;
+  for (int64_t d : shape)
+    if (d < 0 || __builtin_mul_overflow(n, d, &n)) return std::nullopt;
   return n;
+}
+
+int64_t numel_of(const std::vector<int64_t>& shape) {
+  const auto n = checked_numel(shape);
+  require(n.has_value(), ErrorCode::kParse, "a tensor shape has a negative dimension or more elements than int64 holds");
+  return *n;
 }
 
 at::ScalarType dtype_named(const std::string& name, const std::string& what) {
@@ -138,6 +146,9 @@ void check_fields(const std::string& dir, CheckedMeta& checked) {
           "is '" + io::valid_utf8(r.file) + "', not " + kModelFile + " or " + kOptimFile);
     for (int64_t d : r.shape)
       field(d >= 0, name + ".shape", "of '" + io::valid_utf8(r.name) + "' has the negative dimension " + std::to_string(d));
+    // Fuzz finding: a product of dimensions past int64 overflowed (undefined behaviour).
+    field(checked_numel(r.shape).has_value(), name + ".shape",
+          "of '" + io::valid_utf8(r.name) + "' has more elements than int64 holds");
     dtype_named(r.dtype, where + ": field '" + name + ".dtype' of '" + io::valid_utf8(r.name) + "'");
   }
 }

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "core/checkpoint/internal.h"
 #include "core/distributed/fsdp.h"
@@ -281,7 +282,8 @@ LoadedTensors read_sharded(const std::string& dir, const fb::CheckpointMetaT& me
   const std::string where = "checkpoint '" + dir + "'";
   std::map<std::pair<std::string, std::string>, std::vector<const fb::TensorShardT*>> shards;
   for (const auto& sh : meta.shards) {
-    require(sh->numel > 0 && sh->offset >= 0, ErrorCode::kParse,
+    require(sh->numel > 0 && sh->offset >= 0 && sh->numel <= std::numeric_limits<int64_t>::max() - sh->offset,
+            ErrorCode::kParse,
             where + ": shard of tensor '" + sh->tensor + "' in " + sh->file + " has offset " +
                 std::to_string(sh->offset) + " and length " + std::to_string(sh->numel));
     require(sh->file.find('/') == std::string::npos && sh->file.rfind("rank", 0) == 0, ErrorCode::kParse,
