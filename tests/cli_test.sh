@@ -92,6 +92,11 @@ expect_flag_error --eos x "$olm" tokenize --output t.bin --eos x a.txt
 sed 's/"sequence_length": 16/"sequence_length": 0/' train.json > bad_train.json
 expect_exit 1 "$olm" info --config bad_train.json
 grep -q "sequence_length must be positive" err.txt || { cat err.txt >&2; fail "info on an invalid train config"; }
+# --threads, for every command (olm_set_num_threads's door): in range it runs, out of range
+# it is a usage error naming the flag.
+expect_exit 0 "$olm" eval --checkpoint runs/tiny --batches 1 --threads 1
+expect_exit 2 "$olm" info --preset olmo2_1M --vocab 256 --threads 0
+grep -q -- "--threads" err.txt || { cat err.txt >&2; fail "--threads 0: the error names the flag"; }
 for cmd in train resume eval generate info convert bench tokenize; do
   expect_exit 0 "$olm" "$cmd" --help
 done
