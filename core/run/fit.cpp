@@ -13,7 +13,7 @@
 namespace olm::run {
 namespace {
 
-std::string json_number(double v) {
+std::string json_value(double v) {
   if (!std::isfinite(v)) return "null";
   std::ostringstream os;
   os.precision(9);
@@ -21,7 +21,6 @@ std::string json_number(double v) {
   return os.str();
 }
 
-std::string json_value(double v) { return json_number(v); }
 std::string json_value(int64_t v) { return std::to_string(v); }
 std::string json_value(bool v) { return v ? "true" : "false"; }
 
@@ -93,8 +92,8 @@ FitResult fit_loop(train::Trainer& trainer, data::DataLoader& loader,
     result.last_eval = train::evaluate_dataset(trainer, *eval, spec.global_batch_instances(), spec.eval_batches,
                                         documents.value_or(train::eval_documents(spec)), "eval_data");
     if (metrics)
-      *metrics << "{\"step\":" << trainer.step() << ",\"eval_loss\":" << json_number(result.last_eval->loss)
-               << ",\"eval_perplexity\":" << json_number(result.last_eval->perplexity) << "}\n";
+      *metrics << "{\"step\":" << trainer.step() << ",\"eval_loss\":" << json_value(result.last_eval->loss)
+               << ",\"eval_perplexity\":" << json_value(result.last_eval->perplexity) << "}\n";
     if (callbacks.on_eval) callbacks.on_eval(*result.last_eval, trainer.step());
   };
 
