@@ -12,7 +12,8 @@ say() { printf '[setup] %s\n' "$*"; }
 
 apt_packages=(cmake ninja-build g++ pkg-config ccache flatbuffers-compiler libflatbuffers-dev zlib1g-dev
               libcxxopts-dev libgtest-dev libgmock-dev libgloo-dev golang-go bindgen abigail-tools valgrind python3-venv
-              fortunes clang-14 libclang-rt-14-dev libfuzzer-14-dev)
+              fortunes clang-14 libclang-rt-14-dev libfuzzer-14-dev
+              libpcre2-dev libsentencepiece-dev sentencepiece)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -35,10 +36,13 @@ if ! command -v cargo >/dev/null 2>&1; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq cargo >/dev/null
 fi
 
-want="torch==$OLM_TORCH_VERSION ai2-olmo-core==$OLM_OLMO_CORE_VERSION safetensors==$OLM_SAFETENSORS_VERSION numpy"
-if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - "$OLM_TORCH_VERSION" "$OLM_OLMO_CORE_VERSION" <<'PY' 2>/dev/null
+want="torch==$OLM_TORCH_VERSION ai2-olmo-core==$OLM_OLMO_CORE_VERSION safetensors==$OLM_SAFETENSORS_VERSION numpy
+      transformers==$OLM_TRANSFORMERS_VERSION tokenizers==$OLM_TOKENIZERS_VERSION sentencepiece==$OLM_SENTENCEPIECE_VERSION"
+if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - "$OLM_TORCH_VERSION" "$OLM_OLMO_CORE_VERSION" \
+     "$OLM_TRANSFORMERS_VERSION" "$OLM_TOKENIZERS_VERSION" "$OLM_SENTENCEPIECE_VERSION" <<'PY' 2>/dev/null
 import sys, importlib.metadata as md
 ok = md.version("torch").split("+")[0] == sys.argv[1] and md.version("ai2-olmo-core") == sys.argv[2]
+ok = ok and [md.version(p) for p in ("transformers", "tokenizers", "sentencepiece")] == sys.argv[3:6]
 md.version("safetensors"); md.version("numpy")
 sys.exit(0 if ok else 1)
 PY

@@ -10,7 +10,7 @@ LAYERS='
 error pch
 device
 io
-config
+tokenizer config
 nn
 model
 convert generate
