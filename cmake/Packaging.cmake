@@ -126,7 +126,7 @@ set(CPACK_DEBIAN_COMPRESSION_TYPE gzip)
 # Component -> package names and relations (CPack upper-cases component names in variables).
 string(TOUPPER ${OLM_RUNTIME_COMPONENT} _olm_rt)
 set(CPACK_DEBIAN_${_olm_rt}_PACKAGE_NAME ${OLM_RUNTIME_COMPONENT})
-set(CPACK_DEBIAN_${_olm_rt}_PACKAGE_DEPENDS "libc6 (>= 2.34), libstdc++6 (>= 12), libgcc-s1, libflatbuffers2, zlib1g, libpcre2-8-0, libsentencepiece0")
+set(CPACK_DEBIAN_${_olm_rt}_PACKAGE_DEPENDS "libc6 (>= 2.34), libstdc++6 (>= 12), libgcc-s1, libflatbuffers2, zlib1g, libpcre2-8-0, libutf8proc2, libsentencepiece0")
 # dpkg names a control file after its basename: cmake/libolm0.symbols goes in as `symbols`.
 configure_file(cmake/${OLM_RUNTIME_COMPONENT}.symbols
   ${CMAKE_CURRENT_BINARY_DIR}/debian/${OLM_RUNTIME_COMPONENT}/symbols COPYONLY)

@@ -13,7 +13,7 @@ say() { printf '[setup] %s\n' "$*"; }
 apt_packages=(cmake ninja-build g++ pkg-config ccache flatbuffers-compiler libflatbuffers-dev zlib1g-dev
               libcxxopts-dev libgtest-dev libgmock-dev libgloo-dev golang-go bindgen abigail-tools valgrind python3-venv
               fortunes clang-14 libclang-rt-14-dev libfuzzer-14-dev
-              libpcre2-dev libsentencepiece-dev sentencepiece)
+              libpcre2-dev libsentencepiece-dev sentencepiece libutf8proc-dev)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
