@@ -53,14 +53,12 @@ std::vector<int64_t> generate(Model& model, const at::Tensor& prompt_in, const G
     require(t >= 0 && t < vocab, ErrorCode::kInvalidArgument,
             "stop_tokens: " + std::to_string(t) + " is outside the vocabulary");
 
-  // Validates the ids (dtype, range) with the model's own checks.
-  (void)model.forward(prompt.unsqueeze(0), 1);
+  // The model's own checks (dtype, range), without running the prompt through it twice.
+  auto ids = model.checked_tokens(prompt.unsqueeze(0), "prompt", std::nullopt);
 
   c10::InferenceMode guard;
   at::Generator generator = at::detail::createCPUGenerator(options.seed);
   auto& module = model.module();
-  const auto device = model.device();
-  auto ids = prompt.to(device, at::kLong).unsqueeze(0);
   std::vector<int64_t> out;
   if (options.max_new_tokens == 0) return out;
 

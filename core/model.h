@@ -47,11 +47,15 @@ class Model {
   // Throws kInvalidArgument naming `what` when the parameters hold no data (FSDP between steps).
   void require_materialized(const std::string& what) const;
 
+  // `ids` on this model's device as int64, after checking dtype (int32/int64), shape
+  // (batch, seq_len), both positive, and every value in [0, vocab) or equal to ignore_index;
+  // Error(kInvalidArgument) naming `argument` otherwise.
+  at::Tensor checked_tokens(const at::Tensor& ids, const char* argument,
+                            std::optional<int64_t> ignore_index) const;
+
  private:
   at::Tensor checked_doc_positions(const at::Tensor& ids, const at::Tensor& cu_doc_lens,
                                    int64_t max_doc_len) const;
-  at::Tensor checked_tokens(const at::Tensor& ids, const char* argument,
-                            std::optional<int64_t> ignore_index) const;
 
   Config config_;
   at::Device device_;

@@ -161,7 +161,7 @@ TEST(Generate, RejectsBadArguments) {
   bad = o;
   bad.stop_tokens = {50};
   expect_error(bad, prompt, "stop_tokens");
-  expect_error(o, at::tensor(std::vector<int64_t>{50}, at::kLong), "input_ids");
+  expect_error(o, at::tensor(std::vector<int64_t>{50}, at::kLong), "prompt: value 50 is outside the vocabulary");
   expect_error(o, at::empty({0}, at::kLong), "prompt");
   // A KV cache that could never fit is refused up front, not discovered by the OOM killer.
   olm::Model wide(olm::preset("olmo2_30M", 64), "cpu", {});
