@@ -3,11 +3,15 @@
 machine, in one invocation, on the same token batches with the same optimizer (AdamW, no
 weight decay on the embeddings, as OLMo-core's recipes).
 
-Each side runs in its own process so peak resident memory is its own. Reports tokens/s,
-step time, the olm/OLMo-core ratios, and checks that the first 10 losses agree (float32,
-1e-4 relative).
+The two sides are interleaved, A B A B ..., --pairs times per config, each run in its own
+process so peak resident memory is its own; the load average is read before and after each
+pair. A change of machine load between two runs would otherwise become the ratio: each pair
+gives one ratio, and the report is the median ratio with the spread (min..max) over pairs.
+Where the spread reaches past 1.0 the run makes no claim either way and says so.
 
-    python benchmarks/bench_vs_olmo_core.py --olm build/bin/olm [--device cuda] [--results benchmarks/RESULTS.md]
+Checks that the first 10 losses agree (float32, 1e-4 relative) in every pair.
+
+    python benchmarks/bench_vs_olmo_core.py --olm build/bin/olm [--pairs 3] [--device cuda] [--results benchmarks/RESULTS.md]
 """
 import argparse
 import json
@@ -57,6 +61,7 @@ def olmo_core_worker(args):
         optim.step()
         optim.zero_grad(set_to_none=True)
         loss = float(out.ce_loss)  # a host sync every step, as olm reports its metrics
+        del out  # OLMo-core's trainer does not keep the logits alive into the next step
         if device.type == "cuda":
             torch.cuda.synchronize()
         times.append(time.perf_counter() - t0)
@@ -86,11 +91,34 @@ def run_olmo_core(args, preset, vocab, seq, batch, batches_path):
     return json.loads(out.strip().splitlines()[-1])
 
 
+def load_average():
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+def verdict(ratios, what):
+    """A claim only where every pair agrees on the side of 1.0."""
+    lo, hi = min(ratios), max(ratios)
+    if lo > 1.0:
+        return f"olm {what} in every pair"
+    if hi < 1.0:
+        return f"OLMo-core {what} in every pair"
+    return "no claim: the spread over pairs includes 1.0"
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--olm", default="build/bin/olm")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=os.cpu_count())
+    p.add_argument("--pairs", type=int, default=3, help="interleaved olm/OLMo-core pairs per config")
+    p.add_argument("--configs", default="all", help="comma-separated indexes into CONFIGS, or 'all'")
     p.add_argument("--results", help="append a results section to this Markdown file")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--preset")
@@ -101,41 +129,64 @@ def main():
     args = p.parse_args()
     if args.worker:
         return olmo_core_worker(args)
+    if args.pairs < 1:
+        p.error("--pairs must be >= 1")
+    configs = CONFIGS if args.configs == "all" else [CONFIGS[int(i)] for i in args.configs.split(",")]
 
     import torch
     rows = []
     ok = True
     with tempfile.TemporaryDirectory() as tmp:
-        for label, preset, vocab, seq, batch, steps in CONFIGS:
+        for label, preset, vocab, seq, batch, steps in configs:
             rng = np.random.default_rng(0)
             ids = rng.integers(0, vocab, size=(WARMUP + steps, batch, seq), dtype=np.int64)
             batches_path = os.path.join(tmp, "batches.bin")
             ids.tofile(batches_path)
-            ours = run_olm(args, preset, vocab, seq, batch, steps, batches_path, os.path.join(tmp, "losses.txt"))
-            ref = run_olmo_core(args, preset, vocab, seq, batch, batches_path)
-            ours_tps = batch * seq / ours["step_seconds"]
-            ref_tps = batch * seq / ref["step_seconds"]
-            rel = max(abs(a - b) / abs(b) for a, b in zip(ours["losses"][:10], ref["losses"][:10]))
-            ok = ok and rel <= 1e-4
-            rows.append((label, ours_tps, ref_tps, ours["step_seconds"], ref["step_seconds"],
-                         ours["peak_rss_mib"], ref["peak_rss_mib"], rel))
-            print(f"{label}\n  olm       {ours_tps:10.1f} tok/s  {ours['step_seconds']*1e3:8.2f} ms/step  "
-                  f"peak RSS {ours['peak_rss_mib']:.0f} MiB\n  OLMo-core {ref_tps:10.1f} tok/s  "
-                  f"{ref['step_seconds']*1e3:8.2f} ms/step  peak RSS {ref['peak_rss_mib']:.0f} MiB\n"
-                  f"  ratio olm/OLMo-core: throughput {ours_tps/ref_tps:.2f}x, peak memory "
-                  f"{ours['peak_rss_mib']/ref['peak_rss_mib']:.2f}x; first 10 losses max rel diff {rel:.1e}",
-                  flush=True)
+            pairs = []
+            print(label, flush=True)
+            for i in range(args.pairs):
+                load_before = load_average()
+                ours = run_olm(args, preset, vocab, seq, batch, steps, batches_path, os.path.join(tmp, "losses.txt"))
+                ref = run_olmo_core(args, preset, vocab, seq, batch, batches_path)
+                load_after = load_average()
+                rel = max(abs(a - b) / abs(b) for a, b in zip(ours["losses"][:10], ref["losses"][:10]))
+                ok = ok and rel <= 1e-4
+                pair = {"olm_s": ours["step_seconds"], "ref_s": ref["step_seconds"],
+                        "olm_mib": ours["peak_rss_mib"], "ref_mib": ref["peak_rss_mib"],
+                        "load": (load_before, load_after), "rel": rel}
+                pairs.append(pair)
+                print(f"  pair {i + 1}: olm {ours['step_seconds'] * 1e3:8.1f} ms/step, OLMo-core "
+                      f"{ref['step_seconds'] * 1e3:8.1f} ms/step, throughput ratio "
+                      f"{ref['step_seconds'] / ours['step_seconds']:.2f}x, peak RSS "
+                      f"{ours['peak_rss_mib']:.0f} / {ref['peak_rss_mib']:.0f} MiB, load "
+                      f"{load_before:.2f} -> {load_after:.2f}, first-10-loss max rel diff {rel:.1e}", flush=True)
+            speed = [q["ref_s"] / q["olm_s"] for q in pairs]  # olm tokens/s over OLMo-core's
+            memory = [q["olm_mib"] / q["ref_mib"] for q in pairs]
+            loads = [x for q in pairs for x in q["load"]]
+            row = {"label": label, "tokens": batch * seq, "speed": speed, "memory": memory,
+                   "olm_s": median([q["olm_s"] for q in pairs]), "ref_s": median([q["ref_s"] for q in pairs]),
+                   "olm_mib": median([q["olm_mib"] for q in pairs]), "ref_mib": median([q["ref_mib"] for q in pairs]),
+                   "load": (min(loads), max(loads)), "rel": max(q["rel"] for q in pairs)}
+            rows.append(row)
+            print(f"  median throughput ratio {median(speed):.2f}x ({min(speed):.2f}..{max(speed):.2f} over "
+                  f"{len(pairs)} pairs): {verdict(speed, 'faster')}; median peak memory ratio "
+                  f"{median(memory):.2f}x ({min(memory):.2f}..{max(memory):.2f}); load "
+                  f"{row['load'][0]:.2f}..{row['load'][1]:.2f}", flush=True)
     if args.results:
         import olmo_core
         with open(args.results, "a") as f:
             f.write(f"\n## {time.strftime('%Y-%m-%d')}, {args.device}, {platform.processor() or platform.machine()}, "
-                    f"{os.cpu_count()} cores, torch {torch.__version__}, ai2-olmo-core "
-                    f"{getattr(olmo_core, '__version__', '3.0.0')}\n\n")
-            f.write("| config | olm tok/s | OLMo-core tok/s | throughput ratio | olm ms/step | OLMo-core ms/step "
-                    "| peak RSS ratio | first-10-loss max rel diff |\n|---|---|---|---|---|---|---|---|\n")
-            for label, a, b, sa, sb, ma, mb, rel in rows:
-                f.write(f"| {label} | {a:.0f} | {b:.0f} | {a/b:.2f}x | {sa*1e3:.1f} | {sb*1e3:.1f} | "
-                        f"{ma/mb:.2f}x ({ma:.0f} / {mb:.0f} MiB) | {rel:.1e} |\n")
+                    f"{os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}, ai2-olmo-core "
+                    f"{getattr(olmo_core, '__version__', '3.0.0')}, {args.pairs} interleaved pairs\n\n")
+            f.write("| config | throughput ratio olm/OLMo-core, median (min..max) | verdict | olm ms/step | "
+                    "OLMo-core ms/step | peak RSS ratio, median (min..max) | load average | first-10-loss max rel diff |\n"
+                    "|---|---|---|---|---|---|---|---|\n")
+            for r in rows:
+                sp, me = r["speed"], r["memory"]
+                f.write(f"| {r['label']} | {median(sp):.2f}x ({min(sp):.2f}..{max(sp):.2f}) | {verdict(sp, 'faster')} | "
+                        f"{r['olm_s'] * 1e3:.1f} | {r['ref_s'] * 1e3:.1f} | {median(me):.2f}x ({min(me):.2f}..{max(me):.2f}; "
+                        f"{r['olm_mib']:.0f} / {r['ref_mib']:.0f} MiB) | {r['load'][0]:.2f}..{r['load'][1]:.2f} | "
+                        f"{r['rel']:.1e} |\n")
     sys.exit(0 if ok else 1)
 
 
