@@ -6,6 +6,7 @@
 #include <set>
 
 #include "core/device.h"
+#include "core/cpu_allocator.h"
 #include "core/error.h"
 #include "core/io/safetensors.h"
 
@@ -28,6 +29,7 @@ uint64_t physical_memory_bytes() {
 
 Model::Model(const Config& config, const std::string& device, const ModelOptions& options)
     : config_(config), device_(parse_device(device, "device")) {
+  install_caching_cpu_allocator();
   const ModelSpec& spec = config.spec();
   const at::ScalarType dtype = options.param_dtype.value_or(spec.dtype);
   require(dtype == at::kFloat || dtype == at::kBFloat16, ErrorCode::kInvalidArgument,

@@ -8,7 +8,7 @@
 # Adding a folder under core/ means adding it here.
 LAYERS='
 error pch
-device
+device cpu_allocator
 io
 tokenizer config
 nn
