@@ -335,18 +335,10 @@ int cmd_eval(int argc, char** argv) {
     std::cout << options.help() << "\n";
     return 0;
   }
-  if (args.count("checkpoint") + args.count("hf") != 1)
-    throw UsageError("give exactly one of --checkpoint and --hf\n" + options.help());
+  if (!args.count("checkpoint")) throw UsageError("--checkpoint is required\n" + options.help());
   const int64_t batches = int_flag(args, "batches");
   if (batches < 0) throw UsageError("--batches: " + std::to_string(batches) + " is negative (0 evaluates all)");
-  Restored r;
-  if (args.count("hf")) {
-    olm::convert::HfLoadOptions load;
-    load.device = args["device"].as<std::string>();
-    r.model = olm::convert::load_hf_model(args["hf"].as<std::string>(), load).model;
-  } else {
-    r = restore(args["checkpoint"].as<std::string>(), args["device"].as<std::string>());
-  }
+  auto r = restore(args["checkpoint"].as<std::string>(), args["device"].as<std::string>());
   const auto& spec = r.trainer->config().spec();
   olm::train::DataSpec data;
   if (args.count("data")) {
@@ -393,7 +385,8 @@ int cmd_generate(int argc, char** argv) {
     std::cout << options.help() << "\nWith --prompt, tokens are bytes and ids >= 256 print as nothing.\n";
     return 0;
   }
-  if (!args.count("checkpoint")) throw UsageError("--checkpoint is required\n" + options.help());
+  if (args.count("checkpoint") + args.count("hf") != 1)
+    throw UsageError("give exactly one of --checkpoint and --hf\n" + options.help());
   if (args.count("prompt") == args.count("prompt-ids")) throw UsageError("give exactly one of --prompt and --prompt-ids");
   olm::GenerateOptions g;
   g.max_new_tokens = int_flag(args, "max-new-tokens");
@@ -404,7 +397,14 @@ int cmd_generate(int argc, char** argv) {
   if (args.count("stop")) g.stop_tokens = parse_ids(args["stop"].as<std::string>(), "--stop");
   std::vector<int64_t> prompt_ids;
   if (args.count("prompt-ids")) prompt_ids = parse_ids(args["prompt-ids"].as<std::string>(), "--prompt-ids");
-  auto r = restore(args["checkpoint"].as<std::string>(), args["device"].as<std::string>());
+  Restored r;
+  if (args.count("hf")) {
+    olm::convert::HfLoadOptions load;
+    load.device = args["device"].as<std::string>();
+    r.model = olm::convert::load_hf_model(args["hf"].as<std::string>(), load).model;
+  } else {
+    r = restore(args["checkpoint"].as<std::string>(), args["device"].as<std::string>());
+  }
   const bool bytes = args.count("prompt") > 0;
   std::vector<int64_t> prompt;
   if (bytes) {
@@ -583,9 +583,11 @@ int cmd_convert(int argc, char** argv) {
     if (args.count("checkpoint")) {
       model = restore(args["checkpoint"].as<std::string>(), "cpu").model;
     } else if (args.count("config") && args.count("weights")) {
+      const auto config = olm::Config::from_json_file(args["config"].as<std::string>());
+      olm::convert::hf_architecture_of(config.spec());  // refuse before reading any weight
       olm::ModelOptions model_options;
       model_options.init_weights = false;
-      model = std::make_shared<olm::Model>(olm::Config::from_json_file(args["config"].as<std::string>()), "cpu", model_options);
+      model = std::make_shared<olm::Model>(config, "cpu", model_options);
       model->load_safetensors(args["weights"].as<std::string>());
     } else {
       throw UsageError("--to-hf needs --checkpoint, or --config with --weights");
