@@ -423,8 +423,9 @@ HfModelConfig config_from_hf(std::string_view text, const std::string& source, s
             f.where("model_type") + ": unknown model type '" + *model_type + "' (olm imports " + known_architectures() + ")");
   }
   const auto& ai = info(*arch);
-  require(!model_type || *model_type == ai.model_type, ErrorCode::kInvalidConfig,
-          f.where("model_type") + " is '" + *model_type + "' but " + ai.class_name + " has model_type '" + ai.model_type + "'");
+  if (model_type && *model_type != ai.model_type)
+    fail(ErrorCode::kInvalidConfig,
+         f.where("model_type") + " is '" + *model_type + "' but " + ai.class_name + " has model_type '" + ai.model_type + "'");
   const std::string what = ai.class_name;
   const Defaults d = defaults_for(*arch);
 

@@ -269,6 +269,20 @@ TEST_F(HfDir, BadWeightFiles) {
   write(moved + "/model.safetensors.index.json", m);
   expect_load_error(moved, OLM_ERR_MISMATCH, {"model.safetensors.index.json", "model.embed_tokens.weight", files[1]});
 
+  // A tensor in two files: a shard the index lists (for another tensor) holds the embeddings too.
+  const std::string dup = copy("dup");
+  std::string header = R"({"model.embed_tokens.weight":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},)"
+                       R"("extra.weight":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})";
+  while (header.size() % 8) header += ' ';
+  std::string length(8, '\0');
+  for (int i = 0; i < 8; ++i) length[i] = static_cast<char>((header.size() >> (8 * i)) & 0xff);
+  write(dup + "/extra.safetensors", length + header + std::string(8, '\0'));
+  std::string dup_index = read(dup + "/model.safetensors.index.json");
+  // Listed last, so the embeddings' own shard is read first.
+  dup_index.insert(dup_index.rfind("\n  }"), ",\n    \"extra.weight\": \"extra.safetensors\"");
+  write(dup + "/model.safetensors.index.json", dup_index);
+  expect_load_error(dup, OLM_ERR_MISMATCH, {"extra.safetensors", "model.embed_tokens.weight", "also in " + files[0]});
+
   // The shards do not match the config: a wrong shape, a missing and an unexpected tensor.
   const std::string wide = copy("wide");
   std::string w = read(wide + "/config.json");

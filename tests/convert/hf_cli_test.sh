@@ -49,6 +49,11 @@ expect_exit 0 "$olm" convert --to-hf hf2 --config imported/olm_config.json --wei
 for f in $(cd hf1 && ls *.safetensors); do cmp -s "hf1/$f" "hf2/$f" || fail "$f differs after a round trip"; done
 cmp -s hf1/config.json hf2/config.json || fail "config.json differs after a round trip"
 
+# Into a checkpoint with a train config (its model gives way to config.json's), trained on.
+expect_exit 0 "$olm" convert --from-hf hf1 --train-config train.json --output runs/from_hf
+expect_exit 0 "$olm" resume runs/from_hf --max-steps 3
+grep -q "trained to step 3" out.txt || fail "resume after --from-hf --train-config"
+
 # The same greedy tokens from the checkpoint and from its Hugging Face directory.
 expect_exit 0 "$olm" generate --checkpoint runs/tiny --prompt-ids 1,2,3 --max-new-tokens 6 --temperature 0
 mv out.txt from_checkpoint.txt

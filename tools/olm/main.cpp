@@ -562,8 +562,13 @@ int cmd_convert(int argc, char** argv) {
     auto loaded = olm::convert::load_hf_model(args["from-hf"].as<std::string>(), load);
     const std::string out = args["output"].as<std::string>();
     if (args.count("train-config")) {
-      auto config = olm::run::load_config(args["train-config"].as<std::string>());
-      olm::train::Trainer trainer(loaded.model, config);
+      // The train config's model (if any) gives way to the one config.json describes.
+      const auto given = olm::run::load_config(args["train-config"].as<std::string>());
+      olm::fb::TrainConfigT native = given.native();
+      native.model = std::make_unique<olm::fb::TransformerConfigT>(loaded.model->config().native());
+      native.model_preset.clear();
+      native.model_vocab_size = 0;
+      olm::train::Trainer trainer(loaded.model, olm::train::TrainConfig::from_native(native));
       const auto dir = olm::run::save_checkpoint(trainer, out);
       std::printf("wrote checkpoint %s\n", dir.c_str());
       return 0;
