@@ -264,16 +264,64 @@ def refusals(olm, tmp):
            start=transformers.Gemma3TextConfig(**dict(COMMON, head_dim=16)).to_dict())
 
 
+MEMORY_CHILD = r"""
+import ctypes as C, sys
+lib = C.CDLL(sys.argv[1])
+lib.olm_model_from_hf_dir.restype = C.c_void_p
+lib.olm_model_from_hf_dir.argtypes = [C.c_char_p, C.c_void_p, C.POINTER(C.c_void_p)]
+lib.olm_model_free.argtypes = [C.c_void_p]
+def status(key):
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1]) * 1024
+out = C.c_void_p()
+assert lib.olm_model_from_hf_dir(sys.argv[2].encode(), None, C.byref(out)) is None  # warm up the library
+lib.olm_model_free(out)
+with open("/proc/self/clear_refs", "w") as f:  # "5": reset the peak (VmHWM) to the current RSS
+    f.write("5")
+before = status("VmRSS")
+out = C.c_void_p()
+assert lib.olm_model_from_hf_dir(sys.argv[3].encode(), None, C.byref(out)) is None
+print(status("VmHWM") - before)
+"""
+
+
+def memory_check(lib, tmp):
+    """Loading never holds two copies of the weights: the peak resident memory a load adds is
+    the model plus the one shard mapped at a time (file pages count as resident once read)."""
+    import subprocess
+    small = build(transformers.LlamaConfig, transformers.LlamaForCausalLM, dict(COMMON), 1)
+    small_dir = os.path.join(tmp, "mem_small")
+    small.save_pretrained(small_dir)
+    kwargs = dict(COMMON, vocab_size=32000, hidden_size=512, intermediate_size=1536, num_hidden_layers=8,
+                  num_attention_heads=8, num_key_value_heads=8)
+    torch.manual_seed(0)
+    big = transformers.LlamaForCausalLM(transformers.LlamaConfig(**kwargs))
+    model_bytes = sum(p.numel() * 4 for p in big.parameters())
+    big_dir = os.path.join(tmp, "mem_big")
+    big.save_pretrained(big_dir, max_shard_size="40MB")
+    del big
+    shard = max(os.path.getsize(os.path.join(big_dir, f)) for f in os.listdir(big_dir) if f.endswith(".safetensors"))
+    added = int(subprocess.run([sys.executable, "-c", MEMORY_CHILD, lib, small_dir, big_dir], check=True,
+                               capture_output=True, text=True).stdout.strip())
+    limit = model_bytes + shard + 32 * 2 ** 20
+    check(added <= limit, f"loading {model_bytes / 2**20:.0f} MiB of weights ({shard / 2**20:.0f} MiB shards) raised the "
+                          f"peak resident memory by {added / 2**20:.0f} MiB (limit: the model, one shard and 32 MiB, "
+                          f"{limit / 2**20:.0f} MiB; two copies would be {2 * model_bytes / 2**20:.0f})")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--lib", required=True)
-    ap.add_argument("--only", default="")
+    ap.add_argument("--only", default="", help="comma-separated case names (skips the memory check)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     olm = OlmHf(args.lib)
     report = []
     with tempfile.TemporaryDirectory() as tmp:
         refusals(olm, tmp)
+        if not args.only:
+            memory_check(args.lib, tmp)
         for i, (name, config_cls, model_cls, kwargs) in enumerate(cases()):
             if args.only and name not in args.only.split(","):
                 continue
