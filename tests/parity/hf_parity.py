@@ -216,6 +216,18 @@ def run_case(olm, name, config_cls, model_cls, kwargs, tmp, seed, report):
           f"{outliers} of {per_position.size} positions past it, {allowed} allowed for router flips; "
           f"max elsewhere {float(per_position[per_position <= boundbf].max()):.3g})")
 
+    if name == "llama":
+        # float16 files: a float32 olm model (olm has no float16 models), exact on those weights.
+        f16_dir = os.path.join(tmp, name + "_f16")
+        model.to(torch.float16).save_pretrained(f16_dir, max_shard_size="100KB")
+        model.to(torch.float32)
+        ref16 = hf_logits(model_cls.from_pretrained(f16_dir, dtype=torch.float32).eval(), ids)
+        check(olm.hf_config(f16_dir).get("dtype", "float32") == "float32", f"{name}: a float16 directory is a float32 olm model")
+        m16 = olm.load_hf(f16_dir)
+        diff16 = float(np.abs(olm.forward(m16, ids) - ref16).max())
+        olm.lib.olm_model_free(m16)
+        check(diff16 <= bound32, f"{name}: float16 files: max diff {diff16:.3g} (bound {bound32:.3g})")
+
     # Export and reload in transformers.
     out_dir = os.path.join(tmp, name + "_export")
     olm.save_hf(m32, out_dir, max_shard_bytes=150_000)
