@@ -107,7 +107,7 @@ HfModel load_hf_model(const std::string& dir, const HfLoadOptions& options) {
   model_options.init_weights = false;
   auto model = std::make_shared<Model>(out.hf.config, options.device, model_options);
   const ModelSpec& spec = out.hf.config.spec();
-  const auto plans = hf_tensor_plan(spec, out.hf.architecture, model->parameters());
+  const auto plans = hf_tensor_plan(spec, out.hf.architecture, model->parameters(), out.hf.query_scale);
   std::map<std::string, PieceRef> wanted;
   for (size_t i = 0; i < plans.size(); ++i)
     for (size_t j = 0; j < plans[i].pieces.size(); ++j) wanted[plans[i].pieces[j].hf_name] = {i, j};
@@ -166,7 +166,7 @@ HfModel load_hf_model(const std::string& dir, const HfLoadOptions& options) {
         target = target.narrow(0, piece.row_offset, piece.transposed ? piece.hf_shape[1] : piece.hf_shape[0]);
       at::Tensor source = file.view(e);
       if (piece.transposed) source = source.t();
-      if (plan.offset != 0.0) source = source.to(at::kFloat) + plan.offset;
+      if (plan.offset != 0.0 || plan.scale != 1.0) source = (source.to(at::kFloat) + plan.offset) * plan.scale;
       target.copy_(source);
     }
   }
@@ -282,7 +282,7 @@ void save_hf_model(Model& model, const std::string& dir, const HfSaveOptions& op
         if (plan.pieces.size() > 1 || plan.olm_view.size() == 2)
           t = t.narrow(0, piece.row_offset, piece.transposed ? piece.hf_shape[1] : piece.hf_shape[0]);
         if (piece.transposed) t = t.t();
-        if (plan.offset != 0.0) t = t.to(at::kFloat) - plan.offset;
+        if (plan.offset != 0.0 || plan.scale != 1.0) t = t.to(at::kFloat) / plan.scale - plan.offset;
         contents.emplace_back(piece.hf_name, t.to(dtype).contiguous());
         weight_map += std::string(weight_map.empty() ? "\n    " : ",\n    ") + io::quote_json(piece.hf_name) + ": " +
                       io::quote_json(name);

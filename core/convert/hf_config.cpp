@@ -61,7 +61,13 @@ const std::set<std::string>& inert_keys() {
       "return_dict_in_generate", "forced_bos_token_id", "forced_eos_token_id", "remove_invalid_values",
       "exponential_decay_length_penalty", "suppress_tokens", "begin_suppress_tokens",
       "output_router_logits", "router_aux_loss_coef", "max_position_embeddings", "architectures", "model_type",
-      "torch_dtype", "dtype", "cross_attention_hidden_size", "max_new_tokens", "min_new_tokens"};
+      "torch_dtype", "dtype", "cross_attention_hidden_size",
+      // Generation settings some config.json files carry (transformers' GenerationConfig).
+      "max_new_tokens", "min_new_tokens", "max_time", "stop_strings", "cache_implementation", "cache_config",
+      "return_legacy_cache", "prefill_chunk_size", "min_p", "epsilon_cutoff", "eta_cutoff",
+      "encoder_repetition_penalty", "renormalize_logits", "sequence_bias", "token_healing", "guidance_scale",
+      "watermarking_config", "output_logits", "low_memory", "penalty_alpha", "dola_layers", "constraints",
+      "force_words_ids", "_from_model_config", "disable_compile"};
   return keys;
 }
 
@@ -253,9 +259,16 @@ std::optional<fb::RoPEScalingConfigT> rope_scaling_from_hf(Fields& top, const st
     s.name = "yarn";
     const double fac = factor(1.0);
     s.factor = fac;
-    for (const char* key : {"attention_factor", "mscale", "mscale_all_dim"})
+    for (const char* key : {"mscale", "mscale_all_dim"})
       require(!f.has(key), ErrorCode::kInvalidConfig,
               f.where(key) + " is set: olm's YaRN uses the attention temperature 0.1 ln(factor) + 1 only");
+    // Some checkpoints (OLMo-3) state the default temperature explicitly: that one is olm's.
+    if (auto af = f.number("attention_factor")) {
+      const double own = 0.1 * std::log(fac) + 1.0;
+      require(std::abs(*af - own) <= 1e-12 * own, ErrorCode::kInvalidConfig,
+              f.where("attention_factor") + " is " + format_number(*af) + ": olm's YaRN uses 0.1 ln(factor) + 1 = " +
+                  format_number(own));
+    }
     require(f.boolean("truncate", true), ErrorCode::kInvalidConfig,
             f.where("truncate") + " is false: olm's YaRN truncates the correction range as transformers' default does");
     auto beta = [&](const char* key, double fallback) {
@@ -590,9 +603,8 @@ HfModelConfig config_from_hf(std::string_view text, const std::string& source, s
       base.activation = activation_from_hf(f, "hidden_activation", "gelu_pytorch_tanh");
       base.ffn_hidden = f.positive("intermediate_size", d.intermediate);
       const double qpas = f.number("query_pre_attn_scalar", 256);
-      require(qpas == static_cast<double>(head_dim), ErrorCode::kInvalidConfig,
-              f.where("query_pre_attn_scalar") + " is " + format_number(qpas) + ": olm scales scores by 1/sqrt(head_dim) (" +
-                  std::to_string(head_dim) + ")");
+      require(qpas > 0, ErrorCode::kInvalidConfig, f.where("query_pre_attn_scalar") + " must be positive");
+      out.query_scale = std::sqrt(static_cast<double>(head_dim) / qpas);
       require(!f.has("final_logit_softcapping"), ErrorCode::kInvalidConfig,
               f.where("final_logit_softcapping") + " is set: olm has no final logit soft-capping");
       // transformers' Gemma3 attention never passes it on (Gemma2's does): the checkpoint's

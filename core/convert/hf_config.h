@@ -26,6 +26,10 @@ struct HfModelConfig {
   // Token ids from config.json, written back into generation_config.json on export.
   std::optional<int64_t> bos_token_id;
   std::optional<int64_t> eos_token_id;
+  // Gemma3's query_pre_attn_scalar: scores scale by query_pre_attn_scalar^-1/2, olm's by
+  // head_dim^-1/2, so the query norm's weights are multiplied by sqrt(head_dim /
+  // query_pre_attn_scalar) on import (1: nothing to fold).
+  double query_scale = 1.0;
 };
 
 // Parses a config.json text. The olm model dtype is `dtype` when given, else config.json's
@@ -45,6 +49,10 @@ struct HfConfigExport {
   c10::ScalarType dtype = c10::ScalarType::Float;  // config.json's torch_dtype
   std::optional<int64_t> bos_token_id;
   std::optional<int64_t> eos_token_id;
+  // Gemma3's query_pre_attn_scalar: scores scale by query_pre_attn_scalar^-1/2, olm's by
+  // head_dim^-1/2, so the query norm's weights are multiplied by sqrt(head_dim /
+  // query_pre_attn_scalar) on import (1: nothing to fold).
+  double query_scale = 1.0;
 };
 
 // config.json text for an olm config (validated with hf_architecture_of).

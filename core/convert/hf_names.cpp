@@ -77,7 +77,7 @@ std::string from_hf_name(const std::string& hf_name, const ModelSpec& spec) {
 }
 
 std::vector<HfTensorPlan> hf_tensor_plan(const ModelSpec& spec, HfArchitecture architecture,
-                                         const std::vector<ParameterInfo>& parameters) {
+                                         const std::vector<ParameterInfo>& parameters, double query_scale) {
   const bool gemma = architecture == HfArchitecture::kGemma3;
   std::vector<HfTensorPlan> plans;
   for (const auto& p : parameters) {
@@ -90,6 +90,7 @@ std::vector<HfTensorPlan> hf_tensor_plan(const ModelSpec& spec, HfArchitecture a
     const bool in_block = std::regex_match(p.name, m, block_regex());
     const std::string layer = in_block ? m[1].str() : "";
     const std::string suffix = in_block ? m[2].str() : "";
+    if (suffix == "attention.q_norm.weight") plan.scale = query_scale;
     const std::string hf_prefix = "model.layers." + layer + ".";
     if (in_block && (suffix == "feed_forward_moe.experts.mlp.w1" || suffix == "feed_forward_moe.experts.mlp.w2" ||
                      suffix == "feed_forward_moe.experts.mlp.w3")) {

@@ -32,13 +32,15 @@ struct HfTensorPlan {
   std::string olm_name;
   std::vector<int64_t> olm_view;
   std::vector<HfPiece> pieces;
-  // olm value = HF value + offset: Gemma3's norms compute x * (1 + w), olm's x * w.
+  // olm value = (HF value + offset) * scale: Gemma3's norms compute x * (1 + w), olm's x * w;
+  // scale folds Gemma3's query_pre_attn_scalar into its query norm (HfModelConfig::query_scale).
   double offset = 0.0;
+  double scale = 1.0;
 };
 
 // How every parameter of a model with these parameters maps to HF tensors (tied embeddings:
 // no lm_head.weight). Throws kInvalidArgument naming a parameter HF has no place for.
 std::vector<HfTensorPlan> hf_tensor_plan(const ModelSpec& spec, HfArchitecture architecture,
-                                         const std::vector<ParameterInfo>& parameters);
+                                         const std::vector<ParameterInfo>& parameters, double query_scale = 1.0);
 
 }  // namespace olm::convert

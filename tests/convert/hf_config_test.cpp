@@ -118,6 +118,7 @@ TEST(HfConfig, FieldsOlmCannotComputeAsTransformersAreRefusedByName) {
       {R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4, "beta_slow": 1, "original_max_position_embeddings": 100000})",
        "rope_scaling.beta_slow"},
       {R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4, "truncate": false})", "rope_scaling.truncate"},
+      {R"(, "rope_scaling": {"rope_type": "yarn", "factor": 4, "attention_factor": 1.5})", "rope_scaling.attention_factor"},
       {R"(, "rope_scaling": {"rope_type": "yarn", "factor": 0.5})", "rope_scaling.factor"},
       {R"(, "rope_scaling": {"rope_type": "llama3", "factor": 8, "low_freq_factor": 1, "high_freq_factor": 4})",
        "rope_scaling.original_max_position_embeddings"},
@@ -147,6 +148,14 @@ TEST(HfConfig, FieldsOlmCannotComputeAsTransformersAreRefusedByName) {
   EXPECT_EQ(ok.eos_token_id, 2);
   EXPECT_EQ(olm::convert::config_from_hf(llama_json(R"(, "torch_dtype": "float16")"), "c").config.spec().dtype,
             c10::ScalarType::Float);
+  // Generation settings in config.json (Gemma3's cache_implementation) change nothing.
+  olm::convert::config_from_hf(llama_json(R"(, "cache_implementation": "hybrid", "max_length": 20)"), "c");
+  // YaRN's default temperature, stated (as OLMo-3's config.json does), is accepted.
+  const auto yarn = olm::convert::config_from_hf(
+      llama_json(R"(, "rope_scaling": {"rope_type": "yarn", "factor": 8.0, "attention_factor": 1.2079441541679836,
+                     "original_max_position_embeddings": 16})"),
+      "c");
+  EXPECT_EQ(yarn.config.spec().blocks[0].attention.rope->scaling->name, "yarn");
 }
 
 TEST(HfConfig, Olmo3LayerTypesAndGemma3LocalRope) {

@@ -143,6 +143,9 @@ def cases():
                 {**COMMON, "num_hidden_layers": 4, "head_dim": 32, "query_pre_attn_scalar": 32, "sliding_window": 8,
                  "sliding_window_pattern": 2, "rope_theta": 1000000.0, "rope_local_base_freq": 10000.0,
                  "rope_scaling": {"rope_type": "linear", "factor": 2.0}}))
+    # Gemma3 27B's query_pre_attn_scalar (168 for head_dim 128) differs from head_dim.
+    out.append(("gemma3_query_scalar", T.Gemma3TextConfig, T.Gemma3ForCausalLM,
+                {**COMMON, "num_hidden_layers": 2, "head_dim": 32, "query_pre_attn_scalar": 42, "sliding_window": 8}))
     return out
 
 
@@ -272,8 +275,6 @@ def refusals(olm, tmp):
     expect("olmoe_clip_qkv", {"clip_qkv": 8.0}, "clip_qkv", start=transformers.OlmoeConfig(**COMMON).to_dict())
     expect("gemma3_attn_logit_softcapping", {"attn_logit_softcapping": 50.0}, "attn_logit_softcapping",
            start=transformers.Gemma3TextConfig(**dict(COMMON, head_dim=16, query_pre_attn_scalar=16)).to_dict())
-    expect("gemma3_query_pre_attn_scalar", {"query_pre_attn_scalar": 256}, "query_pre_attn_scalar",
-           start=transformers.Gemma3TextConfig(**dict(COMMON, head_dim=16)).to_dict())
 
 
 MEMORY_CHILD = r"""
