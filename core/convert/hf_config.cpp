@@ -207,6 +207,14 @@ std::string activation_from_hf(Fields& f, const std::string& key, const std::str
                                       "': olm computes silu, gelu, gelu_pytorch_tanh and relu as transformers does, not this one");
 }
 
+// YaRN's correction range ends at this dimension (before clamping). transformers clamps it at
+// dim - 1, olm (as OLMo-core) at dim / 2 - 1: they agree unless it passes the last frequency.
+double yarn_ramp_end(int64_t rotary_dim, int64_t old_context_len, int64_t beta_slow, double theta) {
+  const double d = static_cast<double>(rotary_dim);
+  return std::ceil(d * std::log(static_cast<double>(old_context_len) / (static_cast<double>(beta_slow) * 2 * M_PI)) /
+                   (2 * std::log(theta)));
+}
+
 // rope_scaling -> olm's RoPE scaling, only where olm's numerics are transformers'.
 std::optional<fb::RoPEScalingConfigT> rope_scaling_from_hf(Fields& top, const std::string& source, int64_t rotary_dim,
                                                            double theta, int64_t max_position_embeddings) {
@@ -281,11 +289,7 @@ std::optional<fb::RoPEScalingConfigT> rope_scaling_from_hf(Fields& top, const st
     s.beta_slow = beta("beta_slow", 1);
     s.old_context_len = f.integer("original_max_position_embeddings").value_or(max_position_embeddings);
     require(s.old_context_len > 0, ErrorCode::kInvalidConfig, f.where("original_max_position_embeddings") + " must be positive");
-    // transformers clamps the ramp's upper end at dim - 1, olm (as OLMo-core) at dim / 2 - 1;
-    // they agree unless the correction range reaches past the last frequency.
-    const double d = static_cast<double>(rotary_dim);
-    const double high = std::ceil(d * std::log(static_cast<double>(s.old_context_len) / (s.beta_slow * 2 * M_PI)) /
-                                  (2 * std::log(theta)));
+    const double high = yarn_ramp_end(rotary_dim, s.old_context_len, s.beta_slow, theta);
     require(high <= static_cast<double>(rotary_dim / 2 - 1), ErrorCode::kInvalidConfig,
             f.where("beta_slow") + ": the YaRN correction range ends at dimension " + format_number(high) +
                 ", past the last rotary frequency (" + std::to_string(rotary_dim / 2 - 1) +
@@ -805,9 +809,7 @@ std::string rope_scaling_json(const RoPEScalingSpec& s, int64_t rotary_dim, doub
     o << "{\"rope_type\": \"dynamic\", \"factor\": " << n(s.factor) << "}";
   } else if (s.name == "yarn") {
     refuse_if(s.factor < 1.0, "rope.scaling 'yarn' with factor < 1");
-    const double d = static_cast<double>(rotary_dim);
-    const double high = std::ceil(d * std::log(static_cast<double>(s.old_context_len) / (s.beta_slow * 2 * M_PI)) /
-                                  (2 * std::log(theta)));
+    const double high = yarn_ramp_end(rotary_dim, s.old_context_len, s.beta_slow, theta);
     refuse_if(high > static_cast<double>(rotary_dim / 2 - 1),
               "rope.scaling 'yarn' whose correction range passes the last frequency (transformers' ramp differs)");
     o << "{\"rope_type\": \"yarn\", \"factor\": " << n(s.factor) << ", \"beta_fast\": " << n(s.beta_fast)
