@@ -77,6 +77,13 @@ OLM_STRUCT_FIELDS(olm_dist_options, F(backend), F(device), F(rank), F(world_size
 OLM_STRUCT_FIELDS(olm_dist_info, F(rank), F(world_size), F(local_rank), F(local_world_size), F(backend),
                   F(collectives), F(bytes))
 #undef F
+#define F(f) OLM_FIELD(olm_hf_load_options, f)
+OLM_STRUCT_FIELDS(olm_hf_load_options, F(dtype), F(device))
+#undef F
+#define F(f) OLM_FIELD(olm_hf_save_options, f)
+OLM_STRUCT_FIELDS(olm_hf_save_options, F(max_shard_bytes), F(tokenizer_source_dir), F(dtype), F(bos_token_id),
+                  F(eos_token_id))
+#undef F
 #undef OLM_STRUCT_FIELDS
 #undef OLM_FIELD
 

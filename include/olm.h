@@ -1480,6 +1480,136 @@ OLM_API OLM_MUST_USE olm_error* olm_set_num_threads(int32_t num_threads);
  */
 OLM_API int32_t olm_get_num_threads(void);
 
+/* ------------------------------------------------------------------------------------ */
+/* Hugging Face model directories                                                        */
+/* ------------------------------------------------------------------------------------ */
+
+/*
+ * A Hugging Face model directory holds config.json, the weights as model.safetensors or as
+ * model-0000k-of-0000n.safetensors shards listed by model.safetensors.index.json,
+ * generation_config.json and tokenizer files. olm reads and writes the causal-LM classes it
+ * computes exactly as transformers does: LlamaForCausalLM (rope_scaling linear, llama3,
+ * dynamic, yarn), Olmo2ForCausalLM, Olmo3ForCausalLM, Qwen3ForCausalLM, OlmoeForCausalLM,
+ * Qwen3MoeForCausalLM and Gemma3ForCausalLM. A config.json field that changes the model and
+ * that olm cannot express (an unknown architecture, attention_bias, mlp_bias, a rope_scaling
+ * type or parameter, final_logit_softcapping, ...) is refused with OLM_ERR_INVALID_CONFIG
+ * naming it; fields that do not change the forward pass (use_cache, token ids, ...) are
+ * accepted.
+ */
+
+/** Options for olm_model_from_hf_dir() and olm_config_from_hf_dir(). Fill with
+ *  olm_hf_load_options_init(). */
+typedef struct olm_hf_load_options {
+    size_t struct_size;
+    /** The model's parameter dtype: -1 (the default) takes config.json's torch_dtype
+     *  (float16 models load as float32, which holds every float16 value exactly);
+     *  otherwise OLM_DTYPE_FLOAT32 or OLM_DTYPE_BFLOAT16. The files may hold any of
+     *  float32, bfloat16 and float16 whatever the model's dtype. */
+    olm_dtype dtype;
+    /** The device: "cpu" (the default; NULL means the same), "cuda" or "cuda:N". */
+    const char* device;
+} olm_hf_load_options;
+
+/**
+ * Fill Hugging Face load options with their defaults, writing only the first struct_size
+ * bytes. Call it through the olm_hf_load_options_init() macro.
+ *
+ * @param options The options to fill; ignored when NULL.
+ * @param struct_size sizeof the caller's struct; ignored when smaller than a size_t.
+ */
+OLM_API void olm_hf_load_options_init_sized(olm_hf_load_options* options, size_t struct_size);
+/** Fill Hugging Face load options with their defaults (see olm_hf_load_options_init_sized()). */
+#define olm_hf_load_options_init(options) olm_hf_load_options_init_sized((options), sizeof *(options))
+
+/**
+ * The olm model config for a Hugging Face model directory's config.json, without reading
+ * any weights. olm_config_to_json() gives it as olm JSON.
+ *
+ * @param dir The model directory (its config.json is read).
+ * @param options NULL for the defaults; only `dtype` is used (the config's dtype).
+ * @param out On success, receives a new config owned by the caller (olm_config_free()).
+ * @return NULL on success; OLM_ERR_IO when config.json cannot be read; OLM_ERR_PARSE for
+ *         malformed JSON or a field of the wrong type; OLM_ERR_INVALID_CONFIG naming the field
+ *         olm cannot express; OLM_ERR_INVALID_ARGUMENT for NULL pointers or bad options.
+ *         Messages name the file and the field.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_config_from_hf_dir(const char* dir, const olm_hf_load_options* options,
+                                                        olm_config** out);
+
+/**
+ * Load a Hugging Face model directory: the config from config.json, the weights from
+ * model.safetensors or the shards model.safetensors.index.json lists.
+ *
+ * Every file is checked before any weight is copied: each file the index names exists, no
+ * tensor is in two files, the index and the files list the same tensors, and every tensor
+ * the config needs is there with its shape and a floating dtype, and no other (a tied
+ * lm_head.weight is ignored, as transformers does). The files are memory-mapped and read one
+ * at a time; each tensor is copied once, straight into the model, so the weights never exist
+ * twice in memory.
+ *
+ * @param dir The model directory.
+ * @param options NULL for the defaults (config.json's dtype, on the CPU).
+ * @param out On success, receives a new model owned by the caller (olm_model_free()); left
+ *        untouched on error.
+ * @return NULL on success; OLM_ERR_IO for a missing config.json, weight file or shard;
+ *         OLM_ERR_PARSE for malformed JSON or safetensors; OLM_ERR_INVALID_CONFIG naming a
+ *         config.json field olm cannot express; OLM_ERR_MISMATCH naming the file and tensor
+ *         that does not fit the config or the index; OLM_ERR_OUT_OF_MEMORY,
+ *         OLM_ERR_DEVICE_UNAVAILABLE; OLM_ERR_INVALID_ARGUMENT for NULL pointers.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_model_from_hf_dir(const char* dir, const olm_hf_load_options* options,
+                                                       olm_model** out);
+
+/** Options for olm_model_save_hf_dir(). Fill with olm_hf_save_options_init(). */
+typedef struct olm_hf_save_options {
+    size_t struct_size;
+    /** The largest weight file, in bytes (default 5 GiB). The weights go into one
+     *  model.safetensors when they fit, else into model-0000k-of-0000n.safetensors shards
+     *  and model.safetensors.index.json; a tensor larger than this gets a shard of its own. */
+    int64_t max_shard_bytes;
+    /** A directory whose tokenizer files (tokenizer.json, tokenizer_config.json,
+     *  special_tokens_map.json, tokenizer.model, vocab.json, merges.txt, added_tokens.json,
+     *  those present) are copied along; NULL (the default): none. */
+    const char* tokenizer_source_dir;
+    /** The files' dtype: -1 (the default) the model's parameter dtype; otherwise
+     *  OLM_DTYPE_FLOAT32, OLM_DTYPE_BFLOAT16 or OLM_DTYPE_FLOAT16. */
+    olm_dtype dtype;
+    /** Written to config.json and generation_config.json; -1 (the default): unknown. */
+    int64_t bos_token_id;
+    int64_t eos_token_id;
+} olm_hf_save_options;
+
+/**
+ * Fill Hugging Face save options with their defaults, writing only the first struct_size
+ * bytes. Call it through the olm_hf_save_options_init() macro.
+ *
+ * @param options The options to fill; ignored when NULL.
+ * @param struct_size sizeof the caller's struct; ignored when smaller than a size_t.
+ */
+OLM_API void olm_hf_save_options_init_sized(olm_hf_save_options* options, size_t struct_size);
+/** Fill Hugging Face save options with their defaults (see olm_hf_save_options_init_sized()). */
+#define olm_hf_save_options_init(options) olm_hf_save_options_init_sized((options), sizeof *(options))
+
+/**
+ * Write a model as a Hugging Face model directory that transformers'
+ * AutoModelForCausalLM.from_pretrained loads with no missing or unexpected keys:
+ * config.json, generation_config.json, the weights and the tokenizer files.
+ *
+ * Everything is written into a temporary directory next to `dir` and renamed into place, so
+ * `dir` either appears complete or not at all; an existing non-empty `dir` is refused.
+ *
+ * @param model The model (not modified).
+ * @param dir The directory to create (its parent directories are created as needed).
+ * @param options NULL for the defaults.
+ * @return NULL on success; OLM_ERR_INVALID_CONFIG naming the feature of a model no supported
+ *         transformers class computes (nGPT, biases, a LayerNorm, capacity-limited experts,
+ *         ...); OLM_ERR_INVALID_ARGUMENT for NULL pointers, bad options or a non-empty `dir`;
+ *         OLM_ERR_IO when a file cannot be written or the tokenizer source has no tokenizer
+ *         file.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_model_save_hf_dir(const olm_model* model, const char* dir,
+                                                       const olm_hf_save_options* options);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -192,6 +192,11 @@ at::Tensor SafetensorsFile::read(const SafetensorsEntry& entry) const {
   return out;
 }
 
+at::Tensor SafetensorsFile::view(const SafetensorsEntry& entry) const {
+  if (entry.end == entry.begin) return at::empty(entry.shape, at::TensorOptions().dtype(entry.dtype));
+  return at::from_blob(const_cast<uint8_t*>(data_ + entry.begin), entry.shape, at::TensorOptions().dtype(entry.dtype));
+}
+
 void save_safetensors(const std::string& path,
                       const std::vector<std::pair<std::string, at::Tensor>>& tensors,
                       const std::map<std::string, std::string>& metadata) {

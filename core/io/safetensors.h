@@ -31,6 +31,9 @@ class SafetensorsFile {
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   // A CPU tensor holding a copy of the entry's data.
   at::Tensor read(const SafetensorsEntry& entry) const;
+  // A read-only CPU tensor over the mapped bytes themselves (no copy), valid while this file
+  // is open; for copying straight into a destination tensor. Never write through it.
+  at::Tensor view(const SafetensorsEntry& entry) const;
 
  private:
   std::string path_;

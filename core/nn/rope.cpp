@@ -20,15 +20,23 @@ at::Tensor inverse_frequencies_for(double theta, int64_t dim, const at::Device& 
   return at::reciprocal(at::pow(at::Scalar(theta), exponent));
 }
 
+// Hugging Face's DynamicNTKScalingRotaryEmbedding base for sequence lengths (int64) beyond
+// old_context_len, theta * (factor * len / old - (factor - 1)) ^ (dim / (dim - 2)), computed as
+// transformers does: float32 tensor arithmetic on the integer length, so the tables equal its
+// bit for bit.
+at::Tensor dynamic_ntk_base(const at::Tensor& lengths, const RoPEScalingSpec& sc, double theta, int64_t rotary_dim) {
+  const double dim = static_cast<double>(rotary_dim);
+  return ((lengths * sc.factor) / static_cast<double>(sc.old_context_len) - (sc.factor - 1)).pow(dim / (dim - 2)) * theta;
+}
+
 }  // namespace
 
 double RotaryEmbedding::dynamic_theta(int64_t seq_len) const {
   const auto& sc = *spec_.scaling;
   if (seq_len <= sc.old_context_len) return spec_.theta;
-  // Hugging Face's DynamicNTKScalingRotaryEmbedding (OLM's dynamic-NTK): a larger base.
-  const double dim = static_cast<double>(rotary_dim_);
-  const double ratio = sc.factor * static_cast<double>(seq_len) / static_cast<double>(sc.old_context_len) - (sc.factor - 1);
-  return spec_.theta * std::pow(ratio, dim / (dim - 2));
+  // OLM's dynamic-NTK: a larger base (a float32 value, as transformers computes it).
+  const auto len = at::scalar_tensor(seq_len, at::TensorOptions().dtype(at::kLong));
+  return static_cast<double>(dynamic_ntk_base(len, sc, spec_.theta, rotary_dim_).to(at::kFloat).item<float>());
 }
 
 std::pair<at::Tensor, double> RotaryEmbedding::inverse_frequencies(const at::Device& device, int64_t seq_len) const {
@@ -175,11 +183,10 @@ std::pair<at::Tensor, at::Tensor> RotaryEmbedding::apply_at(const at::Tensor& q,
     // it would; the angles are built per token the way tables() builds them.
     const auto& sc = *spec_.scaling;
     auto doc_id = idx.eq(0).cumsum(0) - 1;
-    auto lengths = at::bincount(doc_id).index_select(0, doc_id).to(at::kDouble);
+    auto lengths = at::bincount(doc_id).index_select(0, doc_id);
     const double dim = static_cast<double>(rotary_dim_);
-    auto ratio = lengths * (sc.factor / static_cast<double>(sc.old_context_len)) - (sc.factor - 1);
-    auto theta = at::where(lengths.gt(static_cast<double>(sc.old_context_len)), ratio.pow(dim / (dim - 2)) * spec_.theta,
-                           at::full_like(lengths, spec_.theta));
+    auto grown = dynamic_ntk_base(lengths, sc, spec_.theta, rotary_dim_).to(at::kFloat);
+    auto theta = at::where(lengths.gt(sc.old_context_len), grown, at::full_like(grown, spec_.theta));
     const auto f32 = at::TensorOptions().dtype(at::kFloat).device(q.device());
     auto exponent = at::arange(0, rotary_dim_, 2, f32) / dim;
     auto inv_freq = at::reciprocal(at::pow(theta.to(at::kFloat).unsqueeze(1), exponent.unsqueeze(0)));

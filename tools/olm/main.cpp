@@ -34,7 +34,9 @@
 #include "core/cpu_allocator.h"
 #include "core/error.h"
 #include "core/generate.h"
+#include "core/convert/hf_checkpoint.h"
 #include "core/convert/hf_names.h"
+#include "core/io/atomic_file.h"
 #include "core/io/json.h"
 #include "core/io/safetensors.h"
 #include "core/model.h"
@@ -378,6 +380,7 @@ std::vector<int64_t> parse_ids(const std::string& text, const std::string& flag)
 int cmd_generate(int argc, char** argv) {
   cxxopts::Options options("olm generate", "Sample text from a checkpoint with the KV cache.");
   options.add_options()("checkpoint", "checkpoint directory or save folder", cxxopts::value<std::string>())(
+      "hf", "a Hugging Face model directory, instead of --checkpoint", cxxopts::value<std::string>())(
       "prompt", "prompt text (byte-level tokens)", cxxopts::value<std::string>())(
       "prompt-ids", "prompt as comma-separated token ids", cxxopts::value<std::string>())(
       "max-new-tokens", "token budget", number("64"))("temperature", "0 is greedy", number("0.8"))(
@@ -389,7 +392,8 @@ int cmd_generate(int argc, char** argv) {
     std::cout << options.help() << "\nWith --prompt, tokens are bytes and ids >= 256 print as nothing.\n";
     return 0;
   }
-  if (!args.count("checkpoint")) throw UsageError("--checkpoint is required\n" + options.help());
+  if (args.count("checkpoint") + args.count("hf") != 1)
+    throw UsageError("give exactly one of --checkpoint and --hf\n" + options.help());
   if (args.count("prompt") == args.count("prompt-ids")) throw UsageError("give exactly one of --prompt and --prompt-ids");
   olm::GenerateOptions g;
   g.max_new_tokens = int_flag(args, "max-new-tokens");
@@ -400,7 +404,14 @@ int cmd_generate(int argc, char** argv) {
   if (args.count("stop")) g.stop_tokens = parse_ids(args["stop"].as<std::string>(), "--stop");
   std::vector<int64_t> prompt_ids;
   if (args.count("prompt-ids")) prompt_ids = parse_ids(args["prompt-ids"].as<std::string>(), "--prompt-ids");
-  auto r = restore(args["checkpoint"].as<std::string>(), args["device"].as<std::string>());
+  Restored r;
+  if (args.count("hf")) {
+    olm::convert::HfLoadOptions load;
+    load.device = args["device"].as<std::string>();
+    r.model = olm::convert::load_hf_model(args["hf"].as<std::string>(), load).model;
+  } else {
+    r = restore(args["checkpoint"].as<std::string>(), args["device"].as<std::string>());
+  }
   const bool bytes = args.count("prompt") > 0;
   std::vector<int64_t> prompt;
   if (bytes) {
@@ -486,20 +497,123 @@ int cmd_info(int argc, char** argv) {
   return 0;
 }
 
+// "5GB", "500MB", "2GiB", "100KB", "123": bytes, with Hugging Face's decimal units (KB = 1000)
+// and binary ones (KiB = 1024).
+int64_t parse_size(const std::string& text, const std::string& flag) {
+  size_t used = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    throw UsageError(flag + " must be a size such as 5GB or 500MB (got '" + text + "')");
+  }
+  const std::string unit = text.substr(used);
+  static const std::vector<std::pair<std::string, double>> units = {
+      {"", 1},      {"B", 1},         {"KB", 1e3},          {"MB", 1e6},         {"GB", 1e9},
+      {"TB", 1e12}, {"KiB", 1024.0}, {"MiB", 1048576.0}, {"GiB", 1073741824.0}, {"TiB", 1099511627776.0}};
+  for (const auto& [name, factor] : units)
+    if (unit == name) {
+      const double bytes = value * factor;
+      if (!(bytes >= 1 && bytes < 9.2e18)) throw UsageError(flag + " must be at least one byte (got '" + text + "')");
+      return static_cast<int64_t>(bytes);
+    }
+  throw UsageError(flag + ": unknown unit '" + unit + "' (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)");
+}
+
+std::optional<at::ScalarType> dtype_flag(const cxxopts::ParseResult& args, bool allow_half) {
+  if (!args.count("dtype")) return std::nullopt;
+  const std::string d = args["dtype"].as<std::string>();
+  if (d == "float32") return at::kFloat;
+  if (d == "bfloat16") return at::kBFloat16;
+  if (d == "float16" && allow_half) return at::kHalf;
+  throw UsageError(std::string("--dtype must be float32") + (allow_half ? ", bfloat16 or float16" : " or bfloat16") +
+                   " (got '" + d + "')");
+}
+
 int cmd_convert(int argc, char** argv) {
   cxxopts::Options options("olm convert",
-                           "Convert between olm checkpoints and OLMo-core / Hugging Face safetensors state dicts.");
+                           "Convert between olm checkpoints, OLMo-core / Hugging Face safetensors state dicts and "
+                           "Hugging Face model directories.");
   options.add_options()("checkpoint", "olm checkpoint to export (single-process or sharded by a process group)", cxxopts::value<std::string>())(
       "input", "safetensors state dict to import", cxxopts::value<std::string>())(
       "train-config", "train config for an imported checkpoint", cxxopts::value<std::string>())(
       "names", "olmo-core (default) or hf", cxxopts::value<std::string>()->default_value("olmo-core"))(
       "o,output", "output file (export) or save folder (import)", cxxopts::value<std::string>())(
+      "from-hf", "a Hugging Face model directory to import", cxxopts::value<std::string>())(
+      "to-hf", "a Hugging Face model directory to write (must not exist or be empty)", cxxopts::value<std::string>())(
+      "config", "olm model config JSON of the --weights to export with --to-hf", cxxopts::value<std::string>())(
+      "weights", "OLMo-core-named safetensors for --config", cxxopts::value<std::string>())(
+      "max-shard-size", "largest weight file for --to-hf (5GB, 500MB, 2GiB, ...)", cxxopts::value<std::string>()->default_value("5GB"))(
+      "tokenizer", "directory whose tokenizer files --to-hf copies", cxxopts::value<std::string>())(
+      "dtype", "--from-hf: the model's (float32 or bfloat16; default config.json's); --to-hf: the files' (also float16)",
+      cxxopts::value<std::string>())(
+      "bos-id", "--to-hf: bos_token_id for config.json and generation_config.json", cxxopts::value<int64_t>())(
+      "eos-id", "--to-hf: eos_token_id for config.json and generation_config.json", cxxopts::value<int64_t>())(
       "h,help", "show this help");
   auto args = options.parse(argc, argv);
   if (args.count("help")) {
     std::cout << options.help()
               << "\nExport: olm convert --checkpoint DIR --output model.safetensors [--names hf]\n"
-                 "Import: olm convert --input model.safetensors --train-config train.json --output FOLDER [--names hf]\n";
+                 "Import: olm convert --input model.safetensors --train-config train.json --output FOLDER [--names hf]\n"
+                 "From Hugging Face: olm convert --from-hf DIR --output FOLDER   (olm_config.json + model.safetensors)\n"
+                 "                   olm convert --from-hf DIR --train-config train.json --output FOLDER   (a checkpoint)\n"
+                 "To Hugging Face:   olm convert --to-hf DIR (--checkpoint CKPT | --config model.json --weights model.safetensors)\n"
+                 "                   [--max-shard-size 5GB] [--tokenizer TOKDIR] [--dtype bfloat16] [--bos-id N --eos-id N]\n";
+    return 0;
+  }
+  if (args.count("from-hf") && args.count("to-hf")) throw UsageError("give one of --from-hf and --to-hf");
+  if (args.count("from-hf")) {
+    if (!args.count("output")) throw UsageError("--from-hf needs --output");
+    olm::convert::HfLoadOptions load;
+    load.dtype = dtype_flag(args, false);
+    auto loaded = olm::convert::load_hf_model(args["from-hf"].as<std::string>(), load);
+    const std::string out = args["output"].as<std::string>();
+    if (args.count("train-config")) {
+      // The train config's model (if any) gives way to the one config.json describes.
+      const auto given = olm::run::load_config(args["train-config"].as<std::string>());
+      olm::fb::TrainConfigT native = given.native();
+      native.model = std::make_unique<olm::fb::TransformerConfigT>(loaded.model->config().native());
+      native.model_preset.clear();
+      native.model_vocab_size = 0;
+      olm::train::Trainer trainer(loaded.model, olm::train::TrainConfig::from_native(native));
+      const auto dir = olm::run::save_checkpoint(trainer, out);
+      std::printf("wrote checkpoint %s\n", dir.c_str());
+      return 0;
+    }
+    olm::io::make_directories(out);
+    const std::string config_path = out + "/olm_config.json", weights_path = out + "/model.safetensors";
+    const std::string json = loaded.model->config().to_json();
+    olm::io::write_file_atomically(config_path, [&](int fd) { olm::io::write_all(fd, json.data(), json.size(), config_path); });
+    loaded.model->save_safetensors(weights_path);
+    std::printf("imported %s (%ld parameters): wrote %s and %s\n",
+                olm::convert::hf_architecture_name(loaded.hf.architecture), loaded.model->num_params(),
+                config_path.c_str(), weights_path.c_str());
+    return 0;
+  }
+  if (args.count("to-hf")) {
+    std::shared_ptr<olm::Model> model;
+    if (args.count("checkpoint")) {
+      model = restore(args["checkpoint"].as<std::string>(), "cpu").model;
+    } else if (args.count("config") && args.count("weights")) {
+      const auto config = olm::Config::from_json_file(args["config"].as<std::string>());
+      olm::convert::hf_architecture_of(config.spec());  // refuse before reading any weight
+      olm::ModelOptions model_options;
+      model_options.init_weights = false;
+      model = std::make_shared<olm::Model>(config, "cpu", model_options);
+      model->load_safetensors(args["weights"].as<std::string>());
+    } else {
+      throw UsageError("--to-hf needs --checkpoint, or --config with --weights");
+    }
+    olm::convert::HfSaveOptions save;
+    save.max_shard_bytes = parse_size(args["max-shard-size"].as<std::string>(), "--max-shard-size");
+    if (args.count("tokenizer")) save.tokenizer_source_dir = args["tokenizer"].as<std::string>();
+    save.dtype = dtype_flag(args, true);
+    if (args.count("bos-id")) save.bos_token_id = args["bos-id"].as<int64_t>();
+    if (args.count("eos-id")) save.eos_token_id = args["eos-id"].as<int64_t>();
+    const std::string dir = args["to-hf"].as<std::string>();
+    olm::convert::save_hf_model(*model, dir, save);
+    std::printf("wrote %s as %s\n", dir.c_str(),
+                olm::convert::hf_architecture_name(olm::convert::hf_architecture_of(model->config().spec())));
     return 0;
   }
   if (!args.count("output")) throw UsageError("--output is required");
@@ -518,7 +632,7 @@ int cmd_convert(int argc, char** argv) {
     return 0;
   }
   if (!args.count("input") || !args.count("train-config"))
-    throw UsageError("give --checkpoint (export) or --input with --train-config (import)");
+    throw UsageError("give --checkpoint (export), --input with --train-config (import), --from-hf or --to-hf");
   auto config = olm::run::load_config(args["train-config"].as<std::string>());
   if (!config.spec().model) throw UsageError("the train config names no model");
   olm::ModelOptions model_options;

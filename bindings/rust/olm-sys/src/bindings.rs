@@ -2557,3 +2557,226 @@ extern "C" {
 extern "C" {
     pub fn olm_get_num_threads() -> i32;
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct olm_hf_load_options {
+    pub struct_size: usize,
+    pub dtype: olm_dtype,
+    pub device: *const ::std::os::raw::c_char,
+}
+#[test]
+fn bindgen_test_layout_olm_hf_load_options() {
+    assert_eq!(
+        ::std::mem::size_of::<olm_hf_load_options>(),
+        24usize,
+        concat!("Size of: ", stringify!(olm_hf_load_options))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<olm_hf_load_options>(),
+        8usize,
+        concat!("Alignment of ", stringify!(olm_hf_load_options))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_hf_load_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_hf_load_options),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_dtype() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_hf_load_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).dtype) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_hf_load_options),
+                "::",
+                stringify!(dtype)
+            )
+        );
+    }
+    test_field_dtype();
+    fn test_field_device() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_hf_load_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).device) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_hf_load_options),
+                "::",
+                stringify!(device)
+            )
+        );
+    }
+    test_field_device();
+}
+extern "C" {
+    pub fn olm_hf_load_options_init_sized(options: *mut olm_hf_load_options, struct_size: usize);
+}
+extern "C" {
+    pub fn olm_config_from_hf_dir(
+        dir: *const ::std::os::raw::c_char,
+        options: *const olm_hf_load_options,
+        out: *mut *mut olm_config,
+    ) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_model_from_hf_dir(
+        dir: *const ::std::os::raw::c_char,
+        options: *const olm_hf_load_options,
+        out: *mut *mut olm_model,
+    ) -> *mut olm_error;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct olm_hf_save_options {
+    pub struct_size: usize,
+    pub max_shard_bytes: i64,
+    pub tokenizer_source_dir: *const ::std::os::raw::c_char,
+    pub dtype: olm_dtype,
+    pub bos_token_id: i64,
+    pub eos_token_id: i64,
+}
+#[test]
+fn bindgen_test_layout_olm_hf_save_options() {
+    assert_eq!(
+        ::std::mem::size_of::<olm_hf_save_options>(),
+        48usize,
+        concat!("Size of: ", stringify!(olm_hf_save_options))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<olm_hf_save_options>(),
+        8usize,
+        concat!("Alignment of ", stringify!(olm_hf_save_options))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_hf_save_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_hf_save_options),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_max_shard_bytes() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_hf_save_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).max_shard_bytes) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_hf_save_options),
+                "::",
+                stringify!(max_shard_bytes)
+            )
+        );
+    }
+    test_field_max_shard_bytes();
+    fn test_field_tokenizer_source_dir() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_hf_save_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).tokenizer_source_dir) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_hf_save_options),
+                "::",
+                stringify!(tokenizer_source_dir)
+            )
+        );
+    }
+    test_field_tokenizer_source_dir();
+    fn test_field_dtype() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_hf_save_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).dtype) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_hf_save_options),
+                "::",
+                stringify!(dtype)
+            )
+        );
+    }
+    test_field_dtype();
+    fn test_field_bos_token_id() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_hf_save_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).bos_token_id) as usize - ptr as usize
+            },
+            32usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_hf_save_options),
+                "::",
+                stringify!(bos_token_id)
+            )
+        );
+    }
+    test_field_bos_token_id();
+    fn test_field_eos_token_id() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_hf_save_options>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).eos_token_id) as usize - ptr as usize
+            },
+            40usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_hf_save_options),
+                "::",
+                stringify!(eos_token_id)
+            )
+        );
+    }
+    test_field_eos_token_id();
+}
+extern "C" {
+    pub fn olm_hf_save_options_init_sized(options: *mut olm_hf_save_options, struct_size: usize);
+}
+extern "C" {
+    pub fn olm_model_save_hf_dir(
+        model: *const olm_model,
+        dir: *const ::std::os::raw::c_char,
+        options: *const olm_hf_save_options,
+    ) -> *mut olm_error;
+}

@@ -213,6 +213,9 @@ macro_rules! default_options {
     }};
 }
 
+mod hf;
+pub use hf::{HfLoadOptions, HfSaveOptions};
+
 /// A zeroed C result struct with its `struct_size` set, for libolm to fill.
 macro_rules! out_struct {
     ($ty:ty) => {{
