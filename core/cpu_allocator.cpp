@@ -81,6 +81,12 @@ class CachingCpuAllocator final : public c10::Allocator {
     {
       std::lock_guard<std::mutex> lock(mutex_);
       auto it = in_use_.find(block);
+      if (it == in_use_.end()) {
+        // Allocator::raw_allocate() of a small block: it came from the fallback (see
+        // allocate()) but is freed through our raw_deleter().
+        fallback_raw_delete(block);
+        return;
+      }
       const size_t size = it->second;
       in_use_.erase(it);
       if (cached_bytes_ + size <= limit_) {
@@ -90,6 +96,11 @@ class CachingCpuAllocator final : public c10::Allocator {
       }
     }
     c10::free_cpu(block);
+  }
+
+  void fallback_raw_delete(void* block) const {
+    if (c10::DeleterFnPtr d = fallback_->raw_deleter()) d(block);
+    else c10::free_cpu(block);
   }
 
   c10::Allocator* fallback_;

@@ -7,6 +7,9 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 
+#include <c10/core/CPUAllocator.h>
+
+#include <cstring>
 #include <thread>
 #include <vector>
 
@@ -50,6 +53,19 @@ TEST_F(CpuAllocator, SmallBlocksAndDisabledCachingBypassTheCache) {
   EXPECT_EQ(after.hits, before.hits);
   EXPECT_EQ(after.misses, before.misses);
   EXPECT_EQ(after.cached_bytes, 0u);
+}
+
+// raw_allocate()/raw_deallocate() (LibTorch's own scratch buffers) pair through raw_deleter(),
+// for small blocks (served by LibTorch's allocator) and large ones alike.
+TEST_F(CpuAllocator, RawAllocationsOfEverySizeFreeThroughTheRawDeleter) {
+  c10::Allocator* allocator = c10::GetCPUAllocator();
+  for (size_t n : {size_t(64), size_t(100000), size_t(3) << 20}) {
+    void* p = allocator->raw_allocate(n);
+    ASSERT_NE(p, nullptr);
+    std::memset(p, 1, n);
+    allocator->raw_deallocate(p);
+  }
+  EXPECT_EQ(olm::cpu_allocator_stats().cached_bytes, size_t(3) << 20);
 }
 
 TEST_F(CpuAllocator, ReleaseReturnsEveryCachedBlock) {
