@@ -1744,3 +1744,9 @@ impl Dist {
         check(unsafe { sys::olm_dist_shutdown(self.ptr.as_ptr()) })
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Tokenizers (after the handle! macros, which the module uses)
+
+mod tokenizer;
+pub use tokenizer::{SpecialIds, Tokenizer};
