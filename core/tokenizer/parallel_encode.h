@@ -1,4 +1,4 @@
-// Many texts encoded at once on ATen's intra-op threads (at::set_num_threads), for the C API's
+// Many texts encoded at once on as many threads as ATen's intra-op count (at::set_num_threads), for the C API's
 // batch encode and `olm tokenize`.
 #pragma once
 #include <string_view>
