@@ -93,6 +93,11 @@ mkdir model && cp sp.model model/tokenizer.model
 echo '{"eos_token": {"content": "<s>"}}' > model/tokenizer_config.json
 expect_exit 0 "$olm" tokenize --tokenizer model --add-eos --jsonl --out dir.npy docs.jsonl
 "$python" -c "import numpy as np; t = np.load('dir.npy'); assert (t == 1).sum() == 3 and (t == 2).sum() == 0, t"
+# --eos picks another id (and implies --add-eos).
+expect_exit 0 "$olm" tokenize --tokenizer sp.model --eos 3 --jsonl --out eos3.npy docs.jsonl
+"$python" -c "import numpy as np; t = np.load('eos3.npy'); assert t[-1] == 3 and (t == 3).sum() == 3, t"
+expect_exit 2 "$olm" tokenize --tokenizer sp.model --eos 500 --jsonl --out eos500.npy docs.jsonl
+grep -q "eos 500 is outside the vocabulary" err.txt || fail "--eos outside the vocabulary"
 
 # Never overwrite without --force; a failed run leaves the old file (and no temporary file).
 before="$(md5sum < tokens.npy)"

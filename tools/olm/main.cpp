@@ -793,7 +793,7 @@ int cmd_tokenize(int argc, char** argv) {
       "text-field", "the JSONL member holding the text", cxxopts::value<std::string>()->default_value("text"))(
       "fortunes", "split documents at lines holding a single %")(
       "add-eos", "end every document with the EOS id (always on without --tokenizer)")(
-      "eos", "the EOS id (default: the tokenizer's; 256 for bytes)", number())(
+      "eos", "the EOS id (implies --add-eos; default: the tokenizer's, 256 for bytes)", number())(
       "force", "overwrite an existing output")(
       "inputs", "text files or directories", cxxopts::value<std::vector<std::string>>())("h,help", "show this help");
   options.parse_positional({"inputs"});
@@ -820,7 +820,7 @@ int cmd_tokenize(int argc, char** argv) {
   std::shared_ptr<const olm::tokenizer::Tokenizer> tokenizer;
   if (args.count("tokenizer")) tokenizer = olm::tokenizer::load_tokenizer(args["tokenizer"].as<std::string>());
   const int64_t vocab = tokenizer ? tokenizer->vocab_size() : 256;
-  const bool add_eos = !tokenizer || args.count("add-eos") > 0;
+  const bool add_eos = !tokenizer || args.count("add-eos") > 0 || args.count("eos") > 0;
   int64_t eos = -1;
   if (args.count("eos")) eos = int_flag(args, "eos");
   else if (!tokenizer) eos = 256;
