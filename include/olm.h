@@ -1610,6 +1610,189 @@ OLM_API void olm_hf_save_options_init_sized(olm_hf_save_options* options, size_t
 OLM_API OLM_MUST_USE olm_error* olm_model_save_hf_dir(const olm_model* model, const char* dir,
                                                        const olm_hf_save_options* options);
 
+/* ------------------------------------------------------------------------------------ */
+/* Tokenizers                                                                            */
+/* ------------------------------------------------------------------------------------ */
+
+/**
+ * A tokenizer: text <-> token ids, natively (no Python). Reads Hugging Face tokenizer.json
+ * files and SentencePiece .model files; ids match the `tokenizers` and `sentencepiece`
+ * packages. Immutable once loaded: unlike other handles, one tokenizer may be used from many
+ * threads at once (every function below takes it as const). Release with olm_tokenizer_free().
+ */
+typedef struct olm_tokenizer olm_tokenizer;
+
+/**
+ * Load a tokenizer from a file or a Hugging Face model directory.
+ *
+ * A file is recognised by its content: a JSON object with a "model" member is a
+ * tokenizer.json, anything else is read as a SentencePiece model. A directory holds
+ * tokenizer.json (preferred) or tokenizer.model. A tokenizer_config.json beside the file (or in
+ * the directory) assigns the special roles by its bos_token, eos_token, pad_token and
+ * unk_token (a token's text or an object with "content"; null: no such role); roles it does
+ * not name keep the tokenizer's own (a SentencePiece model's <s>, </s>, <pad>, <unk>).
+ *
+ * With add_special_tokens, a SentencePiece tokenizer prepends the BOS id when there is one and
+ * appends nothing (as transformers' LlamaTokenizer); a tokenizer.json applies its
+ * post-processor's template.
+ *
+ * @param path A NUL-terminated path.
+ * @param out On success, receives a new tokenizer owned by the caller.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers; OLM_ERR_IO when the file
+ *         or directory cannot be read; OLM_ERR_PARSE for malformed JSON or a file that is not a
+ *         SentencePiece model; OLM_ERR_INVALID_CONFIG for a component the library does not
+ *         implement or a role naming a token the vocabulary lacks (messages name the file and
+ *         the key).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_tokenizer_load(const char* path, olm_tokenizer** out);
+
+/**
+ * Release a tokenizer.
+ *
+ * @param tokenizer A tokenizer, or NULL (no-op).
+ */
+OLM_API void olm_tokenizer_free(olm_tokenizer* tokenizer);
+
+/**
+ * Encode one text into a new int32 tensor of token ids.
+ *
+ * @param tokenizer The tokenizer.
+ * @param text UTF-8 text; need not be NUL-terminated (a NUL byte is text like any other). May
+ *        be NULL when len is 0.
+ * @param len The number of bytes of text.
+ * @param add_special_tokens Non-zero: add the special tokens the tokenizer's template adds
+ *        (see olm_tokenizer_load()).
+ * @param out On success, receives a new 1-D OLM_DTYPE_INT32 host tensor owned by the caller
+ *        (possibly empty).
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers or text that is not
+ *         UTF-8 (the message gives the byte offset).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_tokenizer_encode(const olm_tokenizer* tokenizer, const char* text,
+                                                     size_t len, int32_t add_special_tokens,
+                                                     olm_tensor** out);
+
+/**
+ * Encode one text into a caller's buffer.
+ *
+ * To size the buffer, call with ids NULL and capacity 0: *count receives the number of ids and
+ * nothing else is written.
+ *
+ * @param tokenizer The tokenizer.
+ * @param text UTF-8 text, as for olm_tokenizer_encode().
+ * @param len The number of bytes of text.
+ * @param add_special_tokens As for olm_tokenizer_encode().
+ * @param ids Receives the ids; may be NULL only together with capacity 0.
+ * @param capacity The number of int32_t values ids can hold.
+ * @param count On success, receives the number of ids (written to ids[0..count)).
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers, text that is not UTF-8,
+ *         or a capacity smaller than the number of ids (the message gives that number; ids and
+ *         *count are left untouched).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_tokenizer_encode_into(const olm_tokenizer* tokenizer, const char* text,
+                                                          size_t len, int32_t add_special_tokens,
+                                                          int32_t* ids, size_t capacity, size_t* count);
+
+/**
+ * Encode many texts at once, in parallel over the texts on the library's CPU threads (see
+ * olm_set_num_threads()).
+ *
+ * The result is ragged: all ids in one tensor, text after text, and the offsets where each
+ * text's ids begin. Text i's ids are ids[offsets[i] .. offsets[i + 1]).
+ *
+ * @param tokenizer The tokenizer.
+ * @param texts num_texts UTF-8 texts (need not be NUL-terminated); texts[i] may be NULL when
+ *        lengths[i] is 0.
+ * @param lengths The byte length of each text.
+ * @param num_texts The number of texts; 0 gives an empty ids tensor and offsets {0}.
+ * @param add_special_tokens As for olm_tokenizer_encode(), for every text.
+ * @param out_ids On success, receives a new 1-D OLM_DTYPE_INT32 tensor owned by the caller.
+ * @param out_offsets On success, receives a new 1-D OLM_DTYPE_INT64 tensor of num_texts + 1
+ *        offsets into out_ids (the first 0, the last its length), owned by the caller.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers or a text that is not
+ *         UTF-8 (the message names the text's index and the byte offset). On error neither
+ *         tensor is created.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_tokenizer_encode_batch(const olm_tokenizer* tokenizer,
+                                                           const char* const* texts, const size_t* lengths,
+                                                           size_t num_texts, int32_t add_special_tokens,
+                                                           olm_tensor** out_ids, olm_tensor** out_offsets);
+
+/**
+ * Decode token ids into text.
+ *
+ * Bytes that do not form UTF-8 (a byte-fallback sequence cut short) become U+FFFD, so the text
+ * is always UTF-8.
+ *
+ * @param tokenizer The tokenizer.
+ * @param ids count token ids, each in [0, vocab size); may be NULL when count is 0.
+ * @param count The number of ids.
+ * @param skip_special_tokens Non-zero: special tokens (a SentencePiece model's control tokens,
+ *        such as <s> and </s>) give no text; zero: their text is kept.
+ * @param out On success, receives a new buffer owned by the caller: the UTF-8 text, also
+ *        NUL-terminated (the NUL not counted in olm_buffer_size()).
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers or an id outside the
+ *         vocabulary (the message names its index).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_tokenizer_decode(const olm_tokenizer* tokenizer, const int32_t* ids,
+                                                     size_t count, int32_t skip_special_tokens,
+                                                     olm_buffer** out);
+
+/**
+ * The id of a token (a vocabulary entry as written in the tokenizer's files, e.g. "▁the" or
+ * "<s>"; not text to encode).
+ *
+ * @param tokenizer The tokenizer.
+ * @param token The token's bytes; need not be NUL-terminated. May be NULL when len is 0.
+ * @param len The number of bytes of token.
+ * @param out Receives the id, or -1 when the vocabulary has no such token.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_tokenizer_token_to_id(const olm_tokenizer* tokenizer, const char* token,
+                                                          size_t len, int32_t* out);
+
+/**
+ * The token an id stands for, as written in the tokenizer's files.
+ *
+ * @param tokenizer The tokenizer.
+ * @param id A token id.
+ * @param out On success, receives a new buffer owned by the caller holding the token's bytes,
+ *        also NUL-terminated (the NUL not counted in olm_buffer_size()).
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers or an id outside the
+ *         vocabulary (or one the vocabulary skips).
+ */
+OLM_API OLM_MUST_USE olm_error* olm_tokenizer_id_to_token(const olm_tokenizer* tokenizer, int32_t id,
+                                                          olm_buffer** out);
+
+/**
+ * The vocabulary size: one past the largest id, added tokens included.
+ *
+ * @param tokenizer The tokenizer.
+ * @param out Receives the size.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_tokenizer_vocab_size(const olm_tokenizer* tokenizer, int64_t* out);
+
+/** The ids of a tokenizer's special roles; -1 where it has none. A result struct: set
+ *  struct_size before the call (see the rules at the top of this header). */
+typedef struct olm_special_ids {
+  size_t struct_size;
+  int32_t bos_id;
+  int32_t eos_id;
+  int32_t pad_id;
+  int32_t unk_id;
+} olm_special_ids;
+
+/**
+ * The ids of a tokenizer's special roles (see olm_tokenizer_load() for where they come from).
+ *
+ * @param tokenizer The tokenizer.
+ * @param out A result struct whose struct_size the caller set; receives the ids.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers or a struct_size too
+ *         small for bos_id.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_tokenizer_special_ids(const olm_tokenizer* tokenizer,
+                                                          olm_special_ids* out);
+
 #ifdef __cplusplus
 } /* extern "C" */
 #endif

@@ -29,7 +29,7 @@
 // # Resources
 //
 // Every object (Config, Model, Tensor, LossResult, TrainConfig, Trainer, Dataset, Batch,
-// Dist) is an io.Closer: Close releases its C memory, GPU memory included, immediately. It
+// Dist, Tokenizer) is an io.Closer: Close releases its C memory, GPU memory included, immediately. It
 // may be called more than once and on nil and always returns nil (libolm's release
 // functions cannot fail). A finalizer only backs Close up: the garbage collector does not
 // see C memory, so call Close (usually with defer). Using a closed object returns an *Error
@@ -79,6 +79,7 @@
 //     must not call back into the model or trainer that is running them.
 //
 // Datasets are immutable and documented thread-safe by libolm: one Dataset may be read
-// (Size, Batch, training and evaluation data) by many goroutines at once. Configs and
+// (Size, Batch, training and evaluation data) by many goroutines at once; so may one
+// Tokenizer (every method but Close) be used by many goroutines at once. Configs and
 // TrainConfigs are immutable too but follow the general rule.
 package olm

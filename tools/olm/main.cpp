@@ -17,12 +17,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <algorithm>
 #include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <cstring>
 #include <dirent.h>
 #include <fstream>
 #include <iostream>
@@ -38,11 +40,14 @@
 #include "core/convert/hf_names.h"
 #include "core/io/atomic_file.h"
 #include "core/io/json.h"
+#include "core/io/atomic_file.h"
 #include "core/io/safetensors.h"
 #include "core/model.h"
 #include "core/distributed/process_group.h"
 #include "core/run/run.h"
 #include "core/run/fit.h"
+#include "core/tokenizer/parallel_encode.h"
+#include "core/tokenizer/tokenizer.h"
 #include "core/train/evaluate.h"
 #include "olm.h"
 
@@ -377,11 +382,59 @@ std::vector<int64_t> parse_ids(const std::string& text, const std::string& flag)
   return ids;
 }
 
+// A text prompt through a tokenizer, its special tokens added as transformers' generate does.
+std::vector<int64_t> encode_prompt(const olm::tokenizer::Tokenizer& tokenizer, const std::string& text) {
+  size_t bad = 0;
+  if (!olm::io::valid_utf8(text, &bad)) throw UsageError("--prompt: not UTF-8 at byte " + std::to_string(bad));
+  const auto ids = tokenizer.encode(text, true);
+  if (ids.empty()) throw UsageError("--prompt: the tokenizer gives no tokens for it");
+  return {ids.begin(), ids.end()};
+}
+
+// Samples through a tokenizer, printing the text as it grows. Ends at --stop, else at the
+// tokenizer's EOS.
+int generate_text(olm::Model& model, const olm::tokenizer::Tokenizer& tokenizer, const std::vector<int64_t>& prompt_ids,
+                  olm::GenerateOptions g) {
+  if (g.stop_tokens.empty() && tokenizer.special_ids().eos) g.stop_tokens = {*tokenizer.special_ids().eos};
+  std::vector<int32_t> ids;
+  for (int64_t id : prompt_ids) {
+    if (id < 0 || id >= tokenizer.vocab_size())
+      throw UsageError("--prompt-ids: " + std::to_string(id) + " is outside the tokenizer's vocabulary");
+    ids.push_back(static_cast<int32_t>(id));
+  }
+  // Pieces decode differently at the start of a text (SentencePiece drops the first space), so
+  // the text printed is always a suffix of the whole sequence's decoding.
+  std::string printed = tokenizer.decode(ids.data(), ids.size(), true);
+  std::fwrite(printed.data(), 1, printed.size(), stdout);
+  g.on_token = [&](int64_t token) {
+    if (token < 0 || token >= tokenizer.vocab_size()) return true;  // the model's padding rows
+    ids.push_back(static_cast<int32_t>(token));
+    const std::string text = tokenizer.decode(ids.data(), ids.size(), true);
+    // An incomplete UTF-8 sequence decodes to U+FFFD until its last byte arrives.
+    const bool pending = text.size() >= 3 && text.compare(text.size() - 3, 3, "\xEF\xBF\xBD") == 0;
+    if (!pending && text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0) {
+      std::fwrite(text.data() + printed.size(), 1, text.size() - printed.size(), stdout);
+      printed = text;
+    }
+    std::fflush(stdout);
+    return true;
+  };
+  olm::generate(model, at::tensor(prompt_ids, at::kLong), g);
+  // What is still held back (an incomplete UTF-8 sequence at the very end) is printed as it decodes.
+  const std::string text = tokenizer.decode(ids.data(), ids.size(), true);
+  if (text.size() > printed.size() && text.compare(0, printed.size(), printed) == 0)
+    std::fwrite(text.data() + printed.size(), 1, text.size() - printed.size(), stdout);
+  std::printf("\n");
+  return 0;
+}
+
 int cmd_generate(int argc, char** argv) {
   cxxopts::Options options("olm generate", "Sample text from a checkpoint with the KV cache.");
   options.add_options()("checkpoint", "checkpoint directory or save folder", cxxopts::value<std::string>())(
       "hf", "a Hugging Face model directory, instead of --checkpoint", cxxopts::value<std::string>())(
-      "prompt", "prompt text (byte-level tokens)", cxxopts::value<std::string>())(
+      "prompt", "prompt text (byte-level tokens, or --tokenizer's)", cxxopts::value<std::string>())(
+      "tokenizer", "tokenizer file or model directory: --prompt is encoded with it, the sample printed as text",
+      cxxopts::value<std::string>())(
       "prompt-ids", "prompt as comma-separated token ids", cxxopts::value<std::string>())(
       "max-new-tokens", "token budget", number("64"))("temperature", "0 is greedy", number("0.8"))(
       "top-k", "0 disables", number("0"))("top-p", "1 disables", number("1.0"))("seed", "sampler seed", number("0"))(
@@ -412,6 +465,12 @@ int cmd_generate(int argc, char** argv) {
   } else {
     r = restore(args["checkpoint"].as<std::string>(), args["device"].as<std::string>());
   }
+  std::shared_ptr<const olm::tokenizer::Tokenizer> tokenizer;
+  if (args.count("tokenizer")) tokenizer = olm::tokenizer::load_tokenizer(args["tokenizer"].as<std::string>());
+  if (tokenizer)
+    return generate_text(*r.model, *tokenizer,
+                         args.count("prompt") ? encode_prompt(*tokenizer, args["prompt"].as<std::string>()) : prompt_ids,
+                         g);
   const bool bytes = args.count("prompt") > 0;
   std::vector<int64_t> prompt;
   if (bytes) {
@@ -733,24 +792,184 @@ int cmd_bench(int argc, char** argv) {
   return 0;
 }
 
-// Byte-level tokenization of text files into a raw uint16 token file; documents end with EOS.
-// Fortune files ("%" lines between entries) give one document per fortune.
+// ---- olm tokenize: text files -> OLMo-core/dolma token files (core/data/token_data reads them).
+
+// The documents of one input file, in order: the whole file; with --fortunes the entries between
+// lines holding a single "%"; with --jsonl the `field` string of each line's object.
+class DocumentReader {
+ public:
+  enum class Split { kFile, kFortunes, kJsonl };
+  DocumentReader(const std::string& path, Split split, std::string field)
+      : path_(path), split_(split), field_(std::move(field)), in_(path, std::ios::binary) {
+    if (!in_) throw olm::Error(olm::ErrorCode::kIo, "cannot read '" + path + "'");
+  }
+  // False at the end of the file. `offset` is the document's first byte in the file.
+  bool next(std::string* doc, uint64_t* offset) {
+    doc->clear();
+    if (split_ == Split::kFile) {
+      if (done_) return false;
+      done_ = true;
+      std::ostringstream all;
+      all << in_.rdbuf();
+      if (in_.bad()) throw olm::Error(olm::ErrorCode::kIo, "cannot read '" + path_ + "'");
+      *doc = all.str();
+      *offset = 0;
+      position_ = doc->size();
+      return true;
+    }
+    std::string line;
+    bool any = false;
+    *offset = position_;
+    while (std::getline(in_, line)) {
+      const uint64_t line_start = position_;
+      position_ += line.size() + 1;
+      ++line_number_;
+      if (split_ == Split::kJsonl) {
+        if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+        *doc = jsonl_text(line);
+        *offset = line_start;
+        return true;
+      }
+      if (line == "%") {
+        if (any) return true;
+        *offset = position_;
+        continue;
+      }
+      *doc += line;
+      *doc += '\n';
+      any = true;
+    }
+    if (in_.bad()) throw olm::Error(olm::ErrorCode::kIo, "cannot read '" + path_ + "'");
+    return any;
+  }
+  uint64_t position() const { return position_; }
+
+ private:
+  std::string jsonl_text(const std::string& line) const {
+    const std::string where = path_ + ":" + std::to_string(line_number_);
+    const auto json = olm::io::parse_json(line.data(), line.size(), where);
+    if (json.kind != olm::io::Json::kObject) throw olm::Error(olm::ErrorCode::kParse, where + ": not a JSON object");
+    for (const auto& [key, value] : json.object) {
+      if (key != field_) continue;
+      if (value.kind != olm::io::Json::kString)
+        throw olm::Error(olm::ErrorCode::kParse, where + ": \"" + field_ + "\" is not a string");
+      return value.string;
+    }
+    throw olm::Error(olm::ErrorCode::kParse, where + ": no \"" + field_ + "\" member");
+  }
+
+  std::string path_;
+  Split split_;
+  std::string field_;
+  std::ifstream in_;
+  bool done_ = false;
+  uint64_t position_ = 0;
+  uint64_t line_number_ = 0;
+};
+
+// A .npy header (format 1.0) for a 1-D array, padded to a fixed 128 bytes so that the final
+// length can be written over the placeholder once it is known.
+std::string npy_header(const char* descr, uint64_t length) {
+  std::string dict = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (" +
+                     std::to_string(length) + ",), }";
+  const size_t total = 128;
+  dict.resize(total - 10 - 1, ' ');
+  dict += '\n';
+  std::string header = "\x93NUMPY";
+  header += '\x01';
+  header += '\x00';
+  header += static_cast<char>(dict.size() & 0xFF);
+  header += static_cast<char>(dict.size() >> 8);
+  return header + dict;
+}
+
+// A progress line on stderr, only when stderr is a terminal.
+class TokenizeProgress {
+ public:
+  explicit TokenizeProgress(uint64_t total_bytes)
+      : total_(total_bytes), enabled_(isatty(STDERR_FILENO) == 1), start_(std::chrono::steady_clock::now()) {}
+  void update(uint64_t bytes, int64_t documents, int64_t tokens) {
+    if (!enabled_) return;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+    const double fraction = total_ > 0 ? std::min(1.0, static_cast<double>(bytes) / static_cast<double>(total_)) : 1.0;
+    const int width = 30, filled = static_cast<int>(fraction * width);
+    std::fprintf(stderr, "\r[%s%s] %5.1f%%  %.1f MB/s  %ld documents  %ld tokens  ETA %s ",
+                 std::string(static_cast<size_t>(filled), '#').c_str(),
+                 std::string(static_cast<size_t>(width - filled), '.').c_str(), 100 * fraction,
+                 s > 0 ? static_cast<double>(bytes) / 1e6 / s : 0.0, documents, tokens,
+                 human_seconds(fraction > 0 ? s / fraction - s : -1).c_str());
+    std::fflush(stderr);
+  }
+  void finish() {
+    if (enabled_) std::fputc('\n', stderr);
+  }
+
+ private:
+  uint64_t total_;
+  bool enabled_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+// Without --tokenizer, tokens are bytes and every document ends with --eos (default 256); with
+// one, documents are encoded in parallel (the library's threads, --threads) and written in order.
 int cmd_tokenize(int argc, char** argv) {
-  cxxopts::Options options("olm tokenize", "Byte-level tokenization of text files into a uint16 token file.");
-  options.add_options()("o,output", "output token file", cxxopts::value<std::string>())(
-      "eos", "end-of-document token id", number("256"))(
+  cxxopts::Options options("olm tokenize", "Tokenize text files into an OLMo-core/dolma token file (.npy or raw).");
+  options.add_options()("tokenizer", "tokenizer.json, SentencePiece .model or a Hugging Face model directory "
+                                     "(without it, tokens are bytes)", cxxopts::value<std::string>())(
+      "o,out,output", "output token file (.npy: a NumPy array, else raw little-endian)", cxxopts::value<std::string>())(
+      "format", "npy or raw (default: from the output's name)", cxxopts::value<std::string>())(
+      "dtype", "uint16 or uint32 (default: uint16 when the vocabulary fits)", cxxopts::value<std::string>())(
+      "jsonl", "inputs are JSON lines; each line's --text-field is a document")(
+      "text-field", "the JSONL member holding the text", cxxopts::value<std::string>()->default_value("text"))(
       "fortunes", "split documents at lines holding a single %")(
+      "add-eos", "end every document with the EOS id (always on without --tokenizer)")(
+      "eos", "the EOS id (implies --add-eos; default: the tokenizer's, 256 for bytes)", number())(
+      "force", "overwrite an existing output")(
       "inputs", "text files or directories", cxxopts::value<std::vector<std::string>>())("h,help", "show this help");
   options.parse_positional({"inputs"});
-  options.positional_help("FILES...");
+  options.positional_help("INPUT...");
   auto args = options.parse(argc, argv);
   if (args.count("help")) {
-    std::cout << options.help() << "\n";
+    std::cout << options.help()
+              << "\nDocuments: one per file; with --fortunes one per entry; with --jsonl one per line. Documents\n"
+                 "that are only whitespace are skipped. Directories are read in name order (dot files,\n"
+                 "*.dat and *.u8 skipped).\n";
     return 0;
   }
-  if (!args.count("output") || !args.count("inputs")) throw UsageError("--output and input files are required");
-  const int64_t eos = int_flag(args, "eos");
-  if (eos < 256 || eos > 65535) throw UsageError("--eos must be in [256, 65535]");
+  if (!args.count("output") || !args.count("inputs")) throw UsageError("--out and input files are required");
+  if (args.count("jsonl") && args.count("fortunes")) throw UsageError("give at most one of --jsonl and --fortunes");
+  const std::string out = args["output"].as<std::string>();
+  const bool out_is_npy = out.size() >= 4 && out.compare(out.size() - 4, 4, ".npy") == 0;
+  const std::string format = args.count("format") ? args["format"].as<std::string>() : (out_is_npy ? "npy" : "raw");
+  if (format != "npy" && format != "raw") throw UsageError("--format must be npy or raw, not '" + format + "'");
+  // Token files are told apart by name (core/data/token_data): the name must say what the file is.
+  if ((format == "npy") != out_is_npy)
+    throw UsageError("--format " + format + " needs an output name " + (out_is_npy ? "not " : "") +
+                     "ending in .npy (token readers tell the formats apart by name): '" + out + "'");
+
+  std::shared_ptr<const olm::tokenizer::Tokenizer> tokenizer;
+  if (args.count("tokenizer")) tokenizer = olm::tokenizer::load_tokenizer(args["tokenizer"].as<std::string>());
+  const int64_t vocab = tokenizer ? tokenizer->vocab_size() : 256;
+  const bool add_eos = !tokenizer || args.count("add-eos") > 0 || args.count("eos") > 0;
+  int64_t eos = -1;
+  if (args.count("eos")) eos = int_flag(args, "eos");
+  else if (!tokenizer) eos = 256;
+  else if (tokenizer->special_ids().eos) eos = *tokenizer->special_ids().eos;
+  if (add_eos && eos < 0)
+    throw UsageError("--add-eos: the tokenizer has no EOS token; give its id with --eos");
+  if (add_eos && tokenizer && eos >= vocab)
+    throw UsageError("--eos " + std::to_string(eos) + " is outside the vocabulary [0, " + std::to_string(vocab) + ")");
+  if (add_eos && !tokenizer && eos < 256) throw UsageError("--eos must be at least 256 for byte tokens");
+  const int64_t largest = std::max(vocab - 1, add_eos ? eos : 0);
+  const std::string dtype = args.count("dtype") ? args["dtype"].as<std::string>() : (largest <= 65535 ? "uint16" : "uint32");
+  if (dtype != "uint16" && dtype != "uint32") throw UsageError("--dtype must be uint16 or uint32, not '" + dtype + "'");
+  if (dtype == "uint16" && largest > 65535)
+    throw UsageError("--dtype uint16 cannot hold token id " + std::to_string(largest) +
+                     (vocab - 1 == largest ? " (the vocabulary has " + std::to_string(vocab) + " tokens)" : " (--eos)") +
+                     "; use --dtype uint32");
+  if (largest > 0xFFFFFFFFll) throw UsageError("--eos does not fit uint32");
+  const bool wide = dtype == "uint32";
+
   std::vector<std::string> files;
   for (const auto& path : args["inputs"].as<std::vector<std::string>>()) {
     if (DIR* dir = opendir(path.c_str())) {
@@ -770,36 +989,93 @@ int cmd_tokenize(int argc, char** argv) {
       files.push_back(path);
     }
   }
-  std::vector<uint16_t> tokens;
-  int64_t documents = 0;
-  const bool fortunes = args.count("fortunes") > 0;
+  uint64_t total_bytes = 0;
+  std::vector<uint64_t> file_bytes;
   for (const auto& file : files) {
-    std::istringstream in(read_text(file));
-    std::string line, doc;
+    struct stat st {};
+    if (stat(file.c_str(), &st) != 0 || !S_ISREG(st.st_mode))
+      throw olm::Error(olm::ErrorCode::kIo, "cannot read '" + file + "': not a file");
+    file_bytes.push_back(static_cast<uint64_t>(st.st_size));
+    total_bytes += file_bytes.back();
+  }
+  struct stat existing {};
+  if (!args.count("force") && stat(out.c_str(), &existing) == 0)
+    throw olm::Error(olm::ErrorCode::kIo, "'" + out + "' exists; pass --force to overwrite it");
+
+  const auto split = args.count("jsonl") ? DocumentReader::Split::kJsonl
+                     : args.count("fortunes") ? DocumentReader::Split::kFortunes
+                                              : DocumentReader::Split::kFile;
+  int64_t documents = 0;
+  uint64_t tokens = 0;
+  TokenizeProgress progress(total_bytes);
+  olm::io::write_file_atomically(out, [&](int fd) {
+    if (format == "npy") olm::io::write_all(fd, npy_header(wide ? "<u4" : "<u2", 0).data(), 128, out);
+    uint64_t finished_bytes = 0;  // the input files done
+    const DocumentReader* reading = nullptr;
+    // Documents go to the threads in batches of about 16 MB of text, each written as soon as it is encoded.
+    std::vector<std::string> batch;
+    size_t batch_bytes = 0;
+    std::vector<uint8_t> buffer;
     auto flush = [&]() {
-      if (doc.find_first_not_of(" \t\n") == std::string::npos) {
-        doc.clear();
-        return;
-      }
-      for (unsigned char c : doc) tokens.push_back(c);
-      tokens.push_back(static_cast<uint16_t>(eos));
-      ++documents;
-      doc.clear();
-    };
-    while (std::getline(in, line)) {
-      if (fortunes && line == "%") {
-        flush();
+      std::vector<std::string_view> views(batch.begin(), batch.end());
+      std::vector<std::vector<int32_t>> encoded;
+      if (tokenizer) {
+        encoded = olm::tokenizer::encode_parallel(*tokenizer, views, false);
       } else {
-        doc += line + "\n";
+        for (const auto& doc : batch) encoded.emplace_back(doc.begin(), doc.end());
+        for (auto& ids : encoded)
+          for (auto& id : ids) id &= 0xFF;  // bytes, not signed chars
       }
+      size_t count = 0;
+      for (const auto& ids : encoded) count += ids.size() + (add_eos ? 1 : 0);
+      const size_t element = wide ? 4 : 2;
+      buffer.resize(count * element);
+      uint8_t* p = buffer.data();
+      auto put = [&](uint32_t id) {
+        // Little-endian, as NumPy's '<u2'/'<u4' and OLMo-core's raw memmaps.
+        for (size_t b = 0; b < element; ++b) *p++ = static_cast<uint8_t>(id >> (8 * b));
+      };
+      for (const auto& ids : encoded) {
+        for (int32_t id : ids) put(static_cast<uint32_t>(id));
+        if (add_eos) put(static_cast<uint32_t>(eos));
+      }
+      olm::io::write_all(fd, buffer.data(), buffer.size(), out);
+      tokens += count;
+      documents += static_cast<int64_t>(batch.size());
+      batch.clear();
+      batch_bytes = 0;
+      progress.update(finished_bytes + (reading ? reading->position() : 0), documents, static_cast<int64_t>(tokens));
+    };
+    for (size_t f = 0; f < files.size(); ++f) {
+      const std::string& file = files[f];
+      DocumentReader reader(file, split, args["text-field"].as<std::string>());
+      reading = &reader;
+      std::string doc;
+      uint64_t offset = 0;
+      while (reader.next(&doc, &offset)) {
+        if (doc.find_first_not_of(" \t\r\n") == std::string::npos) continue;
+        size_t bad = 0;
+        if (tokenizer && !olm::io::valid_utf8(doc, &bad))
+          throw olm::Error(olm::ErrorCode::kParse,
+                           "'" + file + "': not UTF-8 at byte " + std::to_string(offset + bad) +
+                               (split == DocumentReader::Split::kJsonl ? " (of the line's decoded text)" : ""));
+        batch_bytes += doc.size();
+        batch.push_back(std::move(doc));
+        if (batch_bytes >= (16u << 20)) flush();
+      }
+      reading = nullptr;
+      finished_bytes += file_bytes[f];
     }
     flush();
-  }
-  const std::string out = args["output"].as<std::string>();
-  std::ofstream os(out, std::ios::binary);
-  os.write(reinterpret_cast<const char*>(tokens.data()), static_cast<std::streamsize>(tokens.size() * 2));
-  if (!os) throw olm::Error(olm::ErrorCode::kIo, "cannot write '" + out + "'");
-  std::printf("%zu files, %ld documents, %zu tokens -> %s\n", files.size(), documents, tokens.size(), out.c_str());
+    if (format == "npy") {
+      const std::string header = npy_header(wide ? "<u4" : "<u2", tokens);
+      if (::pwrite(fd, header.data(), header.size(), 0) != static_cast<ssize_t>(header.size()))
+        throw olm::Error(olm::ErrorCode::kIo, "cannot write '" + out + "': " + std::strerror(errno));
+    }
+  });
+  progress.finish();
+  std::printf("%zu files, %ld documents, %lu tokens (%s %s) -> %s\n", files.size(), documents,
+              static_cast<unsigned long>(tokens), dtype.c_str(), format.c_str(), out.c_str());
   return 0;
 }
 
@@ -814,7 +1090,7 @@ void usage() {
       "  info       parameters, FLOPs per token and memory for a config\n"
       "  convert    olm checkpoints to and from OLMo-core / Hugging Face safetensors\n"
       "  bench      training throughput\n"
-      "  tokenize   byte-level tokenization of text files\n"
+      "  tokenize   text files to token files (a tokenizer's or bytes)\n"
       "  version    print the library version\n\n"
       "every command also takes --threads N: the CPU threads the library uses (1..1024)\n");
 }

@@ -2780,3 +2780,191 @@ extern "C" {
         options: *const olm_hf_save_options,
     ) -> *mut olm_error;
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct olm_tokenizer {
+    _unused: [u8; 0],
+}
+extern "C" {
+    pub fn olm_tokenizer_load(
+        path: *const ::std::os::raw::c_char,
+        out: *mut *mut olm_tokenizer,
+    ) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_tokenizer_free(tokenizer: *mut olm_tokenizer);
+}
+extern "C" {
+    pub fn olm_tokenizer_encode(
+        tokenizer: *const olm_tokenizer,
+        text: *const ::std::os::raw::c_char,
+        len: usize,
+        add_special_tokens: i32,
+        out: *mut *mut olm_tensor,
+    ) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_tokenizer_encode_into(
+        tokenizer: *const olm_tokenizer,
+        text: *const ::std::os::raw::c_char,
+        len: usize,
+        add_special_tokens: i32,
+        ids: *mut i32,
+        capacity: usize,
+        count: *mut usize,
+    ) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_tokenizer_encode_batch(
+        tokenizer: *const olm_tokenizer,
+        texts: *const *const ::std::os::raw::c_char,
+        lengths: *const usize,
+        num_texts: usize,
+        add_special_tokens: i32,
+        out_ids: *mut *mut olm_tensor,
+        out_offsets: *mut *mut olm_tensor,
+    ) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_tokenizer_decode(
+        tokenizer: *const olm_tokenizer,
+        ids: *const i32,
+        count: usize,
+        skip_special_tokens: i32,
+        out: *mut *mut olm_buffer,
+    ) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_tokenizer_token_to_id(
+        tokenizer: *const olm_tokenizer,
+        token: *const ::std::os::raw::c_char,
+        len: usize,
+        out: *mut i32,
+    ) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_tokenizer_id_to_token(
+        tokenizer: *const olm_tokenizer,
+        id: i32,
+        out: *mut *mut olm_buffer,
+    ) -> *mut olm_error;
+}
+extern "C" {
+    pub fn olm_tokenizer_vocab_size(
+        tokenizer: *const olm_tokenizer,
+        out: *mut i64,
+    ) -> *mut olm_error;
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct olm_special_ids {
+    pub struct_size: usize,
+    pub bos_id: i32,
+    pub eos_id: i32,
+    pub pad_id: i32,
+    pub unk_id: i32,
+}
+#[test]
+fn bindgen_test_layout_olm_special_ids() {
+    assert_eq!(
+        ::std::mem::size_of::<olm_special_ids>(),
+        24usize,
+        concat!("Size of: ", stringify!(olm_special_ids))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<olm_special_ids>(),
+        8usize,
+        concat!("Alignment of ", stringify!(olm_special_ids))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_special_ids>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_special_ids),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_bos_id() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_special_ids>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).bos_id) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_special_ids),
+                "::",
+                stringify!(bos_id)
+            )
+        );
+    }
+    test_field_bos_id();
+    fn test_field_eos_id() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_special_ids>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).eos_id) as usize - ptr as usize
+            },
+            12usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_special_ids),
+                "::",
+                stringify!(eos_id)
+            )
+        );
+    }
+    test_field_eos_id();
+    fn test_field_pad_id() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_special_ids>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).pad_id) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_special_ids),
+                "::",
+                stringify!(pad_id)
+            )
+        );
+    }
+    test_field_pad_id();
+    fn test_field_unk_id() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_special_ids>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).unk_id) as usize - ptr as usize
+            },
+            20usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_special_ids),
+                "::",
+                stringify!(unk_id)
+            )
+        );
+    }
+    test_field_unk_id();
+}
+extern "C" {
+    pub fn olm_tokenizer_special_ids(
+        tokenizer: *const olm_tokenizer,
+        out: *mut olm_special_ids,
+    ) -> *mut olm_error;
+}

@@ -2,7 +2,7 @@
 //! and loss, train, checkpoint and sample from them, through libolm's C ABI.
 //!
 //! Every handle ([`Config`], [`Model`], [`Tensor`], [`TrainConfig`], [`Trainer`], [`Dataset`],
-//! [`Dist`]) owns its C object and frees it on `Drop`. Every fallible call returns
+//! [`Dist`], [`Tokenizer`]) owns its C object and frees it on `Drop`. Every fallible call returns
 //! `Result<T, olm::Error>`.
 //!
 //! ```no_run
@@ -21,9 +21,10 @@
 //! `olm.h` allows a handle to be used from any thread, but by one thread at a time, and
 //! different handles concurrently. This crate enforces that at compile time:
 //!
-//! - Handles are `Send` (they may move to another thread) and, except [`Dataset`], not
-//!   `Sync`, so a `&Model` or `&Tensor` never reaches a second thread. A [`Dataset`] is
-//!   immutable and documented thread-safe by `olm.h`, so it is also `Sync`.
+//! - Handles are `Send` (they may move to another thread) and, except [`Dataset`] and
+//!   [`Tokenizer`], not `Sync`, so a `&Model` or `&Tensor` never reaches a second thread. A
+//!   [`Dataset`] and a [`Tokenizer`] are immutable and documented thread-safe by `olm.h`, so
+//!   they are also `Sync`.
 //! - A [`Trainer`] and its model are one object for threading: [`Trainer::new`] borrows the
 //!   model mutably for the trainer's whole life (reach it through [`Trainer::model`] and
 //!   [`Trainer::model_mut`]), and a process group given to [`Trainer::set_dist`] is borrowed
@@ -1747,3 +1748,9 @@ impl Dist {
         check(unsafe { sys::olm_dist_shutdown(self.ptr.as_ptr()) })
     }
 }
+
+// ------------------------------------------------------------------------------------------
+// Tokenizers (after the handle! macros, which the module uses)
+
+mod tokenizer;
+pub use tokenizer::{SpecialIds, Tokenizer};
