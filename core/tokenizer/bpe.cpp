@@ -1,0 +1,237 @@
+// Byte-pair encoding as `tokenizers`' BPE model: a word starts as its characters (with the
+// continuing-subword prefix and end-of-word suffix, byte fallback or the unknown token where a
+// character is not in the vocabulary), then the adjacent pair of lowest merge rank is merged,
+// leftmost first, until no pair has a rank. Pairs are keyed by their two ids.
+#include <atomic>
+#include <cstdio>
+#include <queue>
+
+#include "core/tokenizer/components.h"
+#include "core/tokenizer/text.h"
+
+namespace olm::tokenizer {
+
+namespace {
+
+uint64_t pair_key(int32_t left, int32_t right) {
+  return (static_cast<uint64_t>(static_cast<uint32_t>(left)) << 32) | static_cast<uint32_t>(right);
+}
+
+struct Merge {
+  int32_t rank;
+  int32_t new_id;
+};
+
+// Recently seen words -> ids, per thread and per model (a model is known by a serial number,
+// never its address, which a later model may reuse). Bounded: emptied when full.
+struct WordCache {
+  uint64_t model = 0;
+  std::unordered_map<std::string, std::vector<int32_t>> words;
+};
+constexpr size_t kCacheWords = 1 << 16;
+constexpr size_t kCacheWordBytes = 256;  // longer words are not worth keeping
+std::atomic<uint64_t> next_model_serial{1};
+
+class BpeModel : public Model {
+ public:
+  explicit BpeModel(const JsonNode& node);
+  void tokenize(const std::string& word, std::vector<int32_t>& ids) const override;
+  const Vocab& vocab() const override { return vocab_; }
+  bool byte_level_complete() const override;
+
+ private:
+  void merge_word(const std::string& word, std::vector<int32_t>& ids) const;
+
+  Vocab vocab_;
+  std::unordered_map<uint64_t, Merge> merges_;
+  std::optional<int32_t> unk_id_;
+  std::string prefix_, suffix_;
+  bool fuse_unk_ = false, byte_fallback_ = false, ignore_merges_ = false;
+  int32_t byte_ids_[256];  // byte fallback: the id of "<0xNN>", -1 where absent
+  uint64_t serial_ = next_model_serial++;
+};
+
+BpeModel::BpeModel(const JsonNode& node) : vocab_(read_vocab(node.at("vocab"))) {
+  if (auto dropout = node.find_value("dropout"))
+    dropout->fail(ErrorCode::kInvalidConfig, "BPE dropout is random at every encode; olm supports only null");
+  if (auto unk = node.find_value("unk_token")) {
+    unk_id_ = vocab_.find(unk->string());
+    if (!unk_id_) unk->fail(ErrorCode::kInvalidConfig, io::quote_json(unk->string()) + " is not in the vocabulary");
+  }
+  prefix_ = node.string_or("continuing_subword_prefix", "");
+  suffix_ = node.string_or("end_of_word_suffix", "");
+  fuse_unk_ = node.bool_or("fuse_unk", false);
+  byte_fallback_ = node.bool_or("byte_fallback", false);
+  ignore_merges_ = node.bool_or("ignore_merges", false);
+  for (int b = 0; b < 256; ++b) {
+    char name[8];
+    std::snprintf(name, sizeof name, "<0x%02X>", b);
+    auto id = vocab_.find(name);
+    byte_ids_[b] = id ? *id : -1;
+  }
+
+  const JsonNode merges = node.at("merges");
+  const size_t count = merges.size();
+  merges_.reserve(count);
+  int32_t rank = 0;
+  for (size_t i = 0; i < count; ++i) {
+    const JsonNode merge = merges[i];
+    std::string left, right;
+    if (merge.json().kind == io::Json::kString) {
+      const std::string& line = merge.string();
+      if (line.rfind("#version", 0) == 0) continue;  // merges.txt's header line, skipped as tokenizers does
+      const size_t space = line.find(' ');
+      if (space == std::string::npos || line.find(' ', space + 1) != std::string::npos)
+        merge.fail(ErrorCode::kParse, "expected \"left right\" (two tokens, one space), got " + io::quote_json(line));
+      left = line.substr(0, space);
+      right = line.substr(space + 1);
+    } else {
+      if (merge.json().kind != io::Json::kArray || merge.size() != 2)
+        merge.fail(ErrorCode::kParse, "expected \"left right\" or [\"left\", \"right\"]");
+      left = merge[0].string();
+      right = merge[1].string();
+    }
+    auto find = [&](const std::string& token) {
+      auto id = vocab_.find(token);
+      if (!id) merge.fail(ErrorCode::kInvalidConfig, io::quote_json(token) + " is not in the vocabulary");
+      return *id;
+    };
+    const int32_t left_id = find(left), right_id = find(right);
+    if (right.size() < prefix_.size())
+      merge.fail(ErrorCode::kInvalidConfig, io::quote_json(right) + " is shorter than the continuing_subword_prefix");
+    const int32_t new_id = find(left + right.substr(prefix_.size()));
+    merges_[pair_key(left_id, right_id)] = Merge{rank, new_id};  // a repeated pair: the last wins
+    ++rank;
+  }
+}
+
+bool BpeModel::byte_level_complete() const {
+  if (!prefix_.empty() || !suffix_.empty()) return false;
+  std::string token;
+  for (int b = 0; b < 256; ++b) {
+    token.clear();
+    append_utf8(token, byte_to_char(static_cast<uint8_t>(b)));
+    if (!vocab_.find(token)) return false;
+  }
+  return true;
+}
+
+void BpeModel::tokenize(const std::string& word, std::vector<int32_t>& ids) const {
+  if (ignore_merges_) {
+    auto it = vocab_.ids.find(word);
+    if (it != vocab_.ids.end()) {
+      ids.push_back(it->second);
+      return;
+    }
+  }
+  if (word.size() > kCacheWordBytes) {
+    merge_word(word, ids);
+    return;
+  }
+  thread_local WordCache cache;
+  if (cache.model != serial_) {
+    cache.words.clear();
+    cache.model = serial_;
+  }
+  auto it = cache.words.find(word);
+  if (it != cache.words.end()) {
+    ids.insert(ids.end(), it->second.begin(), it->second.end());
+    return;
+  }
+  const size_t first = ids.size();
+  merge_word(word, ids);
+  if (cache.words.size() >= kCacheWords) cache.words.clear();
+  cache.words.emplace(word, std::vector<int32_t>(ids.begin() + first, ids.end()));
+}
+
+struct Symbol {
+  int32_t id;
+  int32_t prev, next;
+  bool alive;
+};
+
+struct Candidate {
+  int32_t rank;
+  int32_t pos;
+  int32_t new_id;
+  bool operator<(const Candidate& other) const {  // a max-heap of this pops the lowest rank, then the leftmost
+    return rank != other.rank ? rank > other.rank : pos > other.pos;
+  }
+};
+
+void BpeModel::merge_word(const std::string& word, std::vector<int32_t>& ids) const {
+  thread_local std::vector<Symbol> symbols;
+  thread_local std::string piece;
+  symbols.clear();
+  auto add = [&](int32_t id) { symbols.push_back(Symbol{id, 0, 0, true}); };
+  std::optional<int32_t> pending_unk;  // with fuse_unk, consecutive unknowns become one
+  for (size_t i = 0; i < word.size();) {
+    const size_t start = i;
+    i += utf8_length(static_cast<unsigned char>(word[i]));
+    piece.clear();
+    if (start > 0) piece += prefix_;
+    piece.append(word, start, i - start);
+    if (i == word.size()) piece += suffix_;
+    auto it = vocab_.ids.find(piece);
+    if (it != vocab_.ids.end()) {
+      if (pending_unk) add(*pending_unk), pending_unk.reset();
+      add(it->second);
+      continue;
+    }
+    if (byte_fallback_) {
+      bool all = true;
+      for (char b : piece) all = all && byte_ids_[static_cast<unsigned char>(b)] >= 0;
+      if (all) {
+        for (char b : piece) add(byte_ids_[static_cast<unsigned char>(b)]);
+        continue;
+      }
+    }
+    if (unk_id_) {
+      if (pending_unk && !fuse_unk_) add(*pending_unk);
+      pending_unk = *unk_id_;
+    }
+    // Without an unknown token the character is dropped, as tokenizers does.
+  }
+  if (pending_unk) add(*pending_unk);
+
+  const int32_t n = static_cast<int32_t>(symbols.size());
+  for (int32_t k = 0; k < n; ++k) symbols[k].prev = k - 1, symbols[k].next = k + 1 < n ? k + 1 : -1;
+  thread_local std::vector<Candidate> heap_storage;
+  heap_storage.clear();
+  std::priority_queue<Candidate, std::vector<Candidate>> queue(std::less<Candidate>(), std::move(heap_storage));
+  for (int32_t k = 0; k + 1 < n; ++k) {
+    auto it = merges_.find(pair_key(symbols[k].id, symbols[k + 1].id));
+    if (it != merges_.end()) queue.push(Candidate{it->second.rank, k, it->second.new_id});
+  }
+  while (!queue.empty()) {
+    const Candidate top = queue.top();
+    queue.pop();
+    Symbol& left = symbols[top.pos];
+    if (!left.alive || left.next < 0) continue;
+    Symbol& right = symbols[left.next];
+    auto it = merges_.find(pair_key(left.id, right.id));
+    if (it == merges_.end() || it->second.new_id != top.new_id) continue;  // stale
+    left.id = top.new_id;
+    right.alive = false;
+    left.next = right.next;
+    if (right.next >= 0) symbols[right.next].prev = top.pos;
+    if (left.prev >= 0) {
+      auto before = merges_.find(pair_key(symbols[left.prev].id, left.id));
+      if (before != merges_.end()) queue.push(Candidate{before->second.rank, left.prev, before->second.new_id});
+    }
+    if (left.next >= 0) {
+      auto after = merges_.find(pair_key(left.id, symbols[left.next].id));
+      if (after != merges_.end()) queue.push(Candidate{after->second.rank, top.pos, after->second.new_id});
+    }
+  }
+  for (int32_t k = 0; k < n; k = symbols[k].next) {
+    ids.push_back(symbols[k].id);
+    if (symbols[k].next < 0) break;
+  }
+}
+
+}  // namespace
+
+std::unique_ptr<Model> make_bpe(const JsonNode& node) { return std::make_unique<BpeModel>(node); }
+
+}  // namespace olm::tokenizer
