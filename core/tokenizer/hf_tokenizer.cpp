@@ -132,6 +132,10 @@ void HfTokenizer::read_added_tokens(const JsonNode& list) {
                          "added token " + io::quote_json(token->content) + " has id " + std::to_string(stated) +
                              ", but tokenizers gives it " + std::to_string(id) +
                              " (the model's id for that content, else the next id after the vocabulary)");
+    if (!model_->vocab().find(token->content) && model_->vocab().token(static_cast<int32_t>(id)))
+      node.at("id").fail(ErrorCode::kInvalidConfig, "added token " + io::quote_json(token->content) + " would share id " +
+                                                        std::to_string(id) + " with the model's token " +
+                                                        io::quote_json(*model_->vocab().token(static_cast<int32_t>(id))));
     if (added_by_id_.count(static_cast<int32_t>(id)))
       node.at("id").fail(ErrorCode::kInvalidConfig, "id " + std::to_string(id) + " is given to two added tokens");
     token->id = static_cast<int32_t>(id);
