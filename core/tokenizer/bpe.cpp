@@ -22,6 +22,37 @@ struct Merge {
   int32_t new_id;
 };
 
+// Pair of ids -> merge, open addressing (the merge loop's one lookup per adjacent pair).
+class MergeTable {
+ public:
+  void reserve(size_t n) {
+    size_t capacity = 16;
+    while (capacity < 2 * n) capacity <<= 1;
+    keys_.assign(capacity, kEmpty);
+    values_.assign(capacity, Merge{0, 0});
+    mask_ = capacity - 1;
+  }
+  void set(uint64_t key, Merge merge) {  // a repeated pair: the last wins, as a Rust HashMap collect
+    size_t i = slot(key);
+    while (keys_[i] != kEmpty && keys_[i] != key) i = (i + 1) & mask_;
+    keys_[i] = key;
+    values_[i] = merge;
+  }
+  const Merge* find(uint64_t key) const {
+    for (size_t i = slot(key);; i = (i + 1) & mask_) {
+      if (keys_[i] == key) return &values_[i];
+      if (keys_[i] == kEmpty) return nullptr;
+    }
+  }
+
+ private:
+  static constexpr uint64_t kEmpty = ~uint64_t{0};  // ids are below 2^31: never a real key
+  size_t slot(uint64_t key) const { return static_cast<size_t>((key * 0x9E3779B97F4A7C15ull) >> 20) & mask_; }
+  std::vector<uint64_t> keys_;
+  std::vector<Merge> values_;
+  size_t mask_ = 0;
+};
+
 // Recently seen words -> ids, per thread and per model (a model is known by a serial number,
 // never its address, which a later model may reuse). Bounded: emptied when full.
 struct WordCache {
@@ -43,7 +74,7 @@ class BpeModel : public Model {
   void merge_word(const std::string& word, std::vector<int32_t>& ids) const;
 
   Vocab vocab_;
-  std::unordered_map<uint64_t, Merge> merges_;
+  MergeTable merges_;
   std::optional<int32_t> unk_id_;
   std::string prefix_, suffix_;
   bool fuse_unk_ = false, byte_fallback_ = false, ignore_merges_ = false;
@@ -74,33 +105,35 @@ BpeModel::BpeModel(const JsonNode& node) : vocab_(read_vocab(node.at("vocab"))) 
   const size_t count = merges.size();
   merges_.reserve(count);
   int32_t rank = 0;
+  std::string left, right, joined;
   for (size_t i = 0; i < count; ++i) {
-    const JsonNode merge = merges[i];
-    std::string left, right;
-    if (merge.json().kind == io::Json::kString) {
-      const std::string& line = merge.string();
+    const io::Json& merge = merges.json().array[i];
+    auto bad = [&](ErrorCode code, const std::string& what) { merges[i].fail(code, what); };
+    if (merge.kind == io::Json::kString) {
+      const std::string& line = merge.string;
       if (line.rfind("#version", 0) == 0) continue;  // merges.txt's header line, skipped as tokenizers does
       const size_t space = line.find(' ');
       if (space == std::string::npos || line.find(' ', space + 1) != std::string::npos)
-        merge.fail(ErrorCode::kParse, "expected \"left right\" (two tokens, one space), got " + io::quote_json(line));
-      left = line.substr(0, space);
-      right = line.substr(space + 1);
+        bad(ErrorCode::kParse, "expected \"left right\" (two tokens, one space), got " + io::quote_json(line));
+      left.assign(line, 0, space);
+      right.assign(line, space + 1, std::string::npos);
     } else {
-      if (merge.json().kind != io::Json::kArray || merge.size() != 2)
-        merge.fail(ErrorCode::kParse, "expected \"left right\" or [\"left\", \"right\"]");
-      left = merge[0].string();
-      right = merge[1].string();
+      if (merge.kind != io::Json::kArray || merge.array.size() != 2 || merge.array[0].kind != io::Json::kString ||
+          merge.array[1].kind != io::Json::kString)
+        bad(ErrorCode::kParse, "expected \"left right\" or [\"left\", \"right\"]");
+      left = merge.array[0].string;
+      right = merge.array[1].string;
     }
     auto find = [&](const std::string& token) {
       auto id = vocab_.find(token);
-      if (!id) merge.fail(ErrorCode::kInvalidConfig, io::quote_json(token) + " is not in the vocabulary");
+      if (!id) bad(ErrorCode::kInvalidConfig, io::quote_json(token) + " is not in the vocabulary");
       return *id;
     };
     const int32_t left_id = find(left), right_id = find(right);
     if (right.size() < prefix_.size())
-      merge.fail(ErrorCode::kInvalidConfig, io::quote_json(right) + " is shorter than the continuing_subword_prefix");
-    const int32_t new_id = find(left + right.substr(prefix_.size()));
-    merges_[pair_key(left_id, right_id)] = Merge{rank, new_id};  // a repeated pair: the last wins
+      bad(ErrorCode::kInvalidConfig, io::quote_json(right) + " is shorter than the continuing_subword_prefix");
+    joined.assign(left).append(right, prefix_.size(), std::string::npos);
+    merges_.set(pair_key(left_id, right_id), Merge{rank, find(joined)});
     ++rank;
   }
 }
@@ -118,9 +151,8 @@ bool BpeModel::byte_level_complete() const {
 
 void BpeModel::tokenize(const std::string& word, std::vector<int32_t>& ids) const {
   if (ignore_merges_) {
-    auto it = vocab_.ids.find(word);
-    if (it != vocab_.ids.end()) {
-      ids.push_back(it->second);
+    if (auto id = vocab_.find(word)) {
+      ids.push_back(*id);
       return;
     }
   }
@@ -172,10 +204,9 @@ void BpeModel::merge_word(const std::string& word, std::vector<int32_t>& ids) co
     if (start > 0) piece += prefix_;
     piece.append(word, start, i - start);
     if (i == word.size()) piece += suffix_;
-    auto it = vocab_.ids.find(piece);
-    if (it != vocab_.ids.end()) {
+    if (auto id = vocab_.find(piece)) {
       if (pending_unk) add(*pending_unk), pending_unk.reset();
-      add(it->second);
+      add(*id);
       continue;
     }
     if (byte_fallback_) {
@@ -200,8 +231,8 @@ void BpeModel::merge_word(const std::string& word, std::vector<int32_t>& ids) co
   heap_storage.clear();
   std::priority_queue<Candidate, std::vector<Candidate>> queue(std::less<Candidate>(), std::move(heap_storage));
   for (int32_t k = 0; k + 1 < n; ++k) {
-    auto it = merges_.find(pair_key(symbols[k].id, symbols[k + 1].id));
-    if (it != merges_.end()) queue.push(Candidate{it->second.rank, k, it->second.new_id});
+    if (const Merge* m = merges_.find(pair_key(symbols[k].id, symbols[k + 1].id)))
+      queue.push(Candidate{m->rank, k, m->new_id});
   }
   while (!queue.empty()) {
     const Candidate top = queue.top();
@@ -209,19 +240,19 @@ void BpeModel::merge_word(const std::string& word, std::vector<int32_t>& ids) co
     Symbol& left = symbols[top.pos];
     if (!left.alive || left.next < 0) continue;
     Symbol& right = symbols[left.next];
-    auto it = merges_.find(pair_key(left.id, right.id));
-    if (it == merges_.end() || it->second.new_id != top.new_id) continue;  // stale
+    const Merge* current = merges_.find(pair_key(left.id, right.id));
+    if (!current || current->new_id != top.new_id) continue;  // stale
     left.id = top.new_id;
     right.alive = false;
     left.next = right.next;
     if (right.next >= 0) symbols[right.next].prev = top.pos;
     if (left.prev >= 0) {
-      auto before = merges_.find(pair_key(symbols[left.prev].id, left.id));
-      if (before != merges_.end()) queue.push(Candidate{before->second.rank, left.prev, before->second.new_id});
+      if (const Merge* m = merges_.find(pair_key(symbols[left.prev].id, left.id)))
+        queue.push(Candidate{m->rank, left.prev, m->new_id});
     }
     if (left.next >= 0) {
-      auto after = merges_.find(pair_key(left.id, symbols[left.next].id));
-      if (after != merges_.end()) queue.push(Candidate{after->second.rank, top.pos, after->second.new_id});
+      if (const Merge* m = merges_.find(pair_key(left.id, symbols[left.next].id)))
+        queue.push(Candidate{m->rank, top.pos, m->new_id});
     }
   }
   for (int32_t k = 0; k < n; k = symbols[k].next) {

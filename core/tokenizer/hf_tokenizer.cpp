@@ -97,7 +97,7 @@ HfTokenizer::HfTokenizer(const io::Json& root_json, const std::string& source) {
   if (auto node = root.find_value("decoder")) decoder_ = make_decoder(*node);
   if (auto node = root.find_value("added_tokens")) read_added_tokens(*node);
 
-  vocab_size_ = static_cast<int64_t>(model_->vocab().tokens.size());
+  vocab_size_ = static_cast<int64_t>(model_->vocab().id_limit());
   for (const auto& token : added_) vocab_size_ = std::max<int64_t>(vocab_size_, int64_t{token->id} + 1);
   lossless_ = decide_lossless();
 }
@@ -106,7 +106,7 @@ void HfTokenizer::read_added_tokens(const JsonNode& list) {
   // Ids as tokenizers' AddedVocabulary::add_tokens assigns them: a content the vocabulary (or
   // an earlier added token) has keeps that id, any other takes the next free one after the
   // model's. tokenizers only warns where the file says otherwise; olm refuses the file.
-  const int64_t model_size = static_cast<int64_t>(model_->vocab().ids.size());
+  const int64_t model_size = static_cast<int64_t>(model_->vocab().size());
   for (size_t i = 0; i < list.size(); ++i) {
     const JsonNode node = list[i];
     auto token = std::make_unique<AddedTokenSpec>();

@@ -8,27 +8,59 @@
 
 namespace olm::tokenizer {
 
+void Vocab::reserve(size_t n, size_t id_limit) {
+  size_t capacity = 16;
+  while (capacity < 2 * n) capacity <<= 1;
+  slots_.assign(capacity, -1);
+  tags_.assign(capacity, 0);
+  mask_ = capacity - 1;
+  tokens_.assign(id_limit, std::string());
+  present_.assign(id_limit, false);
+  count_ = 0;
+}
+
+const std::string* Vocab::insert(const std::string& token, int32_t id) {
+  if (present_[id] && tokens_[id] != token) return &tokens_[id];
+  const size_t hash = std::hash<std::string_view>{}(token);
+  const uint32_t tag = static_cast<uint32_t>(hash >> 32);
+  size_t i = hash & mask_;
+  for (; slots_[i] >= 0; i = (i + 1) & mask_) {
+    if (tags_[i] == tag && tokens_[slots_[i]] == token) {
+      const int32_t old = slots_[i];
+      present_[old] = false;
+      tokens_[old].clear();
+      --count_;
+      break;
+    }
+  }
+  slots_[i] = id;
+  tags_[i] = tag;
+  tokens_[id] = token;
+  present_[id] = true;
+  ++count_;
+  return nullptr;
+}
+
 Vocab read_vocab(const JsonNode& node) {
   node.expect(io::Json::kObject, "an object {token: id}");
-  Vocab vocab;
   const auto& members = node.json().object;
-  vocab.ids.reserve(members.size());
+  // Paths are built only for a message: a 100k vocabulary has no time for 100k of them.
+  auto member_node = [&](size_t k) {
+    return JsonNode(members[k].second, node.path() + "[" + io::quote_json(members[k].first) + "]", node.source());
+  };
   int64_t max_id = -1;
-  for (const auto& member : members) {
-    const JsonNode value(member.second, node.path() + "[" + io::quote_json(member.first) + "]", node.source());
-    const int64_t id = value.integer(0, INT32_MAX - 1);
-    max_id = std::max(max_id, id);
-    vocab.ids[member.first] = static_cast<int32_t>(id);  // a repeated token: the last wins, as serde
+  for (size_t k = 0; k < members.size(); ++k) {
+    const io::Json& value = members[k].second;
+    if (value.kind != io::Json::kInt || value.integer < 0 || value.integer >= INT32_MAX) member_node(k).integer(0, INT32_MAX - 1);
+    max_id = std::max(max_id, value.integer);
   }
-  vocab.tokens.resize(static_cast<size_t>(max_id + 1));
-  vocab.present.assign(static_cast<size_t>(max_id + 1), false);
-  for (const auto& member : members) {
-    const int32_t id = vocab.ids[member.first];
-    if (vocab.present[id] && vocab.tokens[id] != member.first)
-      node.fail(ErrorCode::kInvalidConfig, "id " + std::to_string(id) + " is given to both " +
-                                               io::quote_json(vocab.tokens[id]) + " and " + io::quote_json(member.first));
-    vocab.present[id] = true;
-    vocab.tokens[id] = member.first;
+  Vocab vocab;
+  vocab.reserve(members.size(), static_cast<size_t>(max_id + 1));
+  for (size_t k = 0; k < members.size(); ++k) {
+    const int32_t id = static_cast<int32_t>(members[k].second.integer);
+    if (const std::string* other = vocab.insert(members[k].first, id))
+      member_node(k).fail(ErrorCode::kInvalidConfig, "id " + std::to_string(id) + " is given to both " +
+                                                         io::quote_json(*other) + " and " + io::quote_json(members[k].first));
   }
   return vocab;
 }
@@ -68,11 +100,8 @@ class WordPieceModel : public Model {
         candidate.clear();
         if (start > 0) candidate = prefix_;
         candidate.append(word, start, end - start);
-        auto it = vocab_.ids.find(candidate);
-        if (it != vocab_.ids.end()) {
-          found = it->second;
-          break;
-        }
+        found = vocab_.find(candidate);
+        if (found) break;
         do --end;
         while (end > start && (static_cast<unsigned char>(word[end]) & 0xC0) == 0x80);
       }
@@ -102,8 +131,7 @@ class WordLevelModel : public Model {
     unk_id_ = require_token(vocab_, *unk, unk->string());
   }
   void tokenize(const std::string& word, std::vector<int32_t>& ids) const override {
-    auto it = vocab_.ids.find(word);
-    ids.push_back(it == vocab_.ids.end() ? unk_id_ : it->second);
+    ids.push_back(vocab_.find(word).value_or(unk_id_));
   }
   const Vocab& vocab() const override { return vocab_; }
 
