@@ -53,14 +53,21 @@ class MergeTable {
   size_t mask_ = 0;
 };
 
-// Recently seen words -> ids, per thread and per model (a model is known by a serial number,
-// never its address, which a later model may reuse). Bounded: emptied when full.
+// Recently seen words -> ids, per thread: direct-mapped (a word's hash picks its one slot,
+// a newcomer replaces the occupant), so a lookup is one probe and the memory is bounded. Slots
+// carry the model's serial number, never its address (a later model may reuse that).
 struct WordCache {
-  uint64_t model = 0;
-  std::unordered_map<std::string, std::vector<int32_t>> words;
+  struct Slot {
+    uint64_t model = 0;
+    size_t hash = 0;
+    std::string word;
+    std::vector<int32_t> ids;
+  };
+  static constexpr size_t kSlots = 1 << 16;
+  std::vector<Slot> slots = std::vector<Slot>(kSlots);
 };
-constexpr size_t kCacheWords = 1 << 16;
 constexpr size_t kCacheWordBytes = 256;  // longer words are not worth keeping
+constexpr int32_t kLinearMergeSymbols = 40;  // up to this many symbols a scan beats the queue
 std::atomic<uint64_t> next_model_serial{1};
 
 class BpeModel : public Model {
@@ -72,6 +79,7 @@ class BpeModel : public Model {
 
  private:
   void merge_word(const std::string& word, std::vector<int32_t>& ids) const;
+  void merge_short(std::vector<int32_t>& ids) const;
 
   Vocab vocab_;
   MergeTable merges_;
@@ -161,19 +169,18 @@ void BpeModel::tokenize(const std::string& word, std::vector<int32_t>& ids) cons
     return;
   }
   thread_local WordCache cache;
-  if (cache.model != serial_) {
-    cache.words.clear();
-    cache.model = serial_;
-  }
-  auto it = cache.words.find(word);
-  if (it != cache.words.end()) {
-    ids.insert(ids.end(), it->second.begin(), it->second.end());
+  const size_t hash = std::hash<std::string_view>{}(word);
+  WordCache::Slot& slot = cache.slots[hash & (WordCache::kSlots - 1)];
+  if (slot.model == serial_ && slot.hash == hash && slot.word == word) {
+    ids.insert(ids.end(), slot.ids.begin(), slot.ids.end());
     return;
   }
   const size_t first = ids.size();
   merge_word(word, ids);
-  if (cache.words.size() >= kCacheWords) cache.words.clear();
-  cache.words.emplace(word, std::vector<int32_t>(ids.begin() + first, ids.end()));
+  slot.model = serial_;
+  slot.hash = hash;
+  slot.word = word;
+  slot.ids.assign(ids.begin() + static_cast<std::ptrdiff_t>(first), ids.end());
 }
 
 struct Symbol {
@@ -191,8 +198,37 @@ struct Candidate {
   }
 };
 
-void BpeModel::merge_word(const std::string& word, std::vector<int32_t>& ids) const {
+std::vector<Symbol>& thread_symbols() {
   thread_local std::vector<Symbol> symbols;
+  return symbols;
+}
+
+// Short words: the lowest-ranked adjacent pair by a scan, leftmost on ties. The same order as
+// the queue's: a stale queue entry never wins, since a position's pair only ever grows.
+void BpeModel::merge_short(std::vector<int32_t>& ids) const {
+  const std::vector<Symbol>& symbols = thread_symbols();
+  thread_local std::vector<int32_t> word;
+  thread_local std::vector<const Merge*> pairs;
+  word.clear();
+  pairs.clear();
+  for (const Symbol& s : symbols) word.push_back(s.id);
+  for (size_t k = 0; k + 1 < word.size(); ++k) pairs.push_back(merges_.find(pair_key(word[k], word[k + 1])));
+  for (;;) {
+    size_t best = pairs.size();
+    for (size_t k = 0; k < pairs.size(); ++k)
+      if (pairs[k] && (best == pairs.size() || pairs[k]->rank < pairs[best]->rank)) best = k;
+    if (best == pairs.size()) break;
+    word[best] = pairs[best]->new_id;
+    word.erase(word.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+    pairs.erase(pairs.begin() + static_cast<std::ptrdiff_t>(best));
+    if (best > 0) pairs[best - 1] = merges_.find(pair_key(word[best - 1], word[best]));
+    if (best + 1 < word.size()) pairs[best] = merges_.find(pair_key(word[best], word[best + 1]));
+  }
+  ids.insert(ids.end(), word.begin(), word.end());
+}
+
+void BpeModel::merge_word(const std::string& word, std::vector<int32_t>& ids) const {
+  std::vector<Symbol>& symbols = thread_symbols();
   thread_local std::string piece;
   symbols.clear();
   auto add = [&](int32_t id) { symbols.push_back(Symbol{id, 0, 0, true}); };
@@ -226,6 +262,10 @@ void BpeModel::merge_word(const std::string& word, std::vector<int32_t>& ids) co
   if (pending_unk) add(*pending_unk);
 
   const int32_t n = static_cast<int32_t>(symbols.size());
+  if (n <= kLinearMergeSymbols) {
+    merge_short(ids);
+    return;
+  }
   for (int32_t k = 0; k < n; ++k) symbols[k].prev = k - 1, symbols[k].next = k + 1 < n ? k + 1 : -1;
   thread_local std::vector<Candidate> heap_storage;
   heap_storage.clear();
