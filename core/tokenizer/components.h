@@ -99,6 +99,7 @@ class Model {
 };
 std::unique_ptr<Model> make_model(const JsonNode& node);
 std::unique_ptr<Model> make_bpe(const JsonNode& node);
+std::unique_ptr<Model> make_unigram(const JsonNode& node);
 
 class Decoder {
  public:
@@ -114,6 +115,8 @@ class PostProcessor {
   virtual ~PostProcessor() = default;
   // A single sequence's ids with the special tokens this processor adds.
   virtual void process(std::vector<int32_t>& ids) const = 0;
+  // Every id it may add.
+  virtual std::vector<int32_t> special_ids() const = 0;
 };
 std::unique_ptr<PostProcessor> make_post_processor(const JsonNode& node);
 

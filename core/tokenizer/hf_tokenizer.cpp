@@ -9,6 +9,9 @@ namespace olm::tokenizer {
 void AddedTokenMatcher::add(const std::string& pattern, const AddedTokenSpec* token) {
   if (pattern.empty()) return;  // matches nothing (aho-corasick never reports an empty match here)
   entries_.push_back(Entry{pattern, token});
+}
+
+void AddedTokenMatcher::finish() {
   std::stable_sort(entries_.begin(), entries_.end(),
                    [](const Entry& a, const Entry& b) { return a.pattern.size() > b.pattern.size(); });
   for (auto& list : by_byte_) list.clear();
@@ -99,6 +102,13 @@ HfTokenizer::HfTokenizer(const io::Json& root_json, const std::string& source) {
 
   vocab_size_ = static_cast<int64_t>(model_->vocab().id_limit());
   for (const auto& token : added_) vocab_size_ = std::max<int64_t>(vocab_size_, int64_t{token->id} + 1);
+  // The post-processor's ids must decode: tokenizers would emit any number written there.
+  if (post_processor_) {
+    for (int32_t id : post_processor_->special_ids())
+      if (!id_to_token(id))
+        root.at("post_processor").fail(ErrorCode::kInvalidConfig,
+                                       "special token id " + std::to_string(id) + " is not in the vocabulary");
+  }
   lossless_ = decide_lossless();
 }
 
@@ -153,6 +163,8 @@ void HfTokenizer::read_added_tokens(const JsonNode& list) {
       normalized_matcher_.add(pattern, token.get());
     }
   }
+  raw_matcher_.finish();
+  normalized_matcher_.finish();
 }
 
 bool HfTokenizer::decide_lossless() const {

@@ -24,8 +24,10 @@ struct AddedTokenSpec {
 
 class AddedTokenMatcher {
  public:
-  // `patterns[k]` is what token `tokens[k]` is matched by (its content, normalized or not).
+  // `pattern`: what `token` is matched by (its content, normalized or not). finish() after the
+  // last add().
   void add(const std::string& pattern, const AddedTokenSpec* token);
+  void finish();
   bool empty() const { return entries_.empty(); }
   // Splits `text` into runs of text (id -1) and added tokens, as AddedVocabulary::find_matches.
   struct Split {

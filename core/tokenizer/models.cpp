@@ -2,7 +2,7 @@
 #include <cstdio>
 
 // The model dispatch, the vocabulary reader, and the two lookup models: WordPiece and
-// WordLevel. BPE is in bpe.cpp.
+// WordLevel. BPE is in bpe.cpp, Unigram in unigram.cpp.
 #include "core/tokenizer/components.h"
 #include "core/tokenizer/text.h"
 
@@ -54,6 +54,13 @@ Vocab read_vocab(const JsonNode& node) {
     if (value.kind != io::Json::kInt || value.integer < 0 || value.integer >= INT32_MAX) member_node(k).integer(0, INT32_MAX - 1);
     max_id = std::max(max_id, value.integer);
   }
+  // Ids index a table: one far past the token count would make a file of a few bytes claim
+  // gigabytes. Real vocabularies are dense.
+  const int64_t id_bound = 4 * static_cast<int64_t>(members.size()) + 1024;
+  if (max_id >= id_bound)
+    node.fail(ErrorCode::kInvalidConfig, "ids go up to " + std::to_string(max_id) + " for " +
+                                             std::to_string(members.size()) + " tokens (olm accepts ids below " +
+                                             std::to_string(id_bound) + ")");
   Vocab vocab;
   vocab.reserve(members.size(), static_cast<size_t>(max_id + 1));
   for (size_t k = 0; k < members.size(); ++k) {
@@ -151,8 +158,9 @@ std::unique_ptr<Model> make_model(const JsonNode& node) {
   if (type == "BPE") return make_bpe(node);
   if (type == "WordPiece") return std::make_unique<WordPieceModel>(node);
   if (type == "WordLevel") return std::make_unique<WordLevelModel>(node);
+  if (type == "Unigram") return make_unigram(node);
   node.at("type").fail(ErrorCode::kInvalidConfig,
-                       "model \"" + type + "\" is not supported (olm implements BPE, WordPiece, WordLevel)");
+                       "model \"" + type + "\" is not supported (olm implements BPE, WordPiece, WordLevel, Unigram)");
 }
 
 }  // namespace olm::tokenizer

@@ -12,6 +12,14 @@ class SequencePostProcessor : public PostProcessor {
   void process(std::vector<int32_t>& ids) const override {
     for (const auto& step : steps_) step->process(ids);
   }
+  std::vector<int32_t> special_ids() const override {
+    std::vector<int32_t> all;
+    for (const auto& step : steps_) {
+      auto ids = step->special_ids();
+      all.insert(all.end(), ids.begin(), ids.end());
+    }
+    return all;
+  }
 
  private:
   std::vector<std::unique_ptr<PostProcessor>> steps_;
@@ -26,6 +34,11 @@ class TemplatePostProcessor : public PostProcessor {
     ids.insert(ids.begin(), before_.begin(), before_.end());
     ids.insert(ids.end(), after_.begin(), after_.end());
   }
+  std::vector<int32_t> special_ids() const override {
+    std::vector<int32_t> all = before_;
+    all.insert(all.end(), after_.begin(), after_.end());
+    return all;
+  }
 
  private:
   std::vector<int32_t> before_, after_;
@@ -34,6 +47,7 @@ class TemplatePostProcessor : public PostProcessor {
 class IdentityPostProcessor : public PostProcessor {
  public:
   void process(std::vector<int32_t>&) const override {}
+  std::vector<int32_t> special_ids() const override { return {}; }
 };
 
 int32_t read_id(const JsonNode& node) { return static_cast<int32_t>(node.integer(0, INT32_MAX - 1)); }

@@ -31,7 +31,78 @@ ThreadMatch& thread_match() {
 }
 }  // namespace
 
-Regex::Regex(const std::string& pattern, const std::string& where) {
+namespace {
+
+// The classes whose members differ between the two engines, spelled out as Oniguruma (the
+// engine `tokenizers` runs) defines them: \s is the White_Space property (PCRE2 adds U+180E),
+// \w is Letter | Mark | Number | Connector_Punctuation (PCRE2 10.42: letters, numbers, '_'),
+// \h is a hexadecimal digit (PCRE2: horizontal space).
+constexpr const char* kSpace = "\\t-\\r \\x{85}\\x{A0}\\x{1680}\\x{2000}-\\x{200A}\\x{2028}\\x{2029}\\x{202F}\\x{205F}\\x{3000}";
+constexpr const char* kWord = "\\p{L}\\p{M}\\p{N}\\p{Pc}";
+constexpr const char* kHex = "0-9a-fA-F";
+
+// An Oniguruma pattern as PCRE2 reads it with the same meaning. Negated classes inside a
+// bracket ([^\S]) stay PCRE2's (a bracket cannot hold a negated set).
+std::string from_oniguruma(const std::string& pattern) {
+  std::string out;
+  out.reserve(pattern.size() + 32);
+  int class_depth = 0;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    const char c = pattern[i];
+    if (c == '\\' && i + 1 < pattern.size()) {
+      const char e = pattern[i + 1];
+      if (e == 'Q') {  // quoted up to \E, untouched
+        const size_t end = pattern.find("\\E", i + 2);
+        const size_t stop = end == std::string::npos ? pattern.size() : end + 2;
+        out.append(pattern, i, stop - i);
+        i = stop - 1;
+        continue;
+      }
+      const char* set = e == 's' || e == 'S' ? kSpace : e == 'w' || e == 'W' ? kWord : e == 'h' || e == 'H' ? kHex : nullptr;
+      const bool negated = e == 'S' || e == 'W' || e == 'H';
+      if (set && class_depth == 0) {
+        out += negated ? "[^" : "[";
+        out += set;
+        out += ']';
+        ++i;
+        continue;
+      }
+      if (set && !negated) {
+        out += set;
+        ++i;
+        continue;
+      }
+      out += c;
+      out += e;
+      ++i;
+      continue;
+    }
+    if (c == '[') {
+      if (pattern.compare(i, 2, "[:") == 0 && class_depth > 0) {  // a POSIX class: copy it whole
+        const size_t end = pattern.find(":]", i + 2);
+        if (end != std::string::npos) {
+          out.append(pattern, i, end + 2 - i);
+          i = end + 1;
+          continue;
+        }
+      }
+      ++class_depth;
+      out += c;
+      // A ']' first in the class (after an optional '^') is a literal.
+      if (i + 1 < pattern.size() && pattern[i + 1] == '^') out += '^', ++i;
+      if (i + 1 < pattern.size() && pattern[i + 1] == ']') out += ']', ++i;
+      continue;
+    }
+    if (c == ']' && class_depth > 0) --class_depth;
+    out += c;
+  }
+  return out;
+}
+
+}  // namespace
+
+Regex::Regex(const std::string& onig_pattern, const std::string& where) {
+  const std::string pattern = from_oniguruma(onig_pattern);
   int error = 0;
   PCRE2_SIZE offset = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),
@@ -39,7 +110,7 @@ Regex::Regex(const std::string& pattern, const std::string& where) {
   if (!code) {
     PCRE2_UCHAR message[256];
     pcre2_get_error_message(error, message, sizeof message);
-    fail(ErrorCode::kInvalidConfig, where + ": regex " + pattern + ": " +
+    fail(ErrorCode::kInvalidConfig, where + ": regex " + onig_pattern + ": " +
                                         reinterpret_cast<const char*>(message) + " at offset " +
                                         std::to_string(offset));
   }

@@ -12,7 +12,9 @@ namespace olm::tokenizer {
 
 class Regex {
  public:
-  // Throws Error(kInvalidConfig) with PCRE2's message and offset, prefixed by `where`.
+  // `pattern` in Oniguruma's syntax, as tokenizer.json holds it (translated where PCRE2 reads
+  // the same text differently). Throws Error(kInvalidConfig) with PCRE2's message and offset,
+  // prefixed by `where`.
   Regex(const std::string& pattern, const std::string& where);
   ~Regex();
   Regex(const Regex&) = delete;

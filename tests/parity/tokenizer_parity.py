@@ -17,6 +17,7 @@ package and no downloads:
   normalized   Sequence[NFKC, Lowercase, Replace(regex)] normalizer, Whitespace + Digits
                pre-tokenizers, BPE with end_of_word_suffix, BPEDecoder
   wordlevel    WordLevel with WhitespaceSplit + Punctuation, NFD + StripAccents
+  unigram      Unigram (trained on the ASCII documents only) with byte_fallback, NFKC, Metaspace
 For every document and every kind, the script writes what `tokenizers` gives (ids with and
 without special tokens, decode with skip_special_tokens both ways) into a fixture, and runs
 olm_core_tests' TokenizerParity tests on it (OLM_TOKENIZER_PARITY_DIR), which compare
@@ -209,6 +210,22 @@ def build_wordlevel(docs):
     return tok, False
 
 
+def build_unigram(docs):
+    # Trained on the fortunes only, so CJK, emoji and the rarer scripts of the generated text
+    # are unknown; byte tokens appended with byte_fallback spell them.
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    tok.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Metaspace(replacement="▁", prepend_scheme="always")])
+    fortunes_only = [d for d in docs if d.isascii()]
+    tok.train_from_iterator(fortunes_only, trainers.UnigramTrainer(vocab_size=4000, special_tokens=["<unk>", "<s>"],
+                                                                   unk_token="<unk>", show_progress=False))
+    doc = json.loads(tok.to_str())
+    doc["model"]["vocab"] += [[f"<0x{b:02X}>", -30.0] for b in range(256) if b % 7]  # some bytes missing
+    doc["model"]["byte_fallback"] = True
+    return Tokenizer.from_str(json.dumps(doc)), False
+
+
 def write_fixture(path, tok, docs):
     ids_plain = [e.ids for e in tok.encode_batch(docs, add_special_tokens=False)]
     ids_special = [e.ids for e in tok.encode_batch(docs, add_special_tokens=True)]
@@ -253,7 +270,7 @@ def main():
     assert nbytes >= 1_000_000
     builders = {"gpt2": build_gpt2, "dolma2": build_dolma2, "llama2": lambda d: build_llama2(d, False),
                 "metaspace": lambda d: build_llama2(d, True), "bert": build_bert, "normalized": build_normalized,
-                "wordlevel": build_wordlevel}
+                "wordlevel": build_wordlevel, "unigram": build_unigram}
     tmp = tempfile.TemporaryDirectory()
     out = args.keep or tmp.name
     os.makedirs(out, exist_ok=True)

@@ -161,6 +161,26 @@ TEST(TokenizerBpe, SubwordPrefixSuffixAndIgnoreMerges) {
   EXPECT_EQ(load(off)->encode("ab", false), (Ids{0, 1}));
 }
 
+// ---- Unigram ----
+
+TEST(TokenizerUnigram, ViterbiUnknownFusionAndByteFallback) {
+  const std::string model = R"({"type": "Unigram", "unk_id": 0, "byte_fallback": %FALLBACK%,
+      "vocab": [["<unk>", 0], ["a", -1], ["b", -1], ["ab", -1.5], ["c", -3], ["<0x78>", -5]]})";
+  auto with_fallback = [&](bool fallback) {
+    std::string m = model;
+    m.replace(m.find("%FALLBACK%"), 10, fallback ? "true" : "false");
+    return load(R"({"model": )" + m + "}");
+  };
+  auto plain = with_fallback(false), fallback = with_fallback(true);
+  EXPECT_EQ(plain->encode("ab", false), (Ids{3}));        // ab (-1.5) beats a + b (-2)
+  EXPECT_EQ(plain->encode("abx", false), (Ids{3, 0}));
+  EXPECT_EQ(plain->encode("xxab", false), (Ids{0, 3}));   // two unknowns, fused
+  EXPECT_EQ(plain->encode("cab", false), (Ids{4, 3}));
+  EXPECT_EQ(fallback->encode("abx", false), (Ids{3, 5}));
+  EXPECT_EQ(fallback->encode("xxab", false), (Ids{5, 5, 3}));
+  EXPECT_EQ(fallback->encode("xyab", false), (Ids{0, 3}));  // no <0x79>: the fused piece is unknown
+}
+
 // ---- WordPiece, WordLevel, post-processors ----
 
 const char* kWordPiece = R"({
@@ -285,6 +305,22 @@ TEST(TokenizerPreTokenizer, Components) {
             (V{"123", "45", "x"}));
 }
 
+// Oniguruma's classes, as tokenizers' Split sees them (expected pieces from the package):
+// U+180E is not \s, a No digit (²) and a combining mark are \w, \h is a hex digit.
+TEST(TokenizerPreTokenizer, RegexClassesAsOniguruma) {
+  using V = std::vector<std::string>;
+  auto split = [](const std::string& regex, const std::string& text) {
+    return pre_tokenized(R"({"type": "Split", "pattern": {"Regex": )" + io::quote_json(regex) +
+                             R"(}, "behavior": "Isolated", "invert": false})",
+                         text);
+  };
+  EXPECT_EQ(split("\\s+", "a\u180eb c"), (V{"a\u180eb", " ", "c"}));
+  EXPECT_EQ(split("\\w+", "x²y e\u0301 _z"), (V{"x²y", " ", "e\u0301", " ", "_z"}));
+  EXPECT_EQ(split("\\h+", "ffz0"), (V{"ff", "z", "0"}));
+  EXPECT_EQ(split("[^\\s\\w]+", "a\u180eb,c"), (V{"a", "\u180e", "b", ",", "c"}));
+  EXPECT_EQ(split("\\Q\\s\\E", "a\\sb"), (V{"a", "\\s", "b"}));  // quoted text is not translated
+}
+
 TEST(TokenizerDecoder, Components) {
   EXPECT_EQ(decoded(R"({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always"})", {"▁a", "▁b"}), "a b");
   EXPECT_EQ(decoded(R"({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "never"})", {"▁a", "▁b"}), " a b");
@@ -346,7 +382,9 @@ TEST(TokenizerErrors, NamesThePath) {
                "model.merges[0]");
   expect_error(R"({"model": {"type": "BPE", "vocab": )" + vocab + R"(, "merges": [], "dropout": 0.1}})",
                ErrorCode::kInvalidConfig, "model.dropout");
-  expect_error(R"({"model": {"type": "Unigram", "vocab": []}})", ErrorCode::kInvalidConfig, "model.type");
+  expect_error(R"({"model": {"type": "Unknown", "vocab": []}})", ErrorCode::kInvalidConfig, "model.type");
+  expect_error(R"({"model": {"type": "Unigram", "vocab": [["a", -1.0], ["a", -2.0]]}})", ErrorCode::kInvalidConfig,
+               "model.vocab[1][0]");
   expect_error(R"({"model": {"type": "BPE", "vocab": )" + vocab + R"(, "merges": []},
       "pre_tokenizer": {"type": "Sequence", "pretokenizers": [{"type": "Digits"}, {"type": "UnicodeScripts"}]}})",
                ErrorCode::kInvalidConfig, "pre_tokenizer.pretokenizers[1].type");
@@ -361,6 +399,12 @@ TEST(TokenizerErrors, NamesThePath) {
       "added_tokens": [{"id": 7, "content": "<x>", "special": true}]})", ErrorCode::kInvalidConfig, "added_tokens[0].id");
   expect_error(R"({"model": {"type": "BPE", "vocab": )" + vocab + R"(, "merges": []},
       "truncation": {"max_length": 5}})", ErrorCode::kInvalidConfig, "truncation");
+  // A few bytes must not claim a table of two billion ids.
+  expect_error(R"({"model": {"type": "BPE", "vocab": {"a": 2000000000}, "merges": []}})", ErrorCode::kInvalidConfig,
+               "model.vocab");
+  expect_error(R"({"model": {"type": "BPE", "vocab": )" + vocab + R"(, "merges": []},
+      "post_processor": {"type": "BertProcessing", "sep": ["[SEP]", 102], "cls": ["a", 0]}})",
+               ErrorCode::kInvalidConfig, "post_processor");
   // The next free id after a vocabulary with a hole would be a model token's id.
   expect_error(R"({"model": {"type": "WordLevel", "unk_token": "a", "vocab": {"a": 0, "b": 2}},
       "added_tokens": [{"id": 2, "content": "<x>", "special": true}]})", ErrorCode::kInvalidConfig, "added_tokens[0].id");
