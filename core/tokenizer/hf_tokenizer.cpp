@@ -273,6 +273,14 @@ std::vector<AddedToken> HfTokenizer::added_tokens() const {
 }
 
 std::shared_ptr<const Tokenizer> load_hf_tokenizer_json(std::string_view text, const std::string& source) {
+  // JSON is UTF-8 (serde_json refuses anything else); every string below is then walked
+  // character by character without bounds checks of its own.
+  size_t bad = 0;
+  if (!io::valid_utf8(text, &bad)) {
+    const io::TextPosition at = io::position_of(text, bad);
+    fail(ErrorCode::kParse, source + ": line " + std::to_string(at.line) + ", column " + std::to_string(at.column) +
+                                ": not valid UTF-8");
+  }
   const io::Json root = io::parse_json(text.data(), text.size(), source, 64);
   return std::make_shared<HfTokenizer>(root, source);
 }

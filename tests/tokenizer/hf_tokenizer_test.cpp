@@ -368,6 +368,8 @@ TEST(TokenizerErrors, MalformedAndTruncated) {
   expect_error(good.substr(0, good.size() / 2), ErrorCode::kParse, "tokenizer.json");
   expect_error("[]", ErrorCode::kParse, "(document)");
   expect_error("{}", ErrorCode::kParse, "model");
+  expect_error("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"\xE2\x82\": 0}, \"merges\": []}}", ErrorCode::kParse,
+               "line 1, column 38: not valid UTF-8");
 }
 
 TEST(TokenizerErrors, NamesThePath) {
