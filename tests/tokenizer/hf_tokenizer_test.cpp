@@ -226,6 +226,17 @@ TEST(TokenizerPostProcessor, TemplateWithPairLoadsAndAddsSingle) {
   EXPECT_TRUE(tok->added_tokens()[0].special);
 }
 
+TEST(TokenizerPostProcessor, RobertaAndSequence) {
+  const std::string model = R"({"type": "WordLevel", "vocab": {"[UNK]": 0, "x": 1, "<s>": 2, "</s>": 3}, "unk_token": "[UNK]"})";
+  auto roberta = load(R"({"model": )" + model + R"(, "pre_tokenizer": {"type": "WhitespaceSplit"},
+      "post_processor": {"type": "Sequence", "processors": [
+        {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true},
+        {"type": "RobertaProcessing", "sep": ["</s>", 3], "cls": ["<s>", 2], "trim_offsets": true,
+         "add_prefix_space": true}]}})");
+  EXPECT_EQ(roberta->encode("x x", true), (Ids{2, 1, 1, 3}));
+  EXPECT_EQ(roberta->encode("x x", false), (Ids{1, 1}));
+}
+
 // ---- added tokens ----
 
 TEST(TokenizerAddedTokens, StripSingleWordAndNormalized) {
@@ -263,6 +274,7 @@ TEST(TokenizerNormalizer, Components) {
   EXPECT_EQ(normalized(R"({"type": "Replace", "pattern": {"Regex": "\\s+"}, "content": " "})", "a \t\n b"), "a b");
   EXPECT_EQ(normalized(R"({"type": "Replace", "pattern": {"String": "a.b"}, "content": "-"})", "a.b axb"), "- axb");
   EXPECT_EQ(normalized(R"({"type": "Prepend", "prepend": "▁"})", "x"), "▁x");
+  EXPECT_EQ(normalized(R"({"type": "ByteLevel"})", "a é"), "aĠÃ©");
   EXPECT_EQ(normalized(R"({"type": "Prepend", "prepend": "▁"})", ""), "");
   EXPECT_EQ(normalized(R"({"type": "BertNormalizer", "lowercase": false, "strip_accents": false,
                           "clean_text": true, "handle_chinese_chars": true})", "A\tb\x01中"), "A b 中 ");
@@ -291,6 +303,10 @@ TEST(TokenizerPreTokenizer, Components) {
   EXPECT_EQ(pre_tokenized(R"({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "never", "split": false})",
                           "a b"),
             (V{"a▁b"}));
+  EXPECT_EQ(pre_tokenized(R"({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false})",
+                          "a b"),
+            (V{"▁a▁b"}));
+  EXPECT_EQ(pre_tokenized(R"({"type": "CharDelimiterSplit", "delimiter": "-"})", "a b-c--d"), (V{"a b", "c", "d"}));
   EXPECT_EQ(pre_tokenized(R"({"type": "Digits", "individual_digits": true})", "a123b"), (V{"a", "1", "2", "3", "b"}));
   EXPECT_EQ(pre_tokenized(R"({"type": "Digits", "individual_digits": false})", "a123b"), (V{"a", "123", "b"}));
   EXPECT_EQ(pre_tokenized(R"({"type": "Whitespace"})", "Hey  friend!! ok_2"), (V{"Hey", "friend", "!!", "ok_2"}));
