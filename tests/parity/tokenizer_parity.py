@@ -11,11 +11,13 @@ package and no downloads:
                special added tokens (one with lstrip/rstrip, one single_word non-special)
   llama2       BPE with byte_fallback and <unk> (fuse_unk), <0xNN> tokens, normalizer
                Sequence[Prepend, Replace], decoder Sequence[Replace, ByteFallback, Fuse, Strip]
-  metaspace    the same model with a Metaspace pre-tokenizer (prepend_scheme "first") and decoder
+  metaspace    the same model with a Metaspace pre-tokenizer (prepend_scheme "first") and decoder,
+               and a special token with lstrip
   bert         WordPiece: BertNormalizer (lowercase, strip accents), BertPreTokenizer,
                BertProcessing [CLS]/[SEP], WordPiece decoder
   normalized   Sequence[NFKC, Lowercase, Replace(regex)] normalizer, Whitespace + Digits
-               pre-tokenizers, BPE with end_of_word_suffix, BPEDecoder
+               pre-tokenizers, BPE with end_of_word_suffix, BPEDecoder, added tokens matched in
+               normalized text (one single_word, one rstrip)
   wordlevel    WordLevel with WhitespaceSplit + Punctuation, NFD + StripAccents
   unigram      Unigram (trained on the ASCII documents only) with byte_fallback, NFKC, Metaspace
 For every document and every kind, the script writes what `tokenizers` gives (ids with and
@@ -58,7 +60,7 @@ def fortunes():
     return docs
 
 
-WORDS_INTL = [
+WORDS_INTL = ["hello WORLD", "Hello World!", "σίσυφος", "xΣίσυφος", "[MASK]", "  [MASK]",
     "café", "naïve", "résumé", "Ångström", "façade", "jalapeño", "Zürich", "crème brûlée", "e\u0301t\u00e9",
     "漢字", "中文分词测试", "日本語のテキスト", "한국어 문장", "Привет, мир!", "Съешь же ещё этих мягких булок",
     "مرحبا بالعالم", "שלום עולם", "ΣΊΣΥΦΟΣ", "Οδυσσεύς", "İstanbul", "ǅungla", "straße", "ﬁnance", "ＡＢＣ１２３",
@@ -177,7 +179,10 @@ def build_llama2(docs, metaspace):
         "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
                  {"SpecialToken": {"id": "<s>", "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
         "special_tokens": {"<s>": {"id": "<s>", "ids": [1], "tokens": ["<s>"]}}}
-    return Tokenizer.from_str(json.dumps(doc)), False
+    tok = Tokenizer.from_str(json.dumps(doc))
+    if metaspace:  # a token that swallows the spaces before it, next to prepend_scheme "first"
+        tok.add_special_tokens([AddedToken("[MASK]", lstrip=True, special=True, normalized=False)])
+    return tok, False
 
 
 def build_bert(docs):
@@ -199,6 +204,9 @@ def build_normalized(docs):
     tok.decoder = decoders.BPEDecoder(suffix="</w>")
     tok.train_from_iterator(docs, bpe_trainer(5000, ["[UNK]", "<s>"], end_of_word_suffix="</w>", limit_alphabet=300))
     tok.post_processor = processors.TemplateProcessing(single="<s> $A <s>", special_tokens=[("<s>", tok.token_to_id("<s>"))])
+    # Matched in normalized text (after NFKC, Lowercase, Replace): "hello world" in any case.
+    tok.add_tokens([AddedToken("Hello World", normalized=True), AddedToken("Σίσυφος", normalized=True, single_word=True),
+                    AddedToken("it's", normalized=True, rstrip=True)])
     return tok, False
 
 
