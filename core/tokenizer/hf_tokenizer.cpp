@@ -87,10 +87,6 @@ void AddedTokenMatcher::split(std::string_view text, std::vector<Split>& out) co
 HfTokenizer::HfTokenizer(const io::Json& root_json, const std::string& source) {
   const JsonNode root(root_json, "", source);
   root.expect(io::Json::kObject, "a JSON object");
-  if (auto truncation = root.find_value("truncation"))
-    truncation->fail(ErrorCode::kInvalidConfig, "truncation is not supported (olm encodes whole texts); set it to null");
-  if (auto padding = root.find_value("padding"))
-    padding->fail(ErrorCode::kInvalidConfig, "padding is not supported (olm encodes whole texts); set it to null");
   model_ = make_model(root.at("model"));
   // The normalizer comes before the added tokens: those marked normalized are matched in
   // normalized text.
@@ -104,11 +100,15 @@ HfTokenizer::HfTokenizer(const io::Json& root_json, const std::string& source) {
   for (const auto& token : added_) vocab_size_ = std::max<int64_t>(vocab_size_, int64_t{token->id} + 1);
   // The post-processor's ids must decode: tokenizers would emit any number written there.
   if (post_processor_) {
-    for (int32_t id : post_processor_->special_ids())
+    const std::vector<int32_t> special = post_processor_->special_ids();
+    special_added_ = special.size();
+    for (int32_t id : special)
       if (!id_to_token(id))
         root.at("post_processor").fail(ErrorCode::kInvalidConfig,
                                        "special token id " + std::to_string(id) + " is not in the vocabulary");
   }
+  if (auto node = root.find_value("truncation")) read_truncation(*node);
+  if (auto node = root.find_value("padding")) read_padding(*node);
   lossless_ = decide_lossless();
 }
 
@@ -167,10 +167,51 @@ void HfTokenizer::read_added_tokens(const JsonNode& list) {
   normalized_matcher_.finish();
 }
 
+void HfTokenizer::read_truncation(const JsonNode& node) {
+  Truncation truncation;
+  truncation.max_length = static_cast<size_t>(node.at("max_length").integer(0, INT32_MAX));
+  const std::string direction = node.string_or("direction", "Right");
+  if (direction != "Right" && direction != "Left")
+    node.at("direction").fail(ErrorCode::kInvalidConfig, "unknown direction \"" + direction + "\"");
+  truncation.keep_end = direction == "Left";
+  const std::string strategy = node.string_or("strategy", "LongestFirst");
+  if (strategy == "OnlySecond")
+    node.at("strategy").fail(ErrorCode::kInvalidConfig, "OnlySecond truncates a pair's second text; a single text fails");
+  if (strategy != "LongestFirst" && strategy != "OnlyFirst")
+    node.at("strategy").fail(ErrorCode::kInvalidConfig, "unknown strategy \"" + strategy + "\"");
+  node.integer_or("stride", 0, 0, INT32_MAX);  // overflowing windows only; ids are unaffected
+  if (truncation.max_length < special_added_)
+    node.at("max_length").fail(ErrorCode::kInvalidConfig, "max_length " + std::to_string(truncation.max_length) +
+                                                              " is below the " + std::to_string(special_added_) +
+                                                              " special tokens the post-processor adds");
+  truncation_ = truncation;
+}
+
+void HfTokenizer::read_padding(const JsonNode& node) {
+  Padding padding;
+  const JsonNode strategy = node.at("strategy");
+  if (strategy.json().kind == io::Json::kString) {
+    if (strategy.string() != "BatchLongest")
+      strategy.fail(ErrorCode::kInvalidConfig, "unknown strategy \"" + strategy.string() + "\"");
+  } else {
+    padding.fixed = static_cast<size_t>(strategy.at("Fixed").integer(0, INT32_MAX));
+  }
+  padding.multiple = static_cast<size_t>(node.integer_or("pad_to_multiple_of", 0, 0, INT32_MAX));
+  const std::string direction = node.string_or("direction", "Right");
+  if (direction != "Right" && direction != "Left")
+    node.at("direction").fail(ErrorCode::kInvalidConfig, "unknown direction \"" + direction + "\"");
+  padding.left = direction == "Left";
+  padding.pad_id = static_cast<int32_t>(node.integer_or("pad_id", 0, 0, INT32_MAX - 1));
+  if (!id_to_token(padding.pad_id))
+    node.at("pad_id").fail(ErrorCode::kInvalidConfig, "pad_id " + std::to_string(padding.pad_id) + " is not in the vocabulary");
+  padding_ = padding;
+}
+
 bool HfTokenizer::decide_lossless() const {
   // Byte-level BPE end to end: nothing normalizes, the pre-tokenizer keeps all text and maps
   // it to byte characters, the model spells every word with its tokens, and the decoder maps
   // the characters back to bytes. Added tokens must come back as themselves.
+  if (truncation_ || padding_) return false;
   if (normalizer_ && !normalizer_->identity()) return false;
   if (!pre_tokenizer_ || !pre_tokenizer_->keeps_text() || !pre_tokenizer_->byte_level()) return false;
   if (!model_->byte_level_complete() || !decoder_ || !decoder_->byte_level_only()) return false;
@@ -218,7 +259,19 @@ std::vector<int32_t> HfTokenizer::encode(std::string_view text, bool add_special
       else encode_text(normalized.substr(split.start, split.end - split.start), raw.start == 0 && split.start == 0, ids);
     }
   }
+  if (truncation_) {
+    const size_t keep = truncation_->max_length - (add_special_tokens ? special_added_ : 0);
+    if (ids.size() > keep) {
+      if (truncation_->keep_end) ids.erase(ids.begin(), ids.end() - static_cast<std::ptrdiff_t>(keep));
+      else ids.resize(keep);
+    }
+  }
   if (add_special_tokens && post_processor_) post_processor_->process(ids);
+  if (padding_) {
+    size_t length = padding_->fixed.value_or(ids.size());
+    if (padding_->multiple > 0 && length % padding_->multiple) length += padding_->multiple - length % padding_->multiple;
+    if (ids.size() < length) ids.insert(padding_->left ? ids.begin() : ids.end(), length - ids.size(), padding_->pad_id);
+  }
   return ids;
 }
 

@@ -1,7 +1,8 @@
 // A Hugging Face tokenizer.json, run natively with the `tokenizers` package's (0.22) semantics:
 // added tokens split out first (those marked `normalized` after the normalizer), then
-// normalizer, pre-tokenizer, model, and the post-processor's template; decoding through the
-// decoder chain. Components: components.h. load_hf_tokenizer_json (tokenizer.h) builds one.
+// normalizer, pre-tokenizer, model, truncation, the post-processor's template and padding;
+// decoding through the decoder chain. Components: components.h. load_hf_tokenizer_json
+// (tokenizer.h) builds one.
 #pragma once
 #include <memory>
 #include <string>
@@ -59,6 +60,8 @@ class HfTokenizer : public Tokenizer {
 
  private:
   void read_added_tokens(const JsonNode& list);
+  void read_truncation(const JsonNode& node);
+  void read_padding(const JsonNode& node);
   void encode_text(std::string text, bool at_start, std::vector<int32_t>& ids) const;
   bool decide_lossless() const;
 
@@ -67,6 +70,23 @@ class HfTokenizer : public Tokenizer {
   std::unique_ptr<Model> model_;
   std::unique_ptr<PostProcessor> post_processor_;
   std::unique_ptr<Decoder> decoder_;
+  // tokenizer.json's "truncation" and "padding", for a single sequence: the ids before the
+  // post-processor are cut to max_length (less the special tokens it will add), keeping the
+  // start (or the end, direction Left); the result is padded with pad_id to a fixed length or
+  // its own rounded up to pad_to_multiple_of.
+  struct Truncation {
+    size_t max_length = 0;
+    bool keep_end = false;
+  };
+  struct Padding {
+    std::optional<size_t> fixed;
+    size_t multiple = 0;
+    bool left = false;
+    int32_t pad_id = 0;
+  };
+  std::optional<Truncation> truncation_;
+  std::optional<Padding> padding_;
+  size_t special_added_ = 0;  // ids the post-processor adds to a single sequence
   std::vector<std::unique_ptr<AddedTokenSpec>> added_;  // in the file's order
   std::unordered_map<std::string, int32_t> added_ids_;
   std::unordered_map<int32_t, const AddedTokenSpec*> added_by_id_;

@@ -20,6 +20,8 @@ package and no downloads:
                normalized text (one single_word, one rstrip)
   wordlevel    WordLevel with WhitespaceSplit + Punctuation, NFD + StripAccents
   unigram      Unigram (trained on the ASCII documents only) with byte_fallback, NFKC, Metaspace
+  bert_truncated, wordlevel_padded   the same with truncation (Left / Right) and padding
+               (to a multiple of 16 / to a fixed 32, Right / Left)
 For every document and every kind, the script writes what `tokenizers` gives (ids with and
 without special tokens, decode with skip_special_tokens both ways) into a fixture, and runs
 olm_core_tests' TokenizerParity tests on it (OLM_TOKENIZER_PARITY_DIR), which compare
@@ -234,9 +236,27 @@ def build_unigram(docs):
     return Tokenizer.from_str(json.dumps(doc)), False
 
 
+def build_bert_truncated(docs):
+    tok, _ = build_bert(docs)
+    tok.enable_truncation(max_length=40, stride=0, strategy="longest_first", direction="left")
+    tok.enable_padding(direction="right", pad_id=tok.token_to_id("[PAD]"), pad_token="[PAD]", pad_to_multiple_of=16)
+    return tok, False
+
+
+def build_wordlevel_padded(docs):
+    tok, _ = build_wordlevel(docs)
+    tok.enable_truncation(max_length=30, stride=2, strategy="only_first", direction="right")
+    tok.enable_padding(direction="left", pad_id=0, pad_token="[UNK]", length=32)
+    return tok, False
+
+
 def write_fixture(path, tok, docs):
-    ids_plain = [e.ids for e in tok.encode_batch(docs, add_special_tokens=False)]
-    ids_special = [e.ids for e in tok.encode_batch(docs, add_special_tokens=True)]
+    if tok.padding:  # encode_batch would pad every document to the batch's longest
+        ids_plain = [tok.encode(d, add_special_tokens=False).ids for d in docs]
+        ids_special = [tok.encode(d, add_special_tokens=True).ids for d in docs]
+    else:
+        ids_plain = [e.ids for e in tok.encode_batch(docs, add_special_tokens=False)]
+        ids_special = [e.ids for e in tok.encode_batch(docs, add_special_tokens=True)]
     decoded = tok.decode_batch(ids_special, skip_special_tokens=False)
     decoded_skip = tok.decode_batch(ids_special, skip_special_tokens=True)
     roundtrip = sum(tok.decode(ids, skip_special_tokens=False) == d for ids, d in zip(ids_plain, docs))
@@ -278,7 +298,8 @@ def main():
     assert nbytes >= 1_000_000
     builders = {"gpt2": build_gpt2, "dolma2": build_dolma2, "llama2": lambda d: build_llama2(d, False),
                 "metaspace": lambda d: build_llama2(d, True), "bert": build_bert, "normalized": build_normalized,
-                "wordlevel": build_wordlevel, "unigram": build_unigram}
+                "wordlevel": build_wordlevel, "unigram": build_unigram, "bert_truncated": build_bert_truncated,
+                "wordlevel_padded": build_wordlevel_padded}
     tmp = tempfile.TemporaryDirectory()
     out = args.keep or tmp.name
     os.makedirs(out, exist_ok=True)

@@ -237,6 +237,24 @@ TEST(TokenizerPostProcessor, RobertaAndSequence) {
   EXPECT_EQ(roberta->encode("x x", false), (Ids{1, 1}));
 }
 
+TEST(TokenizerPostProcessor, TruncationAndPadding) {
+  const std::string model = R"({"type": "WordLevel", "vocab": {"[PAD]": 0, "x": 1, "<s>": 2, "</s>": 3, "y": 4},
+      "unk_token": "[PAD]"}, "pre_tokenizer": {"type": "WhitespaceSplit"},
+      "post_processor": {"type": "RobertaProcessing", "sep": ["</s>", 3], "cls": ["<s>", 2]})";
+  // max_length counts the special tokens when they are added; Left keeps the end.
+  auto left = load(R"({"model": )" + model + R"(, "truncation": {"max_length": 4, "strategy": "LongestFirst",
+      "direction": "Left", "stride": 1}, "padding": {"strategy": {"Fixed": 6}, "direction": "Left", "pad_id": 0,
+      "pad_to_multiple_of": null, "pad_type_id": 0, "pad_token": "[PAD]"}})");
+  EXPECT_EQ(left->encode("x y x y", true), (Ids{0, 0, 2, 1, 4, 3}));
+  EXPECT_EQ(left->encode("x y x y x", false), (Ids{0, 0, 4, 1, 4, 1}));
+  auto right = load(R"({"model": )" + model + R"(, "truncation": {"max_length": 3, "direction": "Right"},
+      "padding": {"strategy": "BatchLongest", "direction": "Right", "pad_id": 0, "pad_to_multiple_of": 4}})");
+  EXPECT_EQ(right->encode("x y x y", true), (Ids{2, 1, 3, 0}));
+  EXPECT_EQ(right->encode("y", false), (Ids{4, 0, 0, 0}));
+  EXPECT_EQ(right->encode("", false), Ids{});  // nothing to pad: 0 is a multiple of 4
+  EXPECT_FALSE(right->lossless());
+}
+
 // ---- added tokens ----
 
 TEST(TokenizerAddedTokens, StripSingleWordAndNormalized) {
@@ -416,7 +434,13 @@ TEST(TokenizerErrors, NamesThePath) {
   expect_error(R"({"model": {"type": "BPE", "vocab": )" + vocab + R"(, "merges": []},
       "added_tokens": [{"id": 7, "content": "<x>", "special": true}]})", ErrorCode::kInvalidConfig, "added_tokens[0].id");
   expect_error(R"({"model": {"type": "BPE", "vocab": )" + vocab + R"(, "merges": []},
-      "truncation": {"max_length": 5}})", ErrorCode::kInvalidConfig, "truncation");
+      "post_processor": {"type": "BertProcessing", "sep": ["a", 0], "cls": ["b", 1]},
+      "truncation": {"max_length": 1, "strategy": "LongestFirst", "direction": "Right", "stride": 0}})",
+               ErrorCode::kInvalidConfig, "truncation.max_length");
+  expect_error(R"({"model": {"type": "BPE", "vocab": )" + vocab + R"(, "merges": []},
+      "truncation": {"max_length": 5, "strategy": "OnlySecond"}})", ErrorCode::kInvalidConfig, "truncation.strategy");
+  expect_error(R"({"model": {"type": "BPE", "vocab": )" + vocab + R"(, "merges": []},
+      "padding": {"strategy": "BatchLongest", "pad_id": 9}})", ErrorCode::kInvalidConfig, "padding.pad_id");
   // A few bytes must not claim a table of two billion ids.
   expect_error(R"({"model": {"type": "BPE", "vocab": {"a": 2000000000}, "merges": []}})", ErrorCode::kInvalidConfig,
                "model.vocab");
