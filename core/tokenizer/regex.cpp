@@ -42,8 +42,12 @@ constexpr const char* kWord = "\\p{L}\\p{M}\\p{N}\\p{Pc}";
 constexpr const char* kHex = "0-9a-fA-F";
 
 // An Oniguruma pattern as PCRE2 reads it with the same meaning. Negated classes inside a
-// bracket ([^\S]) stay PCRE2's (a bracket cannot hold a negated set).
-std::string from_oniguruma(const std::string& pattern) {
+// bracket ([^\S]) stay PCRE2's (a bracket cannot hold a negated set). Oniguruma's nested
+// brackets and && intersections have no PCRE2 spelling: refused, naming `where`.
+std::string from_oniguruma(const std::string& pattern, const std::string& where) {
+  auto refuse = [&](const char* what) {
+    fail(ErrorCode::kInvalidConfig, where + ": regex " + pattern + ": " + what + " (Oniguruma syntax PCRE2 reads differently)");
+  };
   std::string out;
   out.reserve(pattern.size() + 32);
   int class_depth = 0;
@@ -86,6 +90,7 @@ std::string from_oniguruma(const std::string& pattern) {
           continue;
         }
       }
+      if (class_depth > 0) refuse("a bracket inside a bracket");
       ++class_depth;
       out += c;
       // A ']' first in the class (after an optional '^') is a literal.
@@ -94,6 +99,7 @@ std::string from_oniguruma(const std::string& pattern) {
       continue;
     }
     if (c == ']' && class_depth > 0) --class_depth;
+    if (c == '&' && class_depth > 0 && i + 1 < pattern.size() && pattern[i + 1] == '&') refuse("a && intersection");
     out += c;
   }
   return out;
@@ -102,7 +108,7 @@ std::string from_oniguruma(const std::string& pattern) {
 }  // namespace
 
 Regex::Regex(const std::string& onig_pattern, const std::string& where) {
-  const std::string pattern = from_oniguruma(onig_pattern);
+  const std::string pattern = from_oniguruma(onig_pattern, where);
   int error = 0;
   PCRE2_SIZE offset = 0;
   pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pattern.data()), pattern.size(),

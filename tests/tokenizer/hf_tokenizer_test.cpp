@@ -428,6 +428,9 @@ TEST(TokenizerErrors, NamesThePath) {
       "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "(a"}, "behavior": "Isolated"}})",
                ErrorCode::kInvalidConfig, "pre_tokenizer.pattern.Regex");
   expect_error(R"({"model": {"type": "BPE", "vocab": )" + vocab + R"(, "merges": []},
+      "pre_tokenizer": {"type": "Split", "pattern": {"Regex": "[a-z&&[^aeiou]]"}, "behavior": "Isolated"}})",
+               ErrorCode::kInvalidConfig, "pre_tokenizer.pattern.Regex");
+  expect_error(R"({"model": {"type": "BPE", "vocab": )" + vocab + R"(, "merges": []},
       "normalizer": {"type": "Precompiled", "precompiled_charsmap": ""}})", ErrorCode::kInvalidConfig, "normalizer.type");
   expect_error(R"({"model": {"type": "BPE", "vocab": )" + vocab + R"(, "merges": []},
       "decoder": {"type": "Strip", "content": "ab", "start": 1, "stop": 0}})", ErrorCode::kParse, "decoder.content");
