@@ -153,3 +153,53 @@ func TestTokenizerLookups(t *testing.T) {
 	_, err = LoadTokenizer("/nonexistent/tokenizer.model")
 	wantCode(t, err, ErrIO, "/nonexistent/tokenizer.model")
 }
+
+// A Hugging Face directory: tokenizer.json (BPE, a BOS template, special added tokens) and
+// tokenizer_config.json's roles. The ids are the tokenizers package's (0.22.2) for this file.
+const hfTokenizerJSON = `{"version": "1.0", "truncation": null, "padding": null,
+ "added_tokens": [
+  {"id": 5, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+  {"id": 6, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+ "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
+ "post_processor": {"type": "TemplateProcessing",
+  "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+  "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+  "special_tokens": {"<s>": {"id": "<s>", "ids": [5], "tokens": ["<s>"]}}},
+ "decoder": null,
+ "model": {"type": "BPE", "dropout": null, "unk_token": "[UNK]", "continuing_subword_prefix": null,
+  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+  "vocab": {"a": 0, "b": 1, "c": 2, "ab": 3, "abc": 4, "<s>": 5, "</s>": 6, "[UNK]": 7},
+  "merges": ["a b", "ab c"]}}
+`
+
+func TestTokenizerHuggingFaceDirectory(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "tokenizer.json"), []byte(hfTokenizerJSON), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(`{"bos_token": "<s>", "eos_token": "</s>"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tok := must(LoadTokenizer(dir))
+	defer tok.Close()
+	for _, c := range []struct {
+		text    string
+		special bool
+		want    []int32
+	}{{"abc ab", true, []int32{5, 4, 3}}, {"abc ab", false, []int32{4, 3}}, {"abc ab</s>", true, []int32{5, 4, 3, 6}},
+		{"ca d", false, []int32{2, 0, 7}}, {"  ab\tc ", true, []int32{5, 3, 2}}} {
+		if got := must(tok.Encode(c.text, c.special)); !reflect.DeepEqual(got, c.want) {
+			t.Fatalf("Encode(%q, %v) = %v, want %v", c.text, c.special, got, c.want)
+		}
+	}
+	if got := must(tok.Decode([]int32{5, 4, 3}, true)); got != "abc ab" {
+		t.Fatalf("decode skipping specials: %q", got)
+	}
+	if got := must(tok.Decode([]int32{5, 4, 3}, false)); got != "<s> abc ab" {
+		t.Fatalf("decode keeping specials: %q", got)
+	}
+	ids := must(tok.SpecialIDs())
+	if ids.BOS != 5 || ids.EOS != 6 || ids.PAD != -1 {
+		t.Fatalf("special ids %+v", ids)
+	}
+}

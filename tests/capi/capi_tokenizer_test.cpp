@@ -295,6 +295,51 @@ TEST(CapiTokenizer, BadArgumentsAreErrorsNamingThem) {
   olm_tokenizer_free(nullptr);
 }
 
+// A Hugging Face model directory: tokenizer.json (BPE, a BOS template, special added tokens)
+// plus tokenizer_config.json's roles. The ids are the `tokenizers` package's (0.22.2) for this
+// file, computed once and written here; tests/parity/tokenizer_parity.py compares the engine
+// with the package on 3 MB of text.
+TEST(CapiTokenizer, HuggingFaceDirectoryThroughTheSameCalls) {
+  const std::string dir = olm_testing::temp_dir("capi_tok_hf");
+  std::ofstream(dir + "/tokenizer.json") << R"({"version": "1.0", "truncation": null, "padding": null,
+    "added_tokens": [
+      {"id": 5, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
+      {"id": 6, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
+    "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
+    "post_processor": {"type": "TemplateProcessing",
+      "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+      "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+      "special_tokens": {"<s>": {"id": "<s>", "ids": [5], "tokens": ["<s>"]}}},
+    "decoder": null,
+    "model": {"type": "BPE", "dropout": null, "unk_token": "[UNK]", "continuing_subword_prefix": null,
+      "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
+      "vocab": {"a": 0, "b": 1, "c": 2, "ab": 3, "abc": 4, "<s>": 5, "</s>": 6, "[UNK]": 7},
+      "merges": ["a b", "ab c"]}})";
+  std::ofstream(dir + "/tokenizer_config.json") << R"({"bos_token": "<s>", "eos_token": {"content": "</s>"}})";
+  olm_tokenizer* tok = nullptr;
+  ASSERT_EQ(olm_tokenizer_load(dir.c_str(), &tok), nullptr);
+  EXPECT_EQ(encode(tok, "abc ab", 1), (std::vector<int32_t>{5, 4, 3}));
+  EXPECT_EQ(encode(tok, "abc ab", 0), (std::vector<int32_t>{4, 3}));
+  EXPECT_EQ(encode(tok, "abc ab</s>", 1), (std::vector<int32_t>{5, 4, 3, 6}));
+  EXPECT_EQ(encode(tok, "ca d", 0), (std::vector<int32_t>{2, 0, 7}));
+  EXPECT_EQ(encode(tok, "  ab\tc ", 1), (std::vector<int32_t>{5, 3, 2}));
+  EXPECT_EQ(decode(tok, {5, 4, 3}, 1), "abc ab");
+  EXPECT_EQ(decode(tok, {5, 4, 3}, 0), "<s> abc ab");
+  int64_t vocab = 0;
+  ASSERT_EQ(olm_tokenizer_vocab_size(tok, &vocab), nullptr);
+  EXPECT_EQ(vocab, 8);
+  int32_t id = -2;
+  ASSERT_EQ(olm_tokenizer_token_to_id(tok, "abc", 3, &id), nullptr);
+  EXPECT_EQ(id, 4);
+  olm_special_ids special{};
+  special.struct_size = sizeof special;
+  ASSERT_EQ(olm_tokenizer_special_ids(tok, &special), nullptr);
+  EXPECT_EQ(special.bos_id, 5);
+  EXPECT_EQ(special.eos_id, 6);
+  EXPECT_EQ(special.pad_id, -1);
+  olm_tokenizer_free(tok);
+}
+
 TEST(CapiTokenizer, LoadErrorsNameThePath) {
   olm_tokenizer* tok = nullptr;
   EXPECT_ERR(olm_tokenizer_load(nullptr, &tok), OLM_ERR_INVALID_ARGUMENT, "path");
