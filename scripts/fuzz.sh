@@ -19,7 +19,7 @@ seconds="${1:-20}"
 [ "${OLM_FUZZ_BUILD:-1}" = 0 ] || "$root/scripts/sanitize.sh" build
 source "$root/scripts/sanitize/env.sh"
 build="$root/build-sanitize"
-targets="${OLM_FUZZ_TARGETS:-config_json config_flatbuffer train_config_json train_config_flatbuffer safetensors checkpoint npy token_file}"
+targets="${OLM_FUZZ_TARGETS:-config_json config_flatbuffer train_config_json train_config_flatbuffer safetensors checkpoint npy token_file tokenizer_json sentencepiece_model}"
 jobs="${OLM_FUZZ_JOBS:-1}"
 mkdir -p "$build/fuzz-work" "$build/fuzz-artifacts" "$build/fuzz-logs"
 export OLM_FUZZ_TMPDIR="$(mktemp -d "${TMPDIR:-/tmp}/olm-fuzz.XXXXXX")"

@@ -110,6 +110,8 @@ ModelFacts read_model_facts(std::string_view proto, const std::string& path) {
         if (f == 1 && t == 2) text.assign(p);
         if (f == 3 && t == 0) piece_type = v;
       }
+      // libsentencepiece's trie (darts-clone) throws on an empty key instead of failing its status.
+      if (text.empty()) malformed("pieces[" + std::to_string(index) + "]: an empty piece");
       if (piece_type == kUnknown || piece_type == kControl || piece_type == kUserDefined)
         facts.added_tokens.push_back({text, index, piece_type != kUserDefined});
       ++index;
@@ -145,10 +147,15 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& path)
   require(!in.bad(), ErrorCode::kIo, "cannot read SentencePiece model '" + path + "'");
   const std::string proto = bytes.str();
   require(!proto.empty(), ErrorCode::kParse, "SentencePiece model '" + path + "' is empty");
-  const auto status = processor_->LoadFromSerializedProto(proto);
+  const ModelFacts facts = read_model_facts(proto, path);
+  sentencepiece::util::Status status;
+  try {
+    status = processor_->LoadFromSerializedProto(proto);
+  } catch (const std::exception& e) {  // the library throws from some of its checks
+    fail(ErrorCode::kParse, "SentencePiece model '" + path + "' could not be loaded: " + e.what());
+  }
   require(status.ok(), ErrorCode::kParse,
           "SentencePiece model '" + path + "' could not be loaded: " + status.ToString());
-  const ModelFacts facts = read_model_facts(proto, path);
   added_tokens_ = facts.added_tokens;
   lossless_ = facts.byte_fallback && facts.charsmap_empty && !facts.remove_extra_whitespaces &&
               facts.denormalizer_charsmap_empty;
