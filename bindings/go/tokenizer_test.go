@@ -154,33 +154,10 @@ func TestTokenizerLookups(t *testing.T) {
 	wantCode(t, err, ErrIO, "/nonexistent/tokenizer.model")
 }
 
-// A Hugging Face directory: tokenizer.json (BPE, a BOS template, special added tokens) and
-// tokenizer_config.json's roles. The ids are the tokenizers package's (0.22.2) for this file.
-const hfTokenizerJSON = `{"version": "1.0", "truncation": null, "padding": null,
- "added_tokens": [
-  {"id": 5, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
-  {"id": 6, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
- "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
- "post_processor": {"type": "TemplateProcessing",
-  "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-  "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
-  "special_tokens": {"<s>": {"id": "<s>", "ids": [5], "tokens": ["<s>"]}}},
- "decoder": null,
- "model": {"type": "BPE", "dropout": null, "unk_token": "[UNK]", "continuing_subword_prefix": null,
-  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-  "vocab": {"a": 0, "b": 1, "c": 2, "ab": 3, "abc": 4, "<s>": 5, "</s>": 6, "[UNK]": 7},
-  "merges": ["a b", "ab c"]}}
-`
-
+// A Hugging Face directory: tests/tokenizer/fixtures/bpe_template (its README has the ids,
+// the tokenizers package's).
 func TestTokenizerHuggingFaceDirectory(t *testing.T) {
-	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "tokenizer.json"), []byte(hfTokenizerJSON), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "tokenizer_config.json"), []byte(`{"bos_token": "<s>", "eos_token": "</s>"}`), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	tok := must(LoadTokenizer(dir))
+	tok := must(LoadTokenizer("../../tests/tokenizer/fixtures/bpe_template"))
 	defer tok.Close()
 	for _, c := range []struct {
 		text    string

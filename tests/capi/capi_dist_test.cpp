@@ -19,20 +19,7 @@ using ::testing::HasSubstr;
 
 namespace {
 
-std::string consume(olm_error* err, int32_t* code) {
-  *code = olm_error_code(err);
-  std::string message = olm_error_message(err);
-  olm_error_free(err);
-  return message;
-}
-
-#define EXPECT_ERR(expr, want_code, needle)                 \
-  do {                                                      \
-    int32_t code_ = 0;                                      \
-    const std::string message_ = consume((expr), &code_);  \
-    EXPECT_EQ(code_, want_code) << message_;                \
-    EXPECT_THAT(message_, HasSubstr(needle));               \
-  } while (0)
+using olm_testing::consume;
 
 int32_t free_port() {
   const int fd = socket(AF_INET, SOCK_STREAM, 0);

@@ -48,21 +48,6 @@ struct DLManagedTensor_ {
   void (*deleter)(DLManagedTensor_*);
 };
 
-std::string consume(olm_error* err, int32_t* code = nullptr) {
-  if (code) *code = olm_error_code(err);
-  std::string message = olm_error_message(err);
-  olm_error_free(err);
-  return message;
-}
-
-#define EXPECT_ERR(expr, want_code, needle)                \
-  do {                                                     \
-    int32_t code_ = 0;                                     \
-    const std::string message_ = consume((expr), &code_); \
-    EXPECT_EQ(code_, want_code) << message_;               \
-    EXPECT_THAT(message_, HasSubstr(needle));              \
-  } while (0)
-
 const char* kModel = R"({"d_model": 32, "vocab_size": 64, "n_layers": 2,
   "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 500000},
     "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},

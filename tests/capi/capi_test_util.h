@@ -1,5 +1,6 @@
 // Helpers shared by the C ABI test files (they include only olm.h from the library).
 #pragma once
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -25,4 +26,21 @@ inline std::string temp_dir(const std::string& name) {
   return mkdtemp(buf.data());
 }
 
+// Takes ownership of an error and returns its message ("" when NULL); *code gets its code.
+inline std::string consume(olm_error* err, int32_t* code = nullptr) {
+  if (code) *code = olm_error_code(err);
+  std::string message = olm_error_message(err);
+  olm_error_free(err);
+  return message;
+}
+
 }  // namespace olm_testing
+
+// The call fails with want_code and a message containing needle.
+#define EXPECT_ERR(expr, want_code, needle)                                 \
+  do {                                                                      \
+    int32_t code_ = 0;                                                      \
+    const std::string message_ = olm_testing::consume((expr), &code_);      \
+    EXPECT_EQ(code_, want_code) << message_;                                \
+    EXPECT_THAT(message_, ::testing::HasSubstr(needle));                    \
+  } while (0)

@@ -17,14 +17,7 @@ using ::testing::HasSubstr;
 
 namespace {
 
-// Takes ownership of an error and returns its message ("" when NULL).
-std::string consume(olm_error* err, int32_t* code = nullptr) {
-  if (code) *code = olm_error_code(err);
-  std::string message = olm_error_message(err);
-  olm_error_free(err);
-  return message;
-}
-
+using olm_testing::consume;
 
 const char* kModel = R"({"d_model": 32, "vocab_size": 64, "n_layers": 2,
   "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 500000},

@@ -119,28 +119,11 @@ fn load_errors_name_the_path() {
     expect_err(Tokenizer::load(&dir), ErrorCode::Parse, "tokenizer.model");
 }
 
-/// A Hugging Face directory: tokenizer.json (BPE, a BOS template, special added tokens) and
-/// tokenizer_config.json's roles. The ids are the tokenizers package's (0.22.2) for this file.
+/// A Hugging Face directory: tests/tokenizer/fixtures/bpe_template (its README has the ids,
+/// the tokenizers package's).
 #[test]
 fn hugging_face_directory() {
-    let dir = std::env::temp_dir().join(format!("olm_rust_hf_tok_{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("tokenizer.json"), r#"{"version": "1.0", "truncation": null, "padding": null,
- "added_tokens": [
-  {"id": 5, "content": "<s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true},
-  {"id": 6, "content": "</s>", "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true}],
- "normalizer": null, "pre_tokenizer": {"type": "WhitespaceSplit"},
- "post_processor": {"type": "TemplateProcessing",
-  "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-  "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
-  "special_tokens": {"<s>": {"id": "<s>", "ids": [5], "tokens": ["<s>"]}}},
- "decoder": null,
- "model": {"type": "BPE", "dropout": null, "unk_token": "[UNK]", "continuing_subword_prefix": null,
-  "end_of_word_suffix": null, "fuse_unk": false, "byte_fallback": false, "ignore_merges": false,
-  "vocab": {"a": 0, "b": 1, "c": 2, "ab": 3, "abc": 4, "<s>": 5, "</s>": 6, "[UNK]": 7},
-  "merges": ["a b", "ab c"]}}
-"#).unwrap();
-    std::fs::write(dir.join("tokenizer_config.json"), r#"{"bos_token": "<s>", "eos_token": "</s>"}"#).unwrap();
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../tests/tokenizer/fixtures/bpe_template");
     let tok = Tokenizer::load(&dir).unwrap();
     assert_eq!(tok.encode("abc ab", true).unwrap(), vec![5, 4, 3]);
     assert_eq!(tok.encode("abc ab", false).unwrap(), vec![4, 3]);
@@ -150,5 +133,4 @@ fn hugging_face_directory() {
     assert_eq!(tok.decode(&[5, 4, 3], true).unwrap(), "abc ab");
     assert_eq!(tok.decode(&[5, 4, 3], false).unwrap(), "<s> abc ab");
     assert_eq!(tok.special_ids().unwrap(), SpecialIds { bos: Some(5), eos: Some(6), pad: None, unk: None });
-    std::fs::remove_dir_all(&dir).unwrap();
 }
