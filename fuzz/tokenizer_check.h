@@ -2,6 +2,8 @@
 // [0, vocab_size()), decode gives valid UTF-8, lookups agree with each other, and a tokenizer
 // that calls itself lossless gives back every text it encoded.
 #pragma once
+#include <exception>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -39,6 +41,22 @@ inline void check_tokenizer(const olm::tokenizer::Tokenizer& tok, const uint8_t*
       }
     }
   }
+}
+
+// One fuzz input through a loader: rejections must be olm::Error, an accepted tokenizer must
+// pass check_tokenizer.
+template <class Load>
+int fuzz_tokenizer_loader(const Load& load, const uint8_t* data, size_t size) {
+  std::shared_ptr<const olm::tokenizer::Tokenizer> tok;
+  try {
+    tok = load();
+  } catch (const olm::Error&) {
+    return 0;
+  } catch (const std::exception& e) {
+    OLM_FUZZ_CHECK(false, std::string("rejected with a non-olm exception: ") + e.what());
+  }
+  check_tokenizer(*tok, data, size);
+  return 0;
 }
 
 }  // namespace olm::fuzz
