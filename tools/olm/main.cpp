@@ -439,12 +439,14 @@ int cmd_generate(int argc, char** argv) {
       "max-new-tokens", "token budget", number("64"))("temperature", "0 is greedy", number("0.8"))(
       "top-k", "0 disables", number("0"))("top-p", "1 disables", number("1.0"))("seed", "sampler seed", number("0"))(
       "stop", "stop token ids, comma-separated", cxxopts::value<std::string>())(
+      "timing", "print time to first token and decode tokens/s to stderr as JSON (not with --tokenizer)")(
       "d,device", "cpu, cuda or cuda:N", cxxopts::value<std::string>()->default_value("cpu"))("h,help", "show this help");
   auto args = options.parse(argc, argv);
   if (args.count("help")) {
     std::cout << options.help() << "\nWith --prompt, tokens are bytes and ids >= 256 print as nothing.\n";
     return 0;
   }
+  if (args.count("timing") && args.count("tokenizer")) throw UsageError("--timing measures ids, not text: drop --tokenizer");
   if (args.count("checkpoint") + args.count("hf") != 1)
     throw UsageError("give exactly one of --checkpoint and --hf\n" + options.help());
   if (args.count("prompt") == args.count("prompt-ids")) throw UsageError("give exactly one of --prompt and --prompt-ids");
@@ -488,9 +490,28 @@ int cmd_generate(int argc, char** argv) {
     std::fflush(stdout);
     return true;
   };
+  // Time to first token includes the prompt's forward pass; decode rate is over the tokens after it.
+  using Clock = std::chrono::steady_clock;
+  Clock::time_point first, last;
+  int64_t generated = 0;
+  if (args.count("timing")) {
+    g.on_token = [print = g.on_token, &first, &last, &generated](int64_t token) {
+      last = Clock::now();
+      if (generated++ == 0) first = last;
+      return print(token);
+    };
+  }
   auto prompt_tensor = at::tensor(prompt, at::kLong);
+  const auto start = Clock::now();
   olm::generate(*r.model, prompt_tensor, g);
   std::printf("\n");
+  if (args.count("timing")) {
+    const double ttft = std::chrono::duration<double>(first - start).count();
+    const double decode = std::chrono::duration<double>(last - first).count();
+    std::fprintf(stderr, "{\"prompt_tokens\": %zu, \"new_tokens\": %ld, \"time_to_first_token_s\": %.6f, "
+                 "\"decode_tokens_per_s\": %.2f}\n", prompt.size(), generated, ttft,
+                 generated > 1 ? static_cast<double>(generated - 1) / decode : 0.0);
+  }
   return 0;
 }
 
