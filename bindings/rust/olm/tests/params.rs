@@ -21,15 +21,8 @@ fn ids(n: usize, modulo: i64) -> Vec<i64> {
     (0..n as i64).map(|i| (i * 7 + 3) % modulo).collect()
 }
 
-fn expect_err<T>(result: olm::Result<T>, code: ErrorCode, needle: &str) {
-    match result {
-        Ok(_) => panic!("expected an error with {needle:?}"),
-        Err(e) => {
-            assert_eq!(e.code, code, "{}", e.message);
-            assert!(e.message.contains(needle), "{:?} does not contain {needle:?}", e.message);
-        }
-    }
-}
+mod common;
+use common::expect_err;
 
 #[test]
 fn parameters_by_name() {

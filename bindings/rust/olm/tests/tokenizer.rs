@@ -5,15 +5,8 @@ use std::sync::OnceLock;
 
 use olm::{ErrorCode, SpecialIds, Tokenizer};
 
-fn expect_err<T>(result: olm::Result<T>, code: ErrorCode, needle: &str) {
-    match result {
-        Ok(_) => panic!("expected an error with {needle:?}"),
-        Err(e) => {
-            assert_eq!(e.code, code, "{}", e.message);
-            assert!(e.message.contains(needle), "{:?} does not contain {needle:?}", e.message);
-        }
-    }
-}
+mod common;
+use common::expect_err;
 
 /// A byte-fallback BPE model with an identity normalizer (lossless), trained once per run.
 fn model() -> &'static PathBuf {
