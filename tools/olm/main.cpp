@@ -40,6 +40,7 @@
 #include "core/convert/hf_names.h"
 #include "core/io/atomic_file.h"
 #include "core/io/json.h"
+#include "core/nn/cpu_fusion.h"
 #include "core/io/atomic_file.h"
 #include "core/io/safetensors.h"
 #include "core/model.h"
@@ -749,6 +750,7 @@ int cmd_bench(int argc, char** argv) {
       "d,device", "cpu, cuda or cuda:N", cxxopts::value<std::string>()->default_value("cpu"))(
       "bf16", "bfloat16 autocast")(
       "no-caching-allocator", "host tensors from LibTorch's allocator, not olm's caching one (for A/B runs)")(
+      "no-fused-kernels", "ATen's op chains instead of olm's bit-identical fused CPU kernels (for A/B runs)")(
       "h,help", "show this help");
   auto args = options.parse(argc, argv);
   if (args.count("help")) {
@@ -756,6 +758,7 @@ int cmd_bench(int argc, char** argv) {
     return 0;
   }
   if (args.count("no-caching-allocator")) olm::set_cpu_allocator_caching(false);
+  if (args.count("no-fused-kernels")) olm::nn::set_cpu_fusion_enabled(false);
   const int64_t seq = int_flag(args, "seq-len"), batch = int_flag(args, "batch");
   const int64_t steps = int_flag(args, "steps"), warmup = int_flag(args, "warmup");
   const double lr = double_flag(args, "lr"), peak_tflops = double_flag(args, "peak-tflops");
