@@ -38,12 +38,12 @@ struct olm_train_config {
   olm::train::TrainConfig config;
 };
 
-namespace olm::dist {
+namespace olm::distributed {
 class ProcessGroup;
 }
 
 struct olm_dist {
-  std::shared_ptr<olm::dist::ProcessGroup> group;
+  std::shared_ptr<olm::distributed::ProcessGroup> group;
 };
 
 struct olm_trainer {

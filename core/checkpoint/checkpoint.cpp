@@ -153,8 +153,8 @@ std::string save(train::Trainer& trainer, const std::string& folder, const DataP
 DataPosition load(train::Trainer& trainer, const std::string& path) {
   // What this trainer needs: whole tensors, or under FSDP only this rank's pieces of the
   // parameters and of their optimizer state (plus the replicated buffers and scalar state).
-  dist::FullyShardedDataParallel* fsdp = trainer.fsdp();
-  std::map<std::string, dist::FullyShardedDataParallel::Piece> pieces;
+  distributed::FullyShardedDataParallel* fsdp = trainer.fsdp();
+  std::map<std::string, distributed::FullyShardedDataParallel::Piece> pieces;
   if (fsdp)
     for (auto& piece : fsdp->pieces_of_rank(fsdp->group().rank())) pieces[piece.name] = piece;
   std::set<std::string> param_names;

@@ -98,9 +98,9 @@ struct Loaded {
 using LoadedTensors = std::map<std::string, std::map<std::string, Loaded>>;
 
 // True on every rank when `ok` holds on every rank (an all-reduce of the failures).
-bool all_ok(dist::ProcessGroup& group, bool ok);
+bool all_ok(distributed::ProcessGroup& group, bool ok);
 // A process group's save (save() with a process group on the trainer).
-std::string save_sharded(train::Trainer& trainer, dist::ProcessGroup& group, const std::string& folder,
+std::string save_sharded(train::Trainer& trainer, distributed::ProcessGroup& group, const std::string& folder,
                          const DataPosition& data, int64_t keep_last_n);
 // The needed ranges of a sharded checkpoint's tensors, from the shards that overlap them.
 LoadedTensors read_sharded(const std::string& dir, const fb::CheckpointMetaT& meta, const Need& need);

@@ -70,9 +70,9 @@ ShardPlan replicated_plan(train::Trainer& trainer, int64_t rank, int64_t world) 
 // Buffers are replicated and written as contiguous slices (rank and world: the trainer's
 // group). Under HSDP only the first replica writes pieces: its ranks are world ranks
 // 0..shard_degree-1, so each one's shard rank is its world rank, which names its file.
-ShardPlan fsdp_plan(train::Trainer& trainer, dist::FullyShardedDataParallel& fsdp, int64_t rank, int64_t world) {
+ShardPlan fsdp_plan(train::Trainer& trainer, distributed::FullyShardedDataParallel& fsdp, int64_t rank, int64_t world) {
   ShardPlan plan;
-  std::map<std::string, std::pair<dist::FullyShardedDataParallel::Piece, at::Tensor>> mine;
+  std::map<std::string, std::pair<distributed::FullyShardedDataParallel::Piece, at::Tensor>> mine;
   const bool writes_pieces = !fsdp.replicate_group() || fsdp.replicate_group()->rank() == 0;
   if (writes_pieces) {
     require(fsdp.group().rank() == rank, ErrorCode::kInternal, "HSDP: the first replica is not world ranks 0..S-1");
@@ -135,13 +135,13 @@ enum ShardColumn : int64_t { kDtype, kCrc, kOffset, kNumel, kScalar, kCopyCrc, k
 namespace detail {
 
 // True on every rank when `ok` holds on every rank (an all-reduce of the failures).
-bool all_ok(dist::ProcessGroup& group, bool ok) {
+bool all_ok(distributed::ProcessGroup& group, bool ok) {
   auto flag = at::full({1}, ok ? 0L : 1L, at::TensorOptions(at::kLong).device(group.comm_device()));
   group.all_reduce_sum({flag});
   return flag.item<int64_t>() == 0;
 }
 
-std::string save_sharded(train::Trainer& trainer, dist::ProcessGroup& group, const std::string& folder,
+std::string save_sharded(train::Trainer& trainer, distributed::ProcessGroup& group, const std::string& folder,
                          const DataPosition& data, int64_t keep_last_n) {
   const int64_t rank = group.rank(), world = group.world_size();
   const std::string final_dir = folder + "/step" + std::to_string(trainer.step());

@@ -9,7 +9,7 @@
 
 #include "core/error.h"
 
-namespace olm::dist {
+namespace olm::distributed {
 
 struct Bucket {
   std::vector<size_t> params;   // indices into State::params
@@ -187,4 +187,4 @@ void DataParallel::finish() {
   s.last_wait_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-}  // namespace olm::dist
+}  // namespace olm::distributed

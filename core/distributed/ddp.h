@@ -17,7 +17,7 @@
 
 #include "core/distributed/process_group.h"
 
-namespace olm::dist {
+namespace olm::distributed {
 
 class DataParallel {
  public:
@@ -55,4 +55,4 @@ class DataParallel {
   std::shared_ptr<State> state_;  // shared with the autograd hooks, which outlive nothing
 };
 
-}  // namespace olm::dist
+}  // namespace olm::distributed

@@ -10,7 +10,7 @@
 
 #include "core/error.h"
 
-namespace olm::dist {
+namespace olm::distributed {
 
 struct FsdpUnit {
   std::string name;
@@ -474,4 +474,4 @@ void FullyShardedDataParallel::load_shard(const std::map<std::string, at::Tensor
   for (size_t i = 0; i < s.units.size(); ++i) s.free(i);
 }
 
-}  // namespace olm::dist
+}  // namespace olm::distributed

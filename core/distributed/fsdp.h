@@ -41,7 +41,7 @@
 #include "core/distributed/process_group.h"
 #include "core/nn/module.h"
 
-namespace olm::dist {
+namespace olm::distributed {
 
 struct FsdpUnitSpec {
   std::string name;                         // "blocks.3", "root"
@@ -150,4 +150,4 @@ class FullyShardedDataParallel {
   std::shared_ptr<State> state_;
 };
 
-}  // namespace olm::dist
+}  // namespace olm::distributed

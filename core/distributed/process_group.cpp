@@ -10,6 +10,7 @@
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <arpa/inet.h>
+#include <cstdio>
 #include <fcntl.h>
 #include <netdb.h>
 #include <poll.h>
@@ -26,7 +27,7 @@
 #include "core/device.h"
 #include "core/error.h"
 
-namespace olm::dist {
+namespace olm::distributed {
 #ifdef OLM_WITH_NCCL
 // core/distributed/nccl.cpp, which alone includes the CUDA-dependent header.
 c10::intrusive_ptr<c10d::Backend> make_nccl_backend(const c10::intrusive_ptr<c10d::Store>& store, int rank,
@@ -158,6 +159,53 @@ bool valid_device(const std::string& d) {
   return true;
 }
 
+// The caller's string for a message: control bytes escaped, at most 64 bytes shown.
+std::string shown(const std::string& text) {
+  std::string out;
+  for (unsigned char c : text.substr(0, 64)) {
+    if (c < 0x20 || c == 0x7f) {
+      char hex[8];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      out += hex;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return "'" + out + (text.size() > 64 ? "...'" : "'");
+}
+
+// The values a caller set (C++, the C options or the command line), before the environment
+// fills the -1 / empty / 0 ones: each field is checked here once, by its name.
+void check_given(const ProcessGroupOptions& o) {
+  const std::string max_world = std::to_string(kMaxWorldSize);
+  require(o.backend == BackendKind::kAuto || o.backend == BackendKind::kGloo || o.backend == BackendKind::kNccl,
+          ErrorCode::kInvalidArgument,
+          "options.backend: " + std::to_string(static_cast<int>(o.backend)) + " is not auto (0), gloo (1) or nccl (2)");
+  require(valid_device(o.device), ErrorCode::kInvalidArgument,
+          "options.device: " + shown(o.device) + " is not \"cpu\", \"cuda\" or \"cuda:N\"");
+  require(o.rank >= -1 && o.rank < kMaxWorldSize, ErrorCode::kInvalidArgument,
+          "options.rank: " + std::to_string(o.rank) + " is neither -1 nor a rank in [0, " + max_world + ")");
+  require(o.world_size == -1 || (o.world_size >= 1 && o.world_size <= kMaxWorldSize), ErrorCode::kInvalidArgument,
+          "options.world_size: " + std::to_string(o.world_size) + " is neither -1 nor in [1, " + max_world + "]");
+  require(o.rank == -1 || o.world_size == -1 || o.rank < o.world_size, ErrorCode::kInvalidArgument,
+          "options.rank: rank " + std::to_string(o.rank) + " is outside [0, world_size=" +
+              std::to_string(o.world_size) + ")");
+  require(o.local_rank >= -1 && o.local_rank < kMaxWorldSize, ErrorCode::kInvalidArgument,
+          "options.local_rank: " + std::to_string(o.local_rank) + " is neither -1 nor a rank in [0, " + max_world +
+              ")");
+  require(o.local_world_size == -1 || (o.local_world_size >= 1 && o.local_world_size <= kMaxWorldSize),
+          ErrorCode::kInvalidArgument,
+          "options.local_world_size: " + std::to_string(o.local_world_size) + " is neither -1 nor in [1, " +
+              max_world + "]");
+  require(o.local_rank == -1 || o.local_world_size == -1 || o.local_rank < o.local_world_size,
+          ErrorCode::kInvalidArgument,
+          "options.local_rank: local rank " + std::to_string(o.local_rank) + " is outside [0, local_world_size=" +
+              std::to_string(o.local_world_size) + ")");
+  require(o.master_port >= 0 && o.master_port < 65536, ErrorCode::kInvalidArgument,
+          "options.master_port: " + std::to_string(o.master_port) + " is outside [0, 65535]");
+  require(o.timeout.count() > 0, ErrorCode::kInvalidArgument, "options.timeout: must be positive");
+}
+
 }  // namespace
 
 bool launched_distributed() {
@@ -165,6 +213,7 @@ bool launched_distributed() {
 }
 
 ProcessGroupOptions resolve_options(ProcessGroupOptions o) {
+  check_given(o);
   const bool torchrun = env("WORLD_SIZE") != nullptr;
   const bool slurm = !torchrun && env("SLURM_NTASKS") != nullptr;
   if (o.world_size < 0) o.world_size = torchrun ? env_int("WORLD_SIZE", 1) : slurm ? env_int("SLURM_NTASKS", 1) : 1;
@@ -184,8 +233,6 @@ ProcessGroupOptions resolve_options(ProcessGroupOptions o) {
   if (o.master_port == 0) o.master_port = static_cast<int>(env_int("MASTER_PORT", 29500));
   require(o.world_size >= 1 && o.world_size <= kMaxWorldSize, ErrorCode::kInvalidArgument,
           "world_size " + std::to_string(o.world_size) + " is outside [1, " + std::to_string(kMaxWorldSize) + "]");
-  require(valid_device(o.device), ErrorCode::kInvalidArgument,
-          "device: '" + o.device + "' is not \"cpu\", \"cuda\" or \"cuda:N\"");
   require(o.rank >= 0 && o.rank < o.world_size, ErrorCode::kInvalidArgument,
           "rank " + std::to_string(o.rank) + " is outside [0, world_size=" + std::to_string(o.world_size) + ")");
   require(o.local_rank >= 0 && o.local_world_size >= 1 && o.local_rank < o.local_world_size,
@@ -194,7 +241,6 @@ ProcessGroupOptions resolve_options(ProcessGroupOptions o) {
               std::to_string(o.local_world_size) + ")");
   require(o.master_port > 0 && o.master_port < 65536, ErrorCode::kInvalidArgument,
           "master_port " + std::to_string(o.master_port) + " is outside [1, 65535]");
-  require(o.timeout.count() > 0, ErrorCode::kInvalidArgument, "timeout must be positive");
   if (o.backend == BackendKind::kAuto)
     o.backend = o.device.rfind("cuda", 0) == 0 ? BackendKind::kNccl : BackendKind::kGloo;
   return o;
@@ -570,4 +616,4 @@ void ProcessGroup::shutdown() {
   impl_->backend->shutdown();
 }
 
-}  // namespace olm::dist
+}  // namespace olm::distributed

@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-namespace olm::dist {
+namespace olm::distributed {
 
 enum class BackendKind { kAuto = 0, kGloo = 1, kNccl = 2 };
 
@@ -42,10 +42,11 @@ struct ProcessGroupOptions {
   std::chrono::milliseconds timeout{std::chrono::minutes(5)};
 };
 
-// Options with the unset fields filled from the environment and defaults; throws
-// kInvalidArgument naming the variable when one is malformed, and naming the field when a
-// value is out of range (world_size in [1, kMaxWorldSize], rank < world_size, local_rank <
-// local_world_size, device "cpu", "cuda" or "cuda:N").
+// Options with the unset fields filled from the environment and defaults. Throws
+// kInvalidArgument naming the field ("options.rank") when a value the caller set is out of
+// range (every door, C++, C and the command line, is checked here and only here), naming the
+// variable when the environment's is malformed, and saying which when the two together are
+// inconsistent (rank < world_size, local_rank < local_world_size).
 ProcessGroupOptions resolve_options(ProcessGroupOptions options);
 
 // True when the environment describes a multi-process launch (WORLD_SIZE or SLURM_NTASKS > 1).
@@ -155,4 +156,4 @@ class DeviceMesh {
   std::vector<std::shared_ptr<ProcessGroup>> groups_;
 };
 
-}  // namespace olm::dist
+}  // namespace olm::distributed

@@ -89,7 +89,7 @@ void Trainer::install_block_runner() {
   }
   std::vector<const nn::TransformerBlock*> blocks;
   for (const auto& b : model_->module().blocks()) blocks.push_back(b.get());
-  dist::FullyShardedDataParallel* fsdp = fsdp_.get();
+  distributed::FullyShardedDataParallel* fsdp = fsdp_.get();
   auto runner = [fsdp, blocks, mask](nn::TransformerBlock& block, const at::Tensor& x, const at::Tensor& doc_positions,
                                      nn::MoEAuxLosses* aux) {
     size_t i = 0;
@@ -121,7 +121,7 @@ int64_t Trainer::comm_bytes() const {
   return bytes;
 }
 
-void Trainer::set_process_group(std::shared_ptr<dist::ProcessGroup> group) {
+void Trainer::set_process_group(std::shared_ptr<distributed::ProcessGroup> group) {
   ddp_.reset();
   if (fsdp_) {
     // Back to full float32 parameters on every rank (a collective on the old group).
@@ -139,11 +139,11 @@ void Trainer::set_process_group(std::shared_ptr<dist::ProcessGroup> group) {
               " instances do not divide evenly over world_size " + std::to_string(world));
   const TrainSpec& spec = config_.spec();
   if (spec.sharded()) {
-    dist::FsdpOptions options;
+    distributed::FsdpOptions options;
     options.param_dtype = spec.dp_param_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
     options.reduce_dtype = spec.dp_reduce_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
     options.prefetch = spec.dp_prefetch_factor;
-    std::shared_ptr<dist::ProcessGroup> shard_group = group_;
+    std::shared_ptr<distributed::ProcessGroup> shard_group = group_;
     if (spec.data_parallel == "hsdp") {
       const int64_t shard_degree = spec.dp_shard_degree > 0    ? spec.dp_shard_degree
                                    : spec.dp_num_replicas > 0 ? world / spec.dp_num_replicas
@@ -156,14 +156,14 @@ void Trainer::set_process_group(std::shared_ptr<dist::ProcessGroup> group) {
                        ? std::string()
                        : " (shard_degree from LOCAL_WORLD_SIZE)"));
       // OLMo-core's build_world_mesh for HSDP: a replica is shard_degree consecutive ranks.
-      const auto mesh = dist::DeviceMesh::build(group_, {{"dp_replicate", replicas}, {"dp_shard", shard_degree}});
+      const auto mesh = distributed::DeviceMesh::build(group_, {{"dp_replicate", replicas}, {"dp_shard", shard_degree}});
       shard_group = mesh.group("dp_shard");
       options.replicate_group = mesh.group("dp_replicate");
       mesh_groups_ = mesh.groups();
     }
     // One unit per block ("blocks.<i>."), the root unit for everything else, last.
     const size_t n = model_->module().blocks().size();
-    std::vector<dist::FsdpUnitSpec> units(n + 1);
+    std::vector<distributed::FsdpUnitSpec> units(n + 1);
     units[n].name = "root";
     for (size_t i = 0; i < n; ++i) units[i].name = "blocks." + std::to_string(i);
     for (const auto& p : params_) {
@@ -174,7 +174,7 @@ void Trainer::set_process_group(std::shared_ptr<dist::ProcessGroup> group) {
       }
       units[unit].params.push_back(p);
     }
-    std::vector<dist::FsdpUnitSpec> nonempty;
+    std::vector<distributed::FsdpUnitSpec> nonempty;
     for (auto& u : units)
       if (!u.params.empty() || u.name == "root") nonempty.push_back(std::move(u));
     require(nonempty.back().params.size() > 0 && nonempty.size() == n + 1, ErrorCode::kInvalidConfig,
@@ -184,10 +184,10 @@ void Trainer::set_process_group(std::shared_ptr<dist::ProcessGroup> group) {
     const auto full_state = optimizer_->state();
     const auto recent_losses = optimizer_->recent_losses();
     const auto recent_grad_norms = optimizer_->recent_grad_norms();
-    fsdp_ = std::make_unique<dist::FullyShardedDataParallel>(shard_group, std::move(nonempty), options);
+    fsdp_ = std::make_unique<distributed::FullyShardedDataParallel>(shard_group, std::move(nonempty), options);
     optimizer_ = make_optimizer(config_.spec().optimizer, fsdp_->shard_parameters());
     if (!full_state.empty()) {
-      std::map<std::string, dist::FullyShardedDataParallel::Piece> pieces;
+      std::map<std::string, distributed::FullyShardedDataParallel::Piece> pieces;
       for (auto& piece : fsdp_->pieces_of_rank(fsdp_->group().rank())) pieces[piece.name] = piece;
       std::map<std::string, at::Tensor> sliced;
       for (const auto& [name, t] : full_state) {
@@ -203,7 +203,7 @@ void Trainer::set_process_group(std::shared_ptr<dist::ProcessGroup> group) {
   }
   std::vector<at::Tensor> tensors;
   for (auto& p : params_) tensors.push_back(*p.tensor);
-  ddp_ = std::make_unique<dist::DataParallel>(group_, tensors);
+  ddp_ = std::make_unique<distributed::DataParallel>(group_, tensors);
   ddp_->broadcast_parameters();
 }
 

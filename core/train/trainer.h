@@ -15,7 +15,7 @@
 namespace olm::data {
 class DataLoader;
 }
-namespace olm::dist {
+namespace olm::distributed {
 class ProcessGroup;
 class DataParallel;
 class FullyShardedDataParallel;
@@ -47,16 +47,16 @@ class Trainer {
   // same checkpoint), then every step all-reduces the
   // gradients and normalizes the loss by the global batch's target tokens. Each rank then
   // passes its own global_batch_size / world_size tokens to train_batch.
-  void set_process_group(std::shared_ptr<dist::ProcessGroup> group);
+  void set_process_group(std::shared_ptr<distributed::ProcessGroup> group);
   // With the train config's data_parallel.name "fsdp" the parameters, gradients and optimizer
-  // state are sharded instead (dist::FullyShardedDataParallel): the optimizer is rebuilt over
+  // state are sharded instead (distributed::FullyShardedDataParallel): the optimizer is rebuilt over
   // this rank's shards (keeping each piece's part of any state the optimizer already had, as
   // after loading a checkpoint), and between steps the model's parameters hold no data until
   // gather_parameters(). Checkpoints save and load each rank's shards (core/checkpoint).
   // Detaching (NULL) gathers them, a collective, and rebuilds the optimizer over the full
   // parameters (fresh state).
-  const std::shared_ptr<dist::ProcessGroup>& process_group() const { return group_; }
-  dist::FullyShardedDataParallel* fsdp() { return fsdp_.get(); }
+  const std::shared_ptr<distributed::ProcessGroup>& process_group() const { return group_; }
+  distributed::FullyShardedDataParallel* fsdp() { return fsdp_.get(); }
   // FSDP: gathers every parameter on every rank and keeps them until the next step (a
   // collective); a no-op otherwise.
   void gather_parameters();
@@ -97,10 +97,10 @@ class Trainer {
   TrainConfig config_;
   std::unique_ptr<Optimizer> optimizer_;
   std::vector<nn::NamedParameter> params_;
-  std::shared_ptr<dist::ProcessGroup> group_;
-  std::unique_ptr<dist::DataParallel> ddp_;
-  std::unique_ptr<dist::FullyShardedDataParallel> fsdp_;
-  std::vector<std::shared_ptr<dist::ProcessGroup>> mesh_groups_;  // hsdp: the shard and replicate groups
+  std::shared_ptr<distributed::ProcessGroup> group_;
+  std::unique_ptr<distributed::DataParallel> ddp_;
+  std::unique_ptr<distributed::FullyShardedDataParallel> fsdp_;
+  std::vector<std::shared_ptr<distributed::ProcessGroup>> mesh_groups_;  // hsdp: the shard and replicate groups
   int64_t comm_bytes() const;  // sent over the group and the mesh's sub-groups so far
   void install_block_runner();
   int64_t step_ = 0;

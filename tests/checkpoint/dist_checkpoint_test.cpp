@@ -68,7 +68,7 @@ olm::Config odd_model_config() {
 }
 
 // data_parallel: the train config's addition (kFsdp, kHsdp; "" for DDP or one process).
-TrainRun make_run(const std::shared_ptr<olm::dist::ProcessGroup>& group = nullptr, const char* data_parallel = "",
+TrainRun make_run(const std::shared_ptr<olm::distributed::ProcessGroup>& group = nullptr, const char* data_parallel = "",
                   bool odd = false) {
   TrainRun r;
   r.model = std::make_shared<olm::Model>(odd ? odd_model_config() : dense_model_config(), "cpu", olm::ModelOptions{});
@@ -312,11 +312,11 @@ TEST(FsdpCheckpoint, ResumeFromDdpFourUnderFsdpTwoMatchesUninterruptedRun) {
 // bfloat16 FSDP parameters: the checkpoint holds the float32 master weights the optimizer
 // updates (not the bfloat16 copies the steps computed with), so a float32 trainer resumes them.
 TEST(FsdpCheckpoint, BFloat16ParametersSaveTheirFloat32Masters) {
-  olm::dist::ProcessGroupOptions o;
+  olm::distributed::ProcessGroupOptions o;
   o.rank = 0;
   o.world_size = 1;
   o.master_port = free_port();
-  auto group = olm::dist::ProcessGroup::create(o);
+  auto group = olm::distributed::ProcessGroup::create(o);
   TrainRun r = make_run(group, R"(, "data_parallel": {"name": "fsdp", "param_dtype": "bfloat16"})");
   r.trainer->set_process_group(group);
   train_steps(r, 3);
@@ -607,7 +607,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 // Saves after one step; returns the save's wall time on this rank.
-double bench_save(const std::shared_ptr<olm::dist::ProcessGroup>& group, const std::string& folder) {
+double bench_save(const std::shared_ptr<olm::distributed::ProcessGroup>& group, const std::string& folder) {
   auto model = bench_model();
   olm::train::Trainer trainer(model, train_config());
   if (group) trainer.set_process_group(group);
@@ -648,7 +648,7 @@ TEST(ShardedCheckpoint, DISABLED_SaveAndLoadTimes) {
 
 // FSDP: saved after one step by `world` ranks, then loaded by as many fresh FSDP ranks, each
 // reading only the shard entries overlapping its pieces. Returns this rank's {save, load} seconds.
-std::vector<double> bench_fsdp(const std::shared_ptr<olm::dist::ProcessGroup>& group, const std::string& folder) {
+std::vector<double> bench_fsdp(const std::shared_ptr<olm::distributed::ProcessGroup>& group, const std::string& folder) {
   auto config = train_config(kFsdp);
   double save = 0, load = 0;
   {
@@ -697,9 +697,9 @@ TEST(FsdpCheckpoint, DISABLED_SaveAndLoadTimes) {
 
 int worker(const std::string& mode, const std::string& folder, const std::string& out) {
   try {
-    olm::dist::ProcessGroupOptions o;
+    olm::distributed::ProcessGroupOptions o;
     o.timeout = std::chrono::seconds(60);
-    auto group = olm::dist::ProcessGroup::create(o);
+    auto group = olm::distributed::ProcessGroup::create(o);
     if (mode == "broadcast") {
       // Tensors of different sizes (DDP's buckets of a model over 25 MB) in one call.
       std::vector<at::Tensor> t{at::full({3}, group->rank() + 1.0), at::full({5}, group->rank() + 1.0)};

@@ -81,7 +81,7 @@ struct TrainRun {
 // than 0 start from perturbed weights, so only the broadcast makes them agree.
 // die_after_step: the rank sends itself `die_signal` before that step (SIGKILL: dead;
 // SIGSTOP: alive but stuck).
-TrainRun train(const std::shared_ptr<olm::dist::ProcessGroup>& group, int die_after_step = -1,
+TrainRun train(const std::shared_ptr<olm::distributed::ProcessGroup>& group, int die_after_step = -1,
                int die_signal = SIGKILL, const std::string& extra_config = "", const std::string& mode = "train") {
   auto model = std::make_shared<olm::Model>(model_config(mode), "cpu", olm::ModelOptions{});
   const int64_t rank = group ? group->rank() : 0, world = group ? group->world_size() : 1;
@@ -205,14 +205,14 @@ Mode mode_setup(const std::string& mode) {
 }
 
 // This process alone as a group (the backend for `device`: gloo for the CPU, nccl for CUDA).
-std::shared_ptr<olm::dist::ProcessGroup> group_of_one(const std::string& device = "cpu") {
-  olm::dist::ProcessGroupOptions o;
+std::shared_ptr<olm::distributed::ProcessGroup> group_of_one(const std::string& device = "cpu") {
+  olm::distributed::ProcessGroupOptions o;
   o.rank = 0;
   o.world_size = 1;
   o.master_port = free_port();
   o.device = device;
   o.timeout = std::chrono::milliseconds(10000);
-  return olm::dist::ProcessGroup::create(o);
+  return olm::distributed::ProcessGroup::create(o);
 }
 
 const TrainRun& single_process(const std::string& mode = "train") {
@@ -423,16 +423,16 @@ TEST(HybridShardedDataParallel, TwoReplicasOfTwoRanksMatchOneProcess) { expect_m
 
 TEST(HybridShardedDataParallel, MeshIsCheckedAndLaidOutRowMajor) {
   auto world = group_of_one();
-  olm::testing::expect_error([&] { olm::dist::DeviceMesh::build(world, {{"dp_replicate", 2}, {"dp_shard", 1}}); },
+  olm::testing::expect_error([&] { olm::distributed::DeviceMesh::build(world, {{"dp_replicate", 2}, {"dp_shard", 1}}); },
                              olm::ErrorCode::kInvalidConfig,
                              "dp_replicate (2) x dp_shard (1) is 2 ranks, not world_size 1");
-  olm::testing::expect_error([&] { olm::dist::DeviceMesh::build(world, {{"dp", 1}, {"dp", 1}}); },
+  olm::testing::expect_error([&] { olm::distributed::DeviceMesh::build(world, {{"dp", 1}, {"dp", 1}}); },
                              olm::ErrorCode::kInvalidArgument, "dp is named twice");
   olm::testing::expect_error([&] { world->new_subgroup("dp_shard/0", {0, 0}); }, olm::ErrorCode::kInvalidArgument,
                              "listed twice");
   olm::testing::expect_error([&] { world->new_subgroup("dp_shard/0", {1}); }, olm::ErrorCode::kInvalidArgument,
                              "outside [0, world_size=1)");
-  const auto mesh = olm::dist::DeviceMesh::build(world, {{"dp_replicate", 1}, {"dp_shard", 1}});
+  const auto mesh = olm::distributed::DeviceMesh::build(world, {{"dp_replicate", 1}, {"dp_shard", 1}});
   EXPECT_EQ(mesh.group("dp_shard")->world_size(), 1);
   EXPECT_EQ(mesh.group("dp_shard")->mesh()[0].name, "dp_shard");
   EXPECT_EQ(mesh.coordinate("dp_replicate"), 0);
@@ -591,14 +591,14 @@ TEST(ProcessGroup, StuckRankIsNamedAfterTimeout) {
 
 // A rank that never starts: the others fail after the timeout, naming it.
 TEST(ProcessGroup, MissingRankIsNamedAfterTimeout) {
-  olm::dist::ProcessGroupOptions o;
+  olm::distributed::ProcessGroupOptions o;
   o.rank = 0;
   o.world_size = 3;
   o.master_addr = "127.0.0.1";
   o.master_port = free_port();
   o.timeout = std::chrono::milliseconds(1500);
   const auto t0 = std::chrono::steady_clock::now();
-  olm::testing::expect_error([&] { olm::dist::ProcessGroup::create(o); }, olm::ErrorCode::kDistributed,
+  olm::testing::expect_error([&] { olm::distributed::ProcessGroup::create(o); }, olm::ErrorCode::kDistributed,
                              "ranks 1, 2 of world_size 3 never arrived");
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_GE(seconds, 1.4);
@@ -607,13 +607,13 @@ TEST(ProcessGroup, MissingRankIsNamedAfterTimeout) {
 
 // A client whose rank 0 never hosts the store fails after the timeout too.
 TEST(ProcessGroup, MissingStoreHostIsNamed) {
-  olm::dist::ProcessGroupOptions o;
+  olm::distributed::ProcessGroupOptions o;
   o.rank = 1;
   o.world_size = 2;
   o.master_addr = "127.0.0.1";
   o.master_port = free_port();
   o.timeout = std::chrono::milliseconds(1500);
-  olm::testing::expect_error([&] { olm::dist::ProcessGroup::create(o); }, olm::ErrorCode::kDistributed,
+  olm::testing::expect_error([&] { olm::distributed::ProcessGroup::create(o); }, olm::ErrorCode::kDistributed,
                              "rank 0, which never arrived");
 }
 
@@ -630,56 +630,79 @@ struct EnvGuard {
 TEST(ProcessGroup, OptionsFromTorchrunAndSlurmEnvironments) {
   EnvGuard guard({"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT",
                   "SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID", "SLURM_NTASKS_PER_NODE"});
-  auto o = olm::dist::resolve_options({});
+  auto o = olm::distributed::resolve_options({});
   EXPECT_EQ(o.rank, 0);
   EXPECT_EQ(o.world_size, 1);
   EXPECT_EQ(o.master_addr, "127.0.0.1");
   EXPECT_EQ(o.master_port, 29500);
-  EXPECT_EQ(o.backend, olm::dist::BackendKind::kGloo);
-  EXPECT_FALSE(olm::dist::launched_distributed());
+  EXPECT_EQ(o.backend, olm::distributed::BackendKind::kGloo);
+  EXPECT_FALSE(olm::distributed::launched_distributed());
 
   setenv("SLURM_PROCID", "5", 1), setenv("SLURM_NTASKS", "8", 1), setenv("SLURM_LOCALID", "1", 1);
   setenv("SLURM_NTASKS_PER_NODE", "4(x2)", 1), setenv("MASTER_ADDR", "node01", 1), setenv("MASTER_PORT", "1234", 1);
-  o = olm::dist::resolve_options({});
+  o = olm::distributed::resolve_options({});
   EXPECT_EQ(o.rank, 5);
   EXPECT_EQ(o.world_size, 8);
   EXPECT_EQ(o.local_rank, 1);
   EXPECT_EQ(o.local_world_size, 4);
   EXPECT_EQ(o.master_addr, "node01");
   EXPECT_EQ(o.master_port, 1234);
-  EXPECT_TRUE(olm::dist::launched_distributed());
+  EXPECT_TRUE(olm::distributed::launched_distributed());
 
   // Across nodes Slurm gives no rendezvous host: the error says how to set one.
   unsetenv("MASTER_ADDR");
-  olm::testing::expect_error([] { olm::dist::resolve_options({}); }, olm::ErrorCode::kInvalidArgument,
+  olm::testing::expect_error([] { olm::distributed::resolve_options({}); }, olm::ErrorCode::kInvalidArgument,
                              "MASTER_ADDR is not set and this Slurm job spans several nodes");
   setenv("SLURM_NTASKS_PER_NODE", "8", 1);  // one node: the loopback will do
-  EXPECT_EQ(olm::dist::resolve_options({}).master_addr, "127.0.0.1");
+  EXPECT_EQ(olm::distributed::resolve_options({}).master_addr, "127.0.0.1");
   setenv("MASTER_ADDR", "node01", 1);
 
   // torchrun's variables win over Slurm's (torchrun inside an allocation).
   setenv("RANK", "2", 1), setenv("WORLD_SIZE", "4", 1), setenv("LOCAL_RANK", "0", 1), setenv("LOCAL_WORLD_SIZE", "2", 1);
-  o = olm::dist::resolve_options({});
+  o = olm::distributed::resolve_options({});
   EXPECT_EQ(o.rank, 2);
   EXPECT_EQ(o.world_size, 4);
   EXPECT_EQ(o.local_world_size, 2);
   // Explicit options win over both.
-  olm::dist::ProcessGroupOptions explicit_options;
+  olm::distributed::ProcessGroupOptions explicit_options;
   explicit_options.rank = 1;
   explicit_options.world_size = 2;
   explicit_options.local_rank = 1;
   explicit_options.local_world_size = 2;
   explicit_options.device = "cuda:1";
-  o = olm::dist::resolve_options(explicit_options);
+  o = olm::distributed::resolve_options(explicit_options);
   EXPECT_EQ(o.rank, 1);
-  EXPECT_EQ(o.backend, olm::dist::BackendKind::kNccl);
+  EXPECT_EQ(o.backend, olm::distributed::BackendKind::kNccl);
 
   setenv("RANK", "4", 1);
-  olm::testing::expect_error([] { olm::dist::resolve_options({}); }, olm::ErrorCode::kInvalidArgument,
+  olm::testing::expect_error([] { olm::distributed::resolve_options({}); }, olm::ErrorCode::kInvalidArgument,
                              "rank 4 is outside [0, world_size=4)");
   setenv("RANK", "x", 1);
-  olm::testing::expect_error([] { olm::dist::resolve_options({}); }, olm::ErrorCode::kInvalidArgument,
+  olm::testing::expect_error([] { olm::distributed::resolve_options({}); }, olm::ErrorCode::kInvalidArgument,
                              "RANK='x'");
+}
+
+// The values a caller sets are checked in core, by field name, whichever door they came by:
+// the C API's tests (CapiDist.Issue12DeviceAndRanksAreValidated) expect these same messages.
+TEST(ProcessGroup, GivenOptionsAreCheckedByFieldName) {
+  EnvGuard guard({"RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "SLURM_PROCID", "SLURM_NTASKS"});
+  const auto refused = [](void (*edit)(olm::distributed::ProcessGroupOptions&), const std::string& needle) {
+    olm::distributed::ProcessGroupOptions o;
+    edit(o);
+    olm::testing::expect_error([&] { olm::distributed::resolve_options(o); }, olm::ErrorCode::kInvalidArgument,
+                               needle);
+  };
+  refused([](auto& o) { o.rank = -2; }, "options.rank: -2 is neither -1 nor a rank in [0, 1048576)");
+  refused([](auto& o) { o.world_size = 0; }, "options.world_size: 0 is neither -1 nor in [1, 1048576]");
+  refused([](auto& o) { o.rank = 3, o.world_size = 2; }, "options.rank: rank 3 is outside [0, world_size=2)");
+  refused([](auto& o) { o.local_rank = 2, o.local_world_size = 2; },
+          "options.local_rank: local rank 2 is outside [0, local_world_size=2)");
+  refused([](auto& o) { o.master_port = 70000; }, "options.master_port: 70000 is outside [0, 65535]");
+  refused([](auto& o) { o.device = std::string("cu\x01" "da"); }, "options.device: 'cu\\x01da' is not");
+  refused([](auto& o) { o.backend = static_cast<olm::distributed::BackendKind>(7); }, "options.backend: 7 is not");
+  refused([](auto& o) { o.timeout = std::chrono::milliseconds(0); }, "options.timeout: must be positive");
+  // -1 still means "from the environment" (here: none, a group of one).
+  EXPECT_EQ(olm::distributed::resolve_options({}).world_size, 1);
 }
 
 // One process in a group of one: DDP's machinery, exactly the plain numbers.
@@ -698,7 +721,7 @@ TEST(DataParallel, BucketsLaunchDuringBackward) {
   auto group = group_of_one();
   auto a = at::randn({64, 32}).requires_grad_(), b = at::randn({32, 32}).requires_grad_(),
        c = at::randn({32}).requires_grad_();
-  olm::dist::DataParallel ddp(group, {a, b, c}, 4096);  // one parameter per bucket
+  olm::distributed::DataParallel ddp(group, {a, b, c}, 4096);  // one parameter per bucket
   ASSERT_EQ(ddp.num_buckets(), 3u);
   const auto x = at::randn({5, 64});
   auto loss = [&] { return (at::tanh(x.matmul(a).matmul(b)) + c).square().sum(); };
@@ -717,7 +740,7 @@ TEST(DataParallel, BucketsLaunchDuringBackward) {
   EXPECT_TRUE(at::allclose(a.grad(), 2 * first));  // two backwards accumulated; the sum over 1 rank
 
   auto used = at::randn({16}).requires_grad_(), unused = at::randn({8}).requires_grad_();
-  olm::dist::DataParallel ddp2(group, {used, unused}, 32);
+  olm::distributed::DataParallel ddp2(group, {used, unused}, 32);
   ddp2.set_sync(true);
   used.square().sum().backward();
   ddp2.finish();
@@ -729,11 +752,11 @@ TEST(DataParallel, BucketsLaunchDuringBackward) {
 
 TEST(ProcessGroup, NcclIsRefusedClearly) {
   if (olm::cuda_device_count() > 0) GTEST_SKIP() << "a CUDA device is present (NcclGroupOfOneTrainsLikeOneProcess)";
-  olm::dist::ProcessGroupOptions o;
+  olm::distributed::ProcessGroupOptions o;
   o.rank = 0;
   o.world_size = 1;
-  o.backend = olm::dist::BackendKind::kNccl;
-  olm::testing::expect_error([&] { olm::dist::ProcessGroup::create(o); }, olm::ErrorCode::kDeviceUnavailable,
+  o.backend = olm::distributed::BackendKind::kNccl;
+  olm::testing::expect_error([&] { olm::distributed::ProcessGroup::create(o); }, olm::ErrorCode::kDeviceUnavailable,
                              "nccl");
 }
 
@@ -752,7 +775,7 @@ TEST(ProcessGroup, NcclGroupOfOneTrainsLikeOneProcess) {
   group->reduce_scatter_sum_async(scattered, values)->wait();
   for (const auto& t : {summed, gathered, scattered}) EXPECT_TRUE(at::equal(t.cpu(), values.cpu()));
 
-  auto cuda_losses = [&](const std::string& extra, const std::shared_ptr<olm::dist::ProcessGroup>& g) {
+  auto cuda_losses = [&](const std::string& extra, const std::shared_ptr<olm::distributed::ProcessGroup>& g) {
     auto model = std::make_shared<olm::Model>(model_config(), "cuda", olm::ModelOptions{});
     olm::train::Trainer trainer(model, train_config(extra));
     if (g) trainer.set_process_group(g);
@@ -779,12 +802,12 @@ TEST(ProcessGroup, NcclGroupOfOneTrainsLikeOneProcess) {
 
 int worker(const std::string& mode, const std::string& out, double timeout_s) {
   try {
-    olm::dist::ProcessGroupOptions o;
+    olm::distributed::ProcessGroupOptions o;
     o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
-    auto group = olm::dist::ProcessGroup::create(o);
+    auto group = olm::distributed::ProcessGroup::create(o);
     const bool dies = (mode == "die" || mode == "stop") && group->rank() == 1;
     if (mode == "mesh") {  // each rank's coordinates, and the ranks summed over its row and column
-      const auto mesh = olm::dist::DeviceMesh::build(group, {{"dp_replicate", 2}, {"dp_shard", 2}});
+      const auto mesh = olm::distributed::DeviceMesh::build(group, {{"dp_replicate", 2}, {"dp_shard", 2}});
       auto row = at::full({1}, static_cast<int64_t>(1) << group->rank(), at::kLong), column = row.clone();
       mesh.group("dp_shard")->all_reduce_sum({row});
       mesh.group("dp_replicate")->all_reduce_sum({column});
@@ -813,7 +836,7 @@ int worker(const std::string& mode, const std::string& out, double timeout_s) {
 // gives up within the timeout plus its connection attempts' granularity (0.1 s attempts, 50 ms
 // pauses; 0.5 s of slack for a loaded machine), with one line (no c10d stack dump).
 TEST(ProcessGroup, Issue12ClientKeepsItsTimeoutWithOneLine) {
-  olm::dist::ProcessGroupOptions o;
+  olm::distributed::ProcessGroupOptions o;
   o.rank = 1;
   o.world_size = 2;
   o.master_addr = "127.0.0.1";
@@ -822,7 +845,7 @@ TEST(ProcessGroup, Issue12ClientKeepsItsTimeoutWithOneLine) {
   const auto t0 = std::chrono::steady_clock::now();
   std::string message;
   try {
-    olm::dist::ProcessGroup::create(o);
+    olm::distributed::ProcessGroup::create(o);
     ADD_FAILURE() << "a client without its store host must fail";
   } catch (const olm::Error& e) {
     EXPECT_EQ(e.code(), olm::ErrorCode::kDistributed);

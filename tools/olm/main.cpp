@@ -179,17 +179,17 @@ void add_dist_options(cxxopts::Options& options) {
 
 // Data-parallel training when a launcher started several processes: the group, joined before
 // the model is built, so that "cuda" can mean this rank's GPU (cuda:LOCAL_RANK).
-std::shared_ptr<olm::dist::ProcessGroup> maybe_join(const cxxopts::ParseResult& args, std::string& device) {
+std::shared_ptr<olm::distributed::ProcessGroup> maybe_join(const cxxopts::ParseResult& args, std::string& device) {
   const auto mode = args["dist"].as<std::string>();
   if (mode != "auto" && mode != "on" && mode != "off")
     throw UsageError("--dist must be auto, on or off, not '" + mode + "'");
   const double timeout = double_flag(args, "dist-timeout");
   if (!(timeout > 0)) throw UsageError("--dist-timeout must be positive");
-  if (mode == "off" || (mode == "auto" && !olm::dist::launched_distributed())) return nullptr;
-  olm::dist::ProcessGroupOptions o;
+  if (mode == "off" || (mode == "auto" && !olm::distributed::launched_distributed())) return nullptr;
+  olm::distributed::ProcessGroupOptions o;
   o.device = device;
   o.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout * 1000));
-  auto group = olm::dist::ProcessGroup::create(o);
+  auto group = olm::distributed::ProcessGroup::create(o);
   if (device == "cuda") device = "cuda:" + std::to_string(group->local_rank());
   std::fprintf(stderr, "olm: rank %ld of %ld (local %ld of %ld), %s over %s:%d, on %s\n", group->rank(),
                group->world_size(), group->local_rank(), group->local_world_size(), group->backend_name(),
