@@ -53,7 +53,7 @@ OLM_STRUCT_FIELDS(olm_parameter_info, F(name), F(dtype), F(ndim), F(shape), F(tr
 OLM_STRUCT_FIELDS(olm_generate_options, F(max_new_tokens), F(temperature), F(top_k), F(top_p), F(seed),
                   F(stop_tokens), F(num_stop_tokens), F(on_token), F(user_data), F(use_kv_cache))
 #undef F
-#define F(type, f) OLM_FIELD(olm_step_metrics, f),
+#define F(type, f, doc) OLM_FIELD(olm_step_metrics, f),
 OLM_STRUCT_FIELDS(olm_step_metrics, OLM_STEP_METRICS(F) OLM_STEP_METRICS_COMM(F))
 #undef F
 #define F(f) OLM_FIELD(olm_dataset_options, f)

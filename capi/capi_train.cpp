@@ -15,7 +15,7 @@ using olm::capi::require_arg;
 olm_step_metrics olm::capi::step_metrics_to_c(const olm::train::StepMetrics& m) {
   olm_step_metrics c{};
   c.struct_size = sizeof(olm_step_metrics);
-#define COPY(type, name) c.name = static_cast<decltype(c.name)>(m.name);
+#define COPY(type, name, doc) c.name = static_cast<decltype(c.name)>(m.name);
   OLM_STEP_METRICS(COPY)
   OLM_STEP_METRICS_COMM(COPY)
 #undef COPY

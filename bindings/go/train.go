@@ -99,39 +99,6 @@ func (t *TrainConfig) Close() error {
 	return nil
 }
 
-// StepMetrics are the metrics of one optimizer step.
-type StepMetrics struct {
-	Step            int64
-	Loss            float64
-	CELoss          float64
-	ZLoss           float64
-	GradNorm        float64
-	LR              float64
-	Tokens          int64
-	TokensSeen      int64
-	TokensPerSecond float64
-	StepSeconds     float64
-	Skipped         bool
-	SkippedSteps    int64
-	// MoE models: the routers' weighted load-balancing and z-losses over the batch (in the
-	// gradient, not in Loss); 0 for dense models.
-	LBLoss      float64
-	RouterZLoss float64
-	// CommBytes is what this rank all-reduced during the step (0 without a process group).
-	CommBytes int64
-	// CommWaitSeconds is the time the step waited for gradients after backward.
-	CommWaitSeconds float64
-}
-
-func stepMetricsFromC(m *C.olm_step_metrics) StepMetrics {
-	return StepMetrics{Step: int64(m.step), Loss: float64(m.loss), CELoss: float64(m.ce_loss),
-		ZLoss: float64(m.z_loss), GradNorm: float64(m.grad_norm), LR: float64(m.lr), Tokens: int64(m.tokens),
-		TokensSeen: int64(m.tokens_seen), TokensPerSecond: float64(m.tokens_per_second),
-		StepSeconds: float64(m.step_seconds), Skipped: m.skipped != 0, SkippedSteps: int64(m.skipped_steps),
-		LBLoss: float64(m.lb_loss), RouterZLoss: float64(m.router_z_loss),
-		CommBytes: int64(m.comm_bytes), CommWaitSeconds: float64(m.comm_wait_seconds)}
-}
-
 // EvalMetrics is a validation loss.
 type EvalMetrics struct {
 	Loss       float64

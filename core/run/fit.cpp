@@ -26,7 +26,7 @@ std::string json_value(bool v) { return v ? "true" : "false"; }
 
 std::string metrics_json(const train::StepMetrics& m) {
   std::string out;
-#define FIELD(type, name) out += std::string(out.empty() ? "{" : ",") + "\"" #name "\":" + json_value(m.name);
+#define FIELD(type, name, doc) out += std::string(out.empty() ? "{" : ",") + "\"" #name "\":" + json_value(m.name);
   OLM_STEP_METRICS(FIELD)
   if (m.comm_bytes > 0) {
     OLM_STEP_METRICS_COMM(FIELD)

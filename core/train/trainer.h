@@ -24,7 +24,7 @@ class FullyShardedDataParallel;
 namespace olm::train {
 
 struct StepMetrics {
-#define OLM_STEP_METRIC_MEMBER(type, name) type name = 0;
+#define OLM_STEP_METRIC_MEMBER(type, name, doc) type name = 0;
   OLM_STEP_METRICS(OLM_STEP_METRIC_MEMBER)
   OLM_STEP_METRICS_COMM(OLM_STEP_METRIC_MEMBER)
   OLM_STEP_METRICS_FSDP(OLM_STEP_METRIC_MEMBER)

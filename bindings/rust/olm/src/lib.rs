@@ -52,6 +52,8 @@ use olm_sys as sys;
 
 mod params;
 pub use params::{num_threads, set_num_threads, DlPack};
+mod step_metrics;
+pub use step_metrics::StepMetrics;
 
 // ------------------------------------------------------------------------------------------
 // Errors
@@ -1039,68 +1041,6 @@ impl TrainConfig {
         // SAFETY: self.ptr is a live train config; out is a valid out pointer.
         check(unsafe { sys::olm_train_config_model(self.ptr.as_ptr(), &mut out) })?;
         Ok(Config::from_raw(out))
-    }
-}
-
-/// The metrics of one optimizer step.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct StepMetrics {
-    /// Optimizer steps taken so far, this one included.
-    pub step: i64,
-    /// ce_loss + z_loss: the mean over the batch's target tokens.
-    pub loss: f64,
-    /// The cross-entropy part of `loss`.
-    pub ce_loss: f64,
-    /// The z-loss part of `loss`.
-    pub z_loss: f64,
-    /// The total gradient norm before clipping.
-    pub grad_norm: f64,
-    /// The learning rate of the default parameter group for this step.
-    pub lr: f64,
-    /// Tokens in this step's batch.
-    pub tokens: i64,
-    /// Tokens trained on so far.
-    pub tokens_seen: i64,
-    /// Throughput of this step.
-    pub tokens_per_second: f64,
-    /// Wall time of this step.
-    pub step_seconds: f64,
-    /// True when the step was skipped (NaN/Inf loss or gradients, or the skip-step rule): the
-    /// parameters were left unchanged.
-    pub skipped: bool,
-    /// Steps skipped so far.
-    pub skipped_steps: i64,
-    /// MoE models: the routers' weighted load-balancing loss over the batch (in the gradient,
-    /// not in `loss`); 0 for dense models.
-    pub lb_loss: f64,
-    /// MoE models: the routers' weighted z-loss over the batch; 0 for dense models.
-    pub router_z_loss: f64,
-    /// Bytes this rank all-reduced during the step (0 without a process group).
-    pub comm_bytes: i64,
-    /// Seconds waited for the gradient reduction after backward.
-    pub comm_wait_seconds: f64,
-}
-
-impl From<&sys::olm_step_metrics> for StepMetrics {
-    fn from(m: &sys::olm_step_metrics) -> Self {
-        StepMetrics {
-            step: m.step,
-            loss: m.loss,
-            ce_loss: m.ce_loss,
-            z_loss: m.z_loss,
-            grad_norm: m.grad_norm,
-            lr: m.lr,
-            tokens: m.tokens,
-            tokens_seen: m.tokens_seen,
-            tokens_per_second: m.tokens_per_second,
-            step_seconds: m.step_seconds,
-            skipped: m.skipped != 0,
-            skipped_steps: m.skipped_steps,
-            lb_loss: m.lb_loss,
-            router_z_loss: m.router_z_loss,
-            comm_bytes: m.comm_bytes,
-            comm_wait_seconds: m.comm_wait_seconds,
-        }
     }
 }
 
