@@ -133,12 +133,9 @@ ResumePlan plan_resume(const std::string& path, const std::string& folder) {
 
 std::shared_ptr<data::TokenDataset> open_dataset(const train::DataSpec& spec, int64_t sequence_length,
                                                  int64_t vocab_size) {
-  data::DatasetOptions o;
+  data::DatasetOptions o = spec.dataset;
   o.sequence_length = sequence_length;
   o.vocab_size = vocab_size;
-  o.eos_token_id = spec.eos_token_id;
-  o.masked_token_ids = spec.masked_token_ids;
-  o.raw_dtype = spec.raw_dtype;
   return data::TokenDataset::from_files(spec.paths, o);
 }
 

@@ -41,12 +41,12 @@ DataSpec resolve_data(const fb::DataConfigT& in, const std::string& field) {
   DataSpec out;
   out.paths = in.paths;
   require(!out.paths.empty(), ErrorCode::kInvalidConfig, field + ".paths: at least one file is required");
-  out.raw_dtype = in.raw_dtype.empty() ? "uint16" : in.raw_dtype;
-  require_one_of(out.raw_dtype, {"uint16", "uint32"}, field + ".raw_dtype");
-  if (in.eos_token_id.has_value()) out.eos_token_id = *in.eos_token_id;
-  out.masked_token_ids = in.masked_token_ids;
+  if (!in.raw_dtype.empty()) out.dataset.raw_dtype = in.raw_dtype;
+  require_one_of(out.dataset.raw_dtype, {"uint16", "uint32"}, field + ".raw_dtype");
+  if (in.eos_token_id.has_value()) out.dataset.eos_token_id = *in.eos_token_id;
+  out.dataset.masked_token_ids = in.masked_token_ids;
   out.generate_doc_lengths = in.generate_doc_lengths;
-  require(!out.generate_doc_lengths || out.eos_token_id, ErrorCode::kInvalidConfig,
+  require(!out.generate_doc_lengths || out.dataset.eos_token_id, ErrorCode::kInvalidConfig,
           field + ".generate_doc_lengths requires " + field + ".eos_token_id (documents end after it)");
   return out;
 }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "core/config/config.h"
+#include "core/data/token_data.h"
 
 namespace olm::train {
 
@@ -46,9 +47,9 @@ struct SchedulerSpec {
 
 struct DataSpec {
   std::vector<std::string> paths;
-  std::string raw_dtype = "uint16";
-  std::optional<int64_t> eos_token_id;
-  std::vector<int64_t> masked_token_ids;
+  // The dataset's own options, declared once in core/data; sequence_length and vocab_size are
+  // left 0 here and filled from the train config and the model when the data is opened.
+  data::DatasetOptions dataset;
   bool generate_doc_lengths = false;  // train with intra-document masking (needs eos_token_id)
 };
 

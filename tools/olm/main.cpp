@@ -356,7 +356,7 @@ int cmd_eval(int argc, char** argv) {
   olm::train::DataSpec data;
   if (args.count("data")) {
     data.paths = args["data"].as<std::vector<std::string>>();
-    data.raw_dtype = args["raw-dtype"].as<std::string>();
+    data.dataset.raw_dtype = args["raw-dtype"].as<std::string>();
   } else if (spec.eval_data) {
     data = *spec.eval_data;
   } else {
