@@ -1,17 +1,7 @@
 #!/usr/bin/env bash
 # The olm command end to end on a tiny model: every subcommand, its exit codes and outputs.
 # usage: cli_test.sh OLM_BINARY
-set -euo pipefail
-olm="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-fail() { echo "cli: FAILED: $*" >&2; exit 1; }
-expect_exit() {  # expect_exit CODE command...
-  local want="$1"; shift
-  set +e; "$@" >out.txt 2>err.txt; local got=$?; set -e
-  [ "$got" = "$want" ] || { cat out.txt err.txt >&2; fail "'$*' exited $got, expected $want"; }
-}
+source "$(dirname "${BASH_SOURCE[0]}")/cli_lib.sh" cli "$1"
 
 printf 'The quick brown fox jumps over the lazy dog.\n%%\nPack my box with five dozen liquor jugs.\n%%\n' > a.txt
 for i in $(seq 40); do printf 'Line %d of some text to train on, with a little variety %d.\n%%\n' "$i" "$((i * i))" >> a.txt; done

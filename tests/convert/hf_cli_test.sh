@@ -3,20 +3,7 @@
 # a checkpoint goes out as a sharded Hugging Face directory, comes back as an olm config and
 # weights, goes out again byte for byte the same, and samples the same greedy tokens.
 # usage: hf_cli_test.sh OLM_BINARY
-set -euo pipefail
-olm="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-fail() { echo "hf cli: FAILED: $*" >&2; exit 1; }
-expect_exit() {  # expect_exit CODE command...
-  local want="$1"; shift
-  set +e; "$@" >out.txt 2>err.txt; local got=$?; set -e
-  [ "$got" = "$want" ] || { cat out.txt err.txt >&2; fail "'$*' exited $got, expected $want"; }
-}
-expect_message() {  # expect_message TEXT: err.txt contains it
-  grep -qF -- "$1" err.txt || { cat err.txt >&2; fail "error does not mention '$1'"; }
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" "hf cli" "$1"
 
 for i in $(seq 40); do printf 'Line %d of some text to train on, with a little variety %d.\n%%\n' "$i" "$((i * i))" >> a.txt; done
 "$olm" tokenize --fortunes --output train.bin a.txt >/dev/null

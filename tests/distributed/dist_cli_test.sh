@@ -4,14 +4,9 @@
 # loss at every step as one process on the same global batches (1e-5 relative: the same
 # float32 terms summed in another order), only rank 0 writes metrics, and checkpoints are sharded.
 # usage: dist_cli_test.sh OLM_BINARY DIST_TRAIN_C_PROGRAM TORCHRUN
-set -euo pipefail
-olm="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
 cprog="$(cd "$(dirname "$2")" && pwd)/$(basename "$2")"
 torchrun="$3"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-fail() { echo "dist_cli: FAILED: $*" >&2; exit 1; }
+source "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" dist_cli "$1"
 
 printf 'The quick brown fox jumps over the lazy dog.\n%%\nPack my box with five dozen liquor jugs.\n%%\n' > a.txt
 for i in $(seq 60); do printf 'Line %d of some text to train on, with a little variety %d.\n%%\n' "$i" "$((i * i))" >> a.txt; done

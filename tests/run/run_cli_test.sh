@@ -4,17 +4,7 @@
 # without replayed steps, nothing-to-train and unwritable outputs refused before step 1, and
 # SIGTERM saving like Ctrl-C.
 # usage: run_cli_test.sh OLM_BINARY
-set -euo pipefail
-olm="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
-work="$(mktemp -d)"
-trap 'kill -9 $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-cd "$work"
-fail() { echo "cli_run: FAILED: $*" >&2; exit 1; }
-expect_exit() {  # expect_exit CODE command...
-  local want="$1"; shift
-  set +e; "$@" >"$work/out.txt" 2>"$work/err.txt"; local got=$?; set -e
-  [ "$got" = "$want" ] || { cat "$work/out.txt" "$work/err.txt" >&2; fail "'$*' exited $got, expected $want"; }
-}
+source "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" cli_run "$1"
 digest() { (cd "$1" && find . -type f | sort | xargs sha256sum); }
 metric_steps() { grep -o '"step":[0-9]*,"loss"' "$1" | sed 's/[^0-9]//g'; }
 

@@ -4,18 +4,8 @@
 # (EOS between documents) in each format and dtype, outputs are never overwritten without
 # --force, and bad input is refused naming the file.
 # usage: tokenize_cli_test.sh OLM_BINARY PYTHON
-set -euo pipefail
-olm="$(cd "$(dirname "$1")" && pwd)/$(basename "$1")"
+source "$(dirname "${BASH_SOURCE[0]}")/../cli_lib.sh" tokenize_cli "$1"
 python="$2"
-work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
-cd "$work"
-fail() { echo "tokenize_cli: FAILED: $*" >&2; exit 1; }
-expect_exit() {  # expect_exit CODE command...
-  local want="$1"; shift
-  set +e; "$@" >out.txt 2>err.txt; local got=$?; set -e
-  [ "$got" = "$want" ] || { cat out.txt err.txt >&2; fail "'$*' exited $got, expected $want"; }
-}
 
 mkdir docs
 cp /usr/share/games/fortunes/science docs/a.txt
