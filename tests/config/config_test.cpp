@@ -1,5 +1,5 @@
-// core/config: JSON and FlatBuffers round trips, presets, validation messages.
-#include <flatbuffers/idl.h>
+// core/config: JSON and FlatBuffers round trips, named blocks, validation messages.
+#include <flatbuffers/flatbuffers.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -15,7 +15,6 @@
 #include "core/io/json.h"
 #include "core/model.h"
 #include "core/error.h"
-#include "olm_schema_text.h"
 #include "test_util.h"
 
 using ::testing::HasSubstr;
@@ -52,63 +51,6 @@ TEST(Config, JsonAndFlatBufferRoundTripsAreExact) {
   for (const char* field : {"\"d_model\": 256", "\"n_heads\": 8", "\"hidden_size\": 768", "\"qk_norm\"",
                             "\"reordered_norm\"", "\"rope\"", "\"eps\": 0.000001"})
     EXPECT_THAT(json, HasSubstr(field));
-}
-
-TEST(Config, PresetsMatchOlmoCoreCounts) {
-  // Numbers computed by OLMo-core 3.0.0 (TransformerConfig.<preset>(vocab).num_params and
-  // .build(init_device="meta").num_flops_per_token(256)).
-  const auto c = olm::preset("olmo2_30M", 16384);
-  EXPECT_EQ(c.num_params().total, 11800832);
-  EXPECT_EQ(c.num_params().non_embedding, 7606528);
-  // Hand-derived from the formula: per layer 6 x (4 x 256 x 256 + 2 x 256) attention params
-  // (q/k/v/out + q_norm/k_norm), 6 x 3 x 256 x 768 feed-forward params, 12 x 256 x 257 / 2
-  // causal attention pairs per token at seq 256; plus 6 x (256 + 256 x 16384) for the head.
-  const int64_t per_layer = 6 * (4 * 256 * 256 + 2 * 256) + 6 * 3 * 256 * 768 + 12 * 256 * (256 * 257 / 2) / 256;
-  EXPECT_EQ(c.num_flops_per_token(256), 4 * per_layer + 6 * (256 + 256 * 16384));
-  EXPECT_EQ(olm::preset("llama2_7B", 32000).num_params().total, 6738415616);
-  EXPECT_GE(olm::preset_names().size(), 25u);
-  expect_error([] { olm::preset("olmo9_1T", 10); }, olm::ErrorCode::kInvalidArgument, "olmo2_30M");
-  expect_error([] { olm::preset("olmo2_30M", 0); }, olm::ErrorCode::kInvalidArgument, "vocab_size");
-  expect_error([&] { c.num_flops_per_token(0); }, olm::ErrorCode::kInvalidArgument, "seq_len");
-}
-
-TEST(Config, Olmo3Gemma3AndQwen3PresetsMatchOlmoCoreCounts) {
-  // OLMo-core 3.0.0: c = TransformerConfig.<preset>(vocab_size=V); c.num_params,
-  // c.num_non_embedding_params, c.build(init_device="meta").num_flops_per_token(4096 and 512).
-  // The FLOPs depend on the sliding windows (OLMo-3: 4096 on 3 of 4 layers; Gemma-3: 1024 on 5
-  // of 6), so a wrong per-layer window changes them.
-  struct Expected {
-    const char* name;
-    int64_t vocab, total, non_embedding, flops_4096, flops_512;
-  };
-  for (const auto& e : std::vector<Expected>{
-           {"olmo3_7B", 100278, 7298011136, 6887272448, 44544073728, 41725501440},
-           {"olmo3_30M", 16384, 11800832, 7606528, 70798848, 48778752},
-           {"olmo3_1B", 100278, 1484613632, 1279244288, 8480575488, 7775932416},
-           {"gemma3_1B", 262208, 3278793600, 2674666368, 16818181632, 16230945024},
-           {"gemma3_27B", 262208, 29698899552, 28289269344, 174055307328, 170753550912},
-           // Qwen-3: tied heads (0.6B-4B) count the embeddings once.
-           {"qwen3_0_6B", 151936, 596049920, 440467456, 4985585664, -1},
-           {"qwen3_1_7B", 151936, 1720574976, 1409410048, 11732391936, -1},
-           {"qwen3_4B", 151936, 4022468096, 3633511936, 27758466048, -1},
-           {"qwen3_8B", 151936, 8190735360, 7568405504, 49033426944, -1},
-           {"qwen3_32B", 151936, 30748857344, 29970945024, 187876767744, -1}}) {
-    SCOPED_TRACE(e.name);
-    const auto c = olm::preset(e.name, e.vocab);
-    EXPECT_EQ(c.num_params().total, e.total);
-    EXPECT_EQ(c.num_params().non_embedding, e.non_embedding);
-    EXPECT_EQ(c.num_flops_per_token(4096), e.flops_4096);
-    if (e.flops_512 >= 0) EXPECT_EQ(c.num_flops_per_token(512), e.flops_512);
-  }
-  // Gemma-3's layer kinds: local layers have the window and theta 10k, every sixth is global.
-  const auto gemma = olm::preset("gemma3_1B", 1000);  // kept alive: `blocks` refers into it
-  const auto& blocks = gemma.spec().blocks;
-  ASSERT_EQ(blocks.size(), 26u);
-  for (size_t i = 0; i < blocks.size(); ++i) {
-    const bool global = i % 6 == 5;
-    EXPECT_EQ(blocks[i].attention.window_size.has_value(), !global) << "layer " << i;
-    EXPECT_EQ(blocks[i].attention.rope->theta, global ? 1e6 : 1e4) << "layer " << i;
-  }
 }
 
 TEST(Config, NamedBlocksPatternsAndOverrides) {
@@ -605,118 +547,6 @@ TEST(ConfigErrors, NameTheSourceThePathAndWhatWasExpected) {
   std::ofstream(path) << kTiny;
   EXPECT_EQ(olm::Config::from_json_file(path).to_json(), olm::Config::from_json(kTiny).to_json());
   expect_error([&] { olm::Config::from_json_file(dir + "/missing.json"); }, ErrorCode::kIo, dir + "/missing.json: cannot open");
-}
-
-// ---- Which sequence mixer takes which AttentionConfig field: schema/olm.fbs's sequence_mixer
-// attributes, read here from the embedded schema independently of core/config.
-
-const flatbuffers::StructDef& schema_table(const std::string& name) {
-  static const std::unique_ptr<flatbuffers::Parser> parser = [] {
-    auto p = std::make_unique<flatbuffers::Parser>();
-    if (!p->Parse(olm::schema_text::kOlmFbs)) throw std::runtime_error("schema/olm.fbs: " + p->error_);
-    return p;
-  }();
-  const auto* def = parser->structs_.Lookup("olm.fb." + name);
-  if (def == nullptr) throw std::runtime_error("schema/olm.fbs has no table " + name);
-  return *def;
-}
-
-// The field's sequence_mixer attribute, or "" when it has none.
-std::string sequence_mixer(const flatbuffers::FieldDef& f) {
-  const auto* attribute = f.attributes.Lookup("sequence_mixer");
-  return attribute ? attribute->constant : "";
-}
-
-// A JSON value that sets a field of this type: not the field's default (a scalar equal to its
-// default is not stored), and a table with its required fields only.
-std::string json_value(const flatbuffers::Type& type, const std::string& default_value) {
-  using namespace flatbuffers;
-  if (type.base_type == BASE_TYPE_BOOL) return default_value == "1" || default_value == "true" ? "false" : "true";
-  if (IsInteger(type.base_type)) return default_value == "1" ? "2" : "1";
-  if (IsFloat(type.base_type)) return default_value == "0.5" ? "0.25" : "0.5";
-  if (type.base_type == BASE_TYPE_STRING) return "\"x\"";
-  if (type.base_type == BASE_TYPE_VECTOR) return "[" + json_value(type.VectorType(), "") + "]";
-  if (type.base_type == BASE_TYPE_STRUCT && type.struct_def) {
-    std::string out;
-    for (const auto* f : type.struct_def->fields.vec)
-      if (f->IsRequired())
-        out += (out.empty() ? "\"" : ", \"") + f->name + "\": " + json_value(f->value.type, f->value.constant);
-    return "{" + out + "}";
-  }
-  throw std::runtime_error("json_value: a field type this test does not know");
-}
-
-// A one-layer model whose block's "attention" slot holds these JSON object members.
-std::string with_mixer(const std::string& members) {
-  return R"({"d_model": 32, "vocab_size": 64, "n_layers": 1, "block": {"attention": {)" + members +
-         R"(}, "feed_forward": {"hidden_size": 64}, "layer_norm": {}}, "lm_head": {}})";
-}
-
-TEST(ConfigSequenceMixers, EveryAttentionConfigFieldSaysWhichMixersTakeIt) {
-  const auto& def = schema_table("AttentionConfig");
-  const auto& fields = olm::attention_config_fields();  // Error(kInternal) if one has no attribute
-  ASSERT_EQ(fields.size(), def.fields.vec.size());
-  for (size_t i = 0; i < fields.size(); ++i) {
-    const auto& f = *def.fields.vec[i];
-    EXPECT_THAT(sequence_mixer(f), ::testing::AnyOf("attention", "gated_delta_net", "any"))
-        << "schema/olm.fbs: AttentionConfig." << f.name << " needs (sequence_mixer: \"attention\" | "
-        << "\"gated_delta_net\" | \"any\")";
-    EXPECT_EQ(fields[i].name, f.name);
-    EXPECT_EQ(fields[i].vtable_offset, f.value.offset) << f.name;
-    const auto expected = sequence_mixer(f) == "attention"         ? olm::SequenceMixer::kAttention
-                          : sequence_mixer(f) == "gated_delta_net" ? olm::SequenceMixer::kGatedDeltaNet
-                                                                   : olm::SequenceMixer::kAny;
-    EXPECT_EQ(fields[i].accepted_by, expected) << f.name;
-  }
-  // Both mixers take the name and the head geometry.
-  for (const char* shared : {"name", "n_heads", "head_dim"})
-    EXPECT_EQ(sequence_mixer(*def.fields.Lookup(shared)), "any") << shared;
-  EXPECT_NO_THROW(olm::Config::from_json(with_mixer(R"("name": "gated_delta_net", "n_heads": 2, "head_dim": 8)")));
-  EXPECT_NO_THROW(olm::Config::from_json(with_mixer(R"("name": "default", "n_heads": 2, "head_dim": 8)")));
-}
-
-// Every attention field, from the schema (no list here either), set on a GatedDeltaNet is
-// refused by name, whichever door the config comes in by.
-TEST(ConfigSequenceMixers, GatedDeltaNetRefusesEveryAttentionField) {
-  const std::string gdn = R"("name": "gated_delta_net", "n_heads": 2)";
-  ASSERT_NO_THROW(olm::Config::from_json(with_mixer(gdn)));
-  int refused = 0;
-  for (const auto* f : schema_table("AttentionConfig").fields.vec) {
-    if (sequence_mixer(*f) != "attention") continue;
-    SCOPED_TRACE(f->name);
-    const std::string json = with_mixer(gdn + ", \"" + f->name + "\": " + json_value(f->value.type, f->value.constant));
-    const std::string message =
-        "block.attention." + f->name + ": not supported by block.attention.name \"gated_delta_net\" (a GatedDeltaNet)";
-    expect_error([&] { olm::Config::from_json(json); }, olm::ErrorCode::kInvalidConfig, message);
-    // The native door: the same object, unpacked from the JSON's buffer.
-    const auto buffer = olm::json_to_flatbuffer(json, "TransformerConfig", "test");
-    olm::fb::TransformerConfigT native;
-    olm::fb::GetTransformerConfig(buffer.data())->UnPackTo(&native);
-    expect_error([&] { olm::Config::from_native(native); }, olm::ErrorCode::kInvalidConfig, message);
-    ++refused;
-  }
-  EXPECT_GE(refused, 12);  // n_kv_heads, bias, rope, ..., alibi today
-}
-
-// Every GatedDeltaNet field set on attention ("default", the default name, or "normalized") is
-// refused by name.
-TEST(ConfigSequenceMixers, AttentionRefusesEveryGatedDeltaNetField) {
-  int refused = 0;
-  for (const auto* f : schema_table("AttentionConfig").fields.vec) {
-    if (sequence_mixer(*f) != "gated_delta_net") continue;
-    SCOPED_TRACE(f->name);
-    const std::string member = "\"" + f->name + "\": " + json_value(f->value.type, f->value.constant);
-    for (const std::string name : {"default", "normalized"}) {
-      expect_error([&] { olm::Config::from_json(with_mixer(R"("name": ")" + name + R"(", "n_heads": 2, )" + member)); },
-                   olm::ErrorCode::kInvalidConfig,
-                   "block.attention." + f->name + ": only allowed with block.attention.name \"gated_delta_net\" (got '" +
-                       name + "')");
-    }
-    expect_error([&] { olm::Config::from_json(with_mixer(R"("n_heads": 2, )" + member)); }, olm::ErrorCode::kInvalidConfig,
-                 "block.attention." + f->name + ": only allowed with block.attention.name \"gated_delta_net\" (got 'default')");
-    ++refused;
-  }
-  EXPECT_GE(refused, 6);  // n_v_heads, expand_v, allow_neg_eigval, conv_size, conv_bias, norm_eps today
 }
 
 }  // namespace
