@@ -1,5 +1,5 @@
 // Tokenizers through the C API, as a C caller uses them, on a SentencePiece model spm_train
-// trains here (ids against the Python package: tests/tokenizer/sentencepiece_test.cpp).
+// trains here (ids against the Python package: tests/tokenizer/sentencepiece_tokenizer_test.cpp).
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 

@@ -1,7 +1,7 @@
 // core/checkpoint (single process): the metadata's own checksum, field checks on metadata
 // written before it, refusals that name meta.olmk and the older checkpoint that would load,
 // loads that fail leaving the trainer bit-identical.
-// (Sharded checkpoints: dist_checkpoint_test.cpp.)
+// (Sharded checkpoints: sharded_test.cpp.)
 #include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 

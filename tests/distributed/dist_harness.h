@@ -1,5 +1,5 @@
 // Shared by the multi-process tests (distributed/dist_test.cpp,
-// checkpoint/dist_checkpoint_test.cpp): the tiny model,
+// checkpoint/sharded_test.cpp): the tiny model,
 // train config and data every rank trains on, and a launcher that runs ranks as child
 // processes of the test binary (`<binary> --worker ARGS...`) with torchrun's environment, on a
 // port the OS picked, killing any rank still running at a deadline.
