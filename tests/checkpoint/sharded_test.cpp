@@ -2,7 +2,7 @@
 // rank 0 the metadata and the rename), loads at another world size, resumes that continue an
 // uninterrupted single-process run, validation of damaged checkpoints, and a rank killed
 // mid-save. The ranks are child processes of this binary (`--worker MODE FOLDER OUT`), on a
-// port the OS picked, killed at a deadline (as in distributed/dist_test.cpp).
+// port the OS picked, killed at a deadline (as in distributed/dist_main.cpp).
 #include <arpa/inet.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>

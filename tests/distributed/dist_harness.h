@@ -1,4 +1,4 @@
-// Shared by the multi-process tests (distributed/dist_test.cpp,
+// Shared by the multi-process tests (distributed/*_test.cpp,
 // checkpoint/sharded_test.cpp): the tiny model,
 // train config and data every rank trains on, and a launcher that runs ranks as child
 // processes of the test binary (`<binary> --worker ARGS...`) with torchrun's environment, on a
