@@ -115,10 +115,11 @@ template <bool kBackward, bool kInterleaved, bool kScaled>
     const int64_t h = n % s.H, t = (n / s.H) % s.T, b = n / (s.H * s.T);
     const float* row_in = in_data + b * sb + t * st + h * sh;
     const float* scale_row = kScaled ? scale.row(b, t) : nullptr;
+    float* row_out = out + n * s.D;
     if constexpr (kBackward)
-      rotate_grad_row<kInterleaved, kScaled>(row_in, sin.row(b, t), cos.row(b, t), scale_row, s.sign, out + n * s.D, s.R, s.D);
+      rotate_grad_row<kInterleaved, kScaled>(row_in, sin.row(b, t), cos.row(b, t), scale_row, s.sign, row_out, s.R, s.D);
     else
-      rotate_row<kInterleaved, kScaled>(row_in, sin.row(b, t), cos.row(b, t), scale_row, s.sign, out + n * s.D, s.R, s.D);
+      rotate_row<kInterleaved, kScaled>(row_in, sin.row(b, t), cos.row(b, t), scale_row, s.sign, row_out, s.R, s.D);
   }
 }
 
