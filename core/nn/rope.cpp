@@ -2,6 +2,8 @@
 
 #include <sstream>
 
+#include "core/nn/fused_rope.h"
+
 namespace olm::nn {
 
 RotaryEmbedding::RotaryEmbedding(int64_t head_dim, const RoPESpec& spec,
@@ -212,6 +214,8 @@ std::pair<at::Tensor, at::Tensor> RotaryEmbedding::apply_at(const at::Tensor& q,
 
 at::Tensor RotaryEmbedding::rotate(const at::Tensor& t, const at::Tensor& sin, const at::Tensor& cos,
                                    const at::Tensor& scale) const {
+  if (fused_rope_applies(t, sin, cos, scale, rotary_dim_))
+    return fused_rope(t, sin, cos, scale, rotary_dim_, spec_.interleaved);
   auto turn = [&](const at::Tensor& x) {
     auto y = x * cos + (spec_.interleaved ? rotate_every_two(x) : rotate_half(x)) * sin;
     return (scale.defined() ? y * scale : y).to(t.scalar_type());
