@@ -119,5 +119,7 @@ class PostProcessor {
   virtual std::vector<int32_t> special_ids() const = 0;
 };
 std::unique_ptr<PostProcessor> make_post_processor(const JsonNode& node);
+// The single template `before $A after`.
+std::unique_ptr<PostProcessor> make_template_post_processor(std::vector<int32_t> before, std::vector<int32_t> after);
 
 }  // namespace olm::tokenizer

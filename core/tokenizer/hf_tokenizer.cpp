@@ -112,6 +112,11 @@ HfTokenizer::HfTokenizer(const io::Json& root_json, const std::string& source) {
   lossless_ = decide_lossless();
 }
 
+void HfTokenizer::set_single_template(std::vector<int32_t> before, std::vector<int32_t> after) {
+  special_added_ = before.size() + after.size();
+  post_processor_ = make_template_post_processor(std::move(before), std::move(after));
+}
+
 void HfTokenizer::read_added_tokens(const JsonNode& list) {
   // Ids as tokenizers' AddedVocabulary::add_tokens assigns them: a content the vocabulary (or
   // an earlier added token) has keeps that id, any other takes the next free one after the

@@ -57,6 +57,7 @@ class HfTokenizer : public Tokenizer {
   int64_t vocab_size() const override { return vocab_size_; }
   std::vector<AddedToken> added_tokens() const override;
   bool lossless() const override { return lossless_; }
+  void set_single_template(std::vector<int32_t> before, std::vector<int32_t> after) override;
 
  private:
   void read_added_tokens(const JsonNode& list);

@@ -109,4 +109,8 @@ std::unique_ptr<PostProcessor> make_post_processor(const JsonNode& node) {
                        "TemplateProcessing, BertProcessing, RobertaProcessing, ByteLevel)");
 }
 
+std::unique_ptr<PostProcessor> make_template_post_processor(std::vector<int32_t> before, std::vector<int32_t> after) {
+  return std::make_unique<TemplatePostProcessor>(std::move(before), std::move(after));
+}
+
 }  // namespace olm::tokenizer

@@ -176,11 +176,23 @@ std::vector<int32_t> SentencePieceTokenizer::encode(std::string_view text, bool 
   require(status.ok(), ErrorCode::kInternal,
           "SentencePiece model '" + path_ + "': encode failed: " + status.ToString());
   std::vector<int32_t> out;
+  if (add_special_tokens && single_template_) {
+    const auto& [before, after] = *single_template_;
+    out.reserve(before.size() + ids.size() + after.size());
+    out.insert(out.end(), before.begin(), before.end());
+    out.insert(out.end(), ids.begin(), ids.end());
+    out.insert(out.end(), after.begin(), after.end());
+    return out;
+  }
   const auto bos = special_ids().bos;
   out.reserve(ids.size() + (add_special_tokens && bos ? 1 : 0));
   if (add_special_tokens && bos) out.push_back(*bos);
   out.insert(out.end(), ids.begin(), ids.end());
   return out;
+}
+
+void SentencePieceTokenizer::set_single_template(std::vector<int32_t> before, std::vector<int32_t> after) {
+  single_template_.emplace(std::move(before), std::move(after));
 }
 
 std::string SentencePieceTokenizer::decode(const int32_t* ids, size_t count, bool skip_special_tokens) const {

@@ -9,7 +9,9 @@
 // it stands.
 #pragma once
 #include <memory>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/tokenizer/tokenizer.h"
@@ -36,11 +38,14 @@ class SentencePieceTokenizer final : public Tokenizer {
   // The normalizer changes nothing (no character map, no whitespace folding) and byte fallback
   // covers every character outside the vocabulary.
   bool lossless() const override { return lossless_; }
+  void set_single_template(std::vector<int32_t> before, std::vector<int32_t> after) override;
 
  private:
   std::unique_ptr<sentencepiece::SentencePieceProcessor> processor_;
   std::string path_;
   std::vector<AddedToken> added_tokens_;  // control, unknown and user-defined pieces
+  // encode(text, true)'s special tokens; unset: BOS before the text, as the slow LlamaTokenizer.
+  std::optional<std::pair<std::vector<int32_t>, std::vector<int32_t>>> single_template_;
   bool lossless_ = false;
 };
 

@@ -95,6 +95,54 @@ void apply_role(const io::Json& config, const char* key, const Tokenizer& tokeni
   }
 }
 
+// transformers' tokenizer classes whose constructor rebuilds the single template from
+// add_bos_token and add_eos_token (update_post_processor: `[bos] $A [eos]`), with each class's
+// defaults; they override the tokenizer file's own post-processor. AutoTokenizer loads the
+// fast class for either spelling ("LlamaTokenizer" or "LlamaTokenizerFast").
+struct TemplateClass {
+  const char* name;
+  bool add_bos, add_eos;
+};
+constexpr TemplateClass kTemplateClasses[] = {
+    {"LlamaTokenizer", true, false}, {"CodeLlamaTokenizer", true, false}, {"GemmaTokenizer", true, false},
+    {"CohereTokenizer", true, false}, {"GPTNeoXTokenizer", false, false}};
+
+const io::Json* member(const io::Json& object, const char* key) {
+  for (const auto& [name, value] : object.object)
+    if (name == key) return &value;
+  return nullptr;
+}
+
+// add_bos_token / add_eos_token: absent keeps the class default; null is false, as in Python.
+bool flag(const io::Json& config, const char* key, bool default_value, const std::string& path) {
+  const io::Json* value = member(config, key);
+  if (value == nullptr) return default_value;
+  if (value->kind == io::Json::kNull) return false;
+  require(value->kind == io::Json::kBool, ErrorCode::kInvalidConfig, "'" + path + "': " + key + " is not a boolean");
+  return value->boolean;
+}
+
+void apply_template_class(const io::Json& config, const std::string& path, const SpecialIds& ids, Tokenizer& tokenizer) {
+  const io::Json* cls = member(config, "tokenizer_class");
+  if (cls == nullptr || cls->kind != io::Json::kString) return;
+  std::string name = cls->string;
+  if (name.size() > 4 && name.compare(name.size() - 4, 4, "Fast") == 0) name.resize(name.size() - 4);
+  for (const auto& rule : kTemplateClasses) {
+    if (name != rule.name) continue;
+    const bool add_bos = flag(config, "add_bos_token", rule.add_bos, path);
+    const bool add_eos = flag(config, "add_eos_token", rule.add_eos, path);
+    require(!add_bos || ids.bos, ErrorCode::kInvalidConfig,
+            "'" + path + "': add_bos_token is true but the tokenizer has no bos_token");
+    require(!add_eos || ids.eos, ErrorCode::kInvalidConfig,
+            "'" + path + "': add_eos_token is true but the tokenizer has no eos_token");
+    std::vector<int32_t> before, after;
+    if (add_bos) before.push_back(*ids.bos);
+    if (add_eos) after.push_back(*ids.eos);
+    tokenizer.set_single_template(std::move(before), std::move(after));
+    return;
+  }
+}
+
 }  // namespace
 
 std::shared_ptr<const Tokenizer> load_tokenizer(const std::string& path) {
@@ -112,8 +160,11 @@ std::shared_ptr<const Tokenizer> load_tokenizer(const std::string& path) {
   apply_role(config, "eos_token", *loaded, config_path, &ids.eos);
   apply_role(config, "pad_token", *loaded, config_path, &ids.pad);
   apply_role(config, "unk_token", *loaded, config_path, &ids.unk);
-  // Loading owns the object until it is returned: the roles are set before anyone shares it.
-  std::const_pointer_cast<Tokenizer>(loaded)->set_special_ids(ids);
+  // Loading owns the object until it is returned: the roles and the template are set before
+  // anyone shares it.
+  auto& owned = *std::const_pointer_cast<Tokenizer>(loaded);
+  owned.set_special_ids(ids);
+  apply_template_class(config, config_path, ids, owned);
   return loaded;
 }
 

@@ -47,6 +47,10 @@ class Tokenizer {
 
   const SpecialIds& special_ids() const { return special_ids_; }
   void set_special_ids(const SpecialIds& ids) { special_ids_ = ids; }  // while loading only
+  // Replaces the special tokens encode(text, true) puts around a text with `before text after`
+  // (truncation keeps room for them), as transformers' Llama/Gemma/... tokenizer classes rebuild
+  // the post-processor from tokenizer_config.json's add_bos_token/add_eos_token. While loading only.
+  virtual void set_single_template(std::vector<int32_t> before, std::vector<int32_t> after) = 0;
 
  private:
   SpecialIds special_ids_;

@@ -33,6 +33,7 @@ class ByteTokenizer final : public Tokenizer {
   int64_t vocab_size() const override { return 256; }
   std::vector<AddedToken> added_tokens() const override { return {}; }
   bool lossless() const override { return true; }
+  void set_single_template(std::vector<int32_t>, std::vector<int32_t>) override {}
   size_t thread_count() const { return threads_.size(); }
 
  private:
