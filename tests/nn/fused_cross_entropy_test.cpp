@@ -2,6 +2,7 @@
 // bit. ctest also runs these tests with ATEN_CPU_CAPABILITY=avx2 and =default
 // (tests/CMakeLists.txt), so each kernel build meets the ATen kernels of its own capability.
 #include <ATen/Version.h>
+#include <torch/csrc/autograd/function.h>
 
 #include <algorithm>
 #include <cctype>
@@ -37,6 +38,8 @@ LossAndGrad run(bool fused, const at::Tensor& logits_value, const at::Tensor& la
   EXPECT_EQ(olm::nn::fused_cross_entropy_applies(logits, labels), fused);
   auto [ce, z] = olm::nn::cross_entropy_loss(logits, labels, ignore_index, reduction, z_loss);
   olm::nn::set_cpu_fusion_enabled(true);
+  // Which backward runs: the fused function's node, or nll_loss's on top of log_softmax's.
+  EXPECT_EQ(ce.grad_fn()->name().find("FusedCrossEntropy") != std::string::npos, fused) << ce.grad_fn()->name();
   auto total = z ? ce + *z : ce;
   auto objective = reduction == LossReduction::kNone ? (total * row_weights).sum() : total / scale;
   objective.backward();
