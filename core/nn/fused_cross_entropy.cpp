@@ -61,24 +61,25 @@ struct FusedCrossEntropy : public torch::autograd::Function<FusedCrossEntropy> {
     const int64_t ignore_index = ctx->saved_data["ignore_index"].toInt();
     const int64_t reduction = ctx->saved_data["reduction"].toInt();
     const bool lse_grad = grads.size() > 1 && grads[1].defined();
-    at::Tensor grad_logits;
+    at::Tensor grad_logits, lse_grad_c;
     if (lse_grad) {
-      // The z-loss's share, computed with the very ops of logsumexp's autograd backward
-      // (grad * exp(logits - lse)) rather than inside the kernel: ATen's dense exp runs through
-      // TensorIterator (vectorised bodies, scalar tails at each parallel chunk's edges, MKL's
-      // VML where enabled), whose per-element bits depend on the chunking. The kernel adds
-      // the cross-entropy share to it, and as IEEE addition commutes, that is the sum
-      // autograd forms when it accumulates the two gradients of the logits.
+      // The z-loss's share is logsumexp's backward, grads[1] * exp(logits - lse). Its exp is
+      // ATen's own, run here as autograd would: ATen's dense float32 exp (TensorIterator over
+      // vml::vexp, MKL's VML in this wheel by all appearances) differs from both Sleef's exp,
+      // which the kernel could call, and glibc's in about 10% of elements (measured on 1M
+      // normal values, AVX-512). The product is a single IEEE operation: the kernel forms it
+      // and adds the cross-entropy share to it, and as IEEE addition commutes, that is the
+      // sum autograd forms when it accumulates the two gradients of the logits.
       const auto &logits = saved[3], &lse = saved[4];
-      grad_logits = (logits - lse.unsqueeze(-1)).exp_().mul_(grads[1].unsqueeze(-1));
-    } else {
-      grad_logits = at::empty_like(log_probs);
+      grad_logits = (logits - lse.unsqueeze(-1)).exp_();
+      lse_grad_c = grads[1].contiguous();
     }
     if (!grads[0].defined()) {
-      if (!lse_grad) grad_logits.zero_();
-      return {grad_logits, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+      if (lse_grad) return {grad_logits.mul_(lse_grad_c.unsqueeze(-1)), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+      return {at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};  // nothing flowed in
     }
 
+    if (!lse_grad) grad_logits = at::empty_like(log_probs);
     // nll_loss's gradient at each label (LossNLL.cpp's nll_loss_backward_out_frame).
     at::Tensor label_grad;
     int64_t label_grad_stride = 0;
@@ -93,7 +94,8 @@ struct FusedCrossEntropy : public torch::autograd::Function<FusedCrossEntropy> {
     const auto log_probs_c = log_probs.contiguous();
     const cross_entropy_kernel::BackwardRows rows{grad_logits.data_ptr<float>(), log_probs_c.data_ptr<float>(),
                                                   labels.data_ptr<int64_t>(), label_grad.data_ptr<float>(),
-                                                  label_grad_stride, log_probs.size(1), ignore_index, lse_grad};
+                                                  label_grad_stride, log_probs.size(1), ignore_index,
+                                                  lse_grad ? lse_grad_c.data_ptr<float>() : nullptr};
     const RowsKernel kernel = rows_kernel();
     const int64_t grain = std::max<int64_t>(1, at::internal::GRAIN_SIZE / (16 * rows.vocab));
     at::parallel_for(0, log_probs.size(0), grain, [&](int64_t begin, int64_t end) { kernel(rows, begin, end); });

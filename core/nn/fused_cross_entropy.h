@@ -1,9 +1,11 @@
 // Cross-entropy on (N, V) float32 CPU logits whose backward writes the logits' gradient in
 // one pass over the rows, instead of autograd's chain (nll_loss's backward zero-filling a
 // dense (N, V) gradient and scattering at the labels, then log_softmax's backward reading it
-// back), with the logsumexp the z-loss needs, whose gradient joins the same pass. The forward
-// runs ATen's own ops and the gradient is bit-identical to autograd's chain on every CPU
-// capability ATen dispatches to (default, AVX2, AVX-512).
+// back). It also returns the logsumexp the z-loss needs: that gradient is computed with
+// logsumexp's own backward ops (ATen's dense exp is MKL VML's, whose bits no kernel here can
+// promise to match) and the pass adds the cross-entropy share into it. The forward runs ATen's
+// own ops, and the gradient is bit-identical to autograd's chain on every CPU capability ATen
+// dispatches to on x86 (default, AVX2, AVX-512).
 #pragma once
 #include <ATen/ATen.h>
 

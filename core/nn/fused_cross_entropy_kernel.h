@@ -8,14 +8,16 @@
 namespace olm::nn::cross_entropy_kernel {
 
 struct BackwardRows {
-  float* grad_logits;       // (N, V); with accumulate, holds a gradient to add to
+  // (N, V), written. With lse_grad, it holds exp(logits - logsumexp) on entry (ATen's exp),
+  // and the z-loss's share, that times lse_grad, joins the cross-entropy's.
+  float* grad_logits;
   const float* log_probs;   // (N, V), log_softmax's output
   const int64_t* labels;    // (N)
   const float* label_grad;  // nll_loss's gradient at the label: row i's at label_grad[i * stride]
   int64_t label_grad_stride;  // 0 for the mean and sum reductions (one value for all rows)
   int64_t vocab;
   int64_t ignore_index;
-  bool accumulate;
+  const float* lse_grad;  // (N) the logsumexp's gradient, or nullptr: no z-loss
 };
 
 // Rows [begin, end) of the logits' gradient.

@@ -35,6 +35,11 @@ inline Vec log_softmax_input_grad(Vec grad, Vec log_probs, Vec sum) {
 #endif
 }
 
+// logsumexp's backward, grad * exp(logits - lse), one rounding (no contraction here: this
+// file builds with -ffp-contract=off, and autograd adds it to the cross-entropy's share in a
+// separate pass).
+inline Vec logsumexp_input_grad(Vec exp_shifted, Vec grad) { return exp_shifted * grad; }
+
 void backward_rows(const BackwardRows& a, int64_t begin, int64_t end) {
   constexpr int64_t width = Vec::size();
   const int64_t vocab = a.vocab;
@@ -45,25 +50,25 @@ void backward_rows(const BackwardRows& a, int64_t begin, int64_t end) {
     const bool counted = label != a.ignore_index;
     const float label_grad = counted ? a.label_grad[i * a.label_grad_stride] : 0.0f;
     const float row_sum = vocab >= 2 ? label_grad + 0.0f : label_grad;
-    // Read before the row is overwritten: the other gradient's entry at the label.
-    const float label_addend = counted && a.accumulate ? out[label] : 0.0f;
-    const Vec sum(row_sum), zero(0.0f);
+    const Vec sum(row_sum), zero(0.0f), lse_grad(a.lse_grad ? a.lse_grad[i] : 0.0f);
+    float label_z = 0.0f;  // read before the row is overwritten
+    if (counted && a.lse_grad) logsumexp_input_grad(Vec::loadu(out + label, 1), lse_grad).store(&label_z, 1);
     int64_t d = 0;
     for (; d + width <= vocab; d += width) {
       Vec r = log_softmax_input_grad(zero, Vec::loadu(log_probs + d), sum);
-      if (a.accumulate) r = r + Vec::loadu(out + d);
+      if (a.lse_grad) r = r + logsumexp_input_grad(Vec::loadu(out + d), lse_grad);
       r.store(out + d);
     }
     if (d < vocab) {
       const int64_t rest = vocab - d;
       Vec r = log_softmax_input_grad(zero, Vec::loadu(log_probs + d, rest), sum);
-      if (a.accumulate) r = r + Vec::loadu(out + d, rest);
+      if (a.lse_grad) r = r + logsumexp_input_grad(Vec::loadu(out + d, rest), lse_grad);
       r.store(out + d, rest);
     }
     if (counted) {
       float lane[width];
       log_softmax_input_grad(Vec(label_grad), Vec::loadu(log_probs + label, 1), sum).store(lane, 1);
-      out[label] = a.accumulate ? lane[0] + label_addend : lane[0];
+      out[label] = a.lse_grad ? lane[0] + label_z : lane[0];
     }
   }
 }
