@@ -11,7 +11,14 @@ Where the spread reaches past 1.0 the run makes no claim either way and says so.
 
 Checks that the first 10 losses agree (float32, 1e-4 relative) in every pair.
 
-    python benchmarks/bench_vs_olmo_core.py --olm build/bin/olm [--pairs 3] [--device cuda] [--results benchmarks/RESULTS.md]
+--bf16-autocast runs both sides under bfloat16 autocast instead (olm: `olm bench --bf16`;
+OLMo-core: torch.autocast around the forward and loss, as its trainer does with
+autocast_precision; float32 master weights and optimizer on both), with a looser loss check
+(1e-2 relative: the two sides' bf16 roundings need not fall alike), and then, separately,
+interleaved pairs of olm in float32 and olm under bf16 autocast: olm's own bf16 speed-up and
+how far its losses move from float32's.
+
+    python benchmarks/bench_vs_olmo_core.py --olm build/bin/olm [--pairs 3] [--device cuda] [--bf16-autocast] [--results benchmarks/RESULTS.md]
 """
 import argparse
 import json
@@ -32,6 +39,7 @@ CONFIGS = [
 ]
 WARMUP = 3
 LR = 1e-3
+LOSS_RTOL = {False: 1e-4, True: 1e-2}  # keyed by bf16 autocast
 
 
 def olmo_core_worker(args):
@@ -56,7 +64,8 @@ def olmo_core_worker(args):
         input_ids = torch.from_numpy(ids).to(device)
         labels = torch.nn.functional.pad(input_ids[:, 1:], (0, 1), value=-100)
         n_tokens = (labels != -100).sum()
-        out = model(input_ids, labels=labels, loss_reduction="sum", loss_div_factor=n_tokens)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16_autocast):
+            out = model(input_ids, labels=labels, loss_reduction="sum", loss_div_factor=n_tokens)
         out.loss.backward()
         optim.step()
         optim.zero_grad(set_to_none=True)
@@ -73,10 +82,10 @@ def olmo_core_worker(args):
                       "peak_rss_mib": peak, "gpu_peak_mib": gpu_peak}))
 
 
-def run_olm(args, preset, vocab, seq, batch, steps, batches_path, losses_path):
+def run_olm(args, preset, vocab, seq, batch, steps, batches_path, losses_path, bf16):
     cmd = [args.olm, "bench", "--preset", preset, "--vocab", str(vocab), "--seq-len", str(seq),
            "--batch", str(batch), "--steps", str(steps), "--warmup", str(WARMUP), "--lr", str(LR),
-           "--batches", batches_path, "--losses", losses_path, "--device", args.device]
+           "--batches", batches_path, "--losses", losses_path, "--device", args.device] + (["--bf16"] if bf16 else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     result = json.loads(out.strip().splitlines()[-1])
     result["losses"] = [float(x) for x in open(losses_path).read().split()]
@@ -86,7 +95,7 @@ def run_olm(args, preset, vocab, seq, batch, steps, batches_path, losses_path):
 def run_olmo_core(args, preset, vocab, seq, batch, batches_path):
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", "--preset", preset, "--vocab", str(vocab),
            "--seq-len", str(seq), "--batch", str(batch), "--batches", batches_path, "--device", args.device,
-           "--threads", str(args.threads)]
+           "--threads", str(args.threads)] + (["--bf16-autocast"] if args.bf16_autocast else [])
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
 
@@ -120,6 +129,8 @@ def main():
     p.add_argument("--pairs", type=int, default=3, help="interleaved olm/OLMo-core pairs per config")
     p.add_argument("--configs", default="all", help="comma-separated indexes into CONFIGS, or 'all'")
     p.add_argument("--results", help="append a results section to this Markdown file")
+    p.add_argument("--bf16-autocast", action="store_true",
+                   help="both sides under bfloat16 autocast, then olm float32 against olm bf16")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--preset")
     p.add_argument("--vocab", type=int)
@@ -146,11 +157,12 @@ def main():
             print(label, flush=True)
             for i in range(args.pairs):
                 load_before = load_average()
-                ours = run_olm(args, preset, vocab, seq, batch, steps, batches_path, os.path.join(tmp, "losses.txt"))
+                ours = run_olm(args, preset, vocab, seq, batch, steps, batches_path, os.path.join(tmp, "losses.txt"),
+                               args.bf16_autocast)
                 ref = run_olmo_core(args, preset, vocab, seq, batch, batches_path)
                 load_after = load_average()
                 rel = max(abs(a - b) / abs(b) for a, b in zip(ours["losses"][:10], ref["losses"][:10]))
-                ok = ok and rel <= 1e-4
+                ok = ok and rel <= LOSS_RTOL[args.bf16_autocast]
                 pair = {"olm_s": ours["step_seconds"], "ref_s": ref["step_seconds"],
                         "olm_mib": ours["peak_rss_mib"], "ref_mib": ref["peak_rss_mib"],
                         "load": (load_before, load_after), "rel": rel}
@@ -172,12 +184,15 @@ def main():
                   f"{len(pairs)} pairs): {verdict(speed, 'faster')}; median peak memory ratio "
                   f"{median(memory):.2f}x ({min(memory):.2f}..{max(memory):.2f}); load "
                   f"{row['load'][0]:.2f}..{row['load'][1]:.2f}", flush=True)
+            if args.bf16_autocast:
+                row["own"] = olm_bf16_against_float32(args, preset, vocab, seq, batch, steps, batches_path, tmp)
     if args.results:
         import olmo_core
         with open(args.results, "a") as f:
             f.write(f"\n## {time.strftime('%Y-%m-%d')}, {args.device}, {platform.processor() or platform.machine()}, "
                     f"{os.cpu_count()} cores, {args.threads} threads, torch {torch.__version__}, ai2-olmo-core "
-                    f"{getattr(olmo_core, '__version__', '3.0.0')}, {args.pairs} interleaved pairs\n\n")
+                    f"{getattr(olmo_core, '__version__', '3.0.0')}, {args.pairs} interleaved pairs"
+                    f"{', both sides under bf16 autocast' if args.bf16_autocast else ''}\n\n")
             f.write("| config | throughput ratio olm/OLMo-core, median (min..max) | verdict | olm ms/step | "
                     "OLMo-core ms/step | peak RSS ratio, median (min..max) | load average | first-10-loss max rel diff |\n"
                     "|---|---|---|---|---|---|---|---|\n")
@@ -187,7 +202,39 @@ def main():
                         f"{r['olm_s'] * 1e3:.1f} | {r['ref_s'] * 1e3:.1f} | {median(me):.2f}x ({min(me):.2f}..{max(me):.2f}; "
                         f"{r['olm_mib']:.0f} / {r['ref_mib']:.0f} MiB) | {r['load'][0]:.2f}..{r['load'][1]:.2f} | "
                         f"{r['rel']:.1e} |\n")
+            if args.bf16_autocast:
+                f.write("\nolm alone, float32 against bf16 autocast, interleaved:\n\n"
+                        "| config | throughput ratio bf16/float32, median (min..max) | float32 ms/step | bf16 ms/step | "
+                        "load average | last-step loss float32 / bf16 (abs diff) |\n|---|---|---|---|---|---|\n")
+                for r in rows:
+                    o = r["own"]
+                    f.write(f"| {r['label']} | {median(o['speed']):.2f}x ({min(o['speed']):.2f}..{max(o['speed']):.2f}) | "
+                            f"{o['fp32_s'] * 1e3:.1f} | {o['bf16_s'] * 1e3:.1f} | {o['load'][0]:.2f}..{o['load'][1]:.2f} | "
+                            f"{o['last_fp32']:.6f} / {o['last_bf16']:.6f} ({abs(o['last_fp32'] - o['last_bf16']):.1e}) |\n")
     sys.exit(0 if ok else 1)
+
+
+def olm_bf16_against_float32(args, preset, vocab, seq, batch, steps, batches_path, tmp):
+    """olm's own bf16 autocast speed-up: float32 and bf16 runs interleaved, with the losses'
+    distance after the measured steps (bf16 rounding; the runs see the same batches)."""
+    pairs = []
+    for i in range(args.pairs):
+        load_before = load_average()
+        fp32 = run_olm(args, preset, vocab, seq, batch, steps, batches_path, os.path.join(tmp, "fp32.txt"), False)
+        bf16 = run_olm(args, preset, vocab, seq, batch, steps, batches_path, os.path.join(tmp, "bf16.txt"), True)
+        load_after = load_average()
+        pairs.append({"fp32_s": fp32["step_seconds"], "bf16_s": bf16["step_seconds"], "load": (load_before, load_after),
+                      "last": (fp32["losses"][-1], bf16["losses"][-1])})
+        print(f"  olm pair {i + 1}: float32 {fp32['step_seconds'] * 1e3:8.1f} ms/step, bf16 "
+              f"{bf16['step_seconds'] * 1e3:8.1f} ms/step, ratio {fp32['step_seconds'] / bf16['step_seconds']:.2f}x, "
+              f"last loss {fp32['losses'][-1]:.6f} / {bf16['losses'][-1]:.6f}, load {load_before:.2f} -> "
+              f"{load_after:.2f}", flush=True)
+    speed = [q["fp32_s"] / q["bf16_s"] for q in pairs]
+    loads = [x for q in pairs for x in q["load"]]
+    print(f"  olm bf16/float32 median throughput ratio {median(speed):.2f}x ({min(speed):.2f}..{max(speed):.2f})",
+          flush=True)
+    return {"speed": speed, "fp32_s": median([q["fp32_s"] for q in pairs]), "bf16_s": median([q["bf16_s"] for q in pairs]),
+            "load": (min(loads), max(loads)), "last_fp32": pairs[0]["last"][0], "last_bf16": pairs[0]["last"][1]}
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "core/nn/fused_cross_entropy.h"
 #include "core/nn/fused_linear_loss.h"
 
 namespace olm::nn {
@@ -13,10 +14,16 @@ std::pair<at::Tensor, std::optional<at::Tensor>> cross_entropy_loss(
   const int64_t aten_reduction = reduction == LossReduction::kMean  ? at::Reduction::Mean
                                  : reduction == LossReduction::kSum ? at::Reduction::Sum
                                                                     : at::Reduction::None;
-  auto loss = at::cross_entropy_loss(logits, labels, /*weight=*/std::nullopt, aten_reduction,
-                                     ignore_index, /*label_smoothing=*/0.0);
+  at::Tensor loss, lse;
+  if (fused_cross_entropy_applies(logits, labels)) {
+    std::tie(loss, lse) = fused_cross_entropy(logits, labels, ignore_index, aten_reduction, z_loss_multiplier.has_value());
+  } else {
+    loss = at::cross_entropy_loss(logits, labels, /*weight=*/std::nullopt, aten_reduction, ignore_index,
+                                  /*label_smoothing=*/0.0);
+    if (z_loss_multiplier) lse = logits.logsumexp(-1);
+  }
   if (!z_loss_multiplier) return {loss, std::nullopt};
-  return {loss, z_loss_from_logsumexp(logits.logsumexp(-1), labels != ignore_index, reduction, *z_loss_multiplier)};
+  return {loss, z_loss_from_logsumexp(lse, labels != ignore_index, reduction, *z_loss_multiplier)};
 }
 
 at::Tensor z_loss_from_logsumexp(const at::Tensor& lse, const at::Tensor& mask, LossReduction reduction,

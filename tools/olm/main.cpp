@@ -748,7 +748,7 @@ int cmd_bench(int argc, char** argv) {
       cxxopts::value<std::string>())("losses", "write each step's loss to this file", cxxopts::value<std::string>())(
       "peak-tflops", "device peak for MFU", number("0"))(
       "d,device", "cpu, cuda or cuda:N", cxxopts::value<std::string>()->default_value("cpu"))(
-      "bf16", "bfloat16 autocast")(
+      "bf16", "bfloat16 autocast")("z-loss", "z-loss multiplier (0: no z-loss)", number("0"))(
       "no-caching-allocator", "host tensors from LibTorch's allocator, not olm's caching one (for A/B runs)")(
       "no-fused-kernels", "ATen's op chains instead of olm's bit-identical fused CPU kernels (for A/B runs)")(
       "h,help", "show this help");
@@ -773,6 +773,7 @@ int cmd_bench(int argc, char** argv) {
   native.optimizer->name = "adamw";
   native.optimizer->lr = lr;
   if (args.count("bf16")) native.autocast_precision = "bfloat16";
+  if (const double z_loss = double_flag(args, "z-loss"); z_loss != 0) native.z_loss_multiplier = z_loss;
   auto train_config = olm::train::TrainConfig::from_native(native);
   const std::string device = args["device"].as<std::string>();
   auto model = std::make_shared<olm::Model>(config, device, olm::ModelOptions{});
