@@ -66,33 +66,38 @@ std::shared_ptr<const Tokenizer> load_file(const std::string& path) {
   return load_hf_tokenizer_json(text, path);
 }
 
+// The first member named `key` of a JSON object, or nullptr.
+const io::Json* member(const io::Json& object, const char* key) {
+  for (const auto& [name, value] : object.object)
+    if (name == key) return &value;
+  return nullptr;
+}
+
 // A role in tokenizer_config.json: absent (keep the tokenizer's own), null (no such role), a
 // token's text, or an AddedToken object {"content": text, ...}.
 void apply_role(const io::Json& config, const char* key, const Tokenizer& tokenizer, const std::string& path,
                 std::optional<int32_t>* role) {
-  for (const auto& [name, value] : config.object) {
-    if (name != key) continue;
-    if (value.kind == io::Json::kNull) {
-      role->reset();
-      return;
-    }
-    const io::Json* content = &value;
-    if (value.kind == io::Json::kObject) {
-      content = nullptr;
-      for (const auto& [field, v] : value.object)
-        if (field == "content") content = &v;
-      require(content != nullptr, ErrorCode::kInvalidConfig,
-              "'" + path + "': " + key + " is an object without \"content\"");
-    }
-    require(content->kind == io::Json::kString, ErrorCode::kInvalidConfig,
-            "'" + path + "': " + key + (value.kind == io::Json::kObject ? ".content" : "") +
-                " is neither a string nor an object with a \"content\" string");
-    const auto id = tokenizer.token_to_id(content->string);
-    require(id.has_value(), ErrorCode::kInvalidConfig,
-            "'" + path + "': " + key + " '" + content->string + "' is not a token of the tokenizer");
-    *role = *id;
+  const io::Json* value = member(config, key);
+  if (value == nullptr) return;
+  if (value->kind == io::Json::kNull) {
+    role->reset();
     return;
   }
+  const io::Json* content = value;
+  if (value->kind == io::Json::kObject) {
+    content = nullptr;
+    for (const auto& [field, v] : value->object)
+      if (field == "content") content = &v;
+    require(content != nullptr, ErrorCode::kInvalidConfig,
+            "'" + path + "': " + key + " is an object without \"content\"");
+  }
+  require(content->kind == io::Json::kString, ErrorCode::kInvalidConfig,
+          "'" + path + "': " + key + (value->kind == io::Json::kObject ? ".content" : "") +
+              " is neither a string nor an object with a \"content\" string");
+  const auto id = tokenizer.token_to_id(content->string);
+  require(id.has_value(), ErrorCode::kInvalidConfig,
+          "'" + path + "': " + key + " '" + content->string + "' is not a token of the tokenizer");
+  *role = *id;
 }
 
 // transformers' tokenizer classes whose constructor rebuilds the single template from
@@ -106,12 +111,6 @@ struct TemplateClass {
 constexpr TemplateClass kTemplateClasses[] = {
     {"LlamaTokenizer", true, false}, {"CodeLlamaTokenizer", true, false}, {"GemmaTokenizer", true, false},
     {"CohereTokenizer", true, false}, {"GPTNeoXTokenizer", false, false}};
-
-const io::Json* member(const io::Json& object, const char* key) {
-  for (const auto& [name, value] : object.object)
-    if (name == key) return &value;
-  return nullptr;
-}
 
 // add_bos_token / add_eos_token: absent keeps the class default; null is false, as in Python.
 bool flag(const io::Json& config, const char* key, bool default_value, const std::string& path) {

@@ -41,7 +41,6 @@
 #include "core/io/atomic_file.h"
 #include "core/io/json.h"
 #include "core/nn/cpu_fusion.h"
-#include "core/io/atomic_file.h"
 #include "core/io/safetensors.h"
 #include "core/model.h"
 #include "core/distributed/process_group.h"
