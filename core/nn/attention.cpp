@@ -41,6 +41,16 @@ Attention::Attention(int64_t d_model, const AttentionSpec& spec, std::shared_ptr
   if (spec.alibi) alibi_slopes_ = alibi_slopes(spec.n_heads);
 }
 
+void Attention::set_context_parallel(std::shared_ptr<ContextParallel> cp) {
+  if (cp) {
+    const std::string why = " cannot be combined with context parallelism";
+    require(spec_.backend != "explicit", ErrorCode::kInvalidConfig, "attention.backend: explicit" + why);
+    require(!spec_.alibi, ErrorCode::kInvalidConfig, "attention.alibi" + why);
+    require(spec_.dropout == 0.0, ErrorCode::kInvalidConfig, "attention.dropout > 0" + why);
+  }
+  cp_ = std::move(cp);
+}
+
 void Attention::normalize_matrices() {
   for (Linear* w : {w_q_.get(), w_k_.get(), w_v_.get()}) w->weight().copy_(l2_normalize(w->weight(), -1));
   w_out_->weight().copy_(l2_normalize(w_out_->weight(), 0));
@@ -143,6 +153,18 @@ at::Tensor Attention::forward(const at::Tensor& x, KVCache* cache, const at::Ten
     v = v.unsqueeze(3).expand({B, S, spec_.n_kv_heads, n_rep, spec_.head_dim})
             .reshape({B, S, spec_.n_heads, spec_.head_dim});
   }
+  // nGPT's unit-norm queries and keys want a softmax scale of sqrt(head_dim), OLMo-core's
+  // sqrt(d_model // n_heads); everything else SDPA's default 1/sqrt(head_dim).
+  std::optional<double> scale;
+  if (sq_) scale = std::sqrt(static_cast<double>(static_cast<int64_t>(d_model_) / spec_.n_heads));
+  at::Tensor att;
+  if (cp_) {
+    require(docs && !cache, ErrorCode::kInvalidArgument,
+            "context parallelism needs every token's position (doc_positions) and no KV cache");
+    att = cp_->attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), doc_positions, spec_.window_size,
+                         scale);
+    return finish(x, att.transpose(1, 2));
+  }
   const double dropout = at::GradMode::is_enabled() ? spec_.dropout : 0.0;
   const bool explicit_softmax = spec_.backend == "explicit";
   // Query i sits at absolute position start + i and sees keys 0..start+i, and with a sliding
@@ -171,11 +193,6 @@ at::Tensor Attention::forward(const at::Tensor& x, KVCache* cache, const at::Ten
   }
   // (B, H, T, D) for the attention products.
   auto qh = q.transpose(1, 2), kh = k.transpose(1, 2), vh = v.transpose(1, 2);
-  // nGPT's unit-norm queries and keys want a softmax scale of sqrt(head_dim), OLMo-core's
-  // sqrt(d_model // n_heads); everything else SDPA's default 1/sqrt(head_dim).
-  std::optional<double> scale;
-  if (sq_) scale = std::sqrt(static_cast<double>(static_cast<int64_t>(d_model_) / spec_.n_heads));
-  at::Tensor att;
   if (explicit_softmax) {
     // softmax(q k^T / sqrt(d), soft-capped and masked) v, the scores and softmax in float32.
     auto scores = at::matmul(qh.to(at::kFloat), kh.to(at::kFloat).transpose(-2, -1)) *
@@ -194,7 +211,11 @@ at::Tensor Attention::forward(const at::Tensor& x, KVCache* cache, const at::Ten
     }
     att = at::scaled_dot_product_attention(qh, kh, vh, mask, dropout, plain_causal && T > 1, scale);
   }
-  att = att.transpose(1, 2);  // (B, T, H, D)
+  return finish(x, att.transpose(1, 2));
+}
+
+at::Tensor Attention::finish(const at::Tensor& x, at::Tensor att) const {
+  const int64_t B = x.size(0), T = x.size(1);
   if (w_g_) {
     // A sigmoid gate per head (broadcast over head_dim) or per element.
     auto g = w_g_->forward(x);

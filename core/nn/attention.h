@@ -6,6 +6,7 @@
 #pragma once
 #include "core/nn/kv_cache.h"
 #include "core/nn/layer_norm.h"
+#include "core/nn/parallel.h"
 #include "core/nn/rope.h"
 
 namespace olm::nn {
@@ -47,7 +48,16 @@ class Attention : public Module {
   // nGPT: unit rows for w_q, w_k, w_v, unit columns for w_out.
   void normalize_matrices();
 
+  // Context parallelism: forward then takes this rank's tokens (doc_positions required, no
+  // cache) and attends over the whole sequence through `cp`. Throws kInvalidConfig naming the
+  // attention field that cannot be split over the sequence (the explicit backend's soft-cap,
+  // ALiBi, dropout); NULL reverts.
+  void set_context_parallel(std::shared_ptr<ContextParallel> cp);
+
  private:
+  std::shared_ptr<ContextParallel> cp_;
+  // The gates (on the block input x) and w_out on att (B, T, H, D).
+  at::Tensor finish(const at::Tensor& x, at::Tensor att) const;
   AttentionSpec spec_;
   std::shared_ptr<Linear> w_q_, w_k_, w_v_, w_out_, w_g_;
   std::shared_ptr<LayerNorm> q_norm_, k_norm_;

@@ -56,6 +56,28 @@ void Transformer::to(const at::Device& device, at::ScalarType dtype) {
   }
 }
 
+void Transformer::apply_context_parallel(const std::shared_ptr<ContextParallel>& cp) {
+  if (cp) {
+    for (size_t i = 0; i < blocks_.size(); ++i) {
+      const std::string block = "blocks[" + std::to_string(i) + "]";
+      // The recurrence runs through the whole sequence in order, and the routers' load-balancing
+      // losses need every token of the batch: neither splits over the sequence.
+      require(!blocks_[i]->gated_delta_net(), ErrorCode::kInvalidConfig,
+              block + ".sequence_mixer: gated_delta_net cannot be combined with context parallelism");
+      require(!blocks_[i]->feed_forward_moe(), ErrorCode::kInvalidConfig,
+              block + ".feed_forward_moe cannot be combined with context parallelism");
+    }
+  }
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    try {
+      blocks_[i]->attention().set_context_parallel(cp);
+    } catch (const olm::Error& e) {
+      throw olm::Error(e.code(), "blocks[" + std::to_string(i) + "]." + e.what());
+    }
+  }
+  cp_ = cp;
+}
+
 void Transformer::normalize_matrices() {
   at::NoGradGuard no_grad;
   embeddings_.copy_(l2_normalize(embeddings_, -1));

@@ -46,6 +46,14 @@ class Transformer : public Module {
     checkpointed_ = std::move(checkpointed);
   }
 
+  // OLMo-core's apply_cp: every attention then attends over the whole sequence through `cp`
+  // while the rest of the model runs on this rank's tokens; hidden_states and loss take
+  // doc_positions (each token's position in its document, its global position without
+  // documents). Throws kInvalidConfig naming what cannot be split over the sequence
+  // (GatedDeltaNet and MoE blocks, see Attention::set_context_parallel). NULL reverts.
+  void apply_context_parallel(const std::shared_ptr<ContextParallel>& cp);
+  const std::shared_ptr<ContextParallel>& context_parallel() const { return cp_; }
+
   // nGPT (spec().normalized): embeddings and every weight matrix back to unit norm, as
   // OLMo-core's NormalizedTransformer.normalize_matrices; called after each optimizer step.
   void normalize_matrices();
@@ -65,6 +73,7 @@ class Transformer : public Module {
   std::shared_ptr<LMHead> lm_head_;
   BlockRunner block_runner_;
   std::vector<bool> checkpointed_;
+  std::shared_ptr<ContextParallel> cp_;
 };
 
 // The embedding table is a module of its own in OLMo-core ("embeddings.weight").
