@@ -20,10 +20,18 @@
 // written once, by the rank holding the parameter's first element; the others' copies are
 // checksummed and a difference fails the save. Buffers are replicated: contiguous slices.
 //
+// A shard may also hold part of a slice of its tensor (tensor parallelism: TensorShard's
+// slice_dim >= 0): offset and numel then index the row-major elements of
+// whole.narrow(slice_dim, slice_start, slice_length), so along a dimension d > 0 its elements
+// lie in one run of the whole tensor per index of the dimensions before d. Readers map such
+// shards to whole-tensor elements; metadata without the fields (older checkpoints) reads as
+// before, with every shard indexing the whole tensor.
+//
 // load() reads any kind (single process, DDP or FSDP, any world size) into any trainer, with
 // or without a process group, and reads only what the trainer needs: whole tensors, or under
 // FSDP this rank's pieces, so only the shard entries overlapping them are opened, read and
-// checksummed. Every record's shards are checked to tile it either way.
+// checksummed. Every record's shards are checked to cover each of its elements exactly once
+// either way (slices checked against its shape first, refused kParse naming file and tensor).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -83,9 +91,10 @@ Meta read_meta(const std::string& path);
 // All of it is read into new tensors and checked (metadata as read_meta does, each tensor
 // against its parameter or optimizer slot) before the first byte of the trainer changes, so
 // a refused load leaves the trainer and model as they were. Refusals read as read_meta's.
-// A sharded checkpoint loads at any world size: missing shard files, shards that do not tile
-// a tensor exactly, or shapes, dtypes and checksums that differ from the metadata throw
-// (kIo/kParse naming the file and tensor) before the trainer is touched. Under FSDP (the
+// A sharded checkpoint loads at any world size: missing shard files, shards that do not cover
+// a tensor's elements exactly once, slices outside its shape, or shapes, dtypes and checksums
+// that differ from the metadata throw (kIo/kParse naming the file and tensor) before the
+// trainer is touched. Under FSDP (the
 // group set first) it is a collective: the ranks agree after reading, so a failure on one
 // rank fails every rank with nothing loaded.
 DataPosition load(train::Trainer& trainer, const std::string& path);

@@ -82,6 +82,20 @@ auto explained(const std::string& dir, F&& f) -> decltype(f()) {
 // Element ranges [begin, end) of a tensor's flattened elements.
 using Ranges = std::vector<std::pair<int64_t, int64_t>>;
 
+// A tensor-parallel slice of a whole tensor: whole.narrow(dim, start, length); dim -1 is the
+// whole tensor (TensorShard's slice_* fields).
+struct Slice {
+  int64_t dim = -1;
+  int64_t start = 0;
+  int64_t length = 0;
+};
+
+// The whole tensor's element ranges, in order, holding elements [offset, offset + numel) of
+// the slice's row-major flattening: one range for the whole tensor or a slice along dimension
+// 0, else up to one per index of the dimensions before the slice's (adjacent ones merged).
+// The caller has checked the slice against shape and the range against the slice.
+Ranges whole_ranges(const std::vector<int64_t>& shape, const Slice& slice, int64_t offset, int64_t numel);
+
 // What a loading rank needs of a recorded tensor (group, name, global shape): no ranges for
 // a tensor it does not need.
 using Need =

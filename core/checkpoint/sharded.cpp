@@ -275,9 +275,30 @@ std::string save_sharded(train::Trainer& trainer, distributed::ProcessGroup& gro
   return final_dir;
 }
 
+Ranges whole_ranges(const std::vector<int64_t>& shape, const Slice& slice, int64_t offset, int64_t numel) {
+  if (numel <= 0) return {};
+  if (slice.dim < 0) return {{offset, offset + numel}};
+  int64_t inner = 1;
+  for (size_t d = static_cast<size_t>(slice.dim) + 1; d < shape.size(); ++d) inner *= shape[d];
+  // The slice's elements come in runs of `run`, one per index of the dimensions before
+  // slice.dim, `stride` apart in the whole tensor.
+  const int64_t run = slice.length * inner, stride = shape[static_cast<size_t>(slice.dim)] * inner;
+  if (run <= 0) return {};  // an empty slice (refused by the readers' checks before this)
+  Ranges out;
+  for (int64_t i = offset, end = offset + numel; i < end;) {
+    const int64_t outer = i / run, within = i % run, take = std::min(end - i, run - within);
+    const int64_t begin = outer * stride + slice.start * inner + within;
+    if (!out.empty() && out.back().second == begin) out.back().second += take;
+    else out.emplace_back(begin, begin + take);
+    i += take;
+  }
+  return out;
+}
+
 // The needed ranges of a sharded checkpoint's tensors, from the shards that overlap them. Every
-// record's shards are checked to tile it; only overlapping shard entries are opened, read and
-// checksummed, so a rank reads its own part of the checkpoint, not all of it.
+// record's shards are checked to cover each of its elements exactly once (whole-tensor runs
+// and slices alike); only overlapping shard entries are opened, read and checksummed, so a
+// rank reads its own part of the checkpoint, not all of it.
 LoadedTensors read_sharded(const std::string& dir, const fb::CheckpointMetaT& meta, const Need& need) {
   const std::string where = "checkpoint '" + dir + "'";
   std::map<std::pair<std::string, std::string>, std::vector<const fb::TensorShardT*>> shards;
@@ -300,6 +321,11 @@ LoadedTensors read_sharded(const std::string& dir, const fb::CheckpointMetaT& me
     }
     return *f;
   };
+  // A run of a shard's entry, [local, local + end - begin), holding whole-tensor elements [begin, end).
+  struct Segment {
+    int64_t begin, end, local;
+    const fb::TensorShardT* shard;
+  };
   LoadedTensors out;
   size_t used = 0;
   for (const auto& r : meta.tensors) {
@@ -310,19 +336,55 @@ LoadedTensors read_sharded(const std::string& dir, const fb::CheckpointMetaT& me
     const int64_t n = numel_of(r->shape);
     const auto dtype = dtype_named(r->dtype, what);
     auto it = shards.find({r->file, r->name});
-    std::vector<const fb::TensorShardT*> list = it == shards.end() ? std::vector<const fb::TensorShardT*>{} : it->second;
+    const std::vector<const fb::TensorShardT*> list =
+        it == shards.end() ? std::vector<const fb::TensorShardT*>{} : it->second;
     used += list.size();
-    std::sort(list.begin(), list.end(), [](auto* a, auto* b) { return a->offset < b->offset; });
-    // The tiling is checked for every tensor, needed or not (it costs no reading).
+    // Each shard's runs of whole-tensor elements; the coverage is checked for every tensor,
+    // needed or not (it costs no reading).
+    std::vector<std::vector<Segment>> runs(list.size());
+    std::vector<Segment> all;
+    for (size_t s = 0; s < list.size(); ++s) {
+      const auto* sh = list[s];
+      const Slice slice{sh->slice_dim, sh->slice_start, sh->slice_length};
+      const std::string shard = what + ": shard in " + sh->file;
+      int64_t elements = n;
+      if (slice.dim < 0) {
+        require(slice.dim == -1 && slice.start == 0 && slice.length == 0, ErrorCode::kParse,
+                shard + " has slice_dim " + std::to_string(slice.dim) + ", slice_start " +
+                    std::to_string(slice.start) + " and slice_length " + std::to_string(slice.length) +
+                    " (a whole-tensor shard has -1, 0 and 0)");
+      } else {
+        const auto dims = static_cast<int64_t>(r->shape.size());
+        require(slice.dim < dims, ErrorCode::kParse,
+                shard + " has slice_dim " + std::to_string(slice.dim) + "; its shape has " + std::to_string(dims) +
+                    " dimensions");
+        const int64_t size = r->shape[static_cast<size_t>(slice.dim)];
+        require(slice.start >= 0 && slice.length > 0 && slice.start <= size && slice.length <= size - slice.start,
+                ErrorCode::kParse,
+                shard + " slices [" + std::to_string(slice.start) + ", +" + std::to_string(slice.length) +
+                    ") of dimension " + std::to_string(slice.dim) + ", which has " + std::to_string(size));
+        auto sub = r->shape;
+        sub[static_cast<size_t>(slice.dim)] = slice.length;
+        elements = numel_of(sub);
+      }
+      require(sh->offset + sh->numel <= elements, ErrorCode::kParse,
+              shard + " ends at element " + std::to_string(sh->offset + sh->numel) + " beyond its " +
+                  (slice.dim < 0 ? "" : "slice's ") + std::to_string(elements) + " elements");
+      int64_t local = 0;
+      for (const auto& [begin, end] : whole_ranges(r->shape, slice, sh->offset, sh->numel)) {
+        runs[s].push_back({begin, end, local, sh});
+        local += end - begin;
+      }
+      all.insert(all.end(), runs[s].begin(), runs[s].end());
+    }
+    std::sort(all.begin(), all.end(), [](const Segment& a, const Segment& b) { return a.begin < b.begin; });
     int64_t next = 0;
-    for (const auto* sh : list) {
-      require(sh->offset == next, ErrorCode::kParse,
-              what + ": its shards do not tile it (" + sh->file + " starts at element " + std::to_string(sh->offset) +
-                  ", expected " + std::to_string(next) + ")");
-      next += sh->numel;
-      require(next <= n, ErrorCode::kParse,
-              what + ": shard in " + sh->file + " ends at element " + std::to_string(next) + " beyond its " +
-                  std::to_string(n) + " elements");
+    for (const auto& seg : all) {
+      require(seg.begin == next, ErrorCode::kParse,
+              what + ": its shards do not tile it (" + seg.shard->file + " starts at element " +
+                  std::to_string(seg.begin) + ", expected " + std::to_string(next) + ": " +
+                  (seg.begin < next ? "elements held twice" : "elements held by none") + ")");
+      next = seg.end;
     }
     require(next == n, ErrorCode::kParse,
             what + ": its shards cover " + std::to_string(next) + " of its " + std::to_string(n) + " elements");
@@ -330,17 +392,35 @@ LoadedTensors read_sharded(const std::string& dir, const fb::CheckpointMetaT& me
     loaded.shape = r->shape;
     loaded.ranges = need(r->file, r->name, r->shape);
     if (loaded.ranges.empty()) continue;
-    for (const auto& [begin, end] : loaded.ranges) {
+    // The non-empty needed ranges by position: disjoint, so their ends are in order too and
+    // a run's overlapping ranges are found by binary search (a slice along dimension 1 needs
+    // one range per row, and each of its shards holds one run per row).
+    std::vector<size_t> order;
+    for (size_t j = 0; j < loaded.ranges.size(); ++j) {
+      const auto [begin, end] = loaded.ranges[j];
       require(0 <= begin && begin <= end && end <= n, ErrorCode::kMismatch,
               what + ": elements [" + std::to_string(begin) + ", " + std::to_string(end) + ") are needed, it has " +
                   std::to_string(n));
       loaded.parts.push_back(at::empty({end - begin}, dtype));
+      if (end > begin) order.push_back(j);
     }
-    for (const auto* sh : list) {
-      const int64_t lo = sh->offset, hi = sh->offset + sh->numel;
+    std::sort(order.begin(), order.end(),
+              [&](size_t a, size_t b) { return loaded.ranges[a].first < loaded.ranges[b].first; });
+    for (size_t k = 1; k < order.size(); ++k)
+      require(loaded.ranges[order[k - 1]].second <= loaded.ranges[order[k]].first, ErrorCode::kInternal,
+              what + ": the needed ranges overlap");
+    auto first_overlapping = [&](int64_t begin) {
+      return std::partition_point(order.begin(), order.end(),
+                                  [&](size_t j) { return loaded.ranges[j].second <= begin; });
+    };
+    for (size_t s = 0; s < list.size(); ++s) {
       bool overlaps = false;
-      for (const auto& [begin, end] : loaded.ranges) overlaps = overlaps || (begin < hi && lo < end);
+      for (const auto& seg : runs[s]) {
+        auto j = first_overlapping(seg.begin);
+        overlaps = overlaps || (j != order.end() && loaded.ranges[*j].first < seg.end);
+      }
       if (!overlaps) continue;
+      const auto* sh = list[s];
       auto& file = open(sh->file);
       const io::SafetensorsEntry* entry = nullptr;
       for (const auto& e : file.entries())
@@ -354,10 +434,12 @@ LoadedTensors read_sharded(const std::string& dir, const fb::CheckpointMetaT& me
       auto t = file.read(*entry);
       require(tensor_crc(t) == sh->crc32, ErrorCode::kParse,
               what + ": checksum mismatch in " + sh->file + " (corrupt file)");
-      for (size_t j = 0; j < loaded.ranges.size(); ++j) {
-        const auto [begin, end] = loaded.ranges[j];
-        const int64_t a = std::max(begin, lo), b = std::min(end, hi);
-        if (a < b) loaded.parts[j].narrow(0, a - begin, b - a).copy_(t.narrow(0, a - lo, b - a));
+      for (const auto& seg : runs[s]) {
+        for (auto j = first_overlapping(seg.begin); j != order.end() && loaded.ranges[*j].first < seg.end; ++j) {
+          const auto [begin, end] = loaded.ranges[*j];
+          const int64_t a = std::max(begin, seg.begin), b = std::min(end, seg.end);
+          loaded.parts[*j].narrow(0, a - begin, b - a).copy_(t.narrow(0, seg.local + a - seg.begin, b - a));
+        }
       }
     }
     out[r->file][r->name] = std::move(loaded);

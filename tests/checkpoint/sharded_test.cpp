@@ -26,6 +26,7 @@
 #include "core/data/token_data.h"
 #include "core/distributed/process_group.h"
 #include "core/error.h"
+#include "core/io/crc32.h"
 #include "core/io/safetensors.h"
 #include "core/train/trainer.h"
 #include "distributed/dist_harness.h"
@@ -557,6 +558,178 @@ TEST(ShardedCheckpoint, CorruptShardIsNamed) {
   bytes[bytes.size() - 5] ^= 0x5a;
   std::ofstream(path, std::ios::binary).write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
   expect_refused(dir, olm::ErrorCode::kParse, {"rank1.safetensors", "checksum"});
+}
+
+// ---- slices: shards that record a tensor-parallel rank's slice (TensorShard's slice_*
+// fields), written here by hand from a single-process checkpoint, so the reader is checked
+// against at::narrow of the whole tensors rather than against the saver.
+
+uint32_t crc_of(const at::Tensor& t) {
+  const auto c = t.contiguous();
+  return olm::io::crc32(c.data_ptr(), static_cast<size_t>(c.numel()) * c.element_size());
+}
+
+// The single-process checkpoint of kSaveAt steps rewritten as 4 "ranks" (tp, fsdp) = (r / 2,
+// r % 2): every 2-D tensor (parameters and AdamW moments) is split in 2 slices, the i-th along
+// dimension i % 2, and each slice's row-major elements in 2 FSDP-style runs (shard_range, so
+// uneven where the slice has an odd count); the other tensors are whole-tensor runs over the 4
+// ranks. Its rank 0 state at the save is in <folder>/saved.safetensors.
+const std::string& sliced() {
+  static const std::string folder = [] {
+    const std::string folder = olm::testing::temp_dir("sliced");
+    const std::string single = olm::testing::temp_dir("sliced_source");
+    TrainRun r = make_run();
+    train_steps(r, kSaveAt);
+    const auto pos = r.loader->position();
+    const std::string source = olm::checkpoint::save(*r.trainer, single, {pos.epoch, pos.batch_in_epoch}, 1);
+    auto state = state_of(r);
+    {
+      std::vector<std::pair<std::string, at::Tensor>> saved(state.begin(), state.end());
+      olm::io::save_safetensors(folder + "/saved.safetensors", saved);
+    }
+    const std::string bytes = slurp(source + "/" + olm::checkpoint::kMetaFile);
+    olm::fb::CheckpointMetaT meta;
+    flatbuffers::GetRoot<olm::fb::CheckpointMeta>(bytes.data())->UnPackTo(&meta);
+    meta.world_size = 4;
+    std::vector<std::vector<std::pair<std::string, at::Tensor>>> files(4);
+    int two_d = 0;
+    for (auto& record : meta.tensors) {
+      record->crc32 = 0;
+      const std::string group = record->file;
+      const std::string entry = (group == olm::checkpoint::kModelFile ? "model/" : "optim/") + record->name;
+      const at::Tensor whole = state.at(entry);
+      auto add = [&](int rank, int64_t dim, int64_t start, int64_t length, int64_t offset, const at::Tensor& run) {
+        auto sh = std::make_unique<olm::fb::TensorShardT>();
+        sh->tensor = record->name;
+        sh->group = group;
+        sh->file = olm::checkpoint::shard_file(rank);
+        sh->entry = entry;
+        sh->offset = offset;
+        sh->numel = run.numel();
+        sh->crc32 = crc_of(run);
+        sh->slice_dim = static_cast<int32_t>(dim);
+        sh->slice_start = start;
+        sh->slice_length = length;
+        files[static_cast<size_t>(rank)].emplace_back(entry, run.contiguous());
+        meta.shards.push_back(std::move(sh));
+      };
+      if (whole.dim() == 2 && whole.size(0) % 2 == 0 && whole.size(1) % 2 == 0) {
+        const int64_t dim = two_d++ % 2, length = whole.size(dim) / 2;
+        for (int64_t tp = 0; tp < 2; ++tp) {
+          const auto flat = whole.narrow(dim, tp * length, length).contiguous().reshape(-1);
+          for (int64_t piece = 0; piece < 2; ++piece) {
+            const auto [begin, end] = olm::checkpoint::shard_range(flat.numel(), piece, 2);
+            if (end > begin)
+              add(static_cast<int>(2 * tp + piece), dim, tp * length, length, begin, flat.slice(0, begin, end));
+          }
+        }
+      } else {
+        const auto flat = whole.reshape(-1);
+        for (int rank = 0; rank < 4; ++rank) {
+          const auto [begin, end] = olm::checkpoint::shard_range(flat.numel(), rank, 4);
+          if (end > begin) add(rank, -1, 0, 0, begin, flat.slice(0, begin, end));
+        }
+      }
+    }
+    EXPECT_GE(two_d, 4);  // both dimensions, more than once each
+    const std::string dir = folder + "/step" + std::to_string(kSaveAt);
+    EXPECT_EQ(::mkdir(dir.c_str(), 0755), 0);
+    for (int rank = 0; rank < 4; ++rank)
+      olm::io::save_safetensors(dir + "/" + olm::checkpoint::shard_file(rank), files[static_cast<size_t>(rank)]);
+    const auto out = olm::checkpoint::encode_meta(meta);
+    std::ofstream(dir + "/" + olm::checkpoint::kMetaFile, std::ios::binary)
+        .write(reinterpret_cast<const char*>(out.data()), static_cast<std::streamsize>(out.size()));
+    return folder;
+  }();
+  return folder;
+}
+
+// The shard records of a 2-D tensor sliced along `dim` (found in the metadata), for editing.
+std::vector<olm::fb::TensorShardT*> slice_shards(olm::fb::CheckpointMetaT& m, int dim, std::string& tensor) {
+  std::vector<olm::fb::TensorShardT*> out;
+  for (auto& sh : m.shards)
+    if (sh->slice_dim == dim && (tensor.empty() || sh->tensor == tensor) && sh->group == olm::checkpoint::kModelFile) {
+      tensor = sh->tensor;
+      out.push_back(sh.get());
+    }
+  return out;
+}
+
+TEST(SlicedCheckpoint, LoadsInOneProcessBitForBit) {
+  const std::string folder = sliced();
+  TrainRun r = make_run();
+  load_into(r, folder);
+  EXPECT_EQ(r.trainer->step(), kSaveAt);
+  olm::io::SafetensorsFile saved(folder + "/saved.safetensors");
+  const auto state = state_of(r);
+  ASSERT_EQ(saved.entries().size(), state.size());
+  for (const auto& e : saved.entries()) {
+    ASSERT_TRUE(state.count(e.name)) << e.name;
+    EXPECT_TRUE(at::equal(saved.read(e), state.at(e.name))) << e.name;
+  }
+}
+
+TEST(SlicedCheckpoint, ResumesInOneProcessAndUnderFsdpTwo) {
+  expect_resumes_in_one_process(sliced(), "sliced by hand, resumed at 1");
+  // Each FSDP rank needs runs of the whole tensor that cut across the slices' runs.
+  expect_ranks_resume(2, "fsdp_resume", sliced(), "sliced by hand, FSDP resumed at 2");
+}
+
+TEST(SlicedCheckpoint, OverlappingSlicesAreNamed) {
+  const std::string dir = copy_checkpoint(sliced());
+  std::string tensor;
+  edit_meta(dir, [&](olm::fb::CheckpointMetaT& m) {
+    for (auto* sh : slice_shards(m, 1, tensor))
+      if (sh->slice_start > 0) sh->slice_start = 0;  // the second slice written over the first
+  });
+  expect_refused(dir, olm::ErrorCode::kParse, {"'" + tensor + "'", "do not tile", "held twice"});
+}
+
+TEST(SlicedCheckpoint, GapInsideASliceIsNamed) {
+  const std::string dir = copy_checkpoint(sliced());
+  std::string tensor;
+  edit_meta(dir, [&](olm::fb::CheckpointMetaT& m) {
+    auto shards = slice_shards(m, 1, tensor);
+    // The first run of the second slice: a hole at the start of every row's second half.
+    for (size_t i = 0; i < m.shards.size(); ++i)
+      if (m.shards[i].get() == shards.at(2)) {
+        m.shards.erase(m.shards.begin() + static_cast<long>(i));
+        break;
+      }
+  });
+  expect_refused(dir, olm::ErrorCode::kParse, {"'" + tensor + "'", "do not tile", "held by none"});
+}
+
+TEST(SlicedCheckpoint, SliceOutOfBoundsIsNamed) {
+  struct Case {
+    const char* what;
+    std::function<void(olm::fb::TensorShardT&)> edit;
+    std::vector<std::string> needles;
+  };
+  const std::vector<Case> cases = {
+      {"past the dimension", [](auto& sh) { sh.slice_start += 1; }, {"slices [", "of dimension 0"}},
+      {"empty", [](auto& sh) { sh.slice_length = 0; }, {"slices [", "of dimension 0"}},
+      {"negative start", [](auto& sh) { sh.slice_start = -1; }, {"slices [-1"}},
+      {"no such dimension", [](auto& sh) { sh.slice_dim = 2; }, {"slice_dim 2", "2 dimensions"}},
+      {"beyond the slice", [](auto& sh) { sh.offset += 1; }, {"beyond its slice's"}},
+      {"a whole-tensor shard with a start", [](auto& sh) { sh.slice_dim = -1; }, {"slice_dim -1", "-1, 0 and 0"}},
+      {"slice_dim below -1", [](auto& sh) { sh.slice_dim = -2; }, {"slice_dim -2"}},
+  };
+  for (const auto& c : cases) {
+    SCOPED_TRACE(c.what);
+    const std::string dir = copy_checkpoint(sliced());
+    std::string tensor, file;
+    edit_meta(dir, [&](olm::fb::CheckpointMetaT& m) {
+      auto shards = slice_shards(m, 0, tensor);
+      auto* last = shards.back();  // the second slice's second run: it ends where the tensor ends
+      file = last->file;
+      c.edit(*last);
+    });
+    auto needles = c.needles;
+    needles.push_back("'" + tensor + "'");
+    needles.push_back("shard in " + file);
+    expect_refused(dir, olm::ErrorCode::kParse, needles);
+  }
 }
 
 // Rank 1 dies while rank 0 is inside the save of step 12: rank 0 fails, step 12 never appears,
