@@ -152,29 +152,41 @@ std::string save(train::Trainer& trainer, const std::string& folder, const DataP
 
 DataPosition load(train::Trainer& trainer, const std::string& path) {
   // What this trainer needs: whole tensors, or under FSDP only this rank's pieces of the
-  // parameters and of their optimizer state (plus the replicated buffers and scalar state).
+  // parameters and of their optimizer state (plus the replicated buffers and scalar state);
+  // under TP its slices of the split parameters and their state (under FSDP its pieces of
+  // them), each a list of whole-tensor ranges.
   distributed::FullyShardedDataParallel* fsdp = trainer.fsdp();
   std::map<std::string, distributed::FullyShardedDataParallel::Piece> pieces;
   if (fsdp)
     for (auto& piece : fsdp->pieces_of_rank(fsdp->group().rank())) pieces[piece.name] = piece;
-  std::set<std::string> param_names;
-  for (auto& p : trainer.model().module().named_parameters()) param_names.insert(p.name);
+  const TensorParallelLayout tp = tensor_parallel_layout(trainer);
+  const auto& split = tp.split;
+  // A parameter's whole shape (a split one's pieces and tensor are its slice's).
+  std::map<std::string, std::vector<int64_t>> param_shapes;
+  for (auto& p : trainer.model().module().named_parameters()) {
+    auto it = split.find(p.name);
+    param_shapes[p.name] = it != split.end() ? it->second.whole_shape : p.tensor->sizes().vec();
+  }
   const Need need = [&](const std::string& group, const std::string& name, const std::vector<int64_t>& shape) {
     const Ranges whole{{0, numel_of(shape)}};
-    if (!fsdp) return whole;
     const std::string param = group == kModelFile ? name : train::Optimizer::parameter_of_state(name);
-    if (group == kModelFile && !param_names.count(name)) return whole;  // a buffer
+    if (group == kModelFile && !param_shapes.count(name)) return whole;  // a buffer
+    auto sl = split.find(param);
+    if (!fsdp && sl == split.end()) return whole;
     auto it = pieces.find(param);
-    if (it == pieces.end()) return Ranges{};  // another rank's parameter (or unknown state)
-    const auto& piece = it->second;
+    if (fsdp && it == pieces.end()) return Ranges{};  // another rank's parameter (or unknown state)
     // A scalar state (or a shape that is not the parameter's, refused below): all of it.
-    if (numel_of(shape) != numel_of(piece.shape) || shape.empty()) return whole;
-    return Ranges{{piece.offset, piece.offset + piece.numel}};
+    auto ps = param_shapes.find(param);
+    if (shape.empty() || ps == param_shapes.end() || shape != ps->second) return whole;
+    const Slice slice = sl != split.end() ? sl->second.slice : Slice{};
+    if (fsdp) return whole_ranges(shape, slice, it->second.offset, it->second.numel);
+    return whole_ranges(shape, slice, 0, numel_of(shape) / shape[static_cast<size_t>(slice.dim)] * slice.length);
   };
 
-  // Read and verify every needed tensor before touching the trainer. Under FSDP every rank
-  // reads different parts, so the ranks agree first (a collective): a failure on one fails all
-  // (finding the checkpoint included), and none is left training from a half-restored state.
+  // Read and verify every needed tensor before touching the trainer. Under FSDP or TP every
+  // rank reads different parts, so the ranks agree first (a collective): a failure on one fails
+  // all (finding the checkpoint included), and none is left training from a half-restored state.
+  const bool collective = fsdp || tp.active;
   std::string dir = path;
   std::unique_ptr<fb::CheckpointMetaT> native;
   LoadedTensors loaded;
@@ -194,24 +206,33 @@ DataPosition load(train::Trainer& trainer, const std::string& path) {
       auto& model = loaded[kModelFile];
       for (auto& p : params) {
         auto it = model.find(p.name);
-        const bool own = !fsdp || !param_names.count(p.name) || pieces.count(p.name);
+        const bool param = param_shapes.count(p.name) > 0;
+        const bool own = !fsdp || !param || pieces.count(p.name);
         if (!own) continue;
         require(it != model.end(), ErrorCode::kMismatch,
                 "checkpoint '" + dir + "': parameter '" + p.name + "' is missing");
-        require(it->second.shape == p.tensor->sizes().vec(), ErrorCode::kMismatch,
+        require(it->second.shape == (param ? param_shapes.at(p.name) : p.tensor->sizes().vec()), ErrorCode::kMismatch,
                 "checkpoint '" + dir + "': parameter '" + p.name + "' has the wrong shape");
-        if (fsdp && param_names.count(p.name)) shard[p.name] = it->second.parts.at(0);
-        else model_values[p.name] = it->second.whole().to(p.tensor->device());
+        // The needed elements in order: a piece, or this rank's slice (its tensor's shape).
+        if (fsdp && param) shard[p.name] = it->second.joined();
+        else model_values[p.name] = it->second.joined().reshape(p.tensor->sizes()).to(p.tensor->device());
       }
+      std::map<std::string, std::vector<int64_t>> local_shapes;
+      for (auto& p : trainer.model().module().named_parameters()) local_shapes[p.name] = p.tensor->sizes().vec();
       for (auto& [name, t] : loaded[kOptimFile]) {
+        const std::string param = train::Optimizer::parameter_of_state(name);
+        auto ps = param_shapes.find(param);
+        const bool shaped = !t.shape.empty() && ps != param_shapes.end() && t.shape == ps->second;
         if (fsdp) {
-          auto it = pieces.find(train::Optimizer::parameter_of_state(name));
+          auto it = pieces.find(param);
           if (it != pieces.end() && !t.shape.empty())
-            require(t.shape == it->second.shape, ErrorCode::kMismatch,
+            require(shaped, ErrorCode::kMismatch,
                     "checkpoint '" + dir + "': optimizer state '" + name + "' has the wrong shape");
-          optim_state[name] = t.shape.empty() || it == pieces.end() ? t.whole() : t.parts.at(0);
+          optim_state[name] = t.shape.empty() || it == pieces.end() ? t.whole() : t.joined();
         } else {
-          optim_state[name] = t.whole();
+          // A split parameter's state: this rank's slice, shaped as its tensor (any other
+          // shape is whole, refused by check_optimizer_state).
+          optim_state[name] = shaped && split.count(param) ? t.joined().reshape(local_shapes.at(param)) : t.whole();
         }
       }
       if (!fsdp) check_optimizer_state(dir, trainer.optimizer(), optim_state);
@@ -222,10 +243,10 @@ DataPosition load(train::Trainer& trainer, const std::string& path) {
       }
     });
   } catch (...) {
-    if (!fsdp) throw;
+    if (!collective) throw;
     error = std::current_exception();
   }
-  if (fsdp) {
+  if (collective) {
     const bool ok = all_ok(*trainer.process_group(), !error);  // every replica, under HSDP
     if (error) std::rethrow_exception(error);
     require(ok, ErrorCode::kIo, "checkpoint '" + dir + "': another rank failed to read it (nothing was loaded)");
@@ -237,7 +258,7 @@ DataPosition load(train::Trainer& trainer, const std::string& path) {
   at::NoGradGuard no_grad;
   if (fsdp) fsdp->load_shard(shard);
   for (auto& p : params) {
-    if (fsdp && param_names.count(p.name)) continue;
+    if (fsdp && param_shapes.count(p.name)) continue;
     p.tensor->copy_(model_values.at(p.name));
   }
   trainer.optimizer().load_state(optim_state);

@@ -27,10 +27,18 @@
 // shards to whole-tensor elements; metadata without the fields (older checkpoints) reads as
 // before, with every shard indexing the whole tensor.
 //
+// Under tensor parallelism a split parameter's tensor (and its optimizer state) is the TP
+// rank's slice of the whole one: each TP rank's ranks write their parts of its slices (under
+// FSDP its pieces within them), recorded with the slice as above. Replicated parameters,
+// buffers and scalar state are the same on every TP rank and written by TP rank 0's ranks
+// only (the others' scalar copies compared). Records keep the whole tensor's OLMo-core name,
+// shape and dtype, so the checkpoint means the same as a DDP one and loads into any layout.
+//
 // load() reads any kind (single process, DDP or FSDP, any world size) into any trainer, with
 // or without a process group, and reads only what the trainer needs: whole tensors, or under
-// FSDP this rank's pieces, so only the shard entries overlapping them are opened, read and
-// checksummed. Every record's shards are checked to cover each of its elements exactly once
+// FSDP this rank's pieces, under TP its slices (under both, its pieces of them: whole-tensor
+// ranges, one per row of a slice along dimension 1), so only the shard entries overlapping
+// them are opened, read and checksummed. Every record's shards are checked to cover each of its elements exactly once
 // either way (slices checked against its shape first, refused kParse naming file and tensor).
 #pragma once
 #include <cstdint>
@@ -94,9 +102,8 @@ Meta read_meta(const std::string& path);
 // A sharded checkpoint loads at any world size: missing shard files, shards that do not cover
 // a tensor's elements exactly once, slices outside its shape, or shapes, dtypes and checksums
 // that differ from the metadata throw (kIo/kParse naming the file and tensor) before the
-// trainer is touched. Under FSDP (the
-// group set first) it is a collective: the ranks agree after reading, so a failure on one
-// rank fails every rank with nothing loaded.
+// trainer is touched. Under FSDP or TP (the group set first) it is a collective: the ranks
+// agree after reading, so a failure on one rank fails every rank with nothing loaded.
 DataPosition load(train::Trainer& trainer, const std::string& path);
 
 // meta.olmk's bytes: the CheckpointMeta FlatBuffer followed by a 12-byte trailer holding the

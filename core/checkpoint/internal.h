@@ -96,6 +96,28 @@ struct Slice {
 // The caller has checked the slice against shape and the range against the slice.
 Ranges whole_ranges(const std::vector<int64_t>& shape, const Slice& slice, int64_t offset, int64_t numel);
 
+// Tensor parallelism as checkpoints see it, all of it taken from the trainer in one place.
+// A split parameter's tensor (and its optimizer state) is this TP rank's slice of the whole
+// one; replicated parameters, buffers and scalar state are the same on every TP rank.
+struct TensorParallelLayout {
+  struct Split {
+    Slice slice;
+    std::vector<int64_t> whole_shape;
+  };
+  bool active = false;    // the trainer's model is split over a TP group
+  bool rank_zero = true;  // TP rank 0
+  // This rank among the ranks sharing its TP coordinate (data x context parallelism).
+  int64_t batch_rank = 0, batch_size = 1;
+  std::map<std::string, Split> split;  // by parameter name; only the split ones
+  // The split parameter `param` that tensor `t` is a slice of (the parameter or a non-scalar
+  // state of it); nullptr for a whole tensor.
+  const Split* slice_of(const std::string& param, const at::Tensor& t) const {
+    auto it = split.find(param);
+    return it == split.end() || t.dim() == 0 ? nullptr : &it->second;
+  }
+};
+TensorParallelLayout tensor_parallel_layout(train::Trainer& trainer);
+
 // What a loading rank needs of a recorded tensor (group, name, global shape): no ranges for
 // a tensor it does not need.
 using Need =
@@ -106,8 +128,10 @@ struct Loaded {
   std::vector<int64_t> shape;
   Ranges ranges;
   std::vector<at::Tensor> parts;
+  // The needed elements in the ranges' order, as one 1-D tensor.
+  at::Tensor joined() const { return parts.size() == 1 ? parts[0] : at::cat(parts); }
   // The whole tensor in its recorded shape (when the only range needed was all of it).
-  at::Tensor whole() const { return parts.at(0).reshape(shape); }
+  at::Tensor whole() const { return joined().reshape(shape); }
 };
 using LoadedTensors = std::map<std::string, std::map<std::string, Loaded>>;
 

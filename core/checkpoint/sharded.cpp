@@ -33,15 +33,16 @@ std::string shard_entry(const std::string& group, const std::string& name) {
 struct ShardPlan {
   struct Tensor {
     std::string group, name;
-    std::vector<int64_t> shape;  // global; {} when the writers say it is a scalar copy
+    std::vector<int64_t> shape;  // global (whole, under TP); {} when the writers say it is a scalar copy
     std::string dtype;           // "" when only the writers know it (optimizer state)
     bool always = true;          // recorded even when no rank writes any of it (empty tensors)
   };
   struct Write {
     size_t tensor;
-    int64_t offset;  // first element within the tensor's flattened elements
+    int64_t offset;  // first element within the tensor's (or the slice's) flattened elements
     at::Tensor data;  // 1-D
     bool scalar = false;  // a 0-d tensor every holder has a copy of (FSDP's per-piece .step)
+    Slice slice;          // a tensor-parallel rank's slice of the tensor; whole by default
   };
   std::vector<Tensor> tensors;
   std::vector<Write> writes;
@@ -50,15 +51,44 @@ struct ShardPlan {
   std::vector<std::pair<size_t, at::Tensor>> copies;
 };
 
+// Who writes what under tensor parallelism: every rank its part of its slices of the split
+// parameters and their state; TP rank 0's ranks the rest, which every TP rank holds alike.
+// `part` of `parts`: this rank among those writing the same tensors (the ranks sharing its TP
+// coordinate under TP, else the whole group).
+struct Writers {
+  TensorParallelLayout tp;
+  int64_t part = 0, parts = 1;
+  bool writes_whole() const { return tp.rank_zero; }
+};
+
+Writers writers(train::Trainer& trainer, int64_t rank, int64_t world) {
+  Writers w{tensor_parallel_layout(trainer), rank, world};
+  if (w.tp.active) {
+    w.part = w.tp.batch_rank;
+    w.parts = w.tp.batch_size;
+  }
+  return w;
+}
+
+std::string parameter_of(const std::string& group, const std::string& name) {
+  return group == kModelFile ? name : train::Optimizer::parameter_of_state(name);
+}
+
 // DDP or one process per rank with the same full state: rank r writes the r-th contiguous
-// slice of every tensor.
+// slice of every tensor. Under TP (without FSDP) the ranks of each TP coordinate do so for
+// their TP slices, and TP rank 0's for the rest.
 ShardPlan replicated_plan(train::Trainer& trainer, int64_t rank, int64_t world) {
+  const Writers role = writers(trainer, rank, world);
   ShardPlan plan;
   for (auto& [file, name, t] : trainer_tensors(trainer)) {
-    plan.tensors.push_back({file, name, t.sizes().vec(), c10::toString(t.scalar_type()), true});
-    const auto [begin, end] = shard_range(t.numel(), rank, world);
+    const auto* split = role.tp.slice_of(parameter_of(file, name), t);
+    plan.tensors.push_back(
+        {file, name, split ? split->whole_shape : t.sizes().vec(), c10::toString(t.scalar_type()), true});
+    if (!split && !role.writes_whole()) continue;
+    const auto [begin, end] = shard_range(t.numel(), role.part, role.parts);
     if (end > begin)
-      plan.writes.push_back({plan.tensors.size() - 1, begin, t.detach().reshape({-1}).slice(0, begin, end)});
+      plan.writes.push_back({plan.tensors.size() - 1, begin, t.detach().reshape({-1}).slice(0, begin, end), false,
+                             split ? split->slice : Slice{}});
   }
   return plan;
 }
@@ -70,32 +100,44 @@ ShardPlan replicated_plan(train::Trainer& trainer, int64_t rank, int64_t world) 
 // Buffers are replicated and written as contiguous slices (rank and world: the trainer's
 // group). Under HSDP only the first replica writes pieces: its ranks are world ranks
 // 0..shard_degree-1, so each one's shard rank is its world rank, which names its file.
+// Under TP, FSDP shards each TP rank's slices: a piece of a split parameter is recorded with
+// its offset within the slice, and the slice; replicated parameters, buffers and scalar state
+// are written by TP rank 0's ranks (Writers), the other TP ranks' scalar copies compared.
 ShardPlan fsdp_plan(train::Trainer& trainer, distributed::FullyShardedDataParallel& fsdp, int64_t rank, int64_t world) {
+  const Writers role = writers(trainer, rank, world);
   ShardPlan plan;
   std::map<std::string, std::pair<distributed::FullyShardedDataParallel::Piece, at::Tensor>> mine;
   const bool writes_pieces = !fsdp.replicate_group() || fsdp.replicate_group()->rank() == 0;
   if (writes_pieces) {
-    require(fsdp.group().rank() == rank, ErrorCode::kInternal, "HSDP: the first replica is not world ranks 0..S-1");
-    const auto pieces = fsdp.pieces_of_rank(rank);
+    require(role.tp.active || fsdp.group().rank() == rank, ErrorCode::kInternal,
+            "HSDP: the first replica is not world ranks 0..S-1");
+    const auto pieces = fsdp.pieces_of_rank(fsdp.group().rank());
     const auto tensors = fsdp.shard_parameters();
     require(pieces.size() == tensors.size(), ErrorCode::kInternal, "FSDP: piece layout and shard differ");
     for (size_t i = 0; i < pieces.size(); ++i) mine[pieces[i].name] = {pieces[i], *tensors[i].tensor};
   }
-  std::map<std::string, std::vector<int64_t>> param_shapes;
-  for (auto& p : trainer.model().module().named_parameters()) param_shapes[p.name] = p.tensor->sizes().vec();
+  std::map<std::string, std::vector<int64_t>> param_shapes;  // global
+  for (auto& p : trainer.model().module().named_parameters()) {
+    const auto* split = role.tp.slice_of(p.name, *p.tensor);
+    param_shapes[p.name] = split ? split->whole_shape : p.tensor->sizes().vec();
+  }
   for (auto& p : trainer.model().module().named_state()) {
     const at::Tensor& t = *p.tensor;
     // A parameter's dtype is its pieces' (the float32 masters under bfloat16 param_dtype, not
     // the module's compute copies): taken from the writers' table.
     const bool param = param_shapes.count(p.name) > 0;
-    plan.tensors.push_back({kModelFile, p.name, t.sizes().vec(), param ? "" : c10::toString(t.scalar_type()), true});
+    const auto* split = role.tp.slice_of(p.name, t);
+    plan.tensors.push_back({kModelFile, p.name, param ? param_shapes[p.name] : t.sizes().vec(),
+                            param ? "" : c10::toString(t.scalar_type()), true});
     const size_t index = plan.tensors.size() - 1;
+    if (!split && !role.writes_whole()) continue;
     if (param) {
       auto it = mine.find(p.name);
       if (it != mine.end())
-        plan.writes.push_back({index, it->second.first.offset, it->second.second.detach().reshape({-1})});
+        plan.writes.push_back({index, it->second.first.offset, it->second.second.detach().reshape({-1}), false,
+                               split ? split->slice : Slice{}});
     } else {
-      const auto [begin, end] = shard_range(t.numel(), rank, world);
+      const auto [begin, end] = shard_range(t.numel(), role.part, role.parts);
       if (end > begin) plan.writes.push_back({index, begin, t.detach().reshape({-1}).slice(0, begin, end)});
     }
   }
@@ -114,25 +156,43 @@ ShardPlan fsdp_plan(train::Trainer& trainer, distributed::FullyShardedDataParall
       const at::Tensor& t = st->second;
       const auto& pc = piece->second.first;
       if (t.dim() == 0) {
-        if (pc.offset == 0) plan.writes.push_back({index, 0, t.detach().reshape({1}), true});
+        if (pc.offset == 0 && role.writes_whole()) plan.writes.push_back({index, 0, t.detach().reshape({1}), true});
         else plan.copies.emplace_back(index, t.detach());
         continue;
       }
+      const auto* split = role.tp.slice_of(param, t);
+      if (!split && !role.writes_whole()) continue;
       require(t.numel() == pc.numel, ErrorCode::kInternal,
               "optimizer state '" + name + "': " + std::to_string(t.numel()) + " elements for a piece of " +
                   std::to_string(pc.numel));
-      plan.writes.push_back({index, pc.offset, t.detach().reshape({-1})});
+      plan.writes.push_back({index, pc.offset, t.detach().reshape({-1}), false, split ? split->slice : Slice{}});
     }
   }
   return plan;
 }
 
 // The table every rank fills in its own column of and one all-reduce hands to rank 0.
-enum ShardColumn : int64_t { kDtype, kCrc, kOffset, kNumel, kScalar, kCopyCrc, kColumns };
+// kSliceDim holds the slice's dimension + 1 (0: the whole tensor).
+enum ShardColumn : int64_t {
+  kDtype, kCrc, kOffset, kNumel, kScalar, kCopyCrc, kSliceDim, kSliceStart, kSliceLength, kColumns
+};
 
 }  // namespace
 
 namespace detail {
+
+TensorParallelLayout tensor_parallel_layout(train::Trainer& trainer) {
+  TensorParallelLayout layout;
+  if (!trainer.tensor_parallel()) return layout;
+  const auto& tp_group = trainer.tensor_parallel_group();
+  layout.active = true;
+  layout.rank_zero = tp_group->rank() == 0;
+  layout.batch_rank = trainer.batch_group()->rank();
+  layout.batch_size = trainer.batch_group()->world_size();
+  for (auto& s : trainer.model().module().tensor_parallel_slices(tp_group->rank()))
+    if (s.dim >= 0) layout.split[s.name] = {{s.dim, s.start, s.length}, s.full_shape};
+  return layout;
+}
 
 // True on every rank when `ok` holds on every rank (an all-reduce of the failures).
 bool all_ok(distributed::ProcessGroup& group, bool ok) {
@@ -189,6 +249,9 @@ std::string save_sharded(train::Trainer& trainer, distributed::ProcessGroup& gro
       row[kOffset] = w.offset;
       row[kNumel] = slice.numel();
       row[kScalar] = w.scalar ? 1 : 0;
+      row[kSliceDim] = w.slice.dim + 1;
+      row[kSliceStart] = w.slice.start;
+      row[kSliceLength] = w.slice.length;
       slices.emplace_back(shard_entry(t.group, t.name), slice);
     }
     for (const auto& [index, t] : plan.copies)
@@ -243,6 +306,9 @@ std::string save_sharded(train::Trainer& trainer, distributed::ProcessGroup& gro
           sh->offset = row[kOffset];
           sh->numel = row[kNumel];
           sh->crc32 = static_cast<uint32_t>(row[kCrc]);
+          sh->slice_dim = static_cast<int32_t>(row[kSliceDim] - 1);
+          sh->slice_start = row[kSliceStart];
+          sh->slice_length = row[kSliceLength];
           covered += sh->numel;
           shards.push_back(std::move(sh));
         }

@@ -18,6 +18,7 @@
 #include <cstdio>
 #include <fstream>
 #include <map>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -55,6 +56,12 @@ struct TrainRun {
 
 constexpr char kFsdp[] = R"(, "data_parallel": {"name": "fsdp"})";
 constexpr char kHsdp[] = R"(, "data_parallel": {"name": "hsdp", "num_replicas": 2})";
+constexpr char kTp2Fsdp[] = R"(, "data_parallel": {"name": "fsdp"}, "tensor_parallel": {"degree": 2})";
+constexpr char kTp4[] = R"(, "tensor_parallel": {"degree": 4})";
+
+// kDense: dense_model_config. kOdd: odd_model_config. kTp: the dense model with a vocabulary
+// that splits over 4 tensor-parallel ranks (as dist_runs.h's "tp").
+enum class ModelKind { kDense, kOdd, kTp };
 
 // The dense model with an odd-sized output bias (so FSDP pads the root unit at 2 and 4 ranks)
 // and frozen embeddings (pieces without gradient or optimizer state, spread over two ranks).
@@ -68,11 +75,24 @@ olm::Config odd_model_config() {
     "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": true}})");
 }
 
-// data_parallel: the train config's addition (kFsdp, kHsdp; "" for DDP or one process).
+olm::Config tp_model_config() {
+  return olm::Config::from_json(R"({"d_model": 32, "vocab_size": 52, "n_layers": 2,
+    "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "n_kv_heads": 2, "bias": false,
+      "rope": {"theta": 10000}, "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+      "feed_forward": {"hidden_size": 64, "bias": false},
+      "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+    "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
+}
+
+// data_parallel: the train config's addition (kFsdp, kHsdp, kTp2Fsdp, kTp4; "" for DDP or one
+// process).
 TrainRun make_run(const std::shared_ptr<olm::distributed::ProcessGroup>& group = nullptr, const char* data_parallel = "",
-                  bool odd = false) {
+                  ModelKind kind = ModelKind::kDense) {
   TrainRun r;
-  r.model = std::make_shared<olm::Model>(odd ? odd_model_config() : dense_model_config(), "cpu", olm::ModelOptions{});
+  const auto config = kind == ModelKind::kOdd ? odd_model_config()
+                      : kind == ModelKind::kTp ? tp_model_config()
+                                               : dense_model_config();
+  r.model = std::make_shared<olm::Model>(config, "cpu", olm::ModelOptions{});
   r.trainer = std::make_unique<olm::train::Trainer>(r.model, train_config(data_parallel));
   const int64_t rank = group ? group->rank() : 0, world = group ? group->world_size() : 1;
   r.loader = std::make_unique<olm::data::DataLoader>(dataset(), 8, 3, rank, world);
@@ -147,8 +167,8 @@ const std::string& sharded(int world) {
 // An FSDP checkpoint written at step kSaveAt by `world` ranks, which trained on to kSteps
 // (their losses in <folder>/losses<r>.txt), with the parameters gathered right after the save
 // in <folder>/gathered.safetensors.
-// `variant` "_odd": the odd model (odd_model_config). `sharding` "hsdp": HSDP instead, as 2
-// replicas.
+// `variant` "_odd": the odd model (odd_model_config), "_tp": the tp model. `sharding` "hsdp":
+// HSDP instead, as 2 replicas; "tp2fsdp": TP 2 x FSDP 2 (full_state() in gathered.safetensors).
 const std::string& fsdp_sharded(int world, const std::string& variant = "", const std::string& sharding = "fsdp") {
   static std::map<std::string, std::string> folders;
   auto& f = folders[sharding + std::to_string(world) + variant];
@@ -168,8 +188,8 @@ const std::string& fsdp_sharded(int world, const std::string& variant = "", cons
   return f;
 }
 
-void expect_losses_match(const std::vector<double>& got, size_t first_step, const char* what) {
-  const auto& ref = reference();
+void expect_losses_match(const std::vector<double>& got, size_t first_step, const char* what,
+                         const std::vector<double>& ref = reference()) {
   ASSERT_EQ(got.size(), ref.size() - first_step) << what;
   double worst = 0;
   for (size_t i = 0; i < got.size(); ++i) {
@@ -393,7 +413,7 @@ TEST(FsdpCheckpoint, PaddedAndFrozenParametersResume) {
       model_elements += sh->numel;
     }
     EXPECT_EQ(embedding_shards, 2);
-    TrainRun fresh = make_run(nullptr, "", true);
+    TrainRun fresh = make_run(nullptr, "", ModelKind::kOdd);
     int64_t expected = 0;
     for (auto& p : fresh.model->module().named_state()) expected += p.tensor->numel();
     EXPECT_EQ(model_elements, expected);
@@ -417,7 +437,7 @@ TEST(FsdpCheckpoint, PaddedAndFrozenParametersResume) {
     ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
     expect_continues(read_losses(c.out), "padded/frozen model: FSDP saved at 4, FSDP resumed at 2");
   }
-  TrainRun r = make_run(nullptr, "", true);
+  TrainRun r = make_run(nullptr, "", ModelKind::kOdd);
   load_into(r, folder);
   expect_continues(train_steps(r, kSteps), "padded/frozen model: FSDP saved at 4, resumed in one process");
 }
@@ -474,6 +494,112 @@ TEST(FsdpCheckpoint, RankReadsOnlyTheShardsItNeeds) {
 
 // Rank 1 dies inside an FSDP save: rank 0 fails too, and the previous checkpoint stays the newest.
 TEST(FsdpCheckpoint, RankKilledMidSaveLeavesPreviousCheckpoint) { expect_crash_keeps_step10("fsdp_crash"); }
+
+// ---- tensor parallelism: every rank writes its slices (under FSDP its pieces of them), each
+// recorded with its place in the whole tensor, so any layout loads the checkpoint.
+
+// The tp model's uninterrupted single-process run.
+const std::vector<double>& tp_reference() {
+  static const std::vector<double> losses = [] {
+    TrainRun r = make_run(nullptr, "", ModelKind::kTp);
+    return train_steps(r, kSteps);
+  }();
+  return losses;
+}
+
+// Saved at step kSaveAt by TP 2 x FSDP 2 (4 ranks), which trained on to kSteps (losses in
+// <folder>/losses<r>.txt), with full_state() right after the save in <folder>/gathered.safetensors.
+const std::string& tp_sharded() { return fsdp_sharded(4, "_tp", "tp2fsdp"); }
+
+// `got` (steps kSaveAt+1..kSteps) against the uninterrupted TP 2 x FSDP 2 run and the one-process
+// run of the same model: 1e-5 relative, as every resume above.
+void expect_tp_continues(const std::vector<double>& got, const char* what) {
+  const auto uninterrupted = read_losses(tp_sharded() + "/losses0.txt");
+  ASSERT_EQ(uninterrupted.size(), static_cast<size_t>(kSteps));
+  ASSERT_EQ(got.size(), static_cast<size_t>(kSteps - kSaveAt)) << what;
+  double worst = 0, worst_single = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double want = uninterrupted[kSaveAt + i], single = tp_reference()[kSaveAt + i];
+    EXPECT_NEAR(got[i], want, 1e-5 * std::abs(want)) << what << ": step " << kSaveAt + i + 1;
+    EXPECT_NEAR(got[i], single, 1e-5 * std::abs(single)) << what << ": step " << kSaveAt + i + 1;
+    worst = std::max(worst, std::abs(got[i] - want) / std::abs(want));
+    worst_single = std::max(worst_single, std::abs(got[i] - single) / std::abs(single));
+  }
+  std::printf("[ ckpt ] %s: worst relative loss difference from the uninterrupted TP 2 x FSDP 2 run %.2e, "
+              "from one process %.2e\n", what, worst, worst_single);
+}
+
+void expect_tp_ranks_resume(int world, const std::string& mode, const char* what) {
+  for (auto& c : launch(world, mode, tp_sharded())) {
+    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
+    expect_tp_continues(read_losses(c.out), what);
+  }
+}
+
+TEST(TensorParallelCheckpoint, TpTwoFsdpTwoSavesSlicesOnce) {
+  const std::string folder = tp_sharded();
+  for (int r = 0; r < 4; ++r)
+    expect_losses_match(read_losses(folder + "/losses" + std::to_string(r) + ".txt"), 0,
+                        "TP 2 x FSDP 2, saving at step 10 on the way", tp_reference());
+  const std::string dir = folder + "/step" + std::to_string(kSaveAt);
+  const auto meta = olm::checkpoint::read_meta(dir);
+  EXPECT_EQ(meta.world_size, 4);
+  const std::string bytes = slurp(dir + "/" + olm::checkpoint::kMetaFile);
+  olm::fb::CheckpointMetaT native;
+  flatbuffers::GetRoot<olm::fb::CheckpointMeta>(bytes.data())->UnPackTo(&native);
+  // Every element once: the parameters, AdamW's two moments and one step per parameter.
+  TrainRun fresh = make_run(nullptr, "", ModelKind::kTp);
+  int64_t expected = 0;
+  for (auto& p : fresh.model->module().named_parameters()) expected += 3 * p.tensor->numel() + 1;
+  int64_t total = 0;
+  std::set<int> dims;
+  for (const auto& sh : native.shards) {
+    total += sh->numel;
+    dims.insert(sh->slice_dim);
+  }
+  EXPECT_EQ(total, expected);
+  EXPECT_TRUE(dims.count(0) && dims.count(1) && dims.count(-1)) << "slices along both dimensions and whole tensors";
+}
+
+TEST(TensorParallelCheckpoint, ResumesInOneProcess) {
+  TrainRun r = make_run(nullptr, "", ModelKind::kTp);
+  load_into(r, tp_sharded());
+  expect_tp_continues(train_steps(r, kSteps), "TP 2 x FSDP 2 saved, resumed in one process");
+}
+
+TEST(TensorParallelCheckpoint, ResumesUnderDdpTwo) {
+  expect_tp_ranks_resume(2, "resume_tp", "TP 2 x FSDP 2 saved, DDP resumed at 2 (TP 1)");
+}
+
+TEST(TensorParallelCheckpoint, ResumesUnderFsdpFour) {
+  expect_tp_ranks_resume(4, "fsdp_resume_tp", "TP 2 x FSDP 2 saved, FSDP resumed at 4");
+}
+
+TEST(TensorParallelCheckpoint, ResumesUnderTheSameLayout) {
+  expect_tp_ranks_resume(4, "tp2fsdp_resume_tp", "TP 2 x FSDP 2 saved, TP 2 x FSDP 2 resumed");
+}
+
+TEST(TensorParallelCheckpoint, ResumesUnderTpFour) {
+  expect_tp_ranks_resume(4, "tp4_resume_tp", "TP 2 x FSDP 2 saved, TP 4 resumed");
+}
+
+// What `olm convert` writes (the checkpoint restored in one process) is the whole model the
+// TP ranks held: full_state() gathers the slices without arithmetic, so bit for bit.
+TEST(TensorParallelCheckpoint, LoadsInOneProcessAsTheGatheredWeights) {
+  const std::string folder = tp_sharded();
+  TrainRun r = make_run(nullptr, "", ModelKind::kTp);
+  load_into(r, folder + "/step" + std::to_string(kSaveAt));
+  olm::io::SafetensorsFile gathered(folder + "/gathered.safetensors");
+  auto state = r.model->module().named_state();
+  ASSERT_EQ(gathered.entries().size(), state.size());
+  for (const auto& e : gathered.entries()) {
+    at::Tensor mine;
+    for (auto& p : state)
+      if (p.name == e.name) mine = *p.tensor;
+    ASSERT_TRUE(mine.defined()) << e.name;
+    EXPECT_TRUE(at::equal(gathered.read(e), mine)) << e.name;
+  }
+}
 
 // ---- validation: a damaged checkpoint is refused with the file or tensor named, and the
 // trainer is left as it was.
@@ -893,17 +1019,25 @@ int worker(const std::string& mode, const std::string& folder, const std::string
     }
     // fsdp_<mode>: the same with data_parallel "fsdp", the group joined before loading (each
     // rank then reads only its shards); fsdp_resume_late loads first, then shards.
-    // hsdp_<mode>: HSDP as 2 replicas. <mode>_odd: the odd model.
-    const bool odd = mode.size() > 4 && mode.substr(mode.size() - 4) == "_odd";
-    const std::string plain = odd ? mode.substr(0, mode.size() - 4) : mode;
-    const bool hsdp = plain.rfind("hsdp_", 0) == 0;
-    const bool fsdp = hsdp || plain.rfind("fsdp_", 0) == 0;
+    // hsdp_<mode>: HSDP as 2 replicas. tp2fsdp_<mode>: TP 2 x FSDP 2; tp4_<mode>: TP 4 (both
+    // join first). <mode>_odd: the odd model; <mode>_tp: the tp model.
+    auto suffix = [&](const std::string& s) { return mode.size() > s.size() && mode.substr(mode.size() - s.size()) == s; };
+    const ModelKind kind = suffix("_odd") ? ModelKind::kOdd : suffix("_tp") ? ModelKind::kTp : ModelKind::kDense;
+    const std::string plain = kind == ModelKind::kDense ? mode : mode.substr(0, mode.size() - (kind == ModelKind::kOdd ? 4 : 3));
+    const std::string layout = plain.substr(0, plain.find('_') + 1);
+    const std::map<std::string, const char*> layouts = {
+        {"fsdp_", kFsdp}, {"hsdp_", kHsdp}, {"tp2fsdp_", kTp2Fsdp}, {"tp4_", kTp4}};
+    const bool joined_first = layouts.count(layout) > 0;  // no layout prefix: DDP
+    const bool fsdp = layout == "fsdp_" || layout == "hsdp_" || layout == "tp2fsdp_";
     const bool late = plain == "fsdp_resume_late";
-    const std::string base = fsdp ? (late ? std::string("resume") : plain.substr(5)) : plain;
-    TrainRun r = make_run(group, hsdp ? kHsdp : fsdp ? kFsdp : "", odd);
-    if (base == "resume" && (!fsdp || late)) load_into(r, folder);
+    const std::string base = joined_first ? (late ? std::string("resume") : plain.substr(layout.size())) : plain;
+    TrainRun r = make_run(group, joined_first ? layouts.at(layout) : "", kind);
+    if (base == "resume" && (!joined_first || late)) load_into(r, folder);
     r.trainer->set_process_group(group);
-    if (base == "resume" && fsdp && !late) load_into(r, folder);
+    if (r.trainer->tensor_parallel())  // the ranks of one TP group read the same batches
+      r.loader = std::make_unique<olm::data::DataLoader>(dataset(), 8, 3, r.trainer->data_parallel_rank(),
+                                                         r.trainer->data_parallel_world_size());
+    if (base == "resume" && joined_first && !late) load_into(r, folder);
     if (base == "resume") {
       write_losses(train_steps(r, kSteps), out);
     } else {
@@ -911,10 +1045,9 @@ int worker(const std::string& mode, const std::string& folder, const std::string
       const auto pos = r.loader->position();
       const std::string dir = olm::checkpoint::save(*r.trainer, folder, {pos.epoch, pos.batch_in_epoch}, 5);
       if (fsdp && base == "save") {
-        r.trainer->gather_parameters();  // a collective
+        const auto whole = r.trainer->full_state();  // a collective: FSDP's shards and TP's slices gathered
         if (group->rank() == 0) {
-          std::vector<std::pair<std::string, at::Tensor>> state;
-          for (auto& p : r.model->module().named_state()) state.emplace_back(p.name, p.tensor->detach().clone());
+          std::vector<std::pair<std::string, at::Tensor>> state(whole.begin(), whole.end());
           olm::io::save_safetensors(folder + "/gathered.safetensors", state);
         }
         for (double l : train_steps(r, kSteps)) losses.push_back(l);
