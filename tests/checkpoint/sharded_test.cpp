@@ -1034,9 +1034,16 @@ int worker(const std::string& mode, const std::string& folder, const std::string
     TrainRun r = make_run(group, joined_first ? layouts.at(layout) : "", kind);
     if (base == "resume" && (!joined_first || late)) load_into(r, folder);
     r.trainer->set_process_group(group);
-    if (r.trainer->tensor_parallel())  // the ranks of one TP group read the same batches
+    if (layout.rfind("tp", 0) == 0) {
+      // Really split: this rank's embedding table is its slice of the vocabulary.
+      const int64_t degree = layout == "tp4_" ? 4 : 2;
+      olm::require(r.trainer->tensor_parallel() != nullptr &&
+                       r.model->module().named_state().front().tensor->size(0) == 52 / degree,
+                   olm::ErrorCode::kInternal, "the model is not split " + std::to_string(degree) + " ways");
+      // The ranks of one TP group read the same batches.
       r.loader = std::make_unique<olm::data::DataLoader>(dataset(), 8, 3, r.trainer->data_parallel_rank(),
                                                          r.trainer->data_parallel_world_size());
+    }
     if (base == "resume" && joined_first && !late) load_into(r, folder);
     if (base == "resume") {
       write_losses(train_steps(r, kSteps), out);
