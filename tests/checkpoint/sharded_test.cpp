@@ -57,6 +57,7 @@ struct TrainRun {
 constexpr char kFsdp[] = R"(, "data_parallel": {"name": "fsdp"})";
 constexpr char kHsdp[] = R"(, "data_parallel": {"name": "hsdp", "num_replicas": 2})";
 constexpr char kTp2Fsdp[] = R"(, "data_parallel": {"name": "fsdp"}, "tensor_parallel": {"degree": 2})";
+constexpr char kTp2[] = R"(, "tensor_parallel": {"degree": 2})";
 constexpr char kTp4[] = R"(, "tensor_parallel": {"degree": 4})";
 
 // kDense: dense_model_config. kOdd: odd_model_config. kTp: the dense model with a vocabulary
@@ -168,7 +169,7 @@ const std::string& sharded(int world) {
 // (their losses in <folder>/losses<r>.txt), with the parameters gathered right after the save
 // in <folder>/gathered.safetensors.
 // `variant` "_odd": the odd model (odd_model_config), "_tp": the tp model. `sharding` "hsdp":
-// HSDP instead, as 2 replicas; "tp2fsdp": TP 2 x FSDP 2 (full_state() in gathered.safetensors).
+// HSDP instead, as 2 replicas; "tp2fsdp": TP 2 x FSDP 2; "tp2": TP 2 x DDP 2.
 const std::string& fsdp_sharded(int world, const std::string& variant = "", const std::string& sharding = "fsdp") {
   static std::map<std::string, std::string> folders;
   auto& f = folders[sharding + std::to_string(world) + variant];
@@ -188,8 +189,10 @@ const std::string& fsdp_sharded(int world, const std::string& variant = "", cons
   return f;
 }
 
+// `ref`: the uninterrupted run's losses from step 1 (`against` names it).
 void expect_losses_match(const std::vector<double>& got, size_t first_step, const char* what,
-                         const std::vector<double>& ref = reference()) {
+                         const std::vector<double>& ref = reference(),
+                         const char* against = "one uninterrupted process") {
   ASSERT_EQ(got.size(), ref.size() - first_step) << what;
   double worst = 0;
   for (size_t i = 0; i < got.size(); ++i) {
@@ -197,8 +200,8 @@ void expect_losses_match(const std::vector<double>& got, size_t first_step, cons
     EXPECT_NEAR(got[i], want, 1e-5 * std::abs(want)) << what << ": step " << first_step + i + 1;
     worst = std::max(worst, std::abs(got[i] - want) / std::abs(want));
   }
-  std::printf("[ ckpt ] %s: steps %zu-%zu, worst relative loss difference from one uninterrupted process %.2e\n",
-              what, first_step + 1, ref.size(), worst);
+  std::printf("[ ckpt ] %s: steps %zu-%zu, worst relative loss difference from %s %.2e\n", what, first_step + 1,
+              ref.size(), against, worst);
 }
 
 // Resumes from `folder` in one process, or with `world` ranks in worker mode `mode`, and
@@ -511,6 +514,25 @@ const std::vector<double>& tp_reference() {
 // <folder>/losses<r>.txt), with full_state() right after the save in <folder>/gathered.safetensors.
 const std::string& tp_sharded() { return fsdp_sharded(4, "_tp", "tp2fsdp"); }
 
+// The tp model's checkpoint holds every element once: the parameters, AdamW's two moments and
+// one step per parameter, with slices along both dimensions and whole tensors.
+void expect_every_element_once(const std::string& dir) {
+  const std::string bytes = slurp(dir + "/" + olm::checkpoint::kMetaFile);
+  olm::fb::CheckpointMetaT native;
+  flatbuffers::GetRoot<olm::fb::CheckpointMeta>(bytes.data())->UnPackTo(&native);
+  TrainRun fresh = make_run(nullptr, "", ModelKind::kTp);
+  int64_t expected = 0;
+  for (auto& p : fresh.model->module().named_parameters()) expected += 3 * p.tensor->numel() + 1;
+  int64_t total = 0;
+  std::set<int> dims;
+  for (const auto& sh : native.shards) {
+    total += sh->numel;
+    dims.insert(sh->slice_dim);
+  }
+  EXPECT_EQ(total, expected);
+  EXPECT_TRUE(dims.count(0) && dims.count(1) && dims.count(-1)) << "slices along both dimensions and whole tensors";
+}
+
 // `got` (steps kSaveAt+1..kSteps) against the uninterrupted TP 2 x FSDP 2 run and the one-process
 // run of the same model: 1e-5 relative, as every resume above.
 void expect_tp_continues(const std::vector<double>& got, const char* what) {
@@ -542,23 +564,31 @@ TEST(TensorParallelCheckpoint, TpTwoFsdpTwoSavesSlicesOnce) {
     expect_losses_match(read_losses(folder + "/losses" + std::to_string(r) + ".txt"), 0,
                         "TP 2 x FSDP 2, saving at step 10 on the way", tp_reference());
   const std::string dir = folder + "/step" + std::to_string(kSaveAt);
-  const auto meta = olm::checkpoint::read_meta(dir);
-  EXPECT_EQ(meta.world_size, 4);
-  const std::string bytes = slurp(dir + "/" + olm::checkpoint::kMetaFile);
-  olm::fb::CheckpointMetaT native;
-  flatbuffers::GetRoot<olm::fb::CheckpointMeta>(bytes.data())->UnPackTo(&native);
-  // Every element once: the parameters, AdamW's two moments and one step per parameter.
-  TrainRun fresh = make_run(nullptr, "", ModelKind::kTp);
-  int64_t expected = 0;
-  for (auto& p : fresh.model->module().named_parameters()) expected += 3 * p.tensor->numel() + 1;
-  int64_t total = 0;
-  std::set<int> dims;
-  for (const auto& sh : native.shards) {
-    total += sh->numel;
-    dims.insert(sh->slice_dim);
+  EXPECT_EQ(olm::checkpoint::read_meta(dir).world_size, 4);
+  expect_every_element_once(dir);
+}
+
+// TP without FSDP: the ranks of each TP coordinate split its slices (DDP's contiguous runs);
+// saved at TP 2 x DDP 2, it resumes in one process and at TP 2 x FSDP 2, both continuing the
+// uninterrupted TP 2 x DDP 2 run (and the one-process run) within 1e-5 relative.
+TEST(TensorParallelCheckpoint, TpTwoDdpTwoSavesSlicesAndResumes) {
+  const std::string folder = fsdp_sharded(4, "_tp", "tp2");
+  for (int r = 0; r < 4; ++r)
+    expect_losses_match(read_losses(folder + "/losses" + std::to_string(r) + ".txt"), 0,
+                        "TP 2 x DDP 2, saving at step 10 on the way", tp_reference());
+  expect_every_element_once(folder + "/step" + std::to_string(kSaveAt));
+  const auto uninterrupted = read_losses(folder + "/losses0.txt");
+  auto expect_continues = [&](const std::vector<double>& got, const char* what) {
+    expect_losses_match(got, kSaveAt, what, uninterrupted, "the uninterrupted TP 2 x DDP 2 run");
+    expect_losses_match(got, kSaveAt, what, tp_reference());
+  };
+  TrainRun r = make_run(nullptr, "", ModelKind::kTp);
+  load_into(r, folder);
+  expect_continues(train_steps(r, kSteps), "TP 2 x DDP 2 saved, resumed in one process");
+  for (auto& c : launch(4, "tp2fsdp_resume_tp", folder)) {
+    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
+    expect_continues(read_losses(c.out), "TP 2 x DDP 2 saved, TP 2 x FSDP 2 resumed");
   }
-  EXPECT_EQ(total, expected);
-  EXPECT_TRUE(dims.count(0) && dims.count(1) && dims.count(-1)) << "slices along both dimensions and whole tensors";
 }
 
 TEST(TensorParallelCheckpoint, ResumesInOneProcess) {
@@ -1026,7 +1056,7 @@ int worker(const std::string& mode, const std::string& folder, const std::string
     const std::string plain = kind == ModelKind::kDense ? mode : mode.substr(0, mode.size() - (kind == ModelKind::kOdd ? 4 : 3));
     const std::string layout = plain.substr(0, plain.find('_') + 1);
     const std::map<std::string, const char*> layouts = {
-        {"fsdp_", kFsdp}, {"hsdp_", kHsdp}, {"tp2fsdp_", kTp2Fsdp}, {"tp4_", kTp4}};
+        {"fsdp_", kFsdp}, {"hsdp_", kHsdp}, {"tp2fsdp_", kTp2Fsdp}, {"tp2_", kTp2}, {"tp4_", kTp4}};
     const bool joined_first = layouts.count(layout) > 0;  // no layout prefix: DDP
     const bool fsdp = layout == "fsdp_" || layout == "hsdp_" || layout == "tp2fsdp_";
     const bool late = plain == "fsdp_resume_late";
@@ -1051,7 +1081,7 @@ int worker(const std::string& mode, const std::string& folder, const std::string
       auto losses = train_steps(r, kSaveAt);
       const auto pos = r.loader->position();
       const std::string dir = olm::checkpoint::save(*r.trainer, folder, {pos.epoch, pos.batch_in_epoch}, 5);
-      if (fsdp && base == "save") {
+      if (joined_first && base == "save") {
         const auto whole = r.trainer->full_state();  // a collective: FSDP's shards and TP's slices gathered
         if (group->rank() == 0) {
           std::vector<std::pair<std::string, at::Tensor>> state(whole.begin(), whole.end());
