@@ -58,6 +58,7 @@ constexpr char kFsdp[] = R"(, "data_parallel": {"name": "fsdp"})";
 constexpr char kHsdp[] = R"(, "data_parallel": {"name": "hsdp", "num_replicas": 2})";
 constexpr char kTp2Fsdp[] = R"(, "data_parallel": {"name": "fsdp"}, "tensor_parallel": {"degree": 2})";
 constexpr char kTp2[] = R"(, "tensor_parallel": {"degree": 2})";
+constexpr char kTp2Hsdp[] = R"(, "data_parallel": {"name": "hsdp", "num_replicas": 2}, "tensor_parallel": {"degree": 2})";
 constexpr char kTp4[] = R"(, "tensor_parallel": {"degree": 4})";
 
 // kDense: dense_model_config. kOdd: odd_model_config. kTp: the dense model with a vocabulary
@@ -169,7 +170,8 @@ const std::string& sharded(int world) {
 // (their losses in <folder>/losses<r>.txt), with the parameters gathered right after the save
 // in <folder>/gathered.safetensors.
 // `variant` "_odd": the odd model (odd_model_config), "_tp": the tp model. `sharding` "hsdp":
-// HSDP instead, as 2 replicas; "tp2fsdp": TP 2 x FSDP 2; "tp2": TP 2 x DDP 2.
+// HSDP instead, as 2 replicas; "tp2fsdp": TP 2 x FSDP 2; "tp2": TP 2 x DDP 2; "tp2hsdp": TP 2
+// x HSDP as 2 replicas of 1.
 const std::string& fsdp_sharded(int world, const std::string& variant = "", const std::string& sharding = "fsdp") {
   static std::map<std::string, std::string> folders;
   auto& f = folders[sharding + std::to_string(world) + variant];
@@ -589,6 +591,23 @@ TEST(TensorParallelCheckpoint, TpTwoDdpTwoSavesSlicesAndResumes) {
     ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
     expect_continues(read_losses(c.out), "TP 2 x DDP 2 saved, TP 2 x FSDP 2 resumed");
   }
+}
+
+// TP 2 x HSDP (2 replicas of 1): only the first replica writes its pieces of its slices, so the
+// checkpoint again holds every element once, and it resumes in one process.
+TEST(TensorParallelCheckpoint, TpTwoHsdpSavesTheFirstReplicaAndResumes) {
+  const std::string folder = fsdp_sharded(4, "_tp", "tp2hsdp");
+  const auto uninterrupted = read_losses(folder + "/losses0.txt");
+  for (int r = 0; r < 4; ++r)
+    expect_losses_match(read_losses(folder + "/losses" + std::to_string(r) + ".txt"), 0,
+                        "TP 2 x HSDP 2x1, saving at step 10 on the way", tp_reference());
+  expect_every_element_once(folder + "/step" + std::to_string(kSaveAt));
+  TrainRun r = make_run(nullptr, "", ModelKind::kTp);
+  load_into(r, folder);
+  const auto got = train_steps(r, kSteps);
+  expect_losses_match(got, kSaveAt, "TP 2 x HSDP 2x1 saved, resumed in one process", uninterrupted,
+                      "the uninterrupted TP 2 x HSDP 2x1 run");
+  expect_losses_match(got, kSaveAt, "TP 2 x HSDP 2x1 saved, resumed in one process", tp_reference());
 }
 
 TEST(TensorParallelCheckpoint, ResumesInOneProcess) {
@@ -1056,9 +1075,9 @@ int worker(const std::string& mode, const std::string& folder, const std::string
     const std::string plain = kind == ModelKind::kDense ? mode : mode.substr(0, mode.size() - (kind == ModelKind::kOdd ? 4 : 3));
     const std::string layout = plain.substr(0, plain.find('_') + 1);
     const std::map<std::string, const char*> layouts = {
-        {"fsdp_", kFsdp}, {"hsdp_", kHsdp}, {"tp2fsdp_", kTp2Fsdp}, {"tp2_", kTp2}, {"tp4_", kTp4}};
+        {"fsdp_", kFsdp},  {"hsdp_", kHsdp}, {"tp2fsdp_", kTp2Fsdp}, {"tp2hsdp_", kTp2Hsdp},
+        {"tp2_", kTp2}, {"tp4_", kTp4}};
     const bool joined_first = layouts.count(layout) > 0;  // no layout prefix: DDP
-    const bool fsdp = layout == "fsdp_" || layout == "hsdp_" || layout == "tp2fsdp_";
     const bool late = plain == "fsdp_resume_late";
     const std::string base = joined_first ? (late ? std::string("resume") : plain.substr(layout.size())) : plain;
     TrainRun r = make_run(group, joined_first ? layouts.at(layout) : "", kind);
