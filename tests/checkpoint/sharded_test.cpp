@@ -58,7 +58,8 @@ constexpr char kFsdp[] = R"(, "data_parallel": {"name": "fsdp"})";
 constexpr char kHsdp[] = R"(, "data_parallel": {"name": "hsdp", "num_replicas": 2})";
 constexpr char kTp2Fsdp[] = R"(, "data_parallel": {"name": "fsdp"}, "tensor_parallel": {"degree": 2})";
 constexpr char kTp2[] = R"(, "tensor_parallel": {"degree": 2})";
-constexpr char kTp2Hsdp[] = R"(, "data_parallel": {"name": "hsdp", "num_replicas": 2}, "tensor_parallel": {"degree": 2})";
+constexpr char kTp2Hsdp[] =
+    R"(, "data_parallel": {"name": "hsdp", "num_replicas": 2}, "tensor_parallel": {"degree": 2})";
 constexpr char kTp4[] = R"(, "tensor_parallel": {"degree": 4})";
 
 // kDense: dense_model_config. kOdd: odd_model_config. kTp: the dense model with a vocabulary
@@ -1070,9 +1071,12 @@ int worker(const std::string& mode, const std::string& folder, const std::string
     // rank then reads only its shards); fsdp_resume_late loads first, then shards.
     // hsdp_<mode>: HSDP as 2 replicas. tp2fsdp_<mode>: TP 2 x FSDP 2; tp4_<mode>: TP 4 (both
     // join first). <mode>_odd: the odd model; <mode>_tp: the tp model.
-    auto suffix = [&](const std::string& s) { return mode.size() > s.size() && mode.substr(mode.size() - s.size()) == s; };
-    const ModelKind kind = suffix("_odd") ? ModelKind::kOdd : suffix("_tp") ? ModelKind::kTp : ModelKind::kDense;
-    const std::string plain = kind == ModelKind::kDense ? mode : mode.substr(0, mode.size() - (kind == ModelKind::kOdd ? 4 : 3));
+    auto ends_with = [&](const std::string& s) {
+      return mode.size() > s.size() && mode.compare(mode.size() - s.size(), s.size(), s) == 0;
+    };
+    const ModelKind kind = ends_with("_odd") ? ModelKind::kOdd : ends_with("_tp") ? ModelKind::kTp : ModelKind::kDense;
+    const size_t suffix = kind == ModelKind::kOdd ? 4 : kind == ModelKind::kTp ? 3 : 0;
+    const std::string plain = mode.substr(0, mode.size() - suffix);
     const std::string layout = plain.substr(0, plain.find('_') + 1);
     const std::map<std::string, const char*> layouts = {
         {"fsdp_", kFsdp},  {"hsdp_", kHsdp}, {"tp2fsdp_", kTp2Fsdp}, {"tp2hsdp_", kTp2Hsdp},
