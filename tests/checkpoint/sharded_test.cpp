@@ -633,6 +633,33 @@ TEST(TensorParallelCheckpoint, ResumesUnderTpFour) {
   expect_tp_ranks_resume(4, "tp4_resume_tp", "TP 2 x FSDP 2 saved, TP 4 resumed");
 }
 
+// Shard-local loading under TP: resumed in the layout that saved it, world rank 0 (TP rank 0,
+// FSDP rank 0) needs only what it wrote itself (its pieces of its slices, of the replicated
+// parameters, and the steps of the parameters whose first piece it holds), so it resumes
+// from a copy holding only rank0.safetensors while the others read the intact checkpoint.
+TEST(TensorParallelCheckpoint, RankReadsOnlyTheShardsItNeeds) {
+  const std::string original = tp_sharded();
+  const std::string dir = olm::testing::temp_dir("tp_local") + "/step" + std::to_string(kSaveAt);
+  ASSERT_EQ(std::system(("cp -r '" + original + "/step" + std::to_string(kSaveAt) + "' '" + dir + "'").c_str()), 0);
+  for (int r = 1; r < 4; ++r) ASSERT_EQ(::unlink((dir + "/rank" + std::to_string(r) + ".safetensors").c_str()), 0);
+  LaunchOptions options;
+  const auto children = olm_dist_testing::launch(4, "dist_ckpt", [&](const Child& c) {
+    return std::vector<std::string>{"tp2fsdp_resume_tp", c.rank == 0 ? dir : original, c.out};
+  }, options);
+  for (auto& c : children) {
+    ASSERT_TRUE(exited_ok(c)) << slurp(c.log);
+    expect_tp_continues(read_losses(c.out), "TP 2 x FSDP 2 resumed, rank 0 with rank0.safetensors only");
+  }
+  // World rank 1 (TP rank 1) needs the replicated parameters TP rank 0's ranks wrote: given
+  // the copy, it fails naming the missing file, and every rank fails with nothing loaded.
+  const auto failing = olm_dist_testing::launch(4, "dist_ckpt", [&](const Child& c) {
+    return std::vector<std::string>{"tp2fsdp_resume_tp", c.rank == 1 ? dir : original, c.out};
+  }, options);
+  for (auto& c : failing) EXPECT_FALSE(exited_ok(c)) << c.rank;
+  EXPECT_THAT(slurp(failing[1].log), ::testing::HasSubstr("safetensors' is missing"));
+  EXPECT_THAT(slurp(failing[0].log), ::testing::HasSubstr("another rank failed to read it"));
+}
+
 // What `olm convert` writes (the checkpoint restored in one process) is the whole model the
 // TP ranks held: full_state() gathers the slices without arithmetic, so bit for bit.
 TEST(TensorParallelCheckpoint, LoadsInOneProcessAsTheGatheredWeights) {
