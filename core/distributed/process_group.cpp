@@ -472,6 +472,7 @@ DeviceMesh DeviceMesh::build(const std::shared_ptr<ProcessGroup>& world, const s
           "device mesh: " + shape + " is " + std::to_string(product) + " ranks, not world_size " +
               std::to_string(world->world_size()));
   DeviceMesh mesh;
+  mesh.world_ = world;
   mesh.dims_ = dims;
   // Row-major coordinates of this rank, and the stride of each dimension.
   std::vector<int64_t> stride(dims.size(), 1);
@@ -485,6 +486,22 @@ DeviceMesh DeviceMesh::build(const std::shared_ptr<ProcessGroup>& world, const s
     mesh.groups_.push_back(world->new_subgroup(dims[d].name + "/" + std::to_string(first), ranks));
   }
   return mesh;
+}
+
+std::shared_ptr<ProcessGroup> DeviceMesh::flatten(const std::vector<std::string>& names, const std::string& name) {
+  std::vector<bool> flattened(dims_.size(), false);
+  for (const auto& n : names) flattened[index(n)] = true;
+  std::vector<int64_t> stride(dims_.size(), 1);
+  for (size_t d = dims_.size() - 1; d-- > 0;) stride[d] = stride[d + 1] * dims_[d + 1].size;
+  std::vector<int64_t> ranks;
+  for (int64_t r = 0; r < world_->world_size(); ++r) {
+    bool same = true;
+    for (size_t d = 0; d < dims_.size() && same; ++d)
+      same = flattened[d] || r / stride[d] % dims_[d].size == coordinates_[d];
+    if (same) ranks.push_back(r);
+  }
+  groups_.push_back(world_->new_subgroup(name + "/" + std::to_string(ranks.front()), ranks));
+  return groups_.back();
 }
 
 size_t DeviceMesh::index(const std::string& name) const {

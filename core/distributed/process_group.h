@@ -148,9 +148,16 @@ class DeviceMesh {
   int64_t coordinate(const std::string& name) const;
   const std::shared_ptr<ProcessGroup>& group(const std::string& name) const;
   const std::vector<std::shared_ptr<ProcessGroup>>& groups() const { return groups_; }
+  // A collective over the world (every rank calls it with the same names, in the same order
+  // as its other flatten calls): the sub-group of the ranks sharing this rank's coordinates in
+  // every dimension but `names`, ordered row-major over those (DeviceMesh's _flatten, as
+  // OLMo-core's "dp_cp" for the gradient reduction of data and context parallelism). Its
+  // rank is this rank's row-major coordinate over `names`; groups() lists it after the dims'.
+  std::shared_ptr<ProcessGroup> flatten(const std::vector<std::string>& names, const std::string& name);
 
  private:
   size_t index(const std::string& name) const;
+  std::shared_ptr<ProcessGroup> world_;
   std::vector<MeshDim> dims_;
   std::vector<int64_t> coordinates_;
   std::vector<std::shared_ptr<ProcessGroup>> groups_;
