@@ -157,6 +157,22 @@ void Trainer::set_process_group(std::shared_ptr<distributed::ProcessGroup> group
   require(!tp_, ErrorCode::kInvalidArgument,
           "process group: the model is split by tensor parallelism over the current group, whose trainer keeps "
           "it (save a checkpoint and load it into a new trainer to change the layout)");
+  if (group) {
+    // The layout is checked before anything changes: a refused group leaves the trainer as it was.
+    const TrainSpec& spec = config_.spec();
+    const int64_t world = group->world_size();
+    const int64_t tp = spec.tp_degree, cp = spec.cp_degree;
+    require(world % (tp * cp) == 0, ErrorCode::kInvalidConfig,
+            "tensor_parallel.degree x context_parallel.degree = " + std::to_string(tp) + " x " + std::to_string(cp) +
+                " does not divide world_size " + std::to_string(world));
+    const int64_t dp = world / (tp * cp);
+    require(spec.global_batch_instances() % dp == 0, ErrorCode::kInvalidConfig,
+            "global_batch_size: " + std::to_string(spec.global_batch_instances()) +
+                " instances do not divide evenly over " +
+                (dp == world ? "world_size " + std::to_string(world)
+                             : std::to_string(dp) + " data-parallel ranks (world_size " + std::to_string(world) +
+                                   " / (context_parallel.degree x tensor_parallel.degree))"));
+  }
   ddp_.reset();
   if (fsdp_) {
     // Back to full float32 parameters on every rank (a collective on the old group).
@@ -169,6 +185,7 @@ void Trainer::set_process_group(std::shared_ptr<distributed::ProcessGroup> group
     model_->module().apply_context_parallel(nullptr);
     cp_.reset();
   }
+  cp_group_.reset();
   mesh_groups_.clear();
   batch_group_.reset();
   dp_rank_ = 0;
@@ -178,16 +195,7 @@ void Trainer::set_process_group(std::shared_ptr<distributed::ProcessGroup> group
   const TrainSpec& spec = config_.spec();
   const int64_t world = group_->world_size();
   const int64_t tp = spec.tp_degree, cp = spec.cp_degree;
-  require(world % (tp * cp) == 0, ErrorCode::kInvalidConfig,
-          "tensor_parallel.degree x context_parallel.degree = " + std::to_string(tp) + " x " + std::to_string(cp) +
-              " does not divide world_size " + std::to_string(world));
   const int64_t dp = world / (tp * cp);
-  require(spec.global_batch_instances() % dp == 0, ErrorCode::kInvalidConfig,
-          "global_batch_size: " + std::to_string(spec.global_batch_instances()) +
-              " instances do not divide evenly over " +
-              (dp == world ? "world_size " + std::to_string(world)
-                           : std::to_string(dp) + " data-parallel ranks (world_size " + std::to_string(world) +
-                                 " / (context_parallel.degree x tensor_parallel.degree))"));
   batch_group_ = group_;
   dp_rank_ = group_->rank();
   dp_world_ = dp;
@@ -220,7 +228,7 @@ void Trainer::set_process_group(std::shared_ptr<distributed::ProcessGroup> group
       shard_group = mesh.flatten({"dp_shard", "cp"}, "dp_shard_cp");
       replicate_group = mesh.group("dp_replicate");
       mesh_groups_ = mesh.groups();
-      if (cp > 1) cp_ = std::make_shared<distributed::ContextParallelGroup>(mesh.group("cp"), context_parallel_style(spec));
+      if (cp > 1) cp_group_ = mesh.group("cp");
       if (tp > 1) apply_tensor_parallel(mesh.group("tp"));
     }
   } else if (tp * cp > 1) {
@@ -229,10 +237,13 @@ void Trainer::set_process_group(std::shared_ptr<distributed::ProcessGroup> group
     if (tp > 1) batch_group_ = mesh.flatten({spec.sharded() ? "dp_shard" : "dp_replicate", "cp"}, "dp_cp");
     shard_group = batch_group_;
     mesh_groups_ = mesh.groups();
-    if (cp > 1) cp_ = std::make_shared<distributed::ContextParallelGroup>(mesh.group("cp"), context_parallel_style(spec));
+    if (cp > 1) cp_group_ = mesh.group("cp");
     if (tp > 1) apply_tensor_parallel(mesh.group("tp"));
   }
-  if (cp_) model_->module().apply_context_parallel(cp_);
+  if (cp_group_) {
+    cp_ = std::make_shared<distributed::ContextParallelGroup>(cp_group_, context_parallel_style(spec));
+    model_->module().apply_context_parallel(cp_);
+  }
   if (spec.sharded()) {
     distributed::FsdpOptions options;
     options.param_dtype = spec.dp_param_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;

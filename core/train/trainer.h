@@ -83,6 +83,8 @@ class Trainer {
   // this rank's TP coordinate (data x context parallelism; the whole group without TP).
   const std::shared_ptr<distributed::ProcessGroup>& tensor_parallel_group() const { return tp_group_; }
   const std::shared_ptr<distributed::ProcessGroup>& batch_group() const { return batch_group_; }
+  // The mesh's CP group (NULL without context parallelism).
+  const std::shared_ptr<distributed::ProcessGroup>& context_parallel_group() const { return cp_group_; }
 
   // One optimizer step on a batch of input_ids (B, sequence_length), B*L = global_batch_size
   // (divided by world_size with a process group: this rank's part of the global batch).
@@ -128,6 +130,7 @@ class Trainer {
   std::shared_ptr<distributed::TensorParallelGroup> tp_;
   std::shared_ptr<distributed::ProcessGroup> tp_group_;
   std::shared_ptr<distributed::ContextParallelGroup> cp_;
+  std::shared_ptr<distributed::ProcessGroup> cp_group_;
   // Names of the parameters every TP rank holds whole: their gradients are partial sums over
   // the TP group (sequence parallelism), and count once in the gradient norm.
   std::set<std::string> tp_replicated_;
