@@ -21,7 +21,7 @@ at::Tensor all_gather_along(ProcessGroup& g, const at::Tensor& x, int64_t dim) {
   std::vector<int64_t> stacked_shape{n};
   for (auto s : input.sizes()) stacked_shape.push_back(s);
   auto stacked = at::empty(stacked_shape, input.options());
-  g.all_gather_into_async(stacked, input)->wait();
+  g.all_gather_into_async(stacked.view({-1}), input.view({-1}))->wait();  // flat: Gloo checks shapes
   // (n, ..., d, ...) -> (..., n, d, ...) -> (..., n * d, ...)
   auto moved = stacked.movedim(0, dim);
   std::vector<int64_t> shape(input.sizes().begin(), input.sizes().end());
@@ -42,7 +42,8 @@ at::Tensor reduce_scatter_along(ProcessGroup& g, const at::Tensor& x, int64_t di
   const auto blocks = on_comm(g, x.reshape(split_shape).movedim(dim, 0));
   std::vector<int64_t> out_shape(blocks.sizes().begin() + 1, blocks.sizes().end());
   auto out = at::empty(out_shape, blocks.options());
-  g.reduce_scatter_sum_async(out, blocks)->wait();
+  // Flat, as Gloo checks the leading dimensions (input's = size x output's).
+  g.reduce_scatter_sum_async(out.view({-1}), blocks.view({-1}))->wait();
   return out.to(x.device());
 }
 

@@ -47,7 +47,7 @@ at::Tensor LayerNorm::forward(const at::Tensor& input) const {
 
 at::Tensor LayerNorm::forward_split(const at::Tensor& input) const {
   const auto og_dtype = input.scalar_type();
-  const double n = static_cast<double>(size_ * tp_->size());
+  const double n = static_cast<double>(size_);  // the whole projection's features, over the group
   if (spec_.name == "l2_norm")
     return input / tp_->all_reduce_sum(input.to(at::kFloat).pow(2).sum(-1, true)).sqrt().to(og_dtype);
   const at::Tensor x = spec_.full_precision ? input.to(at::kFloat) : input;

@@ -16,7 +16,7 @@ class LayerNorm : public Module {
   at::Tensor forward(const at::Tensor& x) const;
 
   // Tensor parallelism for a norm over a split projection (QK-norm over all heads): this rank
-  // holds `size` of the tp->size() * size features, its weight and bias are its slice, and the
+  // holds size / tp->size() of the `size` features, its weight and bias are its slice, and the
   // statistics (mean square; mean and variance) are taken over the whole across the group.
   // NULL reverts to a local norm.
   void set_tensor_parallel(std::shared_ptr<TensorParallel> tp) { tp_ = std::move(tp); }
