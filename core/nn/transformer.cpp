@@ -78,6 +78,94 @@ void Transformer::apply_context_parallel(const std::shared_ptr<ContextParallel>&
   cp_ = cp;
 }
 
+void Transformer::apply_tensor_parallel(const std::shared_ptr<TensorParallel>& tp) {
+  require(tp != nullptr, ErrorCode::kInvalidArgument, "apply_tensor_parallel: tp is NULL");
+  require(!tp_, ErrorCode::kInvalidArgument, "apply_tensor_parallel: tensor parallelism is applied already");
+  const int64_t degree = tp->size();
+  require(degree >= 1 && tp->rank() >= 0 && tp->rank() < degree, ErrorCode::kInvalidArgument,
+          "apply_tensor_parallel: rank " + std::to_string(tp->rank()) + " of size " + std::to_string(degree));
+  const std::string why = " cannot be combined with tensor parallelism";
+  require(!spec_.normalized, ErrorCode::kInvalidConfig, "name: normalized" + why);
+  require(spec_.vocab_size % degree == 0, ErrorCode::kInvalidConfig,
+          "vocab_size: " + std::to_string(spec_.vocab_size) + " does not split over tensor_parallel.degree " +
+              std::to_string(degree));
+  // Every check (the modules' splits throw) before anything changes.
+  std::vector<std::pair<std::string, int64_t>> split_dims{{"embeddings.weight", 0}};
+  auto add = [&](const std::string& prefix, const std::vector<TensorParallelSplit>& splits) {
+    for (const auto& s : splits) split_dims.emplace_back(prefix + s.name, s.dim);
+  };
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const std::string field = "blocks[" + std::to_string(i) + "].", name = "blocks." + std::to_string(i) + ".";
+    auto& block = *blocks_[i];
+    require(!block.gated_delta_net(), ErrorCode::kInvalidConfig, field + "sequence_mixer: gated_delta_net" + why);
+    require(!block.feed_forward_moe(), ErrorCode::kInvalidConfig, field + "feed_forward_moe" + why);
+    try {
+      add(name + "attention.", block.attention().tensor_parallel_splits(degree));
+      add(name + "feed_forward.", block.feed_forward()->tensor_parallel_splits(degree));
+    } catch (const olm::Error& e) {
+      throw olm::Error(e.code(), field + e.what());
+    }
+  }
+  add("lm_head.", lm_head_->tensor_parallel_splits(degree));
+
+  std::vector<TensorParallelSlice> layout;
+  auto params = named_parameters();
+  for (auto& p : params) {
+    TensorParallelSlice slice{p.name, -1, p.tensor->sizes().vec()};
+    for (const auto& [name, dim] : split_dims)
+      if (name == p.name) slice.dim = dim;
+    if (slice.dim >= 0) {
+      require(slice.full_shape[static_cast<size_t>(slice.dim)] % degree == 0, ErrorCode::kInternal,
+              p.name + ": dimension " + std::to_string(slice.dim) + " does not split over " + std::to_string(degree));
+      slice.length = slice.full_shape[static_cast<size_t>(slice.dim)] / degree;
+    }
+    layout.push_back(std::move(slice));
+  }
+  at::NoGradGuard no_grad;
+  for (size_t i = 0; i < params.size(); ++i) {
+    const auto& slice = layout[i];
+    if (slice.dim < 0) continue;
+    at::Tensor& t = *params[i].tensor;
+    const bool requires_grad = t.requires_grad();
+    at::Tensor mine = t.detach().narrow(slice.dim, tp->rank() * slice.length, slice.length).clone();
+    mine.set_requires_grad(requires_grad);
+    t = mine;
+  }
+  for (auto& block : blocks_) {
+    block->attention().set_tensor_parallel(tp);
+    block->feed_forward()->set_tensor_parallel(tp);
+  }
+  lm_head_->set_tensor_parallel(tp);
+  tp_layout_ = std::move(layout);
+  tp_ = tp;
+}
+
+std::vector<TensorParallelSlice> Transformer::tensor_parallel_slices(int64_t rank) const {
+  const int64_t degree = tp_ ? tp_->size() : 1;
+  require(rank >= 0 && rank < degree, ErrorCode::kInvalidArgument,
+          "tensor_parallel_slices: rank " + std::to_string(rank) + " is outside the TP group of size " +
+              std::to_string(degree));
+  std::vector<TensorParallelSlice> out;
+  if (!tp_) {
+    for (auto& p : const_cast<Transformer*>(this)->named_parameters())
+      out.push_back({p.name, -1, p.tensor->sizes().vec()});
+    return out;
+  }
+  for (auto slice : tp_layout_) {
+    if (slice.dim >= 0) slice.start = rank * slice.length;
+    out.push_back(std::move(slice));
+  }
+  return out;
+}
+
+at::Tensor Transformer::embed_tensor_parallel(const at::Tensor& input_ids) const {
+  const int64_t rows = embeddings_.size(0), first = tp_->rank() * rows;
+  const auto local = input_ids - first;
+  const auto here = local.ge(0).logical_and(local.lt(rows));
+  auto partial = at::embedding(embeddings_, local.clamp(0, rows - 1)) * here.unsqueeze(-1).to(embeddings_.scalar_type());
+  return tp_->reduce_scatter_sequence(partial);
+}
+
 void Transformer::normalize_matrices() {
   at::NoGradGuard no_grad;
   embeddings_.copy_(l2_normalize(embeddings_, -1));
@@ -87,16 +175,30 @@ void Transformer::normalize_matrices() {
 
 at::Tensor Transformer::hidden_states(const at::Tensor& input_ids, std::vector<KVCache>* caches,
                                       const at::Tensor& doc_positions, MoEAuxLosses* aux) const {
-  auto h = at::embedding(embeddings_, input_ids);
+  // Under TP (sequence parallelism) h holds this rank's contiguous shard of the sequence,
+  // tokens [first, first + length) of each row.
+  int64_t first = 0, length = input_ids.size(1);
+  at::Tensor h;
+  if (tp_) {
+    require(caches == nullptr, ErrorCode::kInvalidArgument, "caches: KV caches cannot be combined with tensor parallelism");
+    require(input_ids.dim() == 2 && input_ids.size(1) % tp_->size() == 0, ErrorCode::kInvalidArgument,
+            "input_ids: the sequence length must be a multiple of the tensor-parallel degree " +
+                std::to_string(tp_->size()) + " (shape " + c10::str(input_ids.sizes()) + ")");
+    length /= tp_->size();
+    first = tp_->rank() * length;
+    h = embed_tensor_parallel(input_ids);
+  } else {
+    h = at::embedding(embeddings_, input_ids);
+  }
   if (spec_.embed_scale) h = h * *spec_.embed_scale;
   if (const auto& pe = spec_.position_embedding) {
     // Each token's position: inside its document, else after the cached ones.
-    const int64_t start = caches && !caches->empty() ? (*caches)[0].length : 0;
+    const int64_t start = caches && !caches->empty() ? (*caches)[0].length : first;
     const at::Tensor positions =
-        doc_positions.defined() ? doc_positions.to(input_ids.device())
-                                : at::arange(start, start + input_ids.size(1), input_ids.options().dtype(at::kLong));
+        doc_positions.defined() ? doc_positions.to(input_ids.device()).slice(1, first, first + length)
+                                : at::arange(start, start + length, input_ids.options().dtype(at::kLong));
     if (position_embeddings_) {
-      const int64_t last = doc_positions.defined() ? positions.max().item<int64_t>() : start + input_ids.size(1) - 1;
+      const int64_t last = doc_positions.defined() ? positions.max().item<int64_t>() : start + length - 1;
       require(last < pe->max_sequence_length, ErrorCode::kInvalidArgument,
               "input_ids: position " + std::to_string(last) + " is beyond position_embedding.max_sequence_length (" +
                   std::to_string(pe->max_sequence_length) + ")");
