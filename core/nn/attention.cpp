@@ -41,13 +41,15 @@ Attention::Attention(int64_t d_model, const AttentionSpec& spec, std::shared_ptr
   if (spec.alibi) alibi_slopes_ = alibi_slopes(spec.n_heads);
 }
 
+void Attention::check_context_parallel() const {
+  const std::string why = " cannot be combined with context parallelism";
+  require(spec_.backend != "explicit", ErrorCode::kInvalidConfig, "attention.backend: explicit" + why);
+  require(!spec_.alibi, ErrorCode::kInvalidConfig, "attention.alibi" + why);
+  require(spec_.dropout == 0.0, ErrorCode::kInvalidConfig, "attention.dropout > 0" + why);
+}
+
 void Attention::set_context_parallel(std::shared_ptr<ContextParallel> cp) {
-  if (cp) {
-    const std::string why = " cannot be combined with context parallelism";
-    require(spec_.backend != "explicit", ErrorCode::kInvalidConfig, "attention.backend: explicit" + why);
-    require(!spec_.alibi, ErrorCode::kInvalidConfig, "attention.alibi" + why);
-    require(spec_.dropout == 0.0, ErrorCode::kInvalidConfig, "attention.dropout > 0" + why);
-  }
+  if (cp) check_context_parallel();
   cp_ = std::move(cp);
 }
 

@@ -53,6 +53,7 @@ class Attention : public Module {
   // attention field that cannot be split over the sequence (the explicit backend's soft-cap,
   // ALiBi, dropout); NULL reverts.
   void set_context_parallel(std::shared_ptr<ContextParallel> cp);
+  void check_context_parallel() const;  // set_context_parallel's refusals, changing nothing
 
   // Tensor parallelism (OLMo-core's apply_tp for attention): the parameters split over
   // `degree` ranks, named below this module: w_q (and its bias) by heads; w_k and w_v by heads

@@ -66,15 +66,15 @@ void Transformer::apply_context_parallel(const std::shared_ptr<ContextParallel>&
               block + ".sequence_mixer: gated_delta_net cannot be combined with context parallelism");
       require(!blocks_[i]->feed_forward_moe(), ErrorCode::kInvalidConfig,
               block + ".feed_forward_moe cannot be combined with context parallelism");
+      try {
+        blocks_[i]->attention().check_context_parallel();
+      } catch (const olm::Error& e) {
+        throw olm::Error(e.code(), block + "." + e.what());
+      }
     }
   }
-  for (size_t i = 0; i < blocks_.size(); ++i) {
-    try {
-      blocks_[i]->attention().set_context_parallel(cp);
-    } catch (const olm::Error& e) {
-      throw olm::Error(e.code(), "blocks[" + std::to_string(i) + "]." + e.what());
-    }
-  }
+  // Checked above for every block first, so a refusal changes nothing.
+  for (auto& block : blocks_) block->attention().set_context_parallel(cp);
   cp_ = cp;
 }
 

@@ -172,6 +172,18 @@ void Trainer::set_process_group(std::shared_ptr<distributed::ProcessGroup> group
                 (dp == world ? "world_size " + std::to_string(world)
                              : std::to_string(dp) + " data-parallel ranks (world_size " + std::to_string(world) +
                                    " / (context_parallel.degree x tensor_parallel.degree))"));
+    if (spec.cp_style == "ulysses" && cp > 1) {
+      // Ulysses trades sequence shards for head shards: each rank's heads (after TP's split)
+      // must divide over the CP group.
+      const auto& blocks = model_->config().spec().blocks;
+      for (size_t i = 0; i < blocks.size(); ++i) {
+        const int64_t heads = blocks[i].attention.n_heads;
+        require(heads % tp != 0 || (heads / tp) % cp == 0, ErrorCode::kInvalidConfig,
+                "blocks[" + std::to_string(i) + "].attention.n_heads: " + std::to_string(heads) +
+                    (tp > 1 ? " heads / tensor_parallel.degree " + std::to_string(tp) : std::string(" heads")) +
+                    " do not split over context_parallel.degree " + std::to_string(cp) + " (Ulysses splits heads)");
+      }
+    }
   }
   ddp_.reset();
   if (fsdp_) {
@@ -181,17 +193,32 @@ void Trainer::set_process_group(std::shared_ptr<distributed::ProcessGroup> group
     optimizer_ = make_optimizer(config_.spec().optimizer, params_);
     install_block_runner();
   }
-  if (cp_) {
-    model_->module().apply_context_parallel(nullptr);
-    cp_.reset();
+  detach_mesh();
+  group_ = std::move(group);
+  if (!group_) return;
+  try {
+    attach_mesh();
+  } catch (...) {
+    // The model refused the split (heads, hidden size or vocabulary that do not divide, a
+    // block kind that cannot be split): before any change to it, so only the groups go.
+    detach_mesh();
+    group_.reset();
+    throw;
   }
+}
+
+void Trainer::detach_mesh() {
+  if (cp_) model_->module().apply_context_parallel(nullptr);
+  cp_.reset();
   cp_group_.reset();
+  tp_group_.reset();
   mesh_groups_.clear();
   batch_group_.reset();
   dp_rank_ = 0;
   dp_world_ = 1;
-  group_ = std::move(group);
-  if (!group_) return;
+}
+
+void Trainer::attach_mesh() {
   const TrainSpec& spec = config_.spec();
   const int64_t world = group_->world_size();
   const int64_t tp = spec.tp_degree, cp = spec.cp_degree;

@@ -138,6 +138,10 @@ class Trainer {
   // Splits the model over tp_ (after a broadcast of the full weights over the TP group), keeping
   // each parameter's slice of any optimizer state already restored.
   void apply_tensor_parallel(std::shared_ptr<distributed::ProcessGroup> tp_group);
+  // set_process_group's halves: the mesh over group_ (its sub-groups, CP and TP applied to the
+  // model, DDP or FSDP), and dropping the mesh's groups and context parallelism.
+  void attach_mesh();
+  void detach_mesh();
   // Context parallelism: this rank's part of every sequence (the load balancer's layout), with
   // each token's position in its document (its position in the row without documents), as the
   // attention needs to mask and rotate it.
