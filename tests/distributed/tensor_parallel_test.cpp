@@ -83,6 +83,11 @@ constexpr int64_t kBatch = 2, kSeq = 8;
 std::unique_ptr<olm::nn::Transformer> build(const olm::Config& config) {
   auto model = std::make_unique<olm::nn::Transformer>(config.spec());
   olm::nn::init_weights(*model);
+  // Biases start at zero and norm weights at one, where a bias added on every rank or a
+  // weight applied to the wrong slice would not show: move them, the same on every rank.
+  at::NoGradGuard no_grad;
+  for (auto& p : model->named_parameters())
+    if (p.tensor->dim() == 1) p.tensor->add_(at::arange(p.tensor->numel(), p.tensor->options()).sin().mul_(0.1));
   model->to(at::kCPU, at::kFloat);
   return model;
 }
