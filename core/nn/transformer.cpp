@@ -184,6 +184,12 @@ at::Tensor Transformer::hidden_states(const at::Tensor& input_ids, std::vector<K
     require(input_ids.dim() == 2 && input_ids.size(1) % tp_->size() == 0, ErrorCode::kInvalidArgument,
             "input_ids: the sequence length must be a multiple of the tensor-parallel degree " +
                 std::to_string(tp_->size()) + " (shape " + c10::str(input_ids.sizes()) + ")");
+    // Outside every rank's rows an id would embed as zeros instead of failing as one
+    // process's lookup does.
+    require(input_ids.numel() == 0 || (input_ids.min().item<int64_t>() >= 0 &&
+                                       input_ids.max().item<int64_t>() < spec_.vocab_size),
+            ErrorCode::kInvalidArgument, "input_ids: ids must lie in [0, vocab_size = " +
+                                             std::to_string(spec_.vocab_size) + ")");
     length /= tp_->size();
     first = tp_->rank() * length;
     h = embed_tensor_parallel(input_ids);

@@ -16,6 +16,7 @@
 #include "core/error.h"
 #include "core/nn/attention.h"
 #include "core/nn/transformer.h"
+#include "core/train/activation_checkpointing.h"
 #include "dist_harness.h"
 #include "test_util.h"
 
@@ -53,6 +54,17 @@ std::string model_json(const std::string& variant) {
       "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false})";
     extra = R"(, "position_embedding": {"name": "learned", "max_sequence_length": 16})";
   }
+  if (variant == "sinusoidal") {
+    attention = R"("n_heads": 4, "n_kv_heads": 2, "bias": false,
+      "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false})";
+    extra = R"(, "position_embedding": {"name": "sinusoidal"})";
+  }
+  if (variant == "peri_norm") {
+    block = "peri_norm";
+    extra = R"(, "embedding_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "embed_scale": 2.0)";
+  }
+  if (variant == "parallel_block") block = "parallel";
+  if (variant == "explicit_softcap") attention += R"(, "backend": "explicit", "softcap": 5.0, "clip_qkv": 3.0)";
   if (variant == "alibi") attention = R"("n_heads": 4, "n_kv_heads": 2, "bias": false, "alibi": true)";
   return R"({"d_model": 32, "vocab_size": 52, "n_layers": 2,
     "block": {"name": ")" + block + R"(", "attention": {)" + attention + R"(},
@@ -63,13 +75,19 @@ std::string model_json(const std::string& variant) {
 const std::vector<std::string> kVariants{"base",  "head_qk_norm",      "kv_replicated",  "bias_layer_norm",
                                          "tied",  "gates",             "elementwise_gates", "sliding_window",
                                          "learned_positions", "learned_positions_docs", "alibi",
-                                         "docs",  "sum_ignore",        "none_ignore"};
+                                         "docs",  "sum_ignore",        "none_ignore", "sinusoidal", "peri_norm",
+                                         "parallel_block", "explicit_softcap", "activation_checkpointing"};
 
 constexpr int64_t kBatch = 2, kSeq = 8;
 
 std::unique_ptr<olm::nn::Transformer> build(const olm::Config& config) {
   auto model = std::make_unique<olm::nn::Transformer>(config.spec());
   olm::nn::init_weights(*model);
+  // Biases start at zero and norm weights at one, where a bias added on every rank or a
+  // weight applied to the wrong slice would not show: move them, the same on every rank.
+  at::NoGradGuard no_grad;
+  for (auto& p : model->named_parameters())
+    if (p.tensor->dim() == 1) p.tensor->add_(at::arange(p.tensor->numel(), p.tensor->options()).sin().mul_(0.1));
   model->to(at::kCPU, at::kFloat);
   return model;
 }
@@ -88,10 +106,13 @@ at::Tensor tokens(uint64_t seed, int64_t vocab, bool ignore_some) {
 // Float32 summation in another order (the group's partial sums instead of one kernel's)
 // moves a sum of K terms by about sqrt(K) ulps of its magnitude (random rounding errors); the
 // longest reduction here has K = 64 (hidden_size; d_model 32, vocabulary 52, 8 positions),
-// and a value passes through about 16 such reductions between the embeddings and a gradient
-// (2 blocks of norm, attention and feed-forward products, forward and backward, the head).
-// So |tp - one process| <= 16 * sqrt(64) ulps of the tensor's largest magnitude.
-constexpr double kUlps = 16.0 * 8.0;
+// and a value passes through up to 32 such reductions between the embeddings and a gradient:
+// forward, per block, the norms, the q/k/v projections, the QK-norm, the scores, the softmax,
+// attention times values, w_out, w1/w3 and w2 (about 8 sums), times 2 blocks, then the head's
+// norm, w_out and the cross-entropy's sum of exponentials; and the backward back to the
+// parameter retraces up to as many. So |tp - one process| <= 32 * sqrt(64) ulps of the
+// tensor's largest magnitude.
+constexpr double kUlps = 32.0 * 8.0;
 
 struct Report {
   std::ostringstream text;
@@ -175,6 +196,12 @@ void run_variant(Report& r, const std::string& variant, olm::distributed::Proces
   const auto config = variant == "base" && size == 2 ? dense_model_config() : olm::Config::from_json(model_json(variant));
   auto reference = build(config), tp_model = build(config);
   tp_model->apply_tensor_parallel(tp);
+  if (variant == "activation_checkpointing") {
+    // The recomputation in the backward runs the block's collectives again, in the same order
+    // on every rank.
+    for (auto* m : {reference.get(), tp_model.get()})
+      m->set_block_runner(olm::train::checkpointed_block_forward, std::vector<bool>(m->blocks().size(), true));
+  }
   check_layout(r, *tp_model, *reference, size, variant);
 
   const int64_t vocab = reference->spec().vocab_size;
@@ -218,6 +245,14 @@ void run_variant(Report& r, const std::string& variant, olm::distributed::Proces
     } catch (const olm::Error& e) {
       r.expect(std::string(e.what()).find("input_ids") != std::string::npos,
                std::string("base: odd sequence length refused naming input_ids: ") + e.what());
+    }
+    const auto beyond = at::full({kBatch, kSeq}, vocab, at::kLong);
+    try {
+      tp_model->loss(beyond, tokens(29, vocab, false), options);
+      r.expect(false, "base: an id beyond the vocabulary refused");
+    } catch (const olm::Error& e) {
+      r.expect(std::string(e.what()).find("input_ids: ids must lie in") != std::string::npos,
+               std::string("base: an id beyond the vocabulary refused naming input_ids: ") + e.what());
     }
   }
 }
@@ -314,6 +349,11 @@ TEST(TensorParallel, RefusesWhatDoesNotSplitNamingTheField) {
         "feed_forward": {"name": "normalized", "hidden_size": 64}},
       "lm_head": {"name": "normalized"}})",
           "name: normalized cannot be combined with tensor parallelism");
+  refused(R"({"d_model": 32, "vocab_size": 52, "n_layers": 1,
+      "block": {"attention": {"name": "gated_delta_net", "n_heads": 4, "head_dim": 8},
+        "feed_forward": {"hidden_size": 64, "bias": false}, "layer_norm": {"name": "rms", "bias": false}},
+      "lm_head": {"bias": false}})",
+          "blocks[0].sequence_mixer: gated_delta_net cannot be combined with tensor parallelism");
   auto model = build(olm::Config::from_json(base));
   olm::testing::expect_error([&] { model->apply_tensor_parallel(nullptr); }, olm::ErrorCode::kInvalidArgument, "tp");
   olm::testing::expect_error([&] { model->tensor_parallel_slices(1); }, olm::ErrorCode::kInvalidArgument, "rank 1");
