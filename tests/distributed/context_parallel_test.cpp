@@ -225,7 +225,52 @@ void check_layout_and_refusals(ContextParallelGroup& cp) {
   }
 }
 
-// OLM_CP_CASE: "<ring|ulysses> <attention|model|layout>".
+// ProcessGroup's point-to-point and all-to-all, which the two styles run on: values, the
+// bytes counted, and the refusals.
+void check_point_to_point_and_all_to_all(ProcessGroup& group) {
+  const int64_t W = group.world_size(), r = group.rank();
+  // A ring step: every rank sends to the next and receives from the previous one at once; two
+  // tags keep two streams between the same ranks apart even when posted in opposite orders.
+  auto mine = at::full({3}, static_cast<float>(r), at::kFloat), other = at::full({2}, 10.0f + r, at::kFloat);
+  auto got = at::empty({3}), got_other = at::empty({2});
+  const auto before = group.stats();
+  auto send_a = group.send_async(mine, (r + 1) % W, 5), send_b = group.send_async(other, (r + 1) % W, 6);
+  auto recv_b = group.recv_async(got_other, (r + W - 1) % W, 6), recv_a = group.recv_async(got, (r + W - 1) % W, 5);
+  for (auto* p : {send_a.get(), send_b.get(), recv_b.get(), recv_a.get()}) p->wait();
+  EXPECT_TRUE(at::equal(got, at::full({3}, static_cast<float>((r + W - 1) % W))));
+  EXPECT_TRUE(at::equal(got_other, at::full({2}, 10.0f + static_cast<float>((r + W - 1) % W))));
+  EXPECT_EQ(group.stats().bytes - before.bytes, (3 + 2) * 4);  // sends only
+  EXPECT_EQ(group.stats().collectives - before.collectives, 4);
+  // All-to-all: slice j of rank i's input (value 100 i + j) lands in slice i of rank j's output.
+  auto input = (at::arange(W, at::kLong) + 100 * r).repeat_interleave(2).view({W, 2}).contiguous();
+  auto output = at::empty_like(input);
+  const int64_t bytes_before = group.stats().bytes;
+  group.all_to_all_async(output, input)->wait();
+  auto expected = (at::arange(W, at::kLong) * 100 + r).repeat_interleave(2).view({W, 2});
+  EXPECT_TRUE(at::equal(output, expected)) << output;
+  EXPECT_EQ(group.stats().bytes - bytes_before, (W - 1) * 2 * 8);  // all but its own slice
+
+  using olm::ErrorCode;
+  using olm::testing::expect_error;
+  expect_error([&] { group.send_async(mine, r, 0); }, ErrorCode::kInvalidArgument,
+               "send: peer " + std::to_string(r) + " is not another rank");
+  expect_error([&] { group.recv_async(got, W, 0); }, ErrorCode::kInvalidArgument,
+               "recv: peer " + std::to_string(W) + " is not another rank");
+  expect_error([&] { group.send_async(at::zeros({4, 4}).t(), (r + 1) % W, 0); }, ErrorCode::kInvalidArgument,
+               "send: the tensor must be defined and contiguous");
+  expect_error([&] { group.all_to_all_async(at::empty({W + 1}), at::zeros({W + 1})); }, ErrorCode::kInvalidArgument,
+               "all_to_all: input and output must be contiguous, of one shape and dtype, dim 0 a multiple of world_size");
+}
+
+// A peer that is gone: the receive fails naming it, instead of waiting forever.
+void check_dead_peer(ProcessGroup& group) {
+  if (group.rank() == 1) std::_Exit(0);  // leaves without a word (the launching test expects it)
+  auto buffer = at::empty({4});
+  olm::testing::expect_error([&] { group.recv_async(buffer, 1, 0)->wait(); }, olm::ErrorCode::kDistributed,
+                             "recv from rank 1 failed: rank 1 stopped responding");
+}
+
+// OLM_CP_CASE: "<ring|ulysses> <attention|model|layout|dead_peer>".
 TEST(ContextParallelRank, RunsCase) {
   const char* spec = std::getenv("OLM_CP_CASE");
   if (!spec) GTEST_SKIP() << "a rank of the ContextParallel tests; they launch it";
@@ -233,7 +278,7 @@ TEST(ContextParallelRank, RunsCase) {
   std::string style, kind;
   in >> style >> kind;
   olm::distributed::ProcessGroupOptions o;
-  o.timeout = std::chrono::seconds(60);
+  o.timeout = std::chrono::seconds(kind == "dead_peer" ? 5 : 60);
   auto group = ProcessGroup::create(o);
   auto cp = std::make_shared<ContextParallelGroup>(
       group, style == "ring" ? ContextParallelStyle::kRingZigZag : ContextParallelStyle::kUlysses);
@@ -246,8 +291,12 @@ TEST(ContextParallelRank, RunsCase) {
   } else if (kind == "model") {
     check_model(*group, cp, false);
     check_model(*group, cp, true);
+  } else if (kind == "dead_peer") {
+    check_dead_peer(*group);
+    return;  // the group has lost a rank: no closing barrier
   } else {
     check_layout_and_refusals(*cp);
+    check_point_to_point_and_all_to_all(*group);
   }
   group->shutdown();
 }
@@ -275,6 +324,8 @@ TEST_P(ContextParallel, ModelLossAndGradientsMatchOneProcess) {
 }
 
 TEST_P(ContextParallel, LayoutAndRefusals) { run_ranks(std::get<0>(GetParam()), std::get<1>(GetParam()), "layout"); }
+
+TEST(ContextParallelTransport, ReceiveFromADeadPeerFailsNamingIt) { run_ranks(2, "ring", "dead_peer"); }
 
 INSTANTIATE_TEST_SUITE_P(RingAndUlysses, ContextParallel,
                          ::testing::Combine(::testing::Values(2, 4), ::testing::Values("ring", "ulysses")),
