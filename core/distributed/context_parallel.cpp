@@ -114,6 +114,7 @@ struct RingAttention : public torch::autograd::Function<RingAttention> {
     const auto q_index = zigzag_indices(r, w, seq_len, q.device());
     const auto qf = q.to(at::kFloat);
     const auto f32 = qf.options();
+    const int64_t chunk = q.size(2) / 2;
     // Online softmax per query: running max m, running sum l of exp(s - m), and the
     // unnormalized output acc = sum exp(s - m) v.
     auto m = at::full({q.size(0), q.size(1), q.size(2)}, kNegInf, f32);
@@ -129,7 +130,6 @@ struct RingAttention : public torch::autograd::Function<RingAttention> {
       }
       const int64_t source = (r - step + w) % w;
       const auto kf = kv[0].to(at::kFloat), vf = kv[1].to(at::kFloat);
-      const int64_t chunk = q.size(2) / 2;
       for (const auto& p : visible_pairs(ring, source, q_index, doc_start)) {
         auto rows = [&](at::Tensor& t) { return t.slice(2, p.q_begin, p.q_begin + chunk); };
         auto s = at::matmul(qf.slice(2, p.q_begin, p.q_begin + chunk),
@@ -320,6 +320,10 @@ at::Tensor ContextParallelGroup::attention(const at::Tensor& q, const at::Tensor
   require(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), ErrorCode::kInvalidArgument,
           "k, v: must have q's dtype");
   const int64_t B = q.size(0), H = q.size(1), local = q.size(2), D = q.size(3), W = size();
+  require(local > 0 && (style_ != ContextParallelStyle::kRingZigZag || local % 2 == 0), ErrorCode::kInvalidArgument,
+          "q: T_local (" + std::to_string(local) + ") must be positive" +
+              (style_ == ContextParallelStyle::kRingZigZag ? " and even: the zig-zag layout gives each rank two equal chunks"
+                                                           : ""));
   require(doc_positions.defined() && doc_positions.scalar_type() == at::kLong && doc_positions.dim() == 2 &&
               doc_positions.size(0) == B && doc_positions.size(1) == local,
           ErrorCode::kInvalidArgument,

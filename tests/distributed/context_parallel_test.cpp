@@ -18,7 +18,7 @@
 
 #include "core/distributed/context_parallel.h"
 #include "core/model.h"
-#include "dist_harness.h"
+#include "dist_runs.h"
 #include "test_util.h"
 
 namespace {
@@ -134,14 +134,32 @@ void check_attention(ProcessGroup& group, ContextParallelGroup& cp, const Attent
   EXPECT_EQ(forward_bytes, expected) << on;
 }
 
-// The tiny dense model of dist_harness.h: each rank feeds its shard of the tokens, labels and
+// The tiny models: each rank feeds its shard of the tokens, labels and
 // positions; the loss (token sum over the whole batch's count) summed over the ranks and
 // every gradient summed over the ranks equal one process's on the whole sequence.
-void check_model(ProcessGroup& group, const std::shared_ptr<ContextParallelGroup>& cp, bool documents) {
+// "dense": dist_harness.h's (GQA, QK-norm, RoPE); "window": the same with a sliding window of
+// 5 on both layers; "ngpt": the normalized transformer (softmax scale sqrt(head_dim)).
+olm::Config cp_model_config(const std::string& name) {
+  if (name == "ngpt") return model_config("ngpt");
+  if (name == "dense") return dense_model_config();
+  return olm::Config::from_json(R"({"d_model": 32, "vocab_size": 50, "n_layers": 2,
+    "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "n_kv_heads": 2, "bias": false,
+      "rope": {"theta": 10000}, "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false},
+      "sliding_window": {"pattern": [5], "force_full_attention_on_first_layer": false,
+                         "force_full_attention_on_last_layer": false}},
+      "feed_forward": {"hidden_size": 64, "bias": false},
+      "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+    "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
+}
+
+void check_model(ProcessGroup& group, const std::shared_ptr<ContextParallelGroup>& cp, const std::string& model,
+                 bool documents) {
   const int64_t B = 2, W = cp->size(), T = 8 * W;
-  olm::Model reference(dense_model_config(), "cpu", olm::ModelOptions{});
-  olm::Model split(dense_model_config(), "cpu", olm::ModelOptions{});
+  olm::Model reference(cp_model_config(model), "cpu", olm::ModelOptions{});
+  olm::Model split(cp_model_config(model), "cpu", olm::ModelOptions{});
   split.module().apply_context_parallel(cp);
+  if (model == "window")
+    for (const auto& block : split.module().spec().blocks) ASSERT_EQ(block.attention.window_size, int64_t{5});
   auto gen = at::make_generator<at::CPUGeneratorImpl>(99);
   const auto ids = at::randint(0, 50, {B, T}, gen, at::kLong), labels = at::randint(0, 50, {B, T}, gen, at::kLong);
   const auto pos = documents ? packed_positions(T) : row_positions(B, T);
@@ -154,7 +172,7 @@ void check_model(ProcessGroup& group, const std::shared_ptr<ContextParallelGroup
   auto mine = split.module().loss(cp->shard(ids, 1, "ids"), cp->shard(labels, 1, "labels"), options,
                                   cp->shard(pos, 1, "pos"));
   mine.loss.backward();
-  const std::string on = std::string(documents ? "packed documents" : "one document per row") + " (rank " +
+  const std::string on = model + ", " + (documents ? "packed documents" : "one document per row") + " (rank " +
                          std::to_string(cp->rank()) + " of " + std::to_string(W) + ")";
   auto loss = mine.loss.detach().reshape({1}).clone();
   group.all_reduce_sum({loss});
@@ -217,7 +235,11 @@ void check_layout_and_refusals(ContextParallelGroup& cp) {
                "window");
   expect_error([&] { cp.attention(q, q, q, pos - 1, std::nullopt, std::nullopt); }, ErrorCode::kInvalidArgument,
                "doc_positions: every token's position");
-  if (!ring) {
+  if (ring) {
+    const auto odd = at::zeros({1, 4, 7, 8});
+    expect_error([&] { cp.attention(odd, odd, odd, at::zeros({1, 7}, at::kLong), std::nullopt, std::nullopt); },
+                 ErrorCode::kInvalidArgument, "q: T_local (7) must be positive and even");
+  } else {
     const auto odd = at::zeros({1, W + 1, 8, 8});
     expect_error([&] { cp.attention(odd, odd, odd, pos, std::nullopt, std::nullopt); }, ErrorCode::kInvalidConfig,
                  "n_heads (" + std::to_string(W + 1) + ") is not divisible by the context-parallel degree (" +
@@ -289,8 +311,10 @@ TEST(ContextParallelRank, RunsCase) {
                           AttentionCase{"documents, window 3, scale 0.9", true, 3, 0.9}})
       check_attention(*group, *cp, c);
   } else if (kind == "model") {
-    check_model(*group, cp, false);
-    check_model(*group, cp, true);
+    check_model(*group, cp, "dense", false);
+    check_model(*group, cp, "dense", true);
+    check_model(*group, cp, "window", true);
+    check_model(*group, cp, "ngpt", true);
   } else if (kind == "dead_peer") {
     check_dead_peer(*group);
     return;  // the group has lost a rank: no closing barrier
