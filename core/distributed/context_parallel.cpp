@@ -349,11 +349,15 @@ at::Tensor ContextParallelGroup::attention(const at::Tensor& q, const at::Tensor
   require(H % W == 0, ErrorCode::kInvalidConfig,
           "n_heads (" + std::to_string(H) + ") is not divisible by the context-parallel degree (" + std::to_string(W) +
               "): Ulysses splits the heads over the ranks");
+  const auto index = at::arange(seq_len, positions.options());
+  if (W == 1) {  // the whole sequence is here already
+    const auto mask = visible(index, index, index.unsqueeze(0) - positions, window);
+    return at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, softmax_scale);
+  }
   // Every token's document position, in sequence order (contiguous shards gather in order).
   auto gathered = at::empty({W * B * local}, positions.options());
   group_->all_gather_into_async(gathered, positions.contiguous().view({-1}))->wait();
   const auto all_positions = gathered.view({W, B, local}).permute({1, 0, 2}).reshape({B, seq_len});
-  const auto index = at::arange(seq_len, positions.options());
   const auto mask = visible(index, index, index.unsqueeze(0) - all_positions, window);
   auto heads = UlyssesAllToAll::apply(at::stack({q, k, v}), group_address, true);
   auto att = at::scaled_dot_product_attention(heads[0], heads[1], heads[2], mask, 0.0, false, softmax_scale);

@@ -130,7 +130,7 @@ void check_attention(ProcessGroup& group, ContextParallelGroup& cp, const Attent
   const int64_t block = B * H * (T / W) * D * 4;
   const int64_t expected = cp.style() == ContextParallelStyle::kRingZigZag
                                ? (W - 1) * 2 * block
-                               : 3 * block * (W - 1) / W + block * (W - 1) / W + B * T * 8;
+                               : 3 * block * (W - 1) / W + block * (W - 1) / W + (W > 1 ? B * T * 8 : 0);
   EXPECT_EQ(forward_bytes, expected) << on;
 }
 
@@ -348,6 +348,12 @@ TEST_P(ContextParallel, ModelLossAndGradientsMatchOneProcess) {
 }
 
 TEST_P(ContextParallel, LayoutAndRefusals) { run_ranks(std::get<0>(GetParam()), std::get<1>(GetParam()), "layout"); }
+
+// A group of one rank: the same contract, no communication.
+TEST(ContextParallelOneRank, AttentionMatchesOneProcessSdpa) {
+  run_ranks(1, "ring", "attention");
+  run_ranks(1, "ulysses", "attention");
+}
 
 TEST(ContextParallelTransport, ReceiveFromADeadPeerFailsNamingIt) { run_ranks(2, "ring", "dead_peer"); }
 
