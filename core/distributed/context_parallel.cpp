@@ -114,6 +114,7 @@ struct RingAttention : public torch::autograd::Function<RingAttention> {
     const auto q_index = zigzag_indices(r, w, seq_len, q.device());
     const auto qf = q.to(at::kFloat);
     const auto f32 = qf.options();
+    const int64_t chunk = q.size(2) / 2;
     // Online softmax per query: running max m, running sum l of exp(s - m), and the
     // unnormalized output acc = sum exp(s - m) v.
     auto m = at::full({q.size(0), q.size(1), q.size(2)}, kNegInf, f32);
@@ -129,7 +130,6 @@ struct RingAttention : public torch::autograd::Function<RingAttention> {
       }
       const int64_t source = (r - step + w) % w;
       const auto kf = kv[0].to(at::kFloat), vf = kv[1].to(at::kFloat);
-      const int64_t chunk = q.size(2) / 2;
       for (const auto& p : visible_pairs(ring, source, q_index, doc_start)) {
         auto rows = [&](at::Tensor& t) { return t.slice(2, p.q_begin, p.q_begin + chunk); };
         auto s = at::matmul(qf.slice(2, p.q_begin, p.q_begin + chunk),
@@ -320,6 +320,10 @@ at::Tensor ContextParallelGroup::attention(const at::Tensor& q, const at::Tensor
   require(k.scalar_type() == q.scalar_type() && v.scalar_type() == q.scalar_type(), ErrorCode::kInvalidArgument,
           "k, v: must have q's dtype");
   const int64_t B = q.size(0), H = q.size(1), local = q.size(2), D = q.size(3), W = size();
+  require(local > 0 && (style_ != ContextParallelStyle::kRingZigZag || local % 2 == 0), ErrorCode::kInvalidArgument,
+          "q: T_local (" + std::to_string(local) + ") must be positive" +
+              (style_ == ContextParallelStyle::kRingZigZag ? " and even: the zig-zag layout gives each rank two equal chunks"
+                                                           : ""));
   require(doc_positions.defined() && doc_positions.scalar_type() == at::kLong && doc_positions.dim() == 2 &&
               doc_positions.size(0) == B && doc_positions.size(1) == local,
           ErrorCode::kInvalidArgument,
@@ -345,11 +349,15 @@ at::Tensor ContextParallelGroup::attention(const at::Tensor& q, const at::Tensor
   require(H % W == 0, ErrorCode::kInvalidConfig,
           "n_heads (" + std::to_string(H) + ") is not divisible by the context-parallel degree (" + std::to_string(W) +
               "): Ulysses splits the heads over the ranks");
+  const auto index = at::arange(seq_len, positions.options());
+  if (W == 1) {  // the whole sequence is here already
+    const auto mask = visible(index, index, index.unsqueeze(0) - positions, window);
+    return at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, softmax_scale);
+  }
   // Every token's document position, in sequence order (contiguous shards gather in order).
   auto gathered = at::empty({W * B * local}, positions.options());
   group_->all_gather_into_async(gathered, positions.contiguous().view({-1}))->wait();
   const auto all_positions = gathered.view({W, B, local}).permute({1, 0, 2}).reshape({B, seq_len});
-  const auto index = at::arange(seq_len, positions.options());
   const auto mask = visible(index, index, index.unsqueeze(0) - all_positions, window);
   auto heads = UlyssesAllToAll::apply(at::stack({q, k, v}), group_address, true);
   auto att = at::scaled_dot_product_attention(heads[0], heads[1], heads[2], mask, 0.0, false, softmax_scale);
