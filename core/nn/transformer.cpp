@@ -56,40 +56,37 @@ void Transformer::to(const at::Device& device, at::ScalarType dtype) {
   }
 }
 
-void Transformer::apply_context_parallel(const std::shared_ptr<ContextParallel>& cp) {
-  if (cp) {
-    for (size_t i = 0; i < blocks_.size(); ++i) {
-      const std::string block = "blocks[" + std::to_string(i) + "]";
-      // The recurrence runs through the whole sequence in order, and the routers' load-balancing
-      // losses need every token of the batch: neither splits over the sequence.
-      require(!blocks_[i]->gated_delta_net(), ErrorCode::kInvalidConfig,
-              block + ".sequence_mixer: gated_delta_net cannot be combined with context parallelism");
-      require(!blocks_[i]->feed_forward_moe(), ErrorCode::kInvalidConfig,
-              block + ".feed_forward_moe cannot be combined with context parallelism");
-      try {
-        blocks_[i]->attention().check_context_parallel();
-      } catch (const olm::Error& e) {
-        throw olm::Error(e.code(), block + "." + e.what());
-      }
+void Transformer::check_context_parallel() const {
+  for (size_t i = 0; i < blocks_.size(); ++i) {
+    const std::string block = "blocks[" + std::to_string(i) + "]";
+    // The recurrence runs through the whole sequence in order, and the routers' load-balancing
+    // losses need every token of the batch: neither splits over the sequence.
+    require(!blocks_[i]->gated_delta_net(), ErrorCode::kInvalidConfig,
+            block + ".sequence_mixer: gated_delta_net cannot be combined with context parallelism");
+    require(!blocks_[i]->feed_forward_moe(), ErrorCode::kInvalidConfig,
+            block + ".feed_forward_moe cannot be combined with context parallelism");
+    try {
+      blocks_[i]->attention().check_context_parallel();
+    } catch (const olm::Error& e) {
+      throw olm::Error(e.code(), block + "." + e.what());
     }
   }
+}
+
+void Transformer::apply_context_parallel(const std::shared_ptr<ContextParallel>& cp) {
+  if (cp) check_context_parallel();
   // Checked above for every block first, so a refusal changes nothing.
-  for (auto& block : blocks_) block->attention().set_context_parallel(cp);
+  for (auto& block : blocks_)
+    if (!block->gated_delta_net()) block->attention().set_context_parallel(cp);
   cp_ = cp;
 }
 
-void Transformer::apply_tensor_parallel(const std::shared_ptr<TensorParallel>& tp) {
-  require(tp != nullptr, ErrorCode::kInvalidArgument, "apply_tensor_parallel: tp is NULL");
-  require(!tp_, ErrorCode::kInvalidArgument, "apply_tensor_parallel: tensor parallelism is applied already");
-  const int64_t degree = tp->size();
-  require(degree >= 1 && tp->rank() >= 0 && tp->rank() < degree, ErrorCode::kInvalidArgument,
-          "apply_tensor_parallel: rank " + std::to_string(tp->rank()) + " of size " + std::to_string(degree));
+std::vector<TensorParallelSlice> Transformer::tensor_parallel_layout(int64_t degree) const {
   const std::string why = " cannot be combined with tensor parallelism";
   require(!spec_.normalized, ErrorCode::kInvalidConfig, "name: normalized" + why);
   require(spec_.vocab_size % degree == 0, ErrorCode::kInvalidConfig,
           "vocab_size: " + std::to_string(spec_.vocab_size) + " does not split over tensor_parallel.degree " +
               std::to_string(degree));
-  // Every check (the modules' splits throw) before anything changes.
   std::vector<std::pair<std::string, int64_t>> split_dims{{"embeddings.weight", 0}};
   auto add = [&](const std::string& prefix, const std::vector<TensorParallelSplit>& splits) {
     for (const auto& s : splits) split_dims.emplace_back(prefix + s.name, s.dim);
@@ -109,8 +106,7 @@ void Transformer::apply_tensor_parallel(const std::shared_ptr<TensorParallel>& t
   add("lm_head.", lm_head_->tensor_parallel_splits(degree));
 
   std::vector<TensorParallelSlice> layout;
-  auto params = named_parameters();
-  for (auto& p : params) {
+  for (auto& p : const_cast<Transformer*>(this)->named_parameters()) {
     TensorParallelSlice slice{p.name, -1, p.tensor->sizes().vec()};
     for (const auto& [name, dim] : split_dims)
       if (name == p.name) slice.dim = dim;
@@ -121,6 +117,23 @@ void Transformer::apply_tensor_parallel(const std::shared_ptr<TensorParallel>& t
     }
     layout.push_back(std::move(slice));
   }
+  return layout;
+}
+
+void Transformer::check_tensor_parallel(int64_t degree) const {
+  require(degree >= 1, ErrorCode::kInvalidArgument, "tensor_parallel.degree must be >= 1");
+  (void)tensor_parallel_layout(degree);
+}
+
+void Transformer::apply_tensor_parallel(const std::shared_ptr<TensorParallel>& tp) {
+  require(tp != nullptr, ErrorCode::kInvalidArgument, "apply_tensor_parallel: tp is NULL");
+  require(!tp_, ErrorCode::kInvalidArgument, "apply_tensor_parallel: tensor parallelism is applied already");
+  const int64_t degree = tp->size();
+  require(degree >= 1 && tp->rank() >= 0 && tp->rank() < degree, ErrorCode::kInvalidArgument,
+          "apply_tensor_parallel: rank " + std::to_string(tp->rank()) + " of size " + std::to_string(degree));
+  // Every check (the modules' splits throw) before anything changes.
+  std::vector<TensorParallelSlice> layout = tensor_parallel_layout(degree);
+  auto params = named_parameters();
   at::NoGradGuard no_grad;
   for (size_t i = 0; i < params.size(); ++i) {
     const auto& slice = layout[i];

@@ -52,6 +52,8 @@ class Transformer : public Module {
   // documents). Throws kInvalidConfig naming what cannot be split over the sequence
   // (GatedDeltaNet and MoE blocks, see Attention::set_context_parallel). NULL reverts.
   void apply_context_parallel(const std::shared_ptr<ContextParallel>& cp);
+  // apply_context_parallel's refusals, changing nothing.
+  void check_context_parallel() const;
   const std::shared_ptr<ContextParallel>& context_parallel() const { return cp_; }
 
   // OLMo-core's apply_tp, with sequence and loss parallelism. Called once, after the full
@@ -69,6 +71,8 @@ class Transformer : public Module {
   // GatedDeltaNet blocks, the normalized model, lm_head.loss_implementation fused_linear)
   // before changing anything; kInvalidArgument for a NULL tp or a second call.
   void apply_tensor_parallel(const std::shared_ptr<TensorParallel>& tp);
+  // apply_tensor_parallel's refusals for a group of `degree` ranks, changing nothing.
+  void check_tensor_parallel(int64_t degree) const;
   const std::shared_ptr<TensorParallel>& tensor_parallel() const { return tp_; }
   // Every parameter's layout on TP rank `rank` (0 <= rank < the TP size, 1 without TP), in
   // named_parameters() order.
@@ -99,6 +103,8 @@ class Transformer : public Module {
   // Under TP: this rank's partial sum of the embeddings of input_ids (rows outside its slice
   // of the vocabulary give zeros), reduce-scattered into its sequence shard.
   at::Tensor embed_tensor_parallel(const at::Tensor& input_ids) const;
+  // Every parameter's layout over `degree` ranks (start 0), after every refusal.
+  std::vector<TensorParallelSlice> tensor_parallel_layout(int64_t degree) const;
 };
 
 // The embedding table is a module of its own in OLMo-core ("embeddings.weight").

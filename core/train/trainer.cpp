@@ -172,6 +172,10 @@ void Trainer::set_process_group(std::shared_ptr<distributed::ProcessGroup> group
                 (dp == world ? "world_size " + std::to_string(world)
                              : std::to_string(dp) + " data-parallel ranks (world_size " + std::to_string(world) +
                                    " / (context_parallel.degree x tensor_parallel.degree))"));
+    // The model's own refusals (heads, hidden units or vocabulary that do not divide, blocks
+    // that cannot be split), before any collective or change.
+    if (tp > 1) model_->module().check_tensor_parallel(tp);
+    if (cp > 1) model_->module().check_context_parallel();
     if (spec.cp_style == "ulysses" && cp > 1) {
       // Ulysses trades sequence shards for head shards: each rank's heads (after TP's split)
       // must divide over the CP group.
