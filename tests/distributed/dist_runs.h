@@ -52,6 +52,13 @@ inline olm::Config model_config(const std::string& mode = "train") {
       "block": {"name": "normalized", "attention": {"name": "normalized", "n_heads": 4, "qk_norm": {"name": "l2_norm"},
         "rope": {"theta": 10000}}, "feed_forward": {"name": "normalized", "hidden_size": 64}},
       "lm_head": {"name": "normalized"}})");
+  if (mode == "explicit")  // dense_model_config's attention as an explicit float32 softmax instead of SDPA
+    return olm::Config::from_json(R"({"d_model": 32, "vocab_size": 50, "n_layers": 2,
+    "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "n_kv_heads": 2, "bias": false, "backend": "explicit",
+      "rope": {"theta": 10000}, "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+      "feed_forward": {"hidden_size": 64, "bias": false},
+      "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
+    "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
   if (mode == "tp")  // dense_model_config with a vocabulary that splits over 4 ranks
     return olm::Config::from_json(R"({"d_model": 32, "vocab_size": 52, "n_layers": 2,
     "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "n_kv_heads": 2, "bias": false,
@@ -86,6 +93,8 @@ struct TrainRun {
 // than 0 start from perturbed weights, so only the broadcast makes them agree.
 // die_after_step: the rank sends itself `die_signal` before that step (SIGKILL: dead;
 // SIGSTOP: alive but stuck).
+enum Documents { kNoDocuments, kPackedDocuments };
+
 // Packed documents for every row of (B, 8) input_ids: lengths 3, 2 and 3, so that documents
 // cross the context-parallel chunks (of 4, 2 or 1 tokens at degree 1, 2 or 4 under zig-zag).
 inline at::Tensor packed_documents(const at::Tensor& input_ids) {
@@ -97,7 +106,7 @@ inline at::Tensor packed_documents(const at::Tensor& input_ids) {
 
 inline TrainRun train(const std::shared_ptr<olm::distributed::ProcessGroup>& group, int die_after_step = -1,
                int die_signal = SIGKILL, const std::string& extra_config = "", const std::string& mode = "train",
-               bool documents = false) {
+               int documents = kNoDocuments) {
   auto model = std::make_shared<olm::Model>(model_config(mode), "cpu", olm::ModelOptions{});
   const int64_t rank = group ? group->rank() : 0;
   if (rank != 0) {
@@ -112,7 +121,8 @@ inline TrainRun train(const std::shared_ptr<olm::distributed::ProcessGroup>& gro
   for (int s = 0; s < kSteps; ++s) {
     if (s == die_after_step) raise(die_signal);
     auto b = loader.next();
-    const auto m = trainer.train_batch(b.input_ids, b.labels, documents ? packed_documents(b.input_ids) : at::Tensor());
+    const auto m = trainer.train_batch(b.input_ids, b.labels,
+                                       documents == kPackedDocuments ? packed_documents(b.input_ids) : at::Tensor());
     run.loss.push_back(m.loss);
     run.grad_norm.push_back(m.grad_norm);
     run.step_seconds.push_back(m.step_seconds);
@@ -212,7 +222,7 @@ inline std::vector<Child> launch(int world, const std::string& mode, double time
 // rows are packed documents (packed_documents).
 struct Mode {
   std::string extra, model;
-  bool documents = false;
+  int documents = kNoDocuments;
 };
 inline Mode mode_setup(const std::string& mode) {
   static const std::map<std::string, Mode> modes{
@@ -240,14 +250,14 @@ inline Mode mode_setup(const std::string& mode) {
       {"tp2_ac", {R"(, "tensor_parallel": {"degree": 2}, "ac_mode": "full")", "tp"}},
       {"cp2_ring", {R"(, "context_parallel": {"degree": 2, "ring": {}})", "train"}},
       {"cp4_ring", {R"(, "context_parallel": {"degree": 4, "ring": {"load_balancer": "zig_zag"}})", "train"}},
-      {"cp2_ring_docs", {R"(, "context_parallel": {"degree": 2, "ring": {}})", "train", true}},
-      {"cp4_ring_docs", {R"(, "context_parallel": {"degree": 4, "ring": {}})", "train", true}},
+      {"cp2_ring_docs", {R"(, "context_parallel": {"degree": 2, "ring": {}})", "train", kPackedDocuments}},
+      {"cp4_ring_docs", {R"(, "context_parallel": {"degree": 4, "ring": {}})", "train", kPackedDocuments}},
       {"cp2_uly", {R"(, "context_parallel": {"degree": 2, "uly": {}})", "train"}},
-      {"cp2_uly_docs", {R"(, "context_parallel": {"degree": 2, "uly": {}})", "train", true}},
+      {"cp2_uly_docs", {R"(, "context_parallel": {"degree": 2, "uly": {}})", "train", kPackedDocuments}},
       {"cp2_ring_ac", {R"(, "context_parallel": {"degree": 2, "ring": {}}, "ac_mode": "full")", "train"}},
       {"fsdp2_tp2", {R"(, "data_parallel": {"name": "fsdp"}, "tensor_parallel": {"degree": 2})", "tp"}},
       {"fsdp2_cp2", {R"(, "data_parallel": {"name": "fsdp"}, "context_parallel": {"degree": 2, "ring": {}})", "train"}},
-      {"ddp2_cp2_docs", {R"(, "context_parallel": {"degree": 2, "ring": {}})", "train", true}},
+      {"ddp2_cp2_docs", {R"(, "context_parallel": {"degree": 2, "ring": {}})", "train", kPackedDocuments}},
       {"tp2_cp2", {R"(, "tensor_parallel": {"degree": 2}, "context_parallel": {"degree": 2, "ring": {}})", "tp"}},
   };
   return modes.at(mode);
@@ -267,10 +277,42 @@ inline std::shared_ptr<olm::distributed::ProcessGroup> group_of_one(const std::s
 inline const TrainRun& single_process(const std::string& mode = "train") {
   static std::map<std::string, TrainRun> runs;
   const Mode m = mode_setup(mode);
-  const std::string key = m.model + (m.documents ? "+documents" : "");
+  const std::string key = m.model + "+" + std::to_string(m.documents);
   if (!runs.count(key)) runs[key] = train(nullptr, -1, SIGKILL, "", m.model, m.documents);
   return runs.at(key);
 }
+
+// How far one process's trajectory moves when its attention is computed by another exact-in-
+// float32 algorithm: the explicit softmax (OLM's attention) instead of SDPA's kernel, on the
+// same weights and batches. Ring attention is such an algorithm (blockwise online softmax),
+// while every other layout runs SDPA's own kernel on its part; 20 AdamW steps with a clipping
+// spike amplify the algorithms' rounding differences (about 1e-7 of an attention output) to
+// 1e-4 of the loss at step 19 for this model. A ring run is held to twice this distance at
+// every step (at least the common bounds): its rounding is of the same kind, so a layout bug
+// (a mask, a missing gradient: percent-level from step 1) still fails.
+struct AttentionBand {
+  std::vector<double> loss, grad_norm;  // |explicit - SDPA| per step, relative
+  double eval_loss = 0;
+};
+inline const AttentionBand& attention_band(const std::string& mode) {
+  static std::map<std::string, AttentionBand> bands;
+  const Mode m = mode_setup(mode);
+  const std::string key = m.model + "+" + std::to_string(m.documents);
+  if (!bands.count(key)) {
+    olm::require(m.model == "train", olm::ErrorCode::kInternal, "attention_band: no explicit twin of model " + m.model);
+    const TrainRun& sdpa = single_process(mode);
+    const TrainRun explicit_run = train(nullptr, -1, SIGKILL, "", "explicit", m.documents);
+    AttentionBand band;
+    for (int s = 0; s < kSteps; ++s) {
+      band.loss.push_back(std::abs(explicit_run.loss[s] - sdpa.loss[s]) / std::abs(sdpa.loss[s]));
+      band.grad_norm.push_back(std::abs(explicit_run.grad_norm[s] - sdpa.grad_norm[s]) / std::abs(sdpa.grad_norm[s]));
+    }
+    band.eval_loss = std::abs(explicit_run.eval_loss - sdpa.eval_loss) / sdpa.eval_loss;
+    bands[key] = band;
+  }
+  return bands.at(key);
+}
+
 
 // Ranks sum the same float32 terms as one process in another order (and the order depends on
 // the machine's SIMD kernels), about 1e-7 relative per sum. Losses: within 1e-5 relative at
@@ -292,14 +334,18 @@ inline void expect_matches_single_process(int world, const std::string& mode = "
     ASSERT_TRUE(WIFEXITED(c.status) && WEXITSTATUS(c.status) == 0) << slurp(c.log);
     runs.push_back(read_run(c.out));
   }
+  const bool ring = mode_setup(mode).extra.find("\"ring\"") != std::string::npos;
+  const AttentionBand* band = ring ? &attention_band(mode) : nullptr;
   for (const TrainRun& r : runs) {
     ASSERT_EQ(r.loss.size(), static_cast<size_t>(kSteps));
     for (int s = 0; s < kSteps; ++s) {
-      EXPECT_NEAR(r.loss[s], ref.loss[s], 1e-5 * std::abs(ref.loss[s])) << "step " << s + 1;
+      const double loss_tolerance = std::max(1e-5, band ? 2 * band->loss[s] : 0.0);
+      EXPECT_NEAR(r.loss[s], ref.loss[s], loss_tolerance * std::abs(ref.loss[s])) << "step " << s + 1;
       // The gradient norm is one derivative further from the loss, so curvature amplifies the
       // weights' rounding differences into it (seen: 1e-4 relative at step 16's spike, where
       // clipping engages): 1e-3.
-      EXPECT_NEAR(r.grad_norm[s], ref.grad_norm[s], 1e-3 * std::abs(ref.grad_norm[s])) << "step " << s + 1;
+      const double norm_tolerance = std::max(1e-3, band ? 2 * band->grad_norm[s] : 0.0);
+      EXPECT_NEAR(r.grad_norm[s], ref.grad_norm[s], norm_tolerance * std::abs(ref.grad_norm[s])) << "step " << s + 1;
     }
     double worst = 0;
     for (auto& [name, v] : ref.params) {
@@ -317,7 +363,7 @@ inline void expect_matches_single_process(int world, const std::string& mode = "
   }
   for (const TrainRun& r : runs) {
     EXPECT_EQ(r.eval_tokens, ref.eval_tokens);
-    EXPECT_NEAR(r.eval_loss, ref.eval_loss, 1e-5 * ref.eval_loss);
+    EXPECT_NEAR(r.eval_loss, ref.eval_loss, std::max(1e-5, band ? 2 * band->eval_loss : 0.0) * ref.eval_loss);
     EXPECT_EQ(r.eval_loss, runs[0].eval_loss);
   }
   // Every rank holds bit-identical weights: the all-reduce hands every rank the same sums.
