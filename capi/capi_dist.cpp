@@ -108,4 +108,23 @@ olm_error* olm_trainer_set_dist(olm_trainer* trainer, olm_dist* dist) {
   OLM_API_END
 }
 
+olm_error* olm_trainer_layout_get(const olm_trainer* trainer, olm_trainer_layout* out) {
+  OLM_API_BEGIN
+  require_arg(trainer, "trainer");
+  olm::capi::require_result(out, "out");
+  const olm::train::Trainer& t = *trainer->trainer;
+  olm_trainer_layout layout{};
+  layout.struct_size = sizeof(layout);
+  layout.data_parallel_rank = t.data_parallel_rank();
+  layout.data_parallel_size = t.data_parallel_world_size();
+  const auto& tp = t.tensor_parallel_group();
+  layout.tensor_parallel_rank = tp ? tp->rank() : 0;
+  layout.tensor_parallel_size = tp ? tp->world_size() : 1;
+  const auto& cp = t.context_parallel_group();
+  layout.context_parallel_rank = cp ? cp->rank() : 0;
+  layout.context_parallel_size = cp ? cp->world_size() : 1;
+  olm::capi::write_result(out, layout);
+  OLM_API_END
+}
+
 }  // extern "C"

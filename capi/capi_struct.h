@@ -77,6 +77,10 @@ OLM_STRUCT_FIELDS(olm_dist_options, F(backend), F(device), F(rank), F(world_size
 OLM_STRUCT_FIELDS(olm_dist_info, F(rank), F(world_size), F(local_rank), F(local_world_size), F(backend),
                   F(collectives), F(bytes))
 #undef F
+#define F(f) OLM_FIELD(olm_trainer_layout, f)
+OLM_STRUCT_FIELDS(olm_trainer_layout, F(data_parallel_rank), F(data_parallel_size), F(tensor_parallel_rank),
+                  F(tensor_parallel_size), F(context_parallel_rank), F(context_parallel_size))
+#undef F
 #define F(f) OLM_FIELD(olm_hf_load_options, f)
 OLM_STRUCT_FIELDS(olm_hf_load_options, F(dtype), F(device))
 #undef F

@@ -92,6 +92,15 @@ at::Tensor Model::checked_doc_positions(const at::Tensor& ids, const at::Tensor&
 }
 
 void Model::require_materialized(const std::string& what) const {
+  // Tensor parallelism leaves each rank a slice of the split matrices, and context parallelism
+  // a part of every sequence: neither is a model one process can run or save on its own.
+  require(!module_->tensor_parallel(), ErrorCode::kInvalidArgument,
+          what + ": the model's matrices are split across ranks by a trainer with tensor_parallel.degree " +
+              std::to_string(module_->tensor_parallel() ? module_->tensor_parallel()->size() : 1) +
+              " (each rank holds a slice); save a checkpoint (olm convert writes it whole)");
+  require(!module_->context_parallel(), ErrorCode::kInvalidArgument,
+          what + ": the model is set up for context parallelism by a trainer (every rank runs part of each "
+                 "sequence); detach the trainer's process group first");
   // FSDP keeps only each rank's slice of the weights between steps: the parameters' storage
   // is released, so reading them would read freed memory.
   for (auto& p : module_->named_parameters()) {

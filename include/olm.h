@@ -894,8 +894,10 @@ OLM_API OLM_MUST_USE olm_error* olm_trainer_create(olm_model* model,
  *
  * @param trainer The trainer.
  * @param input_ids int32 or int64, shape (B, sequence_length) with B * sequence_length equal
- *        to the config's global_batch_size (divided by the world size after
- *        olm_trainer_set_dist(): this rank's part of the global batch).
+ *        to the config's global_batch_size (divided by the data-parallel size after
+ *        olm_trainer_set_dist(): this rank's part of the global batch, see
+ *        olm_trainer_layout_get(); the world size unless tensor or context parallelism
+ *        take some of the ranks).
  * @param labels Targets shaped like input_ids (-100 ignores a position), or NULL for
  *        OLMo-core's default: input_ids shifted left by one, the last position ignored.
  * @param out Receives the step's metrics; its struct_size must be set.
@@ -1371,10 +1373,53 @@ OLM_API void olm_dist_free(olm_dist* dist);
  * @param dist The process group; kept alive by the trainer. NULL detaches (single process).
  *        The trainer issues collectives on it during steps, fits and evaluations: do not
  *        use dist (barrier, all-reduce) from another thread meanwhile.
+ * With the train config's tensor_parallel and context_parallel sections the world is laid out
+ * as a device mesh (olm_trainer_layout_get()); a trainer split by tensor parallelism keeps its
+ * group (a later call fails with OLM_ERR_INVALID_ARGUMENT; save a checkpoint and load it into
+ * a new trainer to change the layout).
+ *
  * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for a NULL trainer; OLM_ERR_INVALID_CONFIG when global_batch_size does not divide
- *         over the ranks; OLM_ERR_DISTRIBUTED when the broadcast fails.
+ *         over the data-parallel ranks, when the tensor- and context-parallel degrees do not
+ *         divide the world size, or when the model cannot be split that way (the message names
+ *         the field: heads, hidden size or vocabulary not divisible by the degree, MoE or
+ *         GatedDeltaNet blocks); OLM_ERR_DISTRIBUTED when the broadcast fails.
  */
 OLM_API OLM_MUST_USE olm_error* olm_trainer_set_dist(olm_trainer* trainer, olm_dist* dist);
+
+/** Where this rank sits in its trainer's device mesh (olm_trainer_layout_get()). */
+typedef struct olm_trainer_layout {
+    size_t struct_size;
+    /** Which part of each global batch this rank takes: olm_trainer_step() wants
+     *  global_batch_size / data_parallel_size tokens, batch data_parallel_rank of each global
+     *  batch's data_parallel_size parts (olm_trainer_fit() picks it itself). The ranks of one
+     *  tensor- or context-parallel group share it. 0 and 1 without a process group. */
+    int64_t data_parallel_rank;
+    int64_t data_parallel_size;
+    /** This rank's place in its tensor-parallel group (the train config's
+     *  tensor_parallel.degree; 0 and 1 without tensor parallelism). */
+    int64_t tensor_parallel_rank;
+    int64_t tensor_parallel_size;
+    /** This rank's place in its context-parallel group (context_parallel.degree; 0 and 1
+     *  without context parallelism). */
+    int64_t context_parallel_rank;
+    int64_t context_parallel_size;
+} olm_trainer_layout;
+
+/**
+ * Where this rank sits in the trainer's device mesh. With the train config's
+ * `"tensor_parallel": {"degree": T}` and/or `"context_parallel": {"degree": C, "ring": {}}` (or
+ * `"uly": {}`), olm_trainer_set_dist() lays the world out as OLMo-core's mesh (dp_replicate,
+ * dp_shard, cp, tp), row-major, so a TP group is T consecutive ranks: the model's attention
+ * heads, feed-forward units and vocabulary are split over the TP group (with sequence
+ * parallelism between them), every sequence over the CP group (ring attention with the zig-zag
+ * load balancer, or Ulysses), and data parallelism (DDP, FSDP or HSDP) runs over the remaining
+ * world_size / (T x C) coordinates.
+ *
+ * @param trainer The trainer.
+ * @param out The caller's struct; its struct_size must be set. Filled only on success.
+ * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for NULL pointers.
+ */
+OLM_API OLM_MUST_USE olm_error* olm_trainer_layout_get(const olm_trainer* trainer, olm_trainer_layout* out);
 
 /* ------------------------------------------------------------------------------------ */
 /* Parameters by name, DLPack exchange, threads                                          */

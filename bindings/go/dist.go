@@ -137,6 +137,32 @@ func (d *Dist) Close() error {
 	return nil
 }
 
+// TrainerLayout is where a rank sits in its trainer's device mesh (Trainer.Layout).
+type TrainerLayout struct {
+	// Which of the global batch's DataParallelSize parts Step takes (the ranks of one tensor-
+	// or context-parallel group take the same); 0 of 1 alone.
+	DataParallelRank, DataParallelSize int64
+	// This rank's place in its tensor-parallel group (0 of 1 without one).
+	TensorParallelRank, TensorParallelSize int64
+	// This rank's place in its context-parallel group (0 of 1 without one).
+	ContextParallelRank, ContextParallelSize int64
+}
+
+// Layout reports where this rank sits in the device mesh the train config's tensor_parallel
+// and context_parallel sections lay out over the process group.
+func (t *Trainer) Layout() (TrainerLayout, error) {
+	var l C.olm_trainer_layout
+	l.struct_size = C.size_t(unsafe.Sizeof(l))
+	err := takeError(C.olm_trainer_layout_get(t.ptr(), &l))
+	runtime.KeepAlive(t)
+	if err != nil {
+		return TrainerLayout{}, err
+	}
+	return TrainerLayout{DataParallelRank: int64(l.data_parallel_rank), DataParallelSize: int64(l.data_parallel_size),
+		TensorParallelRank: int64(l.tensor_parallel_rank), TensorParallelSize: int64(l.tensor_parallel_size),
+		ContextParallelRank: int64(l.context_parallel_rank), ContextParallelSize: int64(l.context_parallel_size)}, nil
+}
+
 // SetDist makes the trainer train data-parallel over a process group (every rank calls it;
 // rank 0's weights are broadcast). Step then takes this rank's part of the global batch and
 // Fit gives each rank its slice. nil detaches. From then on the trainer issues collectives on

@@ -25,6 +25,9 @@ func distBatch(step int) []int64 {
 // FSDP: the same numbers with parameters and optimizer state sharded over the ranks.
 const fsdpJSON = `, "data_parallel": {"name": "fsdp"}`
 
+// Tensor parallelism: both ranks take the whole batch and hold half of every split matrix.
+const tpJSON = `, "tensor_parallel": {"degree": 2}`
+
 func distTrain(t *testing.T, d *Dist, rank, world int, extra string) []float64 {
 	tcfg := must(TrainConfigFromJSON(trainJSON(extra)))
 	defer tcfg.Close()
@@ -50,10 +53,21 @@ func distTrain(t *testing.T, d *Dist, rank, world int, extra string) []float64 {
 			}
 		}
 	}
-	per := 32 / world
+	// The ranks of one tensor-parallel group take the same part of each global batch.
+	layout := must(tr.Layout())
+	if d == nil && layout != (TrainerLayout{0, 1, 0, 1, 0, 1}) {
+		t.Fatalf("one process: layout %+v", layout)
+	}
+	if extra == tpJSON && layout != (TrainerLayout{0, 1, int64(rank), 2, 0, 1}) {
+		t.Fatalf("rank %d under tensor parallelism 2: layout %+v", rank, layout)
+	}
+	if extra != tpJSON && layout.DataParallelSize != int64(world) {
+		t.Fatalf("data parallelism over %d ranks: layout %+v", world, layout)
+	}
+	part, per := int(layout.DataParallelRank), 32/int(layout.DataParallelSize)
 	var losses []float64
 	for s := 0; s < 4; s++ {
-		x := must(NewTensorInt64(distBatch(s)[rank*per:(rank+1)*per], int64(per/8), 8))
+		x := must(NewTensorInt64(distBatch(s)[part*per:(part+1)*per], int64(per/8), 8))
 		m := must(tr.Step(x, nil))
 		x.Close()
 		losses = append(losses, m.Loss)
@@ -108,6 +122,8 @@ func freePort(t *testing.T) int {
 func TestDistTwoRanksMatchOneProcess(t *testing.T) { distTwoRanks(t, "") }
 
 func TestDistFSDPTwoRanksMatchOneProcess(t *testing.T) { distTwoRanks(t, fsdpJSON) }
+
+func TestDistTensorParallelTwoRanksMatchOneProcess(t *testing.T) { distTwoRanks(t, tpJSON) }
 
 func distTwoRanks(t *testing.T, extra string) {
 	if os.Getenv("OLM_GO_DIST_OUT") != "" {

@@ -253,7 +253,7 @@ struct ProcessGroup::Impl {
 
   static void count(ProcessGroup& g, int64_t bytes);
   template <typename Start>
-  static std::unique_ptr<Pending> start(ProcessGroup& g, const char* what, Start&& start_work);
+  static std::unique_ptr<Pending> start(ProcessGroup& g, const std::string& what, Start&& start_work);
 };
 
 namespace {
@@ -472,6 +472,7 @@ DeviceMesh DeviceMesh::build(const std::shared_ptr<ProcessGroup>& world, const s
           "device mesh: " + shape + " is " + std::to_string(product) + " ranks, not world_size " +
               std::to_string(world->world_size()));
   DeviceMesh mesh;
+  mesh.world_ = world;
   mesh.dims_ = dims;
   // Row-major coordinates of this rank, and the stride of each dimension.
   std::vector<int64_t> stride(dims.size(), 1);
@@ -485,6 +486,22 @@ DeviceMesh DeviceMesh::build(const std::shared_ptr<ProcessGroup>& world, const s
     mesh.groups_.push_back(world->new_subgroup(dims[d].name + "/" + std::to_string(first), ranks));
   }
   return mesh;
+}
+
+std::shared_ptr<ProcessGroup> DeviceMesh::flatten(const std::vector<std::string>& names, const std::string& name) {
+  std::vector<bool> flattened(dims_.size(), false);
+  for (const auto& n : names) flattened[index(n)] = true;
+  std::vector<int64_t> stride(dims_.size(), 1);
+  for (size_t d = dims_.size() - 1; d-- > 0;) stride[d] = stride[d + 1] * dims_[d + 1].size;
+  std::vector<int64_t> ranks;
+  for (int64_t r = 0; r < world_->world_size(); ++r) {
+    bool same = true;
+    for (size_t d = 0; d < dims_.size() && same; ++d)
+      same = flattened[d] || r / stride[d] % dims_[d].size == coordinates_[d];
+    if (same) ranks.push_back(r);
+  }
+  groups_.push_back(world_->new_subgroup(name + "/" + std::to_string(ranks.front()), ranks));
+  return groups_.back();
 }
 
 size_t DeviceMesh::index(const std::string& name) const {
@@ -538,7 +555,7 @@ void ProcessGroup::Impl::count(ProcessGroup& g, int64_t bytes) {
 }
 
 template <typename Start>
-std::unique_ptr<Pending> ProcessGroup::Impl::start(ProcessGroup& g, const char* what, Start&& start_work) {
+std::unique_ptr<Pending> ProcessGroup::Impl::start(ProcessGroup& g, const std::string& what, Start&& start_work) {
   c10::intrusive_ptr<c10d::Work> work;
   try {
     work = start_work();
@@ -597,6 +614,53 @@ std::unique_ptr<Pending> ProcessGroup::reduce_scatter_sum_async(at::Tensor outpu
     opts.reduceOp = c10d::ReduceOp::SUM;
     opts.timeout = options_.timeout;
     return impl_->backend->_reduce_scatter_base(output, input, opts);
+  });
+}
+
+std::string ProcessGroup::peer_name(int64_t peer) const {
+  return "rank " + std::to_string(parent_ranks_.empty() ? peer : parent_ranks_[static_cast<size_t>(peer)]);
+}
+
+void ProcessGroup::check_peer(const at::Tensor& tensor, int64_t peer, const char* op) const {
+  require(peer >= 0 && peer < world_size() && peer != rank(), ErrorCode::kInvalidArgument,
+          std::string(op) + ": peer " + std::to_string(peer) + " is not another rank of this group (rank " +
+              std::to_string(rank()) + " of world_size " + std::to_string(world_size()) + ")");
+  require(tensor.defined() && tensor.is_contiguous(), ErrorCode::kInvalidArgument,
+          std::string(op) + ": the tensor must be defined and contiguous");
+}
+
+std::unique_ptr<Pending> ProcessGroup::send_async(at::Tensor tensor, int64_t peer, int64_t tag) {
+  check_peer(tensor, peer, "send");
+  Impl::count(*this, static_cast<int64_t>(tensor.numel() * tensor.element_size()));
+  return Impl::start(*this, "send to " + peer_name(peer), [&] {
+    std::vector<at::Tensor> one{tensor};
+    return impl_->backend->send(one, static_cast<int>(peer), static_cast<int>(tag));
+  });
+}
+
+std::unique_ptr<Pending> ProcessGroup::recv_async(at::Tensor tensor, int64_t peer, int64_t tag) {
+  check_peer(tensor, peer, "recv");
+  Impl::count(*this, 0);
+  return Impl::start(*this, "recv from " + peer_name(peer), [&] {
+    std::vector<at::Tensor> one{tensor};
+    return impl_->backend->recv(one, static_cast<int>(peer), static_cast<int>(tag));
+  });
+}
+
+std::unique_ptr<Pending> ProcessGroup::all_to_all_async(at::Tensor output, at::Tensor input) {
+  require(output.defined() && input.defined() && output.is_contiguous() && input.is_contiguous() &&
+              output.sizes() == input.sizes() && output.scalar_type() == input.scalar_type() && input.dim() >= 1 &&
+              input.size(0) % world_size() == 0,
+          ErrorCode::kInvalidArgument,
+          "all_to_all: input and output must be contiguous, of one shape and dtype, dim 0 a multiple of world_size " +
+              std::to_string(world_size()));
+  const int64_t bytes = static_cast<int64_t>(input.numel() * input.element_size());
+  Impl::count(*this, bytes - bytes / world_size());
+  return Impl::start(*this, "all_to_all", [&] {
+    std::vector<int64_t> equal_splits;  // empty: world_size equal slices
+    c10d::AllToAllOptions opts;
+    opts.timeout = options_.timeout;
+    return impl_->backend->alltoall_base(output, input, equal_splits, equal_splits, opts);
   });
 }
 

@@ -105,6 +105,19 @@ class ProcessGroup {
   // elements) receives slice r (elements [r*n, (r+1)*n)) of `input` summed over the ranks.
   // Counted as input's bytes (the full payload this rank contributes).
   std::unique_ptr<Pending> reduce_scatter_sum_async(at::Tensor output, at::Tensor input);
+  // Point to point (c10d's Backend::send / recv): `tensor` (contiguous, of the backend's
+  // device) goes to, or is filled from, rank `peer` of this group, which must post the
+  // matching recv / send with the same `tag` (messages between two ranks with one tag arrive
+  // in order; different tags keep independent streams apart). Both return at once, so a ring
+  // step posts its send to the next rank and its recv from the previous one together. A send
+  // counts its tensor's bytes, a recv none (its sender counts them).
+  std::unique_ptr<Pending> send_async(at::Tensor tensor, int64_t peer, int64_t tag = 0);
+  std::unique_ptr<Pending> recv_async(at::Tensor tensor, int64_t peer, int64_t tag = 0);
+  // c10d's all_to_all_single with equal splits (Backend::alltoall_base): input and output
+  // (contiguous, the same shape, dim 0 a multiple of world_size) are world_size equal slices
+  // along dim 0; slice j of input goes to rank j, and slice j of output comes from rank j.
+  // Counted as the bytes this rank sends to the others (input's bytes but its own slice).
+  std::unique_ptr<Pending> all_to_all_async(at::Tensor output, at::Tensor input);
   void barrier();
   // A final barrier, then the connections are closed; later collectives fail.
   void shutdown();
@@ -124,6 +137,9 @@ class ProcessGroup {
 
  private:
   explicit ProcessGroup(ProcessGroupOptions options);
+  // "rank N" for rank `peer` of this group, N its rank in the world group (as failures name it).
+  std::string peer_name(int64_t peer) const;
+  void check_peer(const at::Tensor& tensor, int64_t peer, const char* op) const;
   void connect_backend();  // the backend over impl_->store, for options_'s rank and size
   ProcessGroupOptions options_;
   BackendKind backend_ = BackendKind::kGloo;
@@ -148,9 +164,16 @@ class DeviceMesh {
   int64_t coordinate(const std::string& name) const;
   const std::shared_ptr<ProcessGroup>& group(const std::string& name) const;
   const std::vector<std::shared_ptr<ProcessGroup>>& groups() const { return groups_; }
+  // A collective over the world (every rank calls it with the same names, in the same order
+  // as its other flatten calls): the sub-group of the ranks sharing this rank's coordinates in
+  // every dimension but `names`, ordered row-major over those (DeviceMesh's _flatten, as
+  // OLMo-core's "dp_cp" for the gradient reduction of data and context parallelism). Its
+  // rank is this rank's row-major coordinate over `names`; groups() lists it after the dims'.
+  std::shared_ptr<ProcessGroup> flatten(const std::vector<std::string>& names, const std::string& name);
 
  private:
   size_t index(const std::string& name) const;
+  std::shared_ptr<ProcessGroup> world_;
   std::vector<MeshDim> dims_;
   std::vector<int64_t> coordinates_;
   std::vector<std::shared_ptr<ProcessGroup>> groups_;

@@ -41,14 +41,67 @@ Attention::Attention(int64_t d_model, const AttentionSpec& spec, std::shared_ptr
   if (spec.alibi) alibi_slopes_ = alibi_slopes(spec.n_heads);
 }
 
+void Attention::check_context_parallel() const {
+  const std::string why = " cannot be combined with context parallelism";
+  require(spec_.backend != "explicit", ErrorCode::kInvalidConfig, "attention.backend: explicit" + why);
+  require(!spec_.alibi, ErrorCode::kInvalidConfig, "attention.alibi" + why);
+  require(spec_.dropout == 0.0, ErrorCode::kInvalidConfig, "attention.dropout > 0" + why);
+}
+
 void Attention::set_context_parallel(std::shared_ptr<ContextParallel> cp) {
-  if (cp) {
-    const std::string why = " cannot be combined with context parallelism";
-    require(spec_.backend != "explicit", ErrorCode::kInvalidConfig, "attention.backend: explicit" + why);
-    require(!spec_.alibi, ErrorCode::kInvalidConfig, "attention.alibi" + why);
-    require(spec_.dropout == 0.0, ErrorCode::kInvalidConfig, "attention.dropout > 0" + why);
-  }
+  if (cp) check_context_parallel();
   cp_ = std::move(cp);
+}
+
+std::vector<TensorParallelSplit> Attention::tensor_parallel_splits(int64_t degree) const {
+  const std::string why = " cannot be combined with tensor parallelism";
+  require(!spec_.normalized, ErrorCode::kInvalidConfig, "attention.name: normalized" + why);
+  require(spec_.n_heads % degree == 0, ErrorCode::kInvalidConfig,
+          "attention.n_heads: " + std::to_string(spec_.n_heads) + " heads do not split over tensor_parallel.degree " +
+              std::to_string(degree));
+  std::vector<TensorParallelSplit> splits;
+  auto linear = [&](const std::string& name, int64_t dim) {
+    splits.push_back({name + ".weight", dim});
+    if (spec_.bias && dim == 0) splits.push_back({name + ".bias", 0});
+  };
+  const bool kv_split = kv_heads_split(degree);
+  linear("w_q", 0);
+  if (kv_split) {
+    linear("w_k", 0);
+    linear("w_v", 0);
+  }
+  linear("w_out", 1);
+  if (w_g_) linear("w_g", 0);
+  if (q_norm_ && !spec_.use_head_qk_norm) {
+    const bool affine = spec_.qk_norm->elementwise_affine, bias = affine && spec_.qk_norm->bias;
+    std::vector<std::string> norms{"q_norm"};
+    if (kv_split) norms.push_back("k_norm");
+    for (const auto& norm : norms) {
+      if (affine) splits.push_back({norm + ".weight", 0});
+      if (bias) splits.push_back({norm + ".bias", 0});
+    }
+  }
+  return splits;
+}
+
+void Attention::set_tensor_parallel(std::shared_ptr<TensorParallel> tp) {
+  if (!tp) {
+    require(!tp_, ErrorCode::kInvalidArgument, "attention: tensor parallelism cannot be reverted (its weights are split)");
+    return;
+  }
+  const int64_t degree = tp->size(), heads = spec_.n_heads / degree, first = tp->rank() * heads;
+  const int64_t n_rep = spec_.n_heads / spec_.n_kv_heads;
+  const bool kv_split = kv_heads_split(degree);
+  // With split KV heads this rank computes kv heads [first / n_rep, ...); else all of them.
+  const int64_t kv_first = kv_split ? tp->rank() * (spec_.n_kv_heads / degree) : 0;
+  kv_index_ = at::arange(first, first + heads, at::kLong).div(n_rep, "floor") - kv_first;
+  if (q_norm_ && !spec_.use_head_qk_norm) {
+    q_norm_->set_tensor_parallel(tp);
+    if (kv_split) k_norm_->set_tensor_parallel(tp);
+  }
+  if (!alibi_slopes_.empty())
+    alibi_slopes_ = std::vector<double>(alibi_slopes_.begin() + first, alibi_slopes_.begin() + first + heads);
+  tp_ = std::move(tp);
 }
 
 void Attention::normalize_matrices() {
@@ -104,7 +157,10 @@ at::Tensor document_positions(const at::Tensor& cu_doc_lens, int64_t batch, int6
   return pos;
 }
 
-at::Tensor Attention::forward(const at::Tensor& x, KVCache* cache, const at::Tensor& doc_positions) const {
+at::Tensor Attention::forward(const at::Tensor& x_in, KVCache* cache, const at::Tensor& doc_positions) const {
+  require(!(tp_ && cache), ErrorCode::kInvalidArgument, "a KV cache cannot be combined with tensor parallelism");
+  // Under TP x_in is this rank's sequence shard; the heads need the whole sequence.
+  const at::Tensor x = tp_ ? tp_->gather_sequence(x_in) : x_in;
   const int64_t B = x.size(0), T = x.size(1);
   const bool docs = doc_positions.defined();
   // As OLMo-core's RoPE: cu_doc_lens and start_pos are mutually exclusive.
@@ -147,7 +203,11 @@ at::Tensor Attention::forward(const at::Tensor& x, KVCache* cache, const at::Ten
 
   // GQA: repeat each KV head for its group of query heads, as OLMo-core's torch backend does.
   const int64_t n_rep = spec_.n_heads / spec_.n_kv_heads;
-  if (n_rep > 1) {
+  if (tp_) {
+    const auto index = kv_index_.to(k.device());
+    k = k.index_select(2, index);
+    v = v.index_select(2, index);
+  } else if (n_rep > 1) {
     k = k.unsqueeze(3).expand({B, S, spec_.n_kv_heads, n_rep, spec_.head_dim})
             .reshape({B, S, spec_.n_heads, spec_.head_dim});
     v = v.unsqueeze(3).expand({B, S, spec_.n_kv_heads, n_rep, spec_.head_dim})
@@ -224,7 +284,11 @@ at::Tensor Attention::finish(const at::Tensor& x, at::Tensor att) const {
     att = spec_.gate->elementwise ? att.reshape({B, T, -1}) * gate : att * gate.unsqueeze(-1);
   }
   att = att.contiguous().view({B, T, -1});
-  return w_out_->forward(att);
+  if (!tp_) return w_out_->forward(att);
+  // Row-parallel: this rank's heads' share of the output, summed over the group into sequence
+  // shards; the bias once, after the sum.
+  auto out = tp_->reduce_scatter_sequence(at::linear(att, w_out_->weight()));
+  return w_out_->bias() ? out + *w_out_->bias() : out;
 }
 
 }  // namespace olm::nn

@@ -33,7 +33,7 @@ class Attention : public Module {
   // cache's `length` ones; their keys and values are appended to the cache. doc_positions,
   // when defined, is (B, T) int64: each token's position inside its document
   // (document_positions()); it excludes a cache.
-  at::Tensor forward(const at::Tensor& x, KVCache* cache = nullptr,
+  at::Tensor forward(const at::Tensor& x_in, KVCache* cache = nullptr,
                      const at::Tensor& doc_positions = at::Tensor()) const;
 
   int64_t n_kv_heads() const { return spec_.n_kv_heads; }
@@ -53,8 +53,26 @@ class Attention : public Module {
   // attention field that cannot be split over the sequence (the explicit backend's soft-cap,
   // ALiBi, dropout); NULL reverts.
   void set_context_parallel(std::shared_ptr<ContextParallel> cp);
+  void check_context_parallel() const;  // set_context_parallel's refusals, changing nothing
+
+  // Tensor parallelism (OLMo-core's apply_tp for attention): the parameters split over
+  // `degree` ranks, named below this module: w_q (and its bias) by heads; w_k and w_v by heads
+  // when n_kv_heads splits over the degree (else replicated: each rank computes every KV head
+  // and uses those its query heads need); the gates by heads; the QK-norm weights with their
+  // projections when the norm spans the whole projection (per-head ones are replicated); w_out
+  // by its input columns (row-parallel; its bias is replicated). Throws kInvalidConfig naming
+  // the attention field that does not split ("attention.n_heads: ...").
+  std::vector<TensorParallelSplit> tensor_parallel_splits(int64_t degree) const;
+  // Switches forward to TP once the split parameters hold this rank's slices: forward then
+  // takes this rank's sequence shard (B, T/size, d_model), gathers the whole sequence, runs
+  // this rank's heads and returns its shard of w_out's output summed over the group.
+  void set_tensor_parallel(std::shared_ptr<TensorParallel> tp);
 
  private:
+  std::shared_ptr<TensorParallel> tp_;
+  bool kv_heads_split(int64_t degree) const { return spec_.n_kv_heads % degree == 0; }
+  // Under TP: this rank's query heads' key/value heads among those it computes (B, S, H_local, D).
+  at::Tensor kv_index_;
   std::shared_ptr<ContextParallel> cp_;
   // The gates (on the block input x) and w_out on att (B, T, H, D).
   at::Tensor finish(const at::Tensor& x, at::Tensor att) const;

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "core/error.h"
 #include "core/nn/layer_norm.h"
 
 namespace olm::nn {
@@ -28,7 +29,31 @@ void FeedForward::normalize_matrices() {
   w3_->weight().copy_(l2_normalize(w3_->weight(), -1));
 }
 
-at::Tensor FeedForward::forward(const at::Tensor& x) const {
+std::vector<TensorParallelSplit> FeedForward::tensor_parallel_splits(int64_t degree) const {
+  require(spec_.name != "normalized", ErrorCode::kInvalidConfig,
+          "feed_forward.name: normalized cannot be combined with tensor parallelism");
+  require(spec_.hidden_size % degree == 0, ErrorCode::kInvalidConfig,
+          "feed_forward.hidden_size: " + std::to_string(spec_.hidden_size) +
+              " does not split over tensor_parallel.degree " + std::to_string(degree));
+  std::vector<TensorParallelSplit> splits;
+  for (std::string name : {"w1", "w2", "w3"}) {
+    if (name == "w3" && !w3_) continue;
+    const int64_t dim = name == "w2" ? 1 : 0;
+    splits.push_back({name + ".weight", dim});
+    if (spec_.bias && dim == 0) splits.push_back({name + ".bias", 0});
+  }
+  return splits;
+}
+
+at::Tensor FeedForward::forward(const at::Tensor& x_in) const {
+  if (tp_) {
+    const auto x = tp_->gather_sequence(x_in);
+    auto h = activate(spec_.activation, w1_->forward(x));
+    // Row-parallel w2: the bias once, after the sum over the group.
+    auto out = tp_->reduce_scatter_sequence(at::linear(w3_ ? h * w3_->forward(x) : h, w2_->weight()));
+    return w2_->bias() ? out + *w2_->bias() : out;
+  }
+  const at::Tensor& x = x_in;
   if (sw1_) {
     // OLMo-core's NormalizedFeedForward: w2(silu(sw1 sqrt(d) * w1 x) * (sw3 * w3 x)).
     const auto sw1 = *sw1_ * ((1.0 / 1.0) * sqrt_d_model_);

@@ -3,6 +3,7 @@
 #pragma once
 #include "core/config/config.h"
 #include "core/nn/module.h"
+#include "core/nn/parallel.h"
 
 namespace olm::nn {
 
@@ -18,7 +19,16 @@ class FeedForward : public Module {
   // nGPT: unit rows for w1 and w3, unit columns for w2.
   void normalize_matrices();
 
+  // Tensor parallelism: w1 and w3 (with their biases) column-parallel, w2 row-parallel (its
+  // bias replicated), named below this module. Throws kInvalidConfig naming
+  // "feed_forward.hidden_size" or "feed_forward.name" when they do not split over `degree`.
+  std::vector<TensorParallelSplit> tensor_parallel_splits(int64_t degree) const;
+  // Once the split parameters hold this rank's slices: forward then takes this rank's sequence
+  // shard, gathers the whole sequence and returns its shard of w2's output summed over the group.
+  void set_tensor_parallel(std::shared_ptr<TensorParallel> tp) { tp_ = std::move(tp); }
+
  private:
+  std::shared_ptr<TensorParallel> tp_;
   FeedForwardSpec spec_;
   std::shared_ptr<Linear> w1_, w2_, w3_;
   at::Tensor* sw1_ = nullptr;  // "normalized": learned scales of the gate and the value

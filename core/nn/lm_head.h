@@ -38,6 +38,16 @@ std::pair<at::Tensor, std::optional<at::Tensor>> cross_entropy_loss(
 at::Tensor z_loss_from_logsumexp(const at::Tensor& lse, const at::Tensor& mask, LossReduction reduction,
                                  double multiplier);
 
+// Megatron's vocabulary-parallel cross-entropy: logits (N, V/size) hold this rank's slice of
+// the vocabulary, [vocab_start, vocab_start + V/size); labels (N) the whole vocabulary's ids.
+// The max, the sum of exponentials and the target's logit are combined across the group (the
+// full logits are never gathered), so every rank returns the same (per-token loss (N), 0 where
+// the label is ignore_index; logsumexp (N)). Backward gives this rank's slice of the gradient
+// for the loss every rank holds alike.
+std::pair<at::Tensor, at::Tensor> vocab_parallel_cross_entropy(const at::Tensor& logits, const at::Tensor& labels,
+                                                               int64_t vocab_start, int64_t ignore_index,
+                                                               TensorParallel& tp);
+
 class LMHead : public Module {
  public:
   // tied_weight (tie_word_embeddings): w_out uses this (vocab_size, d_model) tensor, owned
@@ -55,7 +65,19 @@ class LMHead : public Module {
   // nGPT: unit rows for w_out.
   void normalize_matrices();
 
+  // Tensor parallelism: w_out (and its bias) split by the vocabulary (a tied head uses the
+  // embeddings' slice of rows), named below this module. Throws kInvalidConfig naming the
+  // lm_head field that cannot be split (the normalized head, the fused_linear loss).
+  std::vector<TensorParallelSplit> tensor_parallel_splits(int64_t degree) const;
+  // Once the weights hold this rank's slice: logits() and loss() then take this rank's
+  // sequence shard of h; logits() returns the whole vocabulary's logits (gathered), loss() the
+  // vocabulary-parallel loss, the same on every rank, without gathering them.
+  void set_tensor_parallel(std::shared_ptr<TensorParallel> tp) { tp_ = std::move(tp); }
+
  private:
+  std::shared_ptr<TensorParallel> tp_;
+  // Under TP: the final norm on the shard, then the whole sequence for the projection.
+  at::Tensor normed_input(const at::Tensor& h, int64_t logits_to_keep) const;
   at::Tensor keep_last(const at::Tensor& t, int64_t logits_to_keep) const;
   const at::Tensor& weight() const;  // w_out's, or the tied embedding table
   at::Tensor bias() const;           // undefined when there is none

@@ -197,7 +197,10 @@ std::pair<at::Tensor, at::Tensor> RotaryEmbedding::apply_at(const at::Tensor& q,
     sin_sel = angles.sin().to(q_.scalar_type()).view({B, T, 1, -1});
     cos_sel = angles.cos().to(q_.scalar_type()).view({B, T, 1, -1});
   } else {
-    auto [sin, cos] = tables(T, q.device());
+    // Under context parallelism T is this rank's share, and its tokens' positions reach into
+    // the whole sequence: the table must cover the largest position, not just T.
+    const int64_t rows = T > 0 ? std::max(T, idx.max().item<int64_t>() + 1) : T;
+    auto [sin, cos] = tables(rows, q.device());
     // olmo_core.nn.rope: pos_sin.index_select(0, pos_idx.reshape(-1)).view(B, k_len, -1).
     sin_sel = sin.to(q_.scalar_type()).index_select(0, idx).view({B, T, 1, -1});
     cos_sel = cos.to(q_.scalar_type()).index_select(0, idx).view({B, T, 1, -1});

@@ -52,7 +52,31 @@ class Transformer : public Module {
   // documents). Throws kInvalidConfig naming what cannot be split over the sequence
   // (GatedDeltaNet and MoE blocks, see Attention::set_context_parallel). NULL reverts.
   void apply_context_parallel(const std::shared_ptr<ContextParallel>& cp);
+  // apply_context_parallel's refusals, changing nothing.
+  void check_context_parallel() const;
   const std::shared_ptr<ContextParallel>& context_parallel() const { return cp_; }
+
+  // OLMo-core's apply_tp, with sequence and loss parallelism. Called once, after the full
+  // weights are in place, identical on every rank of `tp`: each split parameter's tensor is
+  // replaced by this rank's slice (a fresh contiguous tensor, same name, same requires_grad;
+  // the layout: tensor_parallel_slices) and the forward switches to TP. Then every rank passes
+  // the same whole batch: input_ids (B, T) with T % tp->size() == 0, labels and doc_positions
+  // (B, T) for the whole sequence. hidden_states returns this rank's contiguous sequence shard
+  // (B, T / size, d_model); forward the whole vocabulary's logits for the whole sequence;
+  // loss the same full loss on every rank, the logits never gathered (ce and z losses alike).
+  // Gradients: a split parameter's is the gradient of its slice; a replicated one's is this
+  // rank's PARTIAL sum, which the caller sums over the TP group. No KV caches under TP.
+  // Throws kInvalidConfig naming the field that cannot be split ("vocab_size",
+  // "blocks[0].attention.n_heads: 6 heads do not split over tensor_parallel.degree 4", MoE and
+  // GatedDeltaNet blocks, the normalized model, lm_head.loss_implementation fused_linear)
+  // before changing anything; kInvalidArgument for a NULL tp or a second call.
+  void apply_tensor_parallel(const std::shared_ptr<TensorParallel>& tp);
+  // apply_tensor_parallel's refusals for a group of `degree` ranks, changing nothing.
+  void check_tensor_parallel(int64_t degree) const;
+  const std::shared_ptr<TensorParallel>& tensor_parallel() const { return tp_; }
+  // Every parameter's layout on TP rank `rank` (0 <= rank < the TP size, 1 without TP), in
+  // named_parameters() order.
+  std::vector<TensorParallelSlice> tensor_parallel_slices(int64_t rank) const;
 
   // nGPT (spec().normalized): embeddings and every weight matrix back to unit norm, as
   // OLMo-core's NormalizedTransformer.normalize_matrices; called after each optimizer step.
@@ -74,6 +98,13 @@ class Transformer : public Module {
   BlockRunner block_runner_;
   std::vector<bool> checkpointed_;
   std::shared_ptr<ContextParallel> cp_;
+  std::shared_ptr<TensorParallel> tp_;
+  std::vector<TensorParallelSlice> tp_layout_;  // rank 0's; empty without TP
+  // Under TP: this rank's partial sum of the embeddings of input_ids (rows outside its slice
+  // of the vocabulary give zeros), reduce-scattered into its sequence shard.
+  at::Tensor embed_tensor_parallel(const at::Tensor& input_ids) const;
+  // Every parameter's layout over `degree` ranks (start 0), after every refusal.
+  std::vector<TensorParallelSlice> tensor_parallel_layout(int64_t degree) const;
 };
 
 // The embedding table is a module of its own in OLMo-core ("embeddings.weight").

@@ -218,8 +218,8 @@ FitResult fit(train::Trainer& trainer, const FitOptions& options) {
   }
   check_outputs(trainer);
   if (!spec.metrics_path.empty() && trainer.rank() == 0) trim_metrics(spec.metrics_path, trainer.step());
-  data::DataLoader loader(train_data, spec.global_batch_instances(), static_cast<uint64_t>(spec.seed), trainer.rank(),
-                          trainer.world_size());
+  data::DataLoader loader(train_data, spec.global_batch_instances(), static_cast<uint64_t>(spec.seed), trainer.data_parallel_rank(),
+                          trainer.data_parallel_world_size());
   loader.restore(trainer.data_position());
   if (options.on_start) options.on_start(*train_data);
   return fit_loop(trainer, loader, eval_data, options.callbacks, options.documents);

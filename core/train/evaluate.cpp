@@ -36,7 +36,7 @@ EvalMetrics evaluate_dataset(Trainer& trainer, const data::TokenDataset& dataset
   }
   // With a process group, rank r evaluates batches r, r + world, ... and evaluate() sums the
   // ranks' totals.
-  const int64_t rank = trainer.rank(), world = trainer.world_size();
+  const int64_t rank = trainer.data_parallel_rank(), world = trainer.data_parallel_world_size();
   int64_t next = 0, batches = 0;
   return trainer.evaluate([&](at::Tensor& ids, at::Tensor& labels, at::Tensor& cu_doc_lens) {
     for (;;) {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <sstream>
 
+#include "core/distributed/process_group.h"
 #include "core/error.h"
 #include "core/io/flatbuffer_alignment.h"
 #include "core/io/json.h"
@@ -246,6 +247,51 @@ TrainSpec resolve_train(const fb::TrainConfigT& in) {
     s.dp_prefetch_factor = dp.prefetch_factor;
     s.dp_num_replicas = dp.num_replicas;
     s.dp_shard_degree = dp.shard_degree;
+  }
+  if (in.tensor_parallel) {
+    const auto& tp = *in.tensor_parallel;
+    require(tp.degree >= 1 && tp.degree <= distributed::kMaxWorldSize, ErrorCode::kInvalidConfig,
+            "tensor_parallel.degree must be in [1, " + std::to_string(distributed::kMaxWorldSize) + "] (got " +
+                std::to_string(tp.degree) + ")");
+    require(!tp.enable_async, ErrorCode::kInvalidConfig,
+            "tensor_parallel.enable_async: async tensor parallelism (torch.compile's micro-pipelining over "
+            "symmetric memory) is not available in olm");
+    s.tp_degree = tp.degree;
+  }
+  if (in.context_parallel) {
+    const auto& cp = *in.context_parallel;
+    require(cp.degree >= 1 && cp.degree <= distributed::kMaxWorldSize, ErrorCode::kInvalidConfig,
+            "context_parallel.degree must be in [1, " + std::to_string(distributed::kMaxWorldSize) + "] (got " +
+                std::to_string(cp.degree) + ")");
+    // As OLMo-core's TransformerContextParallelConfig.__post_init__.
+    require(!(cp.ring && cp.uly), ErrorCode::kInvalidConfig,
+            "context_parallel: only one of ring and uly can be given");
+    require(cp.ring || cp.uly, ErrorCode::kInvalidConfig, "context_parallel: one of ring and uly must be given");
+    s.cp_degree = cp.degree;
+    if (cp.uly) {
+      s.cp_style = "ulysses";
+    } else {
+      s.cp_style = "ring";
+      s.cp_load_balancer = cp.ring->load_balancer.empty() ? "zig_zag" : cp.ring->load_balancer;
+      require_one_of(s.cp_load_balancer, {"zig_zag"}, "context_parallel.ring.load_balancer");
+      require(cp.ring->head_stride == 1, ErrorCode::kInvalidConfig,
+              "context_parallel.ring.head_stride: only 1 is supported (every key/value head travels in each ring "
+              "pass; got " + std::to_string(cp.ring->head_stride) + ")");
+    }
+  }
+  const int64_t multiple = s.sequence_multiple();
+  if (multiple > 1 && s.sequence_length % multiple != 0) {
+    std::vector<std::string> factors;
+    if (s.cp_degree > 1)
+      factors.push_back(s.cp_style == "ring" && s.cp_load_balancer == "zig_zag"
+                            ? "2 x context_parallel.degree " + std::to_string(s.cp_degree) + " (zig-zag chunks)"
+                            : "context_parallel.degree " + std::to_string(s.cp_degree));
+    if (s.tp_degree > 1)
+      factors.push_back("tensor_parallel.degree " + std::to_string(s.tp_degree) + " (sequence parallelism)");
+    std::string why;
+    for (const auto& f : factors) why += (why.empty() ? "" : " x ") + f;
+    fail(ErrorCode::kInvalidConfig, "sequence_length " + std::to_string(s.sequence_length) +
+                                        " must be a multiple of " + std::to_string(multiple) + ": " + why);
   }
   return s;
 }

@@ -83,6 +83,17 @@ struct TrainSpec {
   int64_t dp_shard_degree = 0;                // data_parallel.shard_degree (hsdp; 0: from the launch)
   int64_t dp_prefetch_factor = 0;             // data_parallel.prefetch_factor (fsdp, hsdp)
   bool sharded() const { return data_parallel == "fsdp" || data_parallel == "hsdp"; }
+  int64_t tp_degree = 1;                      // tensor_parallel.degree
+  int64_t cp_degree = 1;                      // context_parallel.degree
+  // context_parallel's style: "ring" (load balancer cp_load_balancer) or "ulysses"; "" when
+  // cp_degree is 1 and no style was given.
+  std::string cp_style;
+  std::string cp_load_balancer;               // ring: "zig_zag" or "llama3"
+  // The multiple sequence_length must be of for the sequence to split over the CP ranks and, on
+  // each, over the TP ranks (sequence parallelism).
+  int64_t sequence_multiple() const {
+    return (cp_style == "ring" && cp_load_balancer == "zig_zag" ? 2 : 1) * cp_degree * tp_degree;
+  }
 
   int64_t global_batch_instances() const { return global_batch_size / sequence_length; }
   int64_t microbatch_instances() const { return rank_microbatch_size / sequence_length; }

@@ -4,8 +4,10 @@
 
 #include <cmath>
 
+#include "core/distributed/context_parallel.h"
 #include "core/distributed/ddp.h"
 #include "core/distributed/fsdp.h"
+#include "core/distributed/tensor_parallel.h"
 #include "core/error.h"
 #include "core/train/activation_checkpointing.h"
 
@@ -38,6 +40,11 @@ class AutocastScope {
   bool prev_enabled_ = false;
   at::ScalarType prev_dtype_ = at::kBFloat16;
 };
+
+distributed::ContextParallelStyle context_parallel_style(const TrainSpec& spec) {
+  return spec.cp_style == "ulysses" ? distributed::ContextParallelStyle::kUlysses
+                                    : distributed::ContextParallelStyle::kRingZigZag;
+}
 
 double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
@@ -115,6 +122,31 @@ void Trainer::gather_parameters() {
   if (fsdp_) fsdp_->gather_all();
 }
 
+std::map<std::string, at::Tensor> Trainer::full_state() {
+  gather_parameters();
+  at::NoGradGuard no_grad;
+  std::map<std::string, nn::TensorParallelSlice> slices;
+  if (tp_)
+    for (auto& slice : model_->module().tensor_parallel_slices(tp_group_->rank())) slices[slice.name] = slice;
+  std::map<std::string, at::Tensor> out;
+  for (auto& p : model_->module().named_state()) {
+    auto it = slices.find(p.name);
+    if (it == slices.end() || it->second.dim < 0) {
+      out[p.name] = p.tensor->detach().clone();
+      continue;
+    }
+    // Rank r's slice starts at r x its length along the split dimension (equal slices).
+    const int64_t tp = tp_group_->world_size();
+    const auto local = p.tensor->detach().contiguous().to(tp_group_->comm_device());
+    auto gathered = at::empty({tp * local.numel()}, local.options());
+    tp_group_->all_gather_into_async(gathered, local.reshape({-1}))->wait();
+    std::vector<int64_t> shape{tp};
+    for (auto d : local.sizes()) shape.push_back(d);
+    out[p.name] = at::cat(gathered.view(shape).unbind(0), it->second.dim).to(p.tensor->device());
+  }
+  return out;
+}
+
 int64_t Trainer::comm_bytes() const {
   int64_t bytes = group_ ? group_->stats().bytes : 0;
   for (const auto& g : mesh_groups_) bytes += g->stats().bytes;
@@ -122,6 +154,41 @@ int64_t Trainer::comm_bytes() const {
 }
 
 void Trainer::set_process_group(std::shared_ptr<distributed::ProcessGroup> group) {
+  require(!tp_, ErrorCode::kInvalidArgument,
+          "process group: the model is split by tensor parallelism over the current group, whose trainer keeps "
+          "it (save a checkpoint and load it into a new trainer to change the layout)");
+  if (group) {
+    // The layout is checked before anything changes: a refused group leaves the trainer as it was.
+    const TrainSpec& spec = config_.spec();
+    const int64_t world = group->world_size();
+    const int64_t tp = spec.tp_degree, cp = spec.cp_degree;
+    require(world % (tp * cp) == 0, ErrorCode::kInvalidConfig,
+            "tensor_parallel.degree x context_parallel.degree = " + std::to_string(tp) + " x " + std::to_string(cp) +
+                " does not divide world_size " + std::to_string(world));
+    const int64_t dp = world / (tp * cp);
+    require(spec.global_batch_instances() % dp == 0, ErrorCode::kInvalidConfig,
+            "global_batch_size: " + std::to_string(spec.global_batch_instances()) +
+                " instances do not divide evenly over " +
+                (dp == world ? "world_size " + std::to_string(world)
+                             : std::to_string(dp) + " data-parallel ranks (world_size " + std::to_string(world) +
+                                   " / (context_parallel.degree x tensor_parallel.degree))"));
+    // The model's own refusals (heads, hidden units or vocabulary that do not divide, blocks
+    // that cannot be split), before any collective or change.
+    if (tp > 1) model_->module().check_tensor_parallel(tp);
+    if (cp > 1) model_->module().check_context_parallel();
+    if (spec.cp_style == "ulysses" && cp > 1) {
+      // Ulysses trades sequence shards for head shards: each rank's heads (after TP's split)
+      // must divide over the CP group.
+      const auto& blocks = model_->config().spec().blocks;
+      for (size_t i = 0; i < blocks.size(); ++i) {
+        const int64_t heads = blocks[i].attention.n_heads;
+        require(heads % tp != 0 || (heads / tp) % cp == 0, ErrorCode::kInvalidConfig,
+                "blocks[" + std::to_string(i) + "].attention.n_heads: " + std::to_string(heads) +
+                    (tp > 1 ? " heads / tensor_parallel.degree " + std::to_string(tp) : std::string(" heads")) +
+                    " do not split over context_parallel.degree " + std::to_string(cp) + " (Ulysses splits heads)");
+      }
+    }
+  }
   ddp_.reset();
   if (fsdp_) {
     // Back to full float32 parameters on every rank (a collective on the old group).
@@ -130,37 +197,90 @@ void Trainer::set_process_group(std::shared_ptr<distributed::ProcessGroup> group
     optimizer_ = make_optimizer(config_.spec().optimizer, params_);
     install_block_runner();
   }
-  mesh_groups_.clear();
+  detach_mesh();
   group_ = std::move(group);
   if (!group_) return;
-  const int64_t world = group_->world_size();
-  require(config_.spec().global_batch_instances() % world == 0, ErrorCode::kInvalidConfig,
-          "global_batch_size: " + std::to_string(config_.spec().global_batch_instances()) +
-              " instances do not divide evenly over world_size " + std::to_string(world));
+  try {
+    attach_mesh();
+  } catch (...) {
+    // The model refused the split (heads, hidden size or vocabulary that do not divide, a
+    // block kind that cannot be split): before any change to it, so only the groups go.
+    detach_mesh();
+    group_.reset();
+    throw;
+  }
+}
+
+void Trainer::detach_mesh() {
+  if (cp_) model_->module().apply_context_parallel(nullptr);
+  cp_.reset();
+  cp_group_.reset();
+  tp_group_.reset();
+  mesh_groups_.clear();
+  batch_group_.reset();
+  dp_rank_ = 0;
+  dp_world_ = 1;
+}
+
+void Trainer::attach_mesh() {
   const TrainSpec& spec = config_.spec();
+  const int64_t world = group_->world_size();
+  const int64_t tp = spec.tp_degree, cp = spec.cp_degree;
+  const int64_t dp = world / (tp * cp);
+  batch_group_ = group_;
+  dp_rank_ = group_->rank();
+  dp_world_ = dp;
+  std::shared_ptr<distributed::ProcessGroup> shard_group = group_, replicate_group;
+  if (spec.data_parallel == "hsdp") {
+    const int64_t shard_degree = spec.dp_shard_degree > 0    ? spec.dp_shard_degree
+                                 : spec.dp_num_replicas > 0 ? dp / spec.dp_num_replicas
+                                                            : std::max<int64_t>(group_->local_world_size() / (tp * cp), 1);
+    const int64_t replicas = spec.dp_num_replicas > 0 ? spec.dp_num_replicas : dp / std::max<int64_t>(shard_degree, 1);
+    require(replicas * shard_degree == dp, ErrorCode::kInvalidConfig,
+            "data_parallel: hsdp needs num_replicas x shard_degree = " +
+                (dp == world ? "world_size " + std::to_string(world)
+                             : "the data-parallel ranks " + std::to_string(dp) +
+                                   " (world_size / (context_parallel.degree x tensor_parallel.degree))") +
+                ", got " + std::to_string(replicas) + " x " + std::to_string(shard_degree) +
+                (spec.dp_num_replicas > 0 || spec.dp_shard_degree > 0 ? std::string()
+                                                                      : " (shard_degree from LOCAL_WORLD_SIZE)"));
+    if (tp * cp == 1) {
+      // OLMo-core's build_world_mesh for HSDP: a replica is shard_degree consecutive ranks.
+      const auto mesh = distributed::DeviceMesh::build(group_, {{"dp_replicate", replicas}, {"dp_shard", shard_degree}});
+      shard_group = mesh.group("dp_shard");
+      replicate_group = mesh.group("dp_replicate");
+      mesh_groups_ = mesh.groups();
+    } else {
+      auto mesh = distributed::DeviceMesh::build(
+          group_, {{"dp_replicate", replicas}, {"dp_shard", shard_degree}, {"cp", cp}, {"tp", tp}});
+      dp_rank_ = mesh.coordinate("dp_replicate") * shard_degree + mesh.coordinate("dp_shard");
+      if (tp > 1) batch_group_ = mesh.flatten({"dp_replicate", "dp_shard", "cp"}, "dp_cp");
+      // FSDP shards over data and context parallelism together (OLMo-core's dp_shard_cp mesh).
+      shard_group = mesh.flatten({"dp_shard", "cp"}, "dp_shard_cp");
+      replicate_group = mesh.group("dp_replicate");
+      mesh_groups_ = mesh.groups();
+      if (cp > 1) cp_group_ = mesh.group("cp");
+      if (tp > 1) apply_tensor_parallel(mesh.group("tp"));
+    }
+  } else if (tp * cp > 1) {
+    auto mesh = distributed::DeviceMesh::build(group_, {{spec.sharded() ? "dp_shard" : "dp_replicate", dp}, {"cp", cp}, {"tp", tp}});
+    dp_rank_ = mesh.coordinate(spec.sharded() ? "dp_shard" : "dp_replicate");
+    if (tp > 1) batch_group_ = mesh.flatten({spec.sharded() ? "dp_shard" : "dp_replicate", "cp"}, "dp_cp");
+    shard_group = batch_group_;
+    mesh_groups_ = mesh.groups();
+    if (cp > 1) cp_group_ = mesh.group("cp");
+    if (tp > 1) apply_tensor_parallel(mesh.group("tp"));
+  }
+  if (cp_group_) {
+    cp_ = std::make_shared<distributed::ContextParallelGroup>(cp_group_, context_parallel_style(spec));
+    model_->module().apply_context_parallel(cp_);
+  }
   if (spec.sharded()) {
     distributed::FsdpOptions options;
     options.param_dtype = spec.dp_param_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
     options.reduce_dtype = spec.dp_reduce_dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
     options.prefetch = spec.dp_prefetch_factor;
-    std::shared_ptr<distributed::ProcessGroup> shard_group = group_;
-    if (spec.data_parallel == "hsdp") {
-      const int64_t shard_degree = spec.dp_shard_degree > 0    ? spec.dp_shard_degree
-                                   : spec.dp_num_replicas > 0 ? world / spec.dp_num_replicas
-                                                              : group_->local_world_size();
-      const int64_t replicas = spec.dp_num_replicas > 0 ? spec.dp_num_replicas : world / std::max<int64_t>(shard_degree, 1);
-      require(replicas * shard_degree == world, ErrorCode::kInvalidConfig,
-              "data_parallel: hsdp needs num_replicas x shard_degree = world_size " + std::to_string(world) +
-                  ", got " + std::to_string(replicas) + " x " + std::to_string(shard_degree) +
-                  (spec.dp_num_replicas > 0 || spec.dp_shard_degree > 0
-                       ? std::string()
-                       : " (shard_degree from LOCAL_WORLD_SIZE)"));
-      // OLMo-core's build_world_mesh for HSDP: a replica is shard_degree consecutive ranks.
-      const auto mesh = distributed::DeviceMesh::build(group_, {{"dp_replicate", replicas}, {"dp_shard", shard_degree}});
-      shard_group = mesh.group("dp_shard");
-      options.replicate_group = mesh.group("dp_replicate");
-      mesh_groups_ = mesh.groups();
-    }
+    options.replicate_group = replicate_group;
     // One unit per block ("blocks.<i>."), the root unit for everything else, last.
     const size_t n = model_->module().blocks().size();
     std::vector<distributed::FsdpUnitSpec> units(n + 1);
@@ -203,8 +323,79 @@ void Trainer::set_process_group(std::shared_ptr<distributed::ProcessGroup> group
   }
   std::vector<at::Tensor> tensors;
   for (auto& p : params_) tensors.push_back(*p.tensor);
-  ddp_ = std::make_unique<distributed::DataParallel>(group_, tensors);
+  ddp_ = std::make_unique<distributed::DataParallel>(batch_group_, tensors);
   ddp_->broadcast_parameters();
+}
+
+void Trainer::apply_tensor_parallel(std::shared_ptr<distributed::ProcessGroup> tp_group) {
+  {
+    // Every TP rank slices the same full weights (TP rank 0's), as DDP starts from rank 0's.
+    at::NoGradGuard no_grad;
+    std::vector<at::Tensor> state;
+    for (auto& p : model_->module().named_state()) state.push_back(*p.tensor);
+    tp_group->broadcast(state, 0);
+  }
+  const auto full_state = optimizer_->state();
+  const auto recent_losses = optimizer_->recent_losses();
+  const auto recent_grad_norms = optimizer_->recent_grad_norms();
+  tp_group_ = std::move(tp_group);
+  tp_ = std::make_shared<distributed::TensorParallelGroup>(tp_group_);
+  model_->module().apply_tensor_parallel(tp_);
+  std::map<std::string, nn::TensorParallelSlice> slices;
+  for (auto& slice : model_->module().tensor_parallel_slices(tp_group_->rank())) {
+    if (slice.dim < 0) tp_replicated_.insert(slice.name);
+    slices[slice.name] = slice;
+  }
+  // The optimizer over the slices; state restored before (a checkpoint loaded into this trainer
+  // first) keeps each slice's part, as for FSDP's pieces.
+  optimizer_ = make_optimizer(config_.spec().optimizer, params_);
+  if (!full_state.empty()) {
+    std::map<std::string, at::Tensor> sliced;
+    for (const auto& [name, t] : full_state) {
+      auto it = slices.find(Optimizer::parameter_of_state(name));
+      const bool split = it != slices.end() && it->second.dim >= 0 && t.dim() > it->second.dim;
+      sliced[name] = split ? t.narrow(it->second.dim, it->second.start, it->second.length).contiguous() : t;
+    }
+    optimizer_->load_state(sliced);
+  }
+  optimizer_->restore_history(recent_losses, recent_grad_norms);
+}
+
+at::Tensor Trainer::reduce_tensor_parallel_grads(const std::vector<nn::NamedParameter>& params) {
+  std::vector<at::Tensor> partial, split;
+  for (const auto& p : params) {
+    const at::Tensor& g = p.tensor->grad();
+    if (!g.defined()) continue;
+    (tp_replicated_.count(p.name) ? partial : split).push_back(g);
+  }
+  if (!partial.empty()) {
+    // One collective for all of them: the partial sums of the TP ranks' sequence shards.
+    std::vector<at::Tensor> flat;
+    for (const auto& g : partial) flat.push_back(g.reshape({-1}).to(at::kFloat));
+    auto buffer = at::cat(flat).to(tp_group_->comm_device());
+    tp_group_->all_reduce_sum({buffer});
+    buffer = buffer.to(partial[0].device());
+    int64_t offset = 0;
+    for (auto& g : partial) {
+      g.copy_(buffer.narrow(0, offset, g.numel()).view_as(g));
+      offset += g.numel();
+    }
+  }
+  auto squares = [](const std::vector<at::Tensor>& grads) {
+    return grads.empty() ? at::zeros({}, at::kFloat) : at::stack(at::_foreach_norm(grads, 2.0)).to(at::kFloat).pow(2).sum().cpu();
+  };
+  return squares(split) + squares(partial) / static_cast<double>(tp_group_->world_size());
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> Trainer::shard_sequences(const at::Tensor& input_ids,
+                                                                       const at::Tensor& labels,
+                                                                       const at::Tensor& doc_positions) const {
+  const at::Tensor positions =
+      doc_positions.defined()
+          ? doc_positions
+          : at::arange(input_ids.size(1), input_ids.options()).unsqueeze(0).expand({input_ids.size(0), -1});
+  return {cp_->shard(input_ids, 1, "input_ids"), cp_->shard(labels, 1, "labels"),
+          cp_->shard(positions, 1, "doc_positions")};
 }
 
 int64_t Trainer::rank() const { return group_ ? group_->rank() : 0; }
@@ -226,12 +417,14 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   require(input_ids_in.size(1) == spec.sequence_length, ErrorCode::kInvalidArgument,
           "input_ids: sequence length " + std::to_string(input_ids_in.size(1)) +
               " differs from the train config's sequence_length " + std::to_string(spec.sequence_length));
-  const int64_t world = world_size();
+  const int64_t world = dp_world_;
   require(input_ids_in.numel() * world == spec.global_batch_size, ErrorCode::kInvalidArgument,
           "input_ids: " + std::to_string(input_ids_in.numel()) +
               " tokens differ from the train config's global_batch_size " +
               std::to_string(spec.global_batch_size) +
-              (world > 1 ? " / world_size " + std::to_string(world) : std::string()));
+              (world > 1 ? " / " + std::string(world == world_size() ? "world_size " : "data-parallel ranks ") +
+                               std::to_string(world)
+                         : std::string()));
   require(input_ids_in.scalar_type() == at::kLong || input_ids_in.scalar_type() == at::kInt,
           ErrorCode::kInvalidArgument, "input_ids: dtype must be int32 or int64");
   const auto device = model_->device();
@@ -252,10 +445,11 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
     labels = default_labels(input_ids, kIgnoreIndex);
   }
   // Positions inside documents for the whole batch; micro-batches take their rows.
-  const at::Tensor doc_positions =
+  at::Tensor doc_positions =
       cu_doc_lens.defined()
           ? nn::document_positions(cu_doc_lens.to(device), input_ids.size(0), input_ids.size(1))
           : at::Tensor();
+  if (cp_) std::tie(input_ids, labels, doc_positions) = shard_sequences(input_ids, labels, doc_positions);
 
   // OLMo-core: every micro-batch's summed loss is divided by the whole batch's target count,
   // so the accumulated gradient equals one big batch's mean-loss gradient.
@@ -265,7 +459,7 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   const int64_t comm_bytes_before = comm_bytes();
   if (group_) {
     auto count = num_tokens_for_loss.to(group_->comm_device(), at::kLong).reshape({1});
-    group_->all_reduce_sum({count});
+    batch_group_->all_reduce_sum({count});
     num_tokens_for_loss = count.reshape({}).to(device);
   }
   if (fsdp_) {
@@ -313,7 +507,7 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
     }
   }
   if (group_) {
-    model_->module().post_batch([this](at::Tensor& t) { group_->all_reduce_sum({t}); });
+    model_->module().post_batch([this](at::Tensor& t) { batch_group_->all_reduce_sum({t}); });
   } else {
     model_->module().post_batch();
   }
@@ -322,7 +516,7 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   if (group_) {
     if (ddp_) ddp_->finish();
     auto losses = at::stack({ce_batch, z_batch}).to(group_->comm_device());
-    group_->all_reduce_sum({losses});
+    batch_group_->all_reduce_sum({losses});
     losses = losses.to(device);
     ce_batch = losses[0];
     z_batch = losses[1];
@@ -332,16 +526,30 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   if (fsdp_) {
     // The global norm: every rank's squared shard norms, summed over the ranks of one replica.
     grads = fsdp_->shard_grads();
-    auto sq = grads.empty() ? at::zeros({1}, ce_batch.options())
-                            : at::stack(at::_foreach_norm(grads, 2.0)).to(at::kFloat).pow(2).sum().reshape({1});
-    sq = sq.to(group_->comm_device());
-    fsdp_->group().all_reduce_sum({sq});
+    at::Tensor sq;
+    if (tp_) {
+      sq = reduce_tensor_parallel_grads(fsdp_->shard_parameters()).reshape({1}).to(group_->comm_device());
+      fsdp_->group().all_reduce_sum({sq});
+      tp_group_->all_reduce_sum({sq});
+    } else {
+      sq = grads.empty() ? at::zeros({1}, ce_batch.options())
+                         : at::stack(at::_foreach_norm(grads, 2.0)).to(at::kFloat).pow(2).sum().reshape({1});
+      sq = sq.to(group_->comm_device());
+      fsdp_->group().all_reduce_sum({sq});
+    }
     grad_norm = sq.to(device).reshape({}).sqrt();
   } else {
     for (auto& p : params_)
       if (p.tensor->grad().defined()) grads.push_back(p.tensor->grad());
-    grad_norm = grads.empty() ? at::zeros({}, ce_batch.options())
-                              : at::stack(at::_foreach_norm(grads, 2.0)).norm(2.0);
+    if (tp_) {
+      // The split parameters' squares summed over the TP ranks, the replicated ones' once.
+      auto sq = reduce_tensor_parallel_grads(params_).reshape({1}).to(tp_group_->comm_device());
+      tp_group_->all_reduce_sum({sq});
+      grad_norm = sq.to(device).reshape({}).sqrt();
+    } else {
+      grad_norm = grads.empty() ? at::zeros({}, ce_batch.options())
+                                : at::stack(at::_foreach_norm(grads, 2.0)).norm(2.0);
+    }
   }
   if (spec.max_grad_norm && !grads.empty()) {
     // torch.nn.utils.clip_grad_norm_.
@@ -353,7 +561,7 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   step_factor = step_factor * optimizer_->step_factor(ce_batch, spec.max_grad_norm ? grad_norm : at::Tensor());
 
   ++step_;
-  tokens_seen_ += input_ids.numel() * world;
+  tokens_seen_ += input_ids_in.numel() * world;
   const int64_t t_max = spec.scheduler.units_tokens ? spec.max_steps * spec.global_batch_size : spec.max_steps;
   const int64_t current = spec.scheduler.units_tokens ? tokens_seen_ : step_;
   for (auto& group : optimizer_->groups())
@@ -383,7 +591,7 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
   m.skipped = step_factor.item<float>() == 0.0f;
   if (m.skipped) ++skipped_steps_;
   m.skipped_steps = skipped_steps_;
-  m.tokens = input_ids.numel() * world;
+  m.tokens = input_ids_in.numel() * world;
   if (group_) {
     m.comm_bytes = comm_bytes() - comm_bytes_before;
     m.comm_wait_seconds = ddp_ ? ddp_->last_wait_seconds() : fsdp_->last_wait_seconds();
@@ -405,7 +613,11 @@ StepMetrics Trainer::train_batch(const at::Tensor& input_ids_in, const at::Tenso
 EvalMetrics Trainer::evaluate(const std::function<bool(at::Tensor&, at::Tensor&, at::Tensor&)>& next_batch) {
   // FSDP: every parameter gathered for the evaluation (a collective), freed at the next step.
   gather_parameters();
-  c10::InferenceMode guard;
+  // Tensor and context parallelism run collectives inside the forward, whose backend threads
+  // cannot touch inference tensors: those evaluate without gradients instead.
+  std::optional<c10::InferenceMode> inference;
+  if (!tp_ && !cp_) inference.emplace();
+  at::NoGradGuard no_grad;
   const auto device = model_->device();
   double total = 0;
   int64_t tokens = 0;
@@ -415,8 +627,9 @@ EvalMetrics Trainer::evaluate(const std::function<bool(at::Tensor&, at::Tensor&,
   while (next_batch(ids, labels, cu_doc_lens)) {
     ids = ids.to(device, at::kLong);
     labels = labels.defined() ? labels.to(device, at::kLong) : default_labels(ids, kIgnoreIndex);
-    const at::Tensor doc_positions =
+    at::Tensor doc_positions =
         cu_doc_lens.defined() ? nn::document_positions(cu_doc_lens.to(device), ids.size(0), ids.size(1)) : at::Tensor();
+    if (cp_) std::tie(ids, labels, doc_positions) = shard_sequences(ids, labels, doc_positions);
     AutocastScope autocast(config_.spec().bf16_autocast, device.type());
     auto out = model_->module().loss(ids, labels, options, doc_positions);
     total += out.ce_loss.item<double>();
@@ -430,7 +643,7 @@ EvalMetrics Trainer::evaluate(const std::function<bool(at::Tensor&, at::Tensor&,
     // A normal tensor: the backend's threads run outside inference mode.
     c10::InferenceMode normal(false);
     auto sums = at::tensor({total, static_cast<double>(tokens)}, at::kDouble).to(group_->comm_device());
-    group_->all_reduce_sum({sums});
+    batch_group_->all_reduce_sum({sums});
     sums = sums.cpu();
     total = sums[0].item<double>();
     tokens = static_cast<int64_t>(sums[1].item<double>());

@@ -4,7 +4,10 @@
 #pragma once
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
+#include <set>
+#include <tuple>
 
 #include "core/data/token_data.h"
 #include "core/model.h"
@@ -19,6 +22,8 @@ namespace olm::distributed {
 class ProcessGroup;
 class DataParallel;
 class FullyShardedDataParallel;
+class TensorParallelGroup;
+class ContextParallelGroup;
 }
 
 namespace olm::train {
@@ -62,6 +67,24 @@ class Trainer {
   void gather_parameters();
   int64_t rank() const;
   int64_t world_size() const;
+  // With the train config's tensor_parallel / context_parallel degrees, set_process_group lays
+  // the world out as OLMo-core's device mesh (dp_replicate, dp_shard, cp, tp), row-major, and
+  // the data-parallel ranks are world_size / (cp x tp) of them: the ranks of one TP or CP group
+  // read the same part of the global batch. Without either, these are rank() and world_size().
+  int64_t data_parallel_rank() const { return dp_rank_; }
+  int64_t data_parallel_world_size() const { return dp_world_; }
+  distributed::TensorParallelGroup* tensor_parallel() { return tp_.get(); }
+  // Every parameter and buffer whole, by OLMo-core name, on every rank: FSDP's shards gathered
+  // (left gathered until the next step, as gather_parameters()) and tensor-parallel slices
+  // all-gathered over the TP group. A collective; copies, so the model stays split.
+  std::map<std::string, at::Tensor> full_state();
+  distributed::ContextParallelGroup* context_parallel() { return cp_.get(); }
+  // The mesh's TP group (NULL without tensor parallelism) and the group of the ranks sharing
+  // this rank's TP coordinate (data x context parallelism; the whole group without TP).
+  const std::shared_ptr<distributed::ProcessGroup>& tensor_parallel_group() const { return tp_group_; }
+  const std::shared_ptr<distributed::ProcessGroup>& batch_group() const { return batch_group_; }
+  // The mesh's CP group (NULL without context parallelism).
+  const std::shared_ptr<distributed::ProcessGroup>& context_parallel_group() const { return cp_group_; }
 
   // One optimizer step on a batch of input_ids (B, sequence_length), B*L = global_batch_size
   // (divided by world_size with a process group: this rank's part of the global batch).
@@ -100,7 +123,33 @@ class Trainer {
   std::shared_ptr<distributed::ProcessGroup> group_;
   std::unique_ptr<distributed::DataParallel> ddp_;
   std::unique_ptr<distributed::FullyShardedDataParallel> fsdp_;
-  std::vector<std::shared_ptr<distributed::ProcessGroup>> mesh_groups_;  // hsdp: the shard and replicate groups
+  std::vector<std::shared_ptr<distributed::ProcessGroup>> mesh_groups_;  // the device mesh's sub-groups
+  // The ranks holding this rank's tensor-parallel coordinate: data x context parallelism. Token
+  // counts, losses and gradients are summed over it (the whole group without TP).
+  std::shared_ptr<distributed::ProcessGroup> batch_group_;
+  std::shared_ptr<distributed::TensorParallelGroup> tp_;
+  std::shared_ptr<distributed::ProcessGroup> tp_group_;
+  std::shared_ptr<distributed::ContextParallelGroup> cp_;
+  std::shared_ptr<distributed::ProcessGroup> cp_group_;
+  // Names of the parameters every TP rank holds whole: their gradients are partial sums over
+  // the TP group (sequence parallelism), and count once in the gradient norm.
+  std::set<std::string> tp_replicated_;
+  int64_t dp_rank_ = 0, dp_world_ = 1;
+  // Splits the model over tp_ (after a broadcast of the full weights over the TP group), keeping
+  // each parameter's slice of any optimizer state already restored.
+  void apply_tensor_parallel(std::shared_ptr<distributed::ProcessGroup> tp_group);
+  // set_process_group's halves: the mesh over group_ (its sub-groups, CP and TP applied to the
+  // model, DDP or FSDP), and dropping the mesh's groups and context parallelism.
+  void attach_mesh();
+  void detach_mesh();
+  // Context parallelism: this rank's part of every sequence (the load balancer's layout), with
+  // each token's position in its document (its position in the row without documents), as the
+  // attention needs to mask and rotate it.
+  std::tuple<at::Tensor, at::Tensor, at::Tensor> shard_sequences(const at::Tensor& input_ids, const at::Tensor& labels,
+                                                                 const at::Tensor& doc_positions) const;
+  // Sums the replicated parameters' partial gradients over the TP group, and returns the squared
+  // gradient norm's TP-local share (split parameters whole, replicated ones divided by the degree).
+  at::Tensor reduce_tensor_parallel_grads(const std::vector<nn::NamedParameter>& params);
   int64_t comm_bytes() const;  // sent over the group and the mesh's sub-groups so far
   void install_block_runner();
   int64_t step_ = 0;

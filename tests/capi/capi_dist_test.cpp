@@ -124,6 +124,9 @@ TEST(CapiDist, ArgumentsAreNamed) {
   EXPECT_ERR(olm_dist_shutdown(nullptr), OLM_ERR_INVALID_ARGUMENT, "dist");
   EXPECT_ERR(olm_dist_all_reduce_sum(nullptr, nullptr), OLM_ERR_INVALID_ARGUMENT, "dist");
   EXPECT_ERR(olm_trainer_set_dist(nullptr, nullptr), OLM_ERR_INVALID_ARGUMENT, "trainer");
+  olm_trainer_layout layout;
+  layout.struct_size = sizeof layout;
+  EXPECT_ERR(olm_trainer_layout_get(nullptr, &layout), OLM_ERR_INVALID_ARGUMENT, "trainer");
   olm_dist_free(nullptr);
   olm_dist_options_init_sized(nullptr, sizeof(olm_dist_options));
 }
@@ -164,6 +167,42 @@ TEST(CapiDist, GroupOfOneTrainsExactlyLikeNoGroup) {
   ASSERT_OK(olm_dist_shutdown(dist));
   ASSERT_OK(olm_dist_shutdown(dist));  // a no-op the second time
   EXPECT_ERR(olm_dist_barrier(dist), OLM_ERR_DISTRIBUTED, "shut down");
+  olm_dist_free(dist);
+}
+
+// The layout of a trainer alone and in a group of one: all of the batch, no TP or CP group;
+// a tensor-parallel degree the world cannot hold is refused naming both fields, leaving the
+// trainer alone.
+TEST(CapiDist, LayoutReportsTheMeshAndRefusesDegreesTheWorldCannotHold) {
+  CapiRun alone(nullptr);
+  olm_trainer_layout layout;
+  layout.struct_size = sizeof layout;
+  EXPECT_ERR(olm_trainer_layout_get(alone.trainer, nullptr), OLM_ERR_INVALID_ARGUMENT, "out");
+  ASSERT_OK(olm_trainer_layout_get(alone.trainer, &layout));
+  EXPECT_EQ(layout.struct_size, sizeof layout);
+  EXPECT_EQ(std::vector<int64_t>({layout.data_parallel_rank, layout.data_parallel_size, layout.tensor_parallel_rank,
+                                  layout.tensor_parallel_size, layout.context_parallel_rank,
+                                  layout.context_parallel_size}),
+            std::vector<int64_t>({0, 1, 0, 1, 0, 1}));
+  olm_dist* dist = nullptr;
+  olm_dist_options o = options(0, 1);
+  ASSERT_OK(olm_dist_create(&o, &dist));
+  {
+    CapiRun tp(nullptr, R"(, "tensor_parallel": {"degree": 2})");
+    EXPECT_ERR(olm_trainer_set_dist(tp.trainer, dist), OLM_ERR_INVALID_CONFIG,
+               "tensor_parallel.degree x context_parallel.degree = 2 x 1 does not divide world_size 1");
+    ASSERT_OK(olm_trainer_layout_get(tp.trainer, &layout));
+    EXPECT_EQ(layout.data_parallel_size, 1);
+    EXPECT_EQ(layout.tensor_parallel_size, 1);
+  }
+  {
+    CapiRun one(dist);
+    ASSERT_OK(olm_trainer_layout_get(one.trainer, &layout));
+    EXPECT_EQ(layout.data_parallel_rank, 0);
+    EXPECT_EQ(layout.data_parallel_size, 1);
+    EXPECT_EQ(layout.tensor_parallel_size, 1);
+    EXPECT_EQ(layout.context_parallel_size, 1);
+  }
   olm_dist_free(dist);
 }
 

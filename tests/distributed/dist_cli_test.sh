@@ -124,6 +124,14 @@ print(f"FSDP saved at 2, resumed at 4, steps 21-22: worst relative loss differen
 sys.exit(0 if worst <= 1e-5 else 1)
 PY
 
+# Context parallelism (ring attention, zig-zag): both ranks read the same batches and each
+# holds half of every sequence; the checkpoint is an ordinary sharded one.
+config cp2 ', "context_parallel": {"degree": 2, "ring": {}}' && run 2 cp2 "$olm" train --config cp2.json
+compare runs/single.jsonl runs/cp2.jsonl || fail "olm train, context parallelism 2: losses differ"
+"$olm" convert --checkpoint runs/cp2 --output cp2.safetensors >/dev/null || fail "olm convert of a CP checkpoint"
+compare_weights runs/single/step20/model.safetensors cp2.safetensors "CP final weights (olm convert)" ||
+  fail "CP final weights differ"
+
 # By hand, as srun starts tasks: Slurm's variables only, no torchrun.
 config slurm2
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')

@@ -26,7 +26,7 @@ int worker(const std::string& mode, const std::string& out, double timeout_s) {
       return 0;
     }
     const Mode m = mode_setup(mode);
-    const TrainRun r = train(group, dies ? 3 : -1, mode == "stop" ? SIGSTOP : SIGKILL, m.extra, m.model);
+    const TrainRun r = train(group, dies ? 3 : -1, mode == "stop" ? SIGSTOP : SIGKILL, m.extra, m.model, m.documents);
     write_run(r, out);
     group->shutdown();
     return 0;

@@ -71,6 +71,47 @@ TEST(TrainConfigRules, ZLossZeroIsOffEverywhereAndALearningRateOfZeroIsAccepted)
                ErrorCode::kInvalidConfig, "scheduler.decay_min_lr must be in [0, optimizer.lr]");
 }
 
+// OLMo-core's TransformerTensorParallelConfig and TransformerContextParallelConfig, and the
+// sequence length both split (2 x cp chunks for zig-zag, then tp shards for sequence parallelism).
+TEST(TrainConfigRules, TensorAndContextParallelSections) {
+  const auto both = train_json(R"(, "tensor_parallel": {"degree": 2}, "context_parallel": {"degree": 2, "ring": {}})");
+  EXPECT_EQ(both.spec().tp_degree, 2);
+  EXPECT_EQ(both.spec().cp_degree, 2);
+  EXPECT_EQ(both.spec().cp_style, "ring");
+  EXPECT_EQ(both.spec().cp_load_balancer, "zig_zag");
+  EXPECT_EQ(both.spec().sequence_multiple(), 8);
+  expect_round_trip(both);
+  const auto uly = train_json(R"(, "context_parallel": {"degree": 4, "uly": {}})");
+  EXPECT_EQ(uly.spec().cp_style, "ulysses");
+  EXPECT_EQ(uly.spec().sequence_multiple(), 4);
+  EXPECT_EQ(train_json("").spec().sequence_multiple(), 1);
+
+  const std::vector<std::pair<std::string, std::string>> refused{
+      {R"(, "tensor_parallel": {"degree": 0})", "tensor_parallel.degree must be in [1, "},
+      {R"(, "tensor_parallel": {"degree": 2, "enable_async": true})", "tensor_parallel.enable_async"},
+      {R"(, "context_parallel": {"degree": 2})", "context_parallel: one of ring and uly must be given"},
+      {R"(, "context_parallel": {"degree": 2, "ring": {}, "uly": {}})", "context_parallel: only one of ring and uly"},
+      {R"(, "context_parallel": {"degree": -1, "uly": {}})", "context_parallel.degree must be in [1, "},
+      {R"(, "context_parallel": {"degree": 2, "ring": {"head_stride": 2}})", "context_parallel.ring.head_stride"},
+      {R"(, "context_parallel": {"degree": 2, "ring": {"load_balancer": "llama3"}})",
+       "context_parallel.ring.load_balancer: unknown value 'llama3'"},
+      {R"(, "context_parallel": {"degree": 8, "ring": {}})",
+       "sequence_length 8 must be a multiple of 16: 2 x context_parallel.degree 8 (zig-zag chunks)"},
+      {R"(, "context_parallel": {"degree": 2, "ring": {}}, "tensor_parallel": {"degree": 4})",
+       "sequence_length 8 must be a multiple of 16: 2 x context_parallel.degree 2 (zig-zag chunks) x "
+       "tensor_parallel.degree 4 (sequence parallelism)"},
+      {R"(, "tensor_parallel": {"degree": 3})", "sequence_length 8 must be a multiple of 3: tensor_parallel.degree 3"},
+  };
+  for (const auto& [extra, needle] : refused) {
+    expect_error([&] { train_json(extra); }, olm::ErrorCode::kInvalidConfig, needle);
+  }
+  // The FlatBuffer and native doors meet the same rules.
+  auto native = train_json("").native();
+  native.tensor_parallel = std::make_unique<olm::fb::TensorParallelConfigT>();
+  native.tensor_parallel->degree = 3;
+  expect_refused_by_every_door(native, "sequence_length 8 must be a multiple of 3");
+}
+
 TEST(TrainConfigRules, UnknownPresetNamesModelPreset) {
   expect_error([] { train_json(R"(, "model_preset": "olmo9_1T", "model_vocab_size": 100)"); },
                olm::ErrorCode::kInvalidConfig, "model_preset: unknown preset 'olmo9_1T' (known: ");

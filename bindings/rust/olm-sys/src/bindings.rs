@@ -2525,6 +2525,155 @@ extern "C" {
 extern "C" {
     pub fn olm_trainer_set_dist(trainer: *mut olm_trainer, dist: *mut olm_dist) -> *mut olm_error;
 }
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct olm_trainer_layout {
+    pub struct_size: usize,
+    pub data_parallel_rank: i64,
+    pub data_parallel_size: i64,
+    pub tensor_parallel_rank: i64,
+    pub tensor_parallel_size: i64,
+    pub context_parallel_rank: i64,
+    pub context_parallel_size: i64,
+}
+#[test]
+fn bindgen_test_layout_olm_trainer_layout() {
+    assert_eq!(
+        ::std::mem::size_of::<olm_trainer_layout>(),
+        56usize,
+        concat!("Size of: ", stringify!(olm_trainer_layout))
+    );
+    assert_eq!(
+        ::std::mem::align_of::<olm_trainer_layout>(),
+        8usize,
+        concat!("Alignment of ", stringify!(olm_trainer_layout))
+    );
+    fn test_field_struct_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_trainer_layout>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).struct_size) as usize - ptr as usize
+            },
+            0usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_trainer_layout),
+                "::",
+                stringify!(struct_size)
+            )
+        );
+    }
+    test_field_struct_size();
+    fn test_field_data_parallel_rank() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_trainer_layout>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).data_parallel_rank) as usize - ptr as usize
+            },
+            8usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_trainer_layout),
+                "::",
+                stringify!(data_parallel_rank)
+            )
+        );
+    }
+    test_field_data_parallel_rank();
+    fn test_field_data_parallel_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_trainer_layout>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).data_parallel_size) as usize - ptr as usize
+            },
+            16usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_trainer_layout),
+                "::",
+                stringify!(data_parallel_size)
+            )
+        );
+    }
+    test_field_data_parallel_size();
+    fn test_field_tensor_parallel_rank() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_trainer_layout>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).tensor_parallel_rank) as usize - ptr as usize
+            },
+            24usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_trainer_layout),
+                "::",
+                stringify!(tensor_parallel_rank)
+            )
+        );
+    }
+    test_field_tensor_parallel_rank();
+    fn test_field_tensor_parallel_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_trainer_layout>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).tensor_parallel_size) as usize - ptr as usize
+            },
+            32usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_trainer_layout),
+                "::",
+                stringify!(tensor_parallel_size)
+            )
+        );
+    }
+    test_field_tensor_parallel_size();
+    fn test_field_context_parallel_rank() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_trainer_layout>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).context_parallel_rank) as usize - ptr as usize
+            },
+            40usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_trainer_layout),
+                "::",
+                stringify!(context_parallel_rank)
+            )
+        );
+    }
+    test_field_context_parallel_rank();
+    fn test_field_context_parallel_size() {
+        assert_eq!(
+            unsafe {
+                let uninit = ::std::mem::MaybeUninit::<olm_trainer_layout>::uninit();
+                let ptr = uninit.as_ptr();
+                ::std::ptr::addr_of!((*ptr).context_parallel_size) as usize - ptr as usize
+            },
+            48usize,
+            concat!(
+                "Offset of field: ",
+                stringify!(olm_trainer_layout),
+                "::",
+                stringify!(context_parallel_size)
+            )
+        );
+    }
+    test_field_context_parallel_size();
+}
+extern "C" {
+    pub fn olm_trainer_layout_get(
+        trainer: *const olm_trainer,
+        out: *mut olm_trainer_layout,
+    ) -> *mut olm_error;
+}
 extern "C" {
     pub fn olm_model_get_parameter(
         model: *const olm_model,

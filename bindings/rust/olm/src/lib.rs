@@ -1322,6 +1322,23 @@ impl<'m> Trainer<'m> {
         Ok(())
     }
 
+    /// Where this rank sits in the device mesh: which part of each global batch
+    /// [`Trainer::step`] wants, and its tensor- and context-parallel groups (the train
+    /// config's `tensor_parallel` / `context_parallel` sections).
+    pub fn layout(&self) -> Result<TrainerLayout> {
+        let mut l = out_struct!(sys::olm_trainer_layout);
+        // SAFETY: self.ptr is a live trainer; l has struct_size set.
+        check(unsafe { sys::olm_trainer_layout_get(self.ptr.as_ptr(), &mut l) })?;
+        Ok(TrainerLayout {
+            data_parallel_rank: l.data_parallel_rank,
+            data_parallel_size: l.data_parallel_size,
+            tensor_parallel_rank: l.tensor_parallel_rank,
+            tensor_parallel_size: l.tensor_parallel_size,
+            context_parallel_rank: l.context_parallel_rank,
+            context_parallel_size: l.context_parallel_size,
+        })
+    }
+
     /// Writes `<folder>/step<N>` atomically; returns its path. With a process group
     /// ([`Trainer::set_dist`]) a collective that every rank calls: each rank writes its shard
     /// (`rank<r>.safetensors`) and the checkpoint appears once all have finished.
@@ -1598,6 +1615,24 @@ impl DistOptions {
         self.timeout_seconds = seconds;
         self
     }
+}
+
+/// Where a rank sits in its trainer's device mesh ([`Trainer::layout`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrainerLayout {
+    /// Which of the global batch's `data_parallel_size` parts [`Trainer::step`] takes (the
+    /// ranks of one tensor- or context-parallel group take the same); 0 of 1 alone.
+    pub data_parallel_rank: i64,
+    /// The number of parts: world size / (tensor x context parallel size).
+    pub data_parallel_size: i64,
+    /// This rank's place in its tensor-parallel group (0 of 1 without one).
+    pub tensor_parallel_rank: i64,
+    /// The tensor-parallel degree.
+    pub tensor_parallel_size: i64,
+    /// This rank's place in its context-parallel group (0 of 1 without one).
+    pub context_parallel_rank: i64,
+    /// The context-parallel degree.
+    pub context_parallel_size: i64,
 }
 
 /// This process's place in a process group.

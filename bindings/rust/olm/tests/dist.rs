@@ -16,9 +16,22 @@ const TRAIN: &str = r#"{"sequence_length": 8, "global_batch_size": 32, "rank_mic
 const STEPS: usize = 5;
 // FSDP: the same numbers with parameters and optimizer state sharded over the ranks.
 const FSDP: &str = r#", "data_parallel": {"name": "fsdp"}}"#;
+// Tensor parallelism: both ranks take the whole batch and hold half of every split matrix.
+const TP: &str = r#", "tensor_parallel": {"degree": 2}}"#;
 
-fn train_config(fsdp: bool) -> TrainConfig {
-    let json = if fsdp { format!("{}{}", &TRAIN[..TRAIN.len() - 1], FSDP) } else { TRAIN.to_string() };
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Layout {
+    DataParallel,
+    Fsdp,
+    TensorParallel,
+}
+
+fn train_config(layout: Layout) -> TrainConfig {
+    let json = match layout {
+        Layout::DataParallel => TRAIN.to_string(),
+        Layout::Fsdp => format!("{}{}", &TRAIN[..TRAIN.len() - 1], FSDP),
+        Layout::TensorParallel => format!("{}{}", &TRAIN[..TRAIN.len() - 1], TP),
+    };
     TrainConfig::from_json(&json).unwrap()
 }
 
@@ -27,9 +40,10 @@ fn global_batch(step: usize) -> Vec<i64> {
     (0..32).map(|i| ((i as i64) * 7 + (step as i64) * 13 + 3) % 64).collect()
 }
 
-fn train(dist: Option<&mut Dist>, rank: usize, world: usize, fsdp: bool) -> Vec<f64> {
+fn train(dist: Option<&mut Dist>, rank: usize, world: usize, layout: Layout) -> Vec<f64> {
+    let fsdp = layout == Layout::Fsdp;
     let mut model = Model::new(&Config::from_json(TINY).unwrap(), Device::Cpu, &ModelOptions::default()).unwrap();
-    let mut trainer = Trainer::new(&mut model, &train_config(fsdp)).unwrap();
+    let mut trainer = Trainer::new(&mut model, &train_config(layout)).unwrap();
     let distributed = dist.is_some();
     trainer.set_dist(dist).unwrap();
     assert_eq!(trainer.dist().map(|d| d.info().unwrap().world_size), distributed.then_some(world as i64));
@@ -41,10 +55,16 @@ fn train(dist: Option<&mut Dist>, rank: usize, world: usize, fsdp: bool) -> Vec<
         let saved = trainer.save_checkpoint(&folder).unwrap();
         assert!(std::path::Path::new(&saved).join(format!("rank{rank}.safetensors")).exists(), "{saved}");
     }
-    let per_rank = 32 / world;
+    // The ranks of one tensor-parallel group take the same part of each global batch.
+    let mesh = trainer.layout().unwrap();
+    let tp = layout == Layout::TensorParallel && distributed;
+    assert_eq!((mesh.tensor_parallel_rank, mesh.tensor_parallel_size), if tp { (rank as i64, 2) } else { (0, 1) });
+    assert_eq!(mesh.data_parallel_size, if tp { 1 } else { world as i64 });
+    assert_eq!((mesh.context_parallel_rank, mesh.context_parallel_size), (0, 1));
+    let (part, per_rank) = (mesh.data_parallel_rank as usize, 32 / mesh.data_parallel_size as usize);
     (0..STEPS)
         .map(|s| {
-            let ids = &global_batch(s)[rank * per_rank..(rank + 1) * per_rank];
+            let ids = &global_batch(s)[part * per_rank..(part + 1) * per_rank];
             let t = Tensor::from_i64(ids, &[(per_rank / 8) as i64, 8]).unwrap();
             trainer.step(&t, None).unwrap().loss
         })
@@ -57,8 +77,12 @@ fn dist_worker() {
     let Ok(out) = std::env::var("OLM_RUST_DIST_OUT") else { return };
     let mut dist = Dist::new(&DistOptions::default().backend(DistBackend::Gloo).timeout_seconds(30.0)).unwrap();
     let info = dist.info().unwrap();
-    let fsdp = std::env::var("OLM_RUST_DIST_FSDP").is_ok();
-    let losses = train(Some(&mut dist), info.rank as usize, info.world_size as usize, fsdp);
+    let layout = match std::env::var("OLM_RUST_DIST_LAYOUT").as_deref() {
+        Ok("fsdp") => Layout::Fsdp,
+        Ok("tp") => Layout::TensorParallel,
+        _ => Layout::DataParallel,
+    };
+    let losses = train(Some(&mut dist), info.rank as usize, info.world_size as usize, layout);
     let mut sum = Tensor::from_f32(&[info.rank as f32 + 1.0], &[1]).unwrap();
     dist.all_reduce_sum(&mut sum).unwrap();
     assert_eq!(sum.to_vec_f32().unwrap(), vec![3.0]);
@@ -74,28 +98,35 @@ fn free_port() -> u16 {
 
 #[test]
 fn two_ranks_match_one_process() {
-    two_ranks(false);
+    two_ranks(Layout::DataParallel);
 }
 
 #[test]
 fn two_ranks_with_fsdp_match_one_process() {
-    two_ranks(true);
+    two_ranks(Layout::Fsdp);
 }
 
-fn two_ranks(fsdp: bool) {
+#[test]
+fn two_ranks_with_tensor_parallelism_match_one_process() {
+    two_ranks(Layout::TensorParallel);
+}
+
+fn two_ranks(layout: Layout) {
     if std::env::var("OLM_RUST_DIST_OUT").is_ok() {
         return;
     }
     let exe = std::env::current_exe().unwrap();
     let port = free_port().to_string();
-    let dir = std::env::temp_dir().join(format!("olm-rust-dist-{}-{fsdp}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("olm-rust-dist-{}-{layout:?}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let mut children: Vec<_> = (0..2)
         .map(|r| {
             let mut cmd = Command::new(&exe);
-            if fsdp {
-                cmd.env("OLM_RUST_DIST_FSDP", "1");
-            }
+            match layout {
+                Layout::Fsdp => cmd.env("OLM_RUST_DIST_LAYOUT", "fsdp"),
+                Layout::TensorParallel => cmd.env("OLM_RUST_DIST_LAYOUT", "tp"),
+                Layout::DataParallel => &mut cmd,
+            };
             cmd.args(["--exact", "dist_worker", "--nocapture", "--test-threads=1"])
                 .env("OLM_RUST_DIST_OUT", dir.join(format!("rank{r}.txt")))
                 .env("RANK", r.to_string())
@@ -120,7 +151,7 @@ fn two_ranks(fsdp: bool) {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
-    let reference = train(None, 0, 1, false);
+    let reference = train(None, 0, 1, Layout::DataParallel);
     for r in 0..2 {
         let text = std::fs::read_to_string(dir.join(format!("rank{r}.txt"))).unwrap();
         let losses: Vec<f64> = text.lines().map(|l| l.parse().unwrap()).collect();
