@@ -132,6 +132,24 @@ compare runs/single.jsonl runs/cp2.jsonl || fail "olm train, context parallelism
 compare_weights runs/single/step20/model.safetensors cp2.safetensors "CP final weights (olm convert)" ||
   fail "CP final weights differ"
 
+# Tensor parallelism x FSDP on 4 ranks: each rank holds half of every split matrix, the
+# checkpoint records the slices by their place in the whole tensors, olm convert writes the
+# one-process weights, and the checkpoint resumes in one process like the one-process run.
+config tp2fsdp2 ', "tensor_parallel": {"degree": 2}, "data_parallel": {"name": "fsdp"}' &&
+  run 4 tp2fsdp2 "$olm" train --config tp2fsdp2.json
+compare runs/single.jsonl runs/tp2fsdp2.jsonl || fail "olm train, TP 2 x FSDP 2: losses differ"
+"$olm" convert --checkpoint runs/tp2fsdp2 --output tp2fsdp2.safetensors >/dev/null || fail "olm convert of a TP checkpoint"
+compare_weights runs/single/step20/model.safetensors tp2fsdp2.safetensors "TP x FSDP final weights (olm convert)" ||
+  fail "TP x FSDP final weights differ"
+"$olm" resume runs/tp2fsdp2 --max-steps 22 >tpr.out 2>&1 || { cat tpr.out >&2; fail "olm resume of a TP checkpoint"; }
+python3 - runs/single.jsonl runs/tp2fsdp2.jsonl <<'PY' || fail "TP checkpoint resumed in one process: losses differ"
+import json, sys
+a, b = ({m["step"]: m["loss"] for m in (json.loads(l) for l in open(p) if '"loss"' in l)} for p in sys.argv[1:])
+worst = max(abs(a[s] - b[s]) / a[s] for s in (21, 22))
+print(f"TP 2 x FSDP 2 saved, resumed in one process, steps 21-22: worst relative loss difference {worst:.2e}")
+sys.exit(0 if worst <= 1e-5 else 1)
+PY
+
 # By hand, as srun starts tasks: Slurm's variables only, no torchrun.
 config slurm2
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
