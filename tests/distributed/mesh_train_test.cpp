@@ -11,35 +11,35 @@ namespace {
 
 using namespace olm_dist_testing;
 
-TEST(TensorParallel, TwoRanksMatchOneProcess) { expect_matches_single_process(2, "tp2"); }
+TEST(TensorParallelTraining, TwoRanksMatchOneProcess) { expect_matches_single_process(2, "tp2"); }
 
 // Four ranks: the 2 key/value heads no longer split over the degree and are replicated.
-TEST(TensorParallel, FourRanksMatchOneProcess) { expect_matches_single_process(4, "tp4"); }
+TEST(TensorParallelTraining, FourRanksMatchOneProcess) { expect_matches_single_process(4, "tp4"); }
 
-TEST(TensorParallel, TwoRanksWithActivationCheckpointingMatchOneProcess) {
+TEST(TensorParallelTraining, TwoRanksWithActivationCheckpointingMatchOneProcess) {
   expect_matches_single_process(2, "tp2_ac");
 }
 
-TEST(ContextParallel, RingOfTwoMatchesOneProcess) { expect_matches_single_process(2, "cp2_ring"); }
+TEST(ContextParallelTraining, RingOfTwoMatchesOneProcess) { expect_matches_single_process(2, "cp2_ring"); }
 
-TEST(ContextParallel, RingOfFourMatchesOneProcess) { expect_matches_single_process(4, "cp4_ring"); }
+TEST(ContextParallelTraining, RingOfFourMatchesOneProcess) { expect_matches_single_process(4, "cp4_ring"); }
 
 // Packed documents (3, 2 and 3 tokens per row) cross the zig-zag chunks' boundaries.
-TEST(ContextParallel, RingOfTwoWithPackedDocumentsMatchesOneProcess) {
+TEST(ContextParallelTraining, RingOfTwoWithPackedDocumentsMatchesOneProcess) {
   expect_matches_single_process(2, "cp2_ring_docs");
 }
 
-TEST(ContextParallel, RingOfFourWithPackedDocumentsMatchesOneProcess) {
+TEST(ContextParallelTraining, RingOfFourWithPackedDocumentsMatchesOneProcess) {
   expect_matches_single_process(4, "cp4_ring_docs");
 }
 
-TEST(ContextParallel, UlyssesOfTwoMatchesOneProcess) { expect_matches_single_process(2, "cp2_uly"); }
+TEST(ContextParallelTraining, UlyssesOfTwoMatchesOneProcess) { expect_matches_single_process(2, "cp2_uly"); }
 
-TEST(ContextParallel, UlyssesOfTwoWithPackedDocumentsMatchesOneProcess) {
+TEST(ContextParallelTraining, UlyssesOfTwoWithPackedDocumentsMatchesOneProcess) {
   expect_matches_single_process(2, "cp2_uly_docs");
 }
 
-TEST(ContextParallel, RingWithActivationCheckpointingMatchesOneProcess) {
+TEST(ContextParallelTraining, RingWithActivationCheckpointingMatchesOneProcess) {
   expect_matches_single_process(2, "cp2_ring_ac");
 }
 
@@ -61,7 +61,7 @@ TEST(DeviceMeshTraining, TensorParallelTwoByContextParallelTwoMatchesOneProcess)
 
 // What a TP rank holds: exactly 1/degree of every split matrix (and of its AdamW state), the
 // replicated parameters whole.
-TEST(TensorParallel, SplitParametersAndOptimizerStateFallWithTheDegree) {
+TEST(TensorParallelTraining, SplitParametersAndOptimizerStateFallWithTheDegree) {
   int64_t split_full = 0, replicated = 0;
   {
     olm::Model model(model_config("tp"), "cpu", olm::ModelOptions{});
