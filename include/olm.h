@@ -935,8 +935,11 @@ OLM_API OLM_MUST_USE olm_error* olm_trainer_step_documents(olm_trainer* trainer,
  * with the same folder (a file system all ranks share): the checkpoint is sharded. Each rank
  * r writes rank<r>.safetensors, a contiguous slice of every parameter's and optimizer state
  * tensor's flattened elements (under FSDP: the pieces of the parameters and of their
- * optimizer state that its shard holds, recorded with their offsets in the whole parameter,
- * so the checkpoint means the same as a DDP one); rank 0 writes meta.olmk (global shapes, dtypes, checksums, each
+ * optimizer state that its shard holds, recorded with their offsets in the whole parameter;
+ * under tensor parallelism: its slice of each split parameter and of its optimizer state, or
+ * its pieces within the slice, recorded by the slice's place in the whole tensor, replicated
+ * tensors written once; so the checkpoint means the same as a DDP one and loads at any
+ * layout); rank 0 writes meta.olmk (global shapes, dtypes, checksums, each
  * shard's offsets, world size, step, data position) and renames the directory into place only
  * after every rank finished, so a checkpoint appears whole or not at all. A failure on any rank
  * fails the call on every rank. olm_trainer_load_checkpoint() and `olm convert` read sharded
@@ -1369,15 +1372,15 @@ OLM_API void olm_dist_free(olm_dist* dist);
  * pieces (olm_trainer_save_checkpoint()); nGPT and MoE models are refused
  * (OLM_ERR_INVALID_CONFIG).
  *
- * @param trainer The trainer.
- * @param dist The process group; kept alive by the trainer. NULL detaches (single process).
- *        The trainer issues collectives on it during steps, fits and evaluations: do not
- *        use dist (barrier, all-reduce) from another thread meanwhile.
  * With the train config's tensor_parallel and context_parallel sections the world is laid out
  * as a device mesh (olm_trainer_layout_get()); a trainer split by tensor parallelism keeps its
  * group (a later call fails with OLM_ERR_INVALID_ARGUMENT; save a checkpoint and load it into
  * a new trainer to change the layout).
  *
+ * @param trainer The trainer.
+ * @param dist The process group; kept alive by the trainer. NULL detaches (single process).
+ *        The trainer issues collectives on it during steps, fits and evaluations: do not
+ *        use dist (barrier, all-reduce) from another thread meanwhile.
  * @return NULL on success; OLM_ERR_INVALID_ARGUMENT for a NULL trainer; OLM_ERR_INVALID_CONFIG when global_batch_size does not divide
  *         over the data-parallel ranks, when the tensor- and context-parallel degrees do not
  *         divide the world size, or when the model cannot be split that way (the message names
