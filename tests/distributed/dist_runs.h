@@ -52,20 +52,18 @@ inline olm::Config model_config(const std::string& mode = "train") {
       "block": {"name": "normalized", "attention": {"name": "normalized", "n_heads": 4, "qk_norm": {"name": "l2_norm"},
         "rope": {"theta": 10000}}, "feed_forward": {"name": "normalized", "hidden_size": 64}},
       "lm_head": {"name": "normalized"}})");
-  if (mode == "explicit")  // dense_model_config's attention as an explicit float32 softmax instead of SDPA
-    return olm::Config::from_json(R"({"d_model": 32, "vocab_size": 50, "n_layers": 2,
-    "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "n_kv_heads": 2, "bias": false, "backend": "explicit",
+  // dense_model_config with a vocabulary that splits over 4 ranks ("tp"), and either with its
+  // attention as an explicit float32 softmax instead of SDPA ("explicit", "explicit_tp").
+  if (mode == "tp" || mode == "explicit" || mode == "explicit_tp") {
+    const std::string vocab = mode == "explicit" ? "50" : "52";
+    const std::string backend = mode == "tp" ? "" : R"("backend": "explicit", )";
+    return olm::Config::from_json(R"({"d_model": 32, "vocab_size": )" + vocab + R"(, "n_layers": 2,
+    "block": {"name": "reordered_norm", "attention": {)" + backend + R"("n_heads": 4, "n_kv_heads": 2, "bias": false,
       "rope": {"theta": 10000}, "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
       "feed_forward": {"hidden_size": 64, "bias": false},
       "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
     "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
-  if (mode == "tp")  // dense_model_config with a vocabulary that splits over 4 ranks
-    return olm::Config::from_json(R"({"d_model": 32, "vocab_size": 52, "n_layers": 2,
-    "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "n_kv_heads": 2, "bias": false,
-      "rope": {"theta": 10000}, "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
-      "feed_forward": {"hidden_size": 64, "bias": false},
-      "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
-    "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
+  }
   if (mode == "moe")
     return olm::Config::from_json(R"({"name": "moe", "d_model": 32, "vocab_size": 50, "n_layers": 2,
       "block": {"name": "moe_reordered_norm", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 10000}},
@@ -299,9 +297,10 @@ inline const AttentionBand& attention_band(const std::string& mode) {
   const Mode m = mode_setup(mode);
   const std::string key = m.model + "+" + std::to_string(m.documents);
   if (!bands.count(key)) {
-    olm::require(m.model == "train", olm::ErrorCode::kInternal, "attention_band: no explicit twin of model " + m.model);
+    olm::require(m.model == "train" || m.model == "tp", olm::ErrorCode::kInternal,
+                 "attention_band: no explicit twin of model " + m.model);
     const TrainRun& sdpa = single_process(mode);
-    const TrainRun explicit_run = train(nullptr, -1, SIGKILL, "", "explicit", m.documents);
+    const TrainRun explicit_run = train(nullptr, -1, SIGKILL, "", m.model == "tp" ? "explicit_tp" : "explicit", m.documents);
     AttentionBand band;
     for (int s = 0; s < kSteps; ++s) {
       band.loss.push_back(std::abs(explicit_run.loss[s] - sdpa.loss[s]) / std::abs(sdpa.loss[s]));
