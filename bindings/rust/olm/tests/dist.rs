@@ -96,6 +96,15 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+// The tests below run on parallel threads, and a port free_port() found free is only free
+// until someone binds it: one test's rendezvous store could take the port another had just
+// picked (seen: EADDRINUSE). They take turns, holding this while they use a port.
+static PORTS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn take_turn() -> std::sync::MutexGuard<'static, ()> {
+    PORTS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 #[test]
 fn two_ranks_match_one_process() {
     two_ranks(Layout::DataParallel);
@@ -115,6 +124,7 @@ fn two_ranks(layout: Layout) {
     if std::env::var("OLM_RUST_DIST_OUT").is_ok() {
         return;
     }
+    let _turn = take_turn();
     let exe = std::env::current_exe().unwrap();
     let port = free_port().to_string();
     let dir = std::env::temp_dir().join(format!("olm-rust-dist-{}-{layout:?}", std::process::id()));
@@ -169,6 +179,7 @@ fn missing_rank_is_named() {
     if std::env::var("OLM_RUST_DIST_OUT").is_ok() {
         return;
     }
+    let _turn = take_turn();
     let opts = DistOptions::default().rank(0, 2).master("127.0.0.1", free_port() as i32).timeout_seconds(1.0);
     match Dist::new(&opts) {
         Ok(_) => panic!("a group with a missing rank must fail"),
