@@ -78,22 +78,13 @@ olm::Config odd_model_config() {
     "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": true}})");
 }
 
-olm::Config tp_model_config() {
-  return olm::Config::from_json(R"({"d_model": 32, "vocab_size": 52, "n_layers": 2,
-    "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "n_kv_heads": 2, "bias": false,
-      "rope": {"theta": 10000}, "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
-      "feed_forward": {"hidden_size": 64, "bias": false},
-      "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
-    "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
-}
-
 // data_parallel: the train config's addition (kFsdp, kHsdp, kTp2Fsdp, kTp4; "" for DDP or one
 // process).
 TrainRun make_run(const std::shared_ptr<olm::distributed::ProcessGroup>& group = nullptr, const char* data_parallel = "",
                   ModelKind kind = ModelKind::kDense) {
   TrainRun r;
   const auto config = kind == ModelKind::kOdd ? odd_model_config()
-                      : kind == ModelKind::kTp ? tp_model_config()
+                      : kind == ModelKind::kTp ? dense_model_config(52)
                                                : dense_model_config();
   r.model = std::make_shared<olm::Model>(config, "cpu", olm::ModelOptions{});
   r.trainer = std::make_unique<olm::train::Trainer>(r.model, train_config(data_parallel));

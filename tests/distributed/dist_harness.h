@@ -28,9 +28,12 @@
 
 namespace olm_dist_testing {
 
-inline olm::Config dense_model_config() {
-  return olm::Config::from_json(R"({"d_model": 32, "vocab_size": 50, "n_layers": 2,
-    "block": {"name": "reordered_norm", "attention": {"n_heads": 4, "n_kv_heads": 2, "bias": false,
+// vocab_size 52 splits over 4 tensor-parallel ranks; explicit_softmax computes attention as an
+// explicit float32 softmax instead of SDPA (a second exact-in-float32 attention algorithm).
+inline olm::Config dense_model_config(int64_t vocab_size = 50, bool explicit_softmax = false) {
+  const std::string backend = explicit_softmax ? R"("backend": "explicit", )" : "";
+  return olm::Config::from_json(R"({"d_model": 32, "vocab_size": )" + std::to_string(vocab_size) + R"(, "n_layers": 2,
+    "block": {"name": "reordered_norm", "attention": {)" + backend + R"("n_heads": 4, "n_kv_heads": 2, "bias": false,
       "rope": {"theta": 10000}, "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
       "feed_forward": {"hidden_size": 64, "bias": false},
       "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},

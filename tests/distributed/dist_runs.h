@@ -52,18 +52,11 @@ inline olm::Config model_config(const std::string& mode = "train") {
       "block": {"name": "normalized", "attention": {"name": "normalized", "n_heads": 4, "qk_norm": {"name": "l2_norm"},
         "rope": {"theta": 10000}}, "feed_forward": {"name": "normalized", "hidden_size": 64}},
       "lm_head": {"name": "normalized"}})");
-  // dense_model_config with a vocabulary that splits over 4 ranks ("tp"), and either with its
-  // attention as an explicit float32 softmax instead of SDPA ("explicit", "explicit_tp").
-  if (mode == "tp" || mode == "explicit" || mode == "explicit_tp") {
-    const std::string vocab = mode == "explicit" ? "50" : "52";
-    const std::string backend = mode == "tp" ? "" : R"("backend": "explicit", )";
-    return olm::Config::from_json(R"({"d_model": 32, "vocab_size": )" + vocab + R"(, "n_layers": 2,
-    "block": {"name": "reordered_norm", "attention": {)" + backend + R"("n_heads": 4, "n_kv_heads": 2, "bias": false,
-      "rope": {"theta": 10000}, "qk_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
-      "feed_forward": {"hidden_size": 64, "bias": false},
-      "layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}},
-    "lm_head": {"layer_norm": {"name": "rms", "eps": 1e-6, "bias": false}, "bias": false}})");
-  }
+  // The dense model with a vocabulary that splits over 4 ranks ("tp"), and either with its
+  // attention as an explicit float32 softmax ("explicit", "explicit_tp").
+  if (mode == "tp") return dense_model_config(52);
+  if (mode == "explicit") return dense_model_config(50, true);
+  if (mode == "explicit_tp") return dense_model_config(52, true);
   if (mode == "moe")
     return olm::Config::from_json(R"({"name": "moe", "d_model": 32, "vocab_size": 50, "n_layers": 2,
       "block": {"name": "moe_reordered_norm", "attention": {"n_heads": 4, "bias": false, "rope": {"theta": 10000}},
